@@ -1,0 +1,167 @@
+"""Processing speed: per-block time of the full pipeline (4 channels, 2 kHz, 20-sample blocks)
+against scipy's band-pass alone (the peer), throughput, multi-session capacity, and the ratio
+against NeuroKit2's offline `emg_process` on the same real recording (when installed)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import signal
+
+from bench.stats import summary
+from config import load_settings
+from devices.base import SampleBlock
+from devices.recording_formats import load_recording
+from feedback.pipeline import Pipeline
+from feedback.processing.chain import EmgChain
+from feedback.processing.multi import MultiSessionChain
+
+RATE = 2000.0
+CHANNELS = ("VM", "VL", "RF", "BF")
+BLOCK = 20
+RECORDING = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "data" / "4Nsen.txt.gz"
+
+
+def noise(seconds: float, rows: int = len(CHANNELS), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((rows, int(seconds * RATE))) * 0.2).astype(np.float32)
+
+
+def per_block(seconds: float) -> dict[str, Any]:
+    settings = load_settings(environ={})
+    data = noise(seconds)
+    n_blocks = data.shape[1] // BLOCK
+    pipe = Pipeline(settings, RATE, CHANNELS)
+    sos = signal.butter(4, (20, 450), btype="bandpass", fs=RATE, output="sos")
+    zi = np.zeros((sos.shape[0], len(CHANNELS), 2))
+    full, peer = [], []
+    for i in range(n_blocks):
+        chunk = data[:, i * BLOCK : (i + 1) * BLOCK]
+        block = SampleBlock(i * BLOCK, 0.0, RATE, CHANNELS, chunk)
+        t0 = time.perf_counter()
+        pipe.process(block)
+        t1 = time.perf_counter()
+        _, zi = signal.sosfilt(sos, chunk, axis=1, zi=zi)
+        t2 = time.perf_counter()
+        full.append((t1 - t0) * 1e6)
+        peer.append((t2 - t1) * 1e6)
+    full_s, peer_s = summary(full, "us"), summary(peer, "us")
+    total_s = sum(full) / 1e6
+    return {
+        "what": f"Pipeline.process (chain, quality, onsets, band, exercise, cues, metrics) per "
+        f"{BLOCK}-sample block, {len(CHANNELS)} channels, {RATE:.0f} Hz, {n_blocks} blocks; "
+        "peer = scipy sosfilt band-pass alone on the same blocks",
+        "pipeline_block_us": full_s,
+        "peer_sosfilt_block_us": peer_s,
+        "ratio_p50": round(float(full_s["p50"]) / float(peer_s["p50"]), 2),
+        "realtime_budget_us": BLOCK / RATE * 1e6,
+        "streaming_throughput_samples_per_s": round(n_blocks * BLOCK / total_s),
+        "envelope_group_delay_ms": round(pipe.chain.group_delay_ms, 1),
+    }
+
+
+def throughput(seconds: float) -> dict[str, Any]:
+    """The full pipeline fed 1 s blocks: what one core does when block overhead is amortised."""
+    settings = load_settings(environ={})
+    data = noise(seconds)
+    pipe = Pipeline(settings, RATE, CHANNELS)
+    step = int(RATE)
+    t0 = time.perf_counter()
+    for i in range(0, data.shape[1], step):
+        pipe.process(SampleBlock(i, 0.0, RATE, CHANNELS, data[:, i : i + step]))
+    dt = time.perf_counter() - t0
+    return {
+        "what": f"full Pipeline, {len(CHANNELS)} channels at {RATE:.0f} Hz, 1 s blocks, one core",
+        "samples_per_s": round(data.shape[1] / dt),
+        "channel_samples_per_s": round(data.size / dt),
+        "x_realtime": round(data.shape[1] / dt / RATE, 1),
+    }
+
+
+def multi_session(
+    sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256), seconds: float = 4.0
+) -> dict[str, Any]:
+    """S sessions × 4 channels as one array, 20-sample blocks; real time = a block in < 10 ms."""
+    settings = load_settings(environ={})
+    budget_us = BLOCK / RATE * 1e6
+    rows: dict[str, Any] = {}
+    capacity = 0
+    for s in sizes:
+        multi = MultiSessionChain(settings, RATE, CHANNELS, s)
+        data = noise(seconds, rows=s * len(CHANNELS), seed=s).reshape(s, len(CHANNELS), -1)
+        times = []
+        for i in range(0, data.shape[2], BLOCK):
+            t0 = time.perf_counter()
+            multi.process(i, data[:, :, i : i + BLOCK])
+            times.append((time.perf_counter() - t0) * 1e6)
+        st = summary(times, "us")
+        rows[str(s)] = {**st, "per_session_us_p50": round(float(st["p50"]) / s, 2)}
+        if float(st["p99"]) < budget_us:
+            capacity = s
+    return {
+        "what": "MultiSessionChain (chain, quality, onsets, band zones) per 20-sample block for "
+        "S sessions × 4 channels at 2 kHz processed as one (S*4, n) array",
+        "block_us_by_sessions": rows,
+        "realtime_budget_us": budget_us,
+        "sessions_sustained_p99_within_budget": capacity,
+        "note": "per-session exercise/cue/metric bookkeeping (a few scalars a block) not included",
+    }
+
+
+def neurokit_ratio(repeats: int = 5) -> dict[str, Any]:
+    rec = load_recording(RECORDING)
+    vm = rec.data[rec.channels.index("VM")].astype(np.float64)
+    settings = load_settings(environ={})
+    rate = rec.rate_hz
+
+    def ours_offline() -> None:
+        chain = EmgChain(settings.processing, settings.calibration, rate, ("VM",))
+        chain.process(SampleBlock(0, 0.0, rate, ("VM",), vm[None, :]))
+
+    def ours_streaming() -> None:
+        pipe = Pipeline(settings, rate, ("VM",))
+        for i in range(0, vm.shape[0], 10):
+            pipe.process(SampleBlock(i, 0.0, rate, ("VM",), vm[None, i : i + 10]))
+
+    out: dict[str, Any] = {
+        "what": f"VM of {RECORDING.name} ({vm.shape[0]} samples at {rate:.0f} Hz), best of "
+        f"{repeats}; ratio = neurokit time / ours",
+        "ours_offline_chain_ms": _best(ours_offline, repeats),
+        "ours_streaming_pipeline_10_sample_blocks_ms": _best(ours_streaming, repeats),
+    }
+    try:
+        import neurokit2 as nk
+    except ImportError:
+        out["neurokit2"] = "not installed: pip install neurokit2 (benchmark only) for this figure"
+        return out
+    nk_ms = _best(lambda: nk.emg_process(vm, sampling_rate=int(rate)), repeats)
+    out.update(
+        neurokit2_version=nk.__version__,
+        neurokit2_emg_process_ms=nk_ms,
+        ratio_vs_offline_chain=round(nk_ms / out["ours_offline_chain_ms"], 1),
+        ratio_vs_streaming_pipeline=round(
+            nk_ms / out["ours_streaming_pipeline_10_sample_blocks_ms"], 2
+        ),
+    )
+    return out
+
+
+def _best(fn: Any, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 2)
+
+
+def run(seconds: float = 60.0) -> dict[str, Any]:
+    return {
+        "per_block": per_block(seconds),
+        "throughput": throughput(seconds),
+        "multi_session": multi_session(),
+        "neurokit2": neurokit_ratio(),
+    }

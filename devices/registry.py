@@ -1,0 +1,78 @@
+"""Open a device from a spec string.
+
+`sim`, `sim?speed=max`; `serial:/dev/ttyACM0`, `serial:auto?vid=2341&pid=0043`,
+`serial:PATH?format=csv&rate=1000&channels=VM,VL&baud=115200`; `ble:NAME`, `ble:uuid=SERVICE`,
+`ble:AA:BB:CC:DD:EE:FF`; `lsl:NAME`; `replay:FILE?speed=max&channels=VM=VM,VL=VL&loop=1`.
+Unknown kinds and options raise `DeviceError` naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from config.settings import Settings
+from devices.base import Device, DeviceError
+
+KINDS = ("sim", "serial", "ble", "lsl", "replay")
+
+
+def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """`kind:target?k=v&k2=v2` → (kind, target, options)."""
+    head, _, query = spec.partition("?")
+    kind, _, target = head.partition(":")
+    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    return kind.strip().lower(), target, options
+
+
+def open_device(spec: str, settings: Settings) -> Device:
+    kind, _target, options = split_spec(spec)
+    if kind == "sim":
+        if set(options) - {"speed"}:
+            raise DeviceError(
+                f"sim: unknown option(s) {sorted(set(options) - {'speed'})}; allowed: ['speed']"
+            )
+        from devices.simulator import SimulatedDevice
+
+        speed = options.get("speed", "1")
+        if speed not in ("1", "max"):
+            raise DeviceError(f"sim: speed must be 1 or max, not {speed!r}")
+        return SimulatedDevice(
+            settings.simulator, block_ms=settings.device.block_ms, realtime=speed != "max"
+        )
+    if kind == "serial":
+        from devices.serial_device import open_serial
+
+        return open_serial(spec, _target, options)
+    if kind == "ble":
+        from devices.ble import open_ble
+
+        return open_ble(spec, _target, options)
+    if kind == "lsl":
+        from devices.lsl import open_lsl
+
+        return open_lsl(spec, _target, options, block_ms=settings.device.block_ms)
+    if kind == "replay":
+        return _open_replay(spec, _target, options, settings)
+    raise DeviceError(f"unknown device kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}")
+
+
+def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settings) -> Device:
+    from devices.replay import ReplayDevice, parse_channel_map
+
+    allowed = {"speed", "channels", "loop"}
+    if unknown := sorted(set(options) - allowed):
+        raise DeviceError(f"replay: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
+    speed = options.get("speed", "1")
+    if speed not in ("1", "max"):
+        raise DeviceError(f"replay: speed must be 1 or max, not {speed!r}")
+    if not path:
+        raise DeviceError("replay: give a file, e.g. replay:recording.edf?speed=max")
+    channels = parse_channel_map(options["channels"]) if "channels" in options else None
+    return ReplayDevice(
+        path,
+        block_ms=settings.device.block_ms,
+        realtime=speed != "max",
+        channels=channels,
+        spec=spec,
+        loop=options.get("loop", "0") in ("1", "true", "yes"),
+    )

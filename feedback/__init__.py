@@ -1,0 +1,1 @@
+"""Processing, exercise logic, cues, outputs and the pipeline that wires them."""

@@ -1,0 +1,228 @@
+"""Command line: argv → settings → `asyncio.run(app.run(...))`. Exit 2 on a bad configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from config import ConfigError, load_settings
+from config.protocols import available_protocols
+from config.settings import check_patient_id
+from devices.base import DeviceError
+from feedback import app
+from feedback.calibration_flow import EXIT_INTERRUPTED, CalibrationInterrupted
+
+EXIT_CONFIG = 2
+MAX_DURATION_S = 4 * 3600.0  # a training session is minutes long; hours is a typing mistake
+
+
+def _duration(text: str) -> float:
+    """argparse type for --duration: finite, > 0 and at most MAX_DURATION_S (else exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or not 0.0 < value <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a number of seconds > 0 and ≤ {MAX_DURATION_S:.0f}"
+        )
+    return value
+
+
+def _patient(text: str) -> str:
+    try:
+        return check_patient_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pain(text: str) -> int:
+    """argparse type for --pain-before: a whole number 0–10 (the numeric rating scale)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number 0–10") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number 0–10")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vm-feedback",
+        description="Real-time surface-EMG biofeedback for vastus medialis retraining.",
+        epilog="Settings come from config/default.toml, then --config, then VMF_<SECTION>__<KEY> "
+        "environment variables, then these flags.",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="settings file (TOML) layered over the defaults",
+    )
+    p.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help=f"exercise protocol from config/protocols/ ({', '.join(available_protocols())}); "
+        "default: the [protocol] section of the settings (demo)",
+    )
+    p.add_argument(
+        "--device",
+        metavar="SPEC",
+        help="sample source: sim (default), sim?speed=max, serial:/dev/ttyACM0, "
+        "serial:auto[?vid=2341&pid=0043], serial:PATH?format=csv&rate=1000&channels=VM,VL, "
+        "ble:NAME, ble:uuid=SERVICE, lsl:NAME, "
+        "replay:FILE[?speed=max][&channels=VM=VM,VL=VL] (UCI .txt, CSV, EDF+/BDF; see README)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="SECONDS",
+        help="stop after this much signal time (default: when the protocol ends)",
+    )
+    view = p.add_mutually_exclusive_group()
+    view.add_argument(
+        "--headless",
+        action="store_true",
+        help="no dashboard window and no live terminal view: only the start and end lines "
+        "(for scripts and services)",
+    )
+    view.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="open the therapist dashboard (needs the 'dashboard' extra)",
+    )
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="publish to this MQTT broker (mqtt://host:port) instead of the embedded one",
+    )
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="session log: a SQLite file path or sqlite:///PATH "
+        "(default: sessions.sqlite3 in the user data directory)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH.json",
+        help="write a JSON summary of the session here at the end",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="run the guided rest + MVC calibration first and store it in the patient profile",
+    )
+    p.add_argument(
+        "--accept-calibration",
+        action="store_true",
+        help="with --calibrate: store and use the new calibration even if it fails its checks "
+        "(default: it is not stored and the previous calibration is used)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help="write the processed record: PATH.edf (EDF+), PATH.csv, or both for a bare stem",
+    )
+    p.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PATH.png",
+        help="with --dashboard: save the therapist view here at the end (and the patient view "
+        "as PATH-patient.png); works without a display",
+    )
+    p.add_argument(
+        "--patient",
+        type=_patient,
+        metavar="ID",
+        help="pseudonymous patient id (letters, digits, - and _, at least one digit; never a "
+        "name), e.g. P-0042; also [session] patient or VMF_SESSION__PATIENT",
+    )
+    p.add_argument(
+        "--pain-before",
+        type=_pain,
+        metavar="0-10",
+        help="pain the patient reports before the session (0 none … 10 worst)",
+    )
+    p.add_argument(
+        "--wait-start",
+        action="store_true",
+        help="start only when a therapist sends a start command over MQTT",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log debug messages of vm-feedback; -vv also those of the libraries it uses",
+    )
+    return p
+
+
+OWN_LOGGERS = ("feedback", "devices", "firmware_bridge", "config")
+
+
+def _configure_logging(verbose: int) -> None:
+    """-v: this project's debug lines; third-party chatter (amqtt, transitions, ...) stays at
+    WARNING unless -vv."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if verbose == 1:
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    overrides: dict[str, object] = {}
+    if args.device:
+        overrides["device.spec"] = args.device
+    if args.broker:
+        overrides["mqtt.broker"] = args.broker
+    if args.db:
+        overrides["storage.db"] = args.db
+    if args.pain_before is not None:
+        overrides["session.pain_before"] = args.pain_before
+    if args.patient is not None:
+        overrides["session.patient"] = args.patient
+    try:
+        settings = load_settings(args.config, overrides=overrides, protocol=args.protocol)
+    except ConfigError as exc:
+        print(f"vm-feedback: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.screenshot is not None and not args.dashboard:
+        print("vm-feedback: --screenshot needs --dashboard", file=sys.stderr)
+        return EXIT_CONFIG
+    options = app.RunOptions(
+        device=settings.device.spec,
+        duration_s=args.duration,
+        db=settings.storage.db,
+        broker=settings.mqtt.broker,
+        report=args.report,
+        live_view=not args.headless and sys.stderr.isatty() and os.environ.get("TERM") != "dumb",
+        calibrate=args.calibrate,
+        accept_calibration=args.accept_calibration,
+        record=args.record,
+        dashboard=args.dashboard,
+        screenshot=args.screenshot,
+        wait_for_start=args.wait_start,
+    )
+    try:
+        asyncio.run(app.run(settings, options))
+    except (DeviceError, ValueError) as exc:
+        print(f"vm-feedback: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CalibrationInterrupted as exc:
+        print(f"vm-feedback: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

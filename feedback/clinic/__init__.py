@@ -1,0 +1,1 @@
+"""The clinic side: the MQTT logger, its database, reports and therapist commands."""

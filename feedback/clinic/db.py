@@ -1,0 +1,145 @@
+"""Two database backends behind one small interface: SQLite (default) and PostgreSQL (psycopg 3).
+
+The store writes portable SQL with `?` placeholders; the PostgreSQL backend turns them into
+psycopg's `%s`. DDL differs only in a few type names, which the backend supplies (`types`).
+Both are synchronous: the logger calls them from a worker thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+Row = tuple[Any, ...]
+
+
+class Backend(Protocol):
+    dialect: str
+    types: ClassVar[dict[str, str]]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def transaction(self) -> Any: ...  # a context manager: commit on success, else roll back
+    def savepoint(self) -> Any: ...
+    def lock_for_migration(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SqliteBackend:
+    dialect = "sqlite"
+    types: ClassVar[dict[str, str]] = {
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "int": "INTEGER",
+        "real": "REAL",
+        "blob": "BLOB",
+    }
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")  # several loggers may share one file
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # IMMEDIATE: take the write lock now, so two loggers never deadlock upgrading a read lock.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT one")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO one")
+            self._db.execute("RELEASE one")
+            raise
+        self._db.execute("RELEASE one")
+
+    def lock_for_migration(self) -> None:
+        pass  # BEGIN IMMEDIATE already serialises writers
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresBackend:
+    dialect = "postgresql"
+    types: ClassVar[dict[str, str]] = {
+        "serial": "BIGSERIAL PRIMARY KEY",
+        "int": "BIGINT",
+        "real": "DOUBLE PRECISION",
+        "blob": "BYTEA",
+    }
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # the optional 'postgres' extra
+
+        self.url = url
+        self._db = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._db.cursor() as cur:
+            cur.execute(_pg(sql), params)
+            return cur.rowcount
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._db.cursor() as cur:
+            cur.execute(_pg(sql), params)
+            return list(cur.fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db.transaction():
+            yield
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self._db.transaction():  # nested inside a transaction, psycopg makes a savepoint
+            yield
+
+    def lock_for_migration(self) -> None:
+        # Several logger instances may start together; one migrates, the others wait for it.
+        self.execute("SELECT pg_advisory_xact_lock(7260501)")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class DatabaseMissing(LookupError):
+    """A reader was pointed at a SQLite file that does not exist (it is not created)."""
+
+
+def connect(url: str, *, must_exist: bool = False) -> Backend:
+    """`postgresql://...` (or `postgres://`), `sqlite:///PATH`, or a plain file path.
+    `must_exist`: a reader's open, which refuses to create an empty SQLite file."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresBackend(url)
+    if "://" in url and not url.startswith("sqlite:///"):
+        raise ValueError(f"database URL: postgresql://..., sqlite:///PATH or a path, not {url!r}")
+    path = url.removeprefix("sqlite:///")
+    if must_exist and path != ":memory:" and not Path(path).is_file():
+        raise DatabaseMissing(f"no database file at {path}")
+    return SqliteBackend(path)

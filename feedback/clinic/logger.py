@@ -1,0 +1,227 @@
+"""The clinic logger: every station's messages from the broker into the clinic database.
+
+Example:
+  python -m feedback.clinic.logger --broker mqtts://broker:8883 --db postgresql://host/clinic
+
+- MQTT 5 shared subscriptions `$share/<group>/vmf/v1/<clinic>/+/<leaf>`, one per topic leaf of the
+  contract (status, session, cue, rep, event, live, cmd): several instances with the same group
+  split the messages between them (Mosquitto hands each message to one member). Not `#`: the
+  binary `stream` leaf (remote dashboards, about 3 kB/s per station) is neither JSON nor worth
+  keeping, and would otherwise land in the quarantine ten times a second per station.
+- Nothing lost when the logger dies: the session is persistent (clean start off, long session
+  expiry, a client id fixed by --group and --instance), and every message is acknowledged only
+  after the batch holding it has been committed. A killed logger's unacknowledged messages are
+  redelivered when it comes back; copies it had already stored are quarantined as duplicates.
+- Credentials and TLS come from the config file or VMF_MQTT__USERNAME / VMF_MQTT__PASSWORD /
+  VMF_MQTT__TLS_CA (never from argv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from config import ConfigError, load_settings
+from feedback.app import broker_access
+from feedback.clinic.store import ClinicStore, Incoming, IngestResult
+from feedback.clinic.validation import MAX_PAYLOAD_BYTES, TOPIC_OF_TYPE
+from feedback.outputs.broker_access import BrokerAccess, describe
+from feedback.outputs.topics import TOPIC_ROOT
+
+log = logging.getLogger("feedback.clinic.logger")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps queueing for a logger that is down
+RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may have in flight to one logger
+MAX_BATCH = 1000
+LOGGED_LEAVES = tuple(sorted(set(TOPIC_OF_TYPE.values())))  # every leaf with a schema
+
+
+@dataclass(slots=True)
+class LoggerStats:
+    received: int = 0
+    batches: int = 0
+    connects: int = 0
+    db_errors: int = 0
+    totals: IngestResult | None = None
+
+
+class ClinicLogger:
+    def __init__(
+        self,
+        access: BrokerAccess,
+        store: ClinicStore,
+        *,
+        clinic: str = "+",
+        group: str = "vmf-loggers",
+        instance: str = "1",
+    ) -> None:
+        self.access = access
+        self.store = store
+        root = f"$share/{group}/{TOPIC_ROOT}/{clinic}"
+        self.topics = [f"{root}/+/{leaf}" for leaf in LOGGED_LEAVES]
+        self.topic = f"{root}/+/{{{','.join(LOGGED_LEAVES)}}}"  # as shown to people
+        self._legacy_topic = f"{root}/#"  # what loggers before the stream subscribed to
+        self.client_id = f"vmf-logger-{group}-{instance}"
+        self.stats = LoggerStats(totals=IngestResult())
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Subscribe, store, acknowledge; reconnect with backoff; runs until cancelled."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._session()
+            except* aiomqtt.MqttError as group:
+                log.warning("broker connection lost or refused: %s", group.exceptions[0])
+            self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)
+
+    async def _session(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        client = aiomqtt.Client(
+            **self.access.client_kwargs(),
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=15,
+            timeout=10.0,
+        )
+        # aiomqtt 2 has no public switch for manual acknowledgement; paho's own is the way to
+        # send each PUBACK only after the database commit.
+        client._client.manual_ack_set(True)
+        async with client:
+            await client.subscribe([(t, 1) for t in self.topics])
+            # A persistent session from an older logger still holds the whole tree: drop it
+            # (after subscribing, so nothing falls between; an overlap copy is a noted duplicate).
+            await client.unsubscribe(self._legacy_topic)
+            self.stats.connects += 1
+            self.connected.set()
+            log.info("subscribed to %s on %s", self.topic, describe(self.access))
+            queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._read(client, queue))
+                tasks.create_task(self._write(client, queue))
+
+    async def _read(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]) -> None:
+        async for message in client.messages:
+            queue.put_nowait(message)
+
+    async def _write(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(queue.get_nowait())
+            now = time.time()
+            items = [Incoming(str(m.topic), _payload(m), now) for m in batch]
+            result = await self._ingest(items)
+            for m in batch:
+                if m.qos > 0:
+                    client._client.ack(m.mid, m.qos)
+            self.stats.received += len(batch)
+            self.stats.batches += 1
+            assert self.stats.totals is not None
+            self.stats.totals.add(result)
+            for reason in result.reasons:
+                log.warning("quarantined: %s", reason)
+
+    async def _ingest(self, items: list[Incoming]) -> IngestResult:
+        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost."""
+        backoff = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.ingest, items)
+            except Exception as exc:
+                self.stats.db_errors += 1
+                log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+                with contextlib.suppress(Exception):
+                    self.store.reconnect()
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    p = message.payload
+    if isinstance(p, bytes | bytearray):
+        return bytes(p)
+    return str(p).encode() if p is not None else b""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m feedback.clinic.logger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the bullets apart
+    )
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port or mqtts://")
+    p.add_argument(
+        "--db",
+        default="clinic.sqlite3",
+        metavar="URL",
+        help="postgresql://user@host/db, sqlite:///PATH or a file path (default clinic.sqlite3)",
+    )
+    p.add_argument("--clinic", default="+", help="clinic id to log (default: all)")
+    p.add_argument("--group", default="vmf-loggers", help="shared subscription group")
+    p.add_argument("--instance", default="1", help="this instance's stable name in the group")
+    p.add_argument("--config", metavar="FILE.toml", help="settings file ([mqtt] credentials, TLS)")
+    p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD_BYTES, metavar="BYTES")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+async def amain(args: argparse.Namespace) -> None:
+    settings = load_settings(args.config)
+    access = broker_access(settings, args.broker)
+    store = ClinicStore(args.db, max_payload_bytes=args.max_payload)
+    logger = ClinicLogger(
+        access, store, clinic=args.clinic, group=args.group, instance=args.instance
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(logger.run())
+    print(f"logging {logger.topic} from {describe(access)} into {args.db}", file=sys.stderr)
+    await stop.wait()
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    logger.store.close()
+    t = logger.stats.totals
+    assert t is not None
+    print(
+        f"received {logger.stats.received}: stored {t.stored}, duplicates {t.duplicates}, "
+        f"invalid {t.invalid}",
+        file=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(amain(args))
+    except (ConfigError, ValueError) as exc:
+        print(f"clinic logger: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The clinic database: validates, de-duplicates and stores batches of received MQTT messages.
+
+One batch is one transaction. Each message is checked against the contract (validation.py);
+an invalid one goes to `quarantine` with the reason. A valid one first claims its
+(session, msg_id) in `messages` (the de-duplication ledger, whose `seq` also records arrival
+order); a second copy loses that claim and is quarantined as a duplicate, noting whether its
+bytes are identical (a harmless redelivery) or not (a replay or a forgery). Nothing is dropped
+without a row saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from feedback.clinic.db import Backend, connect
+from feedback.clinic.migrations import migrate
+from feedback.clinic.validation import (
+    EVENT_TYPES,
+    MAX_PAYLOAD_BYTES,
+    InvalidMessage,
+    Message,
+    check,
+)
+
+log = logging.getLogger(__name__)
+
+ENVELOPE = ("v", "type", "session", "msg_id", "t")
+QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+@dataclass(slots=True)
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, other: IngestResult) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.invalid += other.invalid
+
+
+class ClinicStore:
+    def __init__(self, url: str, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+        self.url = url
+        self.db: Backend = connect(url)
+        self.max_payload_bytes = max_payload_bytes
+        # A cancelled asyncio.to_thread call keeps running in its thread: never let a second
+        # batch share the connection with it.
+        self._lock = threading.Lock()
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def reconnect(self) -> None:
+        with self._lock:
+            try:
+                self.db.close()
+            finally:
+                self.db = connect(self.url)
+
+    def ingest(self, batch: list[Incoming]) -> IngestResult:
+        """Store a batch in one transaction; if the database refuses one message, the batch is
+        redone message by message so that only that one is quarantined."""
+        with self._lock:
+            return self._ingest_locked(batch)
+
+    def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:
+        try:
+            with self.db.transaction():
+                return self._ingest_all(batch, isolate=False)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise  # connection trouble: the caller retries the batch, nothing is acked
+            log.warning("batch refused (%s); storing message by message", exc)
+        with self.db.transaction():
+            return self._ingest_all(batch, isolate=True)
+
+    def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
+        result = IngestResult()
+        for item in batch:
+            if not isolate:
+                self._ingest_one(item, result)
+                continue
+            try:
+                with self.db.savepoint():
+                    self._ingest_one(item, result)
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                self._quarantine(item, f"database refused it: {exc}"[:500], result)
+        return result
+
+    def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
+        try:
+            msg = check(item.topic, item.payload, self.max_payload_bytes)
+        except InvalidMessage as exc:
+            self._quarantine(item, exc.reason, result)
+            return
+        digest = hashlib.sha256(item.payload).hexdigest()
+        if not self._claim(msg, item, digest):
+            self._quarantine(item, self._duplicate_reason(msg, digest), result, duplicate=True)
+            return
+        self._store(msg)
+        result.stored += 1
+
+    def _claim(self, msg: Message, item: Incoming, digest: str) -> bool:
+        b = msg.body
+        if msg.type == "status" and b["msg_id"] == 0:
+            self._station_status(msg)  # a last will: not part of any session's sequence
+            return True
+        if msg.type == "live":
+            return self.db.execute(
+                "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (b["session"], b["msg_id"], b["t"], b["phase"], b["reps"],
+                 b.get("vm_vl_ratio"), b["index"], json.dumps(b["pct_mvc"])),
+            ) == 1  # fmt: skip
+        if msg.type == "command":
+            return self.db.execute(
+                "INSERT INTO commands (clinic, station, issuer, msg_id, action, session_id, t,"
+                " received_at, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (msg.clinic, msg.station, b["issuer"], b["msg_id"], b["action"], b["session"],
+                 b["t"], item.received_at, json.dumps(b)),
+            ) == 1  # fmt: skip
+        return self.db.execute(
+            "INSERT INTO messages (session_id, msg_id, type, clinic, station, t, received_at,"
+            " sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (b["session"], b["msg_id"], msg.type, msg.clinic, msg.station, b["t"],
+             item.received_at, digest),
+        ) == 1  # fmt: skip
+
+    def _duplicate_reason(self, msg: Message, digest: str) -> str:
+        b = msg.body
+        key = f"({b.get('session')}, {b['msg_id']})"
+        if msg.type in ("live", "command"):
+            return f"duplicate {msg.type} {key}"
+        rows = self.db.query(
+            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
+            (b["session"], b["msg_id"]),
+        )
+        same = bool(rows) and rows[0][0] == digest
+        kind = "identical copy (redelivery)" if same else "different content (replay or forgery)"
+        return f"duplicate {key}: {kind}"
+
+    def _store(self, msg: Message) -> None:
+        b, kind = msg.body, msg.type
+        if kind == "status":
+            if b["msg_id"] != 0:
+                self._station_status(msg)
+        elif kind == "session_start":
+            self._session_start(msg)
+        elif kind == "session_end":
+            self.db.execute(
+                "INSERT INTO sessions (session_id, clinic, station, ended_at, pain_after,"
+                " summary_json) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+                " ended_at = excluded.ended_at, pain_after = excluded.pain_after,"
+                " summary_json = excluded.summary_json",
+                (b["session"], msg.clinic, msg.station, b["t"], b.get("pain_after"),
+                 json.dumps(b["summary"])),
+            )  # fmt: skip
+        elif kind == "rep":
+            self.db.execute(
+                "INSERT INTO reps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (b["session"], b["period"], b["msg_id"], b["t"], int(b["achieved"]), b.get("rep"),
+                 b.get("at_index"), b.get("time_to_band_s"), b["peak_pct_mvc"],
+                 b.get("mean_pct_mvc"), b["hold_s"], b["time_in_band_s"], b.get("vm_vl_ratio"),
+                 b.get("onset_diff_ms"), b.get("symmetry_pct")),
+            )  # fmt: skip
+        elif kind == "cue":
+            self.db.execute(
+                "INSERT INTO cues VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (b["session"], b["msg_id"], b["t"], b["kind"], b["value"], b["index"],
+                 b["t_sample"]),
+            )  # fmt: skip
+        elif kind in EVENT_TYPES:
+            detail = {k: v for k, v in b.items() if k not in ENVELOPE}
+            self.db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                (b["session"], b["msg_id"], b["t"], kind, json.dumps(detail)),
+            )
+        # live and command rows were written when claimed
+
+    def _session_start(self, msg: Message) -> None:
+        b = msg.body
+        self.db.execute(
+            "INSERT INTO sessions (session_id, clinic, station, patient, side, protocol,"
+            " reps_prescribed, started_at, pain_before, settings_json, device_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+            " patient = excluded.patient, side = excluded.side, protocol = excluded.protocol,"
+            " reps_prescribed = excluded.reps_prescribed, started_at = excluded.started_at,"
+            " pain_before = excluded.pain_before, settings_json = excluded.settings_json,"
+            " device_json = excluded.device_json",
+            (b["session"], msg.clinic, msg.station, b["patient"], b["side"], b["protocol"],
+             b.get("reps_prescribed"), b["t"], b.get("pain_before"), json.dumps(b["settings"]),
+             json.dumps(b["device"])),
+        )  # fmt: skip
+
+    def _station_status(self, msg: Message) -> None:
+        b = msg.body
+        # Retained and possibly redelivered out of order: only a newer status replaces the row.
+        self.db.execute(
+            "INSERT INTO stations VALUES (?, ?, ?, ?, ?) ON CONFLICT (clinic, station) DO UPDATE"
+            " SET state = excluded.state, session_id = excluded.session_id, t = excluded.t"
+            " WHERE excluded.t >= stations.t",
+            (msg.clinic, msg.station, b["state"], b.get("session"), b["t"]),
+        )
+
+    def _quarantine(
+        self, item: Incoming, reason: str, result: IngestResult, *, duplicate: bool = False
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO quarantine (received_at, topic, reason, size, sha256, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (item.received_at, item.topic[:300], reason, len(item.payload),
+             hashlib.sha256(item.payload).hexdigest(), item.payload[:QUARANTINE_KEEP_BYTES]),
+        )  # fmt: skip
+        if duplicate:
+            result.duplicates += 1
+        else:
+            result.invalid += 1
+        result.reasons.append(reason)
+
+
+def _is_data_error(exc: Exception) -> bool:
+    """A problem with one message's data (constraint, type), not with the connection."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError):
+        return True
+    if isinstance(exc, OverflowError):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)

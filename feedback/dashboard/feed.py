@@ -1,0 +1,211 @@
+"""What the dashboard draws, made in the session process without Qt: `DashFrame`s.
+
+The feed keeps a 10 s ring of display-rate samples (raw EMG decimated by keeping the largest
+excursion in each bin, so spikes and artefacts stay visible; the envelope by the bin mean) and
+makes a self-contained snapshot on demand. Every frame carries the whole window, so a frame the
+dashboard never sees (latest wins) costs nothing but a skipped redraw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from feedback.exercise import RepCompleted
+from feedback.pipeline import Tick
+
+WINDOW_S = 10.0
+DISPLAY_HZ = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class RepRow:
+    rep: int
+    set_no: int
+    at_s: float  # seconds from the session start (device samples)
+    time_to_band_s: float | None
+    pct_at_rep: float  # target channel % MVC when the hold was achieved
+    vm_vl_ratio: float | None
+
+
+@dataclass(slots=True)
+class Header:
+    """Fixed for a session: set once, sent with every frame (small)."""
+
+    patient: str = ""
+    protocol: str = ""
+    protocols: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    target_channel: str = "VM"
+    mvc_mv: dict[str, float] = field(default_factory=dict)
+    trigger_fraction: float = 0.8
+    reps_total: int = 0
+    sets: int = 1
+
+
+@dataclass(slots=True)
+class DashFrame:
+    header: Header
+    t_end_s: float
+    display_hz: float
+    raw: np.ndarray  # (n_channels, n) mV, band-passed, decimated
+    envelope: np.ndarray  # (n_channels, n) mV
+    blanked: np.ndarray  # (n,) bool
+    pct_mvc: dict[str, float]
+    band: tuple[float, float]
+    phase: str
+    holding: bool
+    hold_progress: float
+    phase_left_s: float
+    session_left_s: float
+    reps_done: int
+    set_no: int
+    vm_vl_ratio: float | None
+    onset_diff_ms: float | None
+    link: str
+    mqtt: str
+    gaps: int
+    protocol_errors: int
+    stim_state: str
+    stim_bursts: int
+    reps: tuple[RepRow, ...]
+    note: str = ""
+
+
+class DashboardFeed:
+    def __init__(self, header: Header, rate_hz: float, display_hz: float = DISPLAY_HZ) -> None:
+        self.header = header
+        self.rate_hz = rate_hz
+        self.factor = max(1, round(rate_hz / display_hz))
+        self.display_hz = rate_hz / self.factor
+        n_ch = len(header.channels)
+        self.size = round(WINDOW_S * self.display_hz)
+        self._raw = np.zeros((n_ch, self.size), dtype=np.float32)
+        self._env = np.zeros((n_ch, self.size), dtype=np.float32)
+        self._blank = np.zeros(self.size, dtype=bool)
+        self._filled = 0  # display samples written so far
+        self._carry: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._origin: int | None = None
+        self._end_index = 0
+        self.reps: list[RepRow] = []
+        self.onset_diff_ms: float | None = None  # of the newest contraction that had a VL onset
+        self.last: Tick | None = None
+        self.status: dict[str, object] = {}
+
+    def add(self, tick: Tick) -> None:
+        """Decimate one tick into the ring; cheap, called for every block."""
+        block = tick.processed.block
+        if self._origin is None:
+            self._origin = block.first_index
+        self._end_index = block.end_index
+        raw, env = tick.processed.filtered, tick.processed.envelope
+        blank = tick.blanked if tick.blanked is not None else np.zeros(raw.shape[1], bool)
+        if self._carry is not None:
+            raw = np.concatenate([self._carry[0], raw], axis=1)
+            env = np.concatenate([self._carry[1], env], axis=1)
+            blank = np.concatenate([self._carry[2], blank])
+        whole = raw.shape[1] // self.factor * self.factor
+        self._carry = (raw[:, whole:], env[:, whole:], blank[whole:])
+        if whole:
+            self.write(*decimate(raw[:, :whole], env[:, :whole], blank[:whole], self.factor))
+        for c in tick.contractions:
+            if c.vm_vl_onset_ms is not None:  # VL onset minus VM onset: positive when VM led
+                self.onset_diff_ms = c.vm_vl_onset_ms
+        ex = tick.exercise
+        for ev in ex.events:
+            if isinstance(ev, RepCompleted):
+                self.reps.append(
+                    RepRow(
+                        ev.rep,
+                        ex.set_no,
+                        (ev.at_index - self._origin) / self.rate_hz,
+                        ev.time_to_band_s,
+                        tick.pct_mvc.get(self.header.target_channel, 0.0),
+                        tick.vm_vl_ratio,
+                    )
+                )
+        if tick.protocol and tick.protocol != self.header.protocol:  # switched mid-session
+            h = self.header
+            self.header = replace(
+                h, protocol=tick.protocol, reps_total=tick.reps_total, sets=tick.sets
+            )
+        self.last = tick
+
+    def write(self, raw: np.ndarray, env: np.ndarray, blank: np.ndarray) -> None:
+        n = raw.shape[1]
+        if n >= self.size:
+            raw, env, blank, n = (
+                raw[:, -self.size :],
+                env[:, -self.size :],
+                blank[-self.size :],
+                self.size,
+            )
+        pos = self._filled % self.size
+        first = min(n, self.size - pos)
+        self._raw[:, pos : pos + first] = raw[:, :first]
+        self._env[:, pos : pos + first] = env[:, :first]
+        self._blank[pos : pos + first] = blank[:first]
+        rest = n - first
+        if rest:
+            self._raw[:, :rest] = raw[:, first:]
+            self._env[:, :rest] = env[:, first:]
+            self._blank[:rest] = blank[first:]
+        self._filled += n
+
+    def window(self, ring: np.ndarray) -> np.ndarray:
+        if self._filled < self.size:
+            return ring[..., : self._filled].copy()
+        pos = self._filled % self.size
+        return np.concatenate([ring[..., pos:], ring[..., :pos]], axis=-1)
+
+    def frame(self, **status: object) -> DashFrame | None:
+        """A snapshot of the window and the newest state; None before the first tick."""
+        tick = self.last
+        if tick is None:
+            return None
+        ex = tick.exercise
+        s = {**self.status, **status}
+        return DashFrame(
+            header=self.header,
+            t_end_s=(self._end_index - (self._origin or 0)) / self.rate_hz,
+            display_hz=self.display_hz,
+            raw=self.window(self._raw),
+            envelope=self.window(self._env),
+            blanked=self.window(self._blank),
+            pct_mvc=dict(tick.pct_mvc),
+            band=tick.band,
+            phase=ex.phase.name.lower(),
+            holding=ex.holding,
+            hold_progress=ex.hold_progress,
+            phase_left_s=ex.phase_left_s,
+            session_left_s=ex.session_left_s,
+            reps_done=ex.reps_done,
+            set_no=ex.set_no,
+            vm_vl_ratio=tick.vm_vl_ratio,
+            onset_diff_ms=_opt_float(s.get("onset_diff_ms", self.onset_diff_ms)),
+            link=str(s.get("link", "up")),
+            mqtt=str(s.get("mqtt", "-")),
+            gaps=int(str(s.get("gaps", 0))),
+            protocol_errors=int(str(s.get("protocol_errors", 0))),
+            stim_state=str(s.get("stim_state", "off")),
+            stim_bursts=int(str(s.get("stim_bursts", 0))),
+            reps=tuple(self.reps),
+            note=str(s.get("note", "")),
+        )
+
+
+def _opt_float(v: object) -> float | None:
+    return None if v is None else float(str(v))
+
+
+def decimate(
+    raw: np.ndarray, env: np.ndarray, blank: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_ch, n = raw.shape
+    bins = raw.reshape(n_ch, n // factor, factor)
+    pick = np.abs(bins).argmax(axis=2)
+    raw_d = np.take_along_axis(bins, pick[..., None], axis=2)[..., 0]
+    env_d: np.ndarray = env.reshape(n_ch, n // factor, factor).mean(axis=2)
+    blank_d: np.ndarray = np.asarray(blank.reshape(n // factor, factor).any(axis=1))
+    return raw_d.astype(np.float32), env_d.astype(np.float32), blank_d

@@ -1,0 +1,246 @@
+"""The therapist window: per-channel EMG and envelope over a scrolling 10 s window, metrics, the
+rep table, link/quality/stimulation indicators, and the controls (incl. the emergency stop).
+
+It only draws what `DashFrame`s say and emits `Control`s through `on_control`; it never touches
+the session, so it can run in another process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from feedback.dashboard.controls import (
+    Calibrate,
+    Control,
+    EmergencyStopRequest,
+    PickProtocol,
+    RearmRequest,
+    SetBand,
+    StartStop,
+)
+from feedback.dashboard.feed import DashFrame
+
+REP_COLUMNS = ("rep", "set", "at s", "to band", "% MVC", "VM:VL")
+STIM_COLOURS = {"off": "#888", "armed": "#2e9d44", "stimulating": "#e0a020", "estop": "#d0342c"}
+
+
+def _mv(pct: float, mvc_mv: float) -> float:
+    return pct / 100.0 * mvc_mv
+
+
+class ChannelPlot(pg.PlotWidget):  # type: ignore[misc]
+    def __init__(self, role: str, target: bool) -> None:
+        super().__init__(background="w")
+        self.role = role
+        self.setLabel("left", f"{role} (mV)")
+        self.getAxis("left").enableAutoSIPrefix(False)
+        self.showGrid(x=True, y=True, alpha=0.2)
+        self.setMouseEnabled(x=False, y=True)
+        self.raw = self.plot(pen=pg.mkPen("#b0b0b0", width=1), name="raw")
+        self.envelope = self.plot(pen=pg.mkPen("#1f5fbf", width=2), name="envelope")
+        self.band = pg.LinearRegionItem(
+            orientation="horizontal", movable=False, brush=pg.mkBrush(46, 157, 68, 50)
+        )
+        self.threshold = pg.InfiniteLine(
+            angle=0, pen=pg.mkPen("#d0342c", width=1.5, style=Qt.PenStyle.DashLine)
+        )
+        # Blanked spans (stimulation on) are shaded regions, not a NaN-gapped or filled curve:
+        # those take pyqtgraph's QByteArray path workaround, which crashed with PySide6 6.12
+        # (pyqtgraph#3265, a refcount fix on both sides).
+        self.blank_spans: list[pg.LinearRegionItem] = []
+        if target:
+            self.addItem(self.band)
+            self.addItem(self.threshold)
+        self.setXRange(-10, 0, padding=0)
+
+    def draw(self, t: np.ndarray, raw: np.ndarray, env: np.ndarray, blanked: np.ndarray) -> None:
+        self.raw.setData(t, raw)
+        self.envelope.setData(t, env)
+        spans = _runs(blanked)
+        while len(self.blank_spans) < len(spans):
+            region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(224, 160, 32, 70))
+            self.addItem(region)
+            self.blank_spans.append(region)
+        for i, region in enumerate(self.blank_spans):
+            region.setVisible(i < len(spans))
+            if i < len(spans):
+                a, b = spans[i]
+                region.setRegion((t[a], t[b - 1]))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+class TherapistWindow(QMainWindow):
+    def __init__(self, on_control: Callable[[Control], None] = lambda c: None) -> None:
+        super().__init__()
+        self.setWindowTitle("vm-feedback: therapist")
+        self.resize(1280, 860)
+        self.on_control = on_control
+        self.frames_drawn = 0
+        self.plots: dict[str, ChannelPlot] = {}
+        central = QWidget()
+        self.setCentralWidget(central)
+        outer = QHBoxLayout(central)
+        self.plot_column = QVBoxLayout()
+        outer.addLayout(self.plot_column, stretch=3)
+        side = QVBoxLayout()
+        outer.addLayout(side, stretch=1)
+        self.title = QLabel("waiting for the session…")
+        self.title.setStyleSheet("font-size: 15px; font-weight: bold")
+        side.addWidget(self.title)
+        side.addLayout(self._metrics())
+        self.reps = QTableWidget(0, len(REP_COLUMNS))
+        self.reps.setHorizontalHeaderLabels(list(REP_COLUMNS))
+        self.reps.verticalHeader().setVisible(False)
+        self.reps.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        side.addWidget(self.reps, stretch=1)
+        side.addLayout(self._controls())
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def _metrics(self) -> QGridLayout:
+        grid = QGridLayout()
+        self.labels: dict[str, QLabel] = {}
+        names = ("% MVC", "VM:VL", "onset VL−VM", "phase", "reps", "band", "link", "quality",
+                 "MQTT", "stimulation")  # fmt: skip
+        for row, name in enumerate(names):
+            grid.addWidget(QLabel(name), row, 0)
+            value = QLabel("–")
+            value.setStyleSheet("font-weight: bold")
+            grid.addWidget(value, row, 1)
+            self.labels[name] = value
+        return grid
+
+    def _controls(self) -> QVBoxLayout:
+        box = QVBoxLayout()
+        row = QHBoxLayout()
+        self.start = QPushButton("Stop session")
+        self.start.clicked.connect(lambda: self.on_control(StartStop(start=False)))
+        self.calibrate = QPushButton("Calibrate")
+        self.calibrate.clicked.connect(lambda: self.on_control(Calibrate()))
+        row.addWidget(self.start)
+        row.addWidget(self.calibrate)
+        box.addLayout(row)
+        self.protocol = QComboBox()
+        self.protocol.activated.connect(
+            lambda _: self.on_control(PickProtocol(self.protocol.currentText()))
+        )
+        box.addWidget(self.protocol)
+        band = QHBoxLayout()
+        self.low = QDoubleSpinBox(decimals=0, minimum=1, maximum=100, suffix=" %")
+        self.high = QDoubleSpinBox(decimals=0, minimum=2, maximum=150, suffix=" %")
+        apply = QPushButton("Set band")
+        apply.clicked.connect(lambda: self.on_control(SetBand(self.low.value(), self.high.value())))
+        for w in (QLabel("band"), self.low, self.high, apply):
+            band.addWidget(w)
+        box.addLayout(band)
+        self.estop = QPushButton("EMERGENCY STOP  (Space)")
+        self.estop.setMinimumHeight(64)
+        self.estop.setStyleSheet(
+            "background: #d0342c; color: white; font-size: 18px; font-weight: bold"
+        )
+        self.estop.clicked.connect(lambda: self.on_control(EmergencyStopRequest("dashboard")))
+        # Application-wide: the key works in whichever dashboard window has the focus.
+        for key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
+            shortcut = QShortcut(QKeySequence(key), self, self.estop.click)
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+        box.addWidget(self.estop)
+        self.rearm = QPushButton("Re-arm stimulation")
+        self.rearm.clicked.connect(lambda: self.on_control(RearmRequest("dashboard")))
+        box.addWidget(self.rearm)
+        return box
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def _ensure_plots(self, frame: DashFrame) -> None:
+        h = frame.header
+        if list(self.plots) == list(h.channels):
+            return
+        for role in h.channels:
+            plot = ChannelPlot(role, role == h.target_channel)
+            self.plots[role] = plot
+            self.plot_column.addWidget(plot)
+        self.plots[h.channels[-1]].setLabel("bottom", "time (s)")
+        self.protocol.clear()
+        self.protocol.addItems(list(h.protocols) or [h.protocol])
+        self.protocol.setCurrentText(h.protocol)
+        self.low.setValue(frame.band[0])
+        self.high.setValue(frame.band[1])
+
+    def show_frame(self, frame: DashFrame) -> None:
+        self._ensure_plots(frame)
+        h = frame.header
+        n = frame.raw.shape[1]
+        t = (np.arange(n) - n + 1) / frame.display_hz
+        low, high = frame.band
+        for i, role in enumerate(h.channels):
+            plot = self.plots[role]
+            plot.draw(t, frame.raw[i], frame.envelope[i], frame.blanked)
+            if role == h.target_channel:
+                mvc = h.mvc_mv.get(role, 1.0)
+                plot.band.setRegion((_mv(low, mvc), _mv(high, mvc)))
+                plot.threshold.setValue(_mv(h.trigger_fraction * low, mvc))
+        self._labels(frame)
+        self._rep_table(frame)
+        self.frames_drawn += 1
+
+    def _labels(self, f: DashFrame) -> None:
+        h = f.header
+        self.title.setText(f"{h.patient} · {h.protocol} · t = {f.t_end_s:.1f} s")
+        lab = self.labels
+        lab["% MVC"].setText("  ".join(f"{k} {v:.0f}" for k, v in f.pct_mvc.items()))
+        lab["VM:VL"].setText("–" if f.vm_vl_ratio is None else f"{f.vm_vl_ratio:.2f}")
+        onset = f.onset_diff_ms
+        lab["onset VL−VM"].setText("–" if onset is None else f"{onset:+.0f} ms")
+        hold = f" hold {f.hold_progress * 100:.0f} %" if f.phase == "work" else ""
+        lab["phase"].setText(f"{f.phase} {f.phase_left_s:.1f} s{hold}")
+        lab["reps"].setText(f"{f.reps_done}/{h.reps_total} (set {f.set_no}/{h.sets})")
+        lab["band"].setText(f"{f.band[0]:.0f}–{f.band[1]:.0f} % MVC")
+        lab["link"].setText(f.link)
+        lab["quality"].setText(f"gaps {f.gaps}, protocol errors {f.protocol_errors}")
+        lab["MQTT"].setText(f.mqtt)
+        stim = lab["stimulation"]
+        stim.setText(f"{f.stim_state} ({f.stim_bursts} bursts)")
+        stim.setStyleSheet(f"font-weight: bold; color: {STIM_COLOURS.get(f.stim_state, '#000')}")
+        ok = f.link == "up"
+        lab["link"].setStyleSheet(f"font-weight: bold; color: {'#2e9d44' if ok else '#d0342c'}")
+
+    def _rep_table(self, f: DashFrame) -> None:
+        if self.reps.rowCount() == len(f.reps):
+            return
+        self.reps.setRowCount(len(f.reps))
+        for r, row in enumerate(f.reps):
+            cells = (
+                str(row.rep),
+                str(row.set_no),
+                f"{row.at_s:.1f}",
+                "–" if row.time_to_band_s is None else f"{row.time_to_band_s:.2f}",
+                f"{row.pct_at_rep:.0f}",
+                "–" if row.vm_vl_ratio is None else f"{row.vm_vl_ratio:.2f}",
+            )
+            for c, text in enumerate(cells):
+                self.reps.setItem(r, c, QTableWidgetItem(text))
+        self.reps.scrollToBottom()

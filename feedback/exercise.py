@@ -1,0 +1,228 @@
+"""The exercise protocol as a state machine on the sample timeline:
+ready → ((work ⇄ rest) × reps, set rest) × sets.
+
+Time is the device's sample index, not the wall clock, so a replay at full speed or a block split
+of any size gives the same reps at the same samples. During work, a rep counts once the target
+channel has stayed in the band for `hold_s` without a break.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from config.settings import ProtocolSettings
+from feedback.processing.activation import Zone, run_starts
+
+
+class Phase(enum.IntEnum):
+    READY = 0
+    WORK = 1
+    REST = 2
+    DONE = 3
+    CALIBRATING = 4  # paused for a calibration during the session: no reps, cues or stimulation
+
+
+@dataclass(frozen=True, slots=True)
+class RepCompleted:
+    rep: int
+    at_index: int  # sample index at which the hold was achieved
+    time_to_band_s: float | None  # from the start of the work period to first entering the band
+    period: int = 0  # the work period it was counted in
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChanged:
+    phase: Phase
+    rep: int  # 1-based number of the work period (0 while getting ready)
+    at_index: int
+
+
+ExerciseEvent = RepCompleted | PhaseChanged
+
+
+@dataclass(slots=True)
+class ExerciseState:
+    phase: Phase = Phase.READY
+    period: int = 0  # 1-based index of the current work period, over all sets
+    set_no: int = 1  # 1-based set of the current period
+    reps_done: int = 0
+    holding: bool = False
+    hold_progress: float = 0.0  # 0..1 of the hold needed for this rep
+    phase_left_s: float = 0.0
+    session_left_s: float = 0.0
+    in_band_s: float = 0.0  # total time in the band during work periods
+    events: list[ExerciseEvent] = field(default_factory=list)
+
+
+class Exercise:
+    def __init__(
+        self, protocol: ProtocolSettings, rate_hz: float, after: ExerciseState | None = None
+    ) -> None:
+        """`after`: the state of the protocol this one replaces mid-session; its reps and time
+        in band carry on (rep numbers keep counting), and the new timeline's READY is announced."""
+        self.protocol = protocol
+        self.rate_hz = rate_hz
+        self._ready = round(protocol.ready_s * rate_hz)
+        self._work = round(protocol.work_s * rate_hz)
+        self._hold = round(protocol.hold_s * rate_hz)
+        n = protocol.reps * protocol.sets
+        # The rest after each period: the set rest after a set's last rep, except the very last.
+        rest = np.full(n, round(protocol.rest_s * rate_hz), dtype=np.int64)
+        rest[protocol.reps - 1 : n - 1 : protocol.reps] = round(protocol.set_rest_s * rate_hz)
+        lengths = self._work + rest
+        self._starts = self._ready + np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+        self._ends = self._starts + lengths  # end of each period's rest
+        self._total = int(self._ends[-1])
+        self._start_list = self._starts.tolist()
+        self._origin: int | None = None
+        self._hold_run = 0
+        self._counted_period = 0
+        self._band_entry: dict[int, int] = {}
+        self._last_phase = (Phase.READY, 0)
+        self.state = ExerciseState(session_left_s=self._total / rate_hz)
+        if after is not None:
+            self.state.reps_done, self.state.in_band_s = after.reps_done, after.in_band_s
+            self._last_phase = (Phase.DONE, -1)  # so the first block emits PhaseChanged(READY)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.phase is Phase.DONE
+
+    @property
+    def periods(self) -> int:
+        return int(self._starts.shape[0])
+
+    def work_start_index(self, period: int) -> int | None:
+        """Device sample index where work period `period` (1-based) starts; None past the end."""
+        if self._origin is None or not 1 <= period <= self.periods:
+            return None
+        return self._origin + int(self._starts[period - 1])
+
+    def safe_switch_index(self) -> int | None:
+        """The first sample outside work from the current state on: the end of the running work
+        period, or None when not working (a switch can happen at once)."""
+        st = self.state
+        if st.phase is not Phase.WORK or self._origin is None:
+            return None
+        return self._origin + int(self._starts[st.period - 1]) + self._work
+
+    def pause(self) -> None:
+        """A calibration interrupts the exercise: the hold in progress is lost, and the phase
+        after `resume` is announced anew."""
+        self._hold_run = 0
+        self._last_phase = (Phase.CALIBRATING, self.state.period)
+
+    def resume(self, at: int) -> None:
+        """Restart the timeline at sample `at` from the start of the rest before the next work
+        period (READY when no work period had started): an interrupted work period is lost."""
+        st = self.state
+        p = st.period if st.phase in (Phase.WORK, Phase.REST) else 0
+        rel = int(self._starts[p - 1]) + self._work if p else 0
+        self._origin = at - rel
+
+    def phase_at(self, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Phase and 1-based period number for sample offsets from the session start."""
+        idx = np.searchsorted(self._starts, rel, side="right") - 1
+        into = rel - self._starts[np.maximum(idx, 0)]
+        phase = np.where(into < self._work, Phase.WORK, Phase.REST)
+        phase = np.where(idx < 0, Phase.READY, phase)
+        done = rel >= self._total
+        phase = np.where(done, Phase.DONE, phase)
+        period = np.where(done, self.periods + 1, idx + 1)
+        return phase, period
+
+    def _phase_of(self, rel: int) -> tuple[Phase, int]:
+        """`phase_at` for one sample offset, without arrays."""
+        if rel >= self._total:
+            return Phase.DONE, self.periods + 1
+        idx = bisect.bisect_right(self._start_list, rel) - 1
+        if idx < 0:
+            return Phase.READY, 0
+        work = rel - self._start_list[idx] < self._work
+        return (Phase.WORK if work else Phase.REST), idx + 1
+
+    def _runs(self, rel0: int, in_band: np.ndarray) -> list[tuple[Phase, int, bool, int, int]]:
+        """Runs of constant (phase, period, in band) as (phase, period, in band, start, end)."""
+        n = in_band.shape[0]
+        first, last = self._phase_of(rel0), self._phase_of(rel0 + n - 1)
+        band_cuts = run_starts(in_band)
+        if first == last and len(band_cuts) == 1:  # the usual block: one run
+            return [(*first, bool(in_band[0]), 0, n)]
+        phase, period = self.phase_at(rel0 + np.arange(n))
+        key = phase.astype(np.int64) * 1_000_000 + period * 2 + in_band
+        starts = run_starts(key)
+        return [
+            (Phase(int(phase[s])), int(period[s]), bool(in_band[s]), s, e)
+            for s, e in zip(starts, [*starts[1:], n], strict=True)
+        ]
+
+    def process(self, first_index: int, zone: np.ndarray) -> ExerciseState:
+        if self._origin is None:
+            self._origin = first_index
+        n = zone.shape[0]
+        rel0 = first_index - self._origin
+        in_band = zone == Zone.IN_BAND
+        events: list[ExerciseEvent] = []
+        # Walk runs of constant (phase, period, in_band): a handful per block at most.
+        for phase, period, band, s, e in self._runs(rel0, in_band) if n else []:
+            events.extend(self._run(phase, period, band, first_index + s, e - s))
+        st = self.state
+        if n:
+            st.phase, st.period = self._phase_of(rel0 + n - 1)
+            reps = self.protocol.reps
+            st.set_no = min(self.protocol.sets, max(1, (st.period - 1) // reps + 1))
+            self._update_clocks(rel0 + n)
+        st.holding = st.phase is Phase.WORK and bool(in_band[-1]) if n else False
+        st.hold_progress = min(1.0, self._hold_run / self._hold) if st.phase is Phase.WORK else 0.0
+        st.events = events
+        return st
+
+    def _run(
+        self, phase: Phase, period: int, in_band: bool, at: int, length: int
+    ) -> list[ExerciseEvent]:
+        events: list[ExerciseEvent] = []
+        if (phase, period) != self._last_phase:
+            self._last_phase = (phase, period)
+            self._hold_run = 0
+            events.append(PhaseChanged(phase, period, at))
+        if phase is not Phase.WORK:
+            return events
+        if not in_band:
+            self._hold_run = 0
+            return events
+        self._band_entry.setdefault(period, at)
+        self.state.in_band_s += length / self.rate_hz
+        needed = self._hold - self._hold_run
+        self._hold_run += length
+        if self._counted_period != period and length >= needed:
+            self._counted_period = period
+            self.state.reps_done += 1
+            work_start = self.work_start_index(period)
+            assert work_start is not None
+            entry = self._band_entry[period]
+            events.append(
+                RepCompleted(
+                    self.state.reps_done,
+                    at + needed,
+                    (entry - work_start) / self.rate_hz,
+                    period,
+                )
+            )
+        return events
+
+    def _update_clocks(self, rel_next: int) -> None:
+        st = self.state
+        st.session_left_s = max(0, self._total - rel_next) / self.rate_hz
+        if st.phase is Phase.READY:
+            left = self._ready - rel_next
+        elif st.phase is Phase.DONE:
+            left = 0
+        else:
+            p = st.period - 1
+            work_end = int(self._starts[p]) + self._work
+            left = work_end - rel_next if st.phase is Phase.WORK else int(self._ends[p]) - rel_next
+        st.phase_left_s = max(0, left) / self.rate_hz

@@ -1,0 +1,1 @@
+"""Outputs fed by the session runner: terminal view, MQTT publisher, SQLite session log."""

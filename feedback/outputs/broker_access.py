@@ -1,0 +1,95 @@
+"""How to reach a broker: host, port, TLS and credentials, shared by the station and the logger.
+
+Credentials come from configuration or the environment (`VMF_MQTT__USERNAME`,
+`VMF_MQTT__PASSWORD`), never from a URL on the command line, where they would end up in the shell
+history and in `ps` output: a URL with a user or password in it is refused.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    host, port, _ = _parse(url)
+    return host, port
+
+
+def _parse(url: str) -> tuple[str, int, bool]:
+    parsed = urlparse(url)
+    if parsed.scheme not in SCHEMES or not parsed.hostname:
+        raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port, not {url!r}")
+    if parsed.username or parsed.password:
+        raise ValueError(
+            "do not put credentials in the broker URL (they would land in the shell history); "
+            "set mqtt.username / mqtt.password in the config file or VMF_MQTT__USERNAME / "
+            "VMF_MQTT__PASSWORD in the environment"
+        )
+    tls = SCHEMES[parsed.scheme]
+    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAccess:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None  # CA that signed the broker's certificate; None: system CAs
+    cert_file: str | None = None  # client certificate, when the broker asks for one
+    key_file: str | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> BrokerAccess:
+        host, port, tls = _parse(url)
+        return cls(
+            host,
+            port,
+            tls or bool(ca_file),
+            username or None,
+            password or None,
+            ca_file or None,
+            cert_file or None,
+            key_file or None,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `aiomqtt.Client` (hostname, port, credentials, TLS)."""
+        return {
+            "hostname": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "tls_context": self.ssl_context(),
+        }
+
+
+def describe(access: BrokerAccess) -> str:
+    """The broker as shown to people: never the password."""
+    scheme = "mqtts" if access.tls else "mqtt"
+    user = f" as {access.username}" if access.username else ""
+    return f"{scheme}://{access.host}:{access.port}{user}"

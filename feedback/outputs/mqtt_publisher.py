@@ -1,0 +1,247 @@
+"""Publishes a session to an MQTT broker with aiomqtt, store-and-forward.
+
+Two lanes with different policies (DESIGN.md):
+- session messages (status, session start/end, cues, reps, events) are lossless: written to the
+  outbox (SQLite, WAL) before anything else happens, published in order with QoS 1 and deleted
+  only after the broker's PUBACK; a dead broker means a growing backlog and reconnect attempts
+  with backoff, never a stalled processing loop, and a station restart resumes where it stopped;
+- live metrics and the binary live stream are latest-wins (QoS 0): per topic, only the newest
+  snapshot waits to be sent.
+
+The same connection carries the station's therapist commands (`.../cmd`), handed raw to
+`on_command`, which validates and authorises them (feedback.clinic.commands).
+
+With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscribers" means
+nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
+subscriptions after a restart, so until the clinic logger has subscribed again a publish would
+vanish. With `hold_without_subscriber` such a message stays at the head of the outbox and is
+sent again every second, in order, until someone takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
+from feedback.outputs.outbox import MemoryOutbox, Outbox
+from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
+
+log = logging.getLogger(__name__)
+
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
+HOLD_RETRY_S = 1.0
+
+__all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    published: int = 0
+    live_published: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    live_dropped: int = 0
+    commands_received: int = 0
+    held_no_subscriber: int = 0  # publishes repeated because nobody had subscribed yet
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        url: str,
+        topics: Topics,
+        *,
+        client_id: str,
+        keepalive_s: int = 10,
+        max_backoff_s: float = 5.0,
+        outbox: Outbox | None = None,
+        access: BrokerAccess | None = None,
+        on_command: Callable[[bytes], object] | None = None,
+        mqtt5: bool = False,
+        hold_without_subscriber: bool = False,
+    ) -> None:
+        self.access = access or BrokerAccess.from_url(url)
+        self.host, self.port = self.access.host, self.access.port
+        self.topics = topics
+        self.client_id = client_id
+        self.keepalive_s = keepalive_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = PublisherStats()
+        self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
+        self.on_command = on_command
+        self.session_id: str | None = None  # named in the last will
+        self.mqtt5 = mqtt5
+        self.hold_without_subscriber = hold_without_subscriber and mqtt5
+        self._puback_rc = 0
+        self._live: dict[str, bytes] = {}  # topic → newest payload not sent yet
+        self._wakeup = asyncio.Event()
+        self._connected = False
+
+    @property
+    def backlog(self) -> int:
+        return len(self.outbox)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def publish(self, topic: str, message: dict[str, Any], *, retain: bool = False) -> None:
+        """Persist a session message to the outbox (lossless, QoS 1). Never waits on the network."""
+        self.outbox.append(topic, encode(message), retain)
+        self._wakeup.set()
+
+    def publish_live(self, topic: str, message: dict[str, Any]) -> None:
+        """Offer a live snapshot (latest wins, QoS 0). Never blocks."""
+        self.publish_live_bytes(topic, encode(message))
+
+    def publish_live_bytes(self, topic: str, payload: bytes) -> None:
+        """Offer a payload on a latest-wins topic (e.g. the binary stream). Never blocks; it
+        replaces only a payload of the same topic that has not been sent yet."""
+        if topic in self._live:
+            self.stats.live_dropped += 1
+        self._live[topic] = payload
+        self._wakeup.set()
+
+    def _will(self) -> aiomqtt.Will:
+        # The broker sends this when the station vanishes. msg_id 0 is reserved for it: the
+        # station cannot number a message the broker publishes at an unknown later time.
+        body = {
+            "v": SCHEMA_VERSION,
+            "type": "status",
+            "session": self.session_id,
+            "msg_id": 0,
+            "t": round(time.time(), 6),
+            "state": "offline",
+        }
+        return aiomqtt.Will(self.topics.status, encode(body), qos=1, retain=True)
+
+    def discard_live(self) -> None:
+        """Forget live snapshots not sent yet: after the session's end it would only mislead."""
+        self._live.clear()
+
+    async def run(self) -> None:
+        """Connect, drain, reconnect with backoff; runs until cancelled."""
+        backoff = 0.2
+        while True:
+            try:
+                if self.mqtt5 and not self.stats.connects:
+                    await self._check_mqtt5()
+                async with aiomqtt.Client(
+                    **self.access.client_kwargs(),
+                    identifier=self.client_id,
+                    keepalive=self.keepalive_s,
+                    will=self._will(),
+                    timeout=5.0,
+                    protocol=aiomqtt.ProtocolVersion.V5 if self.mqtt5 else None,
+                ) as client:
+                    self._watch_pubacks(client)
+                    self._connected = True
+                    self.stats.connects += 1
+                    backoff = 0.2
+                    if self.on_command is not None:
+                        await client.subscribe(self.topics.cmd, qos=1)
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(self._drain(client))
+                        tasks.create_task(self._listen(client))
+            except* aiomqtt.MqttError as group:
+                exc = group.exceptions[0]
+                if self._connected:
+                    log.warning("MQTT connection lost: %s; backlog %d", exc, self.backlog)
+                else:
+                    self.stats.connect_failures += 1
+                    log.debug("MQTT connect failed: %s", exc)
+            finally:
+                self._connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(self.max_backoff_s, backoff * 2)
+
+    async def _check_mqtt5(self) -> None:
+        """Before the first connection: does the broker speak MQTT 5? A short connection without
+        a will finds out at once (amqtt, for one, refuses it; with a will it would not answer).
+        Without it the station uses MQTT 3.1.1, and no "no matching subscribers" check."""
+        try:
+            async with aiomqtt.Client(
+                **self.access.client_kwargs(), protocol=aiomqtt.ProtocolVersion.V5, timeout=5.0
+            ):
+                return
+        except MqttConnectError as exc:
+            rc = getattr(exc, "rc", None)
+            code = int(getattr(rc, "value", rc)) if rc is not None else None
+            if code not in (None, 1, 0x84):  # e.g. bad credentials: not a version question
+                raise
+            log.info("broker does not accept MQTT 5 (%s); using MQTT 3.1.1", exc)
+            self.mqtt5 = False
+            self.hold_without_subscriber = False
+
+    def _watch_pubacks(self, client: aiomqtt.Client) -> None:
+        # aiomqtt drops the PUBACK reason code; paho's callback sees it first. One lossless
+        # message is in flight at a time, so the last code recorded is that message's.
+        inner: Any = client._client.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+            self._puback_rc = int(getattr(rc, "value", rc) or 0)
+            if inner is not None:
+                inner(c, userdata, mid, rc, props)
+
+        client._client.on_publish = on_publish
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            while (item := self.outbox.head()) is not None:
+                self._puback_rc = 0
+                await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+                if self.hold_without_subscriber and self._puback_rc == NO_MATCHING_SUBSCRIBERS:
+                    self.stats.held_no_subscriber += 1
+                    # Nobody has it: keep it and try again; meanwhile the latest-wins lanes
+                    # (live, stream) keep flowing, or remote viewers would freeze with it.
+                    await self._live_only(client, HOLD_RETRY_S)
+                    continue
+                # Only now, with the broker's acknowledgement, may the message leave the outbox.
+                self.outbox.ack(item)
+                self.stats.published += 1
+            if self._live:
+                topic = next(iter(self._live))
+                payload = self._live.pop(topic)
+                await client.publish(topic, payload, qos=0)
+                self.stats.live_published += 1
+                continue
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _live_only(self, client: aiomqtt.Client, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            while self._live:
+                topic = next(iter(self._live))
+                await client.publish(topic, self._live.pop(topic), qos=0)
+                self.stats.live_published += 1
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), left)
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        # Also the connection watchdog: the iterator raises MqttError when the link drops, which
+        # ends the drain task too, even while it idles.
+        async for message in client.messages:
+            if self.on_command is None or not isinstance(message.payload, bytes):
+                continue
+            self.stats.commands_received += 1
+            self.on_command(message.payload)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty, or the timeout passes. True when empty."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.backlog and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.backlog

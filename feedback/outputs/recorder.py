@@ -1,0 +1,307 @@
+"""The processed record of a session: raw channels, envelopes, activation and events, as EDF+
+(with annotations) and/or CSV, so that clinicians can open it elsewhere and tests can check it.
+
+Lossless by design: the session calls `put(tick)` (never blocks, never drops); a writer task
+drains the backlog in a worker thread, so slow disks never stall processing. EDF+ is written in
+whole data records (pyedflib pads every `writeSamples` call to a whole record), so samples are
+buffered until a full second is there; the last partial record is padded and the true end is
+marked with an annotation. `--record PATH`: `.edf` → EDF+, `.csv` → CSV, anything else → both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from feedback.exercise import RepCompleted
+from feedback.pipeline import Tick
+
+log = logging.getLogger(__name__)
+ANNOTATION_SIGNALS = 16
+RAW_RANGE_MV = 16.384  # ±, 0.5 µV resolution in EDF's 16 bits; clipped values are flagged anyway
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    index: int
+    kind: str  # onset | offset | contraction | rep | cue
+    channel: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Chunk:
+    first_index: int
+    raw: np.ndarray
+    envelope: np.ndarray
+    pct: np.ndarray
+    active: np.ndarray
+    flags: np.ndarray
+    zone: np.ndarray
+    events: tuple[Event, ...]
+
+
+def record_paths(path: Path) -> dict[str, Path]:
+    suffix = path.suffix.lower()
+    if suffix == ".edf":
+        return {"edf": path}
+    if suffix == ".csv":
+        return {"csv": path}
+    return {"edf": path.with_name(path.name + ".edf"), "csv": path.with_name(path.name + ".csv")}
+
+
+def events_of(tick: Tick) -> tuple[Event, ...]:
+    out: list[Event] = []
+    if tick.onsets is not None:
+        out += [
+            Event(e.at_index, e.kind, e.channel, f"detected at {e.detected_index}")
+            for e in tick.onsets.events
+        ]
+    for c in tick.contractions:
+        out.append(
+            Event(
+                c.offset_index,
+                "contraction",
+                c.channel,
+                f"#{c.number} {c.duration_s:.2f}s peak {c.peak_pct:.0f}%MVC "
+                f"hold {c.hold_in_band_s:.2f}s MDF {_fmt(c.median_freq_hz)}Hz "
+                f"VM-VL {_fmt(c.vm_vl_onset_ms)}ms",
+            )
+        )
+    out += [
+        Event(ev.at_index, "rep", "", f"rep {ev.rep}")
+        for ev in tick.exercise.events
+        if isinstance(ev, RepCompleted)
+    ]
+    out += [Event(c.index, "cue", "", f"{c.kind} {c.value}") for c in tick.cues]
+    return tuple(out)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+class Recorder:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        rate_hz: float,
+        channels: tuple[str, ...],
+        session_id: str,
+        patient: str,
+        group_delay_ms: float,
+    ) -> None:
+        self.paths = record_paths(path)
+        self.rate_hz = rate_hz
+        self.channels = channels
+        self.session_id = session_id
+        self.patient = patient
+        self.group_delay_ms = group_delay_ms
+        self._queue: collections.deque[Chunk] = collections.deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._origin: int | None = None
+        self.samples_written = 0
+        self.events_written = 0
+        self.max_backlog = 0
+        self._writers: list[_EdfWriter | _CsvWriter] = []
+        if "edf" in self.paths:
+            self._writers.append(_EdfWriter(self.paths["edf"], self))
+        if "csv" in self.paths:
+            self._writers.append(_CsvWriter(self.paths["csv"], self))
+
+    # -- the loop side: never blocks -------------------------------------------------------
+    def put(self, tick: Tick) -> None:
+        p = tick.processed
+        assert tick.onsets is not None and tick.quality is not None
+        self._queue.append(
+            Chunk(
+                p.block.first_index,
+                p.block.data,
+                p.envelope,
+                p.pct_mvc,
+                tick.onsets.active,
+                tick.quality.flags,
+                tick.zone,
+                events_of(tick),
+            )
+        )
+        self.max_backlog = max(self.max_backlog, len(self._queue))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        # One writer at a time: `close` must wait for a batch the `run` task is still writing,
+        # or the files would be closed under it and the batch lost or written out of order.
+        async with self._lock:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(len(self._queue))]
+                await asyncio.to_thread(self._write, batch)
+
+    async def close(self) -> dict[str, Any]:
+        await self._drain()
+        await asyncio.to_thread(self._close_writers)
+        return {
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "samples": self.samples_written,
+            "events": self.events_written,
+            "max_backlog_blocks": self.max_backlog,
+        }
+
+    # -- the worker thread -----------------------------------------------------------------
+    def _write(self, batch: list[Chunk]) -> None:
+        if self._origin is None:
+            self._origin = batch[0].first_index
+        for chunk in batch:
+            for w in self._writers:
+                w.write(chunk, self._origin)
+            self.samples_written += chunk.raw.shape[1]
+            self.events_written += len(chunk.events)
+
+    def _close_writers(self) -> None:
+        for w in self._writers:
+            w.close(self._origin or 0)
+
+
+class _CsvWriter:
+    """`PATH.csv` one row per sample; `PATH.events.csv` one row per event."""
+
+    def __init__(self, path: Path, rec: Recorder) -> None:
+        self.rec = rec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._samples: IO[str] = path.open("w", newline="")
+        events_path = path.with_name(path.name.removesuffix(".csv") + ".events.csv")
+        self._events_file: IO[str] = events_path.open("w", newline="")
+        self._events = csv.writer(self._events_file)
+        ch = rec.channels
+        header = ["index", "t_s"]
+        for suffix in ("mV", "env_mV", "pct_mvc", "active", "quality"):
+            header += [f"{c}_{suffix}" for c in ch]
+        self._samples.write(",".join([*header, "zone"]) + "\n")
+        self._events.writerow(["index", "t_s", "kind", "channel", "detail"])
+
+    def write(self, chunk: Chunk, origin: int) -> None:
+        n = chunk.raw.shape[1]
+        index = chunk.first_index + np.arange(n)
+        t = (index - origin) / self.rec.rate_hz
+        cols = np.vstack(
+            [index, t, chunk.raw, chunk.envelope, chunk.pct, chunk.active, chunk.flags, chunk.zone]
+        ).T
+        c = len(self.rec.channels)
+        fmt = ["%d", "%.4f"] + ["%.6g"] * (3 * c) + ["%d"] * (2 * c + 1)
+        np.savetxt(self._samples, cols, fmt=fmt, delimiter=",")
+        for e in chunk.events:
+            t_s = (e.index - origin) / self.rec.rate_hz
+            self._events.writerow([e.index, f"{t_s:.4f}", e.kind, e.channel, e.detail])
+
+    def close(self, origin: int) -> None:
+        self._samples.close()
+        self._events_file.close()
+
+
+class _EdfWriter:
+    """EDF+ with 1 s data records: per channel raw (mV), envelope (mV), active (0/1) and
+    quality flags, plus the target zone; events as EDF+ annotations."""
+
+    def __init__(self, path: Path, rec: Recorder) -> None:
+        import pyedflib
+
+        self.rec = rec
+        self.per_record = round(rec.rate_hz)
+        if abs(self.per_record - rec.rate_hz) > 1e-9:
+            raise ValueError(f"EDF+ record needs an integer rate; {rec.rate_hz} Hz is not")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        headers = []
+        for c in rec.channels:
+            headers.append(_header(c, "mV", rec.rate_hz, -RAW_RANGE_MV, RAW_RANGE_MV))
+        for c in rec.channels:
+            headers.append(_header(f"{c} env", "mV", rec.rate_hz, 0.0, RAW_RANGE_MV))
+        for c in rec.channels:
+            headers.append(_header(f"{c} active", "", rec.rate_hz, 0.0, 1.0, 1))
+        for c in rec.channels:
+            headers.append(_header(f"{c} quality", "", rec.rate_hz, 0.0, 15.0, 15))
+        headers.append(_header("zone", "", rec.rate_hz, 0.0, 2.0, 2))
+        self._w = pyedflib.EdfWriter(str(path), len(headers), pyedflib.FILETYPE_EDFPLUS)
+        self._w.setSignalHeaders(headers)
+        # Each annotation signal holds about one annotation per 1 s record; cues and onsets
+        # can come several a second, so reserve room (the CSV events file has them all anyway).
+        self._w.set_number_of_annotation_signals(ANNOTATION_SIGNALS)
+        self._w.setPatientCode(rec.patient)  # pseudonymous id only
+        self._w.setEquipment("vm-feedback")
+        # EDF+ header subfields: ASCII, no spaces, 80 characters with the equipment field.
+        self._w.setRecordingAdditional(f"{rec.session_id}_delay_{rec.group_delay_ms:.1f}ms")
+        self._buf: list[np.ndarray] = []
+        self._buffered = 0
+        self._annotations: list[Event] = []
+
+    def write(self, chunk: Chunk, origin: int) -> None:
+        rows = np.vstack(
+            [
+                np.clip(chunk.raw, -RAW_RANGE_MV, RAW_RANGE_MV),
+                np.clip(chunk.envelope, 0.0, RAW_RANGE_MV),
+                chunk.active,
+                chunk.flags,
+                chunk.zone[None, :],
+            ]
+        ).astype(np.float64)
+        self._buf.append(rows)
+        self._buffered += rows.shape[1]
+        self._annotations.extend(chunk.events)
+        while self._buffered >= self.per_record:
+            self._flush_record()
+
+    def _flush_record(self, pad: bool = False) -> None:
+        data = np.concatenate(self._buf, axis=1)
+        record, rest = data[:, : self.per_record], data[:, self.per_record :]
+        if pad and record.shape[1] < self.per_record:
+            record = np.pad(record, ((0, 0), (0, self.per_record - record.shape[1])))
+        self._w.writeSamples([np.ascontiguousarray(r) for r in record])
+        self._buf = [rest] if rest.shape[1] else []
+        self._buffered = rest.shape[1]
+
+    def close(self, origin: int) -> None:
+        r = self.rec
+        records = -(-r.samples_written // self.per_record)
+        room = max(0, records * ANNOTATION_SIGNALS - 2)  # keep room for the two notes below
+        for e in self._annotations[:room]:
+            text = " ".join(filter(None, (e.kind, e.channel, e.detail)))
+            self._w.writeAnnotation((e.index - origin) / r.rate_hz, -1, text[:80])
+        if len(self._annotations) > room:
+            # edflib would drop them silently; say so where the clinician looks.
+            more = len(self._annotations) - room
+            self._w.writeAnnotation(0.0, -1, f"{more} more events: see the CSV events file")
+            log.warning("EDF+: %d events beyond the annotation room; all are in the CSV", more)
+        if self._buffered:
+            end_s = r.samples_written / r.rate_hz
+            self._w.writeAnnotation(end_s, -1, "recording ends (rest of record is padding)")
+            self._flush_record(pad=True)
+        self._w.close()
+
+
+def _header(
+    label: str, dim: str, rate: float, lo: float, hi: float, dmax: int = 32767
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "dimension": dim,
+        "sample_frequency": rate,
+        "physical_min": lo,
+        "physical_max": hi,
+        "digital_min": 0 if dmax < 32767 else -32768,
+        "digital_max": dmax,
+        "transducer": "",
+        "prefilter": "",
+    }

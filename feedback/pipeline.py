@@ -1,0 +1,314 @@
+"""Wires the pure steps: SampleBlock → chain → quality, onsets, band → exercise → cues → `Tick`.
+
+Synchronous and free of I/O: the session runner (feedback.session) owns the event loop and
+fans each Tick out to the outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from config.settings import ProtocolSettings, Settings
+from devices.base import SampleBlock
+from feedback.calibration import Calibration, CalibrationResult, CalibrationStatus
+from feedback.cues import Cue, CueRules
+from feedback.exercise import Exercise, ExerciseState, Phase, PhaseChanged
+from feedback.processing.activation import BandDetector, Zone
+from feedback.processing.blanking import Blanker
+from feedback.processing.chain import EmgChain, ProcessedBlock
+from feedback.processing.metrics import Contraction, ContractionTracker, limb_symmetry_index
+from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
+from feedback.processing.quality import QualityBlock, SignalQuality, describe
+from feedback.progression import BandRaised, Progression
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tick:
+    processed: ProcessedBlock
+    zone: np.ndarray  # per sample, target channel
+    exercise: ExerciseState  # snapshot after this block
+    cues: tuple[Cue, ...]
+    pct_mvc: dict[str, float]  # per channel at the block's last sample
+    vm_vl_ratio: float | None  # mean VM envelope / mean VL envelope over the block
+    compute_s: float  # time spent in `Pipeline.process`
+    quality: QualityBlock | None = None
+    problems: dict[str, tuple[str, ...]] | None = None  # channel → reasons, at the block's end
+    onsets: OnsetBlock | None = None
+    contractions: tuple[Contraction, ...] = ()
+    lsi: float | None = None  # limb symmetry index, bilateral mode only
+    blanked: np.ndarray | None = None  # per sample: envelope held against stimulation artefact
+    band: tuple[float, float] = (0.0, 0.0)  # target band (% MVC) in force at the block end
+    band_raised: tuple[BandRaised, ...] = ()  # progression decisions made in this block
+    protocol: str = ""  # the protocol in force at the block end
+    reps_total: int = 0  # reps done before the protocol in force + its reps × sets
+    sets: int = 1  # of the protocol in force
+    switched_at: int | None = None  # sample index where a picked protocol took over, this block
+    calibration: CalibrationStatus | None = None  # while calibrating mid-session
+    calibrated: CalibrationResult | None = None  # a mid-session calibration finished here
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSwitch:
+    """A protocol picked mid-session, waiting for its safe boundary (`at`; None: next block)."""
+
+    protocol: ProtocolSettings
+    low_pct: float
+    high_pct: float
+    at: int | None
+
+
+def resolve_target(channel: str, side: str, channels: tuple[str, ...]) -> str:
+    """`VM` means `VM_R` on a bilateral device when the trained side is the right."""
+    if channel in channels:
+        return channel
+    sided = f"{channel}_{side[0].upper()}"
+    if sided in channels:
+        return sided
+    raise ValueError(f"target channel {channel!r} is not among the device's channels {channels}")
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, rate_hz: float, channels: tuple[str, ...]) -> None:
+        t = settings.target
+        self.target = resolve_target(t.channel, settings.session.side, channels)
+        self.channels = channels
+        self.settings = settings
+        self.chain = EmgChain(settings.processing, settings.calibration, rate_hz, channels)
+        ms = rate_hz / 1000.0
+        self.detector = BandDetector(
+            t.low_pct,
+            t.high_pct,
+            t.hysteresis_pct,
+            max(1, round(t.min_on_ms * ms)),
+            max(1, round(t.min_off_ms * ms)),
+        )
+        self.quality = SignalQuality(settings.quality, rate_hz, len(channels))
+        o = settings.onset
+        self.tkeo = (
+            Tkeo(len(channels), rate_hz, o.tkeo_lowpass_hz) if settings.processing.tkeo else None
+        )
+        self.onset = OnsetDetector(o, rate_hz, channels, self._rest_baseline(settings, channels))
+        self.tracker = ContractionTracker(rate_hz, channels, self.target, o.pair_window_ms)
+        self.exercise = Exercise(settings.protocol, rate_hz)
+        self.cue_rules = CueRules()
+        self._target = channels.index(self.target)
+        vm, vl = self.target, self.target.replace("VM", "VL")
+        self._vm = channels.index(vm) if vm.startswith("VM") else None
+        self._vl = channels.index(vl) if vl in channels and vl != vm else None
+        other = {"VM_L": "VM_R", "VM_R": "VM_L"}.get(self.target)
+        self._other = channels.index(other) if other in channels else None
+        # Hold the envelope for twice the chain's delay after a blank: it refills by then.
+        tail = round(2 * self.chain.group_delay_ms * rate_hz / 1000)
+        self.blanker = Blanker(len(channels), tail)
+        self._settle = 2 * tail  # after a gap, onsets wait this long for the envelope to refill
+        self.progression = Progression(settings.protocol.progression, t.low_pct, t.high_pct)
+        self._band_changes: list[BandRaised] = []
+        self._next_index: int | None = None  # where the next block should start
+        self.protocol = settings.protocol
+        self._reps_before = 0  # reps done under earlier protocols of this session
+        self._switch: ProtocolSwitch | None = None
+        self._calibration: Calibration | None = None
+        self._cal_end: int | None = None  # sample index where the running calibration ends
+
+    @property
+    def reps_total(self) -> int:
+        return self._reps_before + self.protocol.reps * self.protocol.sets
+
+    def change_protocol(self, protocol: ProtocolSettings, low_pct: float, high_pct: float) -> None:
+        """A protocol picked mid-session (band already validated): it takes over at the end of
+        the running work period, or with the next block when not in work, so a switch never
+        cuts a work period (nor the stimulation that only fires in one)."""
+        at = self.exercise.safe_switch_index()
+        self._switch = ProtocolSwitch(protocol, low_pct, high_pct, at)
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibration is not None
+
+    def start_calibration(self) -> None:
+        """Pause the exercise from the next block and calibrate (feedback.calibration) on it;
+        the exercise resumes at the rest before its next work period. A calibration that
+        passes its checks sets the chain's %MVC from the block after it ends."""
+        if self._calibration is None:
+            rate = self.exercise.rate_hz
+            delay = self.chain.group_delay_ms
+            self._calibration = Calibration(self.settings, rate, self.channels, delay)
+
+    def _calibrate(
+        self, first: int, processed: ProcessedBlock, zone: np.ndarray
+    ) -> tuple[ExerciseState, CalibrationStatus, CalibrationResult | None]:
+        """One block of the mid-session calibration: no effort counts while it runs."""
+        cal = self._calibration
+        assert cal is not None
+        events: list[PhaseChanged] = []
+        if self._cal_end is None:
+            self._cal_end = first + sum(length for _, _, length in cal.plan)
+            self.exercise.pause()
+            events.append(PhaseChanged(Phase.CALIBRATING, self.exercise.state.period, first))
+        status = cal.process(processed)
+        cut = min(zone.shape[0], self._cal_end - first)
+        zone[:cut] = Zone.BELOW
+        if not cal.done:
+            paused = replace(
+                self.exercise.state, phase=Phase.CALIBRATING, holding=False, hold_progress=0.0
+            )
+            paused.phase_left_s, paused.events = status.step_left_s, list(events)
+            return paused, status, None
+        result, end = cal.result(), self._cal_end
+        self._calibration, self._cal_end = None, None
+        if not result.warnings:  # a failing calibration is neither stored nor used
+            self.settings = result.apply(self.settings)
+            self.chain.set_calibration(self.settings.calibration)
+        self.exercise.resume(end)
+        state = self.exercise.process(end, zone[cut:])
+        state.events = [*events, *state.events]
+        return state, status, result
+
+    def _switch_index(self, first: int, end: int) -> int | None:
+        """Where in [first, end) the pending switch happens, if it does in this block."""
+        sw = self._switch
+        if sw is None or self._calibration is not None:  # a switch waits for the calibration
+            return None
+        at = first if sw.at is None else max(first, sw.at)
+        return at if at < end else None
+
+    def _exercise(self, first: int, zone: np.ndarray, at: int | None) -> ExerciseState:
+        """The exercise over the block, handing over to the picked protocol at sample `at`."""
+        if at is None:
+            return self.exercise.process(first, zone)
+        sw, cut = self._switch, at - first
+        assert sw is not None
+        self._switch = None
+        before = list(self.exercise.process(first, zone[:cut]).events) if cut else []
+        old = self.exercise.state
+        self._reps_before = old.reps_done
+        self.protocol = sw.protocol
+        self.exercise = Exercise(sw.protocol, self.exercise.rate_hz, after=old)
+        self.progression = Progression(sw.protocol.progression, sw.low_pct, sw.high_pct)
+        state = self.exercise.process(at, zone[cut:])
+        state.events = before + state.events
+        return state
+
+    def _rest_baseline(
+        self, settings: Settings, channels: tuple[str, ...]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The calibration's rest statistics, when they cover every channel (and the detector
+        reads the envelope, not the TKEO signal, whose scale is different)."""
+        c = settings.calibration
+        if settings.processing.tkeo or not all(ch in c.rest_sd_mv for ch in channels):
+            return None
+        mean = np.array([c.rest_mv.get(ch, 0.0) for ch in channels])
+        return mean, np.array([c.rest_sd_mv[ch] for ch in channels])
+
+    def process(self, block: SampleBlock) -> Tick:
+        t0 = time.perf_counter()
+        if self._next_index is not None and block.first_index != self._next_index:
+            self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
+            self.tracker.gap()
+        self._next_index = block.end_index
+        clean, held = self.blanker.zero(block)
+        processed = self.blanker.hold(self.chain.process(clean), held)
+        quality = self.quality.process(clean.data, processed.filtered)
+        detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
+        onsets = self.onset.process(block.first_index, detect)
+        ti = self._target
+        switch_at = self._switch_index(block.first_index, block.end_index)
+        if switch_at is not None:  # the new band from the switch sample; old raises are void
+            sw = self._switch
+            assert sw is not None
+            self._band_changes = [BandRaised(sw.low_pct, sw.high_pct, switch_at, 0)]
+        if self.settings.target.mode == "band":
+            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+        else:
+            zone = np.where(onsets.active[ti], Zone.IN_BAND, Zone.BELOW).astype(np.int8)
+        bad = quality.flags[ti] != 0
+        if bad.any():
+            zone[bad] = Zone.BELOW  # a bad signal never counts as effort
+        cal_status, calibrated = None, None
+        if self._calibration is not None:
+            state, cal_status, calibrated = self._calibrate(block.first_index, processed, zone)
+        else:
+            state = self._exercise(block.first_index, zone, switch_at)
+        # After a switch, the new protocol's progression judges only its own reps.
+        mine = [e for e in state.events if switch_at is None or e.at_index >= switch_at]
+        raised = self.progression.update(mine, self.exercise)
+        self._band_changes.extend(raised)
+        last = quality.last
+        problems = {c: describe(int(last[i])) for i, c in enumerate(self.channels) if last[i]}
+        withheld = None
+        if self.target in problems:
+            withheld = f"{self.target}: {', '.join(problems[self.target])}"
+        last_zone = Zone(int(zone[-1])) if zone.shape[0] else Zone.BELOW
+        cues = self.cue_rules.update(
+            state, last_zone, block.end_index - 1, block.t_arrival, withheld
+        )
+        contractions = self.tracker.process(
+            block.first_index,
+            processed.filtered,
+            processed.envelope,
+            processed.pct_mvc,
+            zone,
+            onsets,
+        )
+        n = processed.pct_mvc.shape[1]
+        pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
+        snapshot = replace(state, events=list(state.events))
+        return Tick(
+            processed,
+            zone,
+            snapshot,
+            tuple(cues),
+            pct,
+            self._ratio(processed, last),
+            time.perf_counter() - t0,
+            quality,
+            problems,
+            onsets,
+            tuple(contractions),
+            self._lsi(processed, last),
+            blanked=held,
+            band=(self.detector.low_pct, self.detector.high_pct),
+            band_raised=tuple(raised),
+            protocol=self.protocol.name,
+            reps_total=self.reps_total,
+            sets=self.protocol.sets,
+            switched_at=switch_at,
+            calibration=cal_status,
+            calibrated=calibrated,
+        )
+
+    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+        vm, vl = self._vm, self._vl
+        if vm is None or vl is None or flags[vm] or flags[vl]:
+            return None
+        # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
+        n = processed.envelope.shape[1]
+        den = float(processed.envelope[vl].sum()) / n if n else float("nan")
+        return float(processed.envelope[vm].sum()) / n / den if den > 0 else None
+
+    def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+        me, other = self._target, self._other
+        if other is None or flags[me] or flags[other]:
+            return None
+        return limb_symmetry_index(
+            float(processed.pct_mvc[me].mean()), float(processed.pct_mvc[other].mean())
+        )
+
+    def set_band(self, low_pct: float, high_pct: float) -> None:
+        """A therapist's adjustment: in force from the next block."""
+        self.detector.set_band(low_pct, high_pct, self.detector.hysteresis_pct)
+
+    def _detect(self, pct: np.ndarray, first: int) -> np.ndarray:
+        """Band detection, switching band at the exact sample a progression step starts."""
+        parts, pos, end = [], 0, first + pct.shape[0]
+        while self._band_changes and self._band_changes[0].from_index < end:
+            change = self._band_changes.pop(0)
+            cut = max(pos, change.from_index - first)
+            parts.append(self.detector.process(pct[pos:cut]))
+            pos = cut
+            self.set_band(change.low_pct, change.high_pct)
+        parts.append(self.detector.process(pct[pos:]))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -1,0 +1,76 @@
+"""Stimulation-artefact blanking: the chain never sees the artefact, the detector never sees a gap.
+
+Choice (a) of the two in issue 5: while a burst may be on, raw samples are replaced by zeros
+before the band-pass (so neither the filter state nor the RMS window is polluted), and the
+envelope and % MVC are held at the last trusted value from the blank's start until `tail`
+samples after its end (the time the envelope needs to refill with clean signal). A held value
+cannot cross the trigger threshold by itself, so the artefact can never re-trigger a burst, and
+the exercise sees a steady activation rather than a dip or a spike.
+
+Windows are in device sample indices and forward fills are vectorised with the value carried
+across blocks, so any block split gives the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from devices.base import SampleBlock
+from feedback.processing.chain import ProcessedBlock
+
+
+class Blanker:
+    def __init__(self, n_channels: int, tail: int) -> None:
+        self.tail = tail
+        self._windows: list[tuple[int, int]] = []
+        self._env = np.zeros(n_channels)  # last trusted envelope and % MVC, per channel
+        self._pct = np.zeros(n_channels)
+        self.samples_blanked = 0
+
+    def add(self, start: int, end: int) -> None:
+        """Blank raw samples [start, end) and hold the envelope until end + tail."""
+        if end > start:
+            self._windows.append((start, end))
+
+    def _mask(self, first: int, n: int, extra: int) -> np.ndarray:
+        idx = first + np.arange(n)
+        mask = np.zeros(n, dtype=bool)
+        for start, end in self._windows:
+            mask |= (idx >= start) & (idx < end + extra)
+        return mask
+
+    def zero(self, block: SampleBlock) -> tuple[SampleBlock, np.ndarray]:
+        """The block with blanked samples zeroed, and the mask of held samples."""
+        # Windows entirely in the past are done with; keep the list short.
+        self._windows = [w for w in self._windows if w[1] + self.tail > block.first_index]
+        if not self._windows:
+            return block, np.zeros(block.n_samples, dtype=bool)
+        raw = self._mask(block.first_index, block.n_samples, 0)
+        held = self._mask(block.first_index, block.n_samples, self.tail)
+        if raw.any():
+            data = block.data.copy()
+            data[:, raw] = 0.0
+            block = replace(block, data=data)
+            self.samples_blanked += int(raw.sum())
+        return block, held
+
+    def hold(self, processed: ProcessedBlock, held: np.ndarray) -> ProcessedBlock:
+        env, pct = processed.envelope, processed.pct_mvc
+        if held.any():
+            env = _forward_fill(env, held, self._env)
+            pct = _forward_fill(pct, held, self._pct)
+            processed = replace(processed, envelope=env, pct_mvc=pct)
+        if env.shape[1]:
+            self._env, self._pct = env[:, -1].copy(), pct[:, -1].copy()
+        return processed
+
+
+def _forward_fill(x: np.ndarray, held: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    """Each held column takes the newest unheld column before it, or `carried` if none."""
+    n = held.shape[0]
+    positions = np.where(held, -1, np.arange(n))
+    last = np.maximum.accumulate(positions)
+    source = x[:, np.maximum(last, 0)]
+    return np.where(last >= 0, source, carried[:, None])

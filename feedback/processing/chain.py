@@ -1,0 +1,85 @@
+"""The per-channel chain: band-pass (+ notch) → rectify/square → envelope → % MVC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from config.settings import CalibrationSettings, ProcessingSettings
+from devices.base import SampleBlock
+from feedback.processing.filters import (
+    MovingAverage,
+    SosFilter,
+    bandpass,
+    lowpass,
+    mains_notch,
+)
+
+# Surface-EMG power sits around 50–150 Hz; the band-pass delay is quoted there.
+EMG_REFERENCE_HZ = 100.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProcessedBlock:
+    block: SampleBlock
+    filtered: np.ndarray  # band-passed EMG, mV
+    envelope: np.ndarray  # mV (RMS or low-passed rectified)
+    pct_mvc: np.ndarray  # envelope normalised to the calibration, % MVC
+
+
+class EmgChain:
+    """Stateful causal chain for all channels of one device at once."""
+
+    def __init__(
+        self,
+        settings: ProcessingSettings,
+        calibration: CalibrationSettings,
+        rate_hz: float,
+        channels: tuple[str, ...],
+    ) -> None:
+        n = len(channels)
+        self.channels = channels
+        self.settings = settings
+        sos = bandpass(settings.highpass_hz, settings.lowpass_hz, settings.bandpass_order, rate_hz)
+        if settings.notch_hz:
+            sos = np.vstack([sos, mains_notch(settings.notch_hz, rate_hz)])
+        self._band = SosFilter(sos, n, rate_hz)
+        self._rms: MovingAverage | None = None
+        self._env_lp: SosFilter | None = None
+        if settings.envelope == "rms":
+            width = max(1, round(settings.rms_window_ms * rate_hz / 1000.0))
+            self._rms = MovingAverage(width, n)
+            envelope_delay = (width - 1) / 2 / rate_hz
+        else:
+            self._env_lp = SosFilter(
+                lowpass(settings.envelope_lowpass_hz, settings.envelope_lowpass_order, rate_hz),
+                n,
+                rate_hz,
+            )
+            # The envelope's useful content is the contraction itself, around 1 Hz.
+            envelope_delay = self._env_lp.group_delay_s(1.0)
+        self.group_delay_ms = 1000.0 * (self._band.group_delay_s(EMG_REFERENCE_HZ) + envelope_delay)
+        missing = [c for c in channels if c not in calibration.mvc_mv]
+        mvc = [calibration.mvc_mv.get(c, 1.0) for c in channels]
+        rest = [calibration.rest_mv.get(c, 0.0) for c in channels]
+        self.uncalibrated = tuple(missing)
+        self._mvc = np.asarray(mvc)[:, None]
+        self._rest = np.asarray(rest)[:, None]
+
+    def set_calibration(self, calibration: CalibrationSettings) -> None:
+        """A calibration made during the session: %MVC uses it from the next block."""
+        self.uncalibrated = tuple(c for c in self.channels if c not in calibration.mvc_mv)
+        self._mvc = np.asarray([calibration.mvc_mv.get(c, 1.0) for c in self.channels])[:, None]
+        self._rest = np.asarray([calibration.rest_mv.get(c, 0.0) for c in self.channels])[:, None]
+
+    def process(self, block: SampleBlock) -> ProcessedBlock:
+        filtered = self._band.process(block.data.astype(np.float64))
+        if self._rms is not None:
+            # A sum of squares is never negative, so the square root needs no clip.
+            envelope = np.sqrt(self._rms.process(filtered * filtered))
+        else:
+            assert self._env_lp is not None
+            envelope = np.maximum(self._env_lp.process(np.abs(filtered)), 0.0)
+        pct = 100.0 * np.maximum(envelope - self._rest, 0.0) / (self._mvc - self._rest)
+        return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)

@@ -1,0 +1,179 @@
+"""Muscle onset and offset by the Hodges-Bui rule, per channel, causal and split-invariant.
+
+An onset is declared once the detection signal (the envelope, or a TKEO-conditioned envelope)
+has stayed at or above rest mean + k·SD for `hold_ms`; the contraction ends once it has stayed
+below rest mean + off_k·SD for `min_off_ms`. Each event carries two indices: where the run
+began (`at_index`, the onset a clinician would mark) and where the rule was met
+(`detected_index`, the earliest moment a live cue can know it).
+
+A learnt rest baseline keeps being checked: every later window of `baseline_s` that is clearly
+quieter (its on-threshold below RELEARN_RATIO of the one in force) replaces it. A session that
+opened its device while the muscle was contracting (a device streams on its own clock) would
+otherwise keep a threshold at contraction level and never see an onset. A gap in the sample
+index (a lost link) ends any run in progress: nothing is known about the samples that are lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from config.settings import OnsetSettings
+from feedback.processing.activation import DebounceState, debounce_levels
+from feedback.processing.filters import SosFilter, lowpass
+
+RELEARN_RATIO = 0.5  # a window this much quieter than the baseline in force replaces it
+
+
+@dataclass(frozen=True, slots=True)
+class OnsetEvent:
+    channel: str
+    kind: Literal["onset", "offset"]
+    at_index: int
+    detected_index: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OnsetBlock:
+    active: np.ndarray  # bool (n_channels, n)
+    events: tuple[OnsetEvent, ...]
+    baseline_ready: bool
+
+
+class Tkeo:
+    """Causal Teager-Kaiser energy ψ[n] = x[n-1]² − x[n]·x[n-2] (one sample late), rectified
+    and smoothed; it sharpens onsets by weighting fast, high-frequency activity."""
+
+    def __init__(self, n_channels: int, rate_hz: float, lowpass_hz: float) -> None:
+        self._tail = np.zeros((n_channels, 2))
+        self._lp = SosFilter(lowpass(lowpass_hz, 2, rate_hz), n_channels, rate_hz)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        ext = np.concatenate([self._tail, x], axis=1)
+        psi = ext[:, 1:-1] ** 2 - ext[:, 2:] * ext[:, :-2]
+        self._tail = ext[:, -2:]
+        return self._lp.process(np.abs(psi))
+
+
+@dataclass(slots=True)
+class _Baseline:
+    """Running sums over the first samples, until `needed` have been seen."""
+
+    needed: int
+    seen: int = 0
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    squares: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, x: np.ndarray) -> None:
+        if not self.total.size:
+            self.total, self.squares = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+        self.total += x.sum(axis=1)
+        self.squares += (x * x).sum(axis=1)
+        self.seen += x.shape[1]
+
+    def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.total / self.seen
+        var = np.maximum(self.squares / self.seen - mean * mean, 0.0)
+        return mean, np.sqrt(var)
+
+
+class OnsetDetector:
+    def __init__(
+        self,
+        settings: OnsetSettings,
+        rate_hz: float,
+        channels: tuple[str, ...],
+        baseline: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """`baseline` = rest (mean, SD) of the detection signal per channel; when None it is
+        learnt from the first `baseline_s` of the signal, during which nothing is active."""
+        self.settings = settings
+        self.channels = channels
+        self.rate_hz = rate_hz
+        self.n_on = max(1, round(settings.hold_ms * rate_hz / 1000.0))
+        self.n_off = max(1, round(settings.min_off_ms * rate_hz / 1000.0))
+        self._carry = DebounceState.zeros(len(channels))
+        self._window = max(1, round(settings.baseline_s * rate_hz))
+        self._learning: _Baseline | None = _Baseline(self._window)
+        self._settle = 0  # samples still to ignore after a gap
+        self.on_threshold = np.full(len(channels), np.inf)
+        self.off_threshold = np.full(len(channels), np.inf)
+        self.baseline: tuple[np.ndarray, np.ndarray] | None = None
+        if baseline is not None:
+            self._set_baseline(*baseline)
+            self._learning = None  # a calibrated rest is trusted as it is
+
+    def _set_baseline(self, mean: np.ndarray, sd: np.ndarray) -> None:
+        s = self.settings
+        self.baseline = (mean, sd)
+        self.on_threshold = mean + s.k_sd * sd
+        self.off_threshold = mean + s.off_k_sd * sd
+
+    def gap(self, settle: int) -> None:
+        """The next samples do not follow the last ones: no run continues across the hole, and
+        the first `settle` samples after it are ignored while the envelope, still holding
+        samples from before the hole, refills (the filters keep their state: resetting them
+        would turn an amplifier's DC offset into a step and a false onset)."""
+        self._carry = DebounceState.zeros(len(self.channels))
+        self._settle = settle
+        if self._learning is not None:
+            self._learning = _Baseline(self._window)
+
+    def process(self, first_index: int, x: np.ndarray) -> OnsetBlock:
+        # Cut the block where a baseline window ends, so thresholds change at the same sample
+        # however the signal was split into blocks.
+        n = x.shape[1]
+        active = np.zeros(x.shape, dtype=bool)
+        events: list[OnsetEvent] = []
+        pos = min(n, self._settle)
+        self._settle -= pos
+        while pos < n:
+            learning = self._learning
+            end = n if learning is None else min(n, pos + learning.needed - learning.seen)
+            if self.baseline is not None:
+                events += self._detect(first_index + pos, x[:, pos:end], active[:, pos:end])
+            if learning is not None:
+                learning.add(x[:, pos:end])
+                if learning.seen >= learning.needed:
+                    self._window_done(learning)
+            pos = end
+        return OnsetBlock(active, tuple(events), self.baseline is not None)
+
+    def _window_done(self, learning: _Baseline) -> None:
+        mean, sd = learning.mean_sd()
+        self._learning = _Baseline(self._window)
+        if self.baseline is None:
+            self._set_baseline(mean, sd)
+            return
+        quieter = mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold
+        if quieter.any():
+            old_mean, old_sd = self.baseline
+            self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
+
+    def _detect(self, first: int, part: np.ndarray, out: np.ndarray) -> list[OnsetEvent]:
+        before = self._carry.state.copy()
+        state = debounce_levels(
+            part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
+        )
+        out[:] = state
+        return self._edges(first, before, state)
+
+    def _edges(self, first: int, before: np.ndarray, state: np.ndarray) -> list[OnsetEvent]:
+        if not state.shape[1] or (state == before[:, None]).all():
+            return []  # the usual block: no channel switched
+        prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
+        rows, cols = np.nonzero(state != prev)
+        events = []
+        for r, c in sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda rc: rc[1]):
+            detected = first + c
+            if state[r, c]:
+                events.append(
+                    OnsetEvent(self.channels[r], "onset", detected - self.n_on + 1, detected)
+                )
+            else:
+                events.append(
+                    OnsetEvent(self.channels[r], "offset", detected - self.n_off + 1, detected)
+                )
+        return events

@@ -1,0 +1,129 @@
+"""Signal quality per channel, per sample: electrode off / flat, clipping, mains, motion.
+
+Each check compares smoothed powers (one-pole averages with carried state, so any block split
+gives the same flags) against thresholds from `QualitySettings`. A flag stays up for `hold_ms`
+after its cause has gone, so a cue that was withheld does not flicker back and forth.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+from config.settings import QualitySettings
+from feedback.processing.activation import run_lengths
+from feedback.processing.filters import SosFilter
+
+
+class Flag(enum.IntFlag):
+    OK = 0
+    FLAT = 1  # electrode off or flat line: no band-passed power at all
+    CLIP = 2  # the raw signal reached the amplifier's range
+    MAINS = 4  # mains hum dominates the band
+    MOTION = 8  # low-frequency movement artefact dominates the band
+
+
+REASONS = {
+    Flag.FLAT: "electrode off / flat line",
+    Flag.CLIP: "clipping",
+    Flag.MAINS: "mains interference",
+    Flag.MOTION: "motion artefact",
+}
+
+
+def describe(flags: int) -> tuple[str, ...]:
+    return tuple(text for flag, text in REASONS.items() if flags & flag)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QualityBlock:
+    flags: np.ndarray  # uint8 (n_channels, n): a bitwise OR of `Flag`s per sample
+
+    @property
+    def last(self) -> np.ndarray:
+        """Flags at the block's last sample, per channel (all OK for an empty block)."""
+        n = self.flags.shape[1]
+        return self.flags[:, -1] if n else np.zeros(self.flags.shape[0], dtype=np.uint8)
+
+
+class SignalQuality:
+    def __init__(self, settings: QualitySettings, rate_hz: float, n_channels: int) -> None:
+        self.settings = settings
+        self.n_channels = n_channels
+        nyq_guard = 0.45 * rate_hz
+        m = float(settings.mains_hz)
+        self._mains: SosFilter | None = None
+        if m + 3.0 < nyq_guard:
+            sos = signal.butter(2, (m - 3.0, m + 3.0), btype="bandpass", fs=rate_hz, output="sos")
+            self._mains = SosFilter(sos, n_channels, rate_hz)
+        lf = signal.butter(2, (2.0, 15.0), btype="bandpass", fs=rate_hz, output="sos")
+        self._lf = SosFilter(lf, n_channels, rate_hz)
+        alpha = 1.0 - math.exp(-1000.0 / (settings.smooth_ms * rate_hz))
+        self._b, self._a = np.array([alpha]), np.array([1.0, alpha - 1.0])
+        self._zi = np.zeros((3 * n_channels, 1))  # band, mains, low-frequency powers
+        self._hold = round(settings.hold_ms * rate_hz / 1000.0)
+        # The power estimates start from zero; judge them only once they have settled.
+        self._warmup = round(3 * settings.smooth_ms * rate_hz / 1000.0)
+        self._seen = 0
+        # A disconnected input often reads one constant value: catch that within `flat_ms`
+        # instead of waiting for the smoothed power to decay.
+        self._flat_run = max(2, round(settings.flat_ms * rate_hz / 1000.0))
+        self._last_raw = np.full(n_channels, np.nan)
+        self._same = np.zeros(n_channels, dtype=np.int64)
+        self._since = np.full((4, n_channels), 1 << 40, dtype=np.int64)  # samples since a flag
+
+    def process(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
+        """`raw` as it came from the device (mV), `filtered` the chain's band-passed signal."""
+        s = self.settings
+        c, n = self.n_channels, raw.shape[1]
+        raw = raw.astype(np.float64, copy=False)
+        mains = self._mains.process(raw) if self._mains is not None else np.zeros_like(raw)
+        lf = self._lf.process(raw)
+        stacked = np.concatenate([filtered, mains, lf], axis=0)
+        power, self._zi = signal.lfilter(self._b, self._a, stacked * stacked, axis=1, zi=self._zi)
+        band_p, mains_p, lf_p = power[:c], power[c : 2 * c], power[2 * c :]
+        raw_flags = np.empty((4, c, n), dtype=bool)
+        raw_flags[0] = band_p < (s.flat_uv * 1e-3) ** 2
+        raw_flags[2] = (mains_p >= s.mains_ratio**2 * band_p) & (
+            mains_p >= (s.mains_min_uv * 1e-3) ** 2
+        )
+        raw_flags[3] = (lf_p >= s.motion_ratio**2 * band_p) & (lf_p >= s.motion_min_mv**2)
+        if self._seen < self._warmup:  # once warmed up every sample is settled: no mask
+            raw_flags[[0, 2, 3]] &= (self._seen + np.arange(n) >= self._warmup)[None, None, :]
+        self._seen += n
+        raw_flags[0] |= self._constant(raw)
+        np.greater_equal(np.abs(raw), s.clip_mv, out=raw_flags[1])
+        return QualityBlock(self._held(raw_flags))
+
+    def _constant(self, raw: np.ndarray) -> np.ndarray:
+        """True where the raw value has not changed for `flat_ms`."""
+        unchanged = np.empty(raw.shape, dtype=bool)
+        if raw.shape[1]:
+            np.equal(raw[:, 0], self._last_raw, out=unchanged[:, 0])
+            np.equal(raw[:, 1:], raw[:, :-1], out=unchanged[:, 1:])
+        same = run_lengths(unchanged, self._same)
+        if raw.shape[1]:
+            self._last_raw, self._same = raw[:, -1].copy(), same[:, -1].copy()
+        return np.asarray(same >= self._flat_run)
+
+    def _held(self, raw_flags: np.ndarray) -> np.ndarray:
+        """Keep each flag up for `hold` samples after its last raw occurrence."""
+        n = raw_flags.shape[-1]
+        if n and not raw_flags.any() and int(self._since.min()) >= self._hold:
+            # The usual block: nothing flagged now nor within `hold`, so nothing is held.
+            self._since = self._since + n
+            return np.zeros(raw_flags.shape[1:], dtype=np.uint8)
+        # Samples since the last flagged one = run length of "not flagged" (0 on a flagged one).
+        since = run_lengths(~raw_flags, self._since)
+        if raw_flags.shape[-1]:
+            self._since = since[..., -1].copy()
+        held = since <= self._hold
+        if not held.any():  # the usual block: a clean signal
+            return np.zeros(held.shape[1:], dtype=np.uint8)
+        weights = np.array([Flag.FLAT, Flag.CLIP, Flag.MAINS, Flag.MOTION], dtype=np.uint8)
+        flags: np.ndarray = np.bitwise_or.reduce(held * weights[:, None, None], axis=0)
+        return flags.astype(np.uint8)

@@ -1,0 +1,96 @@
+"""Sans-I/O wire protocol to the EMG/stimulation firmware: bytes in, events out.
+
+Nothing here imports asyncio, serial, bleak or socket; transports live in `devices/`.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from .clock import ClockMapper
+from .codec import MESSAGE_TYPES
+from .connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionStats,
+    Event,
+    NeedData,
+    ProtocolErrorEvent,
+    Role,
+    SampleGap,
+)
+from .errors import LocalProtocolError
+from .frames import (
+    DeviceError,
+    DeviceInfo,
+    EmergencyStop,
+    EmergencyStopAck,
+    EmergencyStopClear,
+    Heartbeat,
+    InfoRequest,
+    Message,
+    RefusalReason,
+    SampleFrame,
+    Status,
+    StimAck,
+    StimCommand,
+    StimRefused,
+    StimState,
+)
+from .framing import MAX_FRAME_SIZE, PROTOCOL_VERSION, ErrorKind, FrameDecoder, crc16
+from .gatt import DEVICE_TO_HOST_UUID, HOST_TO_DEVICE_UUID, SERVICE_UUID, chunk_for_mtu
+
+__all__ = [
+    "DEVICE_TO_HOST_UUID",
+    "HOST_TO_DEVICE_UUID",
+    "MAX_FRAME_SIZE",
+    "MESSAGE_TYPES",
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "SERVICE_UUID",
+    "ClockMapper",
+    "Connection",
+    "ConnectionStats",
+    "DeviceError",
+    "DeviceInfo",
+    "EmergencyStop",
+    "EmergencyStopAck",
+    "EmergencyStopClear",
+    "EmulatedFirmware",
+    "ErrorKind",
+    "Event",
+    "FirmwareLimits",
+    "FirmwareStats",
+    "FrameDecoder",
+    "Heartbeat",
+    "InfoRequest",
+    "LocalProtocolError",
+    "Message",
+    "NeedData",
+    "ProtocolErrorEvent",
+    "RefusalReason",
+    "Role",
+    "SampleFrame",
+    "SampleGap",
+    "SignalSource",
+    "Status",
+    "StimAck",
+    "StimCommand",
+    "StimRefused",
+    "StimState",
+    "chunk_for_mtu",
+    "crc16",
+]
+
+_LAZY = {"EmulatedFirmware", "FirmwareLimits", "FirmwareStats", "SignalSource"}
+
+if TYPE_CHECKING:
+    from .emulator import EmulatedFirmware, FirmwareLimits, FirmwareStats, SignalSource
+
+
+def __getattr__(name: str) -> Any:
+    # The emulator is imported on first use, not with the package, so that
+    # `python -m firmware_bridge.emulator` does not find itself half-imported (runpy warns).
+    if name in _LAZY:
+        from . import emulator
+
+        return getattr(emulator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,112 @@
+"""Plausible surface EMG for the emulated firmware and the simulator (pure numpy/scipy, streaming).
+
+Surface EMG is well modelled, for biofeedback purposes, as band-limited Gaussian noise whose
+standard deviation follows the muscle's drive. Each channel gets its own noise, its own copy of
+the contract/relax profile (VL shifted by the VM–VL onset delay), additive electrode noise and
+optional mains hum. Generation is by sample index, so any split into calls gives the same signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+
+@dataclass(frozen=True, slots=True)
+class ContractionProfile:
+    """Trapezoidal contractions: rest, then repeated (ramp up, plateau, ramp down, relax).
+
+    With `reps_per_set` > 0 the contractions come in sets: after each set's last one the
+    relaxation lasts `set_rest_s` instead of `relax_s` (as an exercise protocol's set rest)."""
+
+    first_rest_s: float = 1.3
+    contract_s: float = 4.0
+    relax_s: float = 6.0
+    ramp_s: float = 0.3
+    level: float = 0.45  # fraction of MVC on the plateau
+    reps_per_set: int = 0  # 0: one endless set
+    set_rest_s: float = 0.0
+
+    def drive(self, t: np.ndarray) -> np.ndarray:
+        """Fraction of MVC at times `t` (seconds)."""
+        period = self.contract_s + self.relax_s
+        since = t - self.first_rest_s
+        tc = np.mod(since, period)
+        if self.reps_per_set > 0:
+            set_period = self.reps_per_set * period - self.relax_s + self.set_rest_s
+            in_set = np.mod(since, set_period)
+            rep = np.floor(in_set / period)
+            # Past the set's last contraction: relaxing until the next set starts.
+            tc = np.where(rep < self.reps_per_set, in_set - rep * period, self.contract_s)
+        ramp = max(self.ramp_s, 1e-9)
+        rise = np.clip(tc / ramp, 0.0, 1.0)
+        fall = np.clip((self.contract_s - tc) / ramp, 0.0, 1.0)
+        shape = np.minimum(rise, fall)
+        return np.where(t < self.first_rest_s, 0.0, shape * self.level)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelModel:
+    role: str
+    mvc_rms_mv: float = 0.5
+    onset_delay_s: float = 0.0  # shift of this channel's profile relative to the script
+    gain: float = 1.0  # amplitude relative to the script (e.g. VL vs VM)
+
+
+class SyntheticEmg:
+    """Callable source: `source(n)` returns the next `n` samples, shape (n_channels, n), in mV."""
+
+    def __init__(
+        self,
+        rate_hz: float,
+        channels: tuple[ChannelModel, ...],
+        profile: ContractionProfile,
+        *,
+        baseline_noise_mv: float = 0.005,
+        mains_hz: float = 0.0,
+        mains_mv: float = 0.0,
+        band_hz: tuple[float, float] = (20.0, 450.0),
+        seed: int = 1,
+    ) -> None:
+        self.rate_hz = rate_hz
+        self.channels = channels
+        self.profile = profile
+        self.baseline_noise_mv = baseline_noise_mv
+        self.mains_hz = mains_hz
+        self.mains_mv = mains_mv
+        self._rng = np.random.default_rng(seed)
+        high = min(band_hz[1], 0.45 * rate_hz)
+        self._sos = signal.butter(4, (band_hz[0], high), btype="bandpass", fs=rate_hz, output="sos")
+        self._zi = np.zeros((self._sos.shape[0], len(channels), 2))
+        self._unit_gain = 1.0 / _noise_rms_gain(self._sos)
+        self._index = 0
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    def __call__(self, n: int) -> np.ndarray:
+        idx = self._index + np.arange(n)
+        t = idx / self.rate_hz
+        white = self._rng.standard_normal((len(self.channels), n))
+        carrier, self._zi = signal.sosfilt(self._sos, white, axis=1, zi=self._zi)
+        carrier *= self._unit_gain
+        out = np.empty((len(self.channels), n))
+        for i, ch in enumerate(self.channels):
+            drive = self.profile.drive(t - ch.onset_delay_s) * ch.gain
+            out[i] = carrier[i] * drive * ch.mvc_rms_mv
+        out += self._rng.standard_normal(out.shape) * self.baseline_noise_mv
+        if self.mains_hz and self.mains_mv:
+            out += self.mains_mv * np.sin(2 * np.pi * self.mains_hz * t)
+        self._index += n
+        return out
+
+
+def _noise_rms_gain(sos: np.ndarray) -> float:
+    """RMS of the filter's output for unit white noise: the root of its impulse response energy."""
+    impulse = np.zeros(8192)
+    impulse[0] = 1.0
+    h = signal.sosfilt(sos, impulse)
+    return float(np.sqrt(np.sum(h**2)))

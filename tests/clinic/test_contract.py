@@ -1,0 +1,126 @@
+"""The v1 contract: every message a real session publishes validates; bad ones are named."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
+from feedback.clinic.validation import InvalidMessage, check
+from feedback.outputs.topics import MessageNumberer, Topics, encode
+
+T = Topics("clinic-a", "st-1")
+
+
+def rep_body() -> dict[str, Any]:
+    return MessageNumberer("S1").envelope(
+        "rep",
+        {"period": 1, "achieved": True, "rep": 1, "peak_pct_mvc": 50.0, "hold_s": 2.0,
+         "time_in_band_s": 2.5},
+    )  # fmt: skip
+
+
+def test_a_valid_rep_passes() -> None:
+    msg = check(T.rep, encode(rep_body()))
+    assert (msg.clinic, msg.station, msg.type) == ("clinic-a", "st-1", "rep")
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (T.rep, b"{not json", "not JSON"),
+        (T.rep, b"[1, 2]", "not a JSON object"),
+        (T.rep, b'{"type": "selfie"}', "unknown message type"),
+        (T.cue, encode(rep_body()), "belongs on .../rep"),
+        ("vmf/v1/clinic a/st/rep", encode(rep_body()), "is not vmf/v1"),
+        (T.rep, json.dumps({**rep_body(), "peak_pct_mvc": "high"}).encode(), "peak_pct_mvc"),
+        (T.rep, json.dumps({**rep_body(), "msg_id": 0}).encode(), "msg_id"),
+        (T.rep, json.dumps({**rep_body(), "hold_s": math.nan}).encode(), "NaN"),
+        (T.rep, json.dumps({**rep_body(), "pad": "x" * 70_000}).encode(), "exceeds the limit"),
+    ],
+)
+def test_bad_messages_are_named(topic: str, payload: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        check(topic, payload)
+    assert reason in info.value.reason
+
+
+def test_session_start_refuses_a_name_as_patient() -> None:
+    body = MessageNumberer("S1").envelope(
+        "session_start",
+        {"patient": "Jane Doe", "side": "left", "protocol": "p",
+         "device": {"spec": "sim", "kind": "sim", "rate_hz": 2000, "channels": ["VM"]},
+         "settings": {"session": {}, "target": {}, "protocol": {}}},
+    )  # fmt: skip
+    with pytest.raises(InvalidMessage, match="patient"):
+        check(T.session, encode(body))
+    body["patient"] = "JaneDoe"  # no digit: a plain name, not a pseudonym
+    with pytest.raises(InvalidMessage, match="patient"):
+        check(T.session, encode(body))
+
+
+def test_last_will_is_valid_and_only_offline_may_use_msg_id_0() -> None:
+    will = {"v": 1, "type": "status", "session": None, "msg_id": 0, "t": 1.7e9, "state": "offline"}
+    check(T.status, encode(will))
+    with pytest.raises(InvalidMessage):
+        check(T.status, encode({**will, "state": "idle"}))
+
+
+class Station:
+    def __init__(self, session: str | None = "S1") -> None:
+        self.session = session
+        self.verdicts: list[Verdict] = []
+        self.bus = CommandBus()
+        self.stops: list[dict[str, Any]] = []
+        self.bus.on("stop", self.stops.append)
+        self.gate = CommandGate(
+            T,
+            ["T-01"],
+            self.bus,
+            current_session=lambda: self.session,
+            on_verdict=self.verdicts.append,
+        )
+
+
+def test_commands_are_validated_authorised_and_not_replayed() -> None:
+    st = Station()
+    ok = make_command("stop", issuer="T-01", session="S1", msg_id=10, pain_after=2)
+    assert st.gate.handle(ok).accepted and st.stops[0]["pain_after"] == 2
+    refusals = {
+        "replay": st.gate.handle(ok),
+        "stranger": st.gate.handle(make_command("stop", issuer="T-99", session="S1", msg_id=11)),
+        "stale": st.gate.handle(
+            make_command("stop", issuer="T-01", session="S1", msg_id=12, t=1.7e9)
+        ),
+        "other session": st.gate.handle(
+            make_command("stop", issuer="T-01", session="S2", msg_id=13)
+        ),
+        "malformed": st.gate.handle(b'{"action": "stop"'),
+        "unknown field": st.gate.handle(
+            make_command("stop", issuer="T-01", session="S1", msg_id=14, amps=90)
+        ),
+        "bad band": st.gate.handle(
+            make_command("change_band", issuer="T-01", session="S1", low_pct=50, high_pct=40)
+        ),
+        "patient": st.gate.handle(
+            json.dumps(
+                {**json.loads(make_command("stop", issuer="T-01", session="S1")), "role": "patient"}
+            ).encode()
+        ),
+    }
+    assert all(not v.accepted for v in refusals.values()), refusals
+    assert "replayed" in refusals["replay"].reason
+    assert "therapist list" in refusals["stranger"].reason
+    assert len(st.stops) == 1 and st.gate.refused == len(refusals)
+    assert len(st.verdicts) == 1 + len(refusals)  # every verdict is reported, for the log
+
+
+def test_emergency_stop_fails_safe_but_still_needs_authorisation() -> None:
+    st = Station(session=None)
+    stranger = make_command("emergency_stop", issuer="T-99", session=None)
+    assert not st.gate.handle(stranger).accepted and not st.bus.emergency_stop.is_set()
+    old = make_command("emergency_stop", issuer="T-01", session="gone", msg_id=1, t=1.7e9)
+    assert st.gate.handle(old).accepted and st.bus.emergency_stop.is_set()

@@ -1,0 +1,170 @@
+"""Station → Mosquitto → clinic logger → database, end to end, with the failures a clinic sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from feedback.clinic.db import Backend, connect
+from feedback.clinic.migrations import LATEST, current_version, migrate
+from feedback.outputs.broker_access import BrokerAccess
+from feedback.outputs.topics import MessageNumberer, Topics, encode
+from tests.clinic.conftest import (
+    ClinicBroker,
+    run_station,
+    running_logger,
+    sqlite_rows,
+    station_settings,
+    wait_until,
+)
+
+
+def logged(db: Backend, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    return db.query(sql, params)
+
+
+def session_ended(db_url: str, session_id: str) -> bool:
+    db = connect(db_url)
+    try:
+        rows = db.query("SELECT ended_at FROM sessions WHERE session_id = ?", (session_id,))
+        return bool(rows) and rows[0][0] is not None
+    finally:
+        db.close()
+
+
+def check_logged(
+    db_url: str,
+    report: dict[str, Any],
+    station_db: Path,
+    *,
+    periods: int = 3,
+    redelivered_ok: bool = False,
+) -> None:
+    """Every lossless message exactly once, in order, and the tables agree with the station."""
+    sid = report["session_id"]
+    db = connect(db_url)
+    try:
+        ids = [r[0] for r in db.query(
+            "SELECT msg_id FROM messages WHERE session_id = ? ORDER BY seq", (sid,)
+        )]  # fmt: skip
+        assert ids == list(range(1, report["mqtt_published"] + 1))
+        (patient, side, pain_before, ended, summary, prescribed) = db.query(
+            "SELECT patient, side, pain_before, ended_at, summary_json, reps_prescribed"
+            " FROM sessions WHERE session_id = ?",
+            (sid,),
+        )[0]
+        assert (patient, side, pain_before, prescribed) == ("P-0001", "right", 4, periods)
+        assert ended is not None and json.loads(summary)["reps"] == report["reps"]
+        reps = db.query(
+            "SELECT period, achieved, peak_pct_mvc, hold_s, vm_vl_ratio, onset_diff_ms"
+            " FROM reps WHERE session_id = ? ORDER BY period",
+            (sid,),
+        )
+        assert [r[0] for r in reps] == list(range(1, periods + 1))
+        assert sum(r[1] for r in reps) == report["reps"] >= periods - 1
+        for _, achieved, peak, hold, ratio, onset in reps:
+            if achieved:  # the simulator contracts at 45 % MVC, VL 30 ms after VM, equal size
+                assert 35 < peak < 70 and hold >= 1.0
+                assert 0.8 < ratio < 1.25 and 0 < onset < 80
+        (cues,) = db.query("SELECT count(*) FROM cues WHERE session_id = ?", (sid,))[0]
+        station_cues = sqlite_rows(station_db, "SELECT count(*) FROM events WHERE kind = 'cue'")
+        assert cues == station_cues[0][0] > 0
+        (live,) = db.query("SELECT count(*) FROM live WHERE session_id = ?", (sid,))[0]
+        assert live > 0
+        reasons = [r for (r,) in db.query("SELECT reason FROM quarantine")]
+        if redelivered_ok:  # stored, then the logger died before its PUBACK: a harmless copy
+            assert all("identical copy" in r for r in reasons), reasons
+        else:
+            assert reasons == []
+        assert db.query("SELECT state FROM stations") == [("idle",)]
+    finally:
+        db.close()
+
+
+async def logged_session(broker_url: str, db_url: str, tmp_path: Path, device: str) -> None:
+    station = "st-" + secrets.token_hex(3)
+    settings = station_settings(station, **{"session.pain_before": 4})
+    async with running_logger(BrokerAccess.from_url(broker_url), db_url):
+        report = await run_station(settings, broker_url, tmp_path, device)
+        await wait_until(lambda: session_ended(db_url, report["session_id"]), 10, "session_end")
+        await asyncio.sleep(0.3)  # anything late (a duplicate) would land now
+    check_logged(db_url, report, tmp_path / f"{station}.db")
+
+
+async def test_station_to_sqlite(clinic_broker: ClinicBroker, tmp_path: Path) -> None:
+    await logged_session(clinic_broker.url, str(tmp_path / "clinic.db"), tmp_path, "sim?speed=max")
+
+
+async def test_station_to_postgres(
+    clinic_broker: ClinicBroker, postgres_url: str, tmp_path: Path
+) -> None:
+    await logged_session(clinic_broker.url, postgres_url, tmp_path, "sim?speed=max")
+
+
+def test_migrations_are_idempotent(tmp_path: Path, postgres_url: str) -> None:
+    for url in (str(tmp_path / "m.db"), postgres_url):
+        db = connect(url)
+        assert migrate(db) == [1, 2] and migrate(db) == [] and current_version(db) == LATEST
+        db.close()
+
+
+async def test_bad_and_replayed_messages_are_quarantined(
+    clinic_broker: ClinicBroker, tmp_path: Path
+) -> None:
+    db_url = str(tmp_path / "clinic.db")
+    topics = Topics("clinic-demo", "st-q")
+    gap = encode(MessageNumberer("S-q").envelope("gap", {"from_index": 5, "missing": 3}))
+    forged = gap.replace(b'"missing":3', b'"missing":9')
+    wrong_schema = encode(MessageNumberer("S-q2").envelope("gap", {"from_index": -1, "missing": 1}))
+    sends = [
+        (topics.event, gap),
+        (topics.event, b'{"v": 1, "type": "gap", '),  # malformed JSON
+        (topics.event, wrong_schema),
+        (topics.event, b"{" + b" " * 100_000 + b"}"),  # oversized (broker allows 256 KiB)
+        (topics.cue, gap),  # right message, wrong topic
+        (topics.event, gap),  # replayed byte for byte
+        (topics.event, forged),  # same (session, msg_id), other content
+    ]
+    access = BrokerAccess.from_url(clinic_broker.url)
+    async with running_logger(access, db_url) as logger:
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as pub:
+            for topic, payload in sends:
+                await pub.publish(topic, payload, qos=1)
+        await wait_until(lambda: logger.stats.received == len(sends), 10, "all messages")
+    db = connect(db_url)
+    reasons = [r for (r,) in db.query("SELECT reason FROM quarantine ORDER BY id")]
+    assert len(reasons) == 6, reasons
+    for expected, reason in zip(
+        ["not JSON", "schema gap: from_index", "exceeds the limit", "belongs on .../event",
+         "identical copy", "different content"],
+        reasons,
+        strict=True,
+    ):  # fmt: skip
+        assert expected in reason
+    assert db.query("SELECT session_id, msg_id, type FROM events") == [("S-q", 1, "gap")]
+    sizes = db.query("SELECT size, length(payload) FROM quarantine WHERE reason LIKE '%limit%'")
+    assert sizes == [(100_002, 4096)]  # kept: the head of it and the hash of the whole
+
+
+async def test_two_loggers_share_the_load_without_duplicates(
+    clinic_broker: ClinicBroker, tmp_path: Path
+) -> None:
+    db_url = str(tmp_path / "clinic.db")
+    access = BrokerAccess.from_url(clinic_broker.url)
+    topics = Topics("clinic-demo", "st-share")
+    numberer = MessageNumberer("S-share")
+    async with running_logger(access, db_url, "a") as a, running_logger(access, db_url, "b") as b:
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as pub:
+            for i in range(400):
+                body = numberer.envelope("gap", {"from_index": i, "missing": 1})
+                await pub.publish(topics.event, encode(body), qos=1)
+        await wait_until(lambda: a.stats.received + b.stats.received == 400, 15, "400 messages")
+    assert a.stats.received > 0 and b.stats.received > 0  # both instances took a share
+    db = connect(db_url)
+    assert db.query("SELECT count(*), count(DISTINCT msg_id) FROM events") == [(400, 400)]
+    assert db.query("SELECT count(*) FROM quarantine") == [(0,)]

@@ -1,0 +1,88 @@
+"""Store-and-forward: the outbox persists before publishing and survives broker and station loss."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from feedback.outputs.mqtt_publisher import MqttPublisher
+from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
+from feedback.outputs.topics import MessageNumberer, Topics
+
+
+def test_sqlite_outbox_keeps_order_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = SqliteOutbox(path)
+    items = [box.append(f"t/{i}", f"m{i}".encode(), i == 0) for i in range(5)]
+    box.ack(items[0])
+    box.close()
+    again = SqliteOutbox(path)
+    assert again.recovered == 4 and len(again) == 4
+    head = again.head()
+    assert head is not None and (head.topic, head.payload, head.retain) == ("t/1", b"m1", False)
+    seen = []
+    while (item := again.head()) is not None:
+        seen.append(item.payload)
+        again.ack(item)
+    assert seen == [b"m1", b"m2", b"m3", b"m4"]
+    again.close()
+    assert len(SqliteOutbox(path)) == 0
+
+
+def test_memory_outbox_has_the_same_behaviour() -> None:
+    box = MemoryOutbox()
+    a, b = box.append("t", b"a", False), box.append("t", b"b", True)
+    assert box.head() == a and len(box) == 2
+    box.ack(a)
+    assert box.head() == b and len(box) == 1
+
+
+async def _collect(url_port: int, topic: str, want: int, out: list[dict[str, Any]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", url_port, identifier="collector") as sub:
+        await sub.subscribe(topic, qos=1)
+        async for msg in sub.messages:
+            out.append(json.loads(msg.payload))  # type: ignore[arg-type,unused-ignore]
+            if len(out) >= want:
+                return
+
+
+async def test_outbox_survives_broker_outage_and_station_restart(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    topics = Topics("c1", "st-restart")
+    numberer = MessageNumberer("S-restart")
+    mosquitto.stop()
+    # Station 1: the broker is down; every message is on disk before publish() returns.
+    first = MqttPublisher(mosquitto.url, topics, client_id="st", outbox=SqliteOutbox(path))
+    runner = asyncio.create_task(first.run())
+    for i in range(20):
+        first.publish(topics.event, numberer.envelope("gap", {"from_index": i, "missing": 1}))
+    on_disk = sqlite3.connect(path).execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert on_disk == 20 and first.backlog == 20
+    await asyncio.sleep(0.5)
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    first.outbox.close()  # the station process ends with its backlog undelivered
+
+    # Station 2 (a restart) finds the backlog and delivers it, in order, once the broker is back.
+    mosquitto.start()
+    received: list[dict[str, Any]] = []
+    collector = asyncio.create_task(_collect(mosquitto.port, f"{topics.base}/#", 25, received))
+    await asyncio.sleep(0.3)
+    second = MqttPublisher(mosquitto.url, topics, client_id="st", outbox=SqliteOutbox(path))
+    for i in range(20, 25):
+        second.publish(topics.event, numberer.envelope("gap", {"from_index": i, "missing": 1}))
+    runner = asyncio.create_task(second.run())
+    await asyncio.wait_for(collector, 10)
+    assert await second.flush(5)
+    runner.cancel()
+    assert [m["msg_id"] for m in received] == list(range(1, 26))
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM outbox").fetchone()[0] == 0

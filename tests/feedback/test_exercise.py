@@ -1,0 +1,80 @@
+"""The protocol state machine driven by scripted zones."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from config import load_settings
+from feedback.exercise import Exercise, Phase, PhaseChanged, RepCompleted
+from feedback.processing.activation import Zone
+
+RATE = 1000.0
+
+
+def protocol(**kw: object) -> Exercise:
+    overrides = {f"protocol.{k}": v for k, v in kw.items()}
+    return Exercise(load_settings(environ={}, overrides=overrides).protocol, RATE)
+
+
+def scripted_zones(total: int, in_band: list[tuple[float, float]]) -> np.ndarray:
+    z = np.full(total, Zone.BELOW, dtype=np.int8)
+    for a, b in in_band:
+        z[int(a * RATE) : int(b * RATE)] = Zone.IN_BAND
+    return z
+
+
+def run(ex: Exercise, zones: np.ndarray, sizes: int, first: int = 500) -> list[object]:
+    events: list[object] = []
+    for start in range(0, zones.shape[0], sizes):
+        events.extend(ex.process(first + start, zones[start : start + sizes]).events)
+    return events
+
+
+def test_reps_count_only_held_periods_and_match_for_any_block_size() -> None:
+    # ready 1 s, work 5 s, rest 5 s, hold 2 s, 3 reps: work periods at 1–6, 11–16, 21–26 s.
+    kw = {"ready_s": 1.0, "work_s": 5.0, "rest_s": 5.0, "hold_s": 2.0, "reps": 3}
+    zones = scripted_zones(
+        32_000,
+        [
+            (1.5, 4.0),  # held 2.5 s → rep 1 at 3.5 s
+            (11.2, 12.0),
+            (12.5, 14.0),  # broken: 0.8 + 1.5 s → no rep
+            (21.0, 24.0),
+            (27.0, 30.0),
+        ],
+    )  # rep 3 at 23 s; rest ignored
+    results = []
+    for size in (1, 7, 20, 1000, 32_000):
+        ex = protocol(**kw)
+        events = run(ex, zones, size)
+        reps = [e for e in events if isinstance(e, RepCompleted)]
+        results.append([(r.rep, r.at_index) for r in reps])
+        assert ex.finished
+        assert ex.state.reps_done == 2
+        assert abs(ex.state.in_band_s - (2.5 + 0.8 + 1.5 + 3.0)) < 1e-9
+    assert all(r == results[0] for r in results)
+    assert results[0] == [(1, 500 + 3500), (2, 500 + 23_000)]
+
+
+def test_phase_sequence_and_time_to_band() -> None:
+    ex = protocol(ready_s=1.0, work_s=3.0, rest_s=2.0, hold_s=1.0, reps=2)
+    zones = scripted_zones(11_500, [(1.4, 3.0), (6.2, 8.0)])
+    events = run(ex, zones, 50, first=0)
+    phases = [(e.phase, e.rep) for e in events if isinstance(e, PhaseChanged)]
+    assert phases == [
+        (Phase.WORK, 1),
+        (Phase.REST, 1),
+        (Phase.WORK, 2),
+        (Phase.REST, 2),
+        (Phase.DONE, 3),
+    ]
+    reps = [e for e in events if isinstance(e, RepCompleted)]
+    assert [round(r.time_to_band_s or -1, 3) for r in reps] == [0.4, 0.2]
+
+
+def test_clocks_count_down() -> None:
+    ex = protocol(ready_s=1.0, work_s=5.0, rest_s=5.0, reps=2)
+    st = ex.process(0, np.zeros(1500, dtype=np.int8))
+    assert st.phase is Phase.WORK
+    assert abs(st.phase_left_s - 4.5) < 1e-9
+    assert abs(st.session_left_s - (21.0 - 1.5)) < 1e-9

@@ -1,0 +1,94 @@
+"""The per-block shortcuts (issue: processing cost) give exactly what the general formulas give.
+
+Each shortcut is taken only for the usual block (no threshold crossed, no flag, one exercise
+phase); these tests drive signals that dwell near the levels, so both the shortcut and the
+general path run, block splits of every size are mixed, and the results are compared with the
+general formula (or the FIR it replaces) on the whole signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import signal
+
+from feedback.processing.activation import (
+    SMALL_ROWS,
+    DebounceState,
+    debounce,
+    debounce_levels,
+    run_lengths,
+)
+from feedback.processing.filters import MovingAverage
+
+
+def split(n: int, rng: np.random.Generator, longest: int) -> list[slice]:
+    out, start = [], 0
+    while start < n:
+        k = int(rng.integers(0, longest + 1))  # empty blocks too
+        out.append(slice(start, min(n, start + k)))
+        start += k
+    return out
+
+
+def slow_levels(
+    x: np.ndarray, on: np.ndarray, off: np.ndarray, n_on: int, n_off: int
+) -> np.ndarray:
+    carry = DebounceState.zeros(x.shape[0])
+    return debounce(x >= on[:, None], x < off[:, None], n_on, n_off, carry)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.sampled_from([1, 3, SMALL_ROWS, SMALL_ROWS + 5]),
+    n_on=st.integers(0, 40),
+    n_off=st.integers(0, 40),
+    seed=st.integers(0, 2**31),
+    longest=st.sampled_from([1, 7, 40, 300]),
+)
+def test_debounce_levels_equals_debounce_for_any_split(
+    rows: int, n_on: int, n_off: int, seed: int, longest: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = 1500
+    # Slow steps between levels with noise that now and then straddles a level.
+    steps = np.repeat(rng.uniform(0, 10, (rows, n // 50 + 1)), 50, axis=1)[:, :n]
+    x = steps + rng.normal(0, rng.uniform(0, 1.5), (rows, n))
+    x[rng.random((rows, n)) < 0.002] = np.nan
+    on = rng.uniform(3, 7, rows)
+    off = on - rng.uniform(0, 2, rows)
+    whole = slow_levels(x, on, off, n_on, n_off)
+    carry = DebounceState.zeros(rows)
+    parts = [debounce_levels(x[:, s], on, off, n_on, n_off, carry) for s in split(n, rng, longest)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    # Scalar levels broadcast to every row.
+    scalar = slow_levels(x, np.full(rows, 5.0), np.full(rows, 4.0), n_on, n_off)
+    carry = DebounceState.zeros(rows)
+    parts = [debounce_levels(x[:, s], 5.0, 4.0, n_on, n_off, carry) for s in split(n, rng, 60)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), scalar)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_run_lengths_of_uniform_blocks(value: bool) -> None:
+    carried = np.array([0, 3, 1 << 40])
+    mask = np.full((3, 5), value)
+    general = np.where(mask, np.arange(5) + 1 + carried[:, None], 0)
+    out = run_lengths(mask, carried)
+    np.testing.assert_array_equal(out, general)
+    assert out.dtype == np.int64
+
+
+def test_moving_average_matches_the_fir_and_is_split_exact() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5000)) ** 2
+    width = 200
+    fir = signal.lfilter(np.full(width, 1.0 / width), 1.0, x, axis=1)
+    whole = MovingAverage(width, 3).process(x)
+    np.testing.assert_allclose(whole, fir, rtol=1e-12, atol=1e-15)
+    avg = MovingAverage(width, 3)
+    parts = [avg.process(x[:, s]) for s in split(x.shape[1], rng, 90)]
+    # Each output sums exactly its own window, so any split gives the same bits.
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    assert (whole >= 0).all()

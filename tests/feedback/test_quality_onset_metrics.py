@@ -1,0 +1,263 @@
+"""Quality flags, Hodges-Bui onsets, per-contraction metrics and the whole Pipeline, called
+directly with seeded signals whose truth is known (Timeflux style, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import astuple
+
+import numpy as np
+import pytest
+
+from config import load_settings
+from config.settings import Settings
+from devices.base import SampleBlock
+from feedback.pipeline import Pipeline, Tick
+from feedback.processing.metrics import limb_symmetry_index, median_frequency
+from feedback.processing.quality import Flag, SignalQuality
+from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
+
+RATE = 2000.0
+
+
+def synthetic(
+    seconds: float,
+    *,
+    roles: tuple[str, ...] = ("VM", "VL"),
+    vl_delay_ms: float = 30.0,
+    gains: dict[str, float] | None = None,
+    level: float = 0.45,
+    seed: int = 5,
+) -> np.ndarray:
+    gains = gains or {}
+    models = tuple(
+        ChannelModel(
+            r,
+            0.5,
+            onset_delay_s=vl_delay_ms / 1000.0 if r.startswith("VL") else 0.0,
+            gain=gains.get(r, 1.0),
+        )
+        for r in roles
+    )
+    profile = ContractionProfile(
+        first_rest_s=2.0, contract_s=3.0, relax_s=3.0, ramp_s=0.05, level=level
+    )
+    src = SyntheticEmg(RATE, models, profile, baseline_noise_mv=0.005, seed=seed)
+    return np.asarray(src(int(seconds * RATE)), dtype=np.float32)
+
+
+def run(
+    settings: Settings, data: np.ndarray, sizes: list[int], roles: tuple[str, ...] = ("VM", "VL")
+) -> list[Tick]:
+    pipe = Pipeline(settings, RATE, roles)
+    out, start = [], 0
+    for n in sizes:
+        out.append(
+            pipe.process(SampleBlock(start, start / RATE, RATE, roles, data[:, start : start + n]))
+        )
+        start += n
+    return out
+
+
+def random_split(n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while n:
+        k = int(min(n, rng.integers(1, 80)))
+        sizes.append(k)
+        n -= k
+    return sizes
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"processing.tkeo": True},
+        {"target.mode": "onset", "processing.envelope": "lowpass"},
+        {"target.min_on_ms": 100, "target.min_off_ms": 200, "processing.notch_hz": 50},
+    ],
+)
+def test_pipeline_gives_the_same_answer_for_any_block_split(overrides: dict[str, object]) -> None:
+    s = load_settings(environ={}, overrides=overrides)
+    data = synthetic(14.0)
+    data[0, 17000:19000] = 0.0  # an electrode-off stretch, so quality flags change too
+    whole = run(s, data, [data.shape[1]])
+    parts = run(s, data, random_split(data.shape[1], 11))
+    np.testing.assert_array_equal(np.concatenate([t.zone for t in parts]), whole[0].zone)
+    for name in ("active",):
+        joined = np.concatenate([getattr(t.onsets, name) for t in parts], axis=1)
+        np.testing.assert_array_equal(joined, getattr(whole[0].onsets, name))
+    joined_q = np.concatenate([t.quality.flags for t in parts if t.quality], axis=1)
+    assert whole[0].quality is not None
+    np.testing.assert_array_equal(joined_q, whole[0].quality.flags)
+    ev_parts = [e for t in parts if t.onsets for e in t.onsets.events]
+    assert whole[0].onsets is not None
+    assert ev_parts == list(whole[0].onsets.events)
+    c_parts = [astuple(c) for t in parts for c in t.contractions]
+    c_whole = [astuple(c) for c in whole[0].contractions]
+    assert len(c_whole) >= 1
+    assert len(c_parts) == len(c_whole)
+    for a, b in zip(c_parts, c_whole, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x == (pytest.approx(y, rel=1e-9) if isinstance(y, float) else y)
+
+
+def test_contractions_match_the_script_and_recover_the_vm_vl_delay() -> None:
+    s = load_settings(environ={})
+    data = synthetic(26.0, vl_delay_ms=30.0)
+    ticks = run(s, data, [40] * (data.shape[1] // 40))
+    contractions = [c for t in ticks for c in t.contractions]
+    # Script: contractions start at 2, 8, 14, 20 s and last 3 s.
+    assert [round(c.onset_index / RATE) for c in contractions] == [2, 8, 14, 20]
+    for c in contractions:
+        assert c.duration_s == pytest.approx(3.0, abs=0.25)
+        assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
+        assert c.vm_vl_ratio == pytest.approx(1.0, abs=0.1)
+        assert 35.0 < c.mean_pct < 47.0  # the script's plateau is 45 % MVC, ramps below
+        assert c.time_to_band_s is not None and 0.0 < c.time_to_band_s < 0.2
+        assert c.hold_in_band_s == pytest.approx(2.9, abs=0.2)
+        assert c.relaxation_s is not None and 0.0 < c.relaxation_s < 0.3
+        assert c.median_freq_hz is not None and 150.0 < c.median_freq_hz < 260.0  # white 20–450 Hz
+
+
+def test_vl_leading_gives_a_negative_onset_difference() -> None:
+    s = load_settings(environ={})
+    data = synthetic(12.0, vl_delay_ms=-40.0)
+    contractions = [c for t in run(s, data, [20] * 1200) for c in t.contractions]
+    assert contractions
+    assert all(c.vm_vl_onset_ms == pytest.approx(-40.0, abs=5.0) for c in contractions)
+
+
+def test_vm_only_has_no_ratio_and_no_onset_difference() -> None:
+    s = load_settings(environ={})
+    data = synthetic(8.0, roles=("VM",))
+    ticks = run(s, data, [20] * 800, roles=("VM",))
+    assert all(t.vm_vl_ratio is None for t in ticks)
+    contractions = [c for t in ticks for c in t.contractions]
+    assert contractions and all(c.vm_vl_onset_ms is None for c in contractions)
+
+
+def test_median_frequency_of_a_tone_and_of_band_noise() -> None:
+    t = np.arange(4000) / RATE
+    assert median_frequency(np.sin(2 * np.pi * 90 * t), RATE) == pytest.approx(90, abs=5)
+    assert median_frequency(np.zeros(10), RATE) is None
+
+
+def test_limb_symmetry_index_in_bilateral_mode() -> None:
+    s = load_settings(environ={}, overrides={"session.side": "left"})
+    roles = ("VM_L", "VM_R")
+    s = s.model_copy(
+        update={
+            "calibration": s.calibration.model_copy(update={"mvc_mv": {"VM_L": 0.5, "VM_R": 0.5}})
+        }
+    )
+    data = synthetic(6.0, roles=roles, gains={"VM_L": 0.7})
+    ticks = run(s, data, [20] * 600, roles=roles)
+    # During the plateau (2.2–4.8 s) the involved left side works at 70 % of the right.
+    plateau = [t.lsi for t in ticks[220:480]]
+    assert all(v is not None for v in plateau)
+    assert float(np.median([v for v in plateau if v is not None])) == pytest.approx(70, abs=6)
+    assert ticks[50].lsi is None  # both at rest: no index
+    assert limb_symmetry_index(30.0, 2.0) is None
+
+
+def quality_flags(data: np.ndarray, **overrides: object) -> np.ndarray:
+    s = load_settings(environ={}, overrides={f"quality.{k}": v for k, v in overrides.items()})
+    from feedback.processing.chain import EmgChain
+
+    roles = tuple(f"C{i}" for i in range(data.shape[0]))
+    chain = EmgChain(s.processing, s.calibration, RATE, roles)
+    block = SampleBlock(0, 0.0, RATE, roles, data.astype(np.float32))
+    return (
+        SignalQuality(s.quality, RATE, data.shape[0])
+        .process(data, chain.process(block).filtered)
+        .flags
+    )
+
+
+def test_each_quality_problem_is_flagged_on_its_own_channel() -> None:
+    clean = synthetic(4.0, roles=("VM",))[0].astype(float)
+    t = np.arange(clean.shape[0]) / RATE
+    flat = np.zeros_like(clean)
+    clipped = clean.copy()
+    clipped[5000:5010] = 16.0
+    mains = clean + 0.1 * np.sin(2 * np.pi * 50 * t)
+    motion = clean + np.where((t > 1.0) & (t < 1.8), 1.0 * np.sin(2 * np.pi * 4 * t), 0.0)
+    flags = quality_flags(np.vstack([clean, flat, clipped, mains, motion]))
+    assert not flags[0].any()
+    assert not flags[1, :99].any()  # a constant value is flat once it lasted 50 ms
+    assert (flags[1, 100:] & Flag.FLAT).all()
+    assert (flags[2, 5000:6000] & Flag.CLIP).all() and not (flags[2, 7000:] & Flag.CLIP).any()
+    assert (flags[3, 1000:6000] & Flag.MAINS).mean() > 0.95  # holds through rest and effort
+    assert (flags[4, 2600:3400] & Flag.MOTION).all() and not (flags[4, 6000:] & Flag.MOTION).any()
+
+
+def test_bad_target_withholds_zone_cues_and_says_why() -> None:
+    s = load_settings(environ={}, overrides={"protocol.ready_s": 0.0, "protocol.work_s": 10.0})
+    data = synthetic(8.0)
+    data[0, 6000:12000] = 0.0  # VM electrode off from 3 s to 6 s, during the contraction
+    ticks = run(s, data, [20] * 800)
+    cues = [(c.kind, c.value, c.index) for t in ticks for c in t.cues]
+    quality = [c for c in cues if c[0] == "quality"]
+    assert quality[0][1] == "VM: electrode off / flat line"
+    assert 6000 <= quality[0][2] < 6000 + 0.06 * RATE + 20  # flat_ms 50 ms, block 20
+    assert quality[1][1] == "ok" and quality[1][2] > 12000
+    assert not [c for c in cues if c[0] == "zone" and quality[0][2] < c[2] < quality[1][2]]
+    assert ticks[350].problems == {"VM": ("electrode off / flat line",)}
+    assert ticks[350].vm_vl_ratio is None
+
+
+def test_multi_session_chain_matches_separate_pipelines() -> None:
+    from feedback.processing.multi import MultiSessionChain
+
+    s = load_settings(environ={})
+    roles = ("VM", "VL")
+    sessions = [synthetic(6.0, seed=k, level=0.3 + 0.1 * k) for k in range(3)]
+    multi = MultiSessionChain(s, RATE, roles, 3)
+    stacked = np.stack(sessions)
+    outs = [multi.process(i, stacked[:, :, i : i + 20]) for i in range(0, stacked.shape[2], 20)]
+    zone = np.concatenate([o.zone for o in outs], axis=1)
+    active = np.concatenate([o.active for o in outs], axis=2)
+    for k, data in enumerate(sessions):
+        ticks = run(s, data, [20] * 600, roles=roles)
+        np.testing.assert_array_equal(zone[k], np.concatenate([t.zone for t in ticks]))
+        np.testing.assert_array_equal(
+            active[k], np.concatenate([t.onsets.active for t in ticks if t.onsets], axis=1)
+        )
+
+
+def run_with_gap(
+    settings: Settings, data: np.ndarray, first: int, upto: int, resume: int
+) -> list[Tick]:
+    """Blocks of 20 from `first` to `upto`, then (samples lost, as over a dropped link) from
+    `resume` to the end; each block keeps its true sample index, so the gap is visible."""
+    pipe = Pipeline(settings, RATE, ("VM", "VL"))
+    starts = [*range(first, upto, 20), *range(resume, data.shape[1] - 19, 20)]
+    return [
+        pipe.process(SampleBlock(i, i / RATE, RATE, ("VM", "VL"), data[:, i : i + 20]))
+        for i in starts
+    ]
+
+
+def test_a_link_gap_mid_contraction_drops_it_and_keeps_measuring_the_next_ones() -> None:
+    """Contractions 2–5 s, 8–11 s, 14–17 s; the link drops at 4.5 s (mid-contraction) and the
+    device is back at 6.5 s, at rest. The open contraction has no known end: it is not
+    reported with the lost time inside it, and the later ones are still measured."""
+    s = load_settings(environ={})
+    data = synthetic(18.0)
+    ticks = run_with_gap(s, data, 0, 9000, 13000)
+    found = [c for t in ticks for c in t.contractions]
+    assert [round(c.onset_index / RATE) for c in found] == [8, 14]
+    assert all(c.duration_s == pytest.approx(3.0, abs=0.25) for c in found)
+    assert not [c for c in found if c.onset_index < 9000 < c.offset_index]
+
+
+def test_a_session_that_starts_mid_contraction_relearns_its_rest_baseline() -> None:
+    """The device streams on its own clock: the session's first second can be a contraction.
+    A quieter window later replaces that baseline, so onsets and contractions are found."""
+    s = load_settings(environ={})
+    data = synthetic(18.0)
+    ticks = run_with_gap(s, data, 5000, 5000, 5000)  # from 2.5 s, into the first contraction
+    found = [c for t in ticks for c in t.contractions]
+    assert [round(c.onset_index / RATE) for c in found] == [8, 14]
+    assert all(c.duration_s == pytest.approx(3.0, abs=0.25) for c in found)
