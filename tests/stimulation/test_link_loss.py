@@ -83,11 +83,18 @@ async def test_link_loss_mid_burst_keeps_the_driver_and_ends_the_session(
     # The abort's EmergencyStop could not be written (link down): said so, not raised.
     failed = [d["command"] for k, d in log if k == "stim_send_failed"]
     assert "EmergencyStop" in failed and "stim_driver_error" not in kinds
-    # Every burst in the log reached a firmware: acknowledged, or aborted for want of an ack.
+    # Every burst in the log went to a firmware and ended one of two ways: acknowledged, or
+    # stopped by an abort before the next burst. The kill races the first burst's StimAck (the
+    # firmware accepted it; its ack may die with the pty), so both endings are legitimate for
+    # burst 1; what may never happen is a burst with neither.
     acked = {d["command_id"] for k, d in log if k == "stim_ack"}
-    no_ack = [d for d in aborts if d["reason"] == "no_ack"]
     bursts = [d["command_id"] for k, d in log if k == "stim_burst"]
-    assert bursts and bursts[0] in acked
-    assert all(b in acked for b in bursts[:-1]) and (bursts[-1] in acked or no_ack)
+    assert bursts and acked <= set(bursts)
+    at = [i for i, (k, _) in enumerate(log) if k == "stim_burst"] + [len(log)]
+    for n, burst in enumerate(bursts):
+        if burst not in acked:  # then an abort stopped it, between its neighbours
+            between = kinds[(at[n - 1] + 1 if n else 0) : at[n + 1]]
+            assert "stim_abort" in between, f"burst {burst} neither acknowledged nor aborted"
+    # Only the burst in flight when the first firmware died can have lost its ack.
     accepted = first.firmware.stats.commands_accepted + second.firmware.stats.commands_accepted
-    assert len(acked) == accepted
+    assert 0 <= accepted - len(acked) <= 1
