@@ -162,6 +162,9 @@ class Pipeline:
         if not result.warnings:  # a failing calibration is neither stored nor used
             self.settings = result.apply(self.settings)
             self.chain.set_calibration(self.settings.calibration)
+            rest = self._rest_baseline(self.settings, self.channels)
+            if rest is not None:  # the onset rule's thresholds follow the new rest
+                self.onset.use_baseline(*rest)
         self.exercise.resume(end)
         state = self.exercise.process(end, zone[cut:])
         state.events = [*events, *state.events]

@@ -102,8 +102,13 @@ class OnsetDetector:
         self.off_threshold = np.full(len(channels), np.inf)
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
         if baseline is not None:
-            self._set_baseline(*baseline)
-            self._learning = None  # a calibrated rest is trusted as it is
+            self.use_baseline(*baseline)
+
+    def use_baseline(self, mean: np.ndarray, sd: np.ndarray) -> None:
+        """A calibrated rest (mean, SD) replaces whatever was learnt, from the next block on,
+        and is trusted as it is: no more learning from the signal."""
+        self._set_baseline(mean, sd)
+        self._learning = None
 
     def _set_baseline(self, mean: np.ndarray, sd: np.ndarray) -> None:
         s = self.settings

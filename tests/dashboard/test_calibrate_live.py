@@ -69,6 +69,12 @@ async def test_calibrate_pauses_calibrates_stores_and_resumes(tmp_path: Path) ->
     pipeline = session.pipeline
     assert pipeline is not None and float(pipeline.chain._mvc[0, 0]) == entry["mvc_mv"]["VM"]
     assert link.feed.header.mvc_mv["VM"] == entry["mvc_mv"]["VM"]
+    # The onset rule's thresholds follow the new rest (they were learnt from the first 0.5 s).
+    assert pipeline.onset.baseline is not None
+    rest_mean, rest_sd = pipeline.onset.baseline
+    vm = pipeline.channels.index("VM")
+    assert float(rest_mean[vm]) == entry["rest_mean_mv"]["VM"]
+    assert float(rest_sd[vm]) == entry["rest_sd_mv"]["VM"]
     # The therapist saw the prompts and the outcome.
     assert any("Relax the leg completely" in n for n in notes)
     assert any("Contraction 2 of 2" in n for n in notes)
