@@ -59,9 +59,9 @@ class SignalQuality:
         self._mains: SosFilter | None = None
         if m + 3.0 < nyq_guard:
             sos = signal.butter(2, (m - 3.0, m + 3.0), btype="bandpass", fs=rate_hz, output="sos")
-            self._mains = SosFilter(sos, n_channels, rate_hz)
+            self._mains = SosFilter.fast(sos, n_channels, rate_hz)
         lf = signal.butter(2, (2.0, 15.0), btype="bandpass", fs=rate_hz, output="sos")
-        self._lf = SosFilter(lf, n_channels, rate_hz)
+        self._lf = SosFilter.fast(lf, n_channels, rate_hz)
         alpha = 1.0 - math.exp(-1000.0 / (settings.smooth_ms * rate_hz))
         self._b, self._a = np.array([alpha]), np.array([1.0, alpha - 1.0])
         self._zi = np.zeros((3 * n_channels, 1))  # band, mains, low-frequency powers
