@@ -63,8 +63,9 @@ class SignalQuality:
         lf = signal.butter(2, (2.0, 15.0), btype="bandpass", fs=rate_hz, output="sos")
         self._lf = SosFilter.fast(lf, n_channels, rate_hz)
         alpha = 1.0 - math.exp(-1000.0 / (settings.smooth_ms * rate_hz))
-        self._b, self._a = np.array([alpha]), np.array([1.0, alpha - 1.0])
-        self._zi = np.zeros((3 * n_channels, 1))  # band, mains, low-frequency powers
+        # The one-pole average as a second-order section: the fast kernel, not lfilter's wrapper.
+        smooth = np.array([[alpha, 0.0, 0.0, 1.0, alpha - 1.0, 0.0]])
+        self._smooth = SosFilter.fast(smooth, 3 * n_channels, rate_hz)  # band, mains, LF powers
         self._hold = round(settings.hold_ms * rate_hz / 1000.0)
         # The power estimates start from zero; judge them only once they have settled.
         self._warmup = round(3 * settings.smooth_ms * rate_hz / 1000.0)
@@ -84,7 +85,7 @@ class SignalQuality:
         mains = self._mains.process(raw) if self._mains is not None else np.zeros_like(raw)
         lf = self._lf.process(raw)
         stacked = np.concatenate([filtered, mains, lf], axis=0)
-        power, self._zi = signal.lfilter(self._b, self._a, stacked * stacked, axis=1, zi=self._zi)
+        power = self._smooth.process(stacked * stacked)
         band_p, mains_p, lf_p = power[:c], power[c : 2 * c], power[2 * c :]
         raw_flags = np.empty((4, c, n), dtype=bool)
         raw_flags[0] = band_p < (s.flat_uv * 1e-3) ** 2
