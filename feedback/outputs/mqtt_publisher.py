@@ -6,7 +6,8 @@ Two lanes with different policies (DESIGN.md):
   only after the broker's PUBACK; a dead broker means a growing backlog and reconnect attempts
   with backoff, never a stalled processing loop, and a station restart resumes where it stopped;
 - live metrics and the binary live stream are latest-wins (QoS 0): per topic, only the newest
-  snapshot waits to be sent.
+  snapshot waits to be sent. They go out from their own task, so a live snapshot never queues
+  behind session messages waiting for their PUBACKs (or held for want of a subscriber).
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
 `on_command`, which validates and authorises them (feedback.clinic.commands).
@@ -21,7 +22,6 @@ sent again every second, in order, until someone takes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -83,7 +83,8 @@ class MqttPublisher:
         self.hold_without_subscriber = hold_without_subscriber and mqtt5
         self._puback_rc = 0
         self._live: dict[str, bytes] = {}  # topic → newest payload not sent yet
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # the outbox has a message
+        self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
         self._connected = False
 
     @property
@@ -109,7 +110,7 @@ class MqttPublisher:
         if topic in self._live:
             self.stats.live_dropped += 1
         self._live[topic] = payload
-        self._wakeup.set()
+        self._live_wakeup.set()
 
     def _will(self) -> aiomqtt.Will:
         # The broker sends this when the station vanishes. msg_id 0 is reserved for it: the
@@ -151,6 +152,7 @@ class MqttPublisher:
                         await client.subscribe(self.topics.cmd, qos=1)
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._drain(client))
+                        tasks.create_task(self._send_live(client))
                         tasks.create_task(self._listen(client))
             except* aiomqtt.MqttError as group:
                 exc = group.exceptions[0]
@@ -184,11 +186,15 @@ class MqttPublisher:
 
     def _watch_pubacks(self, client: aiomqtt.Client) -> None:
         # aiomqtt drops the PUBACK reason code; paho's callback sees it first. One lossless
-        # message is in flight at a time, so the last code recorded is that message's.
+        # message is in flight at a time, and only a PUBACK carries a code other than success
+        # (paho reports QoS 0 sends from the live lane as success), so a non-zero code recorded
+        # since that message went out is its own.
         inner: Any = client._client.on_publish
 
         def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-            self._puback_rc = int(getattr(rc, "value", rc) or 0)
+            code = int(getattr(rc, "value", rc) or 0)
+            if code:
+                self._puback_rc = code
             if inner is not None:
                 inner(c, userdata, mid, rc, props)
 
@@ -201,33 +207,22 @@ class MqttPublisher:
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
                 if self.hold_without_subscriber and self._puback_rc == NO_MATCHING_SUBSCRIBERS:
                     self.stats.held_no_subscriber += 1
-                    # Nobody has it: keep it and try again; meanwhile the latest-wins lanes
-                    # (live, stream) keep flowing, or remote viewers would freeze with it.
-                    await self._live_only(client, HOLD_RETRY_S)
+                    await asyncio.sleep(HOLD_RETRY_S)  # nobody has it: keep it, try again
                     continue
                 # Only now, with the broker's acknowledgement, may the message leave the outbox.
                 self.outbox.ack(item)
                 self.stats.published += 1
-            if self._live:
-                topic = next(iter(self._live))
-                payload = self._live.pop(topic)
-                await client.publish(topic, payload, qos=0)
-                self.stats.live_published += 1
-                continue
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def _live_only(self, client: aiomqtt.Client, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while (left := deadline - loop.time()) > 0:
+    async def _send_live(self, client: aiomqtt.Client) -> None:
+        while True:
             while self._live:
                 topic = next(iter(self._live))
                 await client.publish(topic, self._live.pop(topic), qos=0)
                 self.stats.live_published += 1
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), left)
+            self._live_wakeup.clear()
+            await self._live_wakeup.wait()
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         # Also the connection watchdog: the iterator raises MqttError when the link drops, which

@@ -86,3 +86,40 @@ async def test_outbox_survives_broker_outage_and_station_restart(
     runner.cancel()
     assert [m["msg_id"] for m in received] == list(range(1, 26))
     assert sqlite3.connect(path).execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+async def test_live_snapshots_flow_while_a_session_message_is_held(mosquitto: Any) -> None:
+    """Nobody subscribes to the session lane: its message stays held at the head of the outbox
+    (MQTT 5 "no matching subscribers"), and the live lane, in its own task, keeps going."""
+    topics = Topics("c1", "st-live")
+    numberer = MessageNumberer("S-live")
+    publisher = MqttPublisher(
+        mosquitto.url,
+        topics,
+        client_id="st-live",
+        outbox=MemoryOutbox(),
+        mqtt5=True,
+        hold_without_subscriber=True,
+    )
+    runner = asyncio.create_task(publisher.run())
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="viewer") as viewer:
+            await viewer.subscribe(topics.live, qos=0)
+            gap = numberer.envelope("gap", {"from_index": 0, "missing": 1})
+            publisher.publish(topics.event, gap)
+            async with asyncio.timeout(10):
+                while publisher.stats.held_no_subscriber == 0:
+                    await asyncio.sleep(0.01)
+            for i in range(5):
+                publisher.publish_live(topics.live, {"type": "live", "n": i})
+                async with asyncio.timeout(10):
+                    async for msg in viewer.messages:
+                        if json.loads(msg.payload)["n"] == i:  # type: ignore[arg-type,unused-ignore]
+                            break
+            # Every snapshot arrived while the event was still held (and retried).
+            assert publisher.backlog == 1 and publisher.stats.published == 0
+            assert publisher.stats.live_published == 5
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
