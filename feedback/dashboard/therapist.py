@@ -223,7 +223,8 @@ class TherapistWindow(QMainWindow):
         lab["quality"].setText(f"gaps {f.gaps}, protocol errors {f.protocol_errors}")
         lab["MQTT"].setText(f.mqtt)
         stim = lab["stimulation"]
-        stim.setText(f"{f.stim_state} ({f.stim_bursts} bursts)")
+        bursts = f"{f.stim_bursts} burst" + ("" if f.stim_bursts == 1 else "s")
+        stim.setText(f"{f.stim_state} ({bursts})")
         stim.setStyleSheet(f"font-weight: bold; color: {STIM_COLOURS.get(f.stim_state, '#000')}")
         ok = f.link == "up"
         lab["link"].setStyleSheet(f"font-weight: bold; color: {'#2e9d44' if ok else '#d0342c'}")

@@ -107,6 +107,7 @@ def test_therapist_window_builds_updates_and_screenshots(qtbot: QtBot) -> None:
     assert not np.array_equal(env[-len(env_before) :], env_before)  # the curve moved on
     assert win.reps.rowCount() == len(frame.reps) >= 1
     assert win.labels["band"].text() == "30–60 % MVC"
+    assert win.labels["stimulation"].text() == "armed (1 burst)"
     assert "VM" in win.labels["% MVC"].text() and win.frames_drawn == 2
     low, high = win.plots["VM"].band.getRegion()
     assert (round(low, 3), round(high, 3)) == (0.15, 0.3)  # 30–60 % of 0.5 mV
