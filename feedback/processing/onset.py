@@ -6,16 +6,19 @@ below rest mean + off_k·SD for `min_off_ms`. Each event carries two indices: wh
 began (`at_index`, the onset a clinician would mark) and where the rule was met
 (`detected_index`, the earliest moment a live cue can know it).
 
-A learnt rest baseline keeps being checked: every later window of `baseline_s` that is clearly
-quieter (its on-threshold below RELEARN_RATIO of the one in force) replaces it. A session that
-opened its device while the muscle was contracting (a device streams on its own clock) would
-otherwise keep a threshold at contraction level and never see an onset. A gap in the sample
-index (a lost link) ends any run in progress: nothing is known about the samples that are lost.
+Without a calibrated rest, the baseline is learnt from the first `baseline_s` of the signal as
+its mean and SD without the samples far above its median (robust to a contraction that starts
+before the window ends). A learnt rest baseline keeps being checked: every later window of
+`baseline_s` that is clearly quieter (its on-threshold below RELEARN_RATIO of the one in force)
+replaces it. A session that opened its device while the muscle was contracting (a device
+streams on its own clock) would otherwise keep a threshold at contraction level and never see
+an onset. A gap in the sample index (a lost link) ends any run in progress: nothing is known
+about the samples that are lost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -57,25 +60,46 @@ class Tkeo:
         return self._lp.process(np.abs(psi))
 
 
-@dataclass(slots=True)
-class _Baseline:
-    """Running sums over the first samples, until `needed` have been seen."""
+MAD_TO_SD = 1.4826  # the MAD of normally distributed values times this estimates their SD
+OUTLIER_SPREADS = 5.0  # samples this many robust SDs above the median are not rest
 
-    needed: int
-    seen: int = 0
-    total: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    squares: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+class _Baseline:
+    """One window of `needed` samples of the detection signal, collected block by block.
+
+    Its rest mean and SD leave out the samples far above the window's median (more than
+    OUTLIER_SPREADS robust SDs, from the median absolute deviation): a window that a contraction
+    reaches into (a session whose first rest is shorter than `baseline_s`, a relearning window
+    at the end of a short rest) still gives the rest figures as long as the muscle was relaxed
+    for more than half of it. With every sample counted, such a window set the threshold at
+    contraction level and onsets came late or not at all. On a clean rest window nearly every
+    sample is kept, so the figures are the classic mean and SD of Hodges and Bui.
+    """
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.seen = 0
+        self._samples: np.ndarray | None = None
 
     def add(self, x: np.ndarray) -> None:
-        if not self.total.size:
-            self.total, self.squares = np.zeros(x.shape[0]), np.zeros(x.shape[0])
-        self.total += x.sum(axis=1)
-        self.squares += (x * x).sum(axis=1)
+        if self._samples is None:
+            self._samples = np.empty((x.shape[0], self.needed))
+        self._samples[:, self.seen : self.seen + x.shape[1]] = x
         self.seen += x.shape[1]
 
+    def last(self) -> np.ndarray:
+        assert self._samples is not None and self.seen
+        return self._samples[:, self.seen - 1]
+
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.total / self.seen
-        var = np.maximum(self.squares / self.seen - mean * mean, 0.0)
+        assert self._samples is not None
+        window = self._samples[:, : self.seen]
+        level = np.median(window, axis=1, keepdims=True)
+        spread = MAD_TO_SD * np.median(np.abs(window - level), axis=1, keepdims=True)
+        rest = window <= level + OUTLIER_SPREADS * spread
+        count = rest.sum(axis=1)
+        mean = np.where(rest, window, 0.0).sum(axis=1) / count
+        var = np.where(rest, (window - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
         return mean, np.sqrt(var)
 
 
@@ -151,6 +175,10 @@ class OnsetDetector:
         self._learning = _Baseline(self._window)
         if self.baseline is None:
             self._set_baseline(mean, sd)
+            # A channel already above threshold started its contraction before anything could
+            # be judged: it counts as on, without an onset (whose time is unknown), until it
+            # relaxes. Otherwise both channels would "start" together at this sample.
+            self._carry.state = learning.last() >= self.on_threshold
             return
         quieter = mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold
         if quieter.any():

@@ -27,6 +27,8 @@ def synthetic(
     gains: dict[str, float] | None = None,
     level: float = 0.45,
     seed: int = 5,
+    first_rest_s: float = 2.0,
+    relax_s: float = 3.0,
 ) -> np.ndarray:
     gains = gains or {}
     models = tuple(
@@ -39,7 +41,7 @@ def synthetic(
         for r in roles
     )
     profile = ContractionProfile(
-        first_rest_s=2.0, contract_s=3.0, relax_s=3.0, ramp_s=0.05, level=level
+        first_rest_s=first_rest_s, contract_s=3.0, relax_s=relax_s, ramp_s=0.05, level=level
     )
     src = SyntheticEmg(RATE, models, profile, baseline_noise_mv=0.005, seed=seed)
     return np.asarray(src(int(seconds * RATE)), dtype=np.float32)
@@ -118,6 +120,25 @@ def test_contractions_match_the_script_and_recover_the_vm_vl_delay() -> None:
         assert c.hold_in_band_s == pytest.approx(2.9, abs=0.2)
         assert c.relaxation_s is not None and 0.0 < c.relaxation_s < 0.3
         assert c.median_freq_hz is not None and 150.0 < c.median_freq_hz < 260.0  # white 20–450 Hz
+
+
+def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset() -> None:
+    """The uncalibrated baseline is learnt from the first `baseline_s` (1 s); here the patient
+    contracts after 0.7 s and rests only 1.2 s between contractions. The part of the window
+    the contraction reaches into is left out of the rest figures, so the threshold stays at
+    rest level. The contraction in progress when the baseline becomes ready has no onset
+    (nobody saw it start); every later one is found with the scripted VM–VL delay. Before,
+    this window set the threshold at contraction level: fragments and differences of ±200 ms."""
+    s = load_settings(environ={})
+    data = synthetic(25.0, vl_delay_ms=30.0, first_rest_s=0.7, relax_s=1.2)
+    ticks = run(s, data, [20] * (data.shape[1] // 20))
+    contractions = [c for t in ticks for c in t.contractions]
+    # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest); the first one is cut.
+    starts = [0.7 + 4.2 * k for k in range(1, 6)]
+    assert [c.onset_index / RATE for c in contractions] == pytest.approx(starts, abs=0.1)
+    for c in contractions:
+        assert c.duration_s == pytest.approx(3.0, abs=0.25)
+        assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
 
 
 def test_vl_leading_gives_a_negative_onset_difference() -> None:
