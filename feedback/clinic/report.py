@@ -75,6 +75,43 @@ def session_rows(db: Backend, session_id: str) -> tuple[dict[str, Any], list[dic
     return info, reps
 
 
+def _spans(ids: list[int]) -> str:
+    """[3, 4, 5, 9] -> "3–5, 9"."""
+    spans: list[list[int]] = []
+    for i in ids:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
+
+
+def record_completeness(db: Backend, session_id: str) -> str:
+    """Whether the clinic holds every lossless message of the session (msg_id 1, 2, 3, ...
+    without holes, docs/mqtt.md): a hole is a message that never reached the logger, which
+    the station's own session log still has."""
+    got = sorted(
+        int(r[0])
+        for r in db.query(
+            "SELECT msg_id FROM messages WHERE session_id = ? AND type <> 'live' AND msg_id > 0",
+            (session_id,),
+        )
+    )
+    ended = bool(
+        db.query("SELECT 1 FROM messages WHERE session_id = ? AND type = 'session_end'",
+                 (session_id,))
+    )  # fmt: skip
+    last = got[-1] if got else 0
+    missing = sorted(set(range(1, last + 1)) - set(got))
+    tail = "" if ended else "; no session_end yet (later messages may be missing too)"
+    if not missing:
+        return f"complete: messages 1–{last}{tail}"
+    return (
+        f"INCOMPLETE: {len(missing)} of {last} messages missing (msg_id {_spans(missing)}); "
+        f"the station's session log has them{tail}"
+    )
+
+
 def session_report(db: Backend, session_id: str, out: Path) -> tuple[Path, Path]:
     info, reps = session_rows(db, session_id)
     target = info["settings"].get("target", {})
@@ -124,6 +161,7 @@ def session_report(db: Backend, session_id: str, out: Path) -> tuple[Path, Path]
         "Repetitions": f"{done} of {info['reps_prescribed'] or '?'}",
         "Pain before / after (0–10)": f"{_pain(info['pain_before'])} / {_pain(info['pain_after'])}",
         "Target band": f"{band[0]:g}–{band[1]:g} % MVC",
+        "Clinic record": record_completeness(db, session_id),
     }
     out.mkdir(parents=True, exist_ok=True)
     html_path, csv_path = out / f"{session_id}.html", out / f"{session_id}-reps.csv"
