@@ -30,6 +30,7 @@ REP_COLUMNS = (
 PROGRESS_COLUMNS = (
     "session_id", "date", "reps_done", "reps_prescribed", "adherence_pct", "peak_pct_mvc",
     "hold_s", "vm_vl_ratio", "onset_diff_ms", "symmetry_pct", "pain_before", "pain_after",
+    "record",
 )  # fmt: skip
 
 
@@ -86,10 +87,11 @@ def _spans(ids: list[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
 
 
-def record_completeness(db: Backend, session_id: str) -> str:
-    """Whether the clinic holds every lossless message of the session (msg_id 1, 2, 3, ...
-    without holes, docs/mqtt.md): a hole is a message that never reached the logger, which
-    the station's own session log still has."""
+def record_gaps(db: Backend, session_id: str) -> tuple[int, list[int], bool]:
+    """The clinic's copy of a session against its numbering (lossless messages count 1, 2, 3,
+    ... without holes, docs/mqtt.md): the highest msg_id received, the ones missing below it
+    (messages that never reached the logger; the station's own session log still has them),
+    and whether the session_end arrived (without it, later messages may be missing too)."""
     got = sorted(
         int(r[0])
         for r in db.query(
@@ -102,7 +104,11 @@ def record_completeness(db: Backend, session_id: str) -> str:
                  (session_id,))
     )  # fmt: skip
     last = got[-1] if got else 0
-    missing = sorted(set(range(1, last + 1)) - set(got))
+    return last, sorted(set(range(1, last + 1)) - set(got)), ended
+
+
+def record_completeness(db: Backend, session_id: str) -> str:
+    last, missing, ended = record_gaps(db, session_id)
     tail = "" if ended else "; no session_end yet (later messages may be missing too)"
     if not missing:
         return f"complete: messages 1–{last}{tail}"
@@ -184,6 +190,9 @@ def progress_rows(db: Backend, patient: str) -> list[dict[str, Any]]:
             (sid,),
         )
         done = sum(int(r[0]) for r in reps)
+        _, missing, ended = record_gaps(db, sid)
+        record = [f"{len(missing)} messages missing"] if missing else []
+        record += [] if ended else ["not ended"]
         rows.append({
             "session_id": sid,
             "date": _date(started),
@@ -197,6 +206,7 @@ def progress_rows(db: Backend, patient: str) -> list[dict[str, Any]]:
             "symmetry_pct": _mean([r[5] for r in reps]),
             "pain_before": pain_before,
             "pain_after": pain_after,
+            "record": "; ".join(record) or "complete",
         })  # fmt: skip
     return rows
 

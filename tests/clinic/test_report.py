@@ -81,6 +81,12 @@ async def test_session_and_progress_reports(
     html = (out / f"{second}.html").read_text()
     assert f"INCOMPLETE: {len(gone)} of {last} messages missing" in html
     assert report._spans(gone) in html and "msg_id 3–5, 9" in html
+    assert report.main(["--db", db_url, "--out", str(out), "patient", "P-0001"]) == 0
+    progress = list(csv.DictReader((out / "P-0001-progress.csv").open()))
+    assert [p["record"] for p in progress] == [
+        "complete",
+        f"{len(gone)} messages missing; not ended",
+    ]
     assert "no session_end yet" in html
 
 
