@@ -21,7 +21,7 @@ from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
 from feedback.processing.metrics import Contraction, ContractionTracker, limb_symmetry_index
 from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
-from feedback.processing.quality import QualityBlock, SignalQuality, describe
+from feedback.processing.quality import Flag, QualityBlock, SignalQuality, describe
 from feedback.progression import BandRaised, Progression
 
 
@@ -216,7 +216,7 @@ class Pipeline:
         processed = self.blanker.hold(self.chain.process(clean), held)
         quality = self.quality.process(clean.data, processed.filtered)
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        onsets = self.onset.process(block.first_index, detect)
+        onsets = self.onset.process(block.first_index, detect, (quality.flags & Flag.FLAT) == 0)
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void

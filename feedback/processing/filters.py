@@ -50,6 +50,9 @@ class SosFilter:
         self, sos: np.ndarray, n_channels: int, rate_hz: float, kernel: SosKernel | None = None
     ) -> None:
         self.sos = np.ascontiguousarray(sos, dtype=np.float64)
+        # The kernel trusts its arguments (the public function checked them): check once here.
+        if self.sos.ndim != 2 or self.sos.shape[1] != 6 or not np.all(self.sos[:, 3] == 1.0):
+            raise ValueError(f"sos must be (n_sections, 6) with a0 = 1, got {self.sos.shape}")
         self.rate_hz = rate_hz
         self._kernel = kernel
         # The kernel's layout: (n_channels, n_sections, 2), C-contiguous, updated in place.
@@ -61,6 +64,9 @@ class SosFilter:
         return cls(sos, n_channels, rate_hz, SOS_KERNEL)
 
     def process(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2 or x.shape[0] != self._state.shape[0]:
+            # Also what keeps the kernel inside its state array: it does not check.
+            raise ValueError(f"expected ({self._state.shape[0]}, n) samples, got {x.shape}")
         if x.shape[1] == 0:  # (scipy's sosfilt cannot reshape an empty block)
             return np.empty(x.shape, dtype=np.float64)
         if self._kernel is not None:

@@ -67,13 +67,17 @@ OUTLIER_SPREADS = 5.0  # samples this many robust SDs above the median are not r
 class _Baseline:
     """One window of `needed` samples of the detection signal, collected block by block.
 
-    Its rest mean and SD leave out the samples far above the window's median (more than
-    OUTLIER_SPREADS robust SDs, from the median absolute deviation): a window that a contraction
-    reaches into (a session whose first rest is shorter than `baseline_s`, a relearning window
-    at the end of a short rest) still gives the rest figures as long as the muscle was relaxed
-    for more than half of it. With every sample counted, such a window set the threshold at
-    contraction level and onsets came late or not at all. On a clean rest window nearly every
-    sample is kept, so the figures are the classic mean and SD of Hodges and Bui.
+    Its rest mean and SD leave out two kinds of sample:
+    - those the caller marks unusable (signal quality: a flat line while the leads settle or
+      an electrode is off is no rest); a channel with half its window or more unusable gets no
+      baseline from this window (SD 0: it waits for the next one);
+    - those far above the window's median (more than OUTLIER_SPREADS robust SDs, from the
+      median absolute deviation): a window that a contraction reaches into (a session whose
+      first rest is shorter than `baseline_s`, a relearning window at the end of a short rest)
+      still gives the rest figures as long as the muscle was relaxed for more than half of it.
+    With every sample counted such windows set the threshold at contraction level, or at 0, and
+    onsets came late or never. On a clean rest window nearly every sample is kept, so the
+    figures are the classic mean and SD of Hodges and Bui.
     """
 
     def __init__(self, needed: int) -> None:
@@ -81,10 +85,11 @@ class _Baseline:
         self.seen = 0
         self._samples: np.ndarray | None = None
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         if self._samples is None:
             self._samples = np.empty((x.shape[0], self.needed))
-        self._samples[:, self.seen : self.seen + x.shape[1]] = x
+        part = self._samples[:, self.seen : self.seen + x.shape[1]]
+        part[:] = x if usable is None else np.where(usable, x, np.nan)
         self.seen += x.shape[1]
 
     def last(self) -> np.ndarray:
@@ -93,14 +98,17 @@ class _Baseline:
 
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
         assert self._samples is not None
-        window = self._samples[:, : self.seen]
-        level = np.median(window, axis=1, keepdims=True)
-        spread = MAD_TO_SD * np.median(np.abs(window - level), axis=1, keepdims=True)
-        rest = window <= level + OUTLIER_SPREADS * spread
-        count = rest.sum(axis=1)
-        mean = np.where(rest, window, 0.0).sum(axis=1) / count
-        var = np.where(rest, (window - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
-        return mean, np.sqrt(var)
+        rows = self._samples.shape[0]
+        mean, sd = np.zeros(rows), np.zeros(rows)
+        for i, row in enumerate(self._samples[:, : self.seen]):
+            row = row[~np.isnan(row)]
+            if 2 * row.size <= self.seen:
+                continue  # mostly unusable: no rest figures from this window
+            level = np.median(row)
+            spread = MAD_TO_SD * np.median(np.abs(row - level))
+            rest = row[row <= level + OUTLIER_SPREADS * spread] if spread > 0 else row
+            mean[i], sd[i] = rest.mean(), rest.std()
+        return mean, sd
 
 
 class OnsetDetector:
@@ -137,8 +145,11 @@ class OnsetDetector:
     def _set_baseline(self, mean: np.ndarray, sd: np.ndarray) -> None:
         s = self.settings
         self.baseline = (mean, sd)
-        self.on_threshold = mean + s.k_sd * sd
-        self.off_threshold = mean + s.off_k_sd * sd
+        # No spread at all is no rest to compare with (a flat line, leads not yet connected):
+        # such a channel waits, at an infinite threshold, for a window that has one.
+        usable = sd > 0
+        self.on_threshold = np.where(usable, mean + s.k_sd * sd, np.inf)
+        self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and
@@ -150,7 +161,10 @@ class OnsetDetector:
         if self._learning is not None:
             self._learning = _Baseline(self._window)
 
-    def process(self, first_index: int, x: np.ndarray) -> OnsetBlock:
+    def process(
+        self, first_index: int, x: np.ndarray, usable: np.ndarray | None = None
+    ) -> OnsetBlock:
+        """`usable` (bool, like x; None: all) marks the samples a rest baseline may learn from."""
         # Cut the block where a baseline window ends, so thresholds change at the same sample
         # however the signal was split into blocks.
         n = x.shape[1]
@@ -164,7 +178,7 @@ class OnsetDetector:
             if self.baseline is not None:
                 events += self._detect(first_index + pos, x[:, pos:end], active[:, pos:end])
             if learning is not None:
-                learning.add(x[:, pos:end])
+                learning.add(x[:, pos:end], None if usable is None else usable[:, pos:end])
                 if learning.seen >= learning.needed:
                     self._window_done(learning)
             pos = end
@@ -180,7 +194,7 @@ class OnsetDetector:
             # relaxes. Otherwise both channels would "start" together at this sample.
             self._carry.state = learning.last() >= self.on_threshold
             return
-        quieter = mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold
+        quieter = (sd > 0) & (mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold)
         if quieter.any():
             old_mean, old_sd = self.baseline
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))

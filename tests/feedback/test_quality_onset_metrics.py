@@ -141,6 +141,27 @@ def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset()
         assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
 
 
+@pytest.mark.parametrize(("zeros_s", "starts"), [(0.6, [2, 8, 14, 20]), (1.5, [8, 14, 20])])
+def test_leads_settling_at_zero_do_not_make_a_zero_threshold(
+    zeros_s: float, starts: list[int]
+) -> None:
+    """The amplifier sends exact zeros while its leads settle. Quality flags them flat (and
+    holds the flag 0.5 s), and flat samples are no rest: the baseline is learnt from the
+    first window that is mostly usable. After 0.6 s of zeros that is the second (1–2 s), in
+    time for the contraction at 2 s; after 1.5 s the first usable rest follows that
+    contraction, which therefore goes unjudged. Before, the zeros made a threshold of 0 that
+    held the channel on for the whole session, without an onset."""
+    s = load_settings(environ={})
+    data = synthetic(26.0, vl_delay_ms=30.0)
+    data[:, : round(zeros_s * RATE)] = 0.0
+    ticks = run(s, data, [20] * (data.shape[1] // 20))
+    contractions = [c for t in ticks for c in t.contractions]
+    assert [round(c.onset_index / RATE) for c in contractions] == starts
+    assert all(c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0) for c in contractions)
+    active = np.concatenate([t.onsets.active for t in ticks if t.onsets is not None], axis=1)
+    assert not active[:, round(17.5 * RATE) : round(19.5 * RATE)].any()  # relaxed between
+
+
 def test_vl_leading_gives_a_negative_onset_difference() -> None:
     s = load_settings(environ={})
     data = synthetic(12.0, vl_delay_ms=-40.0)
