@@ -16,7 +16,9 @@ With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscr
 nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
 subscriptions after a restart, so until the clinic logger has subscribed again a publish would
 vanish. With `hold_without_subscriber` such a message stays at the head of the outbox and is
-sent again every second, in order, until someone takes it.
+sent again every second, in order, until someone takes it. A refusal (reason code 0x80 or
+above, e.g. 0x87 "not authorized" from an ACL) is not a delivery either: the message stays,
+the error is logged, and it is retried every REFUSED_RETRY_S.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 log = logging.getLogger(__name__)
 
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
+REASONS = {0x80: "unspecified error", 0x83: "implementation specific error",
+           0x87: "not authorized", 0x90: "topic name invalid", 0x91: "packet identifier in use",
+           0x97: "quota exceeded", 0x99: "payload format invalid"}  # fmt: skip
+REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 
 __all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
@@ -52,6 +58,7 @@ class PublisherStats:
     live_dropped: int = 0
     commands_received: int = 0
     held_no_subscriber: int = 0  # publishes repeated because nobody had subscribed yet
+    refused_by_broker: int = 0  # publishes the broker refused (e.g. 0x87 not authorised): kept
 
 
 class MqttPublisher:
@@ -205,15 +212,33 @@ class MqttPublisher:
             while (item := self.outbox.head()) is not None:
                 self._puback_rc = 0
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
-                if self.hold_without_subscriber and self._puback_rc == NO_MATCHING_SUBSCRIBERS:
+                rc = self._puback_rc
+                if self.hold_without_subscriber and rc == NO_MATCHING_SUBSCRIBERS:
                     self.stats.held_no_subscriber += 1
                     await asyncio.sleep(HOLD_RETRY_S)  # nobody has it: keep it, try again
+                    continue
+                if rc >= 0x80:  # the broker refused it: never count that as delivered
+                    self._refused(item.topic, rc)
+                    await asyncio.sleep(REFUSED_RETRY_S)
                     continue
                 # Only now, with the broker's acknowledgement, may the message leave the outbox.
                 self.outbox.ack(item)
                 self.stats.published += 1
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _refused(self, topic: str, rc: int) -> None:
+        """A refusal (a wrong account or ACL, a quota) will not cure itself; it is logged the
+        first time and every 60th retry after, and the message stays at the head of the
+        outbox, holding everything behind it: in order, nothing lost, the backlog in view."""
+        if self.stats.refused_by_broker % 60 == 0:
+            log.error(
+                "broker refused a message on %s (MQTT 5 reason 0x%02x%s); kept in the outbox "
+                "(%d waiting), retrying every %.0f s: check mqtt.username and the broker's ACL",
+                topic, rc, f" {REASONS[rc]}" if rc in REASONS else "", self.backlog,
+                REFUSED_RETRY_S,
+            )  # fmt: skip
+        self.stats.refused_by_broker += 1
 
     async def _send_live(self, client: aiomqtt.Client) -> None:
         while True:

@@ -7,6 +7,7 @@ paths and the port are substituted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import secrets
@@ -24,6 +25,7 @@ import pytest
 from feedback.clinic.commands import make_command
 from feedback.clinic.db import connect
 from feedback.outputs.broker_access import BrokerAccess
+from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 from tests.clinic.conftest import (
     ClinicBroker,
@@ -243,3 +245,31 @@ async def test_clients_turn_nagle_off_plain_and_over_tls(
             sock = c._client.socket()
             assert isinstance(sock, socket.socket)
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+async def test_a_message_the_broker_refuses_stays_in_the_outbox(
+    secure_broker: SecureBroker,
+) -> None:
+    """A station account writing outside its own topics (a wrong `mqtt.username`): Mosquitto
+    answers the MQTT 5 PUBACK with 0x87 "not authorized". That is not a delivery: the message
+    stays at the head of the outbox (retried, logged) instead of being deleted as sent."""
+    wrong = Topics("clinic-demo", "st-b")  # st-a's account may not write here
+    numberer = MessageNumberer("S-wrong")
+    publisher = MqttPublisher(
+        secure_broker.url,
+        wrong,
+        client_id="st-a",
+        access=secure_broker.access("st-a"),
+        mqtt5=True,
+    )
+    runner = asyncio.create_task(publisher.run())
+    try:
+        publisher.publish(wrong.event, numberer.envelope("gap", {"from_index": 0, "missing": 1}))
+        async with asyncio.timeout(10):
+            while publisher.stats.refused_by_broker == 0:
+                await asyncio.sleep(0.02)
+        assert publisher.backlog == 1 and publisher.stats.published == 0
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
