@@ -150,7 +150,12 @@ async def test_remote_dashboard_watches_two_stations_and_stops_one(
         await wait_until(lambda: min(counts()) >= 10, 15, "stream packets from both stations")
         assert win.refresh() == 2
         curves = {s: win.pages[s].plots["VM"].envelope.getData()[1].copy() for s in win.pages}
-        await asyncio.sleep(0.5)
+        drawn = {s: model.summary(s)["version"] for s in ("st-a", "st-b")}
+        await wait_until(
+            lambda: all(model.summary(s)["version"] != v for s, v in drawn.items()),
+            10,
+            "new packets from both stations",
+        )  # (a fixed 0.5 s wait was too short on a loaded machine)
         assert win.refresh() == 2
         for s, before in curves.items():  # the curves moved on at both stations
             after = win.pages[s].plots["VM"].envelope.getData()[1]
