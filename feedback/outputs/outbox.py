@@ -11,18 +11,12 @@ without the file (the peer in benchmarks, and stations that opt out of persisten
 `synchronous=NORMAL` in WAL mode: a committed message survives a crash or kill -9 of the station
 process (it is in the WAL, handed to the OS); only a power cut within the OS's write-back delay
 could lose the last few. `durable=True` selects `synchronous=FULL` (an fsync per message).
-
-WAL checkpoints (copying the log into the database file, with an fsync) run on a thread of their
-own with its own connection, not inside an `append` on the event loop, where SQLite's automatic
-checkpoint stalled one append in a thousand by a few ms. A PASSIVE checkpoint never blocks the
-writer.
 """
 
 from __future__ import annotations
 
 import collections
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,9 +74,6 @@ class MemoryOutbox:
         pass
 
 
-CHECKPOINT_EVERY = 256  # writes (appends and acks) between two background checkpoints
-
-
 class SqliteOutbox:
     """Ordered and persistent: a row per message, deleted once the broker has acknowledged it."""
 
@@ -94,39 +85,12 @@ class SqliteOutbox:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         self._db.executescript(SCHEMA)
         rows = self._db.execute("SELECT id, topic, payload, retain FROM outbox ORDER BY id")
         self._mirror: collections.deque[Pending] = collections.deque(
             Pending(int(i), str(t), bytes(p), bool(r)) for i, t, p, r in rows
         )
         self.recovered = len(self._mirror)  # messages left over from an earlier run
-        self.checkpoints = 0
-        self._writes = 0
-        self._wake = threading.Event()
-        self._closing = False
-        self._checkpointer: threading.Thread | None = None
-        if self.path != ":memory:":
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, name="outbox-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
-
-    def _checkpoint_loop(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            while not self._closing:
-                self._wake.wait(timeout=5.0)
-                self._wake.clear()
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.checkpoints += 1
-        finally:
-            db.close()
-
-    def _wrote(self) -> None:
-        self._writes += 1
-        if self._writes % CHECKPOINT_EVERY == 0:
-            self._wake.set()
 
     def append(self, topic: str, payload: bytes, retain: bool) -> Pending:
         cur = self._db.execute(
@@ -136,7 +100,6 @@ class SqliteOutbox:
         assert cur.lastrowid is not None
         item = Pending(cur.lastrowid, topic, payload, retain)
         self._mirror.append(item)
-        self._wrote()
         return item
 
     def head(self) -> Pending | None:
@@ -146,15 +109,9 @@ class SqliteOutbox:
         self._db.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
         if self._mirror and self._mirror[0].id == item.id:
             self._mirror.popleft()
-        self._wrote()
 
     def __len__(self) -> int:
         return len(self._mirror)
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._closing = True
-            self._wake.set()
-            self._checkpointer.join()
-            self._checkpointer = None
-        self._db.close()  # the last connection to close checkpoints the rest
+        self._db.close()

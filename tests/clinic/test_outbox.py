@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.outbox import CHECKPOINT_EVERY, MemoryOutbox, SqliteOutbox
+from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
 from feedback.outputs.topics import MessageNumberer, Topics
 
 
@@ -125,25 +123,3 @@ async def test_live_snapshots_flow_while_a_session_message_is_held(mosquitto: An
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-
-
-def test_wal_checkpoints_run_on_their_own_thread(tmp_path: Path) -> None:
-    """SQLite's automatic checkpoint is off (it ran inside an append, on the event loop); the
-    outbox's own thread copies the WAL into the database file every CHECKPOINT_EVERY writes."""
-    path = tmp_path / "outbox.sqlite3"
-    box = SqliteOutbox(path)
-    assert box._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    for i in range(CHECKPOINT_EVERY):
-        box.append("t", f"m{i}".encode(), False)
-    deadline = time.monotonic() + 10
-    while box.checkpoints == 0:
-        assert time.monotonic() < deadline, "no checkpoint"
-        time.sleep(0.01)
-    # The database file alone, without its WAL, now holds every row: the checkpoint ran.
-    copy = tmp_path / "main-file-only.sqlite3"
-    shutil.copyfile(path, copy)
-    rows = sqlite3.connect(copy).execute("SELECT count(*) FROM outbox").fetchone()[0]
-    assert rows == CHECKPOINT_EVERY
-    box.close()
-    assert not box._checkpointer  # joined
-    assert len(SqliteOutbox(path)) == CHECKPOINT_EVERY
