@@ -1,15 +1,25 @@
-"""Audio cue generation as pure functions, and the silent fallback without PortAudio."""
+"""Audio cue generation as pure functions, the silent fallback without a device, and the real
+PortAudio stream on ALSA's null device."""
 
 from __future__ import annotations
 
+import ctypes.util
+import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from feedback.exercise import ExerciseState, Phase, RepCompleted
 from feedback.outputs.audio import RATE_HZ, AudioCues, chime, pitch_hz, tone
+from tests.conftest import missing_service
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pitch_follows_activation_on_a_log_scale() -> None:
@@ -72,3 +82,54 @@ def test_no_audio_device_runs_silent_and_says_so_once(caplog: pytest.LogCaptureF
         == 1
     )
     cues.close()
+
+
+NULL_ALSA = "pcm.!default { type null }\nctl.!default { type hw card 0 }\n"
+PLAY = """
+import json, sys, time
+import numpy as np
+from feedback.exercise import ExerciseState, Phase, RepCompleted
+from feedback.outputs.audio import AudioCues
+
+class Tick:
+    def __init__(self, exercise, pct):
+        self.exercise, self.pct_mvc = exercise, pct
+
+class Counted(AudioCues):
+    played = 0
+    loudest = 0.0
+    def _callback(self, outdata, frames, time_info, status):
+        super()._callback(outdata, frames, time_info, status)
+        self.played += frames
+        self.loudest = max(self.loudest, float(np.abs(outdata).max()))
+
+cues = Counted("VM")
+cues.start()
+cues.on_tick(Tick(ExerciseState(phase=Phase.WORK, events=[RepCompleted(1, 0, 0.5)]), {"VM": 50.0}))
+time.sleep(0.5)
+cues.close()
+print(json.dumps({"silent": cues.silent_reason, "played": cues.played,
+                  "loudest": cues.loudest, "chimes": cues.chimes}))
+"""
+
+
+def test_tone_and_chime_play_through_a_real_portaudio_stream(tmp_path: Path) -> None:
+    """The real path: sounddevice → PortAudio → ALSA, on ALSA's null PCM (a sound card that
+    plays nothing), in a child process because PortAudio reads the ALSA configuration once.
+    Needs PortAudio (`apt-get install libportaudio2`; `.ci/run` installs it)."""
+    if ctypes.util.find_library("portaudio") is None:
+        missing_service("PortAudio not installed (apt-get install libportaudio2)")
+    alsa = Path("/usr/share/alsa/alsa.conf")
+    if not alsa.exists():
+        missing_service("no ALSA configuration (/usr/share/alsa/alsa.conf; libasound2)")
+    conf = tmp_path / "asound.conf"
+    conf.write_text(NULL_ALSA)
+    env = {**os.environ, "ALSA_CONFIG_PATH": f"{alsa}:{conf}", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", PLAY], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["silent"] is None  # the stream opened: not the silent fallback
+    assert result["played"] >= 2048  # PortAudio pulled buffers from the callback
+    assert 0.2 < result["loudest"] <= 1.0 and result["chimes"] == 1  # tone + chime, no clip
