@@ -46,7 +46,9 @@ class RemoteWindow(QMainWindow):
         self.picker = QTableWidget(0, len(COLUMNS))
         self.picker.setHorizontalHeaderLabels(list(COLUMNS))
         self.picker.verticalHeader().setVisible(False)
-        self.picker.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.picker.horizontalHeader()  # each column as wide as its header or cells
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the station id: the rest
         self.picker.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.picker.setMaximumWidth(470)
         self.picker.currentCellChanged.connect(lambda r, *_: self.select(r))
