@@ -44,7 +44,7 @@ class EmgChain:
         sos = bandpass(settings.highpass_hz, settings.lowpass_hz, settings.bandpass_order, rate_hz)
         if settings.notch_hz:
             sos = np.vstack([sos, mains_notch(settings.notch_hz, rate_hz)])
-        self._band = SosFilter.fast(sos, n, rate_hz)
+        self._band = SosFilter(sos, n, rate_hz)
         self._rms: MovingAverage | None = None
         self._env_lp: SosFilter | None = None
         if settings.envelope == "rms":
@@ -52,7 +52,7 @@ class EmgChain:
             self._rms = MovingAverage(width, n)
             envelope_delay = (width - 1) / 2 / rate_hz
         else:
-            self._env_lp = SosFilter.fast(
+            self._env_lp = SosFilter(
                 lowpass(settings.envelope_lowpass_hz, settings.envelope_lowpass_order, rate_hz),
                 n,
                 rate_hz,

@@ -43,11 +43,16 @@ class SosFilter:
     """A second-order-sections filter applied along time to (n_channels, n) blocks.
 
     The state is carried per channel, so streaming block by block gives exactly what one call
-    over the whole signal would give. `kernel=None` forces the public `signal.sosfilt`.
+    over the whole signal would give. By default scipy's C kernel runs the cascade when it
+    passed its check at import; `kernel=None` forces the public `signal.sosfilt`.
     """
 
     def __init__(
-        self, sos: np.ndarray, n_channels: int, rate_hz: float, kernel: SosKernel | None = None
+        self,
+        sos: np.ndarray,
+        n_channels: int,
+        rate_hz: float,
+        kernel: SosKernel | None = SOS_KERNEL,
     ) -> None:
         self.sos = np.ascontiguousarray(sos, dtype=np.float64)
         # The kernel trusts its arguments (the public function checked them): check once here.
@@ -57,11 +62,6 @@ class SosFilter:
         self._kernel = kernel
         # The kernel's layout: (n_channels, n_sections, 2), C-contiguous, updated in place.
         self._state = np.zeros((n_channels, sos.shape[0], 2))
-
-    @classmethod
-    def fast(cls, sos: np.ndarray, n_channels: int, rate_hz: float) -> SosFilter:
-        """scipy's C kernel when it passed its check at import, else the public function."""
-        return cls(sos, n_channels, rate_hz, SOS_KERNEL)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[0] != self._state.shape[0]:

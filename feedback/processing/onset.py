@@ -51,7 +51,7 @@ class Tkeo:
 
     def __init__(self, n_channels: int, rate_hz: float, lowpass_hz: float) -> None:
         self._tail = np.zeros((n_channels, 2))
-        self._lp = SosFilter.fast(lowpass(lowpass_hz, 2, rate_hz), n_channels, rate_hz)
+        self._lp = SosFilter(lowpass(lowpass_hz, 2, rate_hz), n_channels, rate_hz)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         ext = np.concatenate([self._tail, x], axis=1)

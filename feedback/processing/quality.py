@@ -59,13 +59,13 @@ class SignalQuality:
         self._mains: SosFilter | None = None
         if m + 3.0 < nyq_guard:
             sos = signal.butter(2, (m - 3.0, m + 3.0), btype="bandpass", fs=rate_hz, output="sos")
-            self._mains = SosFilter.fast(sos, n_channels, rate_hz)
+            self._mains = SosFilter(sos, n_channels, rate_hz)
         lf = signal.butter(2, (2.0, 15.0), btype="bandpass", fs=rate_hz, output="sos")
-        self._lf = SosFilter.fast(lf, n_channels, rate_hz)
+        self._lf = SosFilter(lf, n_channels, rate_hz)
         alpha = 1.0 - math.exp(-1000.0 / (settings.smooth_ms * rate_hz))
         # The one-pole average as a second-order section: the fast kernel, not lfilter's wrapper.
         smooth = np.array([[alpha, 0.0, 0.0, 1.0, alpha - 1.0, 0.0]])
-        self._smooth = SosFilter.fast(smooth, 3 * n_channels, rate_hz)  # band, mains, LF powers
+        self._smooth = SosFilter(smooth, 3 * n_channels, rate_hz)  # band, mains, LF powers
         self._hold = round(settings.hold_ms * rate_hz / 1000.0)
         # The power estimates start from zero; judge them only once they have settled.
         self._warmup = round(3 * settings.smooth_ms * rate_hz / 1000.0)

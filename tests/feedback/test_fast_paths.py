@@ -121,17 +121,17 @@ def test_the_sos_kernel_is_in_use() -> None:
     filtering is still right (the public `sosfilt` takes over) but each filter costs ~70 µs
     more per block: look at `feedback.processing.filters._load_sos_kernel`."""
     assert SOS_KERNEL is not None
-    assert SosFilter.fast(np.array([[1.0, 0, 0, 1, 0, 0]]), 1, 1.0)._kernel is SOS_KERNEL
+    assert SosFilter(np.array([[1.0, 0, 0, 1, 0, 0]]), 1, 1.0)._kernel is SOS_KERNEL
 
 
 def test_sos_filter_refuses_what_the_kernel_would_not_check() -> None:
     """The C kernel trusts its arguments; a block with another channel count would write past
     the filter's state. SosFilter checks instead, with the public function's kind of error."""
     sos = signal.butter(2, (20, 450), btype="bandpass", fs=2000.0, output="sos")
-    f = SosFilter.fast(sos, 2, 2000.0)
+    f = SosFilter(sos, 2, 2000.0)
     for bad in (np.zeros((3, 20)), np.zeros((1, 20)), np.zeros(20)):
         with pytest.raises(ValueError, match="expected"):
             f.process(bad)
     for bad_sos in (sos[:, :5], sos * 2.0, sos[0]):
         with pytest.raises(ValueError, match="sos must be"):
-            SosFilter.fast(bad_sos, 2, 2000.0)
+            SosFilter(bad_sos, 2, 2000.0)
