@@ -32,6 +32,8 @@ from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
 from feedback.outputs.outbox import MemoryOutbox, Outbox
@@ -40,9 +42,6 @@ from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 log = logging.getLogger(__name__)
 
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
-REASONS = {0x80: "unspecified error", 0x83: "implementation specific error",
-           0x87: "not authorized", 0x90: "topic name invalid", 0x91: "packet identifier in use",
-           0x97: "quota exceeded", 0x99: "payload format invalid"}  # fmt: skip
 REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 
@@ -59,6 +58,14 @@ class PublisherStats:
     commands_received: int = 0
     held_no_subscriber: int = 0  # publishes repeated because nobody had subscribed yet
     refused_by_broker: int = 0  # publishes the broker refused (e.g. 0x87 not authorised): kept
+
+
+def _reason_name(rc: int) -> str:
+    """' Not authorized' for 0x87: paho's name for a PUBACK reason code ('' if it has none)."""
+    try:
+        return f" {ReasonCode(PacketTypes.PUBACK, identifier=rc).getName()}"
+    except ValueError:
+        return ""
 
 
 class MqttPublisher:
@@ -235,8 +242,7 @@ class MqttPublisher:
             log.error(
                 "broker refused a message on %s (MQTT 5 reason 0x%02x%s); kept in the outbox "
                 "(%d waiting), retrying every %.0f s: check mqtt.username and the broker's ACL",
-                topic, rc, f" {REASONS[rc]}" if rc in REASONS else "", self.backlog,
-                REFUSED_RETRY_S,
+                topic, rc, _reason_name(rc), self.backlog, REFUSED_RETRY_S,
             )  # fmt: skip
         self.stats.refused_by_broker += 1
 
