@@ -36,6 +36,11 @@ class Contraction:
     median_freq_hz: float | None
     vm_vl_onset_ms: float | None  # VL onset minus VM onset: positive when VM leads
     vm_vl_ratio: float | None
+    # Counted contractions (feedback.processing.contraction_counter) also carry these.
+    peak_mv: float | None = None  # envelope, mV: meaningful with or without a calibration
+    mean_mv: float | None = None
+    longest_hold_s: float | None = None  # longest continuous time in the band (None: no band)
+    calibrated: bool = True  # False: the % MVC figures rest on a placeholder MVC
 
 
 @dataclass(slots=True)

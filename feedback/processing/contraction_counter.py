@@ -1,0 +1,268 @@
+"""Contractions counted live, without a protocol: a causal, streaming form of the one rule in
+feedback.processing.contractions (a run of activation of at least `min_on_s`, after merging runs
+separated by dips shorter than `merge_gap_s`).
+
+The counter reads the target channel's activation state sample by sample and knows a contraction
+is over only once its dip has lasted `merge_gap_s` (until then the effort may resume and the dip
+be merged); it reports it then, with its metrics, so every number is final when it is sent. A
+run still open when the session ends is reported by `finish()`. The spans are those of the
+offline rule over the whole array, whatever the block sizes (tested).
+
+Per contraction: duration; peak and mean envelope (mV, always) and % MVC (only meaningful when
+a calibration is in use: `calibrated` says so); time to band, time in band, the longest
+continuous hold in the band and the relaxation from the band (when a band is given); the VM:VL
+envelope ratio and the VM–VL onset difference (Hodges–Bui onsets nearest the contraction's
+start), and the median frequency of the raw EMG (a fatigue index).
+
+Metrics of samples in a dip are kept aside and join the contraction only if the dip is merged,
+so a contraction's figures cover exactly its span. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from feedback.processing.activation import Zone, run_starts
+from feedback.processing.metrics import MAX_CONTRACTION_S, Contraction, median_frequency
+
+MIN_ON_S = 0.5  # shorter activations are blips, not contractions (issue 10)
+MERGE_GAP_S = 0.3  # dips shorter than this inside one effort are merged
+ONSETS_KEPT = 32  # recent Hodges–Bui onsets per channel, for pairing with a contraction
+
+
+@dataclass(slots=True)
+class _Runs:
+    """Continuous runs of "in band" over a stretch of samples, combinable left to right:
+    the run at its start (prefix), at its end (suffix) and the longest inside."""
+
+    n: int = 0
+    prefix: int = 0
+    suffix: int = 0
+    longest: int = 0
+
+    @classmethod
+    def of(cls, in_band: np.ndarray) -> _Runs:
+        n = int(in_band.shape[0])
+        if not n:
+            return cls()
+        if in_band.all():
+            return cls(n, n, n, n)
+        off = np.flatnonzero(~in_band)
+        prefix, suffix = int(off[0]), n - 1 - int(off[-1])
+        # Longest run of True: the largest gap between consecutive False positions, minus one.
+        bounds = np.r_[-1, off, n]
+        return cls(n, prefix, suffix, int(np.diff(bounds).max()) - 1)
+
+    def then(self, b: _Runs) -> _Runs:
+        if not self.n:
+            return b
+        if not b.n:
+            return self
+        prefix = self.prefix if self.prefix < self.n else self.n + b.prefix
+        suffix = b.suffix if b.suffix < b.n else b.n + self.suffix
+        longest = max(self.longest, b.longest, self.suffix + b.prefix)
+        return _Runs(self.n + b.n, prefix, suffix, longest)
+
+
+@dataclass(slots=True)
+class _Stretch:
+    """Sums over consecutive samples (a contraction so far, or a dip that may join it)."""
+
+    n: int = 0
+    env_sum: float = 0.0
+    env_peak: float = 0.0
+    pct_sum: float = 0.0
+    pct_peak: float = 0.0
+    vm_sum: float = 0.0
+    vl_sum: float = 0.0
+    in_band: int = 0
+    first_band: int | None = None
+    last_band: int | None = None
+    runs: _Runs = field(default_factory=_Runs)
+    raw: list[np.ndarray] = field(default_factory=list)
+    kept: int = 0
+
+    def add(self, stretch: _Stretch, keep: int) -> None:
+        self.n += stretch.n
+        self.env_sum += stretch.env_sum
+        self.env_peak = max(self.env_peak, stretch.env_peak)
+        self.pct_sum += stretch.pct_sum
+        self.pct_peak = max(self.pct_peak, stretch.pct_peak)
+        self.vm_sum += stretch.vm_sum
+        self.vl_sum += stretch.vl_sum
+        self.in_band += stretch.in_band
+        if self.first_band is None:
+            self.first_band = stretch.first_band
+        if stretch.last_band is not None:
+            self.last_band = stretch.last_band
+        self.runs = self.runs.then(stretch.runs)
+        self.raw.extend(stretch.raw)
+        self.kept += stretch.kept
+        # The median frequency reads the last MAX_CONTRACTION_S at most: bounded memory.
+        while self.raw and self.kept - self.raw[0].shape[0] >= keep:
+            self.kept -= self.raw.pop(0).shape[0]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CounterInput:
+    """One block as the counter reads it; every array covers the same samples."""
+
+    first_index: int
+    active: np.ndarray  # bool (n,): the target channel's activation state
+    envelope: np.ndarray  # (n_channels, n) mV
+    pct_mvc: np.ndarray  # (n_channels, n)
+    filtered: np.ndarray  # (n_channels, n) band-passed EMG, for the median frequency
+    zone: np.ndarray | None = None  # int8 (n,) against the target band; None: no band
+    onsets: tuple[tuple[str, int], ...] = ()  # (channel, onset sample index), Hodges–Bui
+
+
+class ContractionCounter:
+    def __init__(
+        self,
+        rate_hz: float,
+        channels: tuple[str, ...],
+        target: str,
+        *,
+        min_on_s: float = MIN_ON_S,
+        merge_gap_s: float = MERGE_GAP_S,
+        pair_window_ms: float = 300.0,
+        calibrated: bool = True,
+    ) -> None:
+        if rate_hz <= 0 or min_on_s < 0 or merge_gap_s < 0:
+            raise ValueError("rate_hz must be > 0, min_on_s and merge_gap_s ≥ 0")
+        self.rate_hz = rate_hz
+        self.channels = channels
+        self.target = target
+        self.calibrated = calibrated
+        self._t = channels.index(target)
+        partner = target.replace("VM", "VL")
+        self._vm = self._t if target.startswith("VM") else None
+        self._vl = channels.index(partner) if partner in channels and partner != target else None
+        self._shortest = round(min_on_s * rate_hz)
+        self._gap = max(1, round(merge_gap_s * rate_hz))  # a dip this long ends a contraction
+        self._window = round(pair_window_ms * rate_hz / 1000.0)
+        self._keep = round(MAX_CONTRACTION_S * rate_hz)
+        self._onsets: dict[str, deque[int]] = {}
+        self._start: int | None = None  # first sample of the open contraction
+        self._end = 0  # one past its last active sample
+        self._span = _Stretch()
+        self._dip = _Stretch()  # samples since `_end`: join the span if activation resumes
+        self.count = 0
+
+    @property
+    def contracting(self) -> bool:
+        """A contraction is open and already long enough to count (a live "push" state)."""
+        return self._start is not None and self._end - self._start >= self._shortest
+
+    def gap(self) -> None:
+        """Samples were lost: a contraction in progress has no known end, so it is dropped
+        rather than reported with the lost time inside it."""
+        self._start, self._span, self._dip = None, _Stretch(), _Stretch()
+
+    def process(self, block: CounterInput) -> list[Contraction]:
+        for ch, at in block.onsets:
+            self._onsets.setdefault(ch, deque(maxlen=ONSETS_KEPT)).append(at)
+        active = block.active
+        n = active.shape[0]
+        first = block.first_index
+        done: list[Contraction] = []
+        cuts = run_starts(active)
+        for s, e in zip(cuts, [*cuts[1:], n], strict=True):
+            if active[s]:
+                if self._start is None:
+                    self._start = first + s
+                else:  # the dip was shorter than the gap: it is part of the effort
+                    self._span.add(self._dip, self._keep)
+                self._dip = _Stretch()
+                self._span.add(self._stretch(block, s, e), self._keep)
+                self._end = first + e
+            elif self._start is not None:
+                need = self._gap - self._dip.n
+                if e - s >= need:
+                    if (c := self._close()) is not None:
+                        done.append(c)
+                else:
+                    self._dip.add(self._stretch(block, s, e), self._keep)
+        return done
+
+    def finish(self) -> list[Contraction]:
+        """The session ended: a contraction still open counts, ending at its last active
+        sample (as the offline rule counts a run open at the end of the array)."""
+        c = self._close() if self._start is not None else None
+        return [] if c is None else [c]
+
+    def _stretch(self, b: CounterInput, s: int, e: int) -> _Stretch:
+        env, pct = b.envelope[self._t, s:e], b.pct_mvc[self._t, s:e]
+        out = _Stretch(
+            n=e - s,
+            env_sum=float(env.sum()),
+            env_peak=float(env.max()),
+            pct_sum=float(pct.sum()),
+            pct_peak=float(pct.max()),
+            raw=[b.filtered[self._t, s:e].copy()],
+            kept=e - s,
+        )
+        if self._vm is not None and self._vl is not None:
+            out.vm_sum = float(b.envelope[self._vm, s:e].sum())
+            out.vl_sum = float(b.envelope[self._vl, s:e].sum())
+        if b.zone is not None:
+            in_band = b.zone[s:e] == Zone.IN_BAND
+            out.runs = _Runs.of(in_band)
+            hits = np.flatnonzero(in_band)
+            if hits.size:
+                out.in_band = int(hits.size)
+                out.first_band = b.first_index + s + int(hits[0])
+                out.last_band = b.first_index + s + int(hits[-1])
+        return out
+
+    def _close(self) -> Contraction | None:
+        start, end, span = self._start, self._end, self._span
+        assert start is not None
+        self._start, self._span, self._dip = None, _Stretch(), _Stretch()
+        if end - start < self._shortest or not span.n:
+            return None
+        self.count += 1
+        r = self.rate_hz
+        vm_on, vl_on = self._pair(start, end)
+        raw = np.concatenate(span.raw) if span.raw else np.zeros(0)
+        has_band = span.runs.n > 0
+        return Contraction(
+            number=self.count,
+            channel=self.target,
+            onset_index=start,
+            offset_index=end,
+            duration_s=(end - start) / r,
+            peak_pct=span.pct_peak,
+            mean_pct=span.pct_sum / span.n,
+            time_to_band_s=None if span.first_band is None else (span.first_band - start) / r,
+            hold_in_band_s=span.in_band / r,
+            relaxation_s=None if span.last_band is None else (end - 1 - span.last_band) / r,
+            median_freq_hz=median_frequency(raw, r),
+            vm_vl_onset_ms=None if vm_on is None or vl_on is None else (vl_on - vm_on) * 1e3 / r,
+            vm_vl_ratio=span.vm_sum / span.vl_sum if span.vl_sum > 0 else None,
+            peak_mv=span.env_peak,
+            mean_mv=span.env_sum / span.n,
+            longest_hold_s=span.runs.longest / r if has_band else None,
+            calibrated=self.calibrated,
+        )
+
+    def _pair(self, start: int, end: int) -> tuple[int | None, int | None]:
+        """The VM onset nearest the contraction's start (from `pair_window` before it to its
+        end) and the VL onset nearest that VM onset within the pair window."""
+        if self._vm is None or self._vl is None:
+            return None, None
+        vms = self._onsets.get(self.channels[self._vm], ())
+        vm = _nearest(vms, start, start - self._window, end)
+        if vm is None:
+            return None, None
+        vls = self._onsets.get(self.channels[self._vl], ())
+        return vm, _nearest(vls, vm, vm - self._window, vm + self._window + 1)
+
+
+def _nearest(candidates: Iterable[int], to: int, lo: int, hi: int) -> int | None:
+    inside = [c for c in candidates if lo <= c < hi]
+    return min(inside, key=lambda c: (abs(c - to), c)) if inside else None
