@@ -62,6 +62,11 @@ def load_protocol(name: str) -> tuple[ProtocolSettings, TargetSettings]:
         raise ProtocolError(f"protocol {name!r}: {exc}") from None
 
 
+def prescribed_reps(protocol: ProtocolSettings) -> int:
+    """Reps the protocol asks for over all its sets; 0 for free practice (none are counted)."""
+    return 0 if protocol.kind == "free" else protocol.reps * protocol.sets
+
+
 def simulator_script(protocol: ProtocolSettings, target: TargetSettings) -> dict[str, Any]:
     """The simulated patient doing `protocol` as told: contracts REACTION_S after each work
     cue until the work period ends, at the centre of the target band, and relaxes through every

@@ -152,6 +152,16 @@ class CalibrationSettings(_Section):
     mvc_s: float = Field(5.0, ge=1.0, le=30.0)
     mvc_rest_s: float = Field(30.0, ge=0.0, le=300.0)
     mvc_window_ms: float = Field(500.0, ge=50.0, le=2000.0)
+    # Where mvc_mv comes from. "placeholder": nobody measured it (the shipped defaults on a real
+    # or replayed device): % MVC is then not shown as such and the band cue waits for a
+    # calibration. Set by the program (feedback.calibration_flow), not usually by hand.
+    source: Literal[
+        "placeholder", "configured", "simulator", "profile", "guided", "recording"
+    ] = "configured"
+
+    @property
+    def calibrated(self) -> bool:
+        return self.source != "placeholder"
 
     @model_validator(mode="after")
     def _positive(self) -> CalibrationSettings:
@@ -198,6 +208,9 @@ class ProgressionSettings(_Section):
 
 class ProtocolSettings(_Section):
     name: str = "demo"
+    # "timed": work/rest periods and reps; "free": no timeline and no reps (free practice, a
+    # replay): the session counts contractions instead (see [contractions]).
+    kind: Literal["timed", "free"] = "timed"
     title: str = ""  # shown to the therapist; the name is what the session records
     ready_s: float = Field(1.0, ge=0.0, le=60.0)
     work_s: float = Field(5.0, gt=0.5, le=120.0)
@@ -213,6 +226,14 @@ class ProtocolSettings(_Section):
         if self.hold_s > self.work_s:
             raise ValueError(f"hold_s ({self.hold_s}) cannot exceed work_s ({self.work_s})")
         return self
+
+
+class ContractionSettings(_Section):
+    """What counts as one contraction (feedback.processing.contraction_counter): activation
+    sustained for at least min_on_s, dips shorter than merge_gap_s merged into it."""
+
+    min_on_s: float = Field(0.5, ge=0.05, le=30.0)
+    merge_gap_s: float = Field(0.3, ge=0.0, le=5.0)
 
 
 class MqttSettings(_Section):
@@ -317,6 +338,7 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     target: TargetSettings = TargetSettings()
     protocol: ProtocolSettings = ProtocolSettings()
+    contractions: ContractionSettings = ContractionSettings()
     mqtt: MqttSettings = MqttSettings()
     storage: StorageSettings = StorageSettings()
     lsl: LslSettings = LslSettings()

@@ -4,6 +4,10 @@ ready → ((work ⇄ rest) × reps, set rest) × sets.
 Time is the device's sample index, not the wall clock, so a replay at full speed or a block split
 of any size gives the same reps at the same samples. During work, a rep counts once the target
 channel has stayed in the band for `hold_s` without a break.
+
+A free protocol (`kind = "free"`: free practice, a replay) has no timeline: ready, then one
+endless work period with no reps and no countdown; contractions are counted elsewhere
+(feedback.processing.contraction_counter).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Exercise:
         in band carry on (rep numbers keep counting), and the new timeline's READY is announced."""
         self.protocol = protocol
         self.rate_hz = rate_hz
+        self.free = protocol.kind == "free"
         self._ready = round(protocol.ready_s * rate_hz)
         self._work = round(protocol.work_s * rate_hz)
         self._hold = round(protocol.hold_s * rate_hz)
@@ -77,6 +82,9 @@ class Exercise:
         self._starts = self._ready + np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
         self._ends = self._starts + lengths  # end of each period's rest
         self._total = int(self._ends[-1])
+        if self.free:  # one work period that never ends
+            self._starts, self._work = self._starts[:1], np.iinfo(np.int64).max // 4
+            self._total = np.iinfo(np.int64).max // 2
         self._start_list = self._starts.tolist()
         self._origin: int | None = None
         self._hold_run = 0
@@ -106,7 +114,7 @@ class Exercise:
         """The first sample outside work from the current state on: the end of the running work
         period, or None when not working (a switch can happen at once)."""
         st = self.state
-        if st.phase is not Phase.WORK or self._origin is None:
+        if st.phase is not Phase.WORK or self._origin is None or self.free:
             return None
         return self._origin + int(self._starts[st.period - 1]) + self._work
 
@@ -120,6 +128,9 @@ class Exercise:
         """Restart the timeline at sample `at` from the start of the rest before the next work
         period (READY when no work period had started): an interrupted work period is lost."""
         st = self.state
+        if self.free:  # straight back to work
+            self._origin = at - self._ready
+            return
         p = st.period if st.phase in (Phase.WORK, Phase.REST) else 0
         rel = int(self._starts[p - 1]) + self._work if p else 0
         self._origin = at - rel
@@ -177,7 +188,8 @@ class Exercise:
             st.set_no = min(self.protocol.sets, max(1, (st.period - 1) // reps + 1))
             self._update_clocks(rel0 + n)
         st.holding = st.phase is Phase.WORK and bool(in_band[-1]) if n else False
-        st.hold_progress = min(1.0, self._hold_run / self._hold) if st.phase is Phase.WORK else 0.0
+        working = st.phase is Phase.WORK and not self.free
+        st.hold_progress = min(1.0, self._hold_run / self._hold) if working else 0.0
         st.events = events
         return st
 
@@ -198,7 +210,7 @@ class Exercise:
         self.state.in_band_s += length / self.rate_hz
         needed = self._hold - self._hold_run
         self._hold_run += length
-        if self._counted_period != period and length >= needed:
+        if self._counted_period != period and length >= needed and not self.free:
             self._counted_period = period
             self.state.reps_done += 1
             work_start = self.work_start_index(period)
@@ -216,6 +228,10 @@ class Exercise:
 
     def _update_clocks(self, rel_next: int) -> None:
         st = self.state
+        if self.free:  # no session end and, once working, no countdown
+            st.session_left_s = 0.0
+            st.phase_left_s = max(0, self._ready - rel_next) / self.rate_hz
+            return
         st.session_left_s = max(0, self._total - rel_next) / self.rate_hz
         if st.phase is Phase.READY:
             left = self._ready - rel_next

@@ -78,3 +78,33 @@ def test_clocks_count_down() -> None:
     assert st.phase is Phase.WORK
     assert abs(st.phase_left_s - 4.5) < 1e-9
     assert abs(st.session_left_s - (21.0 - 1.5)) < 1e-9
+
+
+def test_free_protocol_has_no_timeline_no_reps_and_never_ends() -> None:
+    ex = protocol(kind="free", ready_s=1.0, work_s=5.0, rest_s=5.0, hold_s=2.0, reps=3)
+    zones = scripted_zones(60_000, [(2.0, 10.0), (20.0, 30.0)])  # long holds: reps if timed
+    events = run(ex, zones, 250)
+    assert not [e for e in events if isinstance(e, RepCompleted)]
+    phases = [e.phase for e in events if isinstance(e, PhaseChanged)]
+    assert phases == [Phase.WORK]  # after ready: no rest, no done
+    st = ex.state
+    assert st.phase is Phase.WORK and not ex.finished and st.reps_done == 0
+    assert st.phase_left_s == 0.0 and st.session_left_s == 0.0 and st.hold_progress == 0.0
+    assert st.in_band_s == 18.0  # time in the band still counts
+    assert ex.safe_switch_index() is None  # a switch from free practice happens at once
+
+
+def test_free_protocol_resumes_at_work_after_a_calibration() -> None:
+    ex = protocol(kind="free", ready_s=1.0)
+    ex.process(0, np.zeros(3000, dtype=np.int8))
+    ex.pause()
+    ex.resume(10_000)
+    st = ex.process(10_000, np.zeros(100, dtype=np.int8))
+    assert st.phase is Phase.WORK
+
+
+def test_the_timed_control_counts_reps_on_the_same_zones() -> None:
+    """Negative control for the free-protocol test: the same zones do count on a timed one."""
+    ex = protocol(ready_s=1.0, work_s=5.0, rest_s=5.0, hold_s=2.0, reps=3)
+    zones = scripted_zones(60_000, [(2.0, 10.0), (20.0, 30.0)])
+    assert [e for e in run(ex, zones, 250) if isinstance(e, RepCompleted)]

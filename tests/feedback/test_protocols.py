@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from config import ConfigError, load_settings
-from config.protocols import available_protocols, load_protocol
+from config.protocols import available_protocols, load_protocol, prescribed_reps
 from devices.base import SampleBlock
 from feedback.cli import main
 from feedback.exercise import Exercise, Phase, PhaseChanged, RepCompleted
@@ -23,7 +23,7 @@ SHIPPED = [
 
 
 def test_the_five_quadriceps_protocols_ship_and_validate() -> None:
-    assert available_protocols() == SHIPPED
+    assert available_protocols() == sorted([*SHIPPED, "free"])
     for name in SHIPPED:
         protocol, target = load_protocol(name)
         assert protocol.name == name and protocol.sets >= 1 and protocol.title
@@ -36,13 +36,22 @@ def test_the_five_quadriceps_protocols_ship_and_validate() -> None:
         )
 
 
+def test_free_practice_ships_without_timing_or_reps() -> None:
+    protocol, _ = load_protocol("free")
+    assert protocol.kind == "free" and protocol.title
+    assert prescribed_reps(protocol) == 0
+    assert all(prescribed_reps(load_protocol(n)[0]) > 0 for n in SHIPPED)
+    s = load_settings(environ={}, protocol="free")
+    assert s.protocol.kind == "free"
+
+
 def test_environment_still_overrides_a_protocol() -> None:
     s = load_settings(environ={"VMF_PROTOCOL__REPS": "4"}, protocol="mini-squat")
     assert s.protocol.reps == 4 and s.protocol.name == "mini-squat"
 
 
 def test_unknown_protocol_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown protocol 'leg-day'; available: mini-squat"):
+    with pytest.raises(ConfigError, match="unknown protocol 'leg-day'; available: free, mini-squat"):
         load_settings(environ={}, protocol="leg-day")
     assert main(["--protocol", "leg-day", "--headless"]) == 2
 
