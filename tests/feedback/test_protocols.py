@@ -51,7 +51,8 @@ def test_environment_still_overrides_a_protocol() -> None:
 
 
 def test_unknown_protocol_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown protocol 'leg-day'; available: free, mini-squat"):
+    choices = "unknown protocol 'leg-day'; available: free, mini-squat"
+    with pytest.raises(ConfigError, match=choices):
         load_settings(environ={}, protocol="leg-day")
     assert main(["--protocol", "leg-day", "--headless"]) == 2
 
