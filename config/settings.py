@@ -139,6 +139,11 @@ class QualitySettings(_Section):
     hold_ms: float = Field(500.0, ge=0.0, le=10_000.0)
 
 
+CalibrationSource = Literal[
+    "placeholder", "configured", "simulator", "profile", "guided", "recording"
+]
+
+
 class CalibrationSettings(_Section):
     # Envelope value (mV) at 100 % MVC per channel role. Replaced by a real calibration; the
     # defaults match the simulator so that the demo is meaningful before anyone calibrates.
@@ -155,9 +160,7 @@ class CalibrationSettings(_Section):
     # Where mvc_mv comes from. "placeholder": nobody measured it (the shipped defaults on a real
     # or replayed device): % MVC is then not shown as such and the band cue waits for a
     # calibration. Set by the program (feedback.calibration_flow), not usually by hand.
-    source: Literal[
-        "placeholder", "configured", "simulator", "profile", "guided", "recording"
-    ] = "configured"
+    source: CalibrationSource = "configured"
 
     @property
     def calibrated(self) -> bool:
