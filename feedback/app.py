@@ -44,6 +44,7 @@ class RunOptions:
     live_view: bool
     calibrate: bool = False
     accept_calibration: bool = False  # store a calibration even when it fails its checks
+    calibrate_from: str | None = None  # a reference recording (file or replay: spec)
     record: Path | None = None
     dashboard: bool = False
     screenshot: Path | None = None  # with dashboard: the therapist view, saved at the end
@@ -132,6 +133,7 @@ async def run(
             calibrate=options.calibrate,
             live_view=options.live_view,
             accept_failed=options.accept_calibration,
+            calibrate_from=options.calibrate_from,
         )
         view = ViewState()
         session = Session(
@@ -192,9 +194,15 @@ async def run(
             )
         if options.report is not None:
             options.report.write_text(json.dumps(report, indent=2) + "\n")
+        reps = "no reps counted (free)" if result.reps is None else f"{result.reps} reps"
+        in_target = (
+            f"{result.time_in_target_s:.1f} s in target"
+            if session.settings.calibration.calibrated
+            else "no target band (uncalibrated)"
+        )
         console.print(
             f"session {session.session_id} ended ({result.stopped_by}): "
-            f"{result.reps} reps, {result.time_in_target_s:.1f} s in target, "
+            f"{reps}, {len(result.contractions)} contractions, {in_target}, "
             f"block p50 {report['block_compute_us_p50']} µs, "
             f"p99 {report['block_compute_us_p99']} µs",
             highlight=False,

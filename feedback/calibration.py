@@ -16,11 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from config.settings import CalibrationSettings, ProcessingSettings, Settings
+from config.settings import CalibrationSettings, CalibrationSource, ProcessingSettings, Settings
 from feedback.processing.chain import ProcessedBlock
 from feedback.processing.filters import FirFilter
 
 SETTLE_S = 0.5  # skipped at the start of the rest step: the envelope filters are still filling
+# The quality check: an MVC must stand clearly above rest, both against the rest's spread
+# (REST_SDS standard deviations) and against its level (MIN_MVC_TO_REST times). Maximal efforts
+# reach tens of times the resting envelope; on real recordings where VM barely works (standing
+# knee flexion, ../shared/data N_TXT *pie) the largest 0.5 s mean stays below 10 × rest.
+REST_SDS = 10.0
+MIN_MVC_TO_REST = 10.0
 
 
 class Step(enum.Enum):
@@ -62,6 +68,8 @@ class CalibrationResult:
     processing: dict[str, Any]  # the envelope settings the numbers belong to
     group_delay_ms: float
     warnings: list[str] = field(default_factory=list)
+    method: str = "guided"  # "guided" (--calibrate, the dashboard) or "recording"
+    reference: str = ""  # the recording's file name, for method "recording"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,14 +82,17 @@ class CalibrationResult:
         """Envelope units depend on the chain: numbers from another chain are not comparable."""
         return self.processing == processing.model_dump(mode="json")
 
-    def apply(self, settings: Settings) -> Settings:
-        """Settings whose calibration section carries this result (valid channels only)."""
+    def apply(self, settings: Settings, source: CalibrationSource | None = None) -> Settings:
+        """Settings whose calibration section carries this result (valid channels only);
+        `source` says where it came from (default: how it was made, "guided" or "recording")."""
         good = {c: v for c, v in self.mvc_mv.items() if v > self.rest_mean_mv.get(c, 0.0)}
+        made: CalibrationSource = "recording" if self.method == "recording" else "guided"
         cal = settings.calibration.model_copy(
             update={
                 "mvc_mv": {**settings.calibration.mvc_mv, **good},
                 "rest_mv": {**settings.calibration.rest_mv, **self.rest_mean_mv},
                 "rest_sd_mv": {**settings.calibration.rest_sd_mv, **self.rest_sd_mv},
+                "source": source or made,
             }
         )
         return settings.model_copy(update={"calibration": cal})
@@ -169,12 +180,7 @@ class Calibration:
         mean = self._sum / max(self._count, 1)
         sd = np.sqrt(np.maximum(self._sq / max(self._count, 1) - mean * mean, 0.0))
         mvc = self._peaks.max(axis=0)
-        warnings = [
-            f"{ch}: MVC {mvc[i]:.4f} mV is not clearly above rest "
-            f"({mean[i]:.4f} + 10·{sd[i]:.4f} mV); check the electrodes and repeat"
-            for i, ch in enumerate(self.channels)
-            if mvc[i] <= mean[i] + 10 * sd[i]
-        ]
+        warnings = quality_warnings(self.channels, mean, sd, mvc)
         chans = list(self.channels)
         return CalibrationResult(
             patient=s.session.patient,
@@ -190,3 +196,20 @@ class Calibration:
             group_delay_ms=self.group_delay_ms,
             warnings=warnings,
         )
+
+
+def quality_warnings(
+    channels: tuple[str, ...], rest: np.ndarray, rest_sd: np.ndarray, mvc: np.ndarray
+) -> list[str]:
+    """One warning per channel whose MVC is not clearly above rest (see REST_SDS and
+    MIN_MVC_TO_REST): the same check for a guided calibration and one from a recording."""
+    out = []
+    for i, ch in enumerate(channels):
+        need = max(rest[i] + REST_SDS * rest_sd[i], MIN_MVC_TO_REST * rest[i])
+        if not mvc[i] > need:
+            out.append(
+                f"{ch}: MVC {mvc[i]:.4f} mV is not clearly above rest {rest[i]:.4f} mV "
+                f"(needs > {need:.4f} mV: {REST_SDS:.0f} SD of rest and "
+                f"{MIN_MVC_TO_REST:.0f} × rest); check the electrodes and the effort"
+            )
+    return out

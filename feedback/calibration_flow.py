@@ -92,9 +92,12 @@ async def calibrated_settings(
     calibrate: bool,
     live_view: bool,
     accept_failed: bool = False,
+    calibrate_from: str | None = None,
 ) -> tuple[Settings, str]:
-    """Run the guided calibration (and store it in the patient profile) when asked; otherwise
-    reuse the profile's calibration when it fits the current chain. Also says which it used.
+    """Calibrate when asked, from the guided prompts (`calibrate`) or from a reference
+    recording (`calibrate_from`, feedback.calibration_recording), and store the result in the
+    patient profile; otherwise reuse the profile's calibration when it fits the current chain.
+    Also says, in one line for the console, which MVC the session uses.
 
     A new calibration that fails a check (MVC not clearly above rest) is neither stored nor
     used, unless `accept_failed` (--accept-calibration): the session then runs on the previous
@@ -103,24 +106,65 @@ async def calibrated_settings(
 
     path = profile_path(settings)
     rejected = ""
-    if calibrate:
+    result: CalibrationResult | None = None
+    if calibrate_from is not None:
+        from feedback.calibration_recording import calibrate_from as from_recording
+
+        result = await from_recording(calibrate_from, settings)
+    elif calibrate:
         result = await interruptible(
             run_calibration(settings, device, console, live_view=live_view)
         )
+    if result is not None:
         for warning in result.warnings:
             console.print(f"[yellow]calibration: {warning}[/]")
-        mvc = ", ".join(f"{c} {v * 1000:.0f} µV" for c, v in result.mvc_mv.items())
+        mvc = describe_mvc(result.mvc_mv)
+        origin = f" from {result.reference}" if result.reference else ""
         if not result.warnings or accept_failed:
             save_calibration(path, result)
             accepted = " despite failed checks (--accept-calibration)" if result.warnings else ""
-            note = f"calibration: new, stored in {path}{accepted}: MVC {mvc}"
+            note = f"calibration: new{origin}, stored in {path}{accepted}: MVC {mvc}"
             return result.apply(settings), note
-        rejected = f"new calibration (MVC {mvc}) failed its checks and was NOT stored; "
+        rejected = f"new calibration{origin} (MVC {mvc}) failed its checks and was NOT stored; "
     found, note = load_calibration(path, settings)
     if found is not None:
-        return found.apply(settings), f"calibration: {rejected}using {note}"
-    configured = "using the configured calibration (config defaults)" if rejected else ""
-    return settings, f"calibration: {rejected}{configured or note}"
+        return found.apply(settings, "profile"), f"calibration: {rejected}using {note}"
+    settings = without_stored_calibration(settings, device)
+    return settings, f"calibration: {rejected}{mvc_in_use(settings)} ({note})"
+
+
+def without_stored_calibration(settings: Settings, device: Device) -> Settings:
+    """Name where the MVC in use comes from when no calibration is stored: the settings (a
+    value someone configured), the simulated patient (whose MVC is known), or nobody (the
+    shipped placeholder: the session then shows levels as uncalibrated)."""
+    c = settings.calibration
+    if c.source != "configured":  # set by hand: trust it
+        return settings
+    if c.mvc_mv != CalibrationSettings().mvc_mv:
+        source = "configured"
+    elif isinstance(device, SimulatedDevice):
+        source = "simulator"
+    else:
+        source = "placeholder"
+    return settings.model_copy(update={"calibration": c.model_copy(update={"source": source})})
+
+
+def describe_mvc(mvc_mv: dict[str, float]) -> str:
+    return ", ".join(f"{c} {v * 1000:.0f} µV" for c, v in mvc_mv.items())
+
+
+def mvc_in_use(settings: Settings) -> str:
+    """Which MVC the session uses, in words that do not read like an error."""
+    c = settings.calibration
+    mvc = describe_mvc(c.mvc_mv)
+    if c.source == "simulator":
+        return f"using the simulated patient's MVC ({mvc})"
+    if c.source == "placeholder":
+        return (
+            "none stored yet, so levels show in mV (uncalibrated) and the target band starts "
+            "after a calibration (--calibrate, or --calibrate-from FILE)"
+        )
+    return f"using the MVC from the settings ({mvc})"
 
 
 async def interruptible(calibration: Coroutine[Any, Any, CalibrationResult]) -> CalibrationResult:

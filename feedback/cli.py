@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         metavar="NAME",
         help=f"exercise protocol from config/protocols/ ({', '.join(available_protocols())}); "
-        "default: the [protocol] section of the settings (demo)",
+        "'free' counts contractions without timing or reps; default: the [protocol] section "
+        "of the settings (demo), or 'free' when replaying a recording",
     )
     p.add_argument(
         "--device",
@@ -122,8 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--accept-calibration",
         action="store_true",
-        help="with --calibrate: store and use the new calibration even if it fails its checks "
+        help="with --calibrate or --calibrate-from: store and use the new calibration even if "
+        "it fails its checks "
         "(default: it is not stored and the previous calibration is used)",
+    )
+    p.add_argument(
+        "--calibrate-from",
+        metavar="PATH",
+        help="calibrate from a reference recording (an MVC trial, or any recording of maximal "
+        "efforts): rest and MVC per channel, checked and stored in the patient profile as "
+        "--calibrate does; PATH is a file or a replay: spec (replay:FILE?channels=VM=VM,VL=VL)",
     )
     p.add_argument(
         "--record",
@@ -195,8 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides["session.pain_before"] = args.pain_before
     if args.patient is not None:
         overrides["session.patient"] = args.patient
+    protocol = args.protocol
+    if protocol is None and (args.device or "").startswith("replay:"):
+        protocol = "free"  # a recording followed no protocol of ours: count its contractions
+    if args.calibrate and args.calibrate_from:
+        print("vm-feedback: use --calibrate or --calibrate-from, not both", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        settings = load_settings(args.config, overrides=overrides, protocol=args.protocol)
+        settings = load_settings(args.config, overrides=overrides, protocol=protocol)
     except ConfigError as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -212,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         live_view=not args.headless and sys.stderr.isatty() and os.environ.get("TERM") != "dumb",
         calibrate=args.calibrate,
         accept_calibration=args.accept_calibration,
+        calibrate_from=args.calibrate_from,
         record=args.record,
         dashboard=args.dashboard,
         screenshot=args.screenshot,

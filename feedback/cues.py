@@ -10,8 +10,9 @@ from feedback.processing.activation import Zone
 
 @dataclass(frozen=True, slots=True)
 class Cue:
-    kind: str  # "phase" | "zone" | "rep" | "quality"
-    value: str  # phase name, zone name, rep number, or why zone cues are withheld ("ok" after)
+    kind: str  # "phase" | "zone" | "rep" | "quality" | "calibration"
+    # phase name, zone name, rep number, why zone cues are withheld ("ok" after), or "needed"
+    value: str
     index: int  # sample index that caused it
     t_sample: float  # host time of that sample's arrival, for latency accounting
 
@@ -21,11 +22,17 @@ class CueRules:
 
     While the target channel's signal is bad, zone cues are withheld and one quality cue says
     why; when the signal recovers a quality cue "ok" is sent and the zone is cued afresh.
+
+    Without a calibration (`band=False`) the zone against a % MVC band would be judged against a
+    made-up MVC: no zone cue is given; instead, once work starts, one cue asks for a
+    calibration. Setting `band` to True (a calibration passed) cues the zone from then on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, band: bool = True) -> None:
+        self.band = band
         self._zone: Zone | None = None
         self._withheld: str | None = None
+        self._asked = False
 
     def update(
         self,
@@ -46,7 +53,13 @@ class CueRules:
             self._withheld = withheld
             self._zone = None
             cues.append(Cue("quality", withheld or "ok", index, t_sample))
-        if withheld is None and state.phase is Phase.WORK and zone != self._zone:
+        working = state.phase is Phase.WORK
+        if not self.band:
+            if working and not self._asked:
+                self._asked = True
+                cues.append(Cue("calibration", "needed", index, t_sample))
+            return cues
+        if withheld is None and working and zone != self._zone:
             self._zone = zone
             cues.append(Cue("zone", zone.name.lower(), index, t_sample))
         return cues

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from config.protocols import prescribed_reps
 from config.settings import ProtocolSettings, Settings
 from devices.base import SampleBlock
 from feedback.calibration import Calibration, CalibrationResult, CalibrationStatus
@@ -19,7 +20,8 @@ from feedback.exercise import Exercise, ExerciseState, Phase, PhaseChanged
 from feedback.processing.activation import BandDetector, Zone
 from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
-from feedback.processing.metrics import Contraction, ContractionTracker, limb_symmetry_index
+from feedback.processing.contraction_counter import ContractionCounter, CounterInput
+from feedback.processing.metrics import Contraction, limb_symmetry_index
 from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
 from feedback.processing.quality import Flag, QualityBlock, SignalQuality, describe
 from feedback.progression import BandRaised, Progression
@@ -37,7 +39,7 @@ class Tick:
     quality: QualityBlock | None = None
     problems: dict[str, tuple[str, ...]] | None = None  # channel → reasons, at the block's end
     onsets: OnsetBlock | None = None
-    contractions: tuple[Contraction, ...] = ()
+    contractions: tuple[Contraction, ...] = ()  # counted (feedback.processing.contraction_counter)
     lsi: float | None = None  # limb symmetry index, bilateral mode only
     blanked: np.ndarray | None = None  # per sample: envelope held against stimulation artefact
     band: tuple[float, float] = (0.0, 0.0)  # target band (% MVC) in force at the block end
@@ -48,6 +50,8 @@ class Tick:
     switched_at: int | None = None  # sample index where a picked protocol took over, this block
     calibration: CalibrationStatus | None = None  # while calibrating mid-session
     calibrated: CalibrationResult | None = None  # a mid-session calibration finished here
+    contracting: bool = False  # a contraction long enough to count is in progress
+    contraction_count: int = 0  # contractions counted so far in the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +95,19 @@ class Pipeline:
             Tkeo(len(channels), rate_hz, o.tkeo_lowpass_hz) if settings.processing.tkeo else None
         )
         self.onset = OnsetDetector(o, rate_hz, channels, self._rest_baseline(settings, channels))
-        self.tracker = ContractionTracker(rate_hz, channels, self.target, o.pair_window_ms)
+        c = settings.contractions
+        self.counter = ContractionCounter(
+            rate_hz,
+            channels,
+            self.target,
+            min_on_s=c.min_on_s,
+            merge_gap_s=c.merge_gap_s,
+            pair_window_ms=o.pair_window_ms,
+            calibrated=settings.calibration.calibrated,
+        )
         self.exercise = Exercise(settings.protocol, rate_hz)
-        self.cue_rules = CueRules()
+        # A % MVC band needs a measured MVC; the onset mode does not.
+        self.cue_rules = CueRules(band=settings.calibration.calibrated or t.mode != "band")
         self._target = channels.index(self.target)
         vm, vl = self.target, self.target.replace("VM", "VL")
         self._vm = channels.index(vm) if vm.startswith("VM") else None
@@ -115,7 +129,12 @@ class Pipeline:
 
     @property
     def reps_total(self) -> int:
-        return self._reps_before + self.protocol.reps * self.protocol.sets
+        return self._reps_before + prescribed_reps(self.protocol)
+
+    def finish(self) -> list[Contraction]:
+        """The session ends: a contraction still in progress is counted (its end is the last
+        active sample)."""
+        return self.counter.finish()
 
     def change_protocol(self, protocol: ProtocolSettings, low_pct: float, high_pct: float) -> None:
         """A protocol picked mid-session (band already validated): it takes over at the end of
@@ -165,6 +184,7 @@ class Pipeline:
             rest = self._rest_baseline(self.settings, self.channels)
             if rest is not None:  # the onset rule's thresholds follow the new rest
                 self.onset.use_baseline(*rest)
+            self.counter.calibrated = self.cue_rules.band = True
         self.exercise.resume(end)
         state = self.exercise.process(end, zone[cut:])
         state.events = [*events, *state.events]
@@ -210,7 +230,7 @@ class Pipeline:
         t0 = time.perf_counter()
         if self._next_index is not None and block.first_index != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
-            self.tracker.gap()
+            self.counter.gap()
         self._next_index = block.end_index
         clean, held = self.blanker.zero(block)
         processed = self.blanker.hold(self.chain.process(clean), held)
@@ -248,13 +268,8 @@ class Pipeline:
         cues = self.cue_rules.update(
             state, last_zone, block.end_index - 1, block.t_arrival, withheld
         )
-        contractions = self.tracker.process(
-            block.first_index,
-            processed.filtered,
-            processed.envelope,
-            processed.pct_mvc,
-            zone,
-            onsets,
+        contractions = self.counter.process(
+            self._counter_input(block.first_index, processed, zone, onsets)
         )
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
@@ -281,6 +296,24 @@ class Pipeline:
             switched_at=switch_at,
             calibration=cal_status,
             calibrated=calibrated,
+            contracting=self.counter.contracting,
+            contraction_count=self.counter.count,
+        )
+
+    def _counter_input(
+        self, first: int, processed: ProcessedBlock, zone: np.ndarray, onsets: OnsetBlock
+    ) -> CounterInput:
+        """What the contraction counter reads: the target channel's activation state, and the
+        zone only where a band exists (a % MVC band needs a calibration)."""
+        band = self.settings.target.mode == "band" and self.counter.calibrated
+        return CounterInput(
+            first,
+            onsets.active[self._target],
+            processed.envelope,
+            processed.pct_mvc,
+            processed.filtered,
+            zone if band else None,
+            tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
         )
 
     def _ratio(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:

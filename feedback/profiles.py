@@ -51,17 +51,19 @@ def load_calibration(path: Path, settings: Settings) -> tuple[CalibrationResult 
     try:
         data = _read(path)
     except (OSError, ValueError) as exc:
-        return None, f"profile {path} unreadable ({exc}); using the configured calibration"
+        return None, f"profile {path} unreadable: {exc}"
     entry = data.get("calibrations", {}).get(settings.session.side)
     if entry is None:
-        return None, f"no calibration for side {settings.session.side} in {path}"
+        return None, f"nothing stored for the {settings.session.side} side in {path}"
     try:
         result = CalibrationResult.from_json(entry)
     except TypeError as exc:
-        return None, f"calibration in {path} is malformed ({exc}); using the configured one"
+        return None, f"the calibration in {path} is malformed ({exc})"
     if not result.matches(settings.processing):
         return None, (
             f"calibration in {path} was made with other envelope settings; "
             "recalibrate (--calibrate) to use it"
         )
-    return result, f"calibration of {result.created_at} from {path}"
+    made = f", from the recording {result.reference}" if result.reference else ""
+    mvc = ", ".join(f"{c} {v * 1000:.0f} µV" for c, v in result.mvc_mv.items())
+    return result, f"the calibration of {result.created_at}{made} stored in {path}: MVC {mvc}"

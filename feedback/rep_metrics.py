@@ -56,7 +56,12 @@ class RepMetrics:
         self._sides = [c for c in channels if c in (f"{base}_L", f"{base}_R")]
         self._open: _Period | None = None
 
-    def update(self, tick: Tick) -> list[dict[str, Any]]:
+    def update(self, tick: Tick, *, counting: bool = True) -> list[dict[str, Any]]:
+        """`counting=False` (free practice): its one endless work period is no rep, and none
+        is reported for it."""
+        if not counting:
+            self._open = None
+            return []
         block = tick.processed.block
         cuts = [ev for ev in tick.exercise.events if isinstance(ev, PhaseChanged)]
         done: list[dict[str, Any]] = []

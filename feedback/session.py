@@ -12,19 +12,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
 
-from config.protocols import load_protocol
+from config.protocols import load_protocol, prescribed_reps
 from config.settings import Settings
 from devices.base import Device, LinkStats
 from devices.simulator import SimulatedDevice
 from feedback.calibration import CalibrationResult
 from feedback.clinic.commands import CommandBus, Verdict
+from feedback.contraction_report import (
+    CONTRACT_V1_CUE_KINDS,
+    contraction_metrics,
+    summary_for_contract_v1,
+)
 from feedback.exercise import RepCompleted
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.recorder import Recorder
@@ -34,6 +39,8 @@ from feedback.outputs.terminal import ViewState
 from feedback.outputs.topics import MessageNumberer, Topics
 from feedback.pipeline import Pipeline, Tick
 from feedback.processing.chain import EmgChain
+from feedback.processing.metrics import Contraction
+from feedback.processing.offline_count import OfflineCounter
 from feedback.profiles import profile_path, save_calibration
 from feedback.rep_metrics import RepMetrics
 from feedback.snapshot import local_settings, published_device, published_settings
@@ -54,7 +61,7 @@ class SessionResult:
     session_id: str
     samples: int = 0
     blocks: int = 0
-    reps: int = 0
+    reps: int | None = 0  # None: no protocol with reps was followed (free practice, a replay)
     time_in_target_s: float = 0.0
     duration_s: float = 0.0
     cues: int = 0
@@ -65,6 +72,9 @@ class SessionResult:
     mqtt_backlog: int = 0
     stopped_by: str = "duration"
     contractions: list[dict[str, Any]] = field(default_factory=list)
+    contraction_rule: dict[str, Any] = field(default_factory=dict)
+    contractions_offline: dict[str, Any] | None = None  # the non-causal second pass
+    calibration: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -90,8 +100,11 @@ class SessionResult:
             "mqtt_published": self.mqtt_published,
             "mqtt_backlog_at_end": self.mqtt_backlog,
             "stopped_by": self.stopped_by,
-            "contractions": len(self.contractions),
+            "calibration": self.calibration,
+            "contractions": len(self.contractions),  # live: causal, as the session saw them
+            "contraction_rule": self.contraction_rule,
             "contraction_metrics": self.contractions,
+            "contractions_offline": self.contractions_offline,
             "record": self.record,
         }
 
@@ -116,6 +129,9 @@ class Session:
         self.view = view or ViewState()
         self.session_id = new_session_id()
         self.result = SessionResult(self.session_id)
+        self._reps_counted = settings.protocol.kind != "free"  # a timed protocol was followed
+        self.result.reps = 0 if self._reps_counted else None
+        self._offline: OfflineCounter | None = None
         s = settings.session
         self.topics = Topics(s.clinic, s.station)
         self.numberer = MessageNumberer(self.session_id)
@@ -222,6 +238,12 @@ class Session:
             return
         save_calibration(profile_path(self.settings), result)  # a small file, written atomically
         self.settings = result.apply(self.settings)
+        self.result.calibration = {
+            "calibrated": True,
+            "source": "guided",
+            "mvc_mv": {ch: round(v, 6) for ch, v in self.settings.calibration.mvc_mv.items()},
+        }
+        self.view.calibrated = True
         rest = {c: round(max(v, 0.0), 6) for c, v in result.rest_mean_mv.items()}
         self._event("calibration", {"mvc_mv": mvc, "rest_mv": rest, "source": "measured"})
 
@@ -229,6 +251,8 @@ class Session:
         """A switch took effect in this tick: log it and restart the stimulation's periods."""
         assert tick.switched_at is not None
         self.stim.controller.new_timeline()
+        if self.pipeline is not None and self.pipeline.protocol.kind != "free":
+            self._reps_counted = True
         detail = {
             "name": tick.protocol,
             "from_index": tick.switched_at,
@@ -285,6 +309,24 @@ class Session:
         pipeline = self.pipeline = Pipeline(s, info.rate_hz, info.channels)
         self.result.group_delay_ms = pipeline.chain.group_delay_ms
         self.rep_metrics = RepMetrics(info.channels, pipeline.target, info.rate_hz)
+        c = s.contractions
+        self._offline = OfflineCounter(
+            info.rate_hz,
+            info.channels.index(pipeline.target),
+            min_on_s=c.min_on_s,
+            merge_gap_s=c.merge_gap_s,
+        )
+        self.result.contraction_rule = {
+            "channel": pipeline.target,
+            "min_on_s": c.min_on_s,
+            "merge_gap_s": c.merge_gap_s,
+            "live": "causal: each contraction counted once its dip has lasted merge_gap_s",
+        }
+        self.result.calibration = {
+            "calibrated": s.calibration.calibrated,
+            "source": s.calibration.source,
+            "mvc_mv": {ch: s.calibration.mvc_mv.get(ch) for ch in info.channels},
+        }
         self._start(pipeline)
         if s.mqtt.stream_hz > 0:
             self.stream = self._stream_source(pipeline)
@@ -368,6 +410,7 @@ class Session:
                 "settings": published_settings(s),
                 "envelope_group_delay_ms": round(pipeline.chain.group_delay_ms, 1),
                 "reps_prescribed": s.protocol.reps,
+                "reps_counted": self._reps_counted,  # false: free practice, reps_prescribed moot
                 "pain_before": self.pain_before,
             },
         )
@@ -375,8 +418,12 @@ class Session:
         v.patient, v.protocol = s.session.patient, s.protocol.name
         v.target_channel = s.target.channel
         v.band = (s.target.low_pct, s.target.high_pct)
-        v.reps_total = s.protocol.reps * s.protocol.sets
+        v.reps_total = prescribed_reps(s.protocol)
+        v.reps_done = 0 if self._reps_counted else None
         v.group_delay_ms = pipeline.chain.group_delay_ms
+        v.calibrated = s.calibration.calibrated
+        v.calibration_source = s.calibration.source
+        v.free = s.protocol.kind == "free"
 
     def _stream_source(self, pipeline: Pipeline) -> StreamSource:
         s, info = self.settings, self.device.info
@@ -387,7 +434,7 @@ class Session:
             protocol=s.protocol.name,
             patient=s.session.patient,
             mvc_mv=tuple(s.calibration.mvc_mv.get(c, 0.0) for c in info.channels),
-            reps_total=s.protocol.reps * s.protocol.sets,
+            reps_total=prescribed_reps(s.protocol),
             sets=s.protocol.sets,
         )
         return StreamSource(identity, info.rate_hz, s.mqtt.stream_hz)
@@ -443,25 +490,21 @@ class Session:
         if self._lsl is not None:
             self._lsl.publish(tick)
         ex = tick.exercise
-        r.reps = ex.reps_done
+        r.reps = ex.reps_done if self._reps_counted else None
         r.time_in_target_s = ex.in_band_s
+        if self._offline is not None:
+            self._offline.add(block.first_index, tick.processed.envelope)
         if self.recorder is not None:
             self.recorder.put(tick)
-        for c in tick.contractions:
-            if c.vm_vl_onset_ms is not None:
-                self._last_onset_ms = c.vm_vl_onset_ms
-            metrics = {
-                k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(c).items()
-            }
-            r.contractions.append(metrics)
-            self._event("contraction", metrics)
+        self._contractions(tick.contractions)
         for ev in ex.events:
             if isinstance(ev, RepCompleted):
                 self.store.add_rep(
                     self.session_id, ev.rep, ev.at_index, time.time(), ev.time_to_band_s
                 )
         if self.rep_metrics is not None:
-            for metrics in self.rep_metrics.update(tick):
+            free = self.pipeline is not None and self.pipeline.exercise.free
+            for metrics in self.rep_metrics.update(tick, counting=not free):
                 self._session_message(self.topics.rep, "rep", metrics)
         for cue in tick.cues:
             r.cues += 1
@@ -473,7 +516,8 @@ class Session:
                 **self._cue_context(tick),
             }
             self.store.add_event(self.session_id, time.time(), "cue", body)
-            self._session_message(self.topics.cue, "cue", body)
+            if cue.kind in CONTRACT_V1_CUE_KINDS:
+                self._session_message(self.topics.cue, "cue", body)
         now = time.monotonic()
         if self.stream is not None:
             self._stream_out(tick, now)
@@ -489,7 +533,10 @@ class Session:
                         else round(tick.vm_vl_ratio, 3),
                         "phase": ex.phase.name.lower(),
                         "holding": ex.holding,
+                        # The v1 contract requires an integer; reps_counted says if it means one.
                         "reps": ex.reps_done,
+                        "reps_counted": self._reps_counted,
+                        "contractions": tick.contraction_count,
                         "index": block.end_index - 1,
                         "t_sample": round(block.t_arrival, 6),
                         **self._live_onsets(tick),
@@ -510,12 +557,18 @@ class Session:
         v.band = tick.band
         v.protocol, v.reps_total = tick.protocol, tick.reps_total
         v.pct_mvc = tick.pct_mvc
+        env = tick.processed.envelope
+        if env.shape[1]:
+            v.envelope_mv = dict(zip(block.channels, env[:, -1].tolist(), strict=True))
         v.phase, v.holding, v.hold_progress = ex.phase.name.lower(), ex.holding, ex.hold_progress
         v.reps_done, v.phase_left_s, v.session_left_s = (
-            ex.reps_done,
+            ex.reps_done if self._reps_counted else None,
             ex.phase_left_s,
             ex.session_left_s,
         )
+        v.reps_total = tick.reps_total
+        v.free = self.pipeline is not None and self.pipeline.exercise.free
+        v.contractions, v.contracting = tick.contraction_count, tick.contracting
         v.vm_vl_ratio = tick.vm_vl_ratio
         v.lsi = tick.lsi
         v.onset = self._onset_state(tick)
@@ -533,7 +586,7 @@ class Session:
         return {
             "phase": ex.phase.name.lower(),
             "phase_left_s": round(ex.phase_left_s, 2),
-            "reps_done": ex.reps_done,
+            "reps_done": ex.reps_done,  # an integer for the v1 contract: 0 in free practice
             "reps_total": tick.reps_total,
             "band": [round(tick.band[0], 2), round(tick.band[1], 2)],
         }
@@ -555,10 +608,29 @@ class Session:
             "vm_vl_onset_ms": None if onset_ms is None else round(onset_ms, 1),
         }
 
+    def _contractions(self, counted: tuple[Contraction, ...] | list[Contraction]) -> None:
+        for c in counted:
+            if c.vm_vl_onset_ms is not None:
+                self._last_onset_ms = c.vm_vl_onset_ms
+            metrics = contraction_metrics(c)
+            self.result.contractions.append(metrics)
+            self._event("contraction", metrics)
+
     def _finish(self) -> None:
         r = self.result
         r.duration_s = r.samples / self.device.info.rate_hz
         r.link = self.device.stats
+        if self.pipeline is not None:  # a contraction still going at the end counts
+            self._contractions(self.pipeline.finish())
+        if self._offline is not None:
+            offline = self._offline.result()
+            r.contractions_offline = {
+                "count": offline.count,
+                "spans_s": [[round(a, 2), round(b, 2)] for a, b in offline.spans_s],
+                "rest_mv": round(offline.rest_mv, 6),
+                "reference_mv": round(offline.reference_mv, 6),
+                "method": offline.method,
+            }
         summary = r.report()
         self.store.end_session(self.session_id, time.time(), summary)
         self.publisher.discard_live()
@@ -567,7 +639,7 @@ class Session:
         self._session_message(
             self.topics.session,
             "session_end",
-            {"summary": summary, "pain_after": self.pain_after},
+            {"summary": summary_for_contract_v1(summary), "pain_after": self.pain_after},
         )
         self.publisher.publish(
             self.topics.status, self.numberer.envelope("status", {"state": "idle"}), retain=True

@@ -1,4 +1,12 @@
-"""The terminal live view (rich): VM activation against its band, phase, reps, time left, link."""
+"""The terminal live view (rich), read by the patient: what to do now in plain words, how hard
+the muscle works against the target band, a countdown that says what it counts, the reps (or
+the contractions in free practice), and one short line on the station's links.
+
+No jargon here (no median frequency, onsets or envelope chain: those are in the report, the
+session log and the therapist's dashboard). Without a calibration the level is the raw
+envelope in mV, labelled "uncalibrated", and no band is drawn: a band against a made-up MVC
+would tell the patient nothing true.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +34,11 @@ class ViewState:
     target_channel: str = "VM"
     band: tuple[float, float] = (0.0, 0.0)
     pct_mvc: dict[str, float] = field(default_factory=dict)
+    envelope_mv: dict[str, float] = field(default_factory=dict)
     phase: str = "ready"
     holding: bool = False
     hold_progress: float = 0.0
-    reps_done: int = 0
+    reps_done: int | None = 0  # None: no reps are counted (free practice)
     reps_total: int = 0
     phase_left_s: float = 0.0
     session_left_s: float = 0.0
@@ -37,12 +46,17 @@ class ViewState:
     link: str = "connecting"
     mqtt: str = "connecting"
     mqtt_backlog: int = 0
-    group_delay_ms: float = 0.0
+    group_delay_ms: float = 0.0  # in the start line and the report; not shown to the patient
     gaps: int = 0
     lsi: float | None = None
     onset: dict[str, bool] = field(default_factory=dict)  # channel → active now
     problems: dict[str, tuple[str, ...]] = field(default_factory=dict)
     last_contraction: Contraction | None = None
+    calibrated: bool = True  # False: % MVC would rest on a placeholder MVC
+    calibration_source: str = "configured"
+    free: bool = False  # free practice: no timing, contractions counted
+    contractions: int = 0
+    contracting: bool = False
 
 
 def activation_bar(pct: float, low: float, high: float) -> Text:
@@ -61,71 +75,96 @@ def activation_bar(pct: float, low: float, high: float) -> Text:
     return bar
 
 
-def display_state(view: ViewState) -> str:
+def instruction(view: ViewState) -> str:
+    """The one thing to do now: push, hold, ease off, relax, get ready."""
     if view.phase == "work":
-        return "HOLD" if view.holding else "WORK"
-    return view.phase.upper()
+        if view.free:
+            return "HOLD" if view.contracting else "PUSH WHEN READY"
+        if not view.calibrated:
+            return "HOLD" if view.contracting else "PUSH"
+        low, high = view.band
+        pct = view.pct_mvc.get(view.target_channel, 0.0)
+        if view.holding or low <= pct <= high:
+            return "HOLD"
+        return "EASE OFF A LITTLE" if pct > high else "PUSH"
+    return {
+        "ready": "GET READY",
+        "rest": "RELAX",
+        "done": "WELL DONE",
+        "calibrating": "CALIBRATING",
+    }.get(view.phase, view.phase.upper())
+
+
+def countdown(view: ViewState) -> str:
+    """A countdown that says what it counts, e.g. `rest 3 s`, `push for 4 s more`."""
+    left = f"{view.phase_left_s:.0f} s"
+    if view.phase == "ready":
+        return f"starting in {left}"
+    if view.phase == "rest":
+        return f"rest {left}"
+    if view.phase == "work" and not view.free:
+        return f"this effort: {left} to go"
+    return ""
+
+
+def count_line(view: ViewState) -> str:
+    if view.reps_done is None or view.free:
+        n = view.contractions
+        return f"{n} contraction{'s' if n != 1 else ''} so far"
+    return f"reps {view.reps_done} of {view.reps_total} held"
+
+
+def level_cell(view: ViewState) -> Text:
+    ch = view.target_channel
+    if view.calibrated:
+        pct = view.pct_mvc.get(ch, 0.0)
+        low, high = view.band
+        return Text.assemble(activation_bar(pct, low, high), f" {pct:5.1f} % MVC")
+    mv = view.envelope_mv.get(ch, 0.0)
+    return Text(f"{mv:.3f} mV (uncalibrated)")
 
 
 def contraction_line(c: Contraction) -> str:
-    parts = [f"#{c.number} peak {c.peak_pct:.0f} %", f"in band {c.hold_in_band_s:.1f} s"]
-    if c.time_to_band_s is not None:
-        parts.append(f"to band {c.time_to_band_s:.2f} s")
-    if c.relaxation_s is not None:
-        parts.append(f"relax {c.relaxation_s:.2f} s")
-    if c.median_freq_hz is not None:
-        parts.append(f"MDF {c.median_freq_hz:.0f} Hz")
-    if c.vm_vl_onset_ms is not None:
-        parts.append(f"VM–VL {c.vm_vl_onset_ms:+.0f} ms")
+    """The last contraction in plain words: how long, how hard, how long in the band."""
+    if c.calibrated:
+        level = f"strongest {c.peak_pct:.0f} % MVC"
+    else:
+        level = f"strongest {c.peak_mv or 0.0:.3f} mV (uncalibrated)"
+    parts = [f"lasted {c.duration_s:.1f} s", level]
+    if c.calibrated and c.longest_hold_s is not None:
+        parts.append(f"held in the band {c.longest_hold_s:.1f} s")
     return ", ".join(parts)
 
 
-def onset_line(onset: dict[str, bool]) -> Text:
-    """Which muscles are on now (Hodges-Bui onset state), e.g. `VM on  VL off`."""
-    line = Text()
-    for ch, on in onset.items():
-        line.append(f"{ch} {'on' if on else 'off'}  ", style="bold green" if on else "dim")
-    return line
-
-
 def render(view: ViewState) -> Panel:
-    low, high = view.band
-    pct = view.pct_mvc.get(view.target_channel, 0.0)
     table = Table.grid(padding=(0, 2))
     table.add_column(justify="right", style="bold")
     table.add_column()
-    table.add_row(
-        view.target_channel, Text.assemble(activation_bar(pct, low, high), f" {pct:5.1f} % MVC")
-    )
-    table.add_row("band", f"{low:.0f}–{high:.0f} % MVC")
-    for ch, value in view.pct_mvc.items():
-        if ch != view.target_channel:
-            table.add_row(ch, f"{value:5.1f} % MVC")
-    if view.vm_vl_ratio is not None:
-        table.add_row("VM:VL", f"{view.vm_vl_ratio:.2f}")
-    if view.lsi is not None:
-        table.add_row("LSI", f"{view.lsi:.0f} %")
-    if view.onset:
-        table.add_row("onset", onset_line(view.onset))
-    for ch, reasons in view.problems.items():
-        cue = "  (cues withheld)" if ch == view.target_channel else ""
-        table.add_row(ch, Text(f"{', '.join(reasons)}{cue}", style="bold yellow"))
+    word = instruction(view)
+    style = "bold green" if word == "HOLD" else "bold"
+    table.add_row("now", Text(word, style=style))
+    if text := countdown(view):
+        table.add_row("", text)
+    if view.phase == "work" and not view.free and view.calibrated:
+        table.add_row("", f"hold {view.hold_progress * 100:3.0f} % done")
+    table.add_row(view.target_channel, level_cell(view))
+    if view.calibrated:
+        low, high = view.band
+        table.add_row("target", f"{low:.0f}–{high:.0f} % MVC")
+    else:
+        table.add_row("target", "after a calibration (the target band needs your maximum)")
+    table.add_row("count", count_line(view))
     if (c := view.last_contraction) is not None:
         table.add_row("last", contraction_line(c))
-    state = display_state(view)
-    if view.phase == "work":
-        state += f"  hold {view.hold_progress * 100:3.0f} %"
-    table.add_row("state", Text(state, style="bold green" if view.holding else "bold"))
-    table.add_row("reps", f"{view.reps_done} / {view.reps_total}")
+    for ch, reasons in view.problems.items():
+        note = "  (feedback paused)" if ch == view.target_channel else ""
+        table.add_row(ch, Text(f"check the electrode: {', '.join(reasons)}{note}", style="yellow"))
     table.add_row(
-        "time left", f"{view.phase_left_s:4.1f} s in phase, {view.session_left_s:5.1f} s in session"
+        "station",
+        Text(f"sensor {view.link}, clinic link {view.mqtt}", style="dim"),
     )
-    table.add_row(
-        "link",
-        f"device {view.link} (gaps {view.gaps}), MQTT {view.mqtt} (backlog {view.mqtt_backlog})",
-    )
-    table.add_row("delay", f"envelope chain {view.group_delay_ms:.0f} ms")
-    return Panel(Group(table), title=f"vm-feedback · {view.patient} · {view.protocol}")
+    title = f"vm-feedback · {view.patient} · {view.protocol}"
+    return Panel(Group(table), title=title)
 
 
 async def run_terminal_view(view: ViewState, console: Console, refresh_hz: float = 10.0) -> None:

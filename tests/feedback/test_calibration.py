@@ -113,7 +113,7 @@ def test_profile_round_trip_per_side_and_refusal_for_another_chain(tmp_path: Pat
     stored = json.loads(path.read_text())
     assert set(stored["calibrations"]) == {"left", "right"}
     found, note = load_calibration(path, s)
-    assert found is not None and found.mvc_mv == result.mvc_mv and "from" in note
+    assert found is not None and found.mvc_mv == result.mvc_mv and "stored in" in note
     other = short_settings(tmp_path, **{"processing.envelope": "lowpass"})
     found, note = load_calibration(path, other)
     assert found is None and "other envelope settings" in note

@@ -61,7 +61,7 @@ async def test_a_failed_calibration_is_not_stored_and_the_previous_one_is_used(
     flat = settings(tmp_path, **{"simulator.mvc_rms_mv": 0.002})  # electrodes off the muscle
     new, note, out = await run_flow(flat)
     assert "not clearly above rest" in out
-    assert "NOT stored" in note and "using calibration of" in note
+    assert "NOT stored" in note and "using the calibration of" in note
     assert path.read_text() == before  # the profile is untouched
     assert new.calibration.mvc_mv == good.calibration.mvc_mv  # the previous calibration rules
 
@@ -71,7 +71,7 @@ async def test_a_failed_first_calibration_falls_back_to_the_configured_one(
 ) -> None:
     flat = settings(tmp_path, **{"simulator.mvc_rms_mv": 0.002})
     new, note, _ = await run_flow(flat)
-    assert "NOT stored" in note and "configured calibration" in note
+    assert "NOT stored" in note and "using the simulated patient's MVC" in note
     assert not profile_path(flat).exists()
     assert new.calibration.mvc_mv == flat.calibration.mvc_mv
 

@@ -1,0 +1,48 @@
+"""How counted contractions and reps read in the report, the session log and session messages.
+
+One dict per contraction for every output (JSON report, `contraction` event, session log):
+the fields of `Contraction`, plus `peak` / `mean` in `level_unit`: % MVC when a calibration is
+in use, else the envelope in mV (a % of a placeholder MVC means nothing; `peak_pct` and
+`mean_pct` stay for the v1 message contract, which requires them, and `calibrated` says
+whether to trust them).
+
+`reps` is None when no protocol with reps was followed (free practice, a replay): never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from feedback.processing.metrics import Contraction
+
+# Cue kinds the v1 message contract knows (feedback/clinic/schemas/cue.json); others (the
+# "calibration needed" prompt) stay in the local session log and the station's own views.
+CONTRACT_V1_CUE_KINDS = frozenset({"phase", "zone", "rep", "quality"})
+
+
+def contraction_metrics(c: Contraction) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(c).items()
+    }
+    pct = c.calibrated
+    out["level_unit"] = "% MVC" if pct else "mV"
+    out["peak"] = out["peak_pct"] if pct else out["peak_mv"]
+    out["mean"] = out["mean_pct"] if pct else out["mean_mv"]
+    return out
+
+
+def describe_level(value: float | None, calibrated: bool) -> str:
+    """A level as a screen shows it: `52 % MVC`, or `0.083 mV (uncalibrated)`."""
+    if value is None:
+        return "—"
+    return f"{value:.0f} % MVC" if calibrated else f"{value:.3f} mV (uncalibrated)"
+
+
+def summary_for_contract_v1(summary: dict[str, Any]) -> dict[str, Any]:
+    """The session summary as the v1 `session_end` message must carry it: its schema requires
+    an integer `reps`, so a session without reps sends 0 with `reps_counted: false` (the
+    report and the local log keep null). Remove once the contract allows null."""
+    if summary.get("reps") is not None:
+        return summary
+    return {**summary, "reps": 0, "reps_counted": False}
