@@ -130,13 +130,18 @@ def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset()
     (nobody saw it start); every later one is found with the scripted VM–VL delay. Before,
     this window set the threshold at contraction level: fragments and differences of ±200 ms."""
     s = load_settings(environ={})
-    data = synthetic(25.0, vl_delay_ms=30.0, first_rest_s=0.7, relax_s=1.2)
+    # 26 s: the last contraction (21.7–24.7 s) is counted once its dip has lasted 0.3 s.
+    data = synthetic(26.0, vl_delay_ms=30.0, first_rest_s=0.7, relax_s=1.2)
     ticks = run(s, data, [20] * (data.shape[1] // 20))
     contractions = [c for t in ticks for c in t.contractions]
-    # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest); the first one is cut.
+    # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest). The first one counts
+    # (a session may start mid-contraction) from when it could be judged, with no onset pair.
+    first, *later = contractions
+    assert first.onset_index / RATE == pytest.approx(1.0, abs=0.05)
+    assert first.vm_vl_onset_ms is None
     starts = [0.7 + 4.2 * k for k in range(1, 6)]
-    assert [c.onset_index / RATE for c in contractions] == pytest.approx(starts, abs=0.1)
-    for c in contractions:
+    assert [c.onset_index / RATE for c in later] == pytest.approx(starts, abs=0.1)
+    for c in later:
         assert c.duration_s == pytest.approx(3.0, abs=0.25)
         assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
 
