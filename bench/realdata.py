@@ -211,6 +211,7 @@ def uci_standing(
         "task": "pie",
         "calibrated_from": "sen" if calibration is not None else None,
         "vm_active_frac": round(float(active.mean()), 3),
+        "hodges_bui_vm_active_frac": round(float(p.hodges_bui[vm].mean()), 3),
         "flexions": count_contractions(moving, rate),
         "hamstring_balanced_accuracy": round(balanced_accuracy(ham, moving), 3)
         if moving.any() and not moving.all()
