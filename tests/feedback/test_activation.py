@@ -123,7 +123,9 @@ def test_calibrated_reference_only_from_a_measured_calibration() -> None:
     assert block.active[0, 3000] and block.level_pct[0, 3000] == pytest.approx(24, abs=2)
     trusted = run(envelope(SCRIPT, 3.0), calibration=configured, **{"activation.reference": "mvc"})
     assert trusted[-1].calibrated.all()
-    session = run(envelope(SCRIPT, 3.0), calibration=measured, **{"activation.reference": "session"})
+    session = run(
+        envelope(SCRIPT, 3.0), calibration=measured, **{"activation.reference": "session"}
+    )
     assert not session[-1].calibrated.any()
 
 
