@@ -1,29 +1,54 @@
 """Agreement of the causal chain with what real recordings show, and with synthetic truth.
 
-Everything runs the production steps (EmgChain, OnsetDetector) causally; one call over a whole
-file gives exactly what block-by-block streaming gives (tested in tests/feedback), so files are
-processed in one call here for speed. Used by tests/realdata and bench/realdata_report.py.
+Everything runs the production steps (EmgChain, OnsetDetector, ActivationDetector) causally;
+one call over a whole file gives exactly what block-by-block streaming gives (tested in
+tests/feedback), so files are processed in one call here for speed. Used by tests/realdata and
+bench/realdata_report.py.
+
+The measures are chosen so that a wrong detector fails them (tests/realdata runs always-on,
+always-off and random detectors through the same functions):
+
+- seated knee extension (`sen`): sample-wise balanced accuracy of the VM activation against the
+  goniometer's extension phases (`extension_phases`), and the exact number of contractions
+  (feedback.processing.contractions) against the number of extensions;
+- standing knee flexion (`pie`), calibrated from the same subject's `sen` trial: the fraction of
+  the trial VM is active (VM is a knee extensor: it should be mostly quiet);
+- walking (Santuz): balanced accuracy of VM and VL activation against early stance;
+- correlations at zero lag, Spearman (rank) so that no monotone transform flatters them.
+
+`detector=` replaces the production activation by any function of the envelope, for the
+negative controls and for the naive baseline and the per-file oracle.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from config import load_settings
-from config.settings import Settings
+from config.settings import CalibrationSettings, Settings
 from devices.base import SampleBlock
 from devices.recording_formats import Recording
+from feedback.processing.activation import ActivationDetector
 from feedback.processing.chain import EmgChain
+from feedback.processing.contractions import count_contractions
 from feedback.processing.onset import OnsetDetector, Tkeo
 from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
 
 MVC_WINDOW_S = 0.5
-MIN_MOVEMENT_S = 0.3
-MATCH_TOLERANCE_S = 0.5
+# Extension phase: the knee more than half-way from its resting (flexed) angle to its most
+# extended angle. Fixed before any detector setting was chosen; the old bench used the same 0.5.
+EXTENSION_FRACTION = 0.5
+REST_PERCENTILE = 10.0  # calibration from a recording: rest = this percentile of the envelope
+EARLY_STANCE_S = (-0.05, 0.30)  # walking: VM/VL expected active from touchdown, s
+
+# A detector for the controls: (envelope of one channel, mV; rate) → active per sample.
+Detector = Callable[[np.ndarray, float], np.ndarray]
 
 
 def default_settings(**overrides: object) -> Settings:
@@ -33,35 +58,55 @@ def default_settings(**overrides: object) -> Settings:
 @dataclass(frozen=True, slots=True)
 class Processed:
     envelope: np.ndarray  # (n_channels, n) mV
-    active: np.ndarray  # (n_channels, n) bool, Hodges-Bui
-    onsets: list[tuple[str, int, int]]  # (channel, at_index, detected_index)
+    active: np.ndarray  # (n_channels, n) bool: the amplitude-referenced activation
+    hodges_bui: np.ndarray  # (n_channels, n) bool: the Hodges-Bui state, for comparison
+    onsets: list[tuple[str, int, int]]  # (channel, at_index, detected_index) of activations
     group_delay_ms: float
 
 
 def process(
-    data: np.ndarray, rate: float, channels: tuple[str, ...], settings: Settings
+    data: np.ndarray,
+    rate: float,
+    channels: tuple[str, ...],
+    settings: Settings,
+    calibration: CalibrationSettings | None = None,
 ) -> Processed:
     chain = EmgChain(settings.processing, settings.calibration, rate, channels)
     out = chain.process(SampleBlock(0, 0.0, rate, channels, data))
     detect = out.envelope
     if settings.processing.tkeo:
         detect = Tkeo(len(channels), rate, settings.onset.tkeo_lowpass_hz).process(out.filtered)
-    det = OnsetDetector(settings.onset, rate, channels)
-    block = det.process(0, detect)
-    onsets = [(e.channel, e.at_index, e.detected_index) for e in block.events if e.kind == "onset"]
-    return Processed(out.envelope, block.active, onsets, chain.group_delay_ms)
+    hb = OnsetDetector(settings.onset, rate, channels).process(0, detect)
+    act = ActivationDetector(settings.activation, rate, channels, calibration).process(
+        0, out.envelope, hb
+    )
+    onsets = [(e.channel, e.at_index, e.detected_index) for e in act.events if e.kind == "onset"]
+    return Processed(out.envelope, act.active, hb.active, onsets, chain.group_delay_ms)
 
 
-def segments(mask: np.ndarray, min_len: int = 1) -> list[tuple[int, int]]:
-    """[start, end) runs of True at least `min_len` long."""
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return [
-        (int(s), int(e)) for s, e in zip(edges[::2], edges[1::2], strict=True) if e - s >= min_len
-    ]
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of sensitivity and specificity, sample by sample: 0.5 for always-on, always-off
+    and any detector independent of the truth."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if truth.all() or not truth.any():
+        raise ValueError("balanced accuracy needs both classes in the truth")
+    return 0.5 * (float(pred[truth].mean()) + float((~pred[~truth]).mean()))
 
 
-def overlaps(a: tuple[int, int], others: list[tuple[int, int]], tol: int) -> bool:
-    return any(s - tol < a[1] and a[0] < e + tol for s, e in others)
+def extension_fraction(fx: np.ndarray) -> np.ndarray:
+    """0 at the resting (flexed) knee angle, 1 at the most extended, per sample.
+
+    The goniometer's sign and zero differ between files (the dataset README, oddity 6), but a
+    straight knee always reads near 0°, so of the two ends of the range (2nd and 98th
+    percentiles, robust to spikes) the one nearer 0° is extension and the other rest.
+    """
+    lo, hi = np.percentile(fx, [2, 98])
+    rest, straight = (lo, hi) if abs(lo) > abs(hi) else (hi, lo)
+    return np.asarray(np.clip((fx - rest) / (straight - rest), 0.0, 1.0))
+
+
+def extension_phases(fx: np.ndarray) -> np.ndarray:
+    return extension_fraction(fx) > EXTENSION_FRACTION
 
 
 def moving_peak(envelope: np.ndarray, rate: float) -> float:
@@ -69,133 +114,144 @@ def moving_peak(envelope: np.ndarray, rate: float) -> float:
     return float(np.convolve(envelope, np.full(w, 1.0 / w), mode="valid").max())
 
 
-def knee_deviation(fx: np.ndarray, rate: float) -> np.ndarray:
-    """|angle − resting angle| (resting = median of the first second), 0..1 of its maximum."""
-    rest = float(np.median(fx[: round(rate)]))
-    d = np.abs(fx.astype(float) - rest)
-    return d / d.max() if d.max() > 0 else d
+def calibration_from(envelope: np.ndarray, rate: float, channel: str) -> CalibrationSettings:
+    """Rest and MVC of one channel from a recording of efforts: MVC as the guided calibration
+    takes it (peak of the 500 ms moving average), rest as a low percentile and its spread."""
+    rest = float(np.percentile(envelope, REST_PERCENTILE))
+    quiet = envelope[envelope <= np.percentile(envelope, 2 * REST_PERCENTILE)]
+    return CalibrationSettings(
+        mvc_mv={channel: moving_peak(envelope, rate)},
+        rest_mv={channel: rest},
+        rest_sd_mv={channel: float(quiet.std())},
+    )
 
 
-def best_lag_correlation(
-    x: np.ndarray, y: np.ndarray, rate: float, max_lag_s: float = 1.0
-) -> tuple[float, float]:
-    """Largest Pearson r of x(t) against y(t + lag), lag in ±max_lag_s (y lags when lag > 0)."""
-    best = (-1.0, 0.0)
-    step = max(1, round(0.01 * rate))
-    for lag in range(-round(max_lag_s * rate), round(max_lag_s * rate) + 1, step):
-        a, b = (x[: len(x) - lag], y[lag:]) if lag >= 0 else (x[-lag:], y[: len(y) + lag])
-        r = float(np.corrcoef(a, b)[0, 1])
-        if r > best[0]:
-            best = (r, lag / rate * 1000.0)
+def oracle_threshold(envelope: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The per-file ceiling: the best fixed threshold on the envelope, chosen WITH the truth
+    (over its 1st..99th percentiles). Returns (balanced accuracy, threshold mV)."""
+    best = (0.0, 0.0)
+    for q in np.percentile(envelope, np.arange(1, 100)):
+        ba = balanced_accuracy(envelope >= q, truth)
+        if ba > best[0]:
+            best = (ba, float(q))
     return best
 
 
-def uci_seated(rec: Recording, settings: Settings | None = None) -> dict[str, Any]:
-    """Seated knee extension: VM envelope vs knee angle; VM contractions vs extension movements."""
+def naive(envelope: np.ndarray, rate: float) -> np.ndarray:
+    """A naive look-ahead baseline: active above the whole file's mean envelope."""
+    return np.asarray(envelope >= envelope.mean())
+
+
+def _select(rec: Recording, names: tuple[str, ...]) -> np.ndarray:
+    return rec.data[[rec.channels.index(c) for c in names]]
+
+
+UCI_EMG = ("RF", "BF", "VM", "ST")
+
+
+def uci_seated(
+    rec: Recording,
+    settings: Settings | None = None,
+    detector: Detector | None = None,
+    calibration: CalibrationSettings | None = None,
+) -> dict[str, Any]:
+    """Seated knee extension (by default without calibration: the session reference): VM
+    activation vs the goniometer's extension phases."""
     s = settings or default_settings()
     rate = rec.rate_hz
-    emg = ("RF", "BF", "VM", "ST")
-    data = rec.data[[rec.channels.index(c) for c in emg]]
-    p = process(data, rate, emg, s)
-    vm = emg.index("VM")
-    dev = knee_deviation(rec.data[rec.channels.index("FX")], rate)
-    r, lag_ms = best_lag_correlation(p.envelope[vm], dev, rate)
-    moves = segments(dev > 0.5, round(MIN_MOVEMENT_S * rate))
-    contractions = segments(p.active[vm], round(0.2 * rate))
-    tol = round(MATCH_TOLERANCE_S * rate)
-    hit = sum(overlaps(m, contractions, tol) for m in moves)
-    true_c = sum(overlaps(c, moves, tol) for c in contractions)
-    sens = hit / len(moves) if moves else None
-    prec = true_c / len(contractions) if contractions else None
-    f1 = 2 * sens * prec / (sens + prec) if sens and prec else 0.0
+    p = process(_select(rec, UCI_EMG), rate, UCI_EMG, s, calibration)
+    vm = UCI_EMG.index("VM")
+    env = p.envelope[vm]
+    active = p.active[vm] if detector is None else detector(env, rate)
+    frac = extension_fraction(rec.data[rec.channels.index("FX")].astype(float))
+    truth = frac > EXTENSION_FRACTION
+    extensions = count_contractions(truth, rate)
+    contractions = count_contractions(active, rate)
+    oracle, _ = oracle_threshold(env, truth)
     return {
         "task": "sen",
-        "envelope_angle_r": round(r, 3),
-        "angle_lag_ms": lag_ms,
-        "extensions": len(moves),
-        "vm_contractions": len(contractions),
-        "extensions_with_vm_contraction": hit,
-        "vm_contractions_during_extension": true_c,
-        "sensitivity": None if sens is None else round(sens, 3),
-        "precision": None if prec is None else round(prec, 3),
-        "f1": round(f1, 3),
-        "vm_mvc_mv": round(moving_peak(p.envelope[vm], rate), 4),
+        "balanced_accuracy": round(balanced_accuracy(active, truth), 3),
+        "naive_balanced_accuracy": round(balanced_accuracy(naive(env, rate), truth), 3),
+        "hodges_bui_balanced_accuracy": round(balanced_accuracy(p.hodges_bui[vm], truth), 3),
+        "oracle_balanced_accuracy": round(oracle, 3),
+        "extensions": extensions,
+        "vm_contractions": contractions,
+        "count_exact": contractions == extensions,
+        "active_frac": round(float(active.mean()), 3),
+        "spearman_envelope_extension": round(float(stats.spearmanr(env, frac).statistic), 3),
         "group_delay_ms": round(p.group_delay_ms, 1),
     }
 
 
+def seated_calibration(rec: Recording, settings: Settings | None = None) -> CalibrationSettings:
+    """The VM calibration a subject's seated extension trial gives (rest, MVC)."""
+    s = settings or default_settings()
+    p = process(_select(rec, ("VM",)), rec.rate_hz, ("VM",), s)
+    return calibration_from(p.envelope[0], rec.rate_hz, "VM")
+
+
 def uci_standing(
     rec: Recording,
-    vm_mvc_mv: float | None,
-    threshold_pct: float = 30.0,
+    calibration: CalibrationSettings | None,
     settings: Settings | None = None,
+    detector: Detector | None = None,
 ) -> dict[str, Any]:
-    """Standing knee flexion: VM stays below the band while the hamstrings (BF, ST) burst.
-    `vm_mvc_mv` from the same subject's seated extension file (None: this file's own peak)."""
+    """Standing knee flexion: VM (an extensor) stays mostly inactive while the hamstrings
+    flex the knee. `calibration` from the same subject's seated extension trial."""
     s = settings or default_settings()
     rate = rec.rate_hz
-    emg = ("RF", "BF", "VM", "ST")
-    data = rec.data[[rec.channels.index(c) for c in emg]]
-    p = process(data, rate, emg, s)
-    vm, bf, st = emg.index("VM"), emg.index("BF"), emg.index("ST")
-    mvc = vm_mvc_mv if vm_mvc_mv is not None else moving_peak(p.envelope[vm], rate)
-    pct = 100.0 * p.envelope[vm] / mvc
-    dev = knee_deviation(rec.data[rec.channels.index("FX")], rate)
-    moving = dev > 0.5
-    moves = segments(moving, round(MIN_MOVEMENT_S * rate))
-    ham = segments(p.active[bf] | p.active[st], round(0.2 * rate))
-    tol = round(MATCH_TOLERANCE_S * rate)
-    bursts = sum(overlaps(m, ham, tol) for m in moves)
-    ham_env = (p.envelope[bf] + p.envelope[st]) / 2
-    in_move = float(ham_env[moving].mean()) if moving.any() else float("nan")
-    outside = float(ham_env[~moving].mean()) if (~moving).any() else float("nan")
+    p = process(_select(rec, UCI_EMG), rate, UCI_EMG, s, calibration)
+    vm, bf, st = (UCI_EMG.index(c) for c in ("VM", "BF", "ST"))
+    active = p.active[vm] if detector is None else detector(p.envelope[vm], rate)
+    # Standing, the knee rests straight (the end of the range nearer 0°) and flexes away.
+    straight = extension_fraction(rec.data[rec.channels.index("FX")].astype(float))
+    moving = straight < 1.0 - EXTENSION_FRACTION
+    ham = p.active[bf] | p.active[st]
     return {
         "task": "pie",
-        "mvc_source": "sen" if vm_mvc_mv is not None else "own peak",
-        "flexions": len(moves),
-        "vm_below_threshold_frac": round(float((pct[moving] < threshold_pct).mean()), 3)
-        if moving.any()
-        else None,
-        "vm_median_pct_mvc_in_flexion": round(float(np.median(pct[moving])), 1)
-        if moving.any()
-        else None,
-        "flexions_with_hamstring_burst": bursts,
-        "hamstring_burst_frac": round(bursts / len(moves), 3) if moves else None,
-        "hamstring_envelope_ratio_move_vs_still": round(in_move / outside, 2)
-        if outside > 0
+        "calibrated_from": "sen" if calibration is not None else None,
+        "vm_active_frac": round(float(active.mean()), 3),
+        "hodges_bui_vm_active_frac": round(float(p.hodges_bui[vm].mean()), 3),
+        "flexions": count_contractions(moving, rate),
+        "hamstring_balanced_accuracy": round(balanced_accuracy(ham, moving), 3)
+        if moving.any() and not moving.all()
         else None,
     }
 
 
 def walking(
-    rec: Recording, touchdowns_s: list[float], settings: Settings | None = None
+    rec: Recording,
+    touchdowns_s: list[float],
+    settings: Settings | None = None,
+    detector: Detector | None = None,
 ) -> dict[str, Any]:
-    """Per gait cycle: does the VM/VL envelope peak in early stance (touchdown −50…+300 ms)?"""
+    """VM and VL in early stance (touchdown −50…+300 ms, the loading response): balanced
+    accuracy of their activation against that window, per cycle that is fully recorded."""
     s = settings or default_settings()
     rate = rec.rate_hz
     chans = ("VM", "VL")
-    data = rec.data[[rec.channels.index(c) for c in chans]]
-    p = process(data, rate, chans, s)
-    delay = p.group_delay_ms / 1000.0
+    p = process(_select(rec, chans), rate, chans, s)
+    n = p.envelope.shape[1]
+    early = np.zeros(n, dtype=bool)
+    scored = np.zeros(n, dtype=bool)
+    for td, nxt in itertools.pairwise(touchdowns_s):
+        a = round((td - rec.t0_s + EARLY_STANCE_S[0]) * rate)
+        b = round((td - rec.t0_s + EARLY_STANCE_S[1]) * rate)
+        early[max(a, 0) : b] = True
+        scored[max(a, 0) : round((nxt - rec.t0_s + EARLY_STANCE_S[0]) * rate)] = True
     out: dict[str, Any] = {
         "cycles": len(touchdowns_s) - 1,
         "group_delay_ms": round(p.group_delay_ms, 1),
     }
     for i, ch in enumerate(chans):
         env = p.envelope[i]
-        early, ratios = 0, []
-        for td, nxt in itertools.pairwise(touchdowns_s):
-            a = round((td - rec.t0_s - 0.15) * rate)
-            b = round((nxt - rec.t0_s - 0.15) * rate)
-            peak_s = (a + int(np.argmax(env[a:b]))) / rate + rec.t0_s - td - delay
-            early += -0.05 <= peak_s <= 0.30
-            w0, w1 = round((td - rec.t0_s) * rate), round((td - rec.t0_s + 0.25 + delay) * rate)
-            rest = np.r_[env[a:w0], env[w1:b]]
-            ratios.append(float(env[w0:w1].mean() / rest.mean()))
+        active = p.active[i] if detector is None else detector(env, rate)
         out[ch] = {
-            "cycles_peaking_in_early_stance": int(early),
-            "frac": round(early / max(1, len(touchdowns_s) - 1), 3),
-            "early_stance_vs_rest_of_cycle": round(float(np.median(ratios)), 2),
+            "balanced_accuracy": round(balanced_accuracy(active[scored], early[scored]), 3),
+            "active_frac": round(float(active[scored].mean()), 3),
+            "early_vs_rest_envelope": round(
+                float(env[scored & early].mean() / env[scored & ~early].mean()), 2
+            ),
         }
     return out
 
@@ -247,7 +303,9 @@ def synthetic_truth(
         "detection_latency_ms_p50": round(float(np.median(lat)), 1),
         "detection_latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
         "marked_onset_error_ms_p50": round(float(np.median(marked)), 1) if marked else None,
-        "false_activations_per_min_at_rest": round(len(false) / rest_minutes, 2),
+        "false_activations_at_rest": len(false),
+        "rest_minutes": rest_minutes,
+        "false_activations_per_10_min_at_rest": round(10 * len(false) / rest_minutes, 2),
         "vm_vl_simulated_ms": delay_ms,
         "vm_vl_recovered_ms_p50": round(float(np.median(diffs)), 1) if diffs else None,
         "vm_vl_abs_error_ms_p95": round(

@@ -126,6 +126,49 @@ class OnsetSettings(_Section):
         return self
 
 
+class ActivationSettings(_Section):
+    """Whether a muscle is active, referenced to amplitude (feedback.processing.activation).
+
+    Active from the moment the envelope has stayed for min_on_ms above BOTH on_rest_ratio × rest
+    AND rest + on_fraction × (reference − rest); inactive once it has stayed for min_off_ms
+    below the lower pair (off_*). Rest is a running low percentile of the envelope; the
+    reference is the calibrated MVC, or without a calibration a running session peak."""
+
+    # "auto": the calibrated MVC where the calibration measured the channel's rest (every
+    # calibration does; the configured default mvc_mv alone is no calibration), else the
+    # session reference. "mvc": trust calibration.mvc_mv as configured. "session": always
+    # the running session reference.
+    reference: Literal["auto", "mvc", "session"] = "auto"
+    on_rest_ratio: float = Field(4.0, ge=1.2, le=50.0)
+    on_fraction: float = Field(0.2, ge=0.0, le=0.9)
+    off_rest_ratio: float = Field(3.0, ge=1.0, le=50.0)
+    off_fraction: float = Field(0.15, ge=0.0, le=0.9)
+    min_on_ms: float = Field(25.0, ge=0.0, le=2000.0)
+    min_off_ms: float = Field(200.0, ge=0.0, le=5000.0)
+    rest_window_s: float = Field(20.0, ge=2.0, le=600.0)
+    rest_percentile: float = Field(10.0, ge=1.0, le=50.0)
+    rest_floor_uv: float = Field(1.0, ge=0.0, le=1000.0)
+    frame_ms: float = Field(50.0, ge=5.0, le=1000.0)
+    reference_window_ms: float = Field(500.0, ge=50.0, le=5000.0)
+    reference_half_life_s: float = Field(60.0, ge=1.0, le=3600.0)
+    onset_lookback_ms: float = Field(500.0, ge=0.0, le=5000.0)
+
+    @model_validator(mode="after")
+    def _off_below_on(self) -> ActivationSettings:
+        if self.off_rest_ratio > self.on_rest_ratio or self.off_fraction > self.on_fraction:
+            raise ValueError(
+                f"off_rest_ratio ({self.off_rest_ratio}) and off_fraction ({self.off_fraction}) "
+                f"must not exceed on_rest_ratio ({self.on_rest_ratio}) and on_fraction "
+                f"({self.on_fraction}): the switch needs hysteresis"
+            )
+        if self.reference_window_ms < self.frame_ms:
+            raise ValueError(
+                f"reference_window_ms ({self.reference_window_ms}) must be at least frame_ms "
+                f"({self.frame_ms})"
+            )
+        return self
+
+
 class QualitySettings(_Section):
     flat_uv: float = Field(0.5, ge=0.0, le=50.0)
     flat_ms: float = Field(50.0, ge=2.0, le=5000.0)
@@ -179,7 +222,7 @@ class TargetSettings(_Section):
     low_pct: float = Field(30.0, ge=1.0, le=100.0)
     high_pct: float = Field(60.0, ge=2.0, le=150.0)
     hysteresis_pct: float = Field(3.0, ge=0.0, le=20.0)
-    mode: Literal["band", "onset"] = "band"  # onset: active above the Hodges-Bui threshold
+    mode: Literal["band", "onset"] = "band"  # onset: active by the [activation] rule
     min_on_ms: float = Field(20.0, ge=0.0, le=2000.0)
     min_off_ms: float = Field(20.0, ge=0.0, le=2000.0)
 
@@ -338,6 +381,7 @@ class Settings(_Section):
     processing: ProcessingSettings = ProcessingSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     onset: OnsetSettings = OnsetSettings()
+    activation: ActivationSettings = ActivationSettings()
     quality: QualitySettings = QualitySettings()
     target: TargetSettings = TargetSettings()
     protocol: ProtocolSettings = ProtocolSettings()

@@ -17,7 +17,12 @@ from devices.base import SampleBlock
 from feedback.calibration import Calibration, CalibrationResult, CalibrationStatus
 from feedback.cues import Cue, CueRules
 from feedback.exercise import Exercise, ExerciseState, Phase, PhaseChanged
-from feedback.processing.activation import BandDetector, Zone
+from feedback.processing.activation import (
+    ActivationBlock,
+    ActivationDetector,
+    BandDetector,
+    Zone,
+)
 from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
@@ -38,6 +43,9 @@ class Tick:
     compute_s: float  # time spent in `Pipeline.process`
     quality: QualityBlock | None = None
     problems: dict[str, tuple[str, ...]] | None = None  # channel → reasons, at the block's end
+    # The activation state (feedback.processing.activation.ActivationBlock, an OnsetBlock):
+    # per channel active per sample, onset/offset events with the Hodges-Bui instant, rest,
+    # reference and whether it is calibrated. `activation` is the same object, typed fully.
     onsets: OnsetBlock | None = None
     contractions: tuple[Contraction, ...] = ()  # counted (feedback.processing.contraction_counter)
     lsi: float | None = None  # limb symmetry index, bilateral mode only
@@ -52,6 +60,7 @@ class Tick:
     calibrated: CalibrationResult | None = None  # a mid-session calibration finished here
     contracting: bool = False  # a contraction long enough to count is in progress
     contraction_count: int = 0  # contractions counted so far in the session
+    activation: ActivationBlock | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,9 @@ class Pipeline:
             Tkeo(len(channels), rate_hz, o.tkeo_lowpass_hz) if settings.processing.tkeo else None
         )
         self.onset = OnsetDetector(o, rate_hz, channels, self._rest_baseline(settings, channels))
+        self.activation = ActivationDetector(
+            settings.activation, rate_hz, channels, settings.calibration
+        )
         c = settings.contractions
         self.counter = ContractionCounter(
             rate_hz,
@@ -184,6 +196,7 @@ class Pipeline:
             rest = self._rest_baseline(self.settings, self.channels)
             if rest is not None:  # the onset rule's thresholds follow the new rest
                 self.onset.use_baseline(*rest)
+            self.activation.use_calibration(self.settings.calibration)
             self.counter.calibrated = self.cue_rules.band = True
         self.exercise.resume(end)
         state = self.exercise.process(end, zone[cut:])
@@ -230,13 +243,16 @@ class Pipeline:
         t0 = time.perf_counter()
         if self._next_index is not None and block.first_index != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
+            self.activation.gap(self._settle)
             self.counter.gap()
         self._next_index = block.end_index
         clean, held = self.blanker.zero(block)
         processed = self.blanker.hold(self.chain.process(clean), held)
         quality = self.quality.process(clean.data, processed.filtered)
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        onsets = self.onset.process(block.first_index, detect, (quality.flags & Flag.FLAT) == 0)
+        usable = (quality.flags & Flag.FLAT) == 0
+        hodges_bui = self.onset.process(block.first_index, detect, usable)
+        onsets = self.activation.process(block.first_index, processed.envelope, hodges_bui, usable)
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
@@ -298,6 +314,7 @@ class Pipeline:
             calibrated=calibrated,
             contracting=self.counter.contracting,
             contraction_count=self.counter.count,
+            activation=onsets,
         )
 
     def _counter_input(

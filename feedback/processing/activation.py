@@ -1,11 +1,60 @@
-"""Where activation sits against the target band, with hysteresis, sample by sample."""
+"""Whether each muscle is active, and where activation sits against the target band.
+
+Two detectors, both causal, sample by sample, and split-invariant (one N-sample block gives the
+same answer as N one-sample blocks):
+
+- `ActivationDetector`: is the muscle contracting? Referenced to amplitude, not to noise.
+  Per channel it tracks the rest level (a running low percentile of the envelope, so a session
+  that starts mid-contraction finds its rest as soon as the muscle relaxes) and a reference
+  (the calibrated MVC; without a calibration a running session peak that decays slowly). The
+  channel turns active once its envelope has stayed, for `min_on_ms`, above BOTH
+  `on_rest_ratio` × rest AND rest + `on_fraction` × (reference − rest); it turns inactive once
+  it has stayed below the lower `off_*` pair for `min_off_ms`. Its public output is the
+  `ActivationBlock` (an `OnsetBlock`, so every consumer of onsets reads it unchanged):
+    active        bool (channels, n): the activation state, per sample
+    events        onset/offset at each switch of `active`; an onset's `at_index` is the
+                  Hodges-Bui instant (feedback.processing.onset), its `detected_index` the
+                  sample the switch happened (what a live cue can know)
+    rest_mv, reference_mv, on_mv, off_mv   per channel at the block's last sample, mV
+    calibrated    bool per channel: the reference is a calibrated MVC (False: the running
+                  session reference, and %MVC figures should say "uncalibrated")
+    level_pct     (channels, n): 100·(envelope − rest)/(reference − rest), ≥ 0, the effort
+                  against the reference in force (= %MVC when calibrated)
+- `BandDetector`: below / in / above the target band of %MVC, with hysteresis and minimum
+  times.
+
+The Hodges-Bui rule (rest mean + k·SD) stays what it is good at: the instant of onset, hence
+the VM–VL onset difference. As an on/off switch it fails on real recordings: the SD of a
+smoothed rest envelope is only 10–40 % of its mean, so mean + 3 SD is 1.3–4.5 × rest and
+low-level activity between efforts reads as a contraction (docs/activation.md).
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Literal
 
 import numpy as np
+
+from config.settings import ActivationSettings, CalibrationSettings
+
+
+@dataclass(frozen=True, slots=True)
+class OnsetEvent:
+    channel: str
+    kind: Literal["onset", "offset"]
+    at_index: int
+    detected_index: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OnsetBlock:
+    active: np.ndarray  # bool (n_channels, n)
+    events: tuple[OnsetEvent, ...]
+    baseline_ready: bool
+    above: np.ndarray | None = None  # Hodges-Bui: detection signal ≥ its on-threshold, per sample
 
 
 class Zone(enum.IntEnum):
@@ -244,3 +293,239 @@ class BandDetector:
         zone: np.ndarray = over_low.astype(np.int8)  # BELOW = 0, IN_BAND = 1
         zone[over_high] = Zone.ABOVE
         return zone
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ActivationBlock(OnsetBlock):
+    """The activation state of one block (see the module docstring for each field)."""
+
+    rest_mv: np.ndarray = dataclass_field(default_factory=_empty)
+    reference_mv: np.ndarray = dataclass_field(default_factory=_empty)
+    on_mv: np.ndarray = dataclass_field(default_factory=_empty)
+    off_mv: np.ndarray = dataclass_field(default_factory=_empty)
+    calibrated: np.ndarray = dataclass_field(default_factory=_empty)
+    level_pct: np.ndarray = dataclass_field(default_factory=_empty)
+
+
+def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
+    """The `pct` percentile (lower rank, no interpolation) of each row, NaN left out; NaN for a
+    row with no value. Sorting with NaN as +inf is several times faster than np.nanpercentile,
+    and this runs once a frame inside one block's processing time."""
+    valid = ~np.isnan(frames)
+    n = valid.sum(axis=1)
+    ordered = np.sort(np.where(valid, frames, np.inf), axis=1)
+    rank = np.floor(pct / 100.0 * (np.maximum(n, 1) - 1)).astype(np.int64)[:, None]
+    value = np.take_along_axis(ordered, rank, axis=1)[:, 0]
+    return np.where(n > 0, value, np.nan)
+
+
+def _last_true(mask: np.ndarray, first: int, carried: np.ndarray) -> np.ndarray:
+    """Per row: the absolute index of the last True in `mask` (rows, n), else `carried`."""
+    if not mask.shape[1]:
+        return carried
+    has = mask.any(axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    return np.where(has, first + last, carried)
+
+
+class ActivationDetector:
+    """Amplitude-referenced activation of each channel (see the module docstring).
+
+    Rest and reference change only at frame boundaries (every `frame_ms` of samples seen), from
+    statistics of whole frames; the switch compares each sample with the levels in force. The
+    frame grid counts samples, so where a block ends changes nothing.
+    """
+
+    def __init__(
+        self,
+        settings: ActivationSettings,
+        rate_hz: float,
+        channels: tuple[str, ...],
+        calibration: CalibrationSettings | None = None,
+    ) -> None:
+        s = settings
+        c = len(channels)
+        self.settings = settings
+        self.channels = channels
+        self.rate_hz = rate_hz
+        per_ms = rate_hz / 1000.0
+        self.n_on = max(1, round(s.min_on_ms * per_ms))
+        self.n_off = max(1, round(s.min_off_ms * per_ms))
+        self._frame = max(1, round(s.frame_ms * per_ms))
+        frame_s = self._frame / rate_hz
+        self._ring = np.full((c, max(1, round(s.rest_window_s / frame_s))), np.nan)
+        self._k_ref = max(1, round(s.reference_window_ms / 1000.0 / frame_s))
+        self._decay = 0.5 ** (frame_s / s.reference_half_life_s)
+        self._lookback = round(s.onset_lookback_ms * per_ms)
+        self._floor = s.rest_floor_uv / 1000.0
+        self._filled = 0
+        self._in_frame = 0
+        self._sum = np.zeros(c)
+        self._count = np.zeros(c, dtype=np.int64)
+        self._session_ref = np.zeros(c)
+        self.rest = np.full(c, np.nan)
+        self.calibrated = np.zeros(c, dtype=bool)
+        self.mvc = np.full(c, np.nan)
+        self.on_level = np.full(c, np.inf)
+        self.off_level = np.full(c, np.inf)
+        self._carry = DebounceState.zeros(c)
+        self._quiet_hb = np.full(c, -1, dtype=np.int64)  # last sample below Hodges-Bui's level
+        self._settle = 0
+        self._restart = False
+        if calibration is not None:
+            self.use_calibration(calibration)
+
+    def use_calibration(self, calibration: CalibrationSettings) -> None:
+        """The reference becomes the calibrated MVC of each channel that has one (from the next
+        sample); a calibrated rest seeds the rest level until the signal has given its own."""
+        mode = self.settings.reference
+        for i, ch in enumerate(self.channels):
+            has_mvc = ch in calibration.mvc_mv
+            measured = ch in calibration.rest_sd_mv  # every calibration measures the rest
+            ok = has_mvc and (mode == "mvc" or (mode == "auto" and measured))
+            self.calibrated[i] = ok
+            self.mvc[i] = calibration.mvc_mv[ch] if ok else np.nan
+            if ok and np.isnan(self.rest[i]) and ch in calibration.rest_mv:
+                self.rest[i] = calibration.rest_mv[ch]
+        self._set_levels()
+
+    @property
+    def reference(self) -> np.ndarray:
+        """The reference in force per channel, mV (never below the rest level)."""
+        rest = np.maximum(self.rest, self._floor)
+        ref: np.ndarray = np.maximum(np.where(self.calibrated, self.mvc, self._session_ref), rest)
+        return ref
+
+    def _set_levels(self) -> None:
+        s = self.settings
+        rest = np.maximum(self.rest, self._floor)
+        span = self.reference - rest
+        on = np.maximum(s.on_rest_ratio * rest, rest + s.on_fraction * span)
+        off = np.maximum(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+        # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
+        self.on_level = np.where(np.isnan(on), np.inf, on)
+        self.off_level = np.where(np.isnan(off), np.inf, off)
+
+    def gap(self, settle: int) -> None:
+        """The next samples do not follow the last ones: the switch restarts inactive and the
+        first `settle` samples (the envelope refilling) are neither judged nor learnt from.
+        Rest and reference are kept: the muscle and the electrodes are the same."""
+        self._carry = DebounceState.zeros(len(self.channels))
+        self._settle = settle
+        self._restart = True
+        self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
+
+    def process(
+        self,
+        first_index: int,
+        envelope: np.ndarray,
+        hodges_bui: OnsetBlock | None = None,
+        usable: np.ndarray | None = None,
+    ) -> ActivationBlock:
+        """`envelope` (channels, n) mV; `hodges_bui` the onset detector's block for the same
+        samples (its `above` gives the onset instants; None, or no Hodges-Bui baseline yet: the
+        instant is where the run above the on level began); `usable` (bool, like envelope;
+        None: all) marks the samples the rest and reference may learn from (a flat line is no
+        rest)."""
+        c, n = envelope.shape
+        active = np.zeros((c, n), dtype=bool)
+        level = np.zeros((c, n))
+        events: list[OnsetEvent] = []
+        above = None if hodges_bui is None else hodges_bui.above
+        pos = min(n, self._settle)
+        self._settle -= pos
+        if self._restart and pos < n:
+            self._quiet_hb[:] = first_index + pos - 1
+            self._restart = False
+        while pos < n:
+            end = min(n, pos + self._frame - self._in_frame)
+            seg = envelope[:, pos:end]
+            before = self._carry.state.copy()
+            state = debounce_levels(
+                seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
+            )
+            active[:, pos:end] = state
+            rest = np.maximum(self.rest, self._floor)[:, None]
+            span = self.reference[:, None] - rest
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pct = np.where(span > 0, 100.0 * (seg - rest) / span, 0.0)
+            level[:, pos:end] = np.nan_to_num(np.maximum(pct, 0.0))
+            hb = None if above is None else above[:, pos:end]
+            events += self._edges(first_index + pos, seg, hb, before, state)
+            self._learn(seg, None if usable is None else usable[:, pos:end])
+            pos = end
+        return ActivationBlock(
+            active,
+            tuple(events),
+            bool(np.isfinite(self.on_level).all()),
+            above,
+            rest_mv=np.maximum(self.rest, self._floor),
+            reference_mv=self.reference,
+            on_mv=self.on_level.copy(),
+            off_mv=self.off_level.copy(),
+            calibrated=self.calibrated.copy(),
+            level_pct=level,
+        )
+
+    def _edges(
+        self,
+        first: int,
+        seg: np.ndarray,
+        hb: np.ndarray | None,
+        before: np.ndarray,
+        state: np.ndarray,
+    ) -> list[OnsetEvent]:
+        quiet_hb = self._quiet_hb.copy()
+        if hb is not None:
+            self._quiet_hb = _last_true(~hb, first, quiet_hb)
+        if not state.shape[1] or (state == before[:, None]).all():
+            return []  # the usual block: no channel switched
+        prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
+        rows, cols = np.nonzero(state != prev)
+        events = []
+        for r, col in sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda x: x[1]):
+            d = first + col
+            ch = self.channels[r]
+            if not state[r, col]:
+                events.append(OnsetEvent(ch, "offset", d - self.n_off + 1, d))
+                continue
+            at = d - self.n_on + 1  # where the run that met the rule began
+            if hb is not None:
+                q = _last_true(~hb[r : r + 1, : col + 1], first, quiet_hb[r : r + 1])
+                hb_start = int(q[0]) + 1
+                if hb_start <= d and d - hb_start <= self._lookback:
+                    at = hb_start  # Hodges-Bui: where the signal left its rest band
+            events.append(OnsetEvent(ch, "onset", max(at, d - self._lookback), d))
+        return events
+
+    def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
+        if usable is None:
+            self._sum += seg.sum(axis=1)
+            self._count += seg.shape[1]
+        else:
+            self._sum += np.where(usable, seg, 0.0).sum(axis=1)
+            self._count += usable.sum(axis=1)
+        self._in_frame += seg.shape[1]
+        if self._in_frame < self._frame:
+            return
+        # A frame mostly unusable (leads settling, electrode off) is no rest and no effort.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(2 * self._count > self._frame, self._sum / self._count, np.nan)
+        width = self._ring.shape[1]
+        self._ring[:, self._filled % width] = mean
+        self._filled += 1
+        self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
+        seen = self._ring[:, : min(self._filled, width)]
+        rest = _low_percentile(seen, self.settings.rest_percentile)
+        self.rest = np.where(np.isnan(rest), self.rest, rest)
+        recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width
+        frames = self._ring[:, recent]
+        valid = ~np.isnan(frames)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            effort = np.where(valid, frames, 0.0).sum(axis=1) / valid.sum(axis=1)
+        self._session_ref = np.fmax(self._session_ref * self._decay, effort)
+        self._set_levels()

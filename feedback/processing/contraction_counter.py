@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from feedback.processing.activation import Zone, run_starts
+from feedback.processing.contractions import MERGE_GAP_S, MIN_ON_S
 from feedback.processing.metrics import MAX_CONTRACTION_S, Contraction, median_frequency
 
-MIN_ON_S = 0.5  # shorter activations are blips, not contractions (issue 10)
-MERGE_GAP_S = 0.3  # dips shorter than this inside one effort are merged
+__all__ = ["MERGE_GAP_S", "MIN_ON_S", "ContractionCounter", "CounterInput"]
+
 ONSETS_KEPT = 32  # recent Hodges–Bui onsets per channel, for pairing with a contraction
 
 

@@ -15,17 +15,22 @@ import numpy as np
 
 from config.settings import Settings
 from devices.base import SampleBlock
-from feedback.processing.activation import DebounceState, Zone, debounce_levels
+from feedback.processing.activation import (
+    ActivationDetector,
+    DebounceState,
+    Zone,
+    debounce_levels,
+)
 from feedback.processing.chain import EmgChain
 from feedback.processing.onset import OnsetDetector
-from feedback.processing.quality import SignalQuality
+from feedback.processing.quality import Flag, SignalQuality
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class MultiBlock:
     envelope: np.ndarray  # (S, C, n)
     pct_mvc: np.ndarray  # (S, C, n)
-    active: np.ndarray  # (S, C, n) onset state
+    active: np.ndarray  # (S, C, n) activation state (ActivationDetector)
     flags: np.ndarray  # (S, C, n) quality
     zone: np.ndarray  # (S, n) target channel's zone
 
@@ -39,6 +44,9 @@ class MultiSessionChain:
         self.chain = EmgChain(settings.processing, settings.calibration, rate_hz, rows)
         self.quality = SignalQuality(settings.quality, rate_hz, len(rows))
         self.onset = OnsetDetector(settings.onset, rate_hz, rows)
+        self.activation = ActivationDetector(
+            settings.activation, rate_hz, rows, settings.calibration
+        )
         self._target = channels.index(settings.target.channel)
         t = settings.target
         self._band = (t.low_pct, t.high_pct, t.hysteresis_pct)
@@ -56,7 +64,10 @@ class MultiSessionChain:
         block = SampleBlock(first_index, 0.0, self._rate, self._rows, flat)
         p = self.chain.process(block)
         q = self.quality.process(flat, p.filtered)
-        o = self.onset.process(first_index, p.envelope)
+        usable = (q.flags & Flag.FLAT) == 0
+        o = self.activation.process(
+            first_index, p.envelope, self.onset.process(first_index, p.envelope, usable), usable
+        )
         pct = p.pct_mvc.reshape(s, c, n)[:, self._target]
         lo, hi, h = self._band
         over_low = debounce_levels(pct, lo, lo - h, *self._min, self._low)

@@ -18,31 +18,20 @@ about the samples that are lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
 from config.settings import OnsetSettings
-from feedback.processing.activation import DebounceState, debounce_levels
+from feedback.processing.activation import (
+    DebounceState,
+    OnsetBlock,
+    OnsetEvent,
+    debounce_levels,
+)
 from feedback.processing.filters import SosFilter, lowpass
 
+__all__ = ["OnsetBlock", "OnsetDetector", "OnsetEvent", "Tkeo"]
+
 RELEARN_RATIO = 0.5  # a window this much quieter than the baseline in force replaces it
-
-
-@dataclass(frozen=True, slots=True)
-class OnsetEvent:
-    channel: str
-    kind: Literal["onset", "offset"]
-    at_index: int
-    detected_index: int
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class OnsetBlock:
-    active: np.ndarray  # bool (n_channels, n)
-    events: tuple[OnsetEvent, ...]
-    baseline_ready: bool
 
 
 class Tkeo:
@@ -177,6 +166,7 @@ class OnsetDetector:
         # however the signal was split into blocks.
         n = x.shape[1]
         active = np.zeros(x.shape, dtype=bool)
+        above = np.zeros(x.shape, dtype=bool)
         events: list[OnsetEvent] = []
         pos = min(n, self._settle)
         self._settle -= pos
@@ -185,12 +175,13 @@ class OnsetDetector:
             end = n if learning is None else min(n, pos + learning.needed - learning.seen)
             if self.baseline is not None:
                 events += self._detect(first_index + pos, x[:, pos:end], active[:, pos:end])
+                above[:, pos:end] = x[:, pos:end] >= self.on_threshold[:, None]
             if learning is not None:
                 learning.add(x[:, pos:end], None if usable is None else usable[:, pos:end])
                 if learning.seen >= learning.needed:
                     self._window_done(learning)
             pos = end
-        return OnsetBlock(active, tuple(events), self.baseline is not None)
+        return OnsetBlock(active, tuple(events), self.baseline is not None, above)
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from feedback.processing.activation import Zone
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
+from feedback.processing.contractions import contraction_spans
 from feedback.processing.metrics import Contraction
 
 RATE = 100.0
@@ -19,21 +20,8 @@ CHANNELS = ("VM", "VL")
 
 
 def offline_spans(active: np.ndarray, rate: float, min_on_s: float, gap_s: float) -> list[tuple]:
-    """The rule written the plain way: merge dips shorter than the gap, then drop short runs."""
-    runs, start = [], None
-    for i, a in enumerate([*active.tolist(), False]):
-        if a and start is None:
-            start = i
-        elif not a and start is not None:
-            runs.append((start, i))
-            start = None
-    merged: list[tuple[int, int]] = []
-    for s, e in runs:
-        if merged and s - merged[-1][1] < max(1, round(gap_s * rate)):
-            merged[-1] = (merged[-1][0], e)
-        else:
-            merged.append((s, e))
-    return [(s, e) for s, e in merged if e - s >= round(min_on_s * rate)]
+    """The offline rule over the whole array (feedback.processing.contractions)."""
+    return contraction_spans(active, rate, min_on_s, gap_s)
 
 
 def feed(

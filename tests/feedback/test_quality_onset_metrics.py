@@ -126,36 +126,33 @@ def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset()
     """The uncalibrated baseline is learnt from the first `baseline_s` (1 s); here the patient
     contracts after 0.7 s and rests only 1.2 s between contractions. The part of the window
     the contraction reaches into is left out of the rest figures, so the threshold stays at
-    rest level. The contraction in progress when the baseline becomes ready has no onset
-    (nobody saw it start); every later one is found with the scripted VM–VL delay. Before,
-    this window set the threshold at contraction level: fragments and differences of ±200 ms."""
+    rest level, and every contraction is found with the scripted VM–VL delay: the activation's
+    rest level is learnt frame by frame (50 ms), so even the first contraction, 0.7 s in, is
+    judged. Before, this window set the threshold at contraction level: fragments and
+    differences of ±200 ms."""
     s = load_settings(environ={})
     # 26 s: the last contraction (21.7–24.7 s) is counted once its dip has lasted 0.3 s.
     data = synthetic(26.0, vl_delay_ms=30.0, first_rest_s=0.7, relax_s=1.2)
     ticks = run(s, data, [20] * (data.shape[1] // 20))
     contractions = [c for t in ticks for c in t.contractions]
-    # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest). The first one counts
-    # (a session may start mid-contraction) from when it could be judged, with no onset pair.
-    first, *later = contractions
-    assert first.onset_index / RATE == pytest.approx(1.0, abs=0.05)
-    assert first.vm_vl_onset_ms is None
-    starts = [0.7 + 4.2 * k for k in range(1, 6)]
-    assert [c.onset_index / RATE for c in later] == pytest.approx(starts, abs=0.1)
-    for c in later:
+    # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest).
+    starts = [0.7 + 4.2 * k for k in range(6)]
+    assert [c.onset_index / RATE for c in contractions] == pytest.approx(starts, abs=0.1)
+    for c in contractions:
         assert c.duration_s == pytest.approx(3.0, abs=0.25)
         assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
 
 
-@pytest.mark.parametrize(("zeros_s", "starts"), [(0.6, [2, 8, 14, 20]), (1.5, [8, 14, 20])])
+@pytest.mark.parametrize(("zeros_s", "starts"), [(0.6, [2, 8, 14, 20]), (1.5, [2, 8, 14, 20])])
 def test_leads_settling_at_zero_do_not_make_a_zero_threshold(
     zeros_s: float, starts: list[int]
 ) -> None:
     """The amplifier sends exact zeros while its leads settle. Quality flags them flat (and
     holds the flag 0.5 s), and flat samples are no rest: the baseline is learnt from the
     first window that is mostly usable. After 0.6 s of zeros that is the second (1–2 s), in
-    time for the contraction at 2 s; after 1.5 s the first usable rest follows that
-    contraction, which therefore goes unjudged. Before, the zeros made a threshold of 0 that
-    held the channel on for the whole session, without an onset."""
+    time for the contraction at 2 s. After 1.5 s the activation's rest level comes from the
+    first mostly usable 50 ms frame, still in time for it. Before, the zeros made a threshold
+    of 0 that held the channel on for the whole session, without an onset."""
     s = load_settings(environ={})
     data = synthetic(26.0, vl_delay_ms=30.0)
     data[:, : round(zeros_s * RATE)] = 0.0

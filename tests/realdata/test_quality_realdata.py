@@ -26,7 +26,7 @@ DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 def test_no_flag_on_any_clean_fixture(mains_hz: int) -> None:
     settings = load_settings(environ={}, overrides={"quality.mains_hz": mains_hz})
     files = recordings([DATA])
-    assert len(files) == 7
+    assert len(files) == 8  # 7 UCI files + the Santuz walking trial
     for path in files:
         channels, flags = flags_of(load_recording(path), settings)
         raised = {c: int(np.count_nonzero(f)) for c, f in zip(channels, flags, strict=True)}
