@@ -40,8 +40,9 @@ class Header:
     target_channel: str = "VM"
     mvc_mv: dict[str, float] = field(default_factory=dict)
     trigger_fraction: float = 0.8
-    reps_total: int = 0
+    reps_total: int = 0  # 0: free practice (no reps counted)
     sets: int = 1
+    calibrated: bool = True  # False: % MVC rests on a placeholder MVC; no band is shown
 
 
 @dataclass(slots=True)

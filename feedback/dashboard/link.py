@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from config.protocols import available_protocols
+from config.protocols import available_protocols, prescribed_reps
 from feedback.calibration import CalibrationResult
 from feedback.dashboard.controls import (
     Calibrate,
@@ -37,8 +37,9 @@ class DashboardLink:
             target_channel=s.target.channel,
             mvc_mv=dict(s.calibration.mvc_mv),
             trigger_fraction=s.stim_burst.trigger_fraction,
-            reps_total=s.protocol.reps * s.protocol.sets,
+            reps_total=prescribed_reps(s.protocol),
             sets=s.protocol.sets,
+            calibrated=s.calibration.calibrated,
         )
         self.session = session
         self.process = process
@@ -64,7 +65,7 @@ class DashboardLink:
         mvc = ", ".join(f"{c} {v * 1000:.0f} µV" for c, v in result.mvc_mv.items())
         self.note = f"calibration stored, in use: MVC {mvc}"
         good = result.apply(self.session.settings).calibration.mvc_mv
-        self.feed.header = replace(self.feed.header, mvc_mv=dict(good))
+        self.feed.header = replace(self.feed.header, mvc_mv=dict(good), calibrated=True)
 
     async def run_frames(self) -> None:
         """Between blocks, `fps` times a second: snapshot the window and offer it (latest wins).

@@ -1,7 +1,9 @@
 """The patient view: one big bar with the target band, the phase word and a countdown.
 
 Painted by hand (QPainter) so it stays legible across a room: the bar is green inside the band,
-amber below, red above; the band itself is a green frame; the countdown is the largest text.
+amber below, red above; the band itself is a green frame; the countdown is the largest text and
+says what it counts ("rest 3 s"). Plain words only: push, hold, relax. Without a calibration no
+band is drawn (it would rest on a made-up MVC) and the view says so.
 """
 
 from __future__ import annotations
@@ -27,10 +29,31 @@ def phase_word(frame: DashFrame) -> str:
         return "HOLD" if frame.holding else "PUSH"
     return {
         "ready": "GET READY",
-        "rest": "REST",
+        "rest": "RELAX",
         "done": "WELL DONE",
         "calibrating": "CALIBRATION",
     }.get(frame.phase, "")
+
+
+def countdown_parts(frame: DashFrame) -> tuple[str, str]:
+    """What the countdown counts and how long is left: (`rest`, `3 s`), (`time left`, `4 s`),
+    (`starts in`, `2 s`); nothing in free practice, which has no clock to beat."""
+    left = f"{frame.phase_left_s:.0f} s"
+    if frame.phase == "ready":
+        return "starts in", left
+    if frame.phase == "rest":
+        return "rest", left
+    if frame.phase == "work" and frame.header.reps_total:
+        return "time left", left
+    return "", ""
+
+
+def count_text(frame: DashFrame) -> str:
+    h = frame.header
+    if not h.reps_total:
+        return "free practice"
+    sets = f" · set {frame.set_no} of {h.sets}" if h.sets > 1 else ""
+    return f"reps {frame.reps_done} of {h.reps_total}{sets}"
 
 
 class PatientWindow(QWidget):
@@ -62,32 +85,39 @@ class PatientWindow(QWidget):
         p.fillRect(bar, QColor("#2a2f36"))
         low, high = f.band
         band = QRectF(bar.left(), y_of(high), bar.width(), y_of(low) - y_of(high))
-        p.fillRect(band, QColor(46, 157, 68, 70))
+        calibrated = f.header.calibrated
+        if calibrated:
+            p.fillRect(band, QColor(46, 157, 68, 70))
         fill = QRectF(bar.left(), y_of(pct), bar.width(), bar.bottom() - y_of(pct))
-        p.fillRect(fill, bar_colour(pct, f.band))
-        p.setPen(QPen(GREEN, 6))
-        p.drawRect(band)
+        p.fillRect(fill, bar_colour(pct, f.band) if calibrated else AMBER)
+        if calibrated:
+            p.setPen(QPen(GREEN, 6))
+            p.drawRect(band)
         p.setPen(INK)
         text_x = w * 0.5
         p.setFont(QFont("Sans", max(12, int(h * 0.07)), QFont.Weight.Bold))
         p.drawText(
             QRectF(text_x, h * 0.08, w * 0.48, h * 0.12), Qt.AlignmentFlag.AlignLeft, phase_word(f)
         )
-        p.setFont(QFont("Sans", max(16, int(h * 0.16)), QFont.Weight.Bold))
-        p.drawText(
-            QRectF(text_x, h * 0.25, w * 0.48, h * 0.25),
-            Qt.AlignmentFlag.AlignLeft,
-            f"{f.phase_left_s:.0f}",
-        )
+        label, left = countdown_parts(f)
         p.setFont(QFont("Sans", max(10, int(h * 0.045))))
-        total = f.header.reps_total
-        sets = f" · set {f.set_no}/{f.header.sets}" if f.header.sets > 1 else ""
+        p.drawText(QRectF(text_x, h * 0.22, w * 0.48, h * 0.06), Qt.AlignmentFlag.AlignLeft, label)
+        p.setFont(QFont("Sans", max(16, int(h * 0.16)), QFont.Weight.Bold))
+        p.drawText(QRectF(text_x, h * 0.28, w * 0.48, h * 0.22), Qt.AlignmentFlag.AlignLeft, left)
+        p.setFont(QFont("Sans", max(10, int(h * 0.045))))
         p.drawText(
             QRectF(text_x, h * 0.55, w * 0.48, h * 0.1),
             Qt.AlignmentFlag.AlignLeft,
-            f"reps {f.reps_done}/{total}{sets}",
+            count_text(f),
         )
-        if f.phase == "work":
+        if not calibrated:
+            p.setFont(QFont("Sans", max(9, int(h * 0.032))))
+            p.drawText(
+                QRectF(text_x, h * 0.74, w * 0.48, h * 0.18),
+                Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap,
+                "uncalibrated: no target until you are calibrated",
+            )
+        if f.phase == "work" and f.header.reps_total and calibrated:
             hold = QRectF(text_x, h * 0.68, w * 0.4, h * 0.05)
             p.fillRect(hold, QColor("#2a2f36"))
             p.fillRect(

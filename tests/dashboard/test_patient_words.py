@@ -1,0 +1,90 @@
+"""What the patient reads on the Qt patient view: plain words, a countdown that says what it
+counts, and no band drawn against a made-up MVC (offscreen, real widgets)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pytestqt.qtbot import QtBot
+
+from feedback.dashboard.feed import DashFrame, Header
+from feedback.dashboard.patient import (
+    GREEN,
+    PatientWindow,
+    count_text,
+    countdown_parts,
+    phase_word,
+)
+
+JARGON = ("MDF", "onset", "envelope", "RMS", "Hodges", "TKEO", "MVC")
+OUTPUT = Path(__file__).resolve().parents[2] / "tests" / "output"
+
+
+def frame(phase: str, *, reps_total: int = 10, calibrated: bool = True, **kw: Any) -> DashFrame:
+    header = Header(
+        patient="P-0001", channels=("VM",), reps_total=reps_total, calibrated=calibrated
+    )
+    base = DashFrame(
+        header=header, t_end_s=5.0, display_hz=200.0, raw=np.zeros((1, 10), np.float32),
+        envelope=np.zeros((1, 10), np.float32), blanked=np.zeros(10, bool),
+        pct_mvc={"VM": 45.0}, band=(30.0, 60.0), phase=phase, holding=False,
+        hold_progress=0.5, phase_left_s=3.2, session_left_s=60.0, reps_done=2, set_no=1,
+        vm_vl_ratio=None, onset_diff_ms=None, link="up", mqtt="up", gaps=0,
+        protocol_errors=0, stim_state="off", stim_bursts=0, reps=(),
+    )  # fmt: skip
+    return dataclasses.replace(base, **kw)
+
+
+@pytest.mark.parametrize(
+    ("phase", "word", "countdown"),
+    [
+        ("ready", "GET READY", ("starts in", "3 s")),
+        ("work", "PUSH", ("time left", "3 s")),
+        ("rest", "RELAX", ("rest", "3 s")),
+        ("done", "WELL DONE", ("", "")),
+    ],
+)
+def test_plain_words_and_a_countdown_that_says_what_it_counts(
+    phase: str, word: str, countdown: tuple[str, str]
+) -> None:
+    f = frame(phase)
+    assert phase_word(f) == word
+    assert countdown_parts(f) == countdown
+    assert count_text(f) == "reps 2 of 10"
+    shown = " ".join([phase_word(f), *countdown_parts(f), count_text(f)])
+    assert not any(j.lower() in shown.lower() for j in JARGON)
+
+
+def test_free_practice_has_no_clock_and_no_reps() -> None:
+    f = frame("work", reps_total=0)
+    assert countdown_parts(f) == ("", "")
+    assert count_text(f) == "free practice"
+
+
+def band_edge(view: PatientWindow) -> Any:
+    """A pixel on the green frame drawn round the band (30–60 %), at the bar's middle."""
+    img = view.grab().toImage()
+    h = view.height()
+    bar_bottom, bar_height = h * 0.92, h * 0.84
+    y = bar_bottom - bar_height * 0.60
+    return img.pixelColor(int(view.width() * 0.27), int(y))
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_the_band_is_drawn_only_with_a_calibration(qtbot: QtBot, calibrated: bool) -> None:
+    view = PatientWindow()
+    qtbot.addWidget(view)
+    view.resize(480, 640)
+    view.show()
+    view.show_frame(frame("work", calibrated=calibrated, pct_mvc={"VM": 10.0}))
+    OUTPUT.mkdir(exist_ok=True)
+    view.grab().save(str(OUTPUT / f"patient-{'calibrated' if calibrated else 'uncalibrated'}.png"))
+    assert (band_edge(view) == GREEN) is calibrated
