@@ -107,11 +107,11 @@ def countdown(view: ViewState) -> str:
     return ""
 
 
-def count_line(view: ViewState) -> str:
-    if view.reps_done is None or view.free:
-        n = view.contractions
-        return f"{n} contraction{'s' if n != 1 else ''} so far"
-    return f"reps {view.reps_done} of {view.reps_total} held"
+def reps_text(view: ViewState) -> str:
+    """`2 of 10 held`, or `—` when no reps are counted (free practice): never a made-up 0."""
+    if view.reps_done is None:
+        return "—"
+    return f"{view.reps_done} of {view.reps_total} held"
 
 
 def level_cell(view: ViewState) -> Text:
@@ -133,6 +133,8 @@ def contraction_line(c: Contraction) -> str:
     parts = [f"lasted {c.duration_s:.1f} s", level]
     if c.calibrated and c.longest_hold_s is not None:
         parts.append(f"held in the band {c.longest_hold_s:.1f} s")
+    if c.vm_vl_ratio is not None:  # VM:VL, in words: inner against outer thigh muscle
+        parts.append(f"inner/outer thigh {c.vm_vl_ratio:.2f}")
     return ", ".join(parts)
 
 
@@ -153,7 +155,8 @@ def render(view: ViewState) -> Panel:
         table.add_row("target", f"{low:.0f}–{high:.0f} % MVC")
     else:
         table.add_row("target", "after a calibration (the target band needs your maximum)")
-    table.add_row("count", count_line(view))
+    table.add_row("reps", reps_text(view))
+    table.add_row("contractions", f"{view.contractions}")
     if (c := view.last_contraction) is not None:
         table.add_row("last", contraction_line(c))
     for ch, reasons in view.problems.items():
