@@ -32,13 +32,6 @@ def contraction_metrics(c: Contraction) -> dict[str, Any]:
     return out
 
 
-def describe_level(value: float | None, calibrated: bool) -> str:
-    """A level as a screen shows it: `52 % MVC`, or `0.083 mV (uncalibrated)`."""
-    if value is None:
-        return "—"
-    return f"{value:.0f} % MVC" if calibrated else f"{value:.3f} mV (uncalibrated)"
-
-
 def summary_for_contract_v1(summary: dict[str, Any]) -> dict[str, Any]:
     """The session summary as the v1 `session_end` message must carry it: its schema requires
     an integer `reps`, so a session without reps sends 0 with `reps_counted: false` (the

@@ -259,7 +259,9 @@ class Pipeline:
             sw = self._switch
             assert sw is not None
             self._band_changes = [BandRaised(sw.low_pct, sw.high_pct, switch_at, 0)]
-        if self.settings.target.mode == "band":
+        # Without a calibration a % MVC band would rest on a made-up MVC: a rep is then a
+        # sustained activation (as in the onset mode), and no zone is cued (CueRules).
+        if self.settings.target.mode == "band" and self.counter.calibrated:
             zone = self._detect(processed.pct_mvc[ti], block.first_index)
         else:
             zone = np.where(onsets.active[ti], Zone.IN_BAND, Zone.BELOW).astype(np.int8)
