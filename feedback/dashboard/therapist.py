@@ -216,14 +216,17 @@ class TherapistWindow(QMainWindow):
         h = f.header
         self.title.setText(f"{h.patient} · {h.protocol} · t = {f.t_end_s:.1f} s")
         lab = self.labels
-        lab["% MVC"].setText("  ".join(f"{k} {v:.0f}" for k, v in f.pct_mvc.items()))
+        pct = "  ".join(f"{k} {v:.0f}" for k, v in f.pct_mvc.items())
+        lab["% MVC"].setText(pct if h.calibrated else f"{pct} (uncalibrated)")
         lab["VM:VL"].setText("–" if f.vm_vl_ratio is None else f"{f.vm_vl_ratio:.2f}")
         onset = f.onset_diff_ms
         lab["onset VL−VM"].setText("–" if onset is None else f"{onset:+.0f} ms")
         hold = f" hold {f.hold_progress * 100:.0f} %" if f.phase == "work" else ""
         lab["phase"].setText(f"{f.phase} {f.phase_left_s:.1f} s{hold}")
-        lab["reps"].setText(f"{f.reps_done}/{h.reps_total} (set {f.set_no}/{h.sets})")
-        lab["band"].setText(f"{f.band[0]:.0f}–{f.band[1]:.0f} % MVC")
+        reps = f"{f.reps_done}/{h.reps_total} (set {f.set_no}/{h.sets})"
+        lab["reps"].setText(reps if h.reps_total else "— (free practice)")
+        band = f"{f.band[0]:.0f}–{f.band[1]:.0f} % MVC"
+        lab["band"].setText(band if h.calibrated else "— (uncalibrated: needs a calibration)")
         lab["link"].setText(f.link)
         lab["quality"].setText(f"gaps {f.gaps}, protocol errors {f.protocol_errors}")
         lab["MQTT"].setText(f.mqtt)

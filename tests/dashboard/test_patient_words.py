@@ -88,3 +88,21 @@ def test_the_band_is_drawn_only_with_a_calibration(qtbot: QtBot, calibrated: boo
     OUTPUT.mkdir(exist_ok=True)
     view.grab().save(str(OUTPUT / f"patient-{'calibrated' if calibrated else 'uncalibrated'}.png"))
     assert (band_edge(view) == GREEN) is calibrated
+
+
+@pytest.mark.parametrize(("calibrated", "reps_total"), [(True, 10), (False, 0)])
+def test_the_therapist_view_says_uncalibrated_and_shows_a_dash_for_reps_not_counted(
+    qtbot: QtBot, calibrated: bool, reps_total: int
+) -> None:
+    from feedback.dashboard.therapist import TherapistWindow
+
+    win = TherapistWindow()
+    qtbot.addWidget(win)
+    win.show_frame(frame("work", calibrated=calibrated, reps_total=reps_total))
+    reps, band = win.labels["reps"].text(), win.labels["band"].text()
+    pct = win.labels["% MVC"].text()
+    if calibrated:
+        assert reps.startswith("2/10") and band == "30–60 % MVC" and "uncalibrated" not in pct
+    else:
+        assert reps.startswith("—") and "0/0" not in reps
+        assert "uncalibrated" in band and "uncalibrated" in pct
