@@ -18,10 +18,12 @@ PUBLISHED_SECTIONS: dict[str, frozenset[str]] = {
     "device": frozenset({"spec"}),  # a spec may hold a path; the device block says the kind
     "processing": frozenset(),
     "onset": frozenset(),
+    "activation": frozenset(),
     "quality": frozenset(),
     "calibration": frozenset({"profile_dir"}),
     "target": frozenset(),
     "protocol": frozenset(),
+    "contractions": frozenset(),  # what counts as one contraction (min_on_s, merge_gap_s)
     "stimulation": frozenset(),
     "stim_burst": frozenset(),
 }

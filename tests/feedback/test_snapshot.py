@@ -25,7 +25,9 @@ def test_published_settings_leave_out_paths_account_and_tls() -> None:
     text = json.dumps(published_settings(s))
     for hidden in ("jane", "acct-x", "pw-secret", "tls", "outbox", "profile_dir", "rec.txt"):
         assert hidden not in text, hidden
-    assert set(published_settings(s)) >= {"processing", "calibration", "target", "protocol"}
+    published = set(published_settings(s))
+    assert published >= {"processing", "calibration", "target", "protocol", "contractions"}
+    assert published_settings(s)["calibration"]["source"] == "configured"  # is the MVC real?
     local = local_settings(s)
     assert local["mqtt"]["tls_ca"] == "/home/jane/ca.pem"
     assert "password" not in local["mqtt"] and "pw-secret" not in json.dumps(local)
