@@ -325,8 +325,11 @@ def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
 
 def _last_true(mask: np.ndarray, first: int, carried: np.ndarray) -> np.ndarray:
     """Per row: the absolute index of the last True in `mask` (rows, n), else `carried`."""
-    if not mask.shape[1]:
+    n = mask.shape[1]
+    if not n or not mask.any():
         return carried
+    if mask[:, -1].all():  # the usual block, all quiet: its last sample
+        return np.full(carried.shape, first + n - 1, dtype=carried.dtype)
     has = mask.any(axis=1)
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
     return np.where(has, first + last, carried)
@@ -376,6 +379,7 @@ class ActivationDetector:
         self._quiet_hb = np.full(c, -1, dtype=np.int64)  # last sample below Hodges-Bui's level
         self._settle = 0
         self._restart = False
+        self._set_levels()
         if calibration is not None:
             self.use_calibration(calibration)
 
@@ -406,6 +410,11 @@ class ActivationDetector:
         span = self.reference - rest
         on = np.maximum(s.on_rest_ratio * rest, rest + s.on_fraction * span)
         off = np.maximum(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+        # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
+        known = span > 0
+        self._rest_col = np.where(known, rest, 0.0)[:, None]
+        self._scale_col = np.where(known, 100.0 / np.where(known, span, 1.0), 0.0)[:, None]
+        self._rest_now, self._reference_now = rest, rest + span
         # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
         self.on_level = np.where(np.isnan(on), np.inf, on)
         self.off_level = np.where(np.isnan(off), np.inf, off)
@@ -449,11 +458,7 @@ class ActivationDetector:
                 seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
             )
             active[:, pos:end] = state
-            rest = np.maximum(self.rest, self._floor)[:, None]
-            span = self.reference[:, None] - rest
-            with np.errstate(invalid="ignore", divide="ignore"):
-                pct = np.where(span > 0, 100.0 * (seg - rest) / span, 0.0)
-            level[:, pos:end] = np.nan_to_num(np.maximum(pct, 0.0))
+            np.maximum((seg - self._rest_col) * self._scale_col, 0.0, out=level[:, pos:end])
             hb = None if above is None else above[:, pos:end]
             events += self._edges(first_index + pos, seg, hb, before, state)
             self._learn(seg, None if usable is None else usable[:, pos:end])
@@ -463,8 +468,8 @@ class ActivationDetector:
             tuple(events),
             bool(np.isfinite(self.on_level).all()),
             above,
-            rest_mv=np.maximum(self.rest, self._floor),
-            reference_mv=self.reference,
+            rest_mv=self._rest_now,
+            reference_mv=self._reference_now,
             on_mv=self.on_level.copy(),
             off_mv=self.off_level.copy(),
             calibrated=self.calibrated.copy(),
@@ -503,7 +508,7 @@ class ActivationDetector:
         return events
 
     def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
-        if usable is None:
+        if usable is None or usable.all():
             self._sum += seg.sum(axis=1)
             self._count += seg.shape[1]
         else:

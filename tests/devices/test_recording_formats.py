@@ -511,6 +511,6 @@ def test_fixture_checksums_match_the_readme() -> None:
         )
     )
     on_disk = {p.name for p in DATA.glob("*.gz")}
-    assert set(listed) == on_disk and len(on_disk) == 8
+    assert set(listed) == on_disk and len(on_disk) == 9
     for name, sha in listed.items():
         assert hashlib.sha256(gzip.decompress((DATA / name).read_bytes())).hexdigest() == sha, name
