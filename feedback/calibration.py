@@ -70,6 +70,7 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
     method: str = "guided"  # "guided" (--calibrate, the dashboard) or "recording"
     reference: str = ""  # the recording's file name, for method "recording"
+    left_out: list[str] = field(default_factory=list)  # channels not calibrated, and why
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

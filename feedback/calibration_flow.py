@@ -118,6 +118,8 @@ async def calibrated_settings(
     if result is not None:
         for warning in result.warnings:
             console.print(f"[yellow]calibration: {warning}[/]")
+        for note in result.left_out:
+            console.print(f"calibration: left out (no maximal effort in the recording): {note}")
         mvc = describe_mvc(result.mvc_mv)
         origin = f" from {result.reference}" if result.reference else ""
         if not result.warnings or accept_failed:

@@ -7,8 +7,12 @@ channel and over the whole recording (after the filters' settling time):
 - MVC = the peak of the envelope's `mvc_window_ms` moving average (as the guided calibration);
 - rest = mean and SD of the envelope over its quietest REST_WINDOW_S (the lowest moving
   average): a reference trial has no announced rest step, but it has pauses.
-The result passes the guided calibration's quality check (feedback.calibration) and is stored in
-the patient profile in the same form, so a later session uses it exactly as a guided one.
+Each channel passes the guided calibration's quality check (feedback.calibration). A reference
+recording often holds muscles that made no maximal effort (the hamstrings in a knee extension
+trial): those channels are left out, with the reason, and the calibration is refused only when
+the trained muscle (`[target] channel`) fails the check or is not in the recording. The result
+is stored in the patient profile in the same form as a guided one, so a later session uses it
+exactly as it would use a guided one.
 """
 
 from __future__ import annotations
@@ -66,7 +70,15 @@ def from_envelope(
     quiet = moving_mean(env, rest_w).argmin(axis=1)
     rest = np.array([env[i, q : q + rest_w].mean() for i, q in enumerate(quiet)])
     sd = np.array([env[i, q : q + rest_w].std() for i, q in enumerate(quiet)])
-    chans = list(channels)
+    warnings = quality_warnings(channels, rest, sd, mvc)
+    failed = {ch for ch in channels if any(w.startswith(f"{ch}: ") for w in warnings)}
+    target = trained_channel(settings, channels)
+    refused = [w for w in warnings if w.startswith(f"{target}: ")] if target else []
+    if target is None:
+        refused = [f"{settings.target.channel}: not in the recording ({', '.join(channels)})"]
+    keep = [i for i, ch in enumerate(channels) if ch not in failed or ch == target]
+    chans = [channels[i] for i in keep]
+    rest, sd, mvc = rest[keep], sd[keep], mvc[keep]
     return CalibrationResult(
         patient=settings.session.patient,
         side=settings.session.side,
@@ -79,10 +91,21 @@ def from_envelope(
         trial_peaks_mv={ch: [float(mvc[i])] for i, ch in enumerate(chans)},
         processing=settings.processing.model_dump(mode="json"),
         group_delay_ms=group_delay_ms,
-        warnings=quality_warnings(channels, rest, sd, mvc),
+        warnings=refused,
         method="recording",
         reference=reference,
+        left_out=[w for w in warnings if w not in refused],
     )
+
+
+def trained_channel(settings: Settings, channels: tuple[str, ...]) -> str | None:
+    """The recording's channel for the trained muscle (`VM`, or `VM_R` on a bilateral one)."""
+    from feedback.pipeline import resolve_target
+
+    try:
+        return resolve_target(settings.target.channel, settings.session.side, channels)
+    except ValueError:
+        return None
 
 
 async def calibrate_from(path_or_spec: str, settings: Settings) -> CalibrationResult:
