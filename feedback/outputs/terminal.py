@@ -162,9 +162,10 @@ def render(view: ViewState) -> Panel:
     for ch, reasons in view.problems.items():
         note = "  (feedback paused)" if ch == view.target_channel else ""
         table.add_row(ch, Text(f"check the electrode: {', '.join(reasons)}{note}", style="yellow"))
+    waiting = f", {view.mqtt_backlog} messages waiting" if view.mqtt_backlog else ""
     table.add_row(
         "station",
-        Text(f"sensor {view.link}, clinic link {view.mqtt}", style="dim"),
+        Text(f"sensor {view.link}, clinic link {view.mqtt}{waiting}", style="dim"),
     )
     title = f"vm-feedback · {view.patient} · {view.protocol}"
     return Panel(Group(table), title=title)

@@ -14,6 +14,7 @@ from feedback.processing.activation import Zone
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
 from feedback.processing.contractions import contraction_spans
 from feedback.processing.metrics import Contraction
+from feedback.processing.offline_count import OfflineCount, OfflineCounter
 
 RATE = 100.0
 CHANNELS = ("VM", "VL")
@@ -157,3 +158,28 @@ def test_a_gap_drops_the_open_contraction() -> None:
     assert counter.process(CounterInput(0, on, env, env, env)) == []
     counter.gap()
     assert counter.finish() == []
+
+
+def offline(env: np.ndarray, sizes: list[int], rate: float = 1000.0) -> OfflineCount:
+    oc = OfflineCounter(rate, 0, min_on_s=0.5, merge_gap_s=0.3)
+    pos = 0
+    for n in sizes:
+        oc.add(pos, env[None, pos : pos + n])
+        pos += n
+    return oc.result()
+
+
+def test_the_offline_pass_counts_efforts_whatever_the_blocks_and_none_in_a_flat_record() -> None:
+    rng = np.random.default_rng(2)
+    rate = 1000.0
+    env = 0.005 + np.abs(rng.normal(0, 0.001, 20_000))
+    for start in (2.0, 7.0, 12.0):  # three 2 s efforts
+        env[round(start * rate) : round((start + 2) * rate)] += 0.1
+    env[16_000:16_200] += 0.1  # a 0.2 s blip: not a contraction
+    whole = offline(env, [env.shape[0]])
+    split = offline(env, [37] * (env.shape[0] // 37) + [env.shape[0] % 37])
+    assert whole.count == split.count == 3
+    assert whole.spans_s == split.spans_s
+    assert whole.spans_s[0] == pytest.approx((2.0, 4.0), abs=0.03)
+    flat = offline(0.005 + np.abs(rng.normal(0, 0.001, 20_000)), [20_000])
+    assert flat.count == 0
