@@ -251,7 +251,7 @@ def test_generic_tsv_without_time_needs_rate(tmp_path: Path) -> None:
     f = tmp_path / "vm.tsv"
     f.write_text("VM\tVL\n0.5\t-0.25\n1\t2\n1e-3\t-4E-3\n")
     err = raises_at(f, 1, "no time column", "rate_hz")
-    assert "time, t, time_s, timestamp" in err.reason
+    assert "time, t, time_s, t_s, timestamp" in err.reason and "?rate=HZ" in err.reason
     rec = load_recording(f, rate_hz=1500)
     assert rec.rate_hz == 1500 and rec.t0_s == 0.0
     np.testing.assert_array_equal(
@@ -514,3 +514,96 @@ def test_fixture_checksums_match_the_readme() -> None:
     assert set(listed) == on_disk and len(on_disk) == 8
     for name, sha in listed.items():
         assert hashlib.sha256(gzip.decompress((DATA / name).read_bytes())).hexdigest() == sha, name
+
+
+# ------------------------------------------------------------------------------- hostile files
+# Issue 11, defect 7: each of these crashed with a traceback or ate the memory before.
+
+
+def test_overlong_line_is_a_typed_error_naming_it(tmp_path: Path) -> None:
+    f = tmp_path / "long.csv"
+    f.write_text("time,VM\n0.000,1\n0.001," + "9" * (200 * 1024) + "\n0.002,3\n")
+    raises_at(f, 3, "longer than 128 KiB")
+    g = tmp_path / "noline.csv"  # no newline at all
+    g.write_bytes(b"time,VM," + b"7," * 100_000)
+    raises_at(g, 1, "longer than 128 KiB")
+
+
+def gzip_members(member: bytes, copies: int) -> bytes:
+    """A gzip file of `copies` identical members: a bomb made in a blink."""
+    return gzip.compress(member, compresslevel=9) * copies
+
+
+def test_gzip_bomb_without_newlines_stops_at_the_line_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip_members(b"\x30" * (100 << 20), 100))  # 10 GB of '0' from ~10 MB
+    assert bomb.stat().st_size < 12 << 20
+    raises_at(bomb, 1, "longer than 128 KiB")
+
+
+def test_gzip_bomb_of_valid_rows_stops_at_the_ratio_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "rows.csv.gz"
+    row = b"0,0,0,0,0,0,0,0\n"
+    bomb.write_bytes(gzip.compress(b"A,B,C,D,E,F,G,H\n") + gzip_members(row * (6 << 20), 100))
+    with pytest.raises(RecordingFormatError, match="decompression bomb") as info:
+        load_recording(bomb, rate_hz=1000)
+    assert info.value.path == str(bomb)
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        ("1e308", ("'1e308'", "out of range")),  # finite in float64, inf in float32 mV
+        ("-3e38", ("'-3e38'", "out of range")),
+        ("1e7", ("'1e7'", "out of range")),  # squares (the envelope) beyond float32
+        ("nan", ("'nan'", "not a finite")),
+        ("inf", ("'inf'", "not a finite")),
+        ("-Infinity", ("'-Infinity'", "not a finite")),
+        ("1e999", ("'1e999'", "not a finite")),
+    ],
+)
+def test_non_finite_or_overflowing_values_name_the_line(
+    tmp_path: Path, cell: str, words: tuple[str, ...]
+) -> None:
+    f = tmp_path / "huge.csv"
+    f.write_text(f"time,VM,VL\n0.000,1,2\n0.001,0.5,{cell}\n0.002,3,4\n")
+    raises_at(f, 3, *words)
+
+
+def test_microvolt_values_within_range_are_fine_after_scaling(tmp_path: Path) -> None:
+    f = tmp_path / "uv.csv"
+    f.write_text("time,VM\n0.000,5e8\n0.001,-5e8\n")  # 5e8 µV = 5e5 mV: extreme but finite
+    assert load_recording(f, units="uV").data.tolist() == [[5e5, -5e5]]
+
+
+def test_errors_past_the_first_chunk_name_their_line(tmp_path: Path) -> None:
+    """The file is read in batches: line numbers and time checks carry across batches."""
+    rows = [f"{i / 1000:.3f},{i % 5}" for i in range(150_000)]
+    jump, repeat, bad = list(rows), list(rows), list(rows)
+    del jump[100_000]  # a lost sample, far past the rows that set the rate
+    repeat[120_000] = repeat[119_999]
+    bad[140_000] = "140.000,x"
+    for body, line, words in [
+        (jump, 100_002, ("time step breaks", "99.999 -> 100.001")),
+        (repeat, 120_002, ("backwards or repeats",)),
+        (bad, 140_002, ("VM value 'x' is not a number",)),
+    ]:
+        f = tmp_path / "late.csv"
+        f.write_text("time,VM\n" + "\n".join(body) + "\n")
+        raises_at(f, line, *words)
+    f.write_text("time,VM\n" + "\n".join(rows) + "\n")
+    rec = load_recording(f)
+    assert rec.n_samples == 150_000 and rec.rate_hz == 1000.0
+    np.testing.assert_array_equal(rec.data[0], np.arange(150_000) % 5)
+
+
+def test_open_recording_streams_chunks_and_reports_trailing_warnings(tmp_path: Path) -> None:
+    from devices.recording_formats import open_recording
+
+    f = tmp_path / "s.csv"
+    f.write_text("t_s,VM\n" + "\n".join(f"{i / 2000:.4f},{i}" for i in range(100_000)) + "\n\n\n")
+    with open_recording(f) as stream:
+        assert stream.rate_hz == 2000.0 and stream.channels == ("VM",)
+        sizes = [c.shape[1] for c in stream]
+    assert len(sizes) > 5 and sum(sizes) == 100_000 and max(sizes) <= 8192
+    assert "dropped 2 trailing empty row(s)" in stream.warnings

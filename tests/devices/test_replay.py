@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,3 +102,113 @@ async def test_position_survives_a_second_blocks_call() -> None:
         rest = [b async for b in device.blocks()]
     assert rest[0].first_index == first[-1].end_index
     assert sum(b.n_samples for b in first + rest) == 8147
+
+
+# -- issue 11, defect 7: the station's own records, streaming, hostile files --------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def own_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real session replaying 4Nsen and recording it as EDF+ and CSV (`--record` stem)."""
+    tmp = tmp_path_factory.mktemp("own")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_feedback.py"),
+            "--headless",
+            "--db",
+            str(tmp / "s.db"),
+            "--device",
+            f"replay:{DATA / '4Nsen.txt.gz'}?speed=max&channels=VM=VM,BF=BF",
+            "--record",
+            str(tmp / "rec"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "rec"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".edf"])
+async def test_own_record_replays_the_same_samples(own_record: Path, suffix: str) -> None:
+    """record → replay → the samples that were recorded (to the file's resolution)."""
+    source = load_recording(DATA / "4Nsen.txt.gz")
+    want = np.stack([source.data[source.channels.index(c)] for c in ("VM", "BF")])
+    blocks, device = await collect(f"replay:{own_record.with_suffix(suffix)}?speed=max")
+    assert device.info.channels == ("VM", "BF")  # raw EMG only: not envelopes, flags, zone
+    assert device.info.rate_hz == 1000.0
+    got = np.concatenate([b.data for b in blocks], axis=1)
+    assert got.shape == want.shape  # the EDF's padded last record is cut at "recording ends"
+    atol = 1e-6 if suffix == ".csv" else 2 * 16.384 / 65535
+    np.testing.assert_allclose(got, want, atol=atol, rtol=1e-5)
+    if suffix == ".edf":
+        assert any(n.startswith("not replayed") and "VM env" in n for n in device.stats.notes)
+
+
+def test_csv_without_time_column_takes_rate_from_the_spec(tmp_path: Path) -> None:
+    path = tmp_path / "counts.csv"
+    path.write_text("VM,VL\n" + "0.1,0.2\n" * 50)
+    with pytest.raises(DeviceError, match=r"\?rate=HZ"):
+        open_device(f"replay:{path}", SETTINGS)  # the hint names the spec's own option...
+    device = open_device(f"replay:{path}?rate=500", SETTINGS)  # ...which is then accepted
+    assert device.info.rate_hz == 500.0
+    for bad in ("abc", "0", "nan", "1e9"):
+        with pytest.raises(DeviceError, match="rate must be"):
+            open_device(f"replay:{path}?rate={bad}", SETTINGS)
+
+
+async def test_error_deep_in_a_long_file_ends_the_replay_naming_the_line(tmp_path: Path) -> None:
+    """Past the first chunk, a broken row is found while playing: a DeviceError, not a crash,
+    after every good sample before it was handed out."""
+    path = tmp_path / "long.csv"
+    n = 200_000
+    values = [f"{i / 1000:.3f},{(i % 7) / 10}" for i in range(n)]
+    values[150_000] = "150.000,1e308"
+    path.write_text("time,VM\n" + "\n".join(values) + "\n")
+    device = open_device(f"replay:{path}?speed=max", SETTINGS)
+    got = 0
+    with pytest.raises(DeviceError, match=r"line 150002: VM value '1e308' is out of range"):
+        async with device:
+            async for b in device.blocks():
+                got += b.n_samples
+    assert 65_536 <= got <= 150_000
+
+
+def test_replay_reads_in_chunks_with_bounded_memory(tmp_path: Path) -> None:
+    """A 40 MB CSV replays in a child process whose peak RSS grows by far less than the file
+    (the old reader held the text, the rows and the array: several times the file). The 2 GB
+    measurement is bench/bench_replay_memory.py."""
+    path = tmp_path / "big.csv"
+    rng = np.random.default_rng(0)
+    with path.open("w") as f:
+        f.write("time,VM,VL\n")
+        for k in range(30):
+            t = (np.arange(k * 50_000, (k + 1) * 50_000) / 2000.0)[:, None]
+            block = np.hstack([t, rng.normal(0, 0.05, (50_000, 2))])
+            np.savetxt(f, block, fmt=["%.4f", "%.6f", "%.6f"], delimiter=",")
+    size_mb = path.stat().st_size / 1e6
+    assert size_mb > 40
+    script = f"""
+import asyncio, resource
+from devices.replay import ReplayDevice
+async def main():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n = 0
+    async with ReplayDevice({str(path)!r}, realtime=False, block_ms=500) as d:
+        async for b in d.blocks():
+            n += b.n_samples
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(n, (after - before) / 1024)
+asyncio.run(main())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.split()
+    assert int(out[0]) == 1_500_000
+    assert float(out[1]) < 0.5 * size_mb, f"peak RSS grew {out[1]} MB on a {size_mb:.0f} MB file"
