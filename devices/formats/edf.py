@@ -61,6 +61,11 @@ def open_edf(p: Path, gzipped: bool, rate_hz: float | None, units: str | None) -
     except OSError as exc:
         cleanup()
         reason = str(exc).replace(src, "").strip(" :") or "unreadable"
+        if "Filesize" in reason or "Number of Datarecords" in reason:
+            reason += (
+                "; if it was cut short or left by a crashed recorder, "
+                f"python -m feedback.outputs.repair {p} fixes its header"
+            )
         raise RecordingFormatError(p, f"not a readable EDF/BDF file: {reason}") from None
     try:
         return _stream(p, reader, warnings, rate_hz, units, cleanup)

@@ -151,6 +151,35 @@ async def test_own_record_replays_the_same_samples(own_record: Path, suffix: str
         assert any(n.startswith("not replayed") and "VM env" in n for n in device.stats.notes)
 
 
+async def test_own_edf_cut_mid_record_is_refused_then_repaired(
+    own_record: Path, tmp_path: Path
+) -> None:
+    """A record cut short (a copy that stopped, a full disk): a typed error that says how to
+    repair it; after `repair`, its whole records replay."""
+    from feedback.outputs.repair import repair
+
+    data = own_record.with_suffix(".edf").read_bytes()
+    cut = tmp_path / "cut.edf"
+    cut.write_bytes(data[: len(data) - 1000])  # into the last (padded) record
+    with pytest.raises(
+        DeviceError, match=r"cut\.edf: not a readable EDF.*feedback\.outputs\.repair"
+    ):
+        open_device(f"replay:{cut}?speed=max", SETTINGS)
+    assert "record count set to 15 (was 16)" in repair(cut)
+    blocks, device = await collect(f"replay:{cut}?speed=max")
+    assert sum(b.n_samples for b in blocks) == 15 * 1000  # 15 whole 1 s records of 16
+    assert device.info.channels == ("VM", "BF")
+
+
+def test_corrupt_edf_header_is_a_typed_error(own_record: Path, tmp_path: Path) -> None:
+    data = bytearray(own_record.with_suffix(".edf").read_bytes())
+    data[236:244] = b"lots    "  # the record count
+    bad = tmp_path / "bad.edf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DeviceError, match=r"bad\.edf: not a readable EDF/BDF file"):
+        open_device(f"replay:{bad}", SETTINGS)
+
+
 def test_csv_without_time_column_takes_rate_from_the_spec(tmp_path: Path) -> None:
     path = tmp_path / "counts.csv"
     path.write_text("VM,VL\n" + "0.1,0.2\n" * 50)

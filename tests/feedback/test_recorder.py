@@ -14,6 +14,7 @@ import pyedflib
 import pytest
 
 from devices.recording_formats import load_recording
+from feedback.outputs.repair import inspect
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "fixtures" / "data"
@@ -146,6 +147,12 @@ def test_kill_9_mid_session_leaves_an_edf_and_csvs_that_open(tmp_path: Path) -> 
         assert reader.getPatientCode() == "P-0001"
         onsets, _, texts = reader.readAnnotations()
     assert records == header_count(edf)
+    # What EDFbrowser checks: the file holds exactly the records the header counts. (A kill
+    # between a record's write and the count's update leaves one more whole record, which
+    # readers accept and `repair` counts in.)
+    layout = inspect(edf)
+    assert layout.count_in_header == records
+    assert layout.whole_records in (records, records + 1)
     assert {"cue", "onset"} <= {t.split()[0] for t in texts}
     with (tmp_path / "rec.events.csv").open(newline="") as f:
         raw = f.read()
