@@ -12,6 +12,7 @@ source is absent are left out with a note, so `channels=VM=VM,VL=VL` works on fi
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from devices.base import (
 )
 from devices.formats import RecordingFormatError, RecordingStream, open_recording
 
+log = logging.getLogger(__name__)
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,31}$")
 
 
@@ -74,8 +76,10 @@ def map_channels(
 class ReplayDevice:
     """A recorded file as a sample source, read in chunks as it plays (memory stays bounded
     whatever the file's size); the read position survives repeated `blocks()` calls, so a
-    calibration flow and the session that follows share one continuous timeline. A file that
-    turns out broken further in ends the replay with a `DeviceError` naming the line."""
+    calibration flow and the session that follows share one continuous timeline. A file broken
+    at its start is refused with a `DeviceError`; one broken further in plays every sample
+    before the bad line, then ends as at its end, the error logged, counted
+    (`stats.protocol_errors`) and kept in `stopped_by` and the notes."""
 
     def __init__(
         self,
@@ -109,6 +113,7 @@ class ReplayDevice:
         self._buffer = np.zeros((len(rec.channels), 0), dtype=np.float32)
         self._at = 0  # read position inside _buffer
         self._ended = False
+        self.stopped_by: RecordingFormatError | None = None  # a broken line ended the replay
         self._emitted = 0  # samples handed out: the device's own counter, never rewinds
         self._fill()  # the first chunk now: a file broken at its start fails on opening
 
@@ -127,8 +132,16 @@ class ReplayDevice:
             try:
                 chunk = next(self._chunks, None)
             except RecordingFormatError as exc:
-                self._ended = True
-                raise DeviceError(f"replay: {exc}") from exc
+                if not self._emitted and not self._buffer.shape[1]:
+                    raise DeviceError(f"replay: {exc}") from exc  # on opening: refuse the file
+                # Mid-session: every good sample before the bad line has been read; end the
+                # stream here as at the end of the file, so the session ends cleanly (records
+                # closed, report written) and says why.
+                self.stopped_by = exc
+                self.stats.protocol_errors += 1
+                self.stats.notes.append(f"replay stopped early: {exc}")
+                log.error("replay stopped early: %s", exc)
+                chunk = None
             finally:
                 self._note_new_warnings()
             if chunk is None:

@@ -76,28 +76,62 @@ def read_header(p: Path, lines: Iterable[tuple[int, str]]) -> _Header:
     return _Header(h, delim, header, trailing_delim, itertools.chain(look, it))
 
 
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass
+class _Batch:
+    line_nos: list[int]
+    chunk: Chunk
+    t: Floats | None
+    lines: list[str]
+
+
 class _Rows:
     """The data rows in batches of floats. A batch of plain rows is parsed by numpy's C reader;
     anything unusual in it (quotes, blanks, a bad or out-of-range cell, a short row) sends that
     batch through the line-by-line path, which says exactly what and where."""
 
     def __init__(
-        self, p: Path, head: _Header, warnings: list[str], fits: Callable[[Floats], bool]
+        self,
+        p: Path,
+        head: _Header,
+        warnings: list[str],
+        fits: Callable[[Floats], bool],
+        convert: Callable[[list[int], Floats, list[str]], _Batch],
     ) -> None:
-        self.p, self.head, self.warnings, self.fits = p, head, warnings, fits
+        self.p, self.head, self.warnings, self.fits, self.convert = p, head, warnings, fits, convert
         self.ncol = len(head.names)
         self.gap: int | None = None  # first blank row; fine at the end, an error inside the data
         self.hint: str | None = None
 
-    def __iter__(self) -> Iterator[tuple[list[int], Floats, list[str]]]:
+    def __iter__(self) -> Iterator[_Batch]:
         last = self.head.line
         while batch := list(itertools.islice(self.head.rest, BATCH_ROWS)):
             last = batch[-1][0]
-            parsed = self._fast(batch) or self._slow(batch)
+            gap = self.gap
+            try:
+                parsed = self._parse(batch)
+            except RecordingFormatError as exc:
+                # Hand out the good rows before the bad one, then stop: nothing readable is lost.
+                good = [row for row in batch if exc.line is not None and row[0] < exc.line]
+                if good:
+                    self.gap = gap
+                    try:
+                        parsed = self._parse(good)
+                    except RecordingFormatError:
+                        raise exc from None
+                    if parsed is not None:
+                        yield parsed
+                raise exc from None
             if parsed is not None:
                 yield parsed
         if self.gap is not None:
             self.warnings.append(f"dropped {last - self.gap + 1} trailing empty row(s)")
+
+    def _parse(self, batch: list[tuple[int, str]]) -> _Batch | None:
+        parsed = self._fast(batch) or self._slow(batch)
+        return None if parsed is None else self.convert(*parsed)
 
     def cells(self, line: str) -> list[str]:
         # csv.reader only where quotes appear: it is slower, and a stray quote would let it
@@ -166,17 +200,6 @@ class _Rows:
         return line_nos, to_float(p, rows, line_nos, names, self.hint), lines
 
 
-Floats = npt.NDArray[np.float64]
-
-
-@dataclass
-class _Batch:
-    line_nos: list[int]
-    chunk: Chunk
-    t: Floats | None
-    lines: list[str]
-
-
 @dataclass
 class _Clock:
     """What the first rows of the time column say; later rows are checked against it."""
@@ -214,22 +237,23 @@ def open_csv(
         channels = tuple(names[i] for i in keep)
         kind = kind or f"generic CSV, {head.delim!r}-separated"
     factor = mv_factor(units or default_units) or 1.0
+
+    def convert(line_nos: list[int], arr: Floats, text: list[str]) -> _Batch:
+        chunk = checked_chunk(
+            p, arr[:, keep].T * factor, [names[i] for i in keep], rows.cell_at(text, line_nos, keep)
+        )
+        t = None if ti is None else arr[:, ti].copy()
+        return _Batch(line_nos, chunk, t, text)
+
     rows = _Rows(
-        p, head, warnings, lambda a: bool((np.abs(a[:, keep]) * factor <= MAX_ABS_VALUE).all())
+        p,
+        head,
+        warnings,
+        lambda a: bool((np.abs(a[:, keep]) * factor <= MAX_ABS_VALUE).all()),
+        convert,
     )
 
-    def batches() -> Iterator[_Batch]:
-        for line_nos, arr, text in rows:
-            chunk = checked_chunk(
-                p,
-                arr[:, keep].T * factor,
-                [names[i] for i in keep],
-                rows.cell_at(text, line_nos, keep),
-            )
-            t = None if ti is None else arr[:, ti].copy()
-            yield _Batch(line_nos, chunk, t, text)
-
-    source = batches()
+    source = iter(rows)
     probe: list[_Batch] = []
     n_probe = 0
     for b in source:
@@ -269,7 +293,13 @@ def open_csv(
         n = 0
         for b in itertools.chain(probe, source):
             if clock is not None and n >= n_probe:
-                _continue_time(p, clock, b, time_text)
+                try:
+                    _continue_time(p, clock, b, time_text)
+                except RecordingFormatError as exc:  # the rows before the break still play
+                    good = sum(1 for k in b.line_nos if exc.line is not None and k < exc.line)
+                    if good:
+                        yield b.chunk[:, :good]
+                    raise
             n += len(b.line_nos)
             yield b.chunk
         if end_check is not None:
