@@ -80,6 +80,7 @@ def open_recording(
         raise RecordingFormatError(p, "the file is empty" + after)
     ext = base_suffix(p)
     if fmt == "edf" or (fmt is None and text.head.startswith(_EDF_MAGIC)):
+        text.close()  # edflib opens the file itself
         return open_edf(p, text.gzipped, rate_hz, units)
     if fmt is None and ext in (".edf", ".bdf"):
         raise RecordingFormatError(p, f"named {ext} but does not start with an EDF/BDF header", 1)

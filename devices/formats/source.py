@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 from devices.formats.base import RecordingFormatError
@@ -28,7 +28,7 @@ _TEXT_NEWLINE = re.compile(r"\r\n|\r|\n")
 CHECKED_LINES = 2000  # lines checked for control characters (binary data)
 
 
-def byte_chunks(p: Path) -> Iterator[bytes]:
+def byte_chunks(p: Path) -> Generator[bytes]:
     """The file's content in pieces, gunzipped when it starts with the gzip magic."""
     with p.open("rb") as f:
         first = f.read(READ_BYTES)
@@ -85,7 +85,7 @@ class TextLines:
         self.path = p
         self.warnings = warnings
         self.gzipped = False
-        self._chunks = byte_chunks(p)
+        self._chunks: Generator[bytes] = byte_chunks(p)
         self.head = b""
         for piece in self._chunks:  # enough to sniff: the first 64 KiB or the whole file
             self.head += piece
@@ -93,6 +93,10 @@ class TextLines:
                 break
         with p.open("rb") as f:
             self.gzipped = f.read(2) == b"\x1f\x8b"
+
+    def close(self) -> None:
+        """Close the file now rather than when the reader is collected."""
+        self._chunks.close()
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         if self.head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel "Unicode text" exports

@@ -52,16 +52,14 @@ def _ascii(text: str, width: int, *, spaces: bool = True) -> bytes:
 
 
 def _number(value: float, width: int = 8) -> bytes:
-    """An EDF header number: ASCII, at most 8 characters, left-justified."""
+    """An EDF header number: ASCII, at most 8 characters, left-justified, as precise as fits."""
     if float(value).is_integer() and len(str(int(value))) <= width:
-        text = str(int(value))
-    else:
-        text = f"{value:.{width}g}"
-        while len(text) > width:
-            text = f"{value:.{max(1, len(text) - width - 2)}g}"
-    if len(text) > width:
-        raise ValueError(f"{value!r} does not fit an EDF header field of {width} characters")
-    return text.ljust(width).encode("ascii")
+        return str(int(value)).ljust(width).encode("ascii")
+    for digits in range(width, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= width:
+            return text.ljust(width).encode("ascii")
+    raise ValueError(f"{value!r} does not fit an EDF header field of {width} characters")
 
 
 def tal(onset_s: float, text: str = "", duration_s: float | None = None) -> bytes:
