@@ -31,11 +31,11 @@ CHECKED_LINES = 2000  # lines checked for control characters (binary data)
 def byte_chunks(p: Path) -> Generator[bytes]:
     """The file's content in pieces, gunzipped when it starts with the gzip magic."""
     with p.open("rb") as f:
-        first = f.read(READ_BYTES)
+        first = f.read(max(READ_BYTES, 2))
         if first[:2] != b"\x1f\x8b":  # content decides, not the extension
             while first:
                 yield first
-                first = f.read(READ_BYTES)
+                first = f.read(max(READ_BYTES, 2))
             return
         yield from _gunzip(p, first, f.read)
 
@@ -152,10 +152,12 @@ class TextLines:
                 yield n, self._decode(n, raw)
             if len(buf) > MAX_LINE_BYTES:
                 raise self._too_long(n + 1, len(buf))
-        for raw in _NEWLINE.split(buf) if buf else ():
+        *ended, last = _NEWLINE.split(buf)
+        for raw in ended:
             n += 1
-            if raw:  # a final newline does not start a line
-                yield n, self._decode(n, raw)
+            yield n, self._decode(n, raw)
+        if last:  # text after the final newline is a line; the newline does not start one
+            yield n + 1, self._decode(n + 1, last)
 
     def _decode(self, n: int, raw: bytes) -> str:
         if len(raw) > MAX_LINE_BYTES:
@@ -185,7 +187,9 @@ class TextLines:
             if 2 * len(buf) > MAX_LINE_BYTES:
                 raise self._too_long(n + 1, 2 * len(buf))
         buf += decoder.decode(b"", final=True)
-        for text in _TEXT_NEWLINE.split(buf) if buf else ():
+        *ended, last = _TEXT_NEWLINE.split(buf)
+        for text in ended:
             n += 1
-            if text:
-                yield n, text
+            yield n, text
+        if last:
+            yield n + 1, last
