@@ -653,3 +653,44 @@ def test_lines_are_the_same_whatever_the_read_size(
         if expected and expected[-1] == "":
             expected.pop()
         assert [t for _, t in whole] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.sampled_from(["1", "-2.5", "1e3", " 4 ", "1_0", "0x10", "1,5", "+.5", "nan",
+                                 "inf", "1e308", "", "1.5d3", "١", "--1", ".", "1e", "e1", "\t7"]),
+                st.floats(allow_nan=False, width=32).map(repr),
+            ),
+            min_size=2,
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)  # fmt: skip
+def test_fast_batch_path_accepts_only_what_the_line_path_accepts(rows: list[list[str]]) -> None:
+    """numpy's C reader parses plain batches; whatever it accepts, the line-by-line path (which
+    names errors) must accept with the same values, or the two would disagree on a file."""
+    import itertools as it
+    from pathlib import Path as P
+
+    from devices.formats.generic_csv import _Rows, read_header
+
+    lines = [(n, ",".join(r)) for n, r in enumerate(rows, start=2)]
+    head = read_header(P("x.csv"), [(1, "VM,VL"), *lines])
+
+    def convert(line_nos: list[int], arr: np.ndarray, text: list[str]) -> object:
+        return arr
+
+    reader = _Rows(P("x.csv"), head, [], lambda a: True, convert)  # type: ignore[arg-type]
+    reader.hint = ""  # as after the first batch: the fast path is allowed
+    batch = list(it.islice(head.rest, 100))
+    fast = reader._fast(batch)
+    if fast is None:
+        return
+    slow = reader._slow(batch)
+    assert slow is not None
+    np.testing.assert_array_equal(fast[1], slow[1])
