@@ -20,12 +20,12 @@ from devices.formats.base import (
     Chunk,
     RecordingFormatError,
     RecordingStream,
-    check_rate,
     checked_chunk,
     is_number,
     mv_factor,
     to_float,
 )
+from devices.formats.time_column import TimeColumn
 
 TIME_COLUMNS = ("time", "t", "time_s", "t_s", "timestamp")
 BATCH_ROWS = 8192
@@ -140,6 +140,10 @@ class _Rows:
         split = next(csv.reader([line], delimiter=delim)) if '"' in line else line.split(delim)
         return [c.strip() for c in split]
 
+    def column_of(self, lines: list[str], column: int) -> Callable[[int], str]:
+        """Row k's cell in `column` as written (looked up only when an error needs it)."""
+        return lambda k: self.cells(lines[k])[column]
+
     def cell_at(
         self, lines: list[str], line_nos: list[int], columns: list[int]
     ) -> Callable[[int, int], tuple[str, int | None]]:
@@ -200,17 +204,6 @@ class _Rows:
         return line_nos, to_float(p, rows, line_nos, names, self.hint), lines
 
 
-@dataclass
-class _Clock:
-    """What the first rows of the time column say; later rows are checked against it."""
-
-    dt: float
-    tol: float
-    last_t: float
-    last_text: str
-    last_line: int
-
-
 def open_csv(
     p: Path,
     lines: Iterable[tuple[int, str]],
@@ -264,12 +257,12 @@ def open_csv(
     if not probe:
         raise RecordingFormatError(p, "header but no data rows", head.line)
 
-    clock: _Clock | None = None
+    clock: TimeColumn | None = None
     if ti is not None:
         t = np.concatenate([b.t for b in probe if b.t is not None])
         text = [rows.cells(ln)[ti] for b in probe for ln in b.lines]
         line_nos = [n for b in probe for n in b.line_nos]
-        rate, t0, clock = _rate_from_time(p, t, text, line_nos, rate_hz)
+        rate, t0, clock = TimeColumn.from_first_rows(p, t, text, line_nos, rate_hz)
         how = f"time column {names[ti]!r}"
         if rate < 100:  # raw sEMG needs >= ~1 kHz; a "rate" this low means ms or sample counts
             warnings.append(f"time column gives only {rate:g} Hz: is it in seconds?")
@@ -285,16 +278,12 @@ def open_csv(
         what = "no <channel>_mV column" if own_record else "only a time column, no signal columns"
         raise RecordingFormatError(p, what, head.line)
 
-    def time_text(line: str) -> str:
-        assert ti is not None
-        return rows.cells(line)[ti]
-
     def chunks() -> Generator[Chunk]:
         n = 0
         for b in itertools.chain(probe, source):
-            if clock is not None and n >= n_probe:
+            if clock is not None and n >= n_probe and b.t is not None and ti is not None:
                 try:
-                    _continue_time(p, clock, b, time_text)
+                    clock.follow(b.t, b.line_nos, rows.column_of(b.lines, ti))
                 except RecordingFormatError as exc:  # the rows before the break still play
                     good = sum(1 for k in b.line_nos if exc.line is not None and k < exc.line)
                     if good:
@@ -317,62 +306,3 @@ def open_csv(
         chunks=out,
         close=out.close,
     )
-
-
-def _rate_from_time(
-    p: Path, t: npt.NDArray[np.float64], text: list[str], line_nos: list[int], given: float | None
-) -> tuple[float, float, _Clock | None]:
-    if len(t) < 2:
-        if given is None:
-            raise RecordingFormatError(p, "one row: a time column cannot give a rate", line_nos[0])
-        return given, float(t[0]), None
-    steps = np.diff(t)
-    if (back := np.flatnonzero(steps <= 0)).size:
-        i = int(back[0])
-        reason = f"time goes backwards or repeats ({text[i]} -> {text[i + 1]})"
-        raise RecordingFormatError(p, reason, line_nos[i + 1])
-    # Lower median: missing samples only lengthen steps, and with very few steps the plain
-    # median would average a jump into the reference step and hide it.
-    dt = float(np.sort(steps)[(len(steps) - 1) // 2])
-    # Printed times are rounded: two rounded values differ from the true step by up to one unit
-    # of the last printed digit. Tolerate that (but never half a step), else 0.1 % jitter.
-    quantum = max(
-        (10.0 ** -len(s.split(".")[1]) if "." in s else 1.0 for s in text if "e" not in s.lower()),
-        default=0.0,
-    )
-    tol = min(max(1e-3 * dt, 1.01 * quantum), 0.5 * dt)
-    clock = _Clock(dt, tol, float(t[-1]), text[-1], line_nos[-1])
-    _check_steps(p, steps, text, line_nos, clock)
-    rate = round((len(t) - 1) / float(t[-1] - t[0]), 6)  # whole span: better than one step
-    check_rate(p, rate, given, "the time column")
-    return rate, float(t[0]), clock
-
-
-def _check_steps(
-    p: Path, steps: npt.NDArray[np.float64], text: list[str], line_nos: list[int], clock: _Clock
-) -> None:
-    if (jump := np.flatnonzero(np.abs(steps - clock.dt) > clock.tol)).size:
-        i = int(jump[0])
-        reason = (
-            f"time step breaks: {text[i]} -> {text[i + 1]} is a step of {steps[i] * 1e3:.6g} ms, "
-            f"expected {clock.dt * 1e3:.6g} ms (missing or duplicated samples?)"
-        )
-        raise RecordingFormatError(p, reason, line_nos[i + 1])
-
-
-def _continue_time(p: Path, clock: _Clock, b: _Batch, time_text: Callable[[str], str]) -> None:
-    assert b.t is not None
-    steps = np.diff(np.concatenate([[clock.last_t], b.t]))
-    back = np.flatnonzero(steps <= 0)
-    jump = np.flatnonzero(np.abs(steps - clock.dt) > clock.tol)
-    if back.size or jump.size:  # only now are the two cells of the bad step looked up
-        i = int(min(back[0] if back.size else len(steps), jump[0] if jump.size else len(steps)))
-        before = clock.last_text if i == 0 else time_text(b.lines[i - 1])
-        text = [before, time_text(b.lines[i])]
-        line_nos = [clock.last_line if i == 0 else b.line_nos[i - 1], b.line_nos[i]]
-        if steps[i] <= 0:
-            reason = f"time goes backwards or repeats ({text[0]} -> {text[1]})"
-            raise RecordingFormatError(p, reason, line_nos[1])
-        _check_steps(p, steps[i : i + 1], text, line_nos, clock)
-    clock.last_t, clock.last_line = float(b.t[-1]), b.line_nos[-1]
-    clock.last_text = time_text(b.lines[-1])
