@@ -254,3 +254,20 @@ asyncio.run(main())
     ).stdout.split()
     assert int(out[0]) == 1_500_000
     assert float(out[1]) < 0.5 * size_mb, f"peak RSS grew {out[1]} MB on a {size_mb:.0f} MB file"
+
+
+async def test_loop_reopens_the_file_and_the_counter_keeps_rising(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text("time,VM\n" + "\n".join(f"{i / 1000:.3f},{i}" for i in range(95)) + "\n")
+    device = open_device(f"replay:{path}?speed=max&loop=1", SETTINGS)
+    assert isinstance(device, ReplayDevice)
+    blocks: list[SampleBlock] = []
+    async with device:
+        async for b in device.blocks():
+            blocks.append(b)
+            if sum(x.n_samples for x in blocks) >= 250:
+                break
+    assert [b.first_index for b in blocks[1:]] == [b.end_index for b in blocks[:-1]]
+    joined = np.concatenate([b.data for b in blocks], axis=1)[0]
+    np.testing.assert_array_equal(joined[:250], np.arange(250) % 95)
+    assert not device.finished
