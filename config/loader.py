@@ -78,6 +78,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; a Latin-1 file fails here, not in tomllib
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); TOML must be UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -104,8 +110,14 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     for dotted, value in flat.items():
         node = tree
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                # e.g. VMF_TARGET__LOW_PCT=35 and VMF_TARGET__LOW_PCT__X=1: a value and a section
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(f"{dotted}: {where} is set to a value, so it has no fields")
+        if isinstance(node.get(leaf), dict) and not isinstance(value, Mapping):
+            raise ConfigError(f"{dotted}: a section, cannot be set to a value ({value!r})")
         node[leaf] = value
     return tree
 

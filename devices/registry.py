@@ -2,7 +2,7 @@
 
 `sim`, `sim?speed=max`; `serial:/dev/ttyACM0`, `serial:auto?vid=2341&pid=0043`,
 `serial:PATH?format=csv&rate=1000&channels=VM,VL&baud=115200`; `ble:NAME`, `ble:uuid=SERVICE`,
-`ble:AA:BB:CC:DD:EE:FF`; `lsl:NAME`; `replay:FILE?speed=max&channels=VM=VM,VL=VL&loop=1`.
+`ble:AA:BB:CC:DD:EE:FF`; `lsl:NAME`; `replay:FILE?speed=max&channels=VM=VM,VL=VL&loop=1&rate=HZ`.
 Unknown kinds and options raise `DeviceError` naming the allowed ones.
 """
 
@@ -59,7 +59,7 @@ def open_device(spec: str, settings: Settings) -> Device:
 def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settings) -> Device:
     from devices.replay import ReplayDevice, parse_channel_map
 
-    allowed = {"speed", "channels", "loop"}
+    allowed = {"speed", "channels", "loop", "rate"}
     if unknown := sorted(set(options) - allowed):
         raise DeviceError(f"replay: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
     speed = options.get("speed", "1")
@@ -68,6 +68,7 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
     if not path:
         raise DeviceError("replay: give a file, e.g. replay:recording.edf?speed=max")
     channels = parse_channel_map(options["channels"]) if "channels" in options else None
+    rate = _replay_rate(options.get("rate"))
     return ReplayDevice(
         path,
         block_ms=settings.device.block_ms,
@@ -75,4 +76,17 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
         channels=channels,
         spec=spec,
         loop=options.get("loop", "0") in ("1", "true", "yes"),
+        rate_hz=rate,
     )
+
+
+def _replay_rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not 1.0 <= rate <= 100_000.0:  # also refuses nan
+        raise DeviceError(f"replay: rate must be a sample rate in Hz (1-100000), not {text!r}")
+    return rate

@@ -1,8 +1,10 @@
 """Replay a recorded file as a device: `replay:PATH[?speed=max][&channels=VM=VM,VL=VL]`.
 
-The file is read once by `devices.recording_formats` (UCI text, Santuz walking CSV, CSV with a
-header, EDF+/BDF); blocks then come out on the file's own sample counter, paced at the real rate
-or as fast as the consumer takes them. Only millivolt channels are replayed by default (the UCI
+The file is read in chunks as it plays by `devices.formats` (UCI text, Santuz walking CSV, CSV
+with a header, the station's own `--record` CSV and EDF+, EDF+/BDF), so memory stays bounded
+whatever the file's size; blocks come out on the file's own sample counter, paced at the real
+rate or as fast as the consumer takes them. `rate=HZ` gives the rate of a CSV without a time
+column. Only millivolt channels are replayed by default (the UCI
 knee angle FX is in degrees and is not EMG); `channels=` names role=source pairs, and roles whose
 source is absent are left out with a note, so `channels=VM=VM,VL=VL` works on files without VL.
 """
@@ -10,6 +12,7 @@ source is absent are left out with a note, so `channels=VM=VM,VL=VL` works on fi
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -27,8 +30,9 @@ from devices.base import (
     SampleBlock,
     StreamEvent,
 )
-from devices.recording_formats import Recording, RecordingFormatError, load_recording
+from devices.formats import RecordingFormatError, RecordingStream, open_recording
 
+log = logging.getLogger(__name__)
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,31}$")
 
 
@@ -46,14 +50,16 @@ def parse_channel_map(text: str) -> dict[str, str]:
     return mapping
 
 
-def map_channels(rec: Recording, mapping: dict[str, str] | None) -> tuple[Recording, list[str]]:
+def map_channels(
+    rec: RecordingStream, mapping: dict[str, str] | None
+) -> tuple[RecordingStream, list[str]]:
     """Keep the mapped channels that exist (all mV channels when no mapping); say what was left."""
     notes: list[str] = []
     if mapping is None:
         mapping = {c: c for c, u in zip(rec.channels, rec.units, strict=True) if u == "mV"}
         skipped = [c for c in rec.channels if c not in mapping]
         if skipped:
-            notes.append(f"not replayed (not EMG in mV): {', '.join(skipped)}")
+            notes.append(f"not replayed (not raw EMG in mV): {', '.join(skipped)}")
     folded = {c.casefold() for c in rec.channels}
     present = {r: s for r, s in mapping.items() if s.casefold() in folded}
     absent = [f"{r}={s}" for r, s in mapping.items() if r not in present]
@@ -64,18 +70,16 @@ def map_channels(rec: Recording, mapping: dict[str, str] | None) -> tuple[Record
             f"replay: none of the channels {list(mapping)} is in {rec.source}; "
             f"it has {', '.join(rec.channels)}"
         )
-    return _select(rec, present), notes
-
-
-def _select(rec: Recording, mapping: dict[str, str]) -> Recording:
-    from devices.recording_formats import select_channels
-
-    return select_channels(rec, mapping)
+    return rec.select(present), notes
 
 
 class ReplayDevice:
-    """A recorded file as a sample source; the read position survives repeated `blocks()` calls,
-    so a calibration flow and the session that follows share one continuous timeline."""
+    """A recorded file as a sample source, read in chunks as it plays (memory stays bounded
+    whatever the file's size); the read position survives repeated `blocks()` calls, so a
+    calibration flow and the session that follows share one continuous timeline. A file broken
+    at its start is refused with a `DeviceError`; one broken further in plays every sample
+    before the bad line, then ends as at its end, the error logged, counted
+    (`stats.protocol_errors`) and kept in `stopped_by` and the notes."""
 
     def __init__(
         self,
@@ -86,38 +90,88 @@ class ReplayDevice:
         channels: dict[str, str] | None = None,
         spec: str | None = None,
         loop: bool = False,
+        rate_hz: float | None = None,
     ) -> None:
-        try:
-            rec = load_recording(path)
-        except RecordingFormatError as exc:
-            raise DeviceError(f"replay: {exc}") from exc
-        except OSError as exc:
-            raise DeviceError(f"replay: cannot open {path}: {exc.strerror or exc}") from exc
-        self.recording, notes = map_channels(rec, channels)
+        self.path = Path(path)
+        self._channels = channels
+        self._rate_hz = rate_hz
+        self.recording, notes = self._open()
+        rec = self.recording
         self.realtime = realtime
         self.loop = loop
-        self.block_samples = max(1, round(block_ms * self.recording.rate_hz / 1000.0))
+        self.block_samples = max(1, round(block_ms * rec.rate_hz / 1000.0))
         self.info = DeviceInfo(
             spec=spec or f"replay:{path}",
             kind="replay",
-            rate_hz=self.recording.rate_hz,
-            channels=self.recording.channels,
-            serial=Path(path).name,
+            rate_hz=rec.rate_hz,
+            channels=rec.channels,
+            serial=self.path.name,
         )
         self.stats = LinkStats(notes=[*rec.warnings, *notes])
-        self._position = 0
+        self._noted = len(rec.warnings)
+        self._chunks = iter(rec)
+        self._buffer = np.zeros((len(rec.channels), 0), dtype=np.float32)
+        self._at = 0  # read position inside _buffer
+        self._ended = False
+        self.stopped_by: RecordingFormatError | None = None  # a broken line ended the replay
         self._emitted = 0  # samples handed out: the device's own counter, never rewinds
-        self._data = np.ascontiguousarray(self.recording.data)
+        self._fill()  # the first chunk now: a file broken at its start fails on opening
+
+    def _open(self) -> tuple[RecordingStream, list[str]]:
+        try:
+            stream = open_recording(self.path, rate_hz=self._rate_hz)
+            return map_channels(stream, self._channels)
+        except RecordingFormatError as exc:
+            raise DeviceError(f"replay: {exc}") from exc
+        except OSError as exc:
+            raise DeviceError(f"replay: cannot open {self.path}: {exc.strerror or exc}") from exc
+
+    def _fill(self) -> None:
+        """Make sure unread samples are buffered, unless the file is at its end."""
+        while self._at >= self._buffer.shape[1] and not self._ended:
+            try:
+                chunk = next(self._chunks, None)
+            except RecordingFormatError as exc:
+                if not self._emitted and not self._buffer.shape[1]:
+                    raise DeviceError(f"replay: {exc}") from exc  # on opening: refuse the file
+                # Mid-session: every good sample before the bad line has been read; end the
+                # stream here as at the end of the file, so the session ends cleanly (records
+                # closed, report written) and says why.
+                self.stopped_by = exc
+                self.stats.protocol_errors += 1
+                self.stats.notes.append(f"replay stopped early: {exc}")
+                log.error("replay stopped early: %s", exc)
+                chunk = None
+            finally:
+                self._note_new_warnings()
+            if chunk is None:
+                self._ended = True
+            else:
+                self._buffer, self._at = chunk, 0
+
+    def _note_new_warnings(self) -> None:
+        new = self.recording.warnings[self._noted :]
+        self.stats.notes.extend(new)
+        self._noted += len(new)
+
+    def _rewind(self) -> None:
+        self.recording.close()
+        self.recording, _ = self._open()
+        self._noted = len(self.recording.warnings)  # already noted on the first pass
+        self._chunks = iter(self.recording)
+        self._ended = False
+        self._fill()
 
     @property
     def finished(self) -> bool:
-        return self._position >= self.recording.n_samples and not self.loop
+        return self._ended and self._at >= self._buffer.shape[1] and not self.loop
 
     async def __aenter__(self) -> Self:
         self.stats.state = LinkState.UP
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.recording.close()
         self.stats.state = LinkState.CLOSED
 
     async def send(self, command: HostCommand) -> None:
@@ -128,17 +182,18 @@ class ReplayDevice:
         return []  # a file has no acks, refusals or device messages
 
     async def blocks(self) -> AsyncIterator[SampleBlock]:
-        rec = self.recording
-        n_total = rec.n_samples
-        start_wall, start_pos = time.monotonic(), self._position
+        rate = self.recording.rate_hz
+        start_wall, start_count = time.monotonic(), self._emitted
         while True:
-            if self._position >= n_total:
+            self._fill()
+            if self._at >= self._buffer.shape[1]:
                 if not self.loop:
                     self.stats.state = LinkState.CLOSED
                     return
-                self._position = 0  # the sample counter keeps rising: see first_index below
+                self._rewind()  # the sample counter keeps rising: see first_index below
+                continue
             if self.realtime:
-                ahead = (self._position - start_pos + self.block_samples) / rec.rate_hz
+                ahead = (self._emitted - start_count + self.block_samples) / rate
                 delay = start_wall + ahead - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -148,18 +203,27 @@ class ReplayDevice:
 
     def _next_block(self) -> SampleBlock:
         rec = self.recording
-        i = self._position
-        j = min(i + self.block_samples, rec.n_samples)
-        self._position = j
+        i = self._at
+        j = min(i + self.block_samples, self._buffer.shape[1])
+        data = self._buffer[:, i:j]
+        self._at = j
+        if j - i < self.block_samples and not self._ended:
+            # A block never straddles two chunks by accident: top it up from the next one.
+            self._fill()
+            if self._at == 0 and self._buffer.shape[1]:
+                k = min(self.block_samples - data.shape[1], self._buffer.shape[1])
+                data = np.concatenate([data, self._buffer[:, :k]], axis=1)
+                self._at = k
+        n = data.shape[1]
         index = self._emitted
-        self._emitted += j - i
+        self._emitted += n
         self.stats.blocks += 1
-        self.stats.samples += j - i
+        self.stats.samples += n
         return SampleBlock(
             first_index=index,
             t_device=rec.t0_s + index / rec.rate_hz,
             rate_hz=rec.rate_hz,
             channels=rec.channels,
-            data=self._data[:, i:j],
+            data=data,
             t_arrival=time.time(),
         )

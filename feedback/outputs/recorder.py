@@ -3,9 +3,14 @@
 
 Lossless by design: the session calls `put(tick)` (never blocks, never drops); a writer task
 drains the backlog in a worker thread, so slow disks never stall processing. EDF+ is written in
-whole data records (pyedflib pads every `writeSamples` call to a whole record), so samples are
-buffered until a full second is there; the last partial record is padded and the true end is
-marked with an annotation. `--record PATH`: `.edf` → EDF+, `.csv` → CSV, anything else → both.
+whole 1 s data records, so samples are buffered until a full second is there; the last partial
+record is padded and the true end is marked with an annotation.
+
+Crash-safe: after kill -9 the EDF+ is valid up to its last whole record, annotations included
+(each record carries the events that arrived with it, and the header's record count is updated
+after every record), and the CSV files hold every row handed to the writer (flushed per chunk).
+`python -m feedback.outputs.repair FILE.edf` fixes files left by versions before this one.
+`--record PATH`: `.edf` → EDF+, `.csv` → CSV, anything else → both.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import asyncio
 import collections
 import csv
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,10 +28,13 @@ from typing import IO, Any
 import numpy as np
 
 from feedback.exercise import RepCompleted
+from feedback.outputs.edf_writer import EdfPlusWriter, SignalSpec
 from feedback.pipeline import Tick
 
 log = logging.getLogger(__name__)
-ANNOTATION_SIGNALS = 16
+ANNOTATION_BYTES = 8192  # per 1 s record: room for ~80 events a second; more wait a record
+EQUIPMENT = "vm-feedback"  # the EDF+ equipment subfield; replay knows its own records by it
+FSYNC_EVERY_S = 1.0
 RAW_RANGE_MV = 16.384  # ±, 0.5 µV resolution in EDF's 16 bits; clipped values are flagged anyway
 
 
@@ -177,21 +187,27 @@ class Recorder:
 
 
 class _CsvWriter:
-    """`PATH.csv` one row per sample; `PATH.events.csv` one row per event."""
+    """`PATH.csv` one row per sample; `PATH.events.csv` one row per event.
+
+    Flush policy: both files are handed to the OS after every chunk (the events file is
+    line-buffered as well), so a killed process loses nothing it had written; `fsync` runs at
+    most once per `FSYNC_EVERY_S`, so a power cut loses at most about that much."""
 
     def __init__(self, path: Path, rec: Recorder) -> None:
         self.rec = rec
         path.parent.mkdir(parents=True, exist_ok=True)
         self._samples: IO[str] = path.open("w", newline="")
         events_path = path.with_name(path.name.removesuffix(".csv") + ".events.csv")
-        self._events_file: IO[str] = events_path.open("w", newline="")
+        self._events_file: IO[str] = events_path.open("w", newline="", buffering=1)
         self._events = csv.writer(self._events_file)
+        self._synced_at = time.monotonic()
         ch = rec.channels
         header = ["index", "t_s"]
         for suffix in ("mV", "env_mV", "pct_mvc", "active", "quality"):
             header += [f"{c}_{suffix}" for c in ch]
         self._samples.write(",".join([*header, "zone"]) + "\n")
         self._events.writerow(["index", "t_s", "kind", "channel", "detail"])
+        self._sync(force=True)
 
     def write(self, chunk: Chunk, origin: int) -> None:
         n = chunk.raw.shape[1]
@@ -206,46 +222,48 @@ class _CsvWriter:
         for e in chunk.events:
             t_s = (e.index - origin) / self.rec.rate_hz
             self._events.writerow([e.index, f"{t_s:.4f}", e.kind, e.channel, e.detail])
+        self._samples.flush()
+        self._sync()
+
+    def _sync(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._synced_at >= FSYNC_EVERY_S:
+            for f in (self._samples, self._events_file):
+                f.flush()
+                os.fsync(f.fileno())
+            self._synced_at = now
 
     def close(self, origin: int) -> None:
+        self._sync(force=True)
         self._samples.close()
         self._events_file.close()
 
 
 class _EdfWriter:
     """EDF+ with 1 s data records: per channel raw (mV), envelope (mV), active (0/1) and
-    quality flags, plus the target zone; events as EDF+ annotations."""
+    quality flags, plus the target zone; events as EDF+ annotations written with the record
+    in which they arrive, so that a crash keeps them (see `feedback.outputs.edf_writer`)."""
 
     def __init__(self, path: Path, rec: Recorder) -> None:
-        import pyedflib
-
         self.rec = rec
-        self.per_record = round(rec.rate_hz)
-        if abs(self.per_record - rec.rate_hz) > 1e-9:
-            raise ValueError(f"EDF+ record needs an integer rate; {rec.rate_hz} Hz is not")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        headers = []
-        for c in rec.channels:
-            headers.append(_header(c, "mV", rec.rate_hz, -RAW_RANGE_MV, RAW_RANGE_MV))
-        for c in rec.channels:
-            headers.append(_header(f"{c} env", "mV", rec.rate_hz, 0.0, RAW_RANGE_MV))
-        for c in rec.channels:
-            headers.append(_header(f"{c} active", "", rec.rate_hz, 0.0, 1.0, 1))
-        for c in rec.channels:
-            headers.append(_header(f"{c} quality", "", rec.rate_hz, 0.0, 15.0, 15))
-        headers.append(_header("zone", "", rec.rate_hz, 0.0, 2.0, 2))
-        self._w = pyedflib.EdfWriter(str(path), len(headers), pyedflib.FILETYPE_EDFPLUS)
-        self._w.setSignalHeaders(headers)
-        # Each annotation signal holds about one annotation per 1 s record; cues and onsets
-        # can come several a second, so reserve room (the CSV events file has them all anyway).
-        self._w.set_number_of_annotation_signals(ANNOTATION_SIGNALS)
-        self._w.setPatientCode(rec.patient)  # pseudonymous id only
-        self._w.setEquipment("vm-feedback")
-        # EDF+ header subfields: ASCII, no spaces, 80 characters with the equipment field.
-        self._w.setRecordingAdditional(f"{rec.session_id}_delay_{rec.group_delay_ms:.1f}ms")
+        signals = [SignalSpec(c, "mV", -RAW_RANGE_MV, RAW_RANGE_MV) for c in rec.channels]
+        signals += [SignalSpec(f"{c} env", "mV", 0.0, RAW_RANGE_MV) for c in rec.channels]
+        signals += [SignalSpec(f"{c} active", "", 0.0, 1.0, 0, 1) for c in rec.channels]
+        signals += [SignalSpec(f"{c} quality", "", 0.0, 15.0, 0, 15) for c in rec.channels]
+        signals.append(SignalSpec("zone", "", 0.0, 2.0, 0, 2))
+        self._w = EdfPlusWriter(
+            path,
+            signals,
+            rate_hz=rec.rate_hz,
+            patient_code=rec.patient,  # pseudonymous id only
+            equipment=EQUIPMENT,
+            # EDF+ header subfields: ASCII, no spaces, 80 characters with the equipment field.
+            recording_additional=f"{rec.session_id}_delay_{rec.group_delay_ms:.1f}ms",
+            annotation_bytes=ANNOTATION_BYTES,
+        )
+        self.per_record = self._w.per_record
         self._buf: list[np.ndarray] = []
         self._buffered = 0
-        self._annotations: list[Event] = []
 
     def write(self, chunk: Chunk, origin: int) -> None:
         rows = np.vstack(
@@ -259,7 +277,9 @@ class _EdfWriter:
         ).astype(np.float64)
         self._buf.append(rows)
         self._buffered += rows.shape[1]
-        self._annotations.extend(chunk.events)
+        for e in chunk.events:
+            text = " ".join(filter(None, (e.kind, e.channel, e.detail)))
+            self._w.annotate((e.index - origin) / self.rec.rate_hz, text[:80])
         while self._buffered >= self.per_record:
             self._flush_record()
 
@@ -268,40 +288,20 @@ class _EdfWriter:
         record, rest = data[:, : self.per_record], data[:, self.per_record :]
         if pad and record.shape[1] < self.per_record:
             record = np.pad(record, ((0, 0), (0, self.per_record - record.shape[1])))
-        self._w.writeSamples([np.ascontiguousarray(r) for r in record])
+        self._w.write_record(record)
         self._buf = [rest] if rest.shape[1] else []
         self._buffered = rest.shape[1]
 
     def close(self, origin: int) -> None:
         r = self.rec
-        records = -(-r.samples_written // self.per_record)
-        room = max(0, records * ANNOTATION_SIGNALS - 2)  # keep room for the two notes below
-        for e in self._annotations[:room]:
-            text = " ".join(filter(None, (e.kind, e.channel, e.detail)))
-            self._w.writeAnnotation((e.index - origin) / r.rate_hz, -1, text[:80])
-        if len(self._annotations) > room:
-            # edflib would drop them silently; say so where the clinician looks.
-            more = len(self._annotations) - room
-            self._w.writeAnnotation(0.0, -1, f"{more} more events: see the CSV events file")
-            log.warning("EDF+: %d events beyond the annotation room; all are in the CSV", more)
-        if self._buffered:
-            end_s = r.samples_written / r.rate_hz
-            self._w.writeAnnotation(end_s, -1, "recording ends (rest of record is padding)")
-            self._flush_record(pad=True)
-        self._w.close()
-
-
-def _header(
-    label: str, dim: str, rate: float, lo: float, hi: float, dmax: int = 32767
-) -> dict[str, Any]:
-    return {
-        "label": label,
-        "dimension": dim,
-        "sample_frequency": rate,
-        "physical_min": lo,
-        "physical_max": hi,
-        "digital_min": 0 if dmax < 32767 else -32768,
-        "digital_max": dmax,
-        "transducer": "",
-        "prefilter": "",
-    }
+        try:
+            if self._buffered:
+                end_s = r.samples_written / r.rate_hz
+                self._w.annotate(end_s, "recording ends (rest of record is padding)")
+                self._flush_record(pad=True)
+            if self._w.annotations_pending:
+                # No record left to carry them; say so where the clinician looks.
+                more = self._w.annotations_pending
+                log.warning("EDF+: %d events beyond the annotation room; all are in the CSV", more)
+        finally:
+            self._w.close()

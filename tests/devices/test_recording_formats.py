@@ -251,7 +251,7 @@ def test_generic_tsv_without_time_needs_rate(tmp_path: Path) -> None:
     f = tmp_path / "vm.tsv"
     f.write_text("VM\tVL\n0.5\t-0.25\n1\t2\n1e-3\t-4E-3\n")
     err = raises_at(f, 1, "no time column", "rate_hz")
-    assert "time, t, time_s, timestamp" in err.reason
+    assert "time, t, time_s, t_s, timestamp" in err.reason and "?rate=HZ" in err.reason
     rec = load_recording(f, rate_hz=1500)
     assert rec.rate_hz == 1500 and rec.t0_s == 0.0
     np.testing.assert_array_equal(
@@ -514,3 +514,183 @@ def test_fixture_checksums_match_the_readme() -> None:
     assert set(listed) == on_disk and len(on_disk) == 9
     for name, sha in listed.items():
         assert hashlib.sha256(gzip.decompress((DATA / name).read_bytes())).hexdigest() == sha, name
+
+
+# ------------------------------------------------------------------------------- hostile files
+# Issue 11, defect 7: each of these crashed with a traceback or ate the memory before.
+
+
+def test_overlong_line_is_a_typed_error_naming_it(tmp_path: Path) -> None:
+    f = tmp_path / "long.csv"
+    f.write_text("time,VM\n0.000,1\n0.001," + "9" * (200 * 1024) + "\n0.002,3\n")
+    raises_at(f, 3, "longer than 128 KiB")
+    g = tmp_path / "noline.csv"  # no newline at all
+    g.write_bytes(b"time,VM," + b"7," * 100_000)
+    raises_at(g, 1, "longer than 128 KiB")
+
+
+def gzip_members(member: bytes, copies: int) -> bytes:
+    """A gzip file of `copies` identical members: a bomb made in a blink."""
+    return gzip.compress(member, compresslevel=9) * copies
+
+
+def test_gzip_bomb_without_newlines_stops_at_the_line_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip_members(b"\x30" * (100 << 20), 100))  # 10 GB of '0' from ~10 MB
+    assert bomb.stat().st_size < 12 << 20
+    raises_at(bomb, 1, "longer than 128 KiB")
+
+
+def test_gzip_bomb_of_valid_rows_stops_at_the_ratio_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "rows.csv.gz"
+    row = b"0,0,0,0,0,0,0,0\n"
+    bomb.write_bytes(gzip.compress(b"A,B,C,D,E,F,G,H\n") + gzip_members(row * (6 << 20), 100))
+    with pytest.raises(RecordingFormatError, match="decompression bomb") as info:
+        load_recording(bomb, rate_hz=1000)
+    assert info.value.path == str(bomb)
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        ("1e308", ("'1e308'", "out of range")),  # finite in float64, inf in float32 mV
+        ("-3e38", ("'-3e38'", "out of range")),
+        ("1e7", ("'1e7'", "out of range")),  # squares (the envelope) beyond float32
+        ("nan", ("'nan'", "not a finite")),
+        ("inf", ("'inf'", "not a finite")),
+        ("-Infinity", ("'-Infinity'", "not a finite")),
+        ("1e999", ("'1e999'", "not a finite")),
+    ],
+)
+def test_non_finite_or_overflowing_values_name_the_line(
+    tmp_path: Path, cell: str, words: tuple[str, ...]
+) -> None:
+    f = tmp_path / "huge.csv"
+    f.write_text(f"time,VM,VL\n0.000,1,2\n0.001,0.5,{cell}\n0.002,3,4\n")
+    raises_at(f, 3, *words)
+
+
+def test_microvolt_values_within_range_are_fine_after_scaling(tmp_path: Path) -> None:
+    f = tmp_path / "uv.csv"
+    f.write_text("time,VM\n0.000,5e8\n0.001,-5e8\n")  # 5e8 µV = 5e5 mV: extreme but finite
+    assert load_recording(f, units="uV").data.tolist() == [[5e5, -5e5]]
+
+
+def test_errors_past_the_first_chunk_name_their_line(tmp_path: Path) -> None:
+    """The file is read in batches: line numbers and time checks carry across batches."""
+    rows = [f"{i / 1000:.3f},{i % 5}" for i in range(150_000)]
+    jump, repeat, bad = list(rows), list(rows), list(rows)
+    del jump[100_000]  # a lost sample, far past the rows that set the rate
+    repeat[120_000] = repeat[119_999]
+    bad[140_000] = "140.000,x"
+    for body, line, words in [
+        (jump, 100_002, ("time step breaks", "99.999 -> 100.001")),
+        (repeat, 120_002, ("backwards or repeats",)),
+        (bad, 140_002, ("VM value 'x' is not a number",)),
+    ]:
+        f = tmp_path / "late.csv"
+        f.write_text("time,VM\n" + "\n".join(body) + "\n")
+        raises_at(f, line, *words)
+    f.write_text("time,VM\n" + "\n".join(rows) + "\n")
+    rec = load_recording(f)
+    assert rec.n_samples == 150_000 and rec.rate_hz == 1000.0
+    np.testing.assert_array_equal(rec.data[0], np.arange(150_000) % 5)
+
+
+def test_open_recording_streams_chunks_and_reports_trailing_warnings(tmp_path: Path) -> None:
+    from devices.recording_formats import open_recording
+
+    f = tmp_path / "s.csv"
+    f.write_text("t_s,VM\n" + "\n".join(f"{i / 2000:.4f},{i}" for i in range(100_000)) + "\n\n\n")
+    with open_recording(f) as stream:
+        assert stream.rate_hz == 2000.0 and stream.channels == ("VM",)
+        sizes = [c.shape[1] for c in stream]
+    assert len(sizes) > 5 and sum(sizes) == 100_000 and max(sizes) <= 8192
+    assert "dropped 2 trailing empty row(s)" in stream.warnings
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text("0123456789.,;\tVMé µ", max_size=12), st.sampled_from(["\n", "\r\n", "\r"])
+        ),
+        max_size=20,
+    ),
+    st.integers(1, 9),
+    st.sampled_from(["utf-8", "latin-1", "utf-16"]),
+    st.booleans(),
+)
+def test_lines_are_the_same_whatever_the_read_size(
+    lines: list[tuple[str, str]], piece: int, encoding: str, zipped: bool
+) -> None:
+    """Newlines (CRLF split between two reads included), decoding and gunzip do not depend on
+    where the file is cut into pieces: the same numbered lines come out as from one read."""
+    from devices.formats import source
+
+    text = "".join(a + b for a, b in lines)
+    raw = text.encode(encoding)  # utf-16 writes a byte-order mark
+    raw = gzip.compress(raw) if zipped else raw
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "lines.csv"
+        f.write_bytes(raw)
+
+        def read() -> list[tuple[int, str]]:
+            try:
+                return list(source.TextLines(f, []))
+            except RecordingFormatError as exc:  # binary-data checks: same verdict either way
+                return [(-1, exc.reason)]
+
+        whole = read()
+        saved = source.READ_BYTES
+        source.READ_BYTES = piece
+        try:
+            assert read() == whole
+        finally:
+            source.READ_BYTES = saved
+    if whole and whole[0][0] != -1 and encoding != "latin-1":
+        expected = re.split(r"\r\n|\r|\n", text)
+        if expected and expected[-1] == "":
+            expected.pop()
+        assert [t for _, t in whole] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.sampled_from(["1", "-2.5", "1e3", " 4 ", "1_0", "0x10", "1,5", "+.5", "nan",
+                                 "inf", "1e308", "", "1.5d3", "١", "--1", ".", "1e", "e1", "\t7"]),
+                st.floats(allow_nan=False, width=32).map(repr),
+            ),
+            min_size=2,
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)  # fmt: skip
+def test_fast_batch_path_accepts_only_what_the_line_path_accepts(rows: list[list[str]]) -> None:
+    """numpy's C reader parses plain batches; whatever it accepts, the line-by-line path (which
+    names errors) must accept with the same values, or the two would disagree on a file."""
+    import itertools as it
+    from pathlib import Path as P
+
+    from devices.formats.generic_csv import _Rows, read_header
+
+    lines = [(n, ",".join(r)) for n, r in enumerate(rows, start=2)]
+    head = read_header(P("x.csv"), [(1, "VM,VL"), *lines])
+
+    def convert(line_nos: list[int], arr: np.ndarray, text: list[str]) -> object:
+        return arr
+
+    reader = _Rows(P("x.csv"), head, [], lambda a: True, convert)  # type: ignore[arg-type]
+    reader.hint = ""  # as after the first batch: the fast path is allowed
+    batch = list(it.islice(head.rest, 100))
+    fast = reader._fast(batch)
+    if fast is None:
+        return
+    slow = reader._slow(batch)
+    assert slow is not None
+    np.testing.assert_array_equal(fast[1], slow[1])

@@ -1,0 +1,141 @@
+"""Readers for recorded surface-EMG files, for the replay device: one module per format and
+this dispatcher, which picks the format by content (`.gz` is inflated transparently).
+
+``uci``    UCI "EMG dataset in Lower Limb" text export (`devices.formats.uci`).
+``santuz`` musclesyneRgies walking CSV (`devices.formats.santuz`).
+``csv``    any CSV/TSV with a header row, and the station's own `--record` CSV
+           (`devices.formats.generic_csv`).
+``edf``    EDF/EDF+/BDF/BDF+, the station's own `--record` EDF+ included (`devices.formats.edf`).
+
+`open_recording` streams (header now, samples in bounded chunks); `load_recording` reads the
+whole file into a `Recording`. Real files are messy (see ``shared/data/*/README.md``,
+"Oddities"): each oddity that is tolerated is written to the warnings; anything that would
+silently corrupt the timeline (a gap, a bad or out-of-range number, a time jump, an overlong
+line, a gzip bomb) raises `RecordingFormatError` naming the file, the 1-based line and why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from devices.formats.base import (
+    Annotation,
+    Recording,
+    RecordingFormatError,
+    RecordingStream,
+    base_suffix,
+    mv_factor,
+    resolve_channels,
+)
+from devices.formats.edf import open_edf
+from devices.formats.generic_csv import open_csv
+from devices.formats.santuz import is_santuz_header, open_santuz
+from devices.formats.source import TextLines
+from devices.formats.uci import is_uci_first_line, open_uci
+
+__all__ = [
+    "FORMATS",
+    "Annotation",
+    "Recording",
+    "RecordingFormatError",
+    "RecordingStream",
+    "load_recording",
+    "open_recording",
+    "select_channels",
+]
+
+FORMATS = ("uci", "santuz", "csv", "edf")
+_EDF_MAGIC = (b"0       ", b"\xffBIOSEMI")
+
+
+def open_recording(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    rate_hz: float | None = None,
+    units: str | None = None,
+) -> RecordingStream:
+    """Open a recording for reading in chunks. `fmt` forces a format (see FORMATS); `rate_hz` is
+    needed for a CSV without time column and otherwise must agree with the file; `units` gives
+    the EMG unit where the file does not ("mV" default for CSV, "uV" for santuz; EDF signals
+    without a physical dimension). Raises RecordingFormatError for unusable content (also while
+    iterating), ValueError for bad arguments, OSError if the file cannot be opened."""
+    p = Path(path)
+    if fmt is not None:
+        fmt = {"bdf": "edf", "generic": "csv"}.get(fmt.lower(), fmt.lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown fmt {fmt!r}; use one of {', '.join(FORMATS)}")
+    if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    if units is not None and mv_factor(units) is None:
+        raise ValueError(f"unknown units {units!r}; use V, mV, uV or nV")
+
+    warnings: list[str] = []
+    text = TextLines(p, warnings)
+    if not text.head.strip():
+        after = " (after gunzip)" if text.gzipped else ""
+        raise RecordingFormatError(p, "the file is empty" + after)
+    ext = base_suffix(p)
+    if fmt == "edf" or (fmt is None and text.head.startswith(_EDF_MAGIC)):
+        text.close()  # edflib opens the file itself
+        return open_edf(p, text.gzipped, rate_hz, units)
+    if fmt is None and ext in (".edf", ".bdf"):
+        raise RecordingFormatError(p, f"named {ext} but does not start with an EDF/BDF header", 1)
+
+    lines = iter(text)
+    blanks = []
+    first: tuple[int, str] | None = None
+    for n, ln in lines:
+        if ln.strip():
+            first = (n, ln)
+            break
+        blanks.append((n, ln))  # few: a file of only blank lines is caught by head.strip()
+        if len(blanks) > 10_000:
+            raise RecordingFormatError(p, "more than 10000 blank lines before any text", n)
+    if first is None:
+        after = " (after gunzip)" if text.gzipped else ""
+        raise RecordingFormatError(p, "the file is empty" + after)
+    all_lines = itertools.chain(blanks, [first], lines)
+    if fmt is None:
+        if is_uci_first_line(first[1]):
+            fmt = "uci"
+        elif is_santuz_header(first[1]):
+            fmt = "santuz"
+        else:
+            fmt = "csv"
+    if fmt == "uci":
+        return open_uci(p, all_lines, warnings, rate_hz, units)
+    if fmt == "santuz":
+        return open_santuz(p, all_lines, warnings, rate_hz, units)
+    return open_csv(p, all_lines, warnings, rate_hz, units)
+
+
+def load_recording(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    rate_hz: float | None = None,
+    units: str | None = None,
+) -> Recording:
+    """Read a whole recording (see `open_recording` for the arguments and errors)."""
+    return open_recording(path, fmt=fmt, rate_hz=rate_hz, units=units).read_all()
+
+
+def select_channels(rec: Recording, mapping: Mapping[str, str]) -> Recording:
+    """Keep and rename channels: `mapping` is role -> source channel name, e.g.
+    {"VM": "VM", "VL": "EMG VL"}. The result's channels are the roles, in mapping order.
+    Exact names win; otherwise a unique case-insensitive match is accepted."""
+    index = resolve_channels(rec.source, rec.channels, mapping)
+    return Recording(
+        rate_hz=rec.rate_hz,
+        channels=tuple(mapping),
+        units=tuple(rec.units[i] for i in index),
+        data=rec.data[index],  # fancy indexing copies, so the new array is its own
+        t0_s=rec.t0_s,
+        annotations=rec.annotations,
+        source=rec.source,
+        warnings=rec.warnings,
+    )

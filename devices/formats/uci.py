@@ -1,0 +1,219 @@
+"""UCI "EMG dataset in Lower Limb" text export (Biometrics DataLOG): 1000 Hz, RF/BF/VM/ST in mV
+and the knee angle FX in degrees, tab-separated, read in batches."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Generator, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from devices.formats.base import (
+    Chunk,
+    RecordingFormatError,
+    RecordingStream,
+    cell_at,
+    check_rate,
+    checked_chunk,
+    is_number,
+    mv_factor,
+    to_float,
+)
+
+RATE_HZ = 1000.0  # documented by the dataset (docs/BDSEMG_eng.txt), not stated in the files
+BATCH_ROWS = 8192
+_NAMES = {  # variant A short names, variant B Spanish names (two spellings each)
+    "rf": "RF", "recto femoral": "RF",
+    "bf": "BF", "biceps femoral": "BF",
+    "vm": "VM", "vasto medial": "VM",
+    "st": "ST", "semitendinoso": "ST", "emg semitendinoso": "ST",
+    "fx": "FX", "flexo-extension": "FX", "flexo": "FX",
+}  # fmt: skip
+_CHANNEL = re.compile(
+    r"^Channel\s+\d+:\s*'([^']*)',\s*(\d+)\s+values,\s*engineering units:\s*([^,]*)", re.I
+)
+_DIGITAL = re.compile(r"^Digitals combined\b.*?:\s*(\d+)\s+values", re.I)
+
+
+def is_uci_first_line(line: str) -> bool:
+    return line.strip().lower().startswith("file name:")
+
+
+def open_uci(
+    p: Path,
+    lines: Iterable[tuple[int, str]],
+    warnings: list[str],
+    rate_hz: float | None,
+    units: str | None,
+) -> RecordingStream:
+    if units is not None and mv_factor(units) != 1.0:
+        raise ValueError(f"UCI files declare their units (mV, deg); units={units!r} conflicts")
+    check_rate(p, RATE_HZ, rate_hz, "the UCI dataset (documented rate)")
+    it = iter(lines)
+    # Header: "File Name:" then one line per column, ended by a blank line. Usually 7 lines, but
+    # 9A-11A carry an extra "Digitals combined" column and so have 8 (not in the dataset README).
+    head = list(itertools.islice(it, 16))
+    if not head or head[0][0] != 1 or not is_uci_first_line(head[0][1]):
+        raise RecordingFormatError(p, "not a UCI file: the first line is not 'File Name: ...'", 1)
+    try:
+        blank = next(i for i, (_, ln) in enumerate(head) if not ln.strip())
+    except StopIteration:
+        raise RecordingFormatError(p, "UCI header is not ended by a blank line", 1) from None
+    body = itertools.chain(head[blank + 1 :], it)
+    file_name = head[0][1].split(":", 1)[1].strip()
+    names: list[str] = []  # mapped name per column; "" for the digital-event column
+    units_in: list[str] = []
+    declared: list[int] = []
+    spanish = digital = False
+    for n, ln in head[1:blank]:
+        if m := _CHANNEL.match(ln.strip()):
+            label, count, unit = m.group(1).strip(), int(m.group(2)), m.group(3).strip()
+            name = _NAMES.get(label.lower())
+            if name is None or name in names:
+                why = "a second" if name else "an unknown"
+                raise RecordingFormatError(p, f"{why} channel {label!r} in the UCI header", n)
+            if mv_factor(unit) is None and unit.lower() != "deg":
+                raise RecordingFormatError(p, f"unknown unit {unit!r} for channel {label!r}", n)
+            spanish |= label.upper() != name
+            names.append(name)
+            units_in.append(unit)
+            declared.append(count)
+        elif _DIGITAL.match(ln.strip()):
+            digital = True
+            names.append("")
+            units_in.append("")
+            declared.append(0)
+        else:
+            raise RecordingFormatError(p, f"unrecognised UCI header line {ln.strip()[:80]!r}", n)
+    emg = [i for i, u in enumerate(units_in) if mv_factor(u) is not None]
+    fx = next((i for i, u in enumerate(units_in) if u.lower() == "deg"), None)
+    blank_line = head[blank][0]
+    if not emg:
+        raise RecordingFormatError(p, "the UCI header declares no EMG (mV) channel", blank_line - 1)
+    keep = [*emg, fx] if fx is not None else emg
+    scale = np.array([mv_factor(units_in[i]) or 1.0 for i in keep])[:, None]
+    kept_names = [names[i] for i in keep]
+    body_state = _Body(p, names, emg, fx, digital, warnings)
+
+    def chunks() -> Generator[Chunk]:
+        rows = body_state.rows(body)
+        while batch := list(itertools.islice(rows, BATCH_ROWS)):
+            line_nos = [n for n, _ in batch]
+            cells = [[r[i] for i in keep] for _, r in batch]
+            arr = to_float(p, cells, line_nos, kept_names, "")
+            columns = range(len(keep))
+            yield checked_chunk(p, arr.T * scale, kept_names, cell_at(cells, line_nos, columns))
+        if not body_state.n_rows:
+            raise RecordingFormatError(p, "UCI header but no EMG data rows", blank_line)
+        for i in emg:
+            if declared[i] != body_state.n_rows:
+                warnings.append(
+                    f"header declares {declared[i]} {names[i]} values, read {body_state.n_rows}"
+                )
+
+    # The first batch is read now, so that a file that is broken early fails on opening.
+    first = chunks()
+    head_chunk = next(first, None)
+    variant = ("B" if spanish else "A") + (", with digital-event column" if digital else "")
+
+    def all_chunks() -> Generator[Chunk]:
+        if head_chunk is not None:
+            yield head_chunk
+        yield from first
+
+    out = all_chunks()
+    return RecordingStream(
+        rate_hz=RATE_HZ,
+        channels=tuple(kept_names),
+        units=tuple("mV" if i in emg else "deg" for i in keep),
+        t0_s=0.0,
+        annotations=(),
+        source=f"{p} (UCI lower-limb text, header variant {variant}, File Name: {file_name})",
+        warnings=warnings,
+        chunks=out,
+        close=out.close,
+    )
+
+
+class _Body:
+    """EMG is the timeline: rows with every EMG cell filled are samples. After the last one
+    only FX-only rows (goniometer ran on) and empty rows may follow; both are dropped."""
+
+    def __init__(
+        self,
+        p: Path,
+        names: list[str],
+        emg: list[int],
+        fx: int | None,
+        digital: bool,
+        warnings: list[str],
+    ) -> None:
+        self.p, self.names, self.emg, self.fx, self.digital = p, names, emg, fx, digital
+        self.warnings = warnings
+        self.n_rows = 0
+
+    def rows(self, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+        p, names, emg, fx = self.p, self.names, self.emg, self.fx
+        ncol = len(names)
+        first_trailing: int | None = None
+        n_fx_only = n_empty = 0
+        missing_fx: int | None = None  # a row without FX: allowed only as the very last row
+        last_fx = ""
+        seen_digital: set[str] = set()
+        for n, ln in lines:
+            cells = [c.strip() for c in ln.split("\t")]
+            if len(cells) > ncol and any(cells[ncol:]):
+                reason = f"{len(cells)} columns, the header declares {ncol}"
+                raise RecordingFormatError(p, reason, n)
+            cells += [""] * (ncol - len(cells))
+            filled = [bool(cells[i]) for i in emg]
+            if all(filled):
+                if first_trailing is not None:
+                    reason = (
+                        f"row without EMG values inside the recording (EMG resumes at line {n})"
+                    )
+                    raise RecordingFormatError(p, reason, first_trailing)
+                if missing_fx is not None:
+                    raise RecordingFormatError(p, "missing FX value in a data row", missing_fx)
+                if fx is not None:
+                    if not cells[fx]:
+                        if not self.n_rows:  # only the last row is a known export quirk
+                            raise RecordingFormatError(p, "missing FX value in a data row", n)
+                        missing_fx = n
+                        cells[fx] = last_fx
+                    last_fx = cells[fx]
+                if self.digital and len(seen_digital) <= 5:
+                    seen_digital.add(cells[names.index("")])
+                self.n_rows += 1
+                yield n, cells
+            elif any(filled):
+                gone = ", ".join(names[i] for i, f in zip(emg, filled, strict=True) if not f)
+                raise RecordingFormatError(p, f"missing {gone} value in a data row", n)
+            else:
+                first_trailing = first_trailing or n
+                if fx is not None and cells[fx]:
+                    n_fx_only += 1
+                    if not is_number(cells[fx]):
+                        self.warnings.append(
+                            f"line {n}: non-numeric FX cell {cells[fx][:40]!r} in a trailing "
+                            "FX-only row, ignored"
+                        )
+                else:
+                    n_empty += 1
+        if n_fx_only:
+            self.warnings.append(f"dropped {n_fx_only} trailing FX-only rows (EMG is the timeline)")
+        if n_empty:
+            self.warnings.append(f"dropped {n_empty} trailing empty row(s)")
+        if missing_fx is not None:
+            self.warnings.append(
+                f"line {missing_fx}: last EMG row has no FX value; repeated the previous "
+                f"one ({last_fx})"
+            )
+        if self.digital:
+            seen = sorted(seen_digital)
+            self.warnings.append(
+                f"ignored the 'Digitals combined' event column (8-line header variant; values: "
+                f"{', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''})"
+            )

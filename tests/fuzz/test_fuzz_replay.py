@@ -1,0 +1,120 @@
+"""Every replay reader fuzzed (issue 11): random bytes, and valid files of each format mutated
+byte by byte, line by line and cut short, plain and gzipped. Each must give a Recording or a
+RecordingFormatError naming the file; any other exception (or a crash of pyedflib's C reader)
+fails the test. `pytest --hypothesis-show-statistics tests/fuzz` prints the cases run per
+parser; tests/fuzz/atheris_replay.py runs the same readers coverage-guided for longer."""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse
+
+TMP = Path(tempfile.mkdtemp(prefix="fuzz-replay-"))
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+SEED_BYTES = {name: make() for name, make in SEEDS.items()}
+SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf"}
+TOKENS = [b"nan", b"inf", b"-1e308", b"1e308", b"", b'"', b",", b"\t", b";", b"\r", b"\n",
+          b"\x00", b"\xff", b"\xe9", b"0x1p3", b"1_0", b" ", b"-", b"9" * 400, b"+0", b"3e38",
+          b"-7e6", b'"' + b"1" * 140_000 + b'"']  # fmt: skip
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 8))):
+        op = draw(st.sampled_from(["flip", "insert", "delete", "token", "cell", "dup_line", "cut"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[at : at + draw(st.integers(1, 16))]
+        elif op == "token":
+            data[at : at + draw(st.integers(0, 4))] = draw(st.sampled_from(TOKENS))
+        elif op == "cell":  # a whole value between separators: how a broken export looks
+            start = max(data.rfind(sep, 0, at) for sep in (b",", b"\t", b"\n")) + 1
+            ends = [
+                e for e in (data.find(sep, at) for sep in (b",", b"\t", b"\r", b"\n")) if e >= 0
+            ]
+            data[start : min(ends, default=len(data))] = draw(st.sampled_from(TOKENS))
+        elif op == "dup_line":
+            end = data.find(b"\n", at)
+            data[at:at] = data[at : end + 1 if end >= 0 else len(data)]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def check(name: str, data: bytes, *, forced: bool, zipped: bool = False) -> None:
+    path = TMP / f"case{SUFFIX[name]}{'.gz' if zipped else ''}"
+    path.write_bytes(gzip.compress(data, compresslevel=1) if zipped else data)
+    read_or_refuse(path, FORMAT_OF[name] if forced else None)
+
+
+@pytest.mark.parametrize("name", list(SEEDS))
+def test_seed_files_are_valid(name: str) -> None:
+    path = TMP / f"seed{SUFFIX[name]}"
+    path.write_bytes(SEED_BYTES[name])
+    read_or_refuse(path, None)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_uci(data: st.DataObject) -> None:
+    check("uci", data.draw(mutated(SEED_BYTES["uci"])), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_santuz(data: st.DataObject) -> None:
+    check("santuz", data.draw(mutated(SEED_BYTES["santuz"])), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_generic_csv(data: st.DataObject) -> None:
+    check("csv", data.draw(mutated(SEED_BYTES["csv"])), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_record_csv(data: st.DataObject) -> None:
+    check("record_csv", data.draw(mutated(SEED_BYTES["record_csv"])), forced=False)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_edf(data: st.DataObject) -> None:
+    check("edf", data.draw(mutated(SEED_BYTES["edf"])), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_gzipped(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(list(SEEDS)))
+    check(name, data.draw(mutated(SEED_BYTES[name])), forced=False, zipped=True)
+
+
+@FUZZ
+@given(st.binary(max_size=3000), st.sampled_from(list(SEEDS)), st.booleans())
+def test_fuzz_random_bytes(raw: bytes, name: str, forced: bool) -> None:
+    check(name, raw, forced=forced)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.lists(st.sampled_from([*TOKENS, b"0.001", b"1", b"-0.5", b"time", b"VM"]), max_size=5),
+        max_size=12,
+    )
+)
+def test_fuzz_csv_from_tokens(rows: list[list[bytes]]) -> None:
+    check("csv", b"time,VM\n" + b"\n".join(b",".join(r) for r in rows), forced=False)
