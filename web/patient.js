@@ -155,6 +155,7 @@ function render() {
   fill.style.height = pct === null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
   fill.className = `fill ${stale ? "stale" : state.phase === "work" ? zoneOf() : ""}`;
   $("effort").textContent = pct === null || stale ? "–" : `${Math.round(pct)} %`;
+  window.vmf.shownSample = state.tSample; // the sample whose value is on screen now
   const band = $("band");
   if (state.band) {
     band.hidden = false;
@@ -209,7 +210,7 @@ async function main() {
     e.target.textContent = on ? "Sound: on" : "Sound: off (tap to turn on)";
   });
   const who = await signIn(cfg);
-  connect(cfg, { leaves: LEAVES, ...who, onMessage, onState: setConn });
+  window.vmf.client = connect(cfg, { leaves: LEAVES, ...who, onMessage, onState: setConn });
   requestAnimationFrame(loop);
 }
 

@@ -287,7 +287,7 @@ async function main() {
   if (!cfg.clinic) return setConn("no clinic given (?clinic=…)", false);
   const who = await signIn(cfg);
   issuer = who.issuer || cfg.issuer;
-  client = connect(cfg, { leaves: LEAVES, ...who, onMessage, onState: setConn });
+  client = window.vmf.client = connect(cfg, { leaves: LEAVES, ...who, onMessage, onState: setConn });
   requestAnimationFrame(loop);
 }
 
