@@ -153,7 +153,7 @@ function render() {
   const fill = $("fill");
   const pct = state.pct;
   fill.style.height = pct === null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
-  fill.className = `fill ${stale ? "stale" : state.phase === "work" ? zoneOf() : ""}`;
+  fill.className = `fill ${stale ? "stale" : state.phase === "work" ? zoneOf() : "idle"}`;
   $("effort").textContent = pct === null || stale ? "–" : `${Math.round(pct)} %`;
   window.vmf.shownSample = state.tSample; // the sample whose value is on screen now
   const band = $("band");

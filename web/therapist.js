@@ -47,6 +47,7 @@ class Station {
       this.session = p.session;
       this.size = Math.round(WINDOW_S * p.displayHz);
       this.ring = p.channels.map(() => new Float32Array(this.size).fill(NaN));
+      this.blanked = new Float32Array(this.size); // 1: envelope held during a stimulation burst
       this.end = p.firstIndex;
       this.packet = null;
     }
@@ -59,6 +60,9 @@ class Station {
       for (let i = 0; i < p.n; i++) values[missing + i] = p.envelope[c][i] * scale;
       push(this.ring[c], values);
     });
+    const held = new Float32Array(missing + p.n);
+    for (let i = 0; i < p.n; i++) held[missing + i] = p.blanked[i];
+    push(this.blanked, held);
     this.end = p.firstIndex + p.n * p.decimation;
     this.calibrated = calibrated;
     this.packet = p;
@@ -179,7 +183,8 @@ function drawCard(st, now) {
   note.classList.toggle("alarm", st.alarm);
   const body = el.querySelector("tbody");
   const rows = st.reps.slice(-5).reverse().map((r) => `<tr><td>${r.rep}</td><td>${fmt(r.time_to_band_s, 2)}</td><td>${fmt(r.peak_pct_mvc)}</td><td>${fmt(r.hold_s, 1)}</td><td>${fmt(r.vm_vl_ratio, 2)}</td></tr>`).join("");
-  if (body.innerHTML !== rows) body.innerHTML = rows;
+  const shown = rows || '<tr><td colspan="5">none achieved yet</td></tr>';
+  if (body.innerHTML !== shown) body.innerHTML = shown;
 }
 
 function plot(canvas, st, stale) {
@@ -210,6 +215,18 @@ function plot(canvas, st, stale) {
     for (const b of p.band) { g.beginPath(); g.moveTo(left, y(b)); g.lineTo(left + pw, y(b)); g.stroke(); }
     g.setLineDash([]);
   }
+  // stimulation bursts: the envelope is held (blanked against the artefact), so say where
+  const n0 = st.blanked.length;
+  g.fillStyle = "rgba(206,147,216,0.30)";
+  let anyHeld = false;
+  for (let i = 0; i < n0; i++) {
+    if (!st.blanked[i]) continue;
+    let j = i;
+    while (j < n0 && st.blanked[j]) j++;
+    g.fillRect(left + (pw * i) / (n0 - 1), top, Math.max(1, (pw * (j - i)) / (n0 - 1)), ph);
+    anyHeld = true;
+    i = j;
+  }
   // axes with a few round ticks
   g.fillStyle = "#c8ccd2";
   g.strokeStyle = "#3a3f46";
@@ -227,7 +244,10 @@ function plot(canvas, st, stale) {
   g.fillText(st.calibrated ? "% MVC" : "mV", 0, 0);
   g.restore();
   g.textAlign = "center";
-  for (let s = 0; s <= WINDOW_S; s += 2) g.fillText(s === 0 ? "now" : `−${s} s`, left + pw * (1 - s / WINDOW_S), h - 6);
+  for (let s = 0; s <= WINDOW_S; s += 2) {
+    g.textAlign = s === 0 ? "right" : "center"; // "now" ends at the right edge, not past it
+    g.fillText(s === 0 ? "now" : `−${s} s`, left + pw * (1 - s / WINDOW_S), h - 6);
+  }
   // the curves
   st.ring.forEach((ring, c) => {
     g.strokeStyle = stale ? "#666" : COLOURS[c % COLOURS.length];
@@ -246,7 +266,8 @@ function plot(canvas, st, stale) {
   });
   const legend = canvas.parentElement.querySelector(".legend");
   const text = p.channels.map((ch, c) => `<span><i class="c${c % COLOURS.length}"></i>${ch}${c === p.target ? " (target)" : ""}</span>`).join("")
-    + (st.calibrated ? `<span><i class="bandkey"></i>target band ${p.band[0]}–${p.band[1]} % MVC</span>` : "<span>no calibration yet: mV, band not shown</span>");
+    + (st.calibrated ? `<span><i class="bandkey"></i>target band ${p.band[0]}–${p.band[1]} % MVC</span>` : "<span>no calibration yet: mV, band not shown</span>")
+    + (anyHeld ? `<span><i class="heldkey"></i>stimulation burst (signal held)</span>` : "");
   if (legend.dataset.text !== text) { legend.innerHTML = text; legend.dataset.text = text; }
 }
 

@@ -160,13 +160,16 @@ async def test_patient_view_shows_what_the_station_reports(browser: Any, tmp_pat
 
 async def wait_until_page(page: Any, expression: str, want: str, timeout_s: float = 10) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
-    got = None
+    got, seen = None, set()
     while asyncio.get_running_loop().time() < deadline:
         got = await page.evaluate(f"() => {expression}")
+        seen.add(got)
         if got == want:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"page: {expression} is {got!r}, waited for {want!r}")
+    raise AssertionError(
+        f"page: {expression} is {got!r} (before: {sorted(seen)}), waited for {want!r}"
+    )
 
 
 def station_events(db: Path, kind: str) -> list[dict[str, Any]]:
