@@ -7,9 +7,10 @@ Missing Playwright or Chromium skips locally and fails with VMF_REQUIRE_SERVICES
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,25 @@ async def open_page(browser: Any, url: str, width: int = 1280, height: int = 800
     page.errors = errors
     await page.goto(url)
     return page
+
+
+class Spawn:
+    """Tasks a test starts (stations); cancelled at teardown even when the test fails, since a
+    running station catches SIGTERM and would keep the test process alive."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def __call__(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.append(task)
+        return task
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    s = Spawn()
+    yield s
+    for task in s.tasks:
+        task.cancel()
+    await asyncio.gather(*s.tasks, return_exceptions=True)

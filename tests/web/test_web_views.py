@@ -28,7 +28,7 @@ from feedback.outputs.stream import StreamPacket, decode
 from feedback.outputs.topics import Topics
 from feedback.web.server import WebServer
 from tests.clinic.conftest import run_station, station_settings, wait_until
-from tests.web.conftest import open_page
+from tests.web.conftest import Spawn, open_page
 
 CLINIC = "clinic-demo"
 # The stated delay: a value on the patient's screen is at most this old (station clock of the
@@ -108,15 +108,15 @@ def check_shown(shown: dict[str, Any], seen: Seen) -> float:
     return age
 
 
-async def test_patient_view_shows_what_the_station_reports(browser: Any, tmp_path: Path) -> None:
+async def test_patient_view_shows_what_the_station_reports(
+    browser: Any, tmp_path: Path, spawn: Spawn
+) -> None:
     async with demo_web() as (broker, web):
         page = await open_page(
             browser, f"{web.url}/patient.html?station=st-w", width=800, height=1280
         )
         async with watching(broker.url, "st-w") as seen:
-            station = asyncio.create_task(
-                run_station(station_settings("st-w"), broker.url, tmp_path, "sim")
-            )
+            station = spawn(run_station(station_settings("st-w"), broker.url, tmp_path, "sim"))
             await wait_until(lambda: bool(seen.packets), 10, "the station's first stream packet")
             ages, words, labels = [], set(), set()
             for _ in range(40):  # ~4 s of the session, every 100 ms
@@ -141,9 +141,7 @@ async def test_patient_view_shows_what_the_station_reports(browser: Any, tmp_pat
         # must refuse them, and the page itself must say PAUSE rather than show a frozen bar.
         page2 = await open_page(browser, f"{web.url}/patient.html?station=st-x")
         async with watching(broker.url, "st-x") as seen:
-            station = asyncio.create_task(
-                run_station(station_settings("st-x"), broker.url, tmp_path, "sim")
-            )
+            station = spawn(run_station(station_settings("st-x"), broker.url, tmp_path, "sim"))
             await wait_until_page(page2, "String(window.vmf.state.tSample !== null)", "true")
             before = await page2.evaluate(SHOWN)
             check_shown(before, seen)
@@ -178,15 +176,15 @@ def station_events(db: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(d) for (d,) in rows]
 
 
-async def test_emergency_stop_button_latches_stimulation(browser: Any, tmp_path: Path) -> None:
+async def test_emergency_stop_button_latches_stimulation(
+    browser: Any, tmp_path: Path, spawn: Spawn
+) -> None:
     long = {"protocol.reps": 30, "mqtt.therapists": ["T-01"], "stimulation.enabled": True}
     async with demo_web() as (broker, web):
         base = f"{web.url}/therapist.html?station=st-s"
         stranger = await open_page(browser, f"{base}&issuer=T-99")
         page = await open_page(browser, f"{base}&issuer=T-01")
-        station = asyncio.create_task(
-            run_station(station_settings("st-s", **long), broker.url, tmp_path, "sim")
-        )
+        station = spawn(run_station(station_settings("st-s", **long), broker.url, tmp_path, "sim"))
         stim = "(document.querySelector('[data-station=st-s] .stim')?.textContent ?? '')"
         for p in (page, stranger):
             await wait_until_page(p, f"String({stim}.startsWith('armed'))", "true", 15)
