@@ -462,7 +462,8 @@ def _page(
         f"<title>{escape(title)}</title><style>{PAGE_CSS}</style></head><body>"
         f"<h1>{escape(title)}</h1><table class='facts'>{fact_rows}</table>\n"
         + "\n".join(svgs)
-        + f"\n<h2>The numbers</h2><div class='scroll'><table class='numbers'><tr>{head}</tr>{body}</table></div>"
+        + f"\n<h2>The numbers</h2><div class='scroll'><table class='numbers'><tr>{head}</tr>"
+        f"{body}</table></div>"
         f"<h2>Words used</h2><dl class='glossary'>{glossary}</dl></body></html>\n"
     )
 
