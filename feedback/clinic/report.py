@@ -27,9 +27,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from matplotlib.axes import Axes
+try:
+    from matplotlib.axes import Axes
 
-from feedback.clinic import charts
+    from feedback.clinic import charts
+except ImportError as exc:  # the clinic logger runs without it; only the reports need it
+    raise SystemExit(
+        "the clinic reports need matplotlib: pip install 'vm-feedback[report]'"
+    ) from exc
 from feedback.clinic.db import Backend, DatabaseMissing, connect
 
 REP_COLUMNS = (
