@@ -66,7 +66,10 @@ def _style(ax: Axes, title: str, x_label: str, y_label: str) -> None:
 
 
 def _integer_x(ax: Axes, xs: Sequence[float]) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(12, max(1, len(xs)))))
+    if 0 < len(set(xs)) <= 15:  # every repetition or session gets its number
+        ax.set_xticks(sorted(set(xs)))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
     if xs:
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
 
@@ -193,8 +196,9 @@ def draw_trend(
         if len(pts) >= 3:
             slope, icpt = _fit(pts)
             ends = [pts[0][0], pts[-1][0]]
+            trend = "flat" if abs(slope) < 0.005 else f"{slope:+.2f}{unit} per session"
             ax.plot(ends, [icpt + slope * x for x in ends], "--", color=c, linewidth=1,
-                    label=f"trend {slope:+.2f}{unit} per session")  # fmt: skip
+                    label=f"trend: {trend}")  # fmt: skip
     if reference is not None:
         ax.axhline(reference[0], color="#555", linestyle=":", linewidth=1, label=reference[1])
     ax.set_ylim(*(y_range or (0, _nice_top(top, 1.0))))

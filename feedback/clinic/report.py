@@ -434,7 +434,7 @@ dl.glossary dt{font-weight:600}dl.glossary dd{margin:0 0 .4em 1.5em}
  body{margin:0;font-size:9.5pt;max-width:none}
  figure,tr,.facts{break-inside:avoid}
  h2{break-after:avoid}
- .numbers{font-size:7.5pt}
+ .numbers{font-size:7pt}.scroll{overflow:visible}.numbers td{white-space:normal}
  a{color:inherit;text-decoration:none}
 }
 """
@@ -453,7 +453,7 @@ def _page(
     for i, chart in enumerate(figures):
         fig, ax = charts.figure(height_in=chart.height_in)
         chart.draw(ax)
-        ax.set_title("")  # the page's own heading says it (the PDF keeps the chart's title)
+        ax.set_title("", loc="left")  # the heading above says it (the PDF keeps this title)
         svgs.append(
             f"<figure><h2>{escape(chart.heading)}</h2>{charts.svg(fig, f'c{i}-{title}')}"
             f"<figcaption>{escape(chart.caption)}</figcaption></figure>"

@@ -208,7 +208,7 @@ def test_page_speaks_plain_words_with_units_and_local_time(thirty: tuple[str, Pa
     progress = (out / "P-0030-progress.html").read_text()
     assert "Farrar" in progress and "important improvement" in progress
     session = (out / f"{FIRST}.html").read_text()
-    assert "10 bursts given" in session and "Stimulation bursts" in session
+    assert "10 bursts given" in session and "<h2>Stimulation</h2>" in session
 
 
 def test_pdf_opens_with_every_chart_and_the_numbers(thirty: tuple[str, Path]) -> None:
