@@ -115,6 +115,8 @@ async def test_patient_view_shows_what_the_station_reports(
         page = await open_page(
             browser, f"{web.url}/patient.html?station=st-w", width=800, height=1280
         )
+        await page.click("#sound")  # sound needs a tap in a browser
+        await wait_until_page(page, "String(window.vmf.sound.on)", "true")
         async with watching(broker.url, "st-w") as seen:
             station = spawn(run_station(station_settings("st-w"), broker.url, tmp_path, "sim"))
             await wait_until(lambda: bool(seen.packets), 10, "the station's first stream packet")
@@ -136,6 +138,9 @@ async def test_patient_view_shows_what_the_station_reports(
             shown = await page.evaluate(SHOWN)
             assert shown["reps"] == f"{last.reps_done} of {last.reps_total}"
             assert shown["session"] == report["session_id"] and last.reps_done == 3
+            played = await page.evaluate("() => window.vmf.sound.played")
+            assert {"phase:work", "phase:rest", "phase:done"} <= set(played), played
+            assert sum(p.startswith("rep:") for p in played) == 3, played
 
         # Negative control: a page whose link died keeps its last values; the freshness check
         # must refuse them, and the page itself must say PAUSE rather than show a frozen bar.
@@ -188,9 +193,17 @@ async def test_emergency_stop_button_latches_stimulation(
         stim = "(document.querySelector('[data-station=st-s] .stim')?.textContent ?? '')"
         for p in (page, stranger):
             await wait_until_page(p, f"String({stim}.startsWith('armed'))", "true", 15)
+        # Set band: the station checks it and says so; the stream then carries the new band.
+        await page.fill("[data-station=st-s] [name=low]", "25")
+        await page.fill("[data-station=st-s] [name=high]", "55")
+        await page.click("[data-station=st-s] .bandform button")
+        note = "document.querySelector('[data-station=st-s] .note').textContent"
+        legend = "document.querySelector('[data-station=st-s] .legend').textContent"
+        await wait_until_page(page, f"String({legend}.includes('25–55 % MVC'))", "true")
+        said = await page.evaluate(f"() => {note}")  # the band_set event or the verdict
+        assert "band set to 25–55" in said or "change_band from T-01 accepted" in said, said
         # An issuer the station does not know: refused, stimulation goes on.
         await stranger.click("[data-station=st-s] .estop")
-        note = "document.querySelector('[data-station=st-s] .note').textContent"
         await wait_until_page(stranger, f"String({note}.includes('refused'))", "true")
         await asyncio.sleep(0.5)
         assert not (await page.evaluate(f"() => {stim}")).startswith("STOPPED")
@@ -210,6 +223,7 @@ async def test_emergency_stop_button_latches_stimulation(
         assert report["stopped_by"] == "therapist_stop"
         verdicts = station_events(tmp_path / "st-s.db", "command_result")
         assert [(v["action"], v["accepted"], v["issuer"]) for v in verdicts] == [
-            ("emergency_stop", False, "T-99"), ("emergency_stop", True, "T-01"),
+            ("change_band", True, "T-01"), ("emergency_stop", False, "T-99"),
+            ("emergency_stop", True, "T-01"),
             ("stop", True, "T-01")]  # fmt: skip
         assert page.errors == [] and stranger.errors == []
