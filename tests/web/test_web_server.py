@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from feedback.web.server import WebServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -41,3 +46,27 @@ async def test_pages_config_and_nothing_else() -> None:
         with pytest.raises(InvalidStatus):
             async with connect(f"ws://127.0.0.1:{web.port}/mqtt", subprotocols=["mqtt"]):  # type: ignore[list-item]
                 pass
+
+
+async def test_run_feedback_web_serves_the_patient_view(tmp_path: Path) -> None:
+    """`run_feedback.py --web`: the demo prints the views' URLs and serves them while it runs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run_feedback.py"), "--web", "--headless",
+        "--duration", "6", "--db", str(tmp_path / "s.db"),
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        assert line.startswith("patient view:"), line
+        url = line.split()[-1]
+        status, _, body = await asyncio.to_thread(get, url)
+        assert status == 200 and b"patient.js" in body
+        base = url.split("/patient.html")[0]
+        status, _, body = await asyncio.to_thread(get, f"{base}/config.json")
+        config = json.loads(body)
+        assert config["broker"].startswith("ws://127.0.0.1:") and config["clinic"]
+    finally:
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
