@@ -183,7 +183,7 @@ function drawCard(st, now) {
   note.classList.toggle("alarm", st.alarm);
   const body = el.querySelector("tbody");
   const rows = st.reps.slice(-5).reverse().map((r) => `<tr><td>${r.rep}</td><td>${fmt(r.time_to_band_s, 2)}</td><td>${fmt(r.peak_pct_mvc)}</td><td>${fmt(r.hold_s, 1)}</td><td>${fmt(r.vm_vl_ratio, 2)}</td></tr>`).join("");
-  const shown = rows || '<tr><td colspan="5">none achieved yet</td></tr>';
+  const shown = rows || '<tr><td colspan="5" class="none">none achieved yet</td></tr>';
   if (body.innerHTML !== shown) body.innerHTML = shown;
 }
 

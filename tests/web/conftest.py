@@ -14,9 +14,14 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 
 from tests.conftest import missing_service
+
+# Imported now, not at the end of the run: after a Playwright session in this process, CPython
+# 3.11.7 once failed to compile hypothesis for its pytest plugin's late import ("AST constructor
+# recursion depth mismatch"), after every test had passed.
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
