@@ -1,10 +1,14 @@
-"""An in-process MQTT broker (amqtt) so that a bare `run_feedback.py` needs no infrastructure."""
+"""An in-process MQTT broker (amqtt) so that a bare `run_feedback.py` needs no infrastructure.
+
+With `websockets=True` it also listens for MQTT over WebSockets on a second loopback port, so the
+browser views (web/, docs/web.md) subscribe to exactly the messages every other receiver gets.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import Self
+from typing import Any, Self
 
 from amqtt.broker import Broker
 
@@ -16,19 +20,30 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, websockets: bool = False, ws_port: int | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.ws_port = (ws_port or free_port()) if websockets else None
         self._broker: Broker | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str | None:
+        """MQTT over WebSockets for a browser on this machine (None: no such listener)."""
+        return None if self.ws_port is None else f"ws://127.0.0.1:{self.ws_port}/mqtt"
+
     async def __aenter__(self) -> Self:
         # amqtt logs every connection at INFO; that noise would bury the session's own messages.
         logging.getLogger("amqtt").setLevel(logging.WARNING)
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}
+        if self.ws_port is not None:
+            listeners["ws"] = {"type": "ws", "bind": f"127.0.0.1:{self.ws_port}"}
         config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "listeners": listeners,
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },

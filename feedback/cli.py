@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="open the therapist dashboard (needs the 'dashboard' extra)",
     )
     p.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve the browser views (patient and therapist) and print their URLs",
+    )
+    p.add_argument(
         "--broker",
         metavar="URL",
         help="publish to this MQTT broker (mqtt://host:port) instead of the embedded one",
@@ -234,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_start=args.wait_start,
     )
     try:
-        asyncio.run(app.run(settings, options))
+        if args.web:
+            from feedback.web.demo import run_with_web
+
+            asyncio.run(run_with_web(settings, options))
+        else:
+            asyncio.run(app.run(settings, options))
     except (DeviceError, ValueError) as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,0 +1,1 @@
+"""The browser views: static pages (web/) served with their broker address, and an MQTT relay."""

@@ -1,0 +1,72 @@
+"""The page server without a browser: static files with their security headers, config.json,
+no file outside web/, and no relay unless one is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from feedback.web.server import WebServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+async def test_pages_config_and_nothing_else() -> None:
+    async with WebServer(config={"clinic": "c-1", "broker": "ws://x/mqtt"}) as web:
+        status, headers, body = await asyncio.to_thread(get, f"{web.url}/patient.html")
+        assert status == 200 and b'<main id="view"' in body
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["Content-Type"] == "text/html; charset=utf-8"
+        status, headers, body = await asyncio.to_thread(get, f"{web.url}/patient.js")
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+        status, _, body = await asyncio.to_thread(get, f"{web.url}/config.json")
+        assert json.loads(body) == {"clinic": "c-1", "broker": "ws://x/mqtt"}
+        for bad in ("/../pyproject.toml", "/%2e%2e/pyproject.toml", "/vendor/../../README.md",
+                    "/nothing.html"):  # fmt: skip
+            status, _, body = await asyncio.to_thread(get, f"{web.url}{bad}")
+            assert status == 404 and b"[project]" not in body, bad
+        # no relay configured: a WebSocket upgrade is refused, not piped anywhere
+        with pytest.raises(InvalidStatus):
+            async with connect(f"ws://127.0.0.1:{web.port}/mqtt", subprotocols=["mqtt"]):  # type: ignore[list-item]
+                pass
+
+
+async def test_run_feedback_web_serves_the_patient_view(tmp_path: Path) -> None:
+    """`run_feedback.py --web`: the demo prints the views' URLs and serves them while it runs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run_feedback.py"), "--web", "--headless",
+        "--duration", "6", "--db", str(tmp_path / "s.db"),
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        assert line.startswith("patient view:"), line
+        url = line.split()[-1]
+        status, _, body = await asyncio.to_thread(get, url)
+        assert status == 200 and b"patient.js" in body
+        base = url.split("/patient.html")[0]
+        status, _, body = await asyncio.to_thread(get, f"{base}/config.json")
+        config = json.loads(body)
+        assert config["broker"].startswith("ws://127.0.0.1:") and config["clinic"]
+    finally:
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
