@@ -30,6 +30,7 @@ import numpy as np
 from feedback.exercise import RepCompleted
 from feedback.outputs.edf_writer import EdfPlusWriter, SignalSpec
 from feedback.pipeline import Tick
+from feedback.processing.metrics import Contraction
 
 log = logging.getLogger(__name__)
 ANNOTATION_BYTES = 8192  # per 1 s record: room for ~80 events a second; more wait a record
@@ -80,7 +81,7 @@ def events_of(tick: Tick) -> tuple[Event, ...]:
                 c.offset_index,
                 "contraction",
                 c.channel,
-                f"#{c.number} {c.duration_s:.2f}s peak {c.peak_pct:.0f}%MVC "
+                f"#{c.number} {c.duration_s:.2f}s peak {_peak(c)} "
                 f"hold {c.hold_in_band_s:.2f}s MDF {_fmt(c.median_freq_hz)}Hz "
                 f"VM-VL {_fmt(c.vm_vl_onset_ms)}ms",
             )
@@ -92,6 +93,13 @@ def events_of(tick: Tick) -> tuple[Event, ...]:
     ]
     out += [Event(c.index, "cue", "", f"{c.kind} {c.value}") for c in tick.cues]
     return tuple(out)
+
+
+def _peak(c: Contraction) -> str:
+    # Without a calibration the % MVC rests on a placeholder: the record keeps the envelope.
+    if c.calibrated or c.peak_mv is None:
+        return f"{c.peak_pct:.0f}%MVC"
+    return f"{c.peak_mv * 1000:.0f}uV (uncalibrated)"
 
 
 def _fmt(v: float | None) -> str:

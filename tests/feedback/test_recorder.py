@@ -276,3 +276,18 @@ def test_edf_writer_file_is_valid_after_every_record(tmp_path: Path) -> None:
         assert len(texts) == w.annotations_written and 0 < len(texts) < 3 * (k + 1)
     assert w.annotations_pending == 12 - w.annotations_written
     w.close()
+
+
+def test_contraction_annotation_names_its_unit() -> None:
+    """Without a calibration the % MVC rests on a placeholder MVC: the record says µV instead."""
+    from feedback.outputs.recorder import _peak
+    from feedback.processing.metrics import Contraction
+
+    base = dict(number=1, channel="VM", onset_index=0, offset_index=2000, duration_s=1.0,
+                peak_pct=7.2, mean_pct=5.0, time_to_band_s=None, hold_in_band_s=0.0,
+                relaxation_s=None, median_freq_hz=None, vm_vl_onset_ms=None, vm_vl_ratio=None,
+                peak_mv=0.036)  # fmt: skip
+    assert _peak(Contraction(**base, calibrated=True)) == "7%MVC"  # type: ignore[arg-type]
+    uncalibrated = _peak(Contraction(**base, calibrated=False))  # type: ignore[arg-type]
+    assert uncalibrated == "36uV (uncalibrated)"
+    assert "MVC" not in uncalibrated
