@@ -16,9 +16,9 @@ from typing import Any
 
 from feedback.processing.metrics import Contraction
 
-# Cue kinds the v1 message contract knows (feedback/clinic/schemas/cue.json); others (the
-# "calibration needed" prompt) stay in the local session log and the station's own views.
-CONTRACT_V1_CUE_KINDS = frozenset({"phase", "zone", "rep", "quality"})
+# Cue kinds the v1 message contract knows (feedback/clinic/schemas/cue.json); any other kind
+# stays in the local session log and the station's own views.
+CONTRACT_V1_CUE_KINDS = frozenset({"phase", "zone", "rep", "quality", "calibration"})
 
 
 def contraction_metrics(c: Contraction) -> dict[str, Any]:
@@ -31,11 +31,3 @@ def contraction_metrics(c: Contraction) -> dict[str, Any]:
     out["mean"] = out["mean_pct"] if pct else out["mean_mv"]
     return out
 
-
-def summary_for_contract_v1(summary: dict[str, Any]) -> dict[str, Any]:
-    """The session summary as the v1 `session_end` message must carry it: its schema requires
-    an integer `reps`, so a session without reps sends 0 with `reps_counted: false` (the
-    report and the local log keep null). Remove once the contract allows null."""
-    if summary.get("reps") is not None:
-        return summary
-    return {**summary, "reps": 0, "reps_counted": False}

@@ -28,7 +28,6 @@ from feedback.clinic.commands import CommandBus, Verdict
 from feedback.contraction_report import (
     CONTRACT_V1_CUE_KINDS,
     contraction_metrics,
-    summary_for_contract_v1,
 )
 from feedback.exercise import RepCompleted
 from feedback.outputs.mqtt_publisher import MqttPublisher
@@ -409,7 +408,7 @@ class Session:
                 "device": published_device(device),
                 "settings": published_settings(s),
                 "envelope_group_delay_ms": round(pipeline.chain.group_delay_ms, 1),
-                "reps_prescribed": s.protocol.reps,
+                "reps_prescribed": s.protocol.reps if self._reps_counted else None,
                 "reps_counted": self._reps_counted,  # false: free practice, reps_prescribed moot
                 "pain_before": self.pain_before,
             },
@@ -533,8 +532,7 @@ class Session:
                         else round(tick.vm_vl_ratio, 3),
                         "phase": ex.phase.name.lower(),
                         "holding": ex.holding,
-                        # The v1 contract requires an integer; reps_counted says if it means one.
-                        "reps": ex.reps_done,
+                        "reps": ex.reps_done if self._reps_counted else None,
                         "reps_counted": self._reps_counted,
                         "contractions": tick.contraction_count,
                         "index": block.end_index - 1,
@@ -639,7 +637,7 @@ class Session:
         self._session_message(
             self.topics.session,
             "session_end",
-            {"summary": summary_for_contract_v1(summary), "pain_after": self.pain_after},
+            {"summary": summary, "pain_after": self.pain_after},
         )
         self.publisher.publish(
             self.topics.status, self.numberer.envelope("status", {"state": "idle"}), retain=True

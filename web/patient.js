@@ -44,7 +44,7 @@ const now = () => performance.now() / 1000;
 function newSession(id) {
   Object.assign(state, {
     session: id, phase: "ready", zone: null, quality: "ok", repsDone: 0, repsTotal: 0,
-    holdProgress: 0, holding: false, cueId: 0, ended: false,
+    holdProgress: 0, holding: false, cueId: 0, ended: false, freePractice: false,
   });
 }
 
@@ -70,6 +70,7 @@ function onMessage(station, leaf, bytes) {
   else if (m.type === "session_start") {
     newSession(m.session);
     state.repsTotal = m.reps_prescribed || 0;
+    state.freePractice = m.reps_prescribed === null; // no reps prescribed: contractions only
     state.status = "in_session";
   } else if (m.type === "session_end" && m.session === state.session) {
     state.ended = true;
@@ -80,7 +81,7 @@ function onMessage(station, leaf, bytes) {
       : "VM" in m.pct_mvc ? "VM" : Object.keys(m.pct_mvc)[0];
     state.phase = m.phase;
     state.holding = Boolean(m.holding);
-    state.repsDone = Math.max(state.repsDone, m.reps);
+    if (Number.isInteger(m.reps)) state.repsDone = Math.max(state.repsDone, m.reps);
     if (ch !== undefined) bar(m.pct_mvc[ch], m.t_sample);
   }
 }
@@ -170,7 +171,8 @@ function render() {
   $("count-label").textContent = label && !state.ended ? label : "Time left";
   $("count").textContent = label && state.session && !state.ended && !stale
     ? `${Math.ceil(left)} s` : "–";
-  $("reps").textContent = state.session ? `${state.repsDone} of ${state.repsTotal}` : "–";
+  $("reps").textContent = !state.session ? "–"
+    : state.freePractice ? "free practice" : `${state.repsDone} of ${state.repsTotal}`;
   $("hold").style.width = `${Math.round(100 * (state.holding ? Math.max(state.holdProgress, 0.02) : state.holdProgress))}%`;
 }
 
