@@ -311,15 +311,26 @@ class ActivationBlock(OnsetBlock):
     level_pct: np.ndarray = dataclass_field(default_factory=_empty)
 
 
+def select(x: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per row of `x`, the value of rank `rank[row]` in ascending order (NaN ranked last), as
+    `np.sort(x)[row, rank[row]]` gives it, by selection: one `np.partition` when every row asks
+    for the same rank (the usual case), one per row otherwise."""
+    if x.shape[1] == 0:
+        return np.full(x.shape[0], np.nan)
+    ranks = rank.tolist()
+    if len(set(ranks)) == 1:
+        return np.asarray(np.partition(x, ranks[0], axis=1)[:, ranks[0]])
+    return np.array([np.partition(row, k)[k] for row, k in zip(x, ranks, strict=True)])
+
+
 def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
     """The `pct` percentile (lower rank, no interpolation) of each row, NaN left out; NaN for a
-    row with no value. Sorting with NaN as +inf is several times faster than np.nanpercentile,
-    and this runs once a frame inside one block's processing time."""
+    row with no value. NaN ranked as +inf and the rank found by selection, not a sort (several
+    times faster than np.nanpercentile): this runs once a frame inside one block's time."""
     valid = ~np.isnan(frames)
     n = valid.sum(axis=1)
-    ordered = np.sort(np.where(valid, frames, np.inf), axis=1)
-    rank = np.floor(pct / 100.0 * (np.maximum(n, 1) - 1)).astype(np.int64)[:, None]
-    value = np.take_along_axis(ordered, rank, axis=1)[:, 0]
+    rank = np.floor(pct / 100.0 * (np.maximum(n, 1) - 1)).astype(np.int64)
+    value = select(np.where(valid, frames, np.inf), rank)
     return np.where(n > 0, value, np.nan)
 
 

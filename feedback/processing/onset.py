@@ -26,6 +26,7 @@ from feedback.processing.activation import (
     OnsetBlock,
     OnsetEvent,
     debounce_levels,
+    select,
 )
 from feedback.processing.filters import SosFilter, lowpass
 
@@ -73,34 +74,45 @@ class _Baseline:
     def __init__(self, needed: int) -> None:
         self.needed = needed
         self.seen = 0
-        self._samples: np.ndarray | None = None
+        # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
+        # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
+        # Only those points are kept, as they arrive, so the window's end sorts nothing big.
+        self.stride = max(1, needed // STATS_POINTS)
+        self._points: np.ndarray | None = None
+        self._last: np.ndarray | None = None
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
-        if self._samples is None:
-            self._samples = np.empty((x.shape[0], self.needed))
-        part = self._samples[:, self.seen : self.seen + x.shape[1]]
-        part[:] = x if usable is None else np.where(usable, x, np.nan)
-        self.seen += x.shape[1]
+        n = x.shape[1]
+        if self._points is None:
+            self._points = np.empty((x.shape[0], -(-self.needed // self.stride)))
+        if n:
+            skip = -self.seen % self.stride  # the first point of the grid in this part
+            take = x[:, skip :: self.stride]
+            if usable is not None:
+                take = np.where(usable[:, skip :: self.stride], take, np.nan)
+            at = -(-self.seen // self.stride)
+            self._points[:, at : at + take.shape[1]] = take
+            self._last = x[:, n - 1].copy()
+        self.seen += n
 
     def last(self) -> np.ndarray:
-        assert self._samples is not None and self.seen
-        return self._samples[:, self.seen - 1]
+        assert self._last is not None and self.seen
+        return self._last
 
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
-        assert self._samples is not None
-        # Every k-th sample: the envelope barely changes within a few ms, so ~500 points give
-        # the window's rest figures as well as all of them do. All channels at once, sorted
-        # with unusable samples (NaN) as +inf at the end: these statistics run once a window,
-        # inside one block's processing time.
-        w = self._samples[:, : self.seen : max(1, self.seen // STATS_POINTS)]
+        assert self._points is not None
+        # All channels at once, unusable samples (NaN) as +inf; the median and the MAD are
+        # order statistics, found by selection (np.partition, linear) rather than a full sort:
+        # the same values, a fraction of the time at the window's end.
+        w = self._points[:, : -(-self.seen // self.stride)]
         valid = ~np.isnan(w)
         n = valid.sum(axis=1)
         usable = 2 * n > w.shape[1]  # else: mostly unusable, no rest figures from this window
         x = np.where(valid, w, np.inf)
-        mid = (np.maximum(n, 1) - 1)[:, None] // 2  # the (lower) median's rank among the valid
-        level = np.take_along_axis(np.sort(x, axis=1), mid, axis=1)
+        mid = (np.maximum(n, 1) - 1) // 2  # the (lower) median's rank among the valid
+        level = select(x, mid)[:, None]
         with np.errstate(invalid="ignore"):  # inf - inf on a channel with nothing valid
-            spread = MAD_TO_SD * np.take_along_axis(np.sort(np.abs(x - level), 1), mid, 1)
+            spread = MAD_TO_SD * select(np.abs(x - level), mid)[:, None]
         rest = valid & ((x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0))
         count = np.maximum(rest.sum(axis=1), 1)
         mean = np.where(rest, x, 0.0).sum(axis=1) / count
