@@ -139,7 +139,7 @@ def debounce(
 
 
 # Up to this many rows the shortcut runs on plain Python numbers: cheaper than numpy calls on
-# arrays of a few elements. Beyond it (many sessions as one array) numpy wins.
+# arrays of a few elements. Beyond it (a high-density electrode array) numpy wins.
 SMALL_ROWS = 8
 
 
