@@ -274,25 +274,31 @@ class BandDetector:
     ) -> None:
         self.set_band(low_pct, high_pct, hysteresis_pct)
         self.min_on, self.min_off = min_on, min_off
-        self._low = DebounceState.zeros(1)
-        self._high = DebounceState.zeros(1)
+        # Row 0 the low edge, row 1 the high edge: one debounce call for both.
+        self._edges = DebounceState.zeros(2)
 
     def set_band(self, low_pct: float, high_pct: float, hysteresis_pct: float) -> None:
         self.low_pct = low_pct
         self.high_pct = high_pct
         self.hysteresis_pct = hysteresis_pct
+        lo, hi, h = low_pct, high_pct, hysteresis_pct
+        self._on = np.array([lo, hi + h])
+        self._off = np.array([lo - h, hi])
 
     def process(self, pct: np.ndarray) -> np.ndarray:
-        h = self.hysteresis_pct
-        x = pct[None, :]
-        lo, hi = self.low_pct, self.high_pct
-        ext = (x.min(axis=-1), x.max(axis=-1)) if x.shape[-1] else None
-        n_on, n_off = self.min_on, self.min_off
-        over_low = debounce_within(x, ext, lo, lo - h, n_on, n_off, self._low)[0]
-        over_high = debounce_within(x, ext, hi + h, hi, n_on, n_off, self._high)[0]
-        zone: np.ndarray = over_low.astype(np.int8)  # BELOW = 0, IN_BAND = 1
-        zone[over_high] = Zone.ABOVE
+        n = pct.shape[0]
+        x = np.broadcast_to(pct, (2, n))
+        ext = None
+        if n:
+            low, high = float(pct.min()), float(pct.max())
+            ext = (np.array([low, low]), np.array([high, high]))
+        over = debounce_within(x, ext, self._on, self._off, self.min_on, self.min_off, self._edges)
+        zone: np.ndarray = over[0].astype(np.int8)  # BELOW = 0, IN_BAND = 1
+        zone[over[1]] = ABOVE
         return zone
+
+
+ABOVE = int(Zone.ABOVE)  # (an IntEnum member looked up once, not per block)
 
 
 def _empty() -> np.ndarray:
@@ -398,6 +404,12 @@ class ActivationDetector:
         """The reference becomes the calibrated MVC of each channel that has one (from the next
         sample); a calibrated rest seeds the rest level until the signal has given its own."""
         mode = self.settings.reference
+        # New arrays, not edits in place: each block hands these out without copying them.
+        self.calibrated, self.mvc, self.rest = (
+            self.calibrated.copy(),
+            self.mvc.copy(),
+            self.rest.copy(),
+        )
         for i, ch in enumerate(self.channels):
             has_mvc = ch in calibration.mvc_mv
             measured = ch in calibration.rest_sd_mv  # every calibration measures the rest
@@ -429,6 +441,7 @@ class ActivationDetector:
         # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
         self.on_level = np.where(np.isnan(on), np.inf, on)
         self.off_level = np.where(np.isnan(off), np.inf, off)
+        self._ready = bool(np.isfinite(self.on_level).all())
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: the switch restarts inactive and the
@@ -452,8 +465,6 @@ class ActivationDetector:
         None: all) marks the samples the rest and reference may learn from (a flat line is no
         rest)."""
         c, n = envelope.shape
-        active = np.zeros((c, n), dtype=bool)
-        level = np.zeros((c, n))
         events: list[OnsetEvent] = []
         above = None if hodges_bui is None else hodges_bui.above
         pos = min(n, self._settle)
@@ -461,31 +472,54 @@ class ActivationDetector:
         if self._restart and pos < n:
             self._quiet_hb[:] = first_index + pos - 1
             self._restart = False
-        while pos < n:
-            end = min(n, pos + self._frame - self._in_frame)
-            seg = envelope[:, pos:end]
-            before = self._carry.state.copy()
-            state = debounce_levels(
-                seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
-            )
-            active[:, pos:end] = state
-            np.maximum((seg - self._rest_col) * self._scale_col, 0.0, out=level[:, pos:end])
-            hb = None if above is None else above[:, pos:end]
-            events += self._edges(first_index + pos, seg, hb, before, state)
-            self._learn(seg, None if usable is None else usable[:, pos:end])
-            pos = end
+        if pos == 0 and n and n <= self._frame - self._in_frame:
+            # The usual block: inside one frame, so the levels hold for all of it.
+            active, level = self._segment(first_index, envelope, above, usable, events)
+        else:
+            active = np.zeros((c, n), dtype=bool)
+            level = np.zeros((c, n))
+            while pos < n:
+                end = min(n, pos + self._frame - self._in_frame)
+                hb = None if above is None else above[:, pos:end]
+                ok = None if usable is None else usable[:, pos:end]
+                seg = envelope[:, pos:end]
+                state, lvl = self._segment(first_index + pos, seg, hb, ok, events)
+                active[:, pos:end], level[:, pos:end] = state, lvl
+                pos = end
+        # The level arrays are replaced, never edited, when they change: no copies needed.
         return ActivationBlock(
             active,
             tuple(events),
-            bool(np.isfinite(self.on_level).all()),
+            self._ready,
             above,
             rest_mv=self._rest_now,
             reference_mv=self._reference_now,
-            on_mv=self.on_level.copy(),
-            off_mv=self.off_level.copy(),
-            calibrated=self.calibrated.copy(),
+            on_mv=self.on_level,
+            off_mv=self.off_level,
+            calibrated=self.calibrated,
             level_pct=level,
         )
+
+    def _segment(
+        self,
+        first: int,
+        seg: np.ndarray,
+        hb: np.ndarray | None,
+        usable: np.ndarray | None,
+        events: list[OnsetEvent],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples within one frame (levels fixed): the switch, the level, the edges, then
+        learning from them (which may close the frame and move the levels)."""
+        before = self._carry.state
+        state = debounce_levels(
+            seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
+        )
+        level = seg - self._rest_col
+        level *= self._scale_col
+        np.maximum(level, 0.0, out=level)
+        events += self._edges(first, seg, hb, before, state)
+        self._learn(seg, usable)
+        return state, level
 
     def _edges(
         self,
