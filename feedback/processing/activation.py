@@ -212,6 +212,7 @@ def _uniform_small(
     n, n_on, n_off = lengths
     run_on, run_off, state = carry.run_on.tolist(), carry.run_off.tolist(), carry.state.tolist()
     out = np.repeat(carry.state[:, None], n, axis=1)
+    switched = False
     for r, (on_all, off_all) in enumerate(plan):
         # A run reaches its length (the switch point) at this sample, if inside the block.
         if on_all:
@@ -221,9 +222,11 @@ def _uniform_small(
         if 0 <= at < n:
             out[r, at:] = on_all
             state[r] = on_all
+            switched = True
         run_on[r] = run_on[r] + n if on_all else 0
         run_off[r] = run_off[r] + n if off_all else 0
-    carry.state = np.array(state, dtype=bool)
+    if switched:
+        carry.state = np.array(state, dtype=bool)
     carry.run_on = np.array(run_on, dtype=np.int64)
     carry.run_off = np.array(run_off, dtype=np.int64)
     return out
@@ -282,17 +285,19 @@ class BandDetector:
         self.high_pct = high_pct
         self.hysteresis_pct = hysteresis_pct
         lo, hi, h = low_pct, high_pct, hysteresis_pct
-        self._on = np.array([lo, hi + h])
-        self._off = np.array([lo - h, hi])
+        self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
 
     def process(self, pct: np.ndarray) -> np.ndarray:
         n = pct.shape[0]
-        x = np.broadcast_to(pct, (2, n))
-        ext = None
-        if n:
+        over = None
+        if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
             low, high = float(pct.min()), float(pct.max())
-            ext = (np.array([low, low]), np.array([high, high]))
-        over = debounce_within(x, ext, self._on, self._off, self.min_on, self.min_off, self._edges)
+            lengths = (n, self.min_on, self.min_off)
+            over = _uniform_small([low, low], [high, high], self._levels, lengths, self._edges)
+        if over is None:
+            x = np.stack([pct, pct])
+            on, off = np.array(self._levels[0])[:, None], np.array(self._levels[1])[:, None]
+            over = debounce(x >= on, x < off, self.min_on, self.min_off, self._edges)
         zone: np.ndarray = over[0].astype(np.int8)  # BELOW = 0, IN_BAND = 1
         zone[over[1]] = ABOVE
         return zone

@@ -177,23 +177,45 @@ class OnsetDetector:
         # Cut the block where a baseline window ends, so thresholds change at the same sample
         # however the signal was split into blocks.
         n = x.shape[1]
-        active = np.zeros(x.shape, dtype=bool)
-        above = np.zeros(x.shape, dtype=bool)
         events: list[OnsetEvent] = []
         pos = min(n, self._settle)
         self._settle -= pos
+        learning = self._learning
+        if pos == 0 and n and (learning is None or n < learning.needed - learning.seen):
+            # The usual block: no window ends inside it, so the thresholds hold for all of it.
+            active, above = self._segment(first_index, x, usable, events)
+            return OnsetBlock(active, tuple(events), self.baseline is not None, above)
+        active = np.zeros(x.shape, dtype=bool)
+        above = np.zeros(x.shape, dtype=bool)
         while pos < n:
             learning = self._learning
             end = n if learning is None else min(n, pos + learning.needed - learning.seen)
-            if self.baseline is not None:
-                events += self._detect(first_index + pos, x[:, pos:end], active[:, pos:end])
-                above[:, pos:end] = x[:, pos:end] >= self.on_threshold[:, None]
-            if learning is not None:
-                learning.add(x[:, pos:end], None if usable is None else usable[:, pos:end])
-                if learning.seen >= learning.needed:
-                    self._window_done(learning)
+            ok = None if usable is None else usable[:, pos:end]
+            state, over = self._segment(first_index + pos, x[:, pos:end], ok, events)
+            active[:, pos:end], above[:, pos:end] = state, over
             pos = end
         return OnsetBlock(active, tuple(events), self.baseline is not None, above)
+
+    def _segment(
+        self, first: int, part: np.ndarray, usable: np.ndarray | None, events: list[OnsetEvent]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples within one baseline window (thresholds fixed): the switch, the samples at
+        or above the on-threshold, then learning from them (which may end the window)."""
+        if self.baseline is not None:
+            before = self._carry.state  # replaced, never edited, by the debounce
+            state = debounce_levels(
+                part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
+            )
+            events += self._edges(first, before, state)
+            above = part >= self.on_threshold[:, None]
+        else:
+            state, above = np.zeros(part.shape, dtype=bool), np.zeros(part.shape, dtype=bool)
+        learning = self._learning
+        if learning is not None:
+            learning.add(part, usable)
+            if learning.seen >= learning.needed:
+                self._window_done(learning)
+        return state, above
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
@@ -209,14 +231,6 @@ class OnsetDetector:
         if quieter.any():
             old_mean, old_sd = self.baseline
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
-
-    def _detect(self, first: int, part: np.ndarray, out: np.ndarray) -> list[OnsetEvent]:
-        before = self._carry.state.copy()
-        state = debounce_levels(
-            part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
-        )
-        out[:] = state
-        return self._edges(first, before, state)
 
     def _edges(self, first: int, before: np.ndarray, state: np.ndarray) -> list[OnsetEvent]:
         if not state.shape[1] or (state == before[:, None]).all():
