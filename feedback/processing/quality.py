@@ -82,13 +82,22 @@ class SignalQuality:
         s = self.settings
         c, n = self.n_channels, raw.shape[1]
         raw = raw.astype(np.float64, copy=False)
-        mains = self._mains.process(raw) if self._mains is not None else np.zeros_like(raw)
-        lf = self._lf.process(raw)
-        stacked = np.concatenate([filtered, mains, lf], axis=0)
-        power = self._smooth.process(stacked * stacked)
+        # Band, mains and LF signals in one buffer, filtered and squared in place, then
+        # smoothed together: one allocation instead of a copy per step.
+        power = np.empty((3 * c, n))
+        power[:c] = filtered
+        if self._mains is not None:
+            power[c : 2 * c] = raw
+            self._mains.filter_own(power[c : 2 * c])
+        else:
+            power[c : 2 * c] = 0.0
+        power[2 * c :] = raw
+        self._lf.filter_own(power[2 * c :])
+        np.square(power, out=power)
+        self._smooth.filter_own(power)
         band_p, mains_p, lf_p = power[:c], power[c : 2 * c], power[2 * c :]
         raw_flags = np.empty((4, c, n), dtype=bool)
-        raw_flags[0] = band_p < (s.flat_uv * 1e-3) ** 2
+        np.less(band_p, (s.flat_uv * 1e-3) ** 2, out=raw_flags[0])
         raw_flags[2] = (mains_p >= s.mains_ratio**2 * band_p) & (
             mains_p >= (s.mains_min_uv * 1e-3) ** 2
         )
@@ -96,19 +105,25 @@ class SignalQuality:
         if self._seen < self._warmup:  # once warmed up every sample is settled: no mask
             raw_flags[[0, 2, 3]] &= (self._seen + np.arange(n) >= self._warmup)[None, None, :]
         self._seen += n
-        raw_flags[0] |= self._constant(raw)
+        constant = self._constant(raw)
+        if constant is not None:
+            raw_flags[0] |= constant
         np.greater_equal(np.abs(raw), s.clip_mv, out=raw_flags[1])
         return QualityBlock(self._held(raw_flags))
 
-    def _constant(self, raw: np.ndarray) -> np.ndarray:
-        """True where the raw value has not changed for `flat_ms`."""
+    def _constant(self, raw: np.ndarray) -> np.ndarray | None:
+        """True where the raw value has not changed for `flat_ms` (None: nowhere)."""
         unchanged = np.empty(raw.shape, dtype=bool)
         if raw.shape[1]:
             np.equal(raw[:, 0], self._last_raw, out=unchanged[:, 0])
             np.equal(raw[:, 1:], raw[:, :-1], out=unchanged[:, 1:])
+            self._last_raw = raw[:, -1].copy()
+            if not unchanged.any():  # the usual block: a live signal changes every sample
+                self._same = np.zeros(raw.shape[0], dtype=np.int64)
+                return None
         same = run_lengths(unchanged, self._same)
         if raw.shape[1]:
-            self._last_raw, self._same = raw[:, -1].copy(), same[:, -1].copy()
+            self._same = same[:, -1].copy()
         return np.asarray(same >= self._flat_run)
 
     def _held(self, raw_flags: np.ndarray) -> np.ndarray:
