@@ -66,6 +66,11 @@ class SignalQuality:
         # The one-pole average as a second-order section: the fast kernel, not lfilter's wrapper.
         smooth = np.array([[alpha, 0.0, 0.0, 1.0, alpha - 1.0, 0.0]])
         self._smooth = SosFilter(smooth, 3 * n_channels, rate_hz)  # band, mains, LF powers
+        # Squared amplitude ratios and floors of the mains and motion checks, (2, 1, 1).
+        ratios = (settings.mains_ratio**2, settings.motion_ratio**2)
+        self._ratios = np.array(ratios)[:, None, None]
+        floors = ((settings.mains_min_uv * 1e-3) ** 2, settings.motion_min_mv**2)
+        self._floors = np.array(floors)[:, None, None]
         self._hold = round(settings.hold_ms * rate_hz / 1000.0)
         # The power estimates start from zero; judge them only once they have settled.
         self._warmup = round(3 * settings.smooth_ms * rate_hz / 1000.0)
@@ -95,13 +100,14 @@ class SignalQuality:
         self._lf.filter_own(power[2 * c :])
         np.square(power, out=power)
         self._smooth.filter_own(power)
-        band_p, mains_p, lf_p = power[:c], power[c : 2 * c], power[2 * c :]
+        band_p, both = power[:c], power[c:].reshape(2, c, n)  # both: mains, LF powers
         raw_flags = np.empty((4, c, n), dtype=bool)
         np.less(band_p, (s.flat_uv * 1e-3) ** 2, out=raw_flags[0])
-        raw_flags[2] = (mains_p >= s.mains_ratio**2 * band_p) & (
-            mains_p >= (s.mains_min_uv * 1e-3) ** 2
-        )
-        raw_flags[3] = (lf_p >= s.motion_ratio**2 * band_p) & (lf_p >= s.motion_min_mv**2)
+        # MAINS and MOTION together: power ≥ ratio² · band power AND ≥ its floor, as one
+        # comparison with the larger of the two (NaN fails either way, as with the pair).
+        limit = self._ratios * band_p
+        np.maximum(limit, self._floors, out=limit)
+        np.greater_equal(both, limit, out=raw_flags[2:])
         if self._seen < self._warmup:  # once warmed up every sample is settled: no mask
             raw_flags[[0, 2, 3]] &= (self._seen + np.arange(n) >= self._warmup)[None, None, :]
         self._seen += n
