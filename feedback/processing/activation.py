@@ -32,6 +32,7 @@ low-level activity between efforts reads as a contraction (docs/activation.md).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Literal
@@ -345,6 +346,13 @@ def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
     return np.where(n > 0, value, np.nan)
 
 
+def _nan_max(a: float, b: float) -> float:
+    """np.maximum for two floats: NaN when either is NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a if a >= b else b
+
+
 def _last_true(mask: np.ndarray, first: int, carried: np.ndarray) -> np.ndarray:
     """Per row: the absolute index of the last True in `mask` (rows, n), else `carried`."""
     n = mask.shape[1]
@@ -433,20 +441,37 @@ class ActivationDetector:
         return ref
 
     def _set_levels(self) -> None:
-        s = self.settings
-        rest = np.maximum(self.rest, self._floor)
-        span = self.reference - rest
-        on = np.maximum(s.on_rest_ratio * rest, rest + s.on_fraction * span)
-        off = np.maximum(s.off_rest_ratio * rest, rest + s.off_fraction * span)
-        # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
-        known = span > 0
-        self._rest_col = np.where(known, rest, 0.0)[:, None]
-        self._scale_col = np.where(known, 100.0 / np.where(known, span, 1.0), 0.0)[:, None]
-        self._rest_now, self._reference_now = rest, rest + span
-        # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
-        self.on_level = np.where(np.isnan(on), np.inf, on)
-        self.off_level = np.where(np.isnan(off), np.inf, off)
-        self._ready = bool(np.isfinite(self.on_level).all())
+        """The levels in force from the next sample, per channel. A handful of channels: plain
+        floats (each numpy call on 4 numbers costs more than the arithmetic), with numpy's
+        NaN rule for the maxima (`_nan_max`), so the values are np.maximum's to the bit."""
+        s, floor = self.settings, self._floor
+        rows = zip(
+            self.rest.tolist(),
+            self.calibrated.tolist(),
+            self.mvc.tolist(),
+            self._session_ref.tolist(),
+            strict=True,
+        )
+        rest_now, ref_now, on_lv, off_lv, rest_col, scale_col = [], [], [], [], [], []
+        for raw_rest, calibrated, mvc, session_ref in rows:
+            rest = _nan_max(raw_rest, floor)
+            span = _nan_max(mvc if calibrated else session_ref, rest) - rest  # reference − rest
+            on = _nan_max(s.on_rest_ratio * rest, rest + s.on_fraction * span)
+            off = _nan_max(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+            # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
+            known = span > 0
+            rest_col.append(rest if known else 0.0)
+            scale_col.append(100.0 / span if known else 0.0)
+            rest_now.append(rest)
+            ref_now.append(rest + span)
+            # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
+            on_lv.append(math.inf if math.isnan(on) else on)
+            off_lv.append(math.inf if math.isnan(off) else off)
+        self._rest_col = np.array(rest_col)[:, None]
+        self._scale_col = np.array(scale_col)[:, None]
+        self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
+        self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._ready = all(math.isfinite(v) for v in on_lv)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: the switch restarts inactive and the
@@ -568,15 +593,20 @@ class ActivationDetector:
         if self._in_frame < self._frame:
             return
         # A frame mostly unusable (leads settling, electrode off) is no rest and no effort.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(2 * self._count > self._frame, self._sum / self._count, np.nan)
+        # Per channel on plain floats (sum / count is numpy's float64 division to the bit).
+        frame = self._frame
+        mean = [
+            total / count if 2 * count > frame else math.nan
+            for total, count in zip(self._sum.tolist(), self._count.tolist(), strict=True)
+        ]
         width = self._ring.shape[1]
         self._ring[:, self._filled % width] = mean
         self._filled += 1
         self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
         seen = self._ring[:, : min(self._filled, width)]
-        rest = _low_percentile(seen, self.settings.rest_percentile)
-        self.rest = np.where(np.isnan(rest), self.rest, rest)
+        rest = _low_percentile(seen, self.settings.rest_percentile).tolist()
+        kept = zip(self.rest.tolist(), rest, strict=True)
+        self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
         recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width
         frames = self._ring[:, recent]
         valid = ~np.isnan(frames)
