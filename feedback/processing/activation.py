@@ -396,6 +396,7 @@ class ActivationDetector:
         self._lookback = round(s.onset_lookback_ms * per_ms)
         self._floor = s.rest_floor_uv / 1000.0
         self._filled = 0
+        self._ring_nans = 0  # NaN frame means in the ring, all channels
         self._in_frame = 0
         self._sum = np.zeros(c)
         self._count = np.zeros(c, dtype=np.int64)
@@ -600,11 +601,21 @@ class ActivationDetector:
             for total, count in zip(self._sum.tolist(), self._count.tolist(), strict=True)
         ]
         width = self._ring.shape[1]
-        self._ring[:, self._filled % width] = mean
+        col = self._filled % width
+        # Frames without a mean (NaN) in the ring, kept count of as they come and go: with
+        # none (the usual case) the percentile is one selection, no NaN handling.
+        gone = self._ring[:, col].tolist() if self._filled >= width else [0.0] * len(mean)
+        self._ring_nans += sum(map(math.isnan, mean)) - sum(map(math.isnan, gone))
+        self._ring[:, col] = mean
         self._filled += 1
         self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
         seen = self._ring[:, : min(self._filled, width)]
-        rest = _low_percentile(seen, self.settings.rest_percentile).tolist()
+        pct = self.settings.rest_percentile
+        if self._ring_nans:
+            rest = _low_percentile(seen, pct).tolist()
+        else:  # every row has all its frames: the rank _low_percentile would find
+            k = math.floor(pct / 100.0 * (seen.shape[1] - 1))
+            rest = np.partition(seen, k, axis=1)[:, k].tolist()
         kept = zip(self.rest.tolist(), rest, strict=True)
         self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
         recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width

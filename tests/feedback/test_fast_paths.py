@@ -240,3 +240,35 @@ def test_band_detector_equals_two_separate_edge_switches(seed: int, longest: int
     high = slow_levels(pct[None], np.array([63.0]), np.array([60.0]), 5, 9)[0]
     want = np.where(high, 2, np.where(low, 1, 0))
     np.testing.assert_array_equal(got, want)
+
+
+def test_rest_percentile_without_nan_handling_only_when_the_ring_has_no_gap() -> None:
+    """The activation rest level takes a NaN-free shortcut while its ring of frame means holds
+    no NaN (a frame mostly unusable). Frames go unusable and usable again while the ring wraps
+    several times: every block's rest and levels equal those of a detector that always takes
+    the general path (its NaN count forced non-zero)."""
+    from config import load_settings
+    from feedback.processing.activation import ActivationDetector
+
+    s = load_settings(environ={}).activation.model_copy(
+        update={"rest_window_s": 2.0, "frame_ms": 5.0}
+    )
+    rng = np.random.default_rng(8)
+    n = 2000 * 12
+    env = np.abs(rng.standard_normal((3, n))) * 0.01 + 0.002
+    env[1, 8000:16000] += 0.5  # an effort on one channel
+    usable = np.ones((3, n), dtype=bool)
+    for start in (3000, 9000, 9600, 15000):  # stretches that leave NaN frames in the ring
+        usable[(start // 1000) % 3, start : start + 300] = False
+    fast = ActivationDetector(s, 2000.0, ("VM", "VL", "RF"))
+    slow = ActivationDetector(s, 2000.0, ("VM", "VL", "RF"))
+    shortcut_taken = 0
+    for i in range(0, n, 20):
+        slow._ring_nans = 10**9
+        shortcut_taken += fast._ring_nans == 0
+        a = fast.process(i, env[:, i : i + 20], None, usable[:, i : i + 20])
+        b = slow.process(i, env[:, i : i + 20], None, usable[:, i : i + 20])
+        np.testing.assert_array_equal(a.rest_mv, b.rest_mv)
+        np.testing.assert_array_equal(a.on_mv, b.on_mv)
+        np.testing.assert_array_equal(a.active, b.active)
+    assert 0 < shortcut_taken < n // 20  # both paths ran
