@@ -104,30 +104,38 @@ def sessions_per_process(
 ) -> dict[str, Any]:
     """The product's path for many sessions: one `Pipeline` per session (exercise, cues,
     metrics and all), each fed its own 20-sample block once per 10 ms round, in one process on
-    one core. A size is sustained when a whole round's p99 fits in the 10 ms budget."""
+    one core. A size is sustained when a whole round's p99 fits in the 10 ms budget; on a shared
+    machine the wall-time figure counts other processes' turns too, so the thread CPU time of
+    a round gives the capacity of a core of one's own."""
     settings = load_settings(environ={})
     budget_us = BLOCK / RATE * 1e6
     rows: dict[str, Any] = {}
-    capacity = 0
+    capacity, cpu_capacity = 0, 0
     for s in sizes:
         pipes = [Pipeline(settings, RATE, CHANNELS) for _ in range(s)]
         data = [noise(seconds, seed=k) for k in range(s)]
-        times = []
+        wall, cpu = [], []
         for i in range(0, data[0].shape[1], BLOCK):
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
             for pipe, d in zip(pipes, data, strict=True):
                 pipe.process(SampleBlock(i, 0.0, RATE, CHANNELS, d[:, i : i + BLOCK]))
-            times.append((time.perf_counter() - t0) * 1e6)
-        st = summary(times, "us")
-        rows[str(s)] = {**st, "per_session_us_p50": round(float(st["p50"]) / s, 2)}
-        if float(st["p99"]) < budget_us:
-            capacity = s
+            wall.append((time.perf_counter_ns() - t0) / 1e3)
+            cpu.append((time.thread_time_ns() - c0) / 1e3)
+        st, ct = summary(wall, "us"), summary(cpu, "us")
+        rows[str(s)] = {
+            "wall": st,
+            "cpu": ct,
+            "per_session_cpu_us_p50": round(float(ct["p50"]) / s, 2),
+        }
+        capacity = s if float(st["p99"]) < budget_us else capacity
+        cpu_capacity = s if float(ct["p99"]) < budget_us else cpu_capacity
     return {
         "what": "one Pipeline per session (the live path), 4 channels at 2 kHz, one 20-sample "
         "block per session per round, all in one process; time per round",
         "round_us_by_sessions": rows,
         "realtime_budget_us": budget_us,
         "sessions_sustained_p99_within_budget": capacity,
+        "sessions_sustained_cpu_p99_within_budget": cpu_capacity,
     }
 
 
