@@ -105,6 +105,8 @@ class _Baseline:
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
+        if not np.isnan(w).any():
+            return _complete_mean_sd(w)
         valid = ~np.isnan(w)
         n = valid.sum(axis=1)
         usable = 2 * n > w.shape[1]  # else: mostly unusable, no rest figures from this window
@@ -118,6 +120,19 @@ class _Baseline:
         mean = np.where(rest, x, 0.0).sum(axis=1) / count
         var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
         return np.where(usable, mean, 0.0), np.where(usable, np.sqrt(var), 0.0)
+
+
+def _complete_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_Baseline.mean_sd` for a window with every point usable (the usual one): the same
+    operations without the masks, which would all be true, so the same values to the bit."""
+    mid = (x.shape[1] - 1) // 2
+    level = np.partition(x, mid, axis=1)[:, mid : mid + 1]
+    spread = MAD_TO_SD * np.partition(np.abs(x - level), mid, axis=1)[:, mid : mid + 1]
+    rest = (x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0)
+    count = np.maximum(rest.sum(axis=1), 1)
+    mean = np.where(rest, x, 0.0).sum(axis=1) / count
+    var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
+    return mean, np.sqrt(var)
 
 
 class OnsetDetector:
