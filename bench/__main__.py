@@ -31,7 +31,9 @@ def main() -> None:
         choices=["processing", "latency", "devices", "clinic", "remote", "stim_dashboard"],
         action="append",
     )
-    p.add_argument("--seconds", type=float, default=20.0, help="length of the latency session")
+    p.add_argument(
+        "--seconds", type=float, default=20.0, help="length of the latency and processing runs"
+    )
     p.add_argument(
         "--clinic-messages", type=int, default=200, help="messages per simulated station"
     )
@@ -44,7 +46,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if "processing" in chosen:
-        write("processing", {**meta, **bench_processing.run()})
+        write("processing", {**meta, **bench_processing.run(args.seconds)})
     if "latency" in chosen:
         write("latency", {**meta, **asyncio.run(bench_latency.run(args.seconds))})
     if "devices" in chosen:

@@ -1,6 +1,10 @@
 """Processing speed: per-block time of the full pipeline (4 channels, 2 kHz, 20-sample blocks)
-against scipy's band-pass alone (the peer), throughput, multi-session capacity, and the ratio
-against NeuroKit2's offline `emg_process` on the same real recording (when installed)."""
+against scipy's band-pass alone (the peer), throughput, how many sessions one process hosts on
+the product's path (one `Pipeline` per session, with exercise, cues and metrics), and the ratio
+against NeuroKit2's offline `emg_process` on the same real recording (when installed).
+
+The machine may be shared: besides wall time, each block's thread CPU time is reported
+(`time.thread_time_ns`), which leaves out the time other processes held the core."""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from devices.base import SampleBlock
 from devices.recording_formats import load_recording
 from feedback.pipeline import Pipeline
 from feedback.processing.chain import EmgChain
-from feedback.processing.multi import MultiSessionChain
 
 RATE = 2000.0
 CHANNELS = ("VM", "VL", "RF", "BF")
@@ -37,30 +40,45 @@ def per_block(seconds: float) -> dict[str, Any]:
     pipe = Pipeline(settings, RATE, CHANNELS)
     sos = signal.butter(4, (20, 450), btype="bandpass", fs=RATE, output="sos")
     zi = np.zeros((sos.shape[0], len(CHANNELS), 2))
-    full, peer = [], []
+    wall: dict[str, list[float]] = {"pipeline": [], "peer": []}
+    cpu: dict[str, list[float]] = {"pipeline": [], "peer": []}
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     for i in range(n_blocks):
         chunk = data[:, i * BLOCK : (i + 1) * BLOCK]
         block = SampleBlock(i * BLOCK, 0.0, RATE, CHANNELS, chunk)
-        t0 = time.perf_counter()
+        c0, t0 = cpu_clock(), clock()
         pipe.process(block)
-        t1 = time.perf_counter()
+        t1, c1 = clock(), cpu_clock()
         _, zi = signal.sosfilt(sos, chunk, axis=1, zi=zi)
-        t2 = time.perf_counter()
-        full.append((t1 - t0) * 1e6)
-        peer.append((t2 - t1) * 1e6)
-    full_s, peer_s = summary(full, "us"), summary(peer, "us")
-    total_s = sum(full) / 1e6
+        t2, c2 = clock(), cpu_clock()
+        wall["pipeline"].append((t1 - t0) / 1e3)
+        wall["peer"].append((t2 - t1) / 1e3)
+        cpu["pipeline"].append((c1 - c0) / 1e3)
+        cpu["peer"].append((c2 - c1) / 1e3)
+    full_s, peer_s = summary(wall["pipeline"], "us"), summary(wall["peer"], "us")
+    full_c, peer_c = summary(cpu["pipeline"], "us"), summary(cpu["peer"], "us")
+    total_s = sum(wall["pipeline"]) / 1e6
     return {
-        "what": f"Pipeline.process (chain, quality, onsets, band, exercise, cues, metrics) per "
-        f"{BLOCK}-sample block, {len(CHANNELS)} channels, {RATE:.0f} Hz, {n_blocks} blocks; "
-        "peer = scipy sosfilt band-pass alone on the same blocks",
+        "what": f"Pipeline.process (chain, quality, onsets, activation, band, exercise, cues, "
+        f"metrics) per {BLOCK}-sample block, {len(CHANNELS)} channels, {RATE:.0f} Hz, "
+        f"{n_blocks} blocks; peer = scipy sosfilt band-pass alone on the same blocks",
         "pipeline_block_us": full_s,
         "peer_sosfilt_block_us": peer_s,
-        "ratio_p50": round(float(full_s["p50"]) / float(peer_s["p50"]), 2),
+        "ratio_p50": _ratio(full_s, peer_s, "p50"),
+        "ratio_p99": _ratio(full_s, peer_s, "p99"),
+        "pipeline_block_cpu_us": full_c,
+        "peer_sosfilt_block_cpu_us": peer_c,
+        "cpu_ratio_p50": _ratio(full_c, peer_c, "p50"),
+        "cpu_ratio_p99": _ratio(full_c, peer_c, "p99"),
+        "goal_us": {"p50": 80, "p99": 150},
         "realtime_budget_us": BLOCK / RATE * 1e6,
         "streaming_throughput_samples_per_s": round(n_blocks * BLOCK / total_s),
         "envelope_group_delay_ms": round(pipe.chain.group_delay_ms, 1),
     }
+
+
+def _ratio(ours: dict[str, Any], peer: dict[str, Any], key: str) -> float:
+    return round(float(ours[key]) / float(peer[key]), 2)
 
 
 def throughput(seconds: float) -> dict[str, Any]:
@@ -81,33 +99,43 @@ def throughput(seconds: float) -> dict[str, Any]:
     }
 
 
-def multi_session(
-    sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256), seconds: float = 4.0
+def sessions_per_process(
+    sizes: tuple[int, ...] = (1, 8, 16, 32, 48, 64), seconds: float = 2.0
 ) -> dict[str, Any]:
-    """S sessions × 4 channels as one array, 20-sample blocks; real time = a block in < 10 ms."""
+    """The product's path for many sessions: one `Pipeline` per session (exercise, cues,
+    metrics and all), each fed its own 20-sample block once per 10 ms round, in one process on
+    one core. A size is sustained when a whole round's p99 fits in the 10 ms budget; on a shared
+    machine the wall-time figure counts other processes' turns too, so the thread CPU time of
+    a round gives the capacity of a core of one's own."""
     settings = load_settings(environ={})
     budget_us = BLOCK / RATE * 1e6
     rows: dict[str, Any] = {}
-    capacity = 0
+    capacity, cpu_capacity = 0, 0
     for s in sizes:
-        multi = MultiSessionChain(settings, RATE, CHANNELS, s)
-        data = noise(seconds, rows=s * len(CHANNELS), seed=s).reshape(s, len(CHANNELS), -1)
-        times = []
-        for i in range(0, data.shape[2], BLOCK):
-            t0 = time.perf_counter()
-            multi.process(i, data[:, :, i : i + BLOCK])
-            times.append((time.perf_counter() - t0) * 1e6)
-        st = summary(times, "us")
-        rows[str(s)] = {**st, "per_session_us_p50": round(float(st["p50"]) / s, 2)}
-        if float(st["p99"]) < budget_us:
-            capacity = s
+        pipes = [Pipeline(settings, RATE, CHANNELS) for _ in range(s)]
+        data = [noise(seconds, seed=k) for k in range(s)]
+        wall, cpu = [], []
+        for i in range(0, data[0].shape[1], BLOCK):
+            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+            for pipe, d in zip(pipes, data, strict=True):
+                pipe.process(SampleBlock(i, 0.0, RATE, CHANNELS, d[:, i : i + BLOCK]))
+            wall.append((time.perf_counter_ns() - t0) / 1e3)
+            cpu.append((time.thread_time_ns() - c0) / 1e3)
+        st, ct = summary(wall, "us"), summary(cpu, "us")
+        rows[str(s)] = {
+            "wall": st,
+            "cpu": ct,
+            "per_session_cpu_us_p50": round(float(ct["p50"]) / s, 2),
+        }
+        capacity = s if float(st["p99"]) < budget_us else capacity
+        cpu_capacity = s if float(ct["p99"]) < budget_us else cpu_capacity
     return {
-        "what": "MultiSessionChain (chain, quality, onsets, band zones) per 20-sample block for "
-        "S sessions × 4 channels at 2 kHz processed as one (S*4, n) array",
-        "block_us_by_sessions": rows,
+        "what": "one Pipeline per session (the live path), 4 channels at 2 kHz, one 20-sample "
+        "block per session per round, all in one process; time per round",
+        "round_us_by_sessions": rows,
         "realtime_budget_us": budget_us,
         "sessions_sustained_p99_within_budget": capacity,
-        "note": "per-session exercise/cue/metric bookkeeping (a few scalars a block) not included",
+        "sessions_sustained_cpu_p99_within_budget": cpu_capacity,
     }
 
 
@@ -162,6 +190,6 @@ def run(seconds: float = 60.0) -> dict[str, Any]:
     return {
         "per_block": per_block(seconds),
         "throughput": throughput(seconds),
-        "multi_session": multi_session(),
+        "sessions_per_process": sessions_per_process(),
         "neurokit2": neurokit_ratio(),
     }

@@ -31,6 +31,11 @@ from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
 from feedback.processing.quality import Flag, QualityBlock, SignalQuality, describe
 from feedback.progression import BandRaised, Progression
 
+# Enum members looked up once: an IntEnum/IntFlag attribute costs about a microsecond a time.
+FLAT = int(Flag.FLAT)
+BELOW = int(Zone.BELOW)
+ZONES = tuple(Zone)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Tick:
@@ -250,7 +255,8 @@ class Pipeline:
         processed = self.blanker.hold(self.chain.process(clean), held)
         quality = self.quality.process(clean.data, processed.filtered)
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        usable = (quality.flags & Flag.FLAT) == 0
+        flagged = bool(quality.flags.any())  # usually not: then every sample is usable
+        usable = (quality.flags & FLAT) == 0 if flagged else None
         hodges_bui = self.onset.process(block.first_index, detect, usable)
         onsets = self.activation.process(block.first_index, processed.envelope, hodges_bui, usable)
         ti = self._target
@@ -265,9 +271,9 @@ class Pipeline:
             zone = self._detect(processed.pct_mvc[ti], block.first_index)
         else:
             zone = np.where(onsets.active[ti], Zone.IN_BAND, Zone.BELOW).astype(np.int8)
-        bad = quality.flags[ti] != 0
-        if bad.any():
-            zone[bad] = Zone.BELOW  # a bad signal never counts as effort
+        if flagged:
+            bad = quality.flags[ti] != 0
+            zone[bad] = BELOW  # a bad signal never counts as effort
         cal_status, calibrated = None, None
         if self._calibration is not None:
             state, cal_status, calibrated = self._calibrate(block.first_index, processed, zone)
@@ -278,11 +284,15 @@ class Pipeline:
         raised = self.progression.update(mine, self.exercise)
         self._band_changes.extend(raised)
         last = quality.last
-        problems = {c: describe(int(last[i])) for i, c in enumerate(self.channels) if last[i]}
+        problems = (
+            {c: describe(f) for c, f in zip(self.channels, last.tolist(), strict=True) if f}
+            if flagged
+            else {}
+        )
         withheld = None
         if self.target in problems:
             withheld = f"{self.target}: {', '.join(problems[self.target])}"
-        last_zone = Zone(int(zone[-1])) if zone.shape[0] else Zone.BELOW
+        last_zone = ZONES[int(zone[-1])] if zone.shape[0] else Zone.BELOW
         cues = self.cue_rules.update(
             state, last_zone, block.end_index - 1, block.t_arrival, withheld
         )

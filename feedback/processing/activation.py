@@ -32,6 +32,7 @@ low-level activity between efforts reads as a contraction (docs/activation.md).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Literal
@@ -139,7 +140,7 @@ def debounce(
 
 
 # Up to this many rows the shortcut runs on plain Python numbers: cheaper than numpy calls on
-# arrays of a few elements. Beyond it (many sessions as one array) numpy wins.
+# arrays of a few elements. Beyond it (a high-density electrode array) numpy wins.
 SMALL_ROWS = 8
 
 
@@ -212,6 +213,7 @@ def _uniform_small(
     n, n_on, n_off = lengths
     run_on, run_off, state = carry.run_on.tolist(), carry.run_off.tolist(), carry.state.tolist()
     out = np.repeat(carry.state[:, None], n, axis=1)
+    switched = False
     for r, (on_all, off_all) in enumerate(plan):
         # A run reaches its length (the switch point) at this sample, if inside the block.
         if on_all:
@@ -221,9 +223,11 @@ def _uniform_small(
         if 0 <= at < n:
             out[r, at:] = on_all
             state[r] = on_all
+            switched = True
         run_on[r] = run_on[r] + n if on_all else 0
         run_off[r] = run_off[r] + n if off_all else 0
-    carry.state = np.array(state, dtype=bool)
+    if switched:
+        carry.state = np.array(state, dtype=bool)
     carry.run_on = np.array(run_on, dtype=np.int64)
     carry.run_off = np.array(run_off, dtype=np.int64)
     return out
@@ -274,25 +278,33 @@ class BandDetector:
     ) -> None:
         self.set_band(low_pct, high_pct, hysteresis_pct)
         self.min_on, self.min_off = min_on, min_off
-        self._low = DebounceState.zeros(1)
-        self._high = DebounceState.zeros(1)
+        # Row 0 the low edge, row 1 the high edge: one debounce call for both.
+        self._edges = DebounceState.zeros(2)
 
     def set_band(self, low_pct: float, high_pct: float, hysteresis_pct: float) -> None:
         self.low_pct = low_pct
         self.high_pct = high_pct
         self.hysteresis_pct = hysteresis_pct
+        lo, hi, h = low_pct, high_pct, hysteresis_pct
+        self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
 
     def process(self, pct: np.ndarray) -> np.ndarray:
-        h = self.hysteresis_pct
-        x = pct[None, :]
-        lo, hi = self.low_pct, self.high_pct
-        ext = (x.min(axis=-1), x.max(axis=-1)) if x.shape[-1] else None
-        n_on, n_off = self.min_on, self.min_off
-        over_low = debounce_within(x, ext, lo, lo - h, n_on, n_off, self._low)[0]
-        over_high = debounce_within(x, ext, hi + h, hi, n_on, n_off, self._high)[0]
-        zone: np.ndarray = over_low.astype(np.int8)  # BELOW = 0, IN_BAND = 1
-        zone[over_high] = Zone.ABOVE
+        n = pct.shape[0]
+        over = None
+        if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
+            low, high = float(pct.min()), float(pct.max())
+            lengths = (n, self.min_on, self.min_off)
+            over = _uniform_small([low, low], [high, high], self._levels, lengths, self._edges)
+        if over is None:
+            x = np.stack([pct, pct])
+            on, off = np.array(self._levels[0])[:, None], np.array(self._levels[1])[:, None]
+            over = debounce(x >= on, x < off, self.min_on, self.min_off, self._edges)
+        zone: np.ndarray = over[0].astype(np.int8)  # BELOW = 0, IN_BAND = 1
+        zone[over[1]] = ABOVE
         return zone
+
+
+ABOVE = int(Zone.ABOVE)  # (an IntEnum member looked up once, not per block)
 
 
 def _empty() -> np.ndarray:
@@ -311,16 +323,34 @@ class ActivationBlock(OnsetBlock):
     level_pct: np.ndarray = dataclass_field(default_factory=_empty)
 
 
+def select(x: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per row of `x`, the value of rank `rank[row]` in ascending order (NaN ranked last), as
+    `np.sort(x)[row, rank[row]]` gives it, by selection: one `np.partition` when every row asks
+    for the same rank (the usual case), one per row otherwise."""
+    if x.shape[1] == 0:
+        return np.full(x.shape[0], np.nan)
+    ranks = rank.tolist()
+    if len(set(ranks)) == 1:
+        return np.asarray(np.partition(x, ranks[0], axis=1)[:, ranks[0]])
+    return np.array([np.partition(row, k)[k] for row, k in zip(x, ranks, strict=True)])
+
+
 def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
     """The `pct` percentile (lower rank, no interpolation) of each row, NaN left out; NaN for a
-    row with no value. Sorting with NaN as +inf is several times faster than np.nanpercentile,
-    and this runs once a frame inside one block's processing time."""
+    row with no value. NaN ranked as +inf and the rank found by selection, not a sort (several
+    times faster than np.nanpercentile): this runs once a frame inside one block's time."""
     valid = ~np.isnan(frames)
     n = valid.sum(axis=1)
-    ordered = np.sort(np.where(valid, frames, np.inf), axis=1)
-    rank = np.floor(pct / 100.0 * (np.maximum(n, 1) - 1)).astype(np.int64)[:, None]
-    value = np.take_along_axis(ordered, rank, axis=1)[:, 0]
+    rank = np.floor(pct / 100.0 * (np.maximum(n, 1) - 1)).astype(np.int64)
+    value = select(np.where(valid, frames, np.inf), rank)
     return np.where(n > 0, value, np.nan)
+
+
+def _nan_max(a: float, b: float) -> float:
+    """np.maximum for two floats: NaN when either is NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a if a >= b else b
 
 
 def _last_true(mask: np.ndarray, first: int, carried: np.ndarray) -> np.ndarray:
@@ -366,6 +396,7 @@ class ActivationDetector:
         self._lookback = round(s.onset_lookback_ms * per_ms)
         self._floor = s.rest_floor_uv / 1000.0
         self._filled = 0
+        self._ring_nans = 0  # NaN frame means in the ring, all channels
         self._in_frame = 0
         self._sum = np.zeros(c)
         self._count = np.zeros(c, dtype=np.int64)
@@ -387,6 +418,12 @@ class ActivationDetector:
         """The reference becomes the calibrated MVC of each channel that has one (from the next
         sample); a calibrated rest seeds the rest level until the signal has given its own."""
         mode = self.settings.reference
+        # New arrays, not edits in place: each block hands these out without copying them.
+        self.calibrated, self.mvc, self.rest = (
+            self.calibrated.copy(),
+            self.mvc.copy(),
+            self.rest.copy(),
+        )
         for i, ch in enumerate(self.channels):
             has_mvc = ch in calibration.mvc_mv
             measured = ch in calibration.rest_sd_mv  # every calibration measures the rest
@@ -405,19 +442,37 @@ class ActivationDetector:
         return ref
 
     def _set_levels(self) -> None:
-        s = self.settings
-        rest = np.maximum(self.rest, self._floor)
-        span = self.reference - rest
-        on = np.maximum(s.on_rest_ratio * rest, rest + s.on_fraction * span)
-        off = np.maximum(s.off_rest_ratio * rest, rest + s.off_fraction * span)
-        # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
-        known = span > 0
-        self._rest_col = np.where(known, rest, 0.0)[:, None]
-        self._scale_col = np.where(known, 100.0 / np.where(known, span, 1.0), 0.0)[:, None]
-        self._rest_now, self._reference_now = rest, rest + span
-        # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
-        self.on_level = np.where(np.isnan(on), np.inf, on)
-        self.off_level = np.where(np.isnan(off), np.inf, off)
+        """The levels in force from the next sample, per channel. A handful of channels: plain
+        floats (each numpy call on 4 numbers costs more than the arithmetic), with numpy's
+        NaN rule for the maxima (`_nan_max`), so the values are np.maximum's to the bit."""
+        s, floor = self.settings, self._floor
+        rows = zip(
+            self.rest.tolist(),
+            self.calibrated.tolist(),
+            self.mvc.tolist(),
+            self._session_ref.tolist(),
+            strict=True,
+        )
+        rest_now, ref_now, on_lv, off_lv, rest_col, scale_col = [], [], [], [], [], []
+        for raw_rest, calibrated, mvc, session_ref in rows:
+            rest = _nan_max(raw_rest, floor)
+            span = _nan_max(mvc if calibrated else session_ref, rest) - rest  # reference − rest
+            on = _nan_max(s.on_rest_ratio * rest, rest + s.on_fraction * span)
+            off = _nan_max(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+            # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
+            known = span > 0
+            rest_col.append(rest if known else 0.0)
+            scale_col.append(100.0 / span if known else 0.0)
+            rest_now.append(rest)
+            ref_now.append(rest + span)
+            # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
+            on_lv.append(math.inf if math.isnan(on) else on)
+            off_lv.append(math.inf if math.isnan(off) else off)
+        self._rest_col = np.array(rest_col)[:, None]
+        self._scale_col = np.array(scale_col)[:, None]
+        self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
+        self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._ready = all(math.isfinite(v) for v in on_lv)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: the switch restarts inactive and the
@@ -441,8 +496,6 @@ class ActivationDetector:
         None: all) marks the samples the rest and reference may learn from (a flat line is no
         rest)."""
         c, n = envelope.shape
-        active = np.zeros((c, n), dtype=bool)
-        level = np.zeros((c, n))
         events: list[OnsetEvent] = []
         above = None if hodges_bui is None else hodges_bui.above
         pos = min(n, self._settle)
@@ -450,31 +503,54 @@ class ActivationDetector:
         if self._restart and pos < n:
             self._quiet_hb[:] = first_index + pos - 1
             self._restart = False
-        while pos < n:
-            end = min(n, pos + self._frame - self._in_frame)
-            seg = envelope[:, pos:end]
-            before = self._carry.state.copy()
-            state = debounce_levels(
-                seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
-            )
-            active[:, pos:end] = state
-            np.maximum((seg - self._rest_col) * self._scale_col, 0.0, out=level[:, pos:end])
-            hb = None if above is None else above[:, pos:end]
-            events += self._edges(first_index + pos, seg, hb, before, state)
-            self._learn(seg, None if usable is None else usable[:, pos:end])
-            pos = end
+        if pos == 0 and n and n <= self._frame - self._in_frame:
+            # The usual block: inside one frame, so the levels hold for all of it.
+            active, level = self._segment(first_index, envelope, above, usable, events)
+        else:
+            active = np.zeros((c, n), dtype=bool)
+            level = np.zeros((c, n))
+            while pos < n:
+                end = min(n, pos + self._frame - self._in_frame)
+                hb = None if above is None else above[:, pos:end]
+                ok = None if usable is None else usable[:, pos:end]
+                seg = envelope[:, pos:end]
+                state, lvl = self._segment(first_index + pos, seg, hb, ok, events)
+                active[:, pos:end], level[:, pos:end] = state, lvl
+                pos = end
+        # The level arrays are replaced, never edited, when they change: no copies needed.
         return ActivationBlock(
             active,
             tuple(events),
-            bool(np.isfinite(self.on_level).all()),
+            self._ready,
             above,
             rest_mv=self._rest_now,
             reference_mv=self._reference_now,
-            on_mv=self.on_level.copy(),
-            off_mv=self.off_level.copy(),
-            calibrated=self.calibrated.copy(),
+            on_mv=self.on_level,
+            off_mv=self.off_level,
+            calibrated=self.calibrated,
             level_pct=level,
         )
+
+    def _segment(
+        self,
+        first: int,
+        seg: np.ndarray,
+        hb: np.ndarray | None,
+        usable: np.ndarray | None,
+        events: list[OnsetEvent],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples within one frame (levels fixed): the switch, the level, the edges, then
+        learning from them (which may close the frame and move the levels)."""
+        before = self._carry.state
+        state = debounce_levels(
+            seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
+        )
+        level = seg - self._rest_col
+        level *= self._scale_col
+        np.maximum(level, 0.0, out=level)
+        events += self._edges(first, seg, hb, before, state)
+        self._learn(seg, usable)
+        return state, level
 
     def _edges(
         self,
@@ -518,15 +594,30 @@ class ActivationDetector:
         if self._in_frame < self._frame:
             return
         # A frame mostly unusable (leads settling, electrode off) is no rest and no effort.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(2 * self._count > self._frame, self._sum / self._count, np.nan)
+        # Per channel on plain floats (sum / count is numpy's float64 division to the bit).
+        frame = self._frame
+        mean = [
+            total / count if 2 * count > frame else math.nan
+            for total, count in zip(self._sum.tolist(), self._count.tolist(), strict=True)
+        ]
         width = self._ring.shape[1]
-        self._ring[:, self._filled % width] = mean
+        col = self._filled % width
+        # Frames without a mean (NaN) in the ring, kept count of as they come and go: with
+        # none (the usual case) the percentile is one selection, no NaN handling.
+        gone = self._ring[:, col].tolist() if self._filled >= width else [0.0] * len(mean)
+        self._ring_nans += sum(map(math.isnan, mean)) - sum(map(math.isnan, gone))
+        self._ring[:, col] = mean
         self._filled += 1
         self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
         seen = self._ring[:, : min(self._filled, width)]
-        rest = _low_percentile(seen, self.settings.rest_percentile)
-        self.rest = np.where(np.isnan(rest), self.rest, rest)
+        pct = self.settings.rest_percentile
+        if self._ring_nans:
+            rest = _low_percentile(seen, pct).tolist()
+        else:  # every row has all its frames: the rank _low_percentile would find
+            k = math.floor(pct / 100.0 * (seen.shape[1] - 1))
+            rest = np.partition(seen, k, axis=1)[:, k].tolist()
+        kept = zip(self.rest.tolist(), rest, strict=True)
+        self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
         recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width
         frames = self._ring[:, recent]
         valid = ~np.isnan(frames)

@@ -64,22 +64,33 @@ class EmgChain:
         mvc = [calibration.mvc_mv.get(c, 1.0) for c in channels]
         rest = [calibration.rest_mv.get(c, 0.0) for c in channels]
         self.uncalibrated = tuple(missing)
-        self._mvc = np.asarray(mvc)[:, None]
-        self._rest = np.asarray(rest)[:, None]
+        self._set_scale(np.asarray(mvc)[:, None], np.asarray(rest)[:, None])
+
+    def _set_scale(self, mvc: np.ndarray, rest: np.ndarray) -> None:
+        self._mvc, self._rest = mvc, rest
+        self._span = mvc - rest  # the divisor of %MVC, once per calibration, not per block
 
     def set_calibration(self, calibration: CalibrationSettings) -> None:
         """A calibration made during the session: %MVC uses it from the next block."""
         self.uncalibrated = tuple(c for c in self.channels if c not in calibration.mvc_mv)
-        self._mvc = np.asarray([calibration.mvc_mv.get(c, 1.0) for c in self.channels])[:, None]
-        self._rest = np.asarray([calibration.rest_mv.get(c, 0.0) for c in self.channels])[:, None]
+        self._set_scale(
+            np.asarray([calibration.mvc_mv.get(c, 1.0) for c in self.channels])[:, None],
+            np.asarray([calibration.rest_mv.get(c, 0.0) for c in self.channels])[:, None],
+        )
 
     def process(self, block: SampleBlock) -> ProcessedBlock:
-        filtered = self._band.process(block.data.astype(np.float64))
+        filtered = self._band.filter_own(np.array(block.data, dtype=np.float64, order="C"))
         if self._rms is not None:
             # A sum of squares is never negative, so the square root needs no clip.
-            envelope = np.sqrt(self._rms.process(filtered * filtered))
+            envelope = self._rms.process(filtered * filtered)
+            np.sqrt(envelope, out=envelope)
         else:
             assert self._env_lp is not None
-            envelope = np.maximum(self._env_lp.process(np.abs(filtered)), 0.0)
-        pct = 100.0 * np.maximum(envelope - self._rest, 0.0) / (self._mvc - self._rest)
+            envelope = self._env_lp.filter_own(np.abs(filtered))
+            np.maximum(envelope, 0.0, out=envelope)
+        # 100 · max(envelope − rest, 0) / (mvc − rest), the same operations in place.
+        pct = envelope - self._rest
+        np.maximum(pct, 0.0, out=pct)
+        pct *= 100.0
+        pct /= self._span
         return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)

@@ -70,13 +70,21 @@ class SosFilter:
         if x.shape[1] == 0:  # (scipy's sosfilt cannot reshape an empty block)
             return np.empty(x.shape, dtype=np.float64)
         if self._kernel is not None:
-            y = np.array(x, dtype=np.float64, order="C")  # filtered in place: a copy
-            self._kernel(self.sos, y, self._state)
-            return y
+            return self.filter_own(np.array(x, dtype=np.float64, order="C"))  # a copy
         zi = self._state.transpose(1, 0, 2)
         y, zi = signal.sosfilt(self.sos, x, axis=1, zi=zi)
         self._state = np.ascontiguousarray(np.asarray(zi).transpose(1, 0, 2))
         return np.asarray(y)
+
+    def filter_own(self, y: np.ndarray) -> np.ndarray:
+        """`process` for a block the caller owns and gives up: float64, C-contiguous,
+        (n_channels, n); filtered in place (no copy) and returned."""
+        if self._kernel is None or y.shape[1] == 0:
+            return self.process(y)
+        if y.shape[0] != self._state.shape[0] or not y.flags.c_contiguous or y.dtype != np.float64:
+            raise ValueError(f"expected C-contiguous float64 ({self._state.shape[0]}, n)")
+        self._kernel(self.sos, y, self._state)
+        return y
 
     def group_delay_s(self, freq_hz: float) -> float:
         return sos_group_delay_s(self.sos, freq_hz, self.rate_hz)
@@ -102,18 +110,31 @@ class MovingAverage:
 
     def __init__(self, width: int, n_channels: int) -> None:
         self.width = width
-        self._buf = np.zeros((n_channels, width - 1))
+        # History (width - 1 samples) then the block, in one buffer reused while the block
+        # length stays the same, with its windows view made once: per block, two copies and
+        # one sum, no allocation of the history nor a new strided view.
+        self._ext = np.zeros((n_channels, width - 1))
+        self._n = -1
+        self._windows = self._ext[:, :0, None]
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        ext = np.concatenate([self._buf, x], axis=1)
-        self._buf = ext[:, ext.shape[1] - (self.width - 1) :]
-        rows, step = ext.strides
-        n = x.shape[1]
-        # The same view as sliding_window_view(ext, width, axis=1), without its checks' overhead.
-        windows = np.lib.stride_tricks.as_strided(
-            ext, (ext.shape[0], n, self.width), (rows, step, step), writeable=False
-        )
-        return np.asarray(windows.sum(axis=2) / self.width)
+        n, keep = x.shape[1], self.width - 1
+        if n != self._n:
+            ext = np.empty((x.shape[0], keep + n))
+            ext[:, :keep] = self._ext[:, self._ext.shape[1] - keep :]
+            rows, step = ext.strides
+            # The same view as sliding_window_view(ext, width, axis=1), made once per length.
+            self._windows = np.lib.stride_tricks.as_strided(
+                ext, (ext.shape[0], n, self.width), (rows, step, step), writeable=False
+            )
+            self._ext, self._n = ext, n
+        else:
+            ext = self._ext
+            ext[:, :keep] = ext[:, n:]  # the last width - 1 samples (numpy handles the overlap)
+        ext[:, keep:] = x
+        out: np.ndarray = self._windows.sum(axis=2)
+        out /= self.width
+        return out
 
 
 def bandpass(low_hz: float, high_hz: float, order: int, rate_hz: float) -> np.ndarray:

@@ -26,6 +26,7 @@ from feedback.processing.activation import (
     OnsetBlock,
     OnsetEvent,
     debounce_levels,
+    select,
 )
 from feedback.processing.filters import SosFilter, lowpass
 
@@ -73,39 +74,65 @@ class _Baseline:
     def __init__(self, needed: int) -> None:
         self.needed = needed
         self.seen = 0
-        self._samples: np.ndarray | None = None
+        # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
+        # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
+        # Only those points are kept, as they arrive, so the window's end sorts nothing big.
+        self.stride = max(1, needed // STATS_POINTS)
+        self._points: np.ndarray | None = None
+        self._last: np.ndarray | None = None
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
-        if self._samples is None:
-            self._samples = np.empty((x.shape[0], self.needed))
-        part = self._samples[:, self.seen : self.seen + x.shape[1]]
-        part[:] = x if usable is None else np.where(usable, x, np.nan)
-        self.seen += x.shape[1]
+        n = x.shape[1]
+        if self._points is None:
+            self._points = np.empty((x.shape[0], -(-self.needed // self.stride)))
+        if n:
+            skip = -self.seen % self.stride  # the first point of the grid in this part
+            take = x[:, skip :: self.stride]
+            if usable is not None:
+                take = np.where(usable[:, skip :: self.stride], take, np.nan)
+            at = -(-self.seen // self.stride)
+            self._points[:, at : at + take.shape[1]] = take
+            self._last = x[:, n - 1].copy()
+        self.seen += n
 
     def last(self) -> np.ndarray:
-        assert self._samples is not None and self.seen
-        return self._samples[:, self.seen - 1]
+        assert self._last is not None and self.seen
+        return self._last
 
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
-        assert self._samples is not None
-        # Every k-th sample: the envelope barely changes within a few ms, so ~500 points give
-        # the window's rest figures as well as all of them do. All channels at once, sorted
-        # with unusable samples (NaN) as +inf at the end: these statistics run once a window,
-        # inside one block's processing time.
-        w = self._samples[:, : self.seen : max(1, self.seen // STATS_POINTS)]
+        assert self._points is not None
+        # All channels at once, unusable samples (NaN) as +inf; the median and the MAD are
+        # order statistics, found by selection (np.partition, linear) rather than a full sort:
+        # the same values, a fraction of the time at the window's end.
+        w = self._points[:, : -(-self.seen // self.stride)]
+        if not np.isnan(w).any():
+            return _complete_mean_sd(w)
         valid = ~np.isnan(w)
         n = valid.sum(axis=1)
         usable = 2 * n > w.shape[1]  # else: mostly unusable, no rest figures from this window
         x = np.where(valid, w, np.inf)
-        mid = (np.maximum(n, 1) - 1)[:, None] // 2  # the (lower) median's rank among the valid
-        level = np.take_along_axis(np.sort(x, axis=1), mid, axis=1)
+        mid = (np.maximum(n, 1) - 1) // 2  # the (lower) median's rank among the valid
+        level = select(x, mid)[:, None]
         with np.errstate(invalid="ignore"):  # inf - inf on a channel with nothing valid
-            spread = MAD_TO_SD * np.take_along_axis(np.sort(np.abs(x - level), 1), mid, 1)
+            spread = MAD_TO_SD * select(np.abs(x - level), mid)[:, None]
         rest = valid & ((x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0))
         count = np.maximum(rest.sum(axis=1), 1)
         mean = np.where(rest, x, 0.0).sum(axis=1) / count
         var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
         return np.where(usable, mean, 0.0), np.where(usable, np.sqrt(var), 0.0)
+
+
+def _complete_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_Baseline.mean_sd` for a window with every point usable (the usual one): the same
+    operations without the masks, which would all be true, so the same values to the bit."""
+    mid = (x.shape[1] - 1) // 2
+    level = np.partition(x, mid, axis=1)[:, mid : mid + 1]
+    spread = MAD_TO_SD * np.partition(np.abs(x - level), mid, axis=1)[:, mid : mid + 1]
+    rest = (x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0)
+    count = np.maximum(rest.sum(axis=1), 1)
+    mean = np.where(rest, x, 0.0).sum(axis=1) / count
+    var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
+    return mean, np.sqrt(var)
 
 
 class OnsetDetector:
@@ -165,23 +192,45 @@ class OnsetDetector:
         # Cut the block where a baseline window ends, so thresholds change at the same sample
         # however the signal was split into blocks.
         n = x.shape[1]
-        active = np.zeros(x.shape, dtype=bool)
-        above = np.zeros(x.shape, dtype=bool)
         events: list[OnsetEvent] = []
         pos = min(n, self._settle)
         self._settle -= pos
+        learning = self._learning
+        if pos == 0 and n and (learning is None or n < learning.needed - learning.seen):
+            # The usual block: no window ends inside it, so the thresholds hold for all of it.
+            active, above = self._segment(first_index, x, usable, events)
+            return OnsetBlock(active, tuple(events), self.baseline is not None, above)
+        active = np.zeros(x.shape, dtype=bool)
+        above = np.zeros(x.shape, dtype=bool)
         while pos < n:
             learning = self._learning
             end = n if learning is None else min(n, pos + learning.needed - learning.seen)
-            if self.baseline is not None:
-                events += self._detect(first_index + pos, x[:, pos:end], active[:, pos:end])
-                above[:, pos:end] = x[:, pos:end] >= self.on_threshold[:, None]
-            if learning is not None:
-                learning.add(x[:, pos:end], None if usable is None else usable[:, pos:end])
-                if learning.seen >= learning.needed:
-                    self._window_done(learning)
+            ok = None if usable is None else usable[:, pos:end]
+            state, over = self._segment(first_index + pos, x[:, pos:end], ok, events)
+            active[:, pos:end], above[:, pos:end] = state, over
             pos = end
         return OnsetBlock(active, tuple(events), self.baseline is not None, above)
+
+    def _segment(
+        self, first: int, part: np.ndarray, usable: np.ndarray | None, events: list[OnsetEvent]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples within one baseline window (thresholds fixed): the switch, the samples at
+        or above the on-threshold, then learning from them (which may end the window)."""
+        if self.baseline is not None:
+            before = self._carry.state  # replaced, never edited, by the debounce
+            state = debounce_levels(
+                part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
+            )
+            events += self._edges(first, before, state)
+            above = part >= self.on_threshold[:, None]
+        else:
+            state, above = np.zeros(part.shape, dtype=bool), np.zeros(part.shape, dtype=bool)
+        learning = self._learning
+        if learning is not None:
+            learning.add(part, usable)
+            if learning.seen >= learning.needed:
+                self._window_done(learning)
+        return state, above
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
@@ -197,14 +246,6 @@ class OnsetDetector:
         if quieter.any():
             old_mean, old_sd = self.baseline
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
-
-    def _detect(self, first: int, part: np.ndarray, out: np.ndarray) -> list[OnsetEvent]:
-        before = self._carry.state.copy()
-        state = debounce_levels(
-            part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
-        )
-        out[:] = state
-        return self._edges(first, before, state)
 
     def _edges(self, first: int, before: np.ndarray, state: np.ndarray) -> list[OnsetEvent]:
         if not state.shape[1] or (state == before[:, None]).all():

@@ -66,6 +66,11 @@ class SignalQuality:
         # The one-pole average as a second-order section: the fast kernel, not lfilter's wrapper.
         smooth = np.array([[alpha, 0.0, 0.0, 1.0, alpha - 1.0, 0.0]])
         self._smooth = SosFilter(smooth, 3 * n_channels, rate_hz)  # band, mains, LF powers
+        # Squared amplitude ratios and floors of the mains and motion checks, (2, 1, 1).
+        ratios = (settings.mains_ratio**2, settings.motion_ratio**2)
+        self._ratios = np.array(ratios)[:, None, None]
+        floors = ((settings.mains_min_uv * 1e-3) ** 2, settings.motion_min_mv**2)
+        self._floors = np.array(floors)[:, None, None]
         self._hold = round(settings.hold_ms * rate_hz / 1000.0)
         # The power estimates start from zero; judge them only once they have settled.
         self._warmup = round(3 * settings.smooth_ms * rate_hz / 1000.0)
@@ -82,33 +87,49 @@ class SignalQuality:
         s = self.settings
         c, n = self.n_channels, raw.shape[1]
         raw = raw.astype(np.float64, copy=False)
-        mains = self._mains.process(raw) if self._mains is not None else np.zeros_like(raw)
-        lf = self._lf.process(raw)
-        stacked = np.concatenate([filtered, mains, lf], axis=0)
-        power = self._smooth.process(stacked * stacked)
-        band_p, mains_p, lf_p = power[:c], power[c : 2 * c], power[2 * c :]
+        # Band, mains and LF signals in one buffer, filtered and squared in place, then
+        # smoothed together: one allocation instead of a copy per step.
+        power = np.empty((3 * c, n))
+        power[:c] = filtered
+        if self._mains is not None:
+            power[c : 2 * c] = raw
+            self._mains.filter_own(power[c : 2 * c])
+        else:
+            power[c : 2 * c] = 0.0
+        power[2 * c :] = raw
+        self._lf.filter_own(power[2 * c :])
+        np.square(power, out=power)
+        self._smooth.filter_own(power)
+        band_p, both = power[:c], power[c:].reshape(2, c, n)  # both: mains, LF powers
         raw_flags = np.empty((4, c, n), dtype=bool)
-        raw_flags[0] = band_p < (s.flat_uv * 1e-3) ** 2
-        raw_flags[2] = (mains_p >= s.mains_ratio**2 * band_p) & (
-            mains_p >= (s.mains_min_uv * 1e-3) ** 2
-        )
-        raw_flags[3] = (lf_p >= s.motion_ratio**2 * band_p) & (lf_p >= s.motion_min_mv**2)
+        np.less(band_p, (s.flat_uv * 1e-3) ** 2, out=raw_flags[0])
+        # MAINS and MOTION together: power ≥ ratio² · band power AND ≥ its floor, as one
+        # comparison with the larger of the two (NaN fails either way, as with the pair).
+        limit = self._ratios * band_p
+        np.maximum(limit, self._floors, out=limit)
+        np.greater_equal(both, limit, out=raw_flags[2:])
         if self._seen < self._warmup:  # once warmed up every sample is settled: no mask
             raw_flags[[0, 2, 3]] &= (self._seen + np.arange(n) >= self._warmup)[None, None, :]
         self._seen += n
-        raw_flags[0] |= self._constant(raw)
+        constant = self._constant(raw)
+        if constant is not None:
+            raw_flags[0] |= constant
         np.greater_equal(np.abs(raw), s.clip_mv, out=raw_flags[1])
         return QualityBlock(self._held(raw_flags))
 
-    def _constant(self, raw: np.ndarray) -> np.ndarray:
-        """True where the raw value has not changed for `flat_ms`."""
+    def _constant(self, raw: np.ndarray) -> np.ndarray | None:
+        """True where the raw value has not changed for `flat_ms` (None: nowhere)."""
         unchanged = np.empty(raw.shape, dtype=bool)
         if raw.shape[1]:
             np.equal(raw[:, 0], self._last_raw, out=unchanged[:, 0])
             np.equal(raw[:, 1:], raw[:, :-1], out=unchanged[:, 1:])
+            self._last_raw = raw[:, -1].copy()
+            if not unchanged.any():  # the usual block: a live signal changes every sample
+                self._same = np.zeros(raw.shape[0], dtype=np.int64)
+                return None
         same = run_lengths(unchanged, self._same)
         if raw.shape[1]:
-            self._last_raw, self._same = raw[:, -1].copy(), same[:, -1].copy()
+            self._same = same[:, -1].copy()
         return np.asarray(same >= self._flat_run)
 
     def _held(self, raw_flags: np.ndarray) -> np.ndarray:

@@ -16,12 +16,15 @@ from scipy import signal
 
 from feedback.processing.activation import (
     SMALL_ROWS,
+    BandDetector,
     DebounceState,
     debounce,
     debounce_levels,
     run_lengths,
+    select,
 )
 from feedback.processing.filters import SOS_KERNEL, MovingAverage, SosFilter
+from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, STATS_POINTS, _Baseline
 
 
 def split(n: int, rng: np.random.Generator, longest: int) -> list[slice]:
@@ -135,3 +138,139 @@ def test_sos_filter_refuses_what_the_kernel_would_not_check() -> None:
     for bad_sos in (sos[:, :5], sos * 2.0, sos[0]):
         with pytest.raises(ValueError, match="sos must be"):
             SosFilter(bad_sos, 2, 2000.0)
+
+
+def test_sos_filter_own_refuses_a_block_it_cannot_filter_in_place() -> None:
+    f = SosFilter(signal.butter(2, 0.2, output="sos"), 2, 2000.0)
+    for bad in (np.zeros((2, 20), dtype=np.float32), np.zeros((2, 40))[:, ::2], np.zeros((3, 20))):
+        with pytest.raises(ValueError, match="expected"):
+            f.filter_own(bad)
+
+
+def test_moving_average_with_changing_block_lengths_is_split_exact() -> None:
+    """The reused buffer is rebuilt whenever the block length changes, and kept while it does
+    not: long runs of one length between changes, empty blocks included."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6000)) ** 2
+    whole = MovingAverage(50, 2).process(x)
+    avg, parts, start = MovingAverage(50, 2), [], 0
+    for length in [20] * 40 + [0, 7, 7, 1, 1, 1] + [20] * 30 + [333] * 5 + [20] * 200:
+        parts.append(avg.process(x[:, start : start + length]))
+        start += length
+    got = np.concatenate(parts, axis=1)
+    np.testing.assert_array_equal(got, whole[:, : got.shape[1]])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    width=st.integers(1, 60),
+    seed=st.integers(0, 2**31),
+    same_rank=st.booleans(),
+)
+def test_select_is_the_sorted_value_at_each_rows_rank(
+    rows: int, width: int, seed: int, same_rank: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.choice([0.0, 1.0, 2.5, np.inf, np.nan, -3.0], (rows, width)) + (
+        rng.random((rows, width)) < 0.5
+    ) * rng.standard_normal((rows, width))
+    rank = np.full(rows, rng.integers(0, width)) if same_rank else rng.integers(0, width, rows)
+    want = np.sort(x, axis=1)[np.arange(rows), rank]
+    np.testing.assert_array_equal(select(x, rank), want)
+
+
+def old_mean_sd(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The window statistics as they were computed before selection and subsampling on
+    arrival: every sample stored, sorted at the window's end."""
+    w = samples[:, :: max(1, samples.shape[1] // STATS_POINTS)]
+    valid = ~np.isnan(w)
+    n = valid.sum(axis=1)
+    usable = 2 * n > w.shape[1]
+    x = np.where(valid, w, np.inf)
+    mid = (np.maximum(n, 1) - 1)[:, None] // 2
+    level = np.take_along_axis(np.sort(x, axis=1), mid, axis=1)
+    with np.errstate(invalid="ignore"):
+        spread = MAD_TO_SD * np.take_along_axis(np.sort(np.abs(x - level), 1), mid, 1)
+    rest = valid & ((x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0))
+    count = np.maximum(rest.sum(axis=1), 1)
+    mean = np.where(rest, x, 0.0).sum(axis=1) / count
+    var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
+    return np.where(usable, mean, 0.0), np.where(usable, np.sqrt(var), 0.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    needed=st.sampled_from([1, 7, 499, 500, 1001, 2000, 2003]),
+    seed=st.integers(0, 2**31),
+    longest=st.sampled_from([1, 20, 300]),
+    unusable=st.sampled_from([0.0, 0.2, 0.7]),
+)
+def test_rest_window_statistics_are_the_full_windows_for_any_split(
+    needed: int, seed: int, longest: int, unusable: float
+) -> None:
+    """Kept as they arrive, only the points that enter the statistics (every k-th sample),
+    and found by selection: the same mean and SD, bit for bit, as storing the whole window
+    and sorting it, however the window arrives in blocks; a contraction in it included."""
+    rng = np.random.default_rng(seed)
+    x = np.abs(rng.standard_normal((3, needed))) * 0.01
+    x[1, needed // 3 :] += 1.0  # a contraction in the last two thirds of channel 1
+    if unusable == 0.0 and needed > 7:
+        x[2, 5] = np.nan  # a NaN sample in a window without any unusable mark
+    ok = rng.random((3, needed)) >= unusable
+    base = _Baseline(needed)
+    for s in split(needed, rng, longest):
+        base.add(x[:, s], ok[:, s] if unusable else None)
+    assert base.seen == needed
+    mean, sd = base.mean_sd()
+    want_mean, want_sd = old_mean_sd(np.where(ok, x, np.nan))
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(sd, want_sd)
+    np.testing.assert_array_equal(base.last(), x[:, -1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), longest=st.sampled_from([1, 20, 300]))
+def test_band_detector_equals_two_separate_edge_switches(seed: int, longest: int) -> None:
+    """Both band edges as one 2-row debounce on plain numbers give each edge's own switch."""
+    rng = np.random.default_rng(seed)
+    pct = np.repeat(rng.choice([5.0, 28.0, 40.0, 58.0, 62.0, 90.0, np.nan], 60), 40)
+    pct = pct + rng.normal(0, 1.0, pct.shape) * (rng.random(pct.shape) < 0.3)
+    det = BandDetector(30.0, 60.0, 3.0, 5, 9)
+    got = np.concatenate([det.process(pct[s]) for s in split(pct.shape[0], rng, longest)])
+    low = slow_levels(pct[None], np.array([30.0]), np.array([27.0]), 5, 9)[0]
+    high = slow_levels(pct[None], np.array([63.0]), np.array([60.0]), 5, 9)[0]
+    want = np.where(high, 2, np.where(low, 1, 0))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_rest_percentile_without_nan_handling_only_when_the_ring_has_no_gap() -> None:
+    """The activation rest level takes a NaN-free shortcut while its ring of frame means holds
+    no NaN (a frame mostly unusable). Frames go unusable and usable again while the ring wraps
+    several times: every block's rest and levels equal those of a detector that always takes
+    the general path (its NaN count forced non-zero)."""
+    from config import load_settings
+    from feedback.processing.activation import ActivationDetector
+
+    s = load_settings(environ={}).activation.model_copy(
+        update={"rest_window_s": 2.0, "frame_ms": 5.0}
+    )
+    rng = np.random.default_rng(8)
+    n = 2000 * 12
+    env = np.abs(rng.standard_normal((3, n))) * 0.01 + 0.002
+    env[1, 8000:16000] += 0.5  # an effort on one channel
+    usable = np.ones((3, n), dtype=bool)
+    for start in (3000, 9000, 9600, 15000):  # stretches that leave NaN frames in the ring
+        usable[(start // 1000) % 3, start : start + 300] = False
+    fast = ActivationDetector(s, 2000.0, ("VM", "VL", "RF"))
+    slow = ActivationDetector(s, 2000.0, ("VM", "VL", "RF"))
+    shortcut_taken = 0
+    for i in range(0, n, 20):
+        slow._ring_nans = 10**9
+        shortcut_taken += fast._ring_nans == 0
+        a = fast.process(i, env[:, i : i + 20], None, usable[:, i : i + 20])
+        b = slow.process(i, env[:, i : i + 20], None, usable[:, i : i + 20])
+        np.testing.assert_array_equal(a.rest_mv, b.rest_mv)
+        np.testing.assert_array_equal(a.on_mv, b.on_mv)
+        np.testing.assert_array_equal(a.active, b.active)
+    assert 0 < shortcut_taken < n // 20  # both paths ran

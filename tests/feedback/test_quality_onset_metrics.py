@@ -251,25 +251,6 @@ def test_bad_target_withholds_zone_cues_and_says_why() -> None:
     assert ticks[350].vm_vl_ratio is None
 
 
-def test_multi_session_chain_matches_separate_pipelines() -> None:
-    from feedback.processing.multi import MultiSessionChain
-
-    s = load_settings(environ={})
-    roles = ("VM", "VL")
-    sessions = [synthetic(6.0, seed=k, level=0.3 + 0.1 * k) for k in range(3)]
-    multi = MultiSessionChain(s, RATE, roles, 3)
-    stacked = np.stack(sessions)
-    outs = [multi.process(i, stacked[:, :, i : i + 20]) for i in range(0, stacked.shape[2], 20)]
-    zone = np.concatenate([o.zone for o in outs], axis=1)
-    active = np.concatenate([o.active for o in outs], axis=2)
-    for k, data in enumerate(sessions):
-        ticks = run(s, data, [20] * 600, roles=roles)
-        np.testing.assert_array_equal(zone[k], np.concatenate([t.zone for t in ticks]))
-        np.testing.assert_array_equal(
-            active[k], np.concatenate([t.onsets.active for t in ticks if t.onsets], axis=1)
-        )
-
-
 def run_with_gap(
     settings: Settings, data: np.ndarray, first: int, upto: int, resume: int
 ) -> list[Tick]:
