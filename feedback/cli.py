@@ -13,9 +13,6 @@ from pathlib import Path
 from config import ConfigError, load_settings
 from config.protocols import available_protocols
 from config.settings import check_patient_id
-from devices.base import DeviceError
-from feedback import app
-from feedback.calibration_flow import EXIT_INTERRUPTED, CalibrationInterrupted
 
 EXIT_CONFIG = 2
 MAX_DURATION_S = 4 * 3600.0  # a training session is minutes long; hours is a typing mistake
@@ -197,6 +194,11 @@ def _configure_logging(verbose: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Imported only now, so that `--help` and a bad option answer without numpy or scipy.
+    from devices.base import DeviceError
+    from feedback import app
+    from feedback.calibration_flow import EXIT_INTERRUPTED, CalibrationInterrupted
+
     _configure_logging(args.verbose)
     overrides: dict[str, object] = {}
     if args.device:
