@@ -124,3 +124,52 @@ def test_emergency_stop_fails_safe_but_still_needs_authorisation() -> None:
     assert not st.gate.handle(stranger).accepted and not st.bus.emergency_stop.is_set()
     old = make_command("emergency_stop", issuer="T-01", session="gone", msg_id=1, t=1.7e9)
     assert st.gate.handle(old).accepted and st.bus.emergency_stop.is_set()
+
+
+# -- hostile payloads: bounded before parsing, refused with a type, never raised ---------------
+
+NESTED = b'{"a":' * 1000 + b"1" + b"}" * 1000  # 6 KB; json.loads raises RecursionError on it
+
+
+def test_issue_11_nested_payload_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(InvalidMessage, match="nested deeper"):  # before: RecursionError
+        check("vmf/v1/c/s/event", NESTED)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (NESTED, "depth"),
+        (b"[" * 100_000, "size"),
+        (b"[" * 40 + b"]" * 40, "depth"),
+        (b'{"type": "gap", "x": ' + b"[" * 33 + b"]" * 33 + b"}", "depth"),
+        (b'{"t": 1e999}', "json"),  # overflows a float: not a number of the contract
+        (b'{"n": ' + b"9" * 5000 + b"}", "json"),  # Python refuses ints of > 4300 digits
+        (b"\xff\xfe\x00", "json"),
+    ],
+)
+def test_hostile_payloads_are_typed_refusals(payload: bytes, kind: str) -> None:
+    from feedback.clinic.validation import refusals
+
+    before = refusals[kind]
+    with pytest.raises(InvalidMessage) as info:
+        check("vmf/v1/c/s/event", payload)
+    assert info.value.kind == kind and refusals[kind] == before + 1
+
+
+def test_depth_inside_strings_does_not_count() -> None:
+    text = "[" * 500 + '\\"{' * 100  # brackets and escaped quotes inside a string value
+    body = {**rep_body(), "note": text}
+    assert check(T.rep, json.dumps(body).encode()).body["note"] == text
+
+
+def test_a_bug_while_checking_is_a_refusal_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedback.clinic import validation
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(validation, "validators", broken)
+    with pytest.raises(InvalidMessage) as info:
+        check(T.rep, encode(rep_body()))
+    assert info.value.kind == "internal" and "KeyError" in info.value.reason
