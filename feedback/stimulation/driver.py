@@ -207,12 +207,19 @@ class StimDriver:
         """Latch, then stop the device. Returns the seconds until the firmware acknowledged
         (None: not sent, or no ack within ESTOP_ACK_TIMEOUT_S). The host latch holds from the
         first line on, whatever the device does; every outcome is logged."""
+        return await self.send_estop(self.latch(source))
+
+    def latch(self, source: str) -> float:
+        """The host half of an emergency stop, synchronous so that a caller outside a task
+        (a command handler) latches before it returns: no burst may start from here on.
+        Returns the start time that `send_estop` measures the acknowledgement from."""
         t0 = time.perf_counter()
         self._apply(self.controller.emergency_stop(source, self.clock()))
         self._outbox.clear()  # nothing queued before the stop may go out after it
-        return await self._send_estop(t0)
+        return t0
 
-    async def _send_estop(self, t0: float) -> float | None:
+    async def send_estop(self, t0: float) -> float | None:
+        """The device half: send EmergencyStop and wait for its acknowledgement."""
         acks = self.controller.estop_acks
         try:
             await self.device.send(EmergencyStop())
@@ -266,7 +273,7 @@ class StimDriver:
         self._reconnects_seen = reconnects
         if self.controller.interlock.estop_latched:
             self.event_log("stim_estop", {"source": "reconnect"})
-            await self._send_estop(time.perf_counter())
+            await self.send_estop(time.perf_counter())
 
     async def step(self) -> None:
         """One round: replies in, interlocks re-checked, commands out."""
