@@ -127,7 +127,7 @@ class CommandGate:
         self.max_age_s = max_age_s
         self.on_verdict = on_verdict
         self.clock = clock
-        self.estop_topic = f"{topics.cmd}/estop"
+        self.estop_topic = topics.estop
         assert self.estop_topic.endswith(ESTOP_LEAF)
         self.replays = ReplayWindow(max_age_s)
         self.accepted = 0

@@ -71,6 +71,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "device_error": "event",
     "quality": "event",
     "command_result": "event",
+    "task_restarted": "event",
     "command": "cmd",
 }
 # A type may also arrive on these leaves (an emergency_stop command on its own topic).

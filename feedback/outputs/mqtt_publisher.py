@@ -10,7 +10,15 @@ Two lanes with different policies (DESIGN.md):
   behind session messages waiting for their PUBACKs (or held for want of a subscriber).
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
-`on_command`, which validates and authorises them (feedback.clinic.commands).
+`on_command`, which validates and authorises them (feedback.clinic.commands). The emergency stop
+has its own subscription (`.../cmd/estop`) and handler (`on_estop`), and the incoming queue
+hands it over before anything else that is waiting (`EstopFirstQueue`): a flood on `.../cmd`
+cannot delay it. Whatever a handler raises is counted and logged, and the next message is read:
+nothing a peer sends can end the listener.
+
+The connection loop supervises its lanes: a lane that fails (a bug, not a lost connection) is
+logged, reported through `on_fault` and the connection is started again; reconnects wait a
+`Backoff` with full jitter, so a clinic's stations do not retry in lock-step.
 
 With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscribers" means
 nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
@@ -24,6 +32,7 @@ the error is logged, and it is retried every REFUSED_RETRY_S.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -35,8 +44,10 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.backoff import Backoff
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
 from feedback.outputs.outbox import MemoryOutbox, Outbox
+from feedback.outputs.socket_race import ignore_closed_socket_races
 from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 
 log = logging.getLogger(__name__)
@@ -45,7 +56,9 @@ NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 
-__all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
+__all__ = ["EstopFirstQueue", "MqttPublisher", "PublisherStats", "parse_broker_url"]
+
+Fault = Callable[[str, str, int], None]  # (what failed, error, how many times so far)
 
 
 @dataclass(slots=True)
@@ -58,6 +71,26 @@ class PublisherStats:
     commands_received: int = 0
     held_no_subscriber: int = 0  # publishes repeated because nobody had subscribed yet
     refused_by_broker: int = 0  # publishes the broker refused (e.g. 0x87 not authorised): kept
+    estops_received: int = 0  # messages on the emergency stop's own topic
+    handler_errors: int = 0  # a command handler raised: counted, logged, the listener went on
+    lane_failures: int = 0  # a lane failed for another reason than the connection: restarted
+
+
+class EstopFirstQueue(asyncio.PriorityQueue[Any]):
+    """aiomqtt's queue of incoming messages (its `queue_type`): a message on an emergency-stop
+    topic (`.../cmd/estop`) is taken before any other waiting message; the rest keep their
+    order of arrival."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._arrival = itertools.count()
+
+    def _put(self, item: Any) -> None:
+        first = 0 if str(item.topic).endswith("/cmd/estop") else 1
+        super()._put((first, next(self._arrival), item))
+
+    def _get(self) -> Any:
+        return super()._get()[2]
 
 
 def _reason_name(rc: int) -> str:
@@ -80,6 +113,8 @@ class MqttPublisher:
         outbox: Outbox | None = None,
         access: BrokerAccess | None = None,
         on_command: Callable[[bytes], object] | None = None,
+        on_estop: Callable[[bytes], object] | None = None,
+        on_fault: Fault | None = None,
         mqtt5: bool = False,
         hold_without_subscriber: bool = False,
     ) -> None:
@@ -92,6 +127,11 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
         self.on_command = on_command
+        self.on_estop = on_estop
+        self.on_fault = on_fault
+        self.backoff = Backoff(initial_s=0.2, max_s=max_backoff_s)
+        self.last_error = ""  # why the newest connection attempt or connection ended
+        self._last_fault = ""
         self.session_id: str | None = None  # named in the last will
         self.mqtt5 = mqtt5
         self.hold_without_subscriber = hold_without_subscriber and mqtt5
@@ -145,7 +185,7 @@ class MqttPublisher:
 
     async def run(self) -> None:
         """Connect, drain, reconnect with backoff; runs until cancelled."""
-        backoff = 0.2
+        ignore_closed_socket_races()
         while True:
             try:
                 if self.mqtt5 and not self.stats.connects:
@@ -157,28 +197,64 @@ class MqttPublisher:
                     will=self._will(),
                     timeout=5.0,
                     protocol=aiomqtt.ProtocolVersion.V5 if self.mqtt5 else None,
+                    queue_type=EstopFirstQueue,
                 ) as client:
                     self._watch_pubacks(client)
                     self._connected = True
                     self.stats.connects += 1
-                    backoff = 0.2
-                    if self.on_command is not None:
-                        await client.subscribe(self.topics.cmd, qos=1)
+                    self.backoff.reset()
+                    self.last_error = ""
+                    await self._subscribe(client)
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._drain(client))
                         tasks.create_task(self._send_live(client))
                         tasks.create_task(self._listen(client))
             except* aiomqtt.MqttError as group:
                 exc = group.exceptions[0]
+                self.last_error = str(exc) or type(exc).__name__
                 if self._connected:
                     log.warning("MQTT connection lost: %s; backlog %d", exc, self.backlog)
                 else:
                     self.stats.connect_failures += 1
                     log.debug("MQTT connect failed: %s", exc)
+            except* Exception as group:  # a bug in a lane, not the network: restart, report
+                self._lane_failed(group.exceptions[0])
             finally:
                 self._connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(self.max_backoff_s, backoff * 2)
+            await asyncio.sleep(self.backoff.next())
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # The emergency stop first: it is the one subscription that must never be missing.
+        if self.on_estop is not None:
+            await client.subscribe(self.topics.estop, qos=1)
+        if self.on_command is not None:
+            await client.subscribe(self.topics.cmd, qos=1)
+
+    def _lane_failed(self, exc: BaseException) -> None:
+        self.stats.lane_failures += 1
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error = f"publisher failed: {error}"
+        log.error("MQTT publisher lane failed (%s); reconnecting", error, exc_info=exc)
+        if self.on_fault is None or error == self._last_fault:
+            return  # the same failure again is counted, reported once
+        self._last_fault = error
+        try:
+            self.on_fault("mqtt publisher", error, self.stats.lane_failures)
+        except Exception:
+            log.exception("reporting a publisher failure failed")
+
+    def undelivered_reason(self) -> str:
+        """Why session messages are still waiting, for the line a session ends with: an
+        unreachable broker is named only when the broker was in fact not reachable."""
+        if self._connected:
+            if self.stats.refused_by_broker:
+                return "the broker refused them: check mqtt.username and the broker's ACL"
+            if self.stats.held_no_subscriber:
+                return "connected, but no subscriber took them (is the clinic logger running?)"
+            return "connected, but the broker had not acknowledged them all in time"
+        if not self.stats.connects:
+            return f"broker unreachable: {self.last_error or 'no connection'}"
+        return f"connection lost and not back in time: {self.last_error or 'unknown'}"
 
     async def _check_mqtt5(self) -> None:
         """Before the first connection: does the broker speak MQTT 5? A short connection without
@@ -258,11 +334,25 @@ class MqttPublisher:
     async def _listen(self, client: aiomqtt.Client) -> None:
         # Also the connection watchdog: the iterator raises MqttError when the link drops, which
         # ends the drain task too, even while it idles.
+        estop_topic = self.topics.estop
         async for message in client.messages:
-            if self.on_command is None or not isinstance(message.payload, bytes):
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
                 continue
-            self.stats.commands_received += 1
-            self.on_command(message.payload)
+            if message.topic.value == estop_topic:
+                self.stats.estops_received += 1
+                handler = self.on_estop
+            else:
+                self.stats.commands_received += 1
+                handler = self.on_command
+            if handler is None:
+                continue
+            try:
+                handler(bytes(payload))
+            except Exception:  # a peer's message must never end the listener
+                self.stats.handler_errors += 1
+                if self.stats.handler_errors % 100 == 1:  # a flood logs every 100th
+                    log.exception("command handler failed (%d so far)", self.stats.handler_errors)
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty, or the timeout passes. True when empty."""

@@ -1,0 +1,129 @@
+"""The station's command lane against a real Mosquitto: nothing a peer sends ends the listener,
+the emergency stop has its own topic, a failing lane is restarted and reported, and the end line
+says why messages wait (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiomqtt
+
+from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
+from feedback.outputs.mqtt_publisher import MqttPublisher
+from feedback.outputs.outbox import MemoryOutbox, Pending
+from feedback.outputs.topics import MessageNumberer, Topics
+from tests.conftest import MosquittoProcess
+
+T = Topics("clinic-a", "st-1")
+NESTED = b'{"a":' * 1000 + b"1" + b"}" * 1000
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+    assert predicate(), what
+
+
+@contextlib.asynccontextmanager
+async def running(publisher: MqttPublisher) -> AsyncIterator[MqttPublisher]:
+    task = asyncio.create_task(publisher.run())
+    try:
+        await wait_for(lambda: publisher.connected, "never connected")
+        await asyncio.sleep(0.1)  # subscriptions made
+        yield publisher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def station(url: str, **kwargs: Any) -> tuple[MqttPublisher, CommandGate, list[Verdict]]:
+    verdicts: list[Verdict] = []
+    gate = CommandGate(T, ["T-01"], CommandBus(), current_session=lambda: "S1",
+                       on_verdict=verdicts.append)  # fmt: skip
+    kwargs.setdefault("on_command", gate.handle)
+    publisher = MqttPublisher(url, T, client_id="st-1", on_estop=gate.handle_estop, **kwargs)
+    return publisher, gate, verdicts
+
+
+async def test_issue_11_nested_command_does_not_kill_the_mqtt_task(
+    mosquitto: MosquittoProcess,
+) -> None:
+    """Before: the nested payload on `cmd` raised RecursionError in the listener, the MQTT task
+    died silently and the emergency stop sent 2 s later got no response."""
+    publisher, gate, verdicts = station(mosquitto.url)
+    numberer = MessageNumberer("S1")
+    async with running(publisher), aiomqtt.Client("127.0.0.1", mosquitto.port) as therapist:
+        await therapist.publish(T.cmd, NESTED, qos=1)
+        await wait_for(lambda: gate.refused == 1, "nested payload not refused")
+        await therapist.publish(T.cmd, make_command("emergency_stop", issuer="T-01",
+                                                    session=None), qos=1)  # fmt: skip
+        await wait_for(lambda: gate.bus.emergency_stop.is_set(), "emergency stop not obeyed")
+        publisher.publish(T.event, numberer.envelope("gap", {"from_index": 0, "missing": 1}))
+        await wait_for(lambda: publisher.stats.published == 1, "nothing published after it")
+    assert "nested deeper" in verdicts[0].reason and verdicts[1].accepted
+
+
+async def test_a_handler_that_raises_is_counted_and_the_listener_goes_on(
+    mosquitto: MosquittoProcess,
+) -> None:
+    def broken(payload: bytes) -> None:
+        raise RuntimeError("bug in a handler")
+
+    publisher, gate, _ = station(mosquitto.url, on_command=broken)
+    async with running(publisher), aiomqtt.Client("127.0.0.1", mosquitto.port) as therapist:
+        for _ in range(5):
+            await therapist.publish(T.cmd, b"anything", qos=1)
+        await wait_for(lambda: publisher.stats.handler_errors == 5, "errors not counted")
+        estop = make_command("emergency_stop", issuer="T-01", session=None)
+        await therapist.publish(T.estop, estop, qos=1)
+        await wait_for(lambda: gate.bus.emergency_stop.is_set(), "estop lane not obeyed")
+    assert publisher.stats.estops_received == 1 and publisher.stats.commands_received == 5
+    assert publisher.connected is False and publisher.stats.connects == 1  # never reconnected
+
+
+class FailingOnce(MemoryOutbox):
+    """An outbox whose first read fails, as a bug in the drain lane would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def head(self) -> Pending | None:
+        if not self.failed and len(self):
+            self.failed = True
+            raise ValueError("corrupt row")
+        return super().head()
+
+
+async def test_a_failing_lane_is_restarted_and_reported(mosquitto: MosquittoProcess) -> None:
+    faults: list[tuple[str, str, int]] = []
+    publisher, gate, _ = station(mosquitto.url, outbox=FailingOnce(),
+                                 on_fault=lambda *f: faults.append(f))  # fmt: skip
+    numberer = MessageNumberer("S1")
+    async with running(publisher), aiomqtt.Client("127.0.0.1", mosquitto.port) as therapist:
+        publisher.publish(T.event, numberer.envelope("gap", {"from_index": 0, "missing": 1}))
+        await wait_for(lambda: publisher.stats.published == 1, "not published after restart")
+        await therapist.publish(T.estop, make_command("emergency_stop", issuer="T-01",
+                                                      session=None), qos=1)  # fmt: skip
+        await wait_for(lambda: gate.bus.emergency_stop.is_set(), "commands dead after restart")
+    assert faults == [("mqtt publisher", "ValueError: corrupt row", 1)]
+    assert publisher.stats.lane_failures == 1 and publisher.stats.connects == 2
+
+
+async def test_the_end_line_blames_the_broker_only_when_it_was_unreachable(
+    mosquitto: MosquittoProcess,
+) -> None:
+    dead = MqttPublisher("mqtt://127.0.0.1:9", T, client_id="x", max_backoff_s=0.2)
+    task = asyncio.create_task(dead.run())
+    await wait_for(lambda: dead.stats.connect_failures > 0, "no attempt")
+    task.cancel()
+    assert dead.undelivered_reason().startswith("broker unreachable")
+    publisher, _, _ = station(mosquitto.url)
+    async with running(publisher):
+        assert "unreachable" not in publisher.undelivered_reason()
+        assert publisher.undelivered_reason().startswith("connected")
