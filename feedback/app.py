@@ -125,7 +125,7 @@ async def run(
             outbox=outbox,
             access=access,
             on_command=gate.handle,
-            on_estop=gate.handle_estop,
+            on_estop=gate.answer_estop,
             on_fault=restarted,
             # MQTT 5 where the broker speaks it (the embedded amqtt broker does not; the publisher
             # also falls back by itself when a broker refuses version 5).

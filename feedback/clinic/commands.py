@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from feedback.clinic.validation import ESTOP_LEAF, InvalidMessage, check
+from feedback.clinic.validation import ESTOP_LEAF, InvalidMessage, conform, decode
 from feedback.outputs.topics import SCHEMA_VERSION, Topics
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class CommandGate:
         self.errors = 0  # failures inside the gate itself (each also a refusal)
         self.unreported = 0  # refusals of a flood, counted but not reported one by one
         self._window = (0, 0)  # (second, refusals reported in it)
+        self._acks = 0  # msg_id counter of command_ack answers
 
     def handle(self, payload: bytes) -> Verdict:
         """A command from `.../cmd`. Never raises: any failure is a refused verdict."""
@@ -144,9 +145,41 @@ class CommandGate:
         """A command from `.../cmd/estop`: only emergency_stop is valid there."""
         return self._handle(self.estop_topic, payload)
 
+    def answer_estop(self, payload: bytes) -> dict[str, Any] | None:
+        """`handle_estop`, and the `command_ack` the stop's connection sends straight back to
+        the therapist (docs/mqtt.md): always for an accepted stop, for a refused message only
+        while refusals are reported one by one (a flood is not answered message by message)."""
+        unreported = self.unreported
+        verdict = self.handle_estop(payload)
+        if not verdict.accepted and self.unreported > unreported:
+            return None
+        self._acks += 1
+        try:
+            session = self.current_session()
+        except Exception:
+            session = None
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "command_ack",
+            "session": session,
+            "msg_id": self._acks,
+            "t": round(self.clock(), 6),
+            "command_msg_id": verdict.msg_id,
+            "issuer": verdict.issuer,
+            "accepted": verdict.accepted,
+            "reason": verdict.reason[:300],
+            "latched": self.bus.emergency_stop.is_set(),
+        }
+
     def _handle(self, topic: str, payload: bytes) -> Verdict:
         try:
-            body = check(topic, payload).body
+            msg = decode(topic, payload)
+            issuer = msg.body.get("issuer")
+            if isinstance(issuer, str) and issuer not in self.therapists:
+                # before the schema: a stranger's command is refused at the cheapest point
+                reason = f"issuer {issuer[:64]!r} is not on this station's therapist list"
+                return self._verdict(Verdict(False, reason))
+            body = conform(msg).body
         except InvalidMessage as exc:
             return self._verdict(Verdict(False, f"invalid command: {exc.reason}"))
         try:

@@ -35,7 +35,8 @@ from config import ConfigError, load_settings
 from devices.backoff import Backoff
 from feedback.app import broker_access
 from feedback.clinic.store import ClinicStore, Incoming, IngestResult
-from feedback.clinic.validation import ALL_LEAVES, MAX_PAYLOAD_BYTES
+from feedback.clinic.validation import LOGGED_LEAVES as LOGGED
+from feedback.clinic.validation import MAX_PAYLOAD_BYTES
 from feedback.outputs.broker_access import BrokerAccess, describe
 from feedback.outputs.topics import TOPIC_ROOT
 
@@ -44,7 +45,7 @@ log = logging.getLogger("feedback.clinic.logger")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps queueing for a logger that is down
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may have in flight to one logger
 MAX_BATCH = 1000
-LOGGED_LEAVES = tuple(sorted(ALL_LEAVES))  # every leaf with a schema, cmd/estop too
+LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
 
 
 @dataclass(slots=True)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -73,18 +75,23 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "command_result": "event",
     "task_restarted": "event",
     "command": "cmd",
+    "command_ack": "ack",
 }
 # A type may also arrive on these leaves (an emergency_stop command on its own topic).
 EXTRA_LEAVES: dict[str, tuple[str, ...]] = {"command": (ESTOP_LEAF,)}
 ALL_LEAVES = frozenset(TOPIC_OF_TYPE.values()) | {x for v in EXTRA_LEAVES.values() for x in v}
+# What the clinic logger stores: `ack` repeats a command_result event (which is logged) at once,
+# with a msg_id of its own counter, like `live`; it is for the therapist who sent the stop.
+LOGGED_LEAVES = ALL_LEAVES - {"ack"}
 EVENT_TYPES = frozenset(t for t, leaf in TOPIC_OF_TYPE.items() if leaf == "event")
 _TOPIC = re.compile(
     rf"^{re.escape(TOPIC_ROOT)}/([A-Za-z0-9_-]{{1,32}})/([A-Za-z0-9_-]{{1,32}})/"
     r"([a-z]+(?:/[a-z]+)?)$"
 )
-# A JSON string (escapes included), unrolled so that an unterminated one cannot backtrack.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+# A JSON string (escapes included, unrolled so that an unterminated one cannot backtrack), or
+# a bracket: what the depth scan steps through.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+MAX_SCHEMA_ERRORS = 20  # the best of the first 20 errors names the fault; all would be slow
 
 refusals: collections.Counter[str] = collections.Counter()  # kind of refusal → how many
 
@@ -135,11 +142,16 @@ def nesting_depth(payload: bytes, limit: int = MAX_DEPTH) -> int:
     if payload.count(b"[") + payload.count(b"{") <= limit:
         return 0 if b"[" not in payload and b"{" not in payload else 1
     depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub(b"", payload)):
-        depth += 1 if m.group() in (b"[", b"{") else -1
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
+    for m in _TOKEN.finditer(payload):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break  # a hostile payload costs only its first levels
+        elif token in (b"]", b"}"):
+            depth -= 1
     return deepest
 
 
@@ -162,8 +174,23 @@ def parse_json(
 
 def check(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
     """The message, or InvalidMessage (counted in `refusals`); never any other exception."""
+    return conform(decode(topic, payload, max_bytes))
+
+
+def decode(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
+    """The cheap half of `check`: size, topic, depth, JSON, type and its topic; no schema yet
+    (a receiver may refuse on a field first, e.g. a stranger's command, before paying for it)."""
+    return _counted(topic, lambda: _decode(topic, payload, max_bytes))
+
+
+def conform(msg: Message) -> Message:
+    """The other half of `check`: the message's JSON Schema."""
+    return _counted(msg.leaf, lambda: _conform(msg))
+
+
+def _counted(topic: str, step: Callable[[], Message]) -> Message:
     try:
-        return _check(topic, payload, max_bytes)
+        return step()
     except InvalidMessage as exc:
         refusals[exc.kind] += 1
         raise
@@ -174,7 +201,7 @@ def check(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Mes
                              "internal") from None  # fmt: skip
 
 
-def _check(topic: str, payload: bytes, max_bytes: int) -> Message:
+def _decode(topic: str, payload: bytes, max_bytes: int) -> Message:
     if not isinstance(payload, bytes | bytearray):
         raise InvalidMessage(f"payload is {type(payload).__name__}, not bytes", "json")
     if len(payload) > max_bytes:
@@ -195,14 +222,20 @@ def _check(topic: str, payload: bytes, max_bytes: int) -> Message:
     if leaf != TOPIC_OF_TYPE[kind] and leaf not in EXTRA_LEAVES.get(kind, ()):
         raise InvalidMessage(f"a {kind!r} message belongs on .../{TOPIC_OF_TYPE[kind]}, not {leaf}",
                              "topic")  # fmt: skip
-    error = jsonschema.exceptions.best_match(validators()[kind].iter_errors(body))
+    return Message(clinic, station, leaf, body)
+
+
+def _conform(msg: Message) -> Message:
+    body, kind, leaf = msg.body, msg.type, msg.leaf
+    errors = itertools.islice(validators()[kind].iter_errors(body), MAX_SCHEMA_ERRORS)
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(message)"
         raise InvalidMessage(f"schema {kind}: {where}: {error.message}"[:500])
     if leaf == ESTOP_LEAF and body.get("action") != "emergency_stop":
         raise InvalidMessage(f".../{ESTOP_LEAF} takes only emergency_stop, not "
                              f"{body.get('action')!r}", "topic")  # fmt: skip
-    return Message(clinic, station, leaf, body)
+    return msg
 
 
 def _refuse_constant(name: str) -> Any:

@@ -11,10 +11,11 @@ Two lanes with different policies (DESIGN.md):
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
 `on_command`, which validates and authorises them (feedback.clinic.commands). The emergency stop
-has its own subscription (`.../cmd/estop`) and handler (`on_estop`), and the incoming queue
-hands it over before anything else that is waiting (`EstopFirstQueue`): a flood on `.../cmd`
-cannot delay it. Whatever a handler raises is counted and logged, and the next message is read:
-nothing a peer sends can end the listener.
+has its own connection, subscription (`.../cmd/estop`) and handler (`on_estop`): a flood on
+`.../cmd` queues in the broker for the command connection (Mosquitto sends each client its
+messages in order, a few in flight at a time), so on a shared connection the stop would wait
+behind the whole flood; on its own connection nothing is ahead of it. Whatever a handler raises
+is counted and logged, and the next message is read: nothing a peer sends can end a listener.
 
 The connection loop supervises its lanes: a lane that fails (a bug, not a lost connection) is
 logged, reported through `on_fault` and the connection is started again; reconnects wait a
@@ -32,7 +33,6 @@ the error is logged, and it is retried every REFUSED_RETRY_S.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -56,7 +56,7 @@ NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 
-__all__ = ["EstopFirstQueue", "MqttPublisher", "PublisherStats", "parse_broker_url"]
+__all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
 
 Fault = Callable[[str, str, int], None]  # (what failed, error, how many times so far)
 
@@ -74,23 +74,6 @@ class PublisherStats:
     estops_received: int = 0  # messages on the emergency stop's own topic
     handler_errors: int = 0  # a command handler raised: counted, logged, the listener went on
     lane_failures: int = 0  # a lane failed for another reason than the connection: restarted
-
-
-class EstopFirstQueue(asyncio.PriorityQueue[Any]):
-    """aiomqtt's queue of incoming messages (its `queue_type`): a message on an emergency-stop
-    topic (`.../cmd/estop`) is taken before any other waiting message; the rest keep their
-    order of arrival."""
-
-    def _init(self, maxsize: int) -> None:
-        super()._init(maxsize)
-        self._arrival = itertools.count()
-
-    def _put(self, item: Any) -> None:
-        first = 0 if str(item.topic).endswith("/cmd/estop") else 1
-        super()._put((first, next(self._arrival), item))
-
-    def _get(self) -> Any:
-        return super()._get()[2]
 
 
 def _reason_name(rc: int) -> str:
@@ -140,6 +123,8 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()  # the outbox has a message
         self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
         self._connected = False
+        self.estop_connected = False  # the emergency stop's own connection is up
+        self._answers: set[asyncio.Future[None]] = set()  # command_ack publishes in flight
 
     @property
     def backlog(self) -> int:
@@ -184,8 +169,15 @@ class MqttPublisher:
         self._live.clear()
 
     async def run(self) -> None:
-        """Connect, drain, reconnect with backoff; runs until cancelled."""
+        """Connect, drain, reconnect with backoff; runs until cancelled. The emergency stop's
+        connection runs beside it, with its own reconnects."""
         ignore_closed_socket_races()
+        async with asyncio.TaskGroup() as lanes:
+            if self.on_estop is not None:
+                lanes.create_task(self._estop_connection())
+            lanes.create_task(self._connection())
+
+    async def _connection(self) -> None:
         while True:
             try:
                 if self.mqtt5 and not self.stats.connects:
@@ -197,7 +189,6 @@ class MqttPublisher:
                     will=self._will(),
                     timeout=5.0,
                     protocol=aiomqtt.ProtocolVersion.V5 if self.mqtt5 else None,
-                    queue_type=EstopFirstQueue,
                 ) as client:
                     self._watch_pubacks(client)
                     self._connected = True
@@ -224,11 +215,31 @@ class MqttPublisher:
             await asyncio.sleep(self.backoff.next())
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        # The emergency stop first: it is the one subscription that must never be missing.
-        if self.on_estop is not None:
-            await client.subscribe(self.topics.estop, qos=1)
         if self.on_command is not None:
             await client.subscribe(self.topics.cmd, qos=1)
+
+    async def _estop_connection(self) -> None:
+        """Only `.../cmd/estop`, on a connection of its own (no will: the main one has it)."""
+        backoff = Backoff(initial_s=0.05, max_s=1.0)  # the stop's path comes back first
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    **self.access.client_kwargs(),
+                    identifier=f"{self.client_id}-estop",
+                    keepalive=self.keepalive_s,
+                    timeout=5.0,
+                ) as client:
+                    await client.subscribe(self.topics.estop, qos=1)
+                    self.estop_connected = True
+                    backoff.reset()
+                    await self._listen(client, answer=True)
+            except* aiomqtt.MqttError as group:
+                log.debug("MQTT emergency-stop connection: %s", group.exceptions[0])
+            except* Exception as group:
+                self._lane_failed(group.exceptions[0])
+            finally:
+                self.estop_connected = False
+            await asyncio.sleep(backoff.next())
 
     def _lane_failed(self, exc: BaseException) -> None:
         self.stats.lane_failures += 1
@@ -331,7 +342,7 @@ class MqttPublisher:
             self._live_wakeup.clear()
             await self._live_wakeup.wait()
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client, *, answer: bool = False) -> None:
         # Also the connection watchdog: the iterator raises MqttError when the link drops, which
         # ends the drain task too, even while it idles.
         estop_topic = self.topics.estop
@@ -348,11 +359,27 @@ class MqttPublisher:
             if handler is None:
                 continue
             try:
-                handler(bytes(payload))
+                reply = handler(bytes(payload))
+                if answer and isinstance(reply, dict):  # on this connection: nothing queues
+                    self._answer(client, reply)
             except Exception:  # a peer's message must never end the listener
                 self.stats.handler_errors += 1
                 if self.stats.handler_errors % 100 == 1:  # a flood logs every 100th
                     log.exception("command handler failed (%d so far)", self.stats.handler_errors)
+            # A queued backlog would otherwise be handled in one go (a queue that holds
+            # messages does not suspend): yield, so the stop's connection and the processing
+            # loop get their turn between any two commands of a flood.
+            await asyncio.sleep(0)
+
+    def _answer(self, client: aiomqtt.Client, reply: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(client.publish(self.topics.ack, encode(reply), qos=1))
+        self._answers.add(task)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Future[None]) -> None:
+        self._answers.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the connection went
+            log.debug("command_ack not sent: %s", task.exception())
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty, or the timeout passes. True when empty."""

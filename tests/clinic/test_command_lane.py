@@ -33,6 +33,8 @@ async def running(publisher: MqttPublisher) -> AsyncIterator[MqttPublisher]:
     task = asyncio.create_task(publisher.run())
     try:
         await wait_for(lambda: publisher.connected, "never connected")
+        if publisher.on_estop is not None:
+            await wait_for(lambda: publisher.estop_connected, "estop lane never connected")
         await asyncio.sleep(0.1)  # subscriptions made
         yield publisher
     finally:
@@ -46,7 +48,7 @@ def station(url: str, **kwargs: Any) -> tuple[MqttPublisher, CommandGate, list[V
     gate = CommandGate(T, ["T-01"], CommandBus(), current_session=lambda: "S1",
                        on_verdict=verdicts.append)  # fmt: skip
     kwargs.setdefault("on_command", gate.handle)
-    publisher = MqttPublisher(url, T, client_id="st-1", on_estop=gate.handle_estop, **kwargs)
+    publisher = MqttPublisher(url, T, client_id="st-1", on_estop=gate.answer_estop, **kwargs)
     return publisher, gate, verdicts
 
 
@@ -127,3 +129,33 @@ async def test_the_end_line_blames_the_broker_only_when_it_was_unreachable(
     async with running(publisher):
         assert "unreachable" not in publisher.undelivered_reason()
         assert publisher.undelivered_reason().startswith("connected")
+
+
+async def test_an_emergency_stop_on_its_topic_is_answered_on_the_ack_topic(
+    mosquitto: MosquittoProcess,
+) -> None:
+    import json
+
+    publisher, _, _ = station(mosquitto.url)
+    answers: list[dict[str, Any]] = []
+    async with running(publisher), aiomqtt.Client("127.0.0.1", mosquitto.port) as therapist:
+        await therapist.subscribe(T.ack, qos=1)
+
+        async def read() -> None:
+            async for msg in therapist.messages:
+                answers.append(json.loads(msg.payload))  # type: ignore[arg-type]
+
+        reader = asyncio.create_task(read())
+        estop = make_command("emergency_stop", issuer="T-01", session=None, msg_id=77)
+        await therapist.publish(T.estop, estop, qos=1)
+        await therapist.publish(T.estop, make_command("stop", issuer="T-01", session="S1"), qos=1)
+        await wait_for(lambda: len(answers) == 2, "no answers")
+        reader.cancel()
+    from feedback.clinic.validation import check
+    from feedback.outputs.topics import encode
+
+    for answer in answers:
+        check(T.ack, encode(answer))  # the contract holds
+    assert [(a["command_msg_id"], a["accepted"], a["latched"]) for a in answers] == [
+        (77, True, True), (None, False, True)]  # fmt: skip
+    assert "takes only emergency_stop" in answers[1]["reason"]
