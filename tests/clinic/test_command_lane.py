@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
+from feedback.broker import free_port
 from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.outbox import MemoryOutbox, Pending
@@ -159,3 +163,91 @@ async def test_an_emergency_stop_on_its_topic_is_answered_on_the_ack_topic(
     assert [(a["command_msg_id"], a["accepted"], a["latched"]) for a in answers] == [
         (77, True, True), (None, False, True)]  # fmt: skip
     assert "takes only emergency_stop" in answers[1]["reason"]
+
+
+def test_a_socket_closed_before_the_loop_watches_it_is_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The race behind the `Bad file descriptor` traceback: aiomqtt schedules `add_writer(fd)`
+    from paho's thread, and the broker drops the connection before the loop runs it."""
+    import socket
+
+    from feedback.outputs import socket_race
+
+    def race(install: bool) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            if install:
+                socket_race.ignore_closed_socket_races(loop)
+            a, b = socket.socketpair()
+            loop.call_soon(loop.add_writer, a.fileno(), lambda: None)
+            a.close(), b.close()  # closed before the loop gets to it
+            loop.run_until_complete(asyncio.sleep(0.01))
+        finally:
+            loop.close()
+
+    before = socket_race.closed_socket_races
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        race(install=True)
+    assert socket_race.closed_socket_races == before + 1
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        race(install=False)  # the negative control: asyncio's handler prints the traceback
+    assert any("Bad file descriptor" in str(r.exc_info) for r in caplog.records)
+
+
+BROKER_DROPS = """
+import asyncio, random, subprocess, sys, time
+from feedback.outputs.mqtt_publisher import MqttPublisher
+from feedback.outputs.topics import MessageNumberer, Topics
+binary, conf, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+async def main():
+    start = lambda: subprocess.Popen([binary, "-c", conf], stderr=subprocess.DEVNULL)
+    broker = start(); await asyncio.sleep(0.3)
+    t, n = Topics("c", "s"), MessageNumberer("S1")
+    pubs = [MqttPublisher(f"mqtt://127.0.0.1:{port}", t, client_id=f"s{i}", max_backoff_s=0.3,
+                          on_command=lambda p: None, on_estop=lambda p: None) for i in range(4)]
+    tasks = [asyncio.create_task(p.run()) for p in pubs]
+    async def feed():
+        while True:
+            for p in pubs:
+                p.publish(t.event, n.envelope("gap", {"from_index": 0, "missing": 1}))
+                p.publish_live_bytes(t.stream, b"x" * 300)
+            await asyncio.sleep(0.005)
+    f = asyncio.create_task(feed())
+    rng = random.Random(int(sys.argv[4]))
+    end = time.monotonic() + float(sys.argv[5])
+    while time.monotonic() < end:
+        await asyncio.sleep(rng.uniform(0.05, 0.5))
+        broker.kill(); broker.wait()  # kill -9, mid-session
+        await asyncio.sleep(rng.uniform(0.0, 0.2))
+        broker = start()
+    broker.kill(); broker.wait()
+    f.cancel()
+    for x in tasks: x.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+asyncio.run(main())
+"""
+
+
+def test_no_traceback_on_stderr_when_the_broker_is_killed(tmp_path: Path) -> None:
+    """Four stations publishing (outbox, live, stream) and listening (commands, stop) while
+    Mosquitto is killed with SIGKILL again and again: nothing reaches stderr but warnings."""
+    import subprocess
+    import sys
+
+    from tests.conftest import missing_service, mosquitto_binary
+
+    binary = mosquitto_binary()
+    if binary is None:
+        missing_service("mosquitto is not installed")
+    assert binary is not None
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    run = subprocess.run(
+        [sys.executable, "-c", BROKER_DROPS, binary, str(conf), str(port), "1", "8"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "Bad file descriptor" not in run.stderr, run.stderr
