@@ -35,7 +35,7 @@ from feedback.outputs.socket_race import ignore_closed_socket_races
 from feedback.outputs.topics import TOPIC_ROOT, Topics
 
 log = logging.getLogger(__name__)
-LEAVES_QOS = (("stream", 0), ("status", 1), ("session", 1), ("rep", 1), ("event", 1))
+LEAVES_QOS = (("stream", 0), ("status", 1), ("session", 1), ("rep", 1), ("event", 1), ("ack", 1))
 
 
 def command_for(control: Control, issuer: str, session: str | None) -> bytes | str:

@@ -130,6 +130,10 @@ class RemoteModel:
             v.trigger_fraction = float(stim.get("trigger_fraction", v.trigger_fraction))
         elif kind == "session_end":
             v.note = f"session ended: {body.get('summary', {}).get('stopped_by', '?')}"
+        elif kind == "command_ack":  # the stop's own answer: it comes before the events
+            answer = "acknowledged" if body.get("accepted") else f"refused: {body.get('reason')}"
+            v.note = f"emergency_stop from {body.get('issuer')} {answer}"
+            v.estop = v.estop or body.get("latched") is True
         elif body.get("session") != v.session:
             return  # rep/event of a session this view has not seen a packet of yet
         elif kind == "rep" and body.get("achieved"):

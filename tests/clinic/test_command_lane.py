@@ -251,3 +251,29 @@ def test_no_traceback_on_stderr_when_the_broker_is_killed(tmp_path: Path) -> Non
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr and "Bad file descriptor" not in run.stderr, run.stderr
+
+
+async def test_a_supervised_task_that_dies_is_restarted_and_reported() -> None:
+    from devices.backoff import Backoff
+    from feedback.supervisor import supervise
+
+    runs: list[int] = []
+    reports: list[tuple[str, str, int]] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("lost its mind")
+        if len(runs) == 2:
+            return  # ending by itself is a failure too for a task that runs until cancelled
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(
+        supervise("session log", flaky, lambda *r: reports.append(r), Backoff(0.01, 0.01))
+    )
+    await wait_for(lambda: len(runs) == 3, "not restarted")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert reports == [("session log", "RuntimeError: lost its mind", 1),
+                       ("session log", "ended by itself", 2)]  # fmt: skip

@@ -301,3 +301,14 @@ def test_a_channel_count_that_does_not_match_the_names_is_a_stream_error() -> No
         decode(doc_example().replace(b"VM,VL", b"VM_VL"))
     with pytest.raises(StreamError):
         decode(doc_example().replace(b"VM,VL", b"VM\xffVL"))
+
+
+def test_the_stop_answer_on_ack_shows_as_latched() -> None:
+    model = RemoteModel(CLINIC)
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/stream", doc_example())
+    ack = {"v": 1, "type": "command_ack", "session": "S20261123-224501-3fa2c1", "msg_id": 1,
+           "t": 1.8e9, "command_msg_id": 5, "issuer": "T-01", "accepted": True,
+           "reason": "accepted", "latched": True}  # fmt: skip
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/ack", json.dumps(ack).encode())
+    assert model.summary("st-a")["stim"] == "estop"
+    assert model.stations["st-a"].note == "emergency_stop from T-01 acknowledged"
