@@ -28,3 +28,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) bench/results
+
+# Coverage-guided fuzzing (atheris) of the parsers of outside bytes, FUZZ_RUNS inputs each; the
+# short hypothesis run of the same targets is part of `make test` (tests/fuzz).
+FUZZ_RUNS ?= 200000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install "atheris>=2.3"
+	for t in command contract stream remote; do \
+		$(BIN)/python -m tests.fuzz.atheris_parsers $$t -atheris_runs=$(FUZZ_RUNS) || exit 1; done

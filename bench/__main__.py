@@ -15,6 +15,7 @@ from typing import Any
 from bench import (
     bench_clinic,
     bench_devices,
+    bench_estop,
     bench_latency,
     bench_processing,
     bench_remote,
@@ -28,7 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument(
         "--only",
-        choices=["processing", "latency", "devices", "clinic", "remote", "stim_dashboard"],
+        choices=["processing", "latency", "devices", "clinic", "remote", "estop", "stim_dashboard"],
         action="append",
     )
     p.add_argument(
@@ -39,7 +40,15 @@ def main() -> None:
     )
     args = p.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    chosen = args.only or ["processing", "latency", "devices", "clinic", "remote", "stim_dashboard"]
+    chosen = args.only or [
+        "processing",
+        "latency",
+        "devices",
+        "clinic",
+        "remote",
+        "estop",
+        "stim_dashboard",
+    ]
     meta = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -55,6 +64,8 @@ def main() -> None:
         write("clinic", {**meta, **bench_clinic.run(args.clinic_messages)})
     if "remote" in chosen:
         write("remote", {**meta, **bench_remote.run(min(args.seconds, 10.0))})
+    if "estop" in chosen:
+        write("estop", {**meta, **bench_estop.run(args.seconds)})
     if "stim_dashboard" in chosen:  # last: it ends the process (see below)
         write("stim_dashboard", {**meta, **bench_stim_dashboard.run()})
         # Qt (PySide6 6.12 + pyqtgraph) can crash in interpreter teardown; results are written.

@@ -6,6 +6,7 @@ the value and the allowed range before anything starts (see `config.loader`).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -318,6 +319,22 @@ class StorageSettings(_Section):
     db: str = ""  # empty: sessions.sqlite3 in the user's data directory
 
 
+def _a_number(value: object) -> object:
+    """Before the range checks: NaN passes no comparison, so "should be ≤ 60" would be the
+    message; say what is wrong instead."""
+    number = value
+    if isinstance(value, str):  # "nan" from an environment variable or a quoted TOML value
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # not numeric text: the field's own type check names it
+    if isinstance(number, float) and math.isnan(number):
+        raise ValueError("is not a number (NaN); a stimulation setting must be a real value")
+    if isinstance(number, float) and math.isinf(number):
+        raise ValueError("is infinite; a stimulation setting must be a real value")
+    return value
+
+
 class StimulationLimits(_Section):
     """Hard caps for EMG-triggered NMES. IEC 60601-2-10 style bounds; the firmware has its own."""
 
@@ -329,6 +346,11 @@ class StimulationLimits(_Section):
     max_burst_s: float = Field(5.0, gt=0.0, le=10.0)
     min_rest_s: float = Field(5.0, ge=1.0, le=600.0)
     max_bursts_per_session: int = Field(60, ge=1, le=500)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, v: object) -> object:
+        return _a_number(v)
 
     def violations(
         self, amplitude_ma: float, pulse_width_us: int, frequency_hz: int, burst_s: float
@@ -368,6 +390,11 @@ class StimBurstSettings(_Section):
     trigger_fraction: float = Field(0.8, gt=0.0, le=1.5)  # of the band's lower edge
     stale_after_s: float = Field(0.2, ge=0.02, le=1.0)  # no samples this long stops a burst
     blank_margin_ms: float = Field(150.0, ge=0.0, le=1000.0)  # EMG blanked past the burst end
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, v: object) -> object:
+        return _a_number(v)
 
     @property
     def burst_s(self) -> float:

@@ -16,9 +16,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol, Self
 
+from devices.backoff import Backoff as Backoff  # re-exported: devices.ble builds one
 from devices.base import (
     DeviceError,
     DeviceInfo,
@@ -79,24 +80,6 @@ class SampleDecoder(Protocol):
         ...
 
     def take_events(self) -> list[StreamEvent]: ...
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential retry delay: initial, ×factor per failure, capped; reset on success."""
-
-    initial_s: float = 0.1
-    max_s: float = 2.0
-    factor: float = 2.0
-    _next: float = 0.0
-
-    def next(self) -> float:
-        delay = self._next or self.initial_s
-        self._next = min(delay * self.factor, self.max_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = 0.0
 
 
 class IndexContinuity:

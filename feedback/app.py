@@ -26,6 +26,7 @@ from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
 from feedback.processing.chain import EmgChain
 from feedback.session import Session, default_db_path
+from feedback.supervisor import supervise
 
 if TYPE_CHECKING:
     from feedback.dashboard.link import DashboardLink
@@ -111,6 +112,12 @@ async def run(
             on_verdict=lambda v: running[0].record_command(v) if running else None,
         )
         access = broker_access(settings, broker_url)
+
+        def restarted(task: str, error: str, restarts: int) -> None:  # logged by the supervisor
+            if running:
+                detail = {"task": task, "error": error, "restarts": restarts}
+                running[0].log_event("task_restarted", detail)
+
         publisher = MqttPublisher(
             broker_url,
             topics,
@@ -119,6 +126,8 @@ async def run(
             outbox=outbox,
             access=access,
             on_command=gate.handle,
+            on_estop=gate.answer_estop,
+            on_fault=restarted,
             # MQTT 5 where the broker speaks it (the embedded amqtt broker does not; the publisher
             # also falls back by itself when a broker refuses version 5).
             mqtt5=options.broker != "embedded",
@@ -145,7 +154,10 @@ async def run(
             view=view,
             commands=bus,
         )
-        background = [asyncio.create_task(publisher.run()), asyncio.create_task(store.run())]
+        background = [
+            asyncio.create_task(supervise("mqtt publisher", publisher.run, restarted)),
+            asyncio.create_task(supervise("session log", store.run, restarted)),
+        ]
         if options.record is not None:
             session.recorder = session.make_recorder(options.record)
             background.append(asyncio.create_task(session.recorder.run()))
@@ -190,7 +202,7 @@ async def run(
         if not flushed:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
-                f"(broker unreachable); they are in the local session log.[/]"
+                f"({publisher.undelivered_reason()}); they are in the local session log.[/]"
             )
         if options.report is not None:
             options.report.write_text(json.dumps(report, indent=2) + "\n")

@@ -169,8 +169,10 @@ class Session:
         def emergency(cmd: dict[str, Any]) -> None:
             # As the dashboard's button: latch stimulation, keep the session running (ending it
             # is the separate `stop` command). The driver latches before it sends anything and
-            # logs the outcome (acknowledged, no ack, not sent).
-            self._estops.add(asyncio.ensure_future(self.stim.emergency_stop("therapist_command")))
+            # logs the outcome (acknowledged, no ack, not sent). The host latch is taken here,
+            # before the handler returns; only sending to the device waits for a task.
+            t0 = self.stim.latch("therapist_command")
+            self._estops.add(asyncio.ensure_future(self.stim.send_estop(t0)))
 
         def band(cmd: dict[str, Any]) -> None:
             self.change_band(cmd["low_pct"], cmd["high_pct"], "therapist_command")

@@ -32,9 +32,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from config import ConfigError, load_settings
+from devices.backoff import Backoff
 from feedback.app import broker_access
 from feedback.clinic.store import ClinicStore, Incoming, IngestResult
-from feedback.clinic.validation import MAX_PAYLOAD_BYTES, TOPIC_OF_TYPE
+from feedback.clinic.validation import LOGGED_LEAVES as LOGGED
+from feedback.clinic.validation import MAX_PAYLOAD_BYTES
 from feedback.outputs.broker_access import BrokerAccess, describe
 from feedback.outputs.topics import TOPIC_ROOT
 
@@ -43,7 +45,7 @@ log = logging.getLogger("feedback.clinic.logger")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps queueing for a logger that is down
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may have in flight to one logger
 MAX_BATCH = 1000
-LOGGED_LEAVES = tuple(sorted(set(TOPIC_OF_TYPE.values())))  # every leaf with a schema
+LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
 
 
 @dataclass(slots=True)
@@ -77,15 +79,16 @@ class ClinicLogger:
 
     async def run(self) -> None:
         """Subscribe, store, acknowledge; reconnect with backoff; runs until cancelled."""
-        backoff = 0.2
+        backoff = Backoff(initial_s=0.2, max_s=5.0)  # full jitter: loggers do not retry in step
         while True:
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:
                 log.warning("broker connection lost or refused: %s", group.exceptions[0])
+            if self.connected.is_set():  # it had connected: start the delays from the bottom
+                backoff.reset()
             self.connected.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
+            await asyncio.sleep(backoff.next())
 
     async def _session(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

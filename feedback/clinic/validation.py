@@ -3,13 +3,24 @@
 The schemas live in `schemas/` (one file per message type, documented in docs/mqtt.md) and are
 validated with the `jsonschema` package (Draft 2020-12). `check` either returns the decoded
 message or raises `InvalidMessage` whose reason says exactly what was wrong, for the quarantine.
+
+Bytes from the network are bounded before they are parsed: size first, then nesting depth (a
+cheap scan; Python's JSON parser recurses, and 1,000 nested objects raise RecursionError, which
+is not a ValueError). Whatever else goes wrong while checking becomes an `InvalidMessage` too:
+a message can be refused, never crash the task that received it. Every refusal is counted in
+`refusals` by kind.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import json
+import logging
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -19,7 +30,13 @@ from referencing import Registry, Resource
 
 from feedback.outputs.topics import TOPIC_ROOT
 
+log = logging.getLogger(__name__)
+
 MAX_PAYLOAD_BYTES = 64 * 1024
+# The deepest message of the contract nests 4 levels (session_start.settings.<section>.<key>);
+# 32 leaves room for fields added within v1 and stays far below the parser's recursion limit.
+MAX_DEPTH = 32
+ESTOP_LEAF = "cmd/estop"  # the emergency stop's own topic: nothing else queues on it
 
 # Message type → the topic leaf it must arrive on.
 TOPIC_OF_TYPE: dict[str, str] = {
@@ -56,20 +73,37 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "device_error": "event",
     "quality": "event",
     "command_result": "event",
+    "task_restarted": "event",
     "command": "cmd",
+    "command_ack": "ack",
 }
+# A type may also arrive on these leaves (an emergency_stop command on its own topic).
+EXTRA_LEAVES: dict[str, tuple[str, ...]] = {"command": (ESTOP_LEAF,)}
+ALL_LEAVES = frozenset(TOPIC_OF_TYPE.values()) | {x for v in EXTRA_LEAVES.values() for x in v}
+# What the clinic logger stores: `ack` repeats a command_result event (which is logged) at once,
+# with a msg_id of its own counter, like `live`; it is for the therapist who sent the stop.
+LOGGED_LEAVES = ALL_LEAVES - {"ack"}
 EVENT_TYPES = frozenset(t for t, leaf in TOPIC_OF_TYPE.items() if leaf == "event")
 _TOPIC = re.compile(
-    rf"^{re.escape(TOPIC_ROOT)}/([A-Za-z0-9_-]{{1,32}})/([A-Za-z0-9_-]{{1,32}})/([a-z]+)$"
+    rf"^{re.escape(TOPIC_ROOT)}/([A-Za-z0-9_-]{{1,32}})/([A-Za-z0-9_-]{{1,32}})/"
+    r"([a-z]+(?:/[a-z]+)?)$"
 )
+# A JSON string (escapes included, unrolled so that an unterminated one cannot backtrack), or
+# a bracket: what the depth scan steps through.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+MAX_SCHEMA_ERRORS = 20  # the best of the first 20 errors names the fault; all would be slow
+
+refusals: collections.Counter[str] = collections.Counter()  # kind of refusal → how many
 
 
 class InvalidMessage(Exception):
-    """A message that breaks the contract; `reason` goes into the quarantine table."""
+    """A message that breaks the contract; `reason` goes into the quarantine table, `kind`
+    (size, topic, depth, json, type, schema, internal) into the `refusals` counter."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "schema") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,30 +136,114 @@ def validators() -> dict[str, jsonschema.Draft202012Validator]:
     return out
 
 
-def check(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
+def nesting_depth(payload: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep `[` and `{` nest outside strings (exact up to `limit`, then at least limit+1).
+    Linear in the payload, no recursion; too few brackets to reach the limit skip the scan."""
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return 0 if b"[" not in payload and b"{" not in payload else 1
+    depth = deepest = 0
+    for m in _TOKEN.finditer(payload):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break  # a hostile payload costs only its first levels
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def parse_json(
+    payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES, max_depth: int = MAX_DEPTH
+) -> Any:
+    """JSON from outside bytes, bounded before parsing: size, then nesting depth; no NaN,
+    Infinity or numbers that overflow a float. Raises InvalidMessage, never anything else."""
     if len(payload) > max_bytes:
-        raise InvalidMessage(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+        raise InvalidMessage(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", "size"
+        )
+    if nesting_depth(payload, max_depth) > max_depth:
+        raise InvalidMessage(f"JSON nested deeper than {max_depth} levels", "depth")
+    try:
+        return json.loads(payload, parse_constant=_refuse_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
+        raise InvalidMessage(f"not JSON: {exc}"[:300], "json") from None
+
+
+def check(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
+    """The message, or InvalidMessage (counted in `refusals`); never any other exception."""
+    return conform(decode(topic, payload, max_bytes))
+
+
+def decode(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
+    """The cheap half of `check`: size, topic, depth, JSON, type and its topic; no schema yet
+    (a receiver may refuse on a field first, e.g. a stranger's command, before paying for it)."""
+    return _counted(topic, lambda: _decode(topic, payload, max_bytes))
+
+
+def conform(msg: Message) -> Message:
+    """The other half of `check`: the message's JSON Schema."""
+    return _counted(msg.leaf, lambda: _conform(msg))
+
+
+def _counted(topic: str, step: Callable[[], Message]) -> Message:
+    try:
+        return step()
+    except InvalidMessage as exc:
+        refusals[exc.kind] += 1
+        raise
+    except Exception as exc:  # a bug or a library surprise: still a refusal, and loud
+        refusals["internal"] += 1
+        log.exception("checking a message on %r failed", topic[:200])
+        raise InvalidMessage(f"could not be checked: {type(exc).__name__}: {exc}"[:300],
+                             "internal") from None  # fmt: skip
+
+
+def _decode(topic: str, payload: bytes, max_bytes: int) -> Message:
+    if not isinstance(payload, bytes | bytearray):
+        raise InvalidMessage(f"payload is {type(payload).__name__}, not bytes", "json")
+    if len(payload) > max_bytes:
+        raise InvalidMessage(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", "size"
+        )
     m = _TOPIC.match(topic)
     if m is None:
-        raise InvalidMessage(f"topic {topic!r} is not vmf/v1/<clinic>/<station>/<kind>")
+        raise InvalidMessage(f"topic {topic[:200]!r} is not vmf/v1/<clinic>/<station>/<kind>",
+                             "topic")  # fmt: skip
     clinic, station, leaf = m.groups()
-    try:
-        body = json.loads(payload, parse_constant=_refuse_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InvalidMessage(f"not JSON: {exc}") from None
+    body = parse_json(bytes(payload), max_bytes)
     if not isinstance(body, dict):
-        raise InvalidMessage(f"not a JSON object but {type(body).__name__}")
+        raise InvalidMessage(f"not a JSON object but {type(body).__name__}", "type")
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in TOPIC_OF_TYPE:
-        raise InvalidMessage(f"unknown message type {kind!r}")
-    if TOPIC_OF_TYPE[kind] != leaf:
-        raise InvalidMessage(f"a {kind!r} message belongs on .../{TOPIC_OF_TYPE[kind]}, not {leaf}")
-    error = jsonschema.exceptions.best_match(validators()[kind].iter_errors(body))
+        raise InvalidMessage(f"unknown message type {str(kind)[:64]!r}", "type")
+    if leaf != TOPIC_OF_TYPE[kind] and leaf not in EXTRA_LEAVES.get(kind, ()):
+        raise InvalidMessage(f"a {kind!r} message belongs on .../{TOPIC_OF_TYPE[kind]}, not {leaf}",
+                             "topic")  # fmt: skip
+    return Message(clinic, station, leaf, body)
+
+
+def _conform(msg: Message) -> Message:
+    body, kind, leaf = msg.body, msg.type, msg.leaf
+    errors = itertools.islice(validators()[kind].iter_errors(body), MAX_SCHEMA_ERRORS)
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(message)"
         raise InvalidMessage(f"schema {kind}: {where}: {error.message}"[:500])
-    return Message(clinic, station, leaf, body)
+    if leaf == ESTOP_LEAF and body.get("action") != "emergency_stop":
+        raise InvalidMessage(f".../{ESTOP_LEAF} takes only emergency_stop, not "
+                             f"{body.get('action')!r}", "topic")  # fmt: skip
+    return msg
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number in this contract")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} does not fit a 64-bit float")
+    return value

@@ -26,14 +26,16 @@ from collections.abc import Sequence
 
 import aiomqtt
 
+from devices.backoff import Backoff
 from feedback.clinic.commands import make_command
 from feedback.dashboard.controls import Control, EmergencyStopRequest, SetBand, StartStop
 from feedback.dashboard.remote_model import RemoteModel
 from feedback.outputs.broker_access import BrokerAccess, describe
+from feedback.outputs.socket_race import ignore_closed_socket_races
 from feedback.outputs.topics import TOPIC_ROOT, Topics
 
 log = logging.getLogger(__name__)
-LEAVES_QOS = (("stream", 0), ("status", 1), ("session", 1), ("rep", 1), ("event", 1))
+LEAVES_QOS = (("stream", 0), ("status", 1), ("session", 1), ("rep", 1), ("event", 1), ("ack", 1))
 
 
 def command_for(control: Control, issuer: str, session: str | None) -> bytes | str:
@@ -68,6 +70,8 @@ class RemoteClient:
         self.client_id = client_id
         self.connected = asyncio.Event()
         self.sent: list[tuple[str, str]] = []  # (station, action) of every command sent
+        self.failures = 0  # the client failed for another reason than the connection
+        self.backoff = Backoff(initial_s=0.2, max_s=5.0)
         self._outgoing: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,14 +90,16 @@ class RemoteClient:
         loop = self._loop
         if loop is None:
             return "not connected yet"
-        topic = Topics(self.model.clinic, station).cmd
+        topics = Topics(self.model.clinic, station)
+        # The emergency stop goes on its own topic, which the station reads before anything else.
+        topic = topics.estop if isinstance(control, EmergencyStopRequest) else topics.cmd
         loop.call_soon_threadsafe(self._outgoing.put_nowait, (topic, cmd))
         return f"sent {type(control).__name__} to {station}"
 
     async def run(self) -> None:
         """Subscribe, feed the model, send commands; reconnect with backoff until cancelled."""
         self._loop = asyncio.get_running_loop()
-        backoff = 0.2
+        ignore_closed_socket_races()
         while True:
             try:
                 async with aiomqtt.Client(
@@ -102,15 +108,18 @@ class RemoteClient:
                 ) as client:  # fmt: skip
                     await client.subscribe(self.filters())
                     self.connected.set()
-                    backoff = 0.2
+                    self.backoff.reset()
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._read(client))
                         tasks.create_task(self._send(client))
             except* aiomqtt.MqttError as group:
                 log.warning("broker connection lost or refused: %s", group.exceptions[0])
+            except* Exception as group:  # a bug, not the network: log it, connect again
+                self.failures += 1
+                log.error("remote dashboard client failed; reconnecting",
+                          exc_info=group.exceptions[0])  # fmt: skip
             self.connected.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
+            await asyncio.sleep(self.backoff.next())
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

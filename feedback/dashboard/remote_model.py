@@ -6,11 +6,15 @@ uses) and the newest state; `status`, `session`, `rep` and `event` messages (JSO
 stream does not carry: station state, the rep table, the VM–VL onset difference of the newest
 contraction, command verdicts. `frame(station)` makes the same `DashFrame` the therapist widgets
 draw locally. A lock makes it safe to feed from the MQTT thread and read from the Qt thread.
+
+Every payload comes from the network: JSON is bounded (size, depth) before it is parsed, and
+whatever a message provokes is counted (`errors`, and `bad` per station) and logged, never
+raised: one bad packet must not end the dashboard's MQTT task.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from feedback.clinic.validation import InvalidMessage, parse_json
 from feedback.dashboard.feed import DashboardFeed, DashFrame, Header, RepRow
-from feedback.outputs.stream import StreamError, StreamPacket, decode
+from feedback.outputs.stream import StreamPacket, decode
 from feedback.outputs.topics import TOPIC_ROOT
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,7 +40,7 @@ class StationView:
     end_index: int = 0  # device index after the newest display sample
     packets: int = 0
     dropped: int = 0  # packets lost on the way (latest wins): holes in the counter
-    bad: int = 0  # packets that did not decode
+    bad: int = 0  # packets and messages that could not be used (counted, logged)
     reps: list[RepRow] = field(default_factory=list)
     onset_diff_ms: float | None = None
     estop: bool = False  # a stim_estop event came after the newest packet was made
@@ -49,6 +56,7 @@ class RemoteModel:
         self.stations: dict[str, StationView] = {}
         self.latency_s: list[float] = []  # sample arrival at the station → packet applied here
         self.clock = clock
+        self.errors = 0  # messages refused or that failed while applied, all stations
         self._lock = threading.Lock()
 
     def view(self, station: str) -> StationView:
@@ -61,23 +69,26 @@ class RemoteModel:
         station, leaf = parts[3], parts[4]
         with self._lock:
             v = self.view(station)
-            if leaf == "stream":
-                self._packet(v, payload)
-            elif payload:
-                try:
-                    body = json.loads(payload)
-                except ValueError:
-                    return
-                if isinstance(body, dict):
-                    self._json(v, leaf, body)
+            try:
+                if leaf == "stream":
+                    self._packet(v, payload)
+                elif payload:
+                    body = parse_json(payload)
+                    if isinstance(body, dict):
+                        self._json(v, leaf, body)
+            except Exception as exc:  # a peer's bytes: refused, counted, never raised
+                self._refused(v, topic, exc)
             v.version += 1
 
+    def _refused(self, v: StationView, topic: str, exc: Exception) -> None:
+        v.bad += 1
+        self.errors += 1
+        if self.errors % 100 == 1:  # a flood logs every 100th
+            why = exc.reason if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}: {exc}"
+            log.warning("message on %s refused (%d so far): %s", topic, self.errors, why[:200])
+
     def _packet(self, v: StationView, payload: bytes) -> None:
-        try:
-            p = decode(payload)
-        except StreamError:
-            v.bad += 1
-            return
+        p = decode(payload)  # StreamError: counted by on_message
         now = self.clock()
         self.latency_s.append(now - p.t_sample)
         if p.session != v.session or v.feed is None or p.channels != v.feed.header.channels:
@@ -119,6 +130,10 @@ class RemoteModel:
             v.trigger_fraction = float(stim.get("trigger_fraction", v.trigger_fraction))
         elif kind == "session_end":
             v.note = f"session ended: {body.get('summary', {}).get('stopped_by', '?')}"
+        elif kind == "command_ack":  # the stop's own answer: it comes before the events
+            answer = "acknowledged" if body.get("accepted") else f"refused: {body.get('reason')}"
+            v.note = f"emergency_stop from {body.get('issuer')} {answer}"
+            v.estop = v.estop or body.get("latched") is True
         elif body.get("session") != v.session:
             return  # rep/event of a session this view has not seen a packet of yet
         elif kind == "rep" and body.get("achieved"):

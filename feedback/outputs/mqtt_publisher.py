@@ -10,7 +10,16 @@ Two lanes with different policies (DESIGN.md):
   behind session messages waiting for their PUBACKs (or held for want of a subscriber).
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
-`on_command`, which validates and authorises them (feedback.clinic.commands).
+`on_command`, which validates and authorises them (feedback.clinic.commands). The emergency stop
+has its own connection, subscription (`.../cmd/estop`) and handler (`on_estop`): a flood on
+`.../cmd` queues in the broker for the command connection (Mosquitto sends each client its
+messages in order, a few in flight at a time), so on a shared connection the stop would wait
+behind the whole flood; on its own connection nothing is ahead of it. Whatever a handler raises
+is counted and logged, and the next message is read: nothing a peer sends can end a listener.
+
+The connection loop supervises its lanes: a lane that fails (a bug, not a lost connection) is
+logged, reported through `on_fault` and the connection is started again; reconnects wait a
+`Backoff` with full jitter, so a clinic's stations do not retry in lock-step.
 
 With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscribers" means
 nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
@@ -35,8 +44,10 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.backoff import Backoff
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
 from feedback.outputs.outbox import MemoryOutbox, Outbox
+from feedback.outputs.socket_race import ignore_closed_socket_races
 from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 
 log = logging.getLogger(__name__)
@@ -46,6 +57,8 @@ REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 
 __all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
+
+Fault = Callable[[str, str, int], None]  # (what failed, error, how many times so far)
 
 
 @dataclass(slots=True)
@@ -58,6 +71,9 @@ class PublisherStats:
     commands_received: int = 0
     held_no_subscriber: int = 0  # publishes repeated because nobody had subscribed yet
     refused_by_broker: int = 0  # publishes the broker refused (e.g. 0x87 not authorised): kept
+    estops_received: int = 0  # messages on the emergency stop's own topic
+    handler_errors: int = 0  # a command handler raised: counted, logged, the listener went on
+    lane_failures: int = 0  # a lane failed for another reason than the connection: restarted
 
 
 def _reason_name(rc: int) -> str:
@@ -80,6 +96,8 @@ class MqttPublisher:
         outbox: Outbox | None = None,
         access: BrokerAccess | None = None,
         on_command: Callable[[bytes], object] | None = None,
+        on_estop: Callable[[bytes], object] | None = None,
+        on_fault: Fault | None = None,
         mqtt5: bool = False,
         hold_without_subscriber: bool = False,
     ) -> None:
@@ -92,6 +110,11 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
         self.on_command = on_command
+        self.on_estop = on_estop
+        self.on_fault = on_fault
+        self.backoff = Backoff(initial_s=0.2, max_s=max_backoff_s)
+        self.last_error = ""  # why the newest connection attempt or connection ended
+        self._last_fault = ""
         self.session_id: str | None = None  # named in the last will
         self.mqtt5 = mqtt5
         self.hold_without_subscriber = hold_without_subscriber and mqtt5
@@ -100,6 +123,8 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()  # the outbox has a message
         self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
         self._connected = False
+        self.estop_connected = False  # the emergency stop's own connection is up
+        self._answers: set[asyncio.Future[None]] = set()  # command_ack publishes in flight
 
     @property
     def backlog(self) -> int:
@@ -144,8 +169,15 @@ class MqttPublisher:
         self._live.clear()
 
     async def run(self) -> None:
-        """Connect, drain, reconnect with backoff; runs until cancelled."""
-        backoff = 0.2
+        """Connect, drain, reconnect with backoff; runs until cancelled. The emergency stop's
+        connection runs beside it, with its own reconnects."""
+        ignore_closed_socket_races()
+        async with asyncio.TaskGroup() as lanes:
+            if self.on_estop is not None:
+                lanes.create_task(self._estop_connection())
+            lanes.create_task(self._connection())
+
+    async def _connection(self) -> None:
         while True:
             try:
                 if self.mqtt5 and not self.stats.connects:
@@ -161,24 +193,79 @@ class MqttPublisher:
                     self._watch_pubacks(client)
                     self._connected = True
                     self.stats.connects += 1
-                    backoff = 0.2
-                    if self.on_command is not None:
-                        await client.subscribe(self.topics.cmd, qos=1)
+                    self.backoff.reset()
+                    self.last_error = ""
+                    await self._subscribe(client)
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._drain(client))
                         tasks.create_task(self._send_live(client))
                         tasks.create_task(self._listen(client))
             except* aiomqtt.MqttError as group:
                 exc = group.exceptions[0]
+                self.last_error = str(exc) or type(exc).__name__
                 if self._connected:
                     log.warning("MQTT connection lost: %s; backlog %d", exc, self.backlog)
                 else:
                     self.stats.connect_failures += 1
                     log.debug("MQTT connect failed: %s", exc)
+            except* Exception as group:  # a bug in a lane, not the network: restart, report
+                self._lane_failed(group.exceptions[0])
             finally:
                 self._connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(self.max_backoff_s, backoff * 2)
+            await asyncio.sleep(self.backoff.next())
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        if self.on_command is not None:
+            await client.subscribe(self.topics.cmd, qos=1)
+
+    async def _estop_connection(self) -> None:
+        """Only `.../cmd/estop`, on a connection of its own (no will: the main one has it)."""
+        backoff = Backoff(initial_s=0.05, max_s=1.0)  # the stop's path comes back first
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    **self.access.client_kwargs(),
+                    identifier=f"{self.client_id}-estop",
+                    keepalive=self.keepalive_s,
+                    timeout=5.0,
+                ) as client:
+                    await client.subscribe(self.topics.estop, qos=1)
+                    self.estop_connected = True
+                    backoff.reset()
+                    await self._listen(client, answer=True)
+            except* aiomqtt.MqttError as group:
+                log.debug("MQTT emergency-stop connection: %s", group.exceptions[0])
+            except* Exception as group:
+                self._lane_failed(group.exceptions[0])
+            finally:
+                self.estop_connected = False
+            await asyncio.sleep(backoff.next())
+
+    def _lane_failed(self, exc: BaseException) -> None:
+        self.stats.lane_failures += 1
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error = f"publisher failed: {error}"
+        log.error("MQTT publisher lane failed (%s); reconnecting", error, exc_info=exc)
+        if self.on_fault is None or error == self._last_fault:
+            return  # the same failure again is counted, reported once
+        self._last_fault = error
+        try:
+            self.on_fault("mqtt publisher", error, self.stats.lane_failures)
+        except Exception:
+            log.exception("reporting a publisher failure failed")
+
+    def undelivered_reason(self) -> str:
+        """Why session messages are still waiting, for the line a session ends with: an
+        unreachable broker is named only when the broker was in fact not reachable."""
+        if self._connected:
+            if self.stats.refused_by_broker:
+                return "the broker refused them: check mqtt.username and the broker's ACL"
+            if self.stats.held_no_subscriber:
+                return "connected, but no subscriber took them (is the clinic logger running?)"
+            return "connected, but the broker had not acknowledged them all in time"
+        if not self.stats.connects:
+            return f"broker unreachable: {self.last_error or 'no connection'}"
+        return f"connection lost and not back in time: {self.last_error or 'unknown'}"
 
     async def _check_mqtt5(self) -> None:
         """Before the first connection: does the broker speak MQTT 5? A short connection without
@@ -255,14 +342,44 @@ class MqttPublisher:
             self._live_wakeup.clear()
             await self._live_wakeup.wait()
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client, *, answer: bool = False) -> None:
         # Also the connection watchdog: the iterator raises MqttError when the link drops, which
         # ends the drain task too, even while it idles.
+        estop_topic = self.topics.estop
         async for message in client.messages:
-            if self.on_command is None or not isinstance(message.payload, bytes):
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
                 continue
-            self.stats.commands_received += 1
-            self.on_command(message.payload)
+            if message.topic.value == estop_topic:
+                self.stats.estops_received += 1
+                handler = self.on_estop
+            else:
+                self.stats.commands_received += 1
+                handler = self.on_command
+            if handler is None:
+                continue
+            try:
+                reply = handler(bytes(payload))
+                if answer and isinstance(reply, dict):  # on this connection: nothing queues
+                    self._answer(client, reply)
+            except Exception:  # a peer's message must never end the listener
+                self.stats.handler_errors += 1
+                if self.stats.handler_errors % 100 == 1:  # a flood logs every 100th
+                    log.exception("command handler failed (%d so far)", self.stats.handler_errors)
+            # A queued backlog would otherwise be handled in one go (a queue that holds
+            # messages does not suspend): yield, so the stop's connection and the processing
+            # loop get their turn between any two commands of a flood.
+            await asyncio.sleep(0)
+
+    def _answer(self, client: aiomqtt.Client, reply: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(client.publish(self.topics.ack, encode(reply), qos=1))
+        self._answers.add(task)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Future[None]) -> None:
+        self._answers.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the connection went
+            log.debug("command_ack not sent: %s", task.exception())
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty, or the timeout passes. True when empty."""

@@ -38,7 +38,7 @@ FIXED = HEAD.size + STATE.size  # 64
 
 
 class StreamError(ValueError):
-    """A packet that is not a v1 stream packet (wrong magic, version or length)."""
+    """A packet that is not a v1 stream packet (wrong magic, version, length or contents)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,16 @@ def encode(p: StreamPacket) -> bytes:
 
 
 def decode(data: bytes) -> StreamPacket:
+    """The packet in `data`, or StreamError: bytes from the network never raise anything else."""
+    try:
+        return _decode(bytes(data))
+    except StreamError:
+        raise
+    except Exception as exc:  # struct, unicode, numpy: whatever the bytes provoke
+        raise StreamError(f"undecodable packet: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _decode(data: bytes) -> StreamPacket:
     if len(data) < FIXED + 1:
         raise StreamError(f"{len(data)} bytes is shorter than the {FIXED + 1}-byte header")
     magic, version, c, target, flags, counter, first, rate, dec, n, t_sample = HEAD.unpack_from(
@@ -139,7 +149,13 @@ def decode(data: bytes) -> StreamPacket:
     want = end_text + 2 * c * 2 + 2 * c * n * 2 + (n + 7) // 8
     if len(data) != want or phase >= len(PHASES) or stim >= len(STIM_STATES) or target >= c:
         raise StreamError(f"{len(data)} bytes where the header implies {want}, or a bad code")
-    session, roles, protocol, patient = data[at:end_text].decode("ascii").split("|")
+    fields = data[at:end_text].decode("ascii").split("|")
+    if len(fields) != 4:
+        raise StreamError(f"text has {len(fields)} fields, not session|channels|protocol|patient")
+    session, roles, protocol, patient = fields
+    channels = tuple(roles.split(",")) if roles else ()
+    if len(channels) != c or not (math.isfinite(rate) and rate > 0) or dec < 1:
+        raise StreamError(f"{len(channels)} channel names for {c} channels, or a bad rate")
     per_channel = np.frombuffer(data, "<f2", 2 * c, end_text).reshape(2, c)
     at = end_text + 4 * c
     env = np.frombuffer(data, "<f2", c * n, at).reshape(c, n)
@@ -148,7 +164,7 @@ def decode(data: bytes) -> StreamPacket:
     blanked = np.unpackbits(bits, count=n, bitorder="little").astype(bool)
     return StreamPacket(
         counter=counter, first_index=first, rate_hz=rate, decimation=dec, t_sample=t_sample,
-        session=session, channels=tuple(roles.split(",")) if roles else (), target=target,
+        session=session, channels=channels, target=target,
         protocol=protocol, patient=patient, band=(low, high), phase=PHASES[phase],
         holding=bool(flags & FLAG_HOLDING), link_up=bool(flags & FLAG_LINK_UP),
         hold_progress=hold / 200, set_no=set_no, sets=sets, reps_done=reps, reps_total=total,

@@ -54,6 +54,16 @@ class Topics:
         """Therapist commands to this station (the station reads, only therapists write)."""
         return f"{self.base}/cmd"
 
+    @property
+    def estop(self) -> str:
+        """The emergency stop's own topic: only `emergency_stop` commands, handled first."""
+        return f"{self.base}/cmd/estop"
+
+    @property
+    def ack(self) -> str:
+        """The station's answer to each emergency stop, sent on the stop's own connection."""
+        return f"{self.base}/ack"
+
 
 class MessageNumberer:
     """Stamps every message of a session with the session id and a msg_id.

@@ -57,6 +57,23 @@ ESTOP_ACK_TIMEOUT_S = 0.5
 Outgoing = HostCommand | Fire  # a Fire is logged as a burst only once its command is written
 
 
+class StimChannelError(ValueError):
+    """`stim_burst.channel` names an electrode channel the device does not have: refused before
+    the session starts (exit 2), not found out burst by burst as missing contact."""
+
+
+def check_stim_channel(settings: Settings, channels: tuple[str, ...]) -> None:
+    """Raise StimChannelError when stimulation is on and its channel is not on the device
+    (nothing to check while the device's channels are still unknown)."""
+    ch = settings.stim_burst.channel
+    if settings.stimulation.enabled and channels and ch >= len(channels):
+        names = ", ".join(f"{i} {name}" for i, name in enumerate(channels))
+        raise StimChannelError(
+            f"stim_burst.channel = {ch}: this device has no channel {ch} "
+            f"(its channels: {names}); set stim_burst.channel to one of them"
+        )
+
+
 class StimDriver:
     def __init__(
         self,
@@ -72,6 +89,8 @@ class StimDriver:
         # A serial or BLE device learns its channels on connect; until then (and until the first
         # tick confirms it) contact is required on the stimulation channel alone.
         channels = device.info.channels
+        check_stim_channel(settings, channels)
+        self._settings = settings
         self._sense_known = self._resolve(channels)
         sense = channels.index(self.target) if self._sense_known else settings.stim_burst.channel
         self.controller = StimController(settings.stimulation, settings.stim_burst, sense)
@@ -120,6 +139,7 @@ class StimDriver:
             self._sense_known = self._resolve(tick.processed.block.channels)
             sense = tick.processed.block.channels.index(self.target)
             self.controller.set_sense_channel(sense)
+            self._check_late(tick.processed.block.channels)
         ex = tick.exercise
         self.controller.interlock.calibrating = ex.phase is Phase.CALIBRATING
         view = TickView(
@@ -131,6 +151,15 @@ class StimDriver:
             rate_hz=tick.processed.block.rate_hz,
         )
         self._apply(self.controller.on_tick(view, self.link_view(), now))
+
+    def _check_late(self, channels: tuple[str, ...]) -> None:
+        """A device that told its channels only now (serial, BLE) and lacks the stimulation
+        channel: no burst can be right, so stimulation is latched off and the reason logged."""
+        try:
+            check_stim_channel(self._settings, channels)
+        except StimChannelError as exc:
+            self.event_log("stim_driver_error", {"error": str(exc)[:300]})
+            self._apply(self.controller.emergency_stop("missing_channel", self.clock()))
 
     def _apply(self, actions: list[StimAction]) -> None:
         for action in actions:
@@ -207,12 +236,19 @@ class StimDriver:
         """Latch, then stop the device. Returns the seconds until the firmware acknowledged
         (None: not sent, or no ack within ESTOP_ACK_TIMEOUT_S). The host latch holds from the
         first line on, whatever the device does; every outcome is logged."""
+        return await self.send_estop(self.latch(source))
+
+    def latch(self, source: str) -> float:
+        """The host half of an emergency stop, synchronous so that a caller outside a task
+        (a command handler) latches before it returns: no burst may start from here on.
+        Returns the start time that `send_estop` measures the acknowledgement from."""
         t0 = time.perf_counter()
         self._apply(self.controller.emergency_stop(source, self.clock()))
         self._outbox.clear()  # nothing queued before the stop may go out after it
-        return await self._send_estop(t0)
+        return t0
 
-    async def _send_estop(self, t0: float) -> float | None:
+    async def send_estop(self, t0: float) -> float | None:
+        """The device half: send EmergencyStop and wait for its acknowledgement."""
         acks = self.controller.estop_acks
         try:
             await self.device.send(EmergencyStop())
@@ -266,7 +302,7 @@ class StimDriver:
         self._reconnects_seen = reconnects
         if self.controller.interlock.estop_latched:
             self.event_log("stim_estop", {"source": "reconnect"})
-            await self._send_estop(time.perf_counter())
+            await self.send_estop(time.perf_counter())
 
     async def step(self) -> None:
         """One round: replies in, interlocks re-checked, commands out."""

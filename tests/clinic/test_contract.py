@@ -124,3 +124,130 @@ def test_emergency_stop_fails_safe_but_still_needs_authorisation() -> None:
     assert not st.gate.handle(stranger).accepted and not st.bus.emergency_stop.is_set()
     old = make_command("emergency_stop", issuer="T-01", session="gone", msg_id=1, t=1.7e9)
     assert st.gate.handle(old).accepted and st.bus.emergency_stop.is_set()
+
+
+# -- hostile payloads: bounded before parsing, refused with a type, never raised ---------------
+
+NESTED = b'{"a":' * 1000 + b"1" + b"}" * 1000  # 6 KB; json.loads raises RecursionError on it
+
+
+def test_issue_11_nested_payload_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(InvalidMessage, match="nested deeper"):  # before: RecursionError
+        check("vmf/v1/c/s/event", NESTED)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (NESTED, "depth"),
+        (b"[" * 100_000, "size"),
+        (b"[" * 40 + b"]" * 40, "depth"),
+        (b'{"type": "gap", "x": ' + b"[" * 33 + b"]" * 33 + b"}", "depth"),
+        (b'{"t": 1e999}', "json"),  # overflows a float: not a number of the contract
+        (b'{"n": ' + b"9" * 5000 + b"}", "json"),  # Python refuses ints of > 4300 digits
+        (b"\xff\xfe\x00", "json"),
+    ],
+)
+def test_hostile_payloads_are_typed_refusals(payload: bytes, kind: str) -> None:
+    from feedback.clinic.validation import refusals
+
+    before = refusals[kind]
+    with pytest.raises(InvalidMessage) as info:
+        check("vmf/v1/c/s/event", payload)
+    assert info.value.kind == kind and refusals[kind] == before + 1
+
+
+def test_depth_inside_strings_does_not_count() -> None:
+    text = "[" * 500 + '\\"{' * 100  # brackets and escaped quotes inside a string value
+    body = {**rep_body(), "note": text}
+    assert check(T.rep, json.dumps(body).encode()).body["note"] == text
+
+
+def test_a_bug_while_checking_is_a_refusal_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedback.clinic import validation
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(validation, "validators", broken)
+    with pytest.raises(InvalidMessage) as info:
+        check(T.rep, encode(rep_body()))
+    assert info.value.kind == "internal" and "KeyError" in info.value.reason
+
+
+def test_issue_11_a_huge_msg_id_does_not_make_later_commands_replays() -> None:
+    """Before: an emergency_stop with msg_id 9e15 raised the issuer's last id, and every later
+    command of that therapist was refused as "replayed" for the rest of the run."""
+    st = Station()
+    poison = make_command("emergency_stop", issuer="T-01", session=None, msg_id=9 * 10**15)
+    assert st.gate.handle(poison).accepted
+    later = make_command("stop", issuer="T-01", session="S1", msg_id=1_700_000_000_000)
+    verdict = st.gate.handle(later)
+    assert verdict.accepted, verdict.reason
+    # the same with an ordinary command carrying the huge id
+    st = Station()
+    band = make_command("change_band", issuer="T-01", session="S1", msg_id=9 * 10**15,
+                        low_pct=20, high_pct=50)  # fmt: skip
+    assert st.gate.handle(band).accepted
+    assert st.gate.handle(later).accepted
+
+
+def test_replay_window_refuses_repeats_within_freshness_and_forgets_after() -> None:
+    now = [1.8e9]
+    st = Station()
+    st.gate.clock = lambda: now[0]
+    st.gate.replays.max_age_s = st.gate.max_age_s = 30.0
+    cmd = make_command("pain", issuer="T-01", session="S1", msg_id=5, t=now[0], pain_after=1)
+    assert st.gate.handle(cmd).accepted
+    now[0] += 20
+    assert "replayed" in st.gate.handle(cmd).reason  # same id, still fresh
+    older = make_command("pain", issuer="T-01", session="S1", msg_id=4, t=now[0], pain_after=1)
+    assert st.gate.handle(older).accepted  # ids need not increase, only be new
+    now[0] += 20
+    assert "stale" in st.gate.handle(cmd).reason  # too old now: freshness refuses it
+    new = make_command("pain", issuer="T-01", session="S1", msg_id=6, t=now[0], pain_after=1)
+    assert st.gate.handle(new).accepted
+    assert st.gate.replays._seen["T-01"].keys() == {4, 6}  # the window forgot id 5
+
+
+def test_emergency_stop_is_never_a_replay() -> None:
+    st = Station()
+    estop = make_command("emergency_stop", issuer="T-01", session=None, msg_id=7)
+    assert all(st.gate.handle(estop).accepted for _ in range(3))
+    assert st.gate.handle_estop(estop).accepted
+
+
+def test_estop_topic_takes_only_emergency_stop() -> None:
+    st = Station()
+    stop = make_command("stop", issuer="T-01", session="S1")
+    verdict = st.gate.handle_estop(stop)
+    assert not verdict.accepted and "takes only emergency_stop" in verdict.reason
+    assert not st.stops
+
+
+def test_a_failing_handler_or_log_refuses_one_command_and_the_gate_goes_on() -> None:
+    st = Station()
+
+    def broken_log(verdict: Verdict) -> None:
+        raise RuntimeError("disk full")
+
+    st.gate.on_verdict = broken_log
+    st.gate.current_session = lambda: 1 / 0  # type: ignore[assignment, return-value]
+    verdict = st.gate.handle(make_command("stop", issuer="T-01", session="S1"))
+    assert not verdict.accepted and "ZeroDivisionError" in verdict.reason
+    st.gate.current_session = lambda: "S1"
+    assert st.gate.handle(make_command("stop", issuer="T-01", session="S1")).accepted
+    assert st.gate.errors == 3  # one failed decision, two failed reports
+
+
+def test_a_flood_of_refusals_is_counted_and_summarised_not_logged_one_by_one() -> None:
+    now = [1.8e9]
+    st = Station()
+    st.gate.clock = lambda: now[0]
+    for _ in range(1000):
+        st.gate.handle(b"{garbage")
+    assert st.gate.refused == 1000 and len(st.verdicts) == 10
+    now[0] += 1
+    st.gate.handle(b"{garbage")
+    assert "990 more commands refused" in st.verdicts[10].reason
+    assert len(st.verdicts) == 12

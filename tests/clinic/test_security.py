@@ -39,7 +39,10 @@ from tests.clinic.tls import make_ca_and_server
 from tests.conftest import missing_service, mosquitto_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
-ACCOUNTS = ["logger", "therapist-1", "st-a", "st-b"]
+# Station accounts are "<clinic>/<station>" (deploy/mosquitto/acl); "clinic-x/st-a" is a station
+# of another clinic that happens to have the same station id.
+ST_A, ST_B, OTHER_CLINIC_ST_A = "clinic-demo/st-a", "clinic-demo/st-b", "clinic-x/st-a"
+ACCOUNTS = ["logger", "therapist-1", ST_A, ST_B, OTHER_CLINIC_ST_A]
 
 
 class SecureBroker(ClinicBroker):
@@ -97,12 +100,12 @@ async def test_station_to_logger_over_tls_with_accounts(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
     db_url = str(tmp_path / "clinic.db")
-    password = secure_broker.passwords["st-a"]
+    password = secure_broker.passwords[ST_A]
     settings = station_settings(
         "st-a",
         **{
             "session.pain_before": 4,
-            "mqtt.username": "st-a",
+            "mqtt.username": ST_A,
             "mqtt.password": password,
             "mqtt.tls_ca": str(secure_broker.ca),
         },
@@ -124,7 +127,7 @@ async def test_acl_keeps_stations_in_their_own_topics(secure_broker: SecureBroke
 
     async with (
         client(secure_broker, "logger", protocol=aiomqtt.ProtocolVersion.V5) as watcher,
-        client(secure_broker, "st-b") as station_b,
+        client(secure_broker, ST_B) as station_b,
     ):
         await watcher.subscribe("vmf/v1/#", qos=1)
         await station_b.subscribe(a.cmd, qos=1)  # someone else's commands: not readable
@@ -142,7 +145,7 @@ async def test_acl_keeps_stations_in_their_own_topics(secure_broker: SecureBroke
 
         tasks = [asyncio.create_task(watch()), asyncio.create_task(read_b())]
         gap = encode(MessageNumberer("S-x").envelope("gap", {"from_index": 0, "missing": 1}))
-        async with client(secure_broker, "st-a") as station_a:
+        async with client(secure_broker, ST_A) as station_a:
             await station_a.publish(b.event, gap, qos=1)  # into another station's tree
             await station_a.publish(a.cmd, make_command("stop", issuer="T", session="S"), qos=1)
             await station_a.publish(b.cmd, make_command("stop", issuer="T", session="S"), qos=1)
@@ -152,7 +155,7 @@ async def test_acl_keeps_stations_in_their_own_topics(secure_broker: SecureBroke
             await therapist.publish(b.cmd, b"for-b", qos=1)
             await therapist.publish(a.event, b"sentinel", qos=1)  # therapists cannot do this
             await therapist.publish(a.status, b"sentinel", qos=1)  # nor this
-        async with client(secure_broker, "st-a") as station_a:
+        async with client(secure_broker, ST_A) as station_a:
             await station_a.publish(a.live, b"sentinel", qos=1)
         await asyncio.wait_for(done.wait(), 5)
         await asyncio.sleep(0.3)
@@ -167,11 +170,11 @@ async def test_acl_keeps_stations_in_their_own_topics(secure_broker: SecureBroke
 async def test_wrong_password_and_plain_text_are_refused(secure_broker: SecureBroker) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client(
-            **secure_broker.access("st-a", password="wrong").client_kwargs(), timeout=3
+            **secure_broker.access(ST_A, password="wrong").client_kwargs(), timeout=3
         ):
             pass
     with pytest.raises(aiomqtt.MqttError):  # TLS port, no TLS
-        async with aiomqtt.Client("127.0.0.1", secure_broker.port, username="st-a", timeout=3):
+        async with aiomqtt.Client("127.0.0.1", secure_broker.port, username=ST_A, timeout=3):
             pass
     untrusted = ssl.create_default_context()  # system CAs: the test CA is unknown
     with pytest.raises(aiomqtt.MqttError):
@@ -190,8 +193,8 @@ async def test_therapist_commands_act_and_refusals_are_logged(
         "st-a",
         **{
             "protocol.reps": 30,  # long: the therapist ends it
-            "mqtt.username": "st-a",
-            "mqtt.password": secure_broker.passwords["st-a"],
+            "mqtt.username": ST_A,
+            "mqtt.password": secure_broker.passwords[ST_A],
             "mqtt.tls_ca": str(secure_broker.ca),
             "mqtt.therapists": ["therapist-1"],
         },
@@ -259,7 +262,7 @@ async def test_a_message_the_broker_refuses_stays_in_the_outbox(
         secure_broker.url,
         wrong,
         client_id="st-a",
-        access=secure_broker.access("st-a"),
+        access=secure_broker.access(ST_A),
         mqtt5=True,
     )
     runner = asyncio.create_task(publisher.run())
@@ -273,3 +276,94 @@ async def test_a_message_the_broker_refuses_stays_in_the_outbox(
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def publish_then_see(
+    broker: SecureBroker, attempts: list[tuple[str, str, bytes]]
+) -> list[tuple[str, bytes]]:
+    """Each (account, topic, payload) published in turn; returns what a reader of the whole
+    tree saw, up to a sentinel that an allowed station publishes last."""
+    seen: list[tuple[str, bytes]] = []
+    done = asyncio.Event()
+    sentinel = Topics("clinic-demo", "st-a").live
+    async with client(broker, "logger") as watcher:
+        await watcher.subscribe("vmf/v1/#", qos=1)
+
+        async def watch() -> None:
+            async for msg in watcher.messages:
+                seen.append((str(msg.topic), bytes(msg.payload)))  # type: ignore[arg-type]
+                if msg.payload == b"sentinel":
+                    done.set()
+
+        task = asyncio.create_task(watch())
+        for account, topic, payload in [*attempts, (ST_A, sentinel, b"sentinel")]:
+            kwargs = broker.access(account).client_kwargs()
+            async with aiomqtt.Client(**kwargs, identifier=f"{account}-try") as c:
+                await c.publish(topic, payload, qos=1)
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+    return seen[:-1]
+
+
+async def test_issue_11_a_station_id_cannot_be_used_in_another_clinic(
+    secure_broker: SecureBroker,
+) -> None:
+    """Before: the pattern `vmf/v1/+/%u/...` let station st-a write into any clinic's tree
+    under its own id. Now the account is "<clinic>/<station>", and only its own tree is open."""
+    other_clinic = Topics("clinic-x", "st-a")
+    ours = Topics("clinic-demo", "st-a")
+    seen = await publish_then_see(secure_broker, [
+        (ST_A, other_clinic.event, b"a into clinic-x"),  # refused
+        (OTHER_CLINIC_ST_A, ours.session, b"clinic-x's st-a into clinic-demo"),  # refused
+        (OTHER_CLINIC_ST_A, other_clinic.event, b"clinic-x's st-a at home"),  # allowed
+        (ST_A, ours.event, b"a at home"),  # allowed
+    ])  # fmt: skip
+    assert seen == [(other_clinic.event, b"clinic-x's st-a at home"), (ours.event, b"a at home")]
+
+
+async def test_issue_11_station_patterns_give_other_accounts_nothing(
+    secure_broker: SecureBroker,
+) -> None:
+    """Before: the station patterns applied to every account, so `therapist-1` (or `logger`)
+    could publish as a station named like its account: vmf/v1/<clinic>/therapist-1/event."""
+    seen = await publish_then_see(secure_broker, [
+        ("therapist-1", Topics("clinic-demo", "therapist-1").event, b"therapist as station"),
+        ("therapist-1", Topics("clinic-demo", "therapist-1").session, b"therapist as station"),
+        ("logger", Topics("clinic-demo", "logger").status, b"logger as station"),
+        ("logger", Topics("clinic-demo", "st-a").cmd, b"logger commands"),
+    ])  # fmt: skip
+    assert seen == []
+
+
+async def test_emergency_stop_topic_and_answers_follow_the_acl(
+    secure_broker: SecureBroker,
+) -> None:
+    a, b = Topics("clinic-demo", "st-a"), Topics("clinic-demo", "st-b")
+    got_a: list[tuple[str, bytes]] = []
+    got_b: list[tuple[str, bytes]] = []
+    async with client(secure_broker, ST_A) as station_a, client(secure_broker, ST_B) as station_b:
+        await station_a.subscribe(a.estop, qos=1)
+        await station_b.subscribe(a.estop, qos=1)  # another station's stops: not readable
+        await station_b.subscribe(b.estop, qos=1)
+
+        async def read(c: aiomqtt.Client, into: list[tuple[str, bytes]]) -> None:
+            async for msg in c.messages:
+                into.append((str(msg.topic), bytes(msg.payload)))  # type: ignore[arg-type]
+
+        tasks = [asyncio.create_task(read(station_a, got_a)),
+                 asyncio.create_task(read(station_b, got_b))]  # fmt: skip
+        kwargs = secure_broker.access(ST_B).client_kwargs()
+        async with aiomqtt.Client(**kwargs, identifier="st-b-writer") as writer:
+            await writer.publish(a.estop, b"from a station", qos=1)  # stations cannot send it
+        async with client(secure_broker, "therapist-1") as therapist:
+            await therapist.publish(a.estop, b"stop a", qos=1)
+            await therapist.publish(b.estop, b"stop b", qos=1)
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+    assert got_a == [(a.estop, b"stop a")] and got_b == [(b.estop, b"stop b")]
+    seen = await publish_then_see(secure_broker, [
+        (ST_A, a.ack, b"a answers"),  # its own answer topic
+        (ST_A, b.ack, b"a answers for b"),  # refused
+    ])  # fmt: skip
+    assert seen == [(a.ack, b"a answers")]

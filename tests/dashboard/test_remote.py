@@ -267,3 +267,48 @@ async def test_the_stream_flows_while_the_outbox_holds_a_message(
         taker.cancel()
     packets = model.stations["st-d"].packets
     assert packets >= 25, f"{packets} stream packets in a 4 s session at 10 per second"
+
+
+# -- hostile input: every message is counted and refused, nothing raises (issue 11) ------------
+
+
+BAD_TRIGGER = b'{"type": "session_start", "settings": {"stim_burst": {"trigger_fraction": "x"}}}'
+
+
+@pytest.mark.parametrize(
+    ("leaf", "payload"),
+    [
+        ("event", b'{"a":' * 1000 + b"1" + b"}" * 1000),  # json.loads: RecursionError
+        ("session", b'{"type": "session_start", "settings": []}'),  # AttributeError
+        ("rep", b'{"type": "rep", "session": null, "achieved": true}'),  # KeyError
+        ("session", BAD_TRIGGER),  # ValueError
+        ("stream", doc_example()[:64] + b"\xff" + doc_example()[65:]),  # text length wrong
+        ("stream", doc_example().replace(b"VM,VL", b"VM|VL")),  # five text fields
+        ("stream", doc_example().replace(b"VM,VL", b"VM\xffVL")),  # not ASCII
+        ("stream", doc_example().replace(b"VM,VL", b"VM_VL")),  # one name for two channels
+    ],
+)
+def test_hostile_messages_are_counted_never_raised(leaf: str, payload: bytes) -> None:
+    model = RemoteModel(CLINIC)
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/{leaf}", payload)
+    assert model.errors == 1 and model.stations["st-a"].bad == 1
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/stream", doc_example())  # and it goes on
+    assert model.stations["st-a"].packets == 1 and model.errors == 1
+
+
+def test_a_channel_count_that_does_not_match_the_names_is_a_stream_error() -> None:
+    with pytest.raises(StreamError, match="channel names"):
+        decode(doc_example().replace(b"VM,VL", b"VM_VL"))
+    with pytest.raises(StreamError):
+        decode(doc_example().replace(b"VM,VL", b"VM\xffVL"))
+
+
+def test_the_stop_answer_on_ack_shows_as_latched() -> None:
+    model = RemoteModel(CLINIC)
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/stream", doc_example())
+    ack = {"v": 1, "type": "command_ack", "session": "S20261123-224501-3fa2c1", "msg_id": 1,
+           "t": 1.8e9, "command_msg_id": 5, "issuer": "T-01", "accepted": True,
+           "reason": "accepted", "latched": True}  # fmt: skip
+    model.on_message(f"vmf/v1/{CLINIC}/st-a/ack", json.dumps(ack).encode())
+    assert model.summary("st-a")["stim"] == "estop"
+    assert model.stations["st-a"].note == "emergency_stop from T-01 acknowledged"
