@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 
 from config import ConfigError, load_settings
 from feedback.app import broker_access
-from feedback.clinic.store import ClinicStore, Incoming, IngestResult
+from feedback.clinic.store import ClinicStore, Incoming, IngestResult, is_connection_fault
 from feedback.clinic.validation import MAX_PAYLOAD_BYTES, TOPIC_OF_TYPE
 from feedback.outputs.broker_access import BrokerAccess, describe
 from feedback.outputs.topics import TOPIC_ROOT
@@ -51,7 +51,8 @@ class LoggerStats:
     received: int = 0
     batches: int = 0
     connects: int = 0
-    db_errors: int = 0
+    db_errors: int = 0  # connection faults of the database, retried
+    ingest_failures: int = 0  # batches lost to an unforeseen error (logged with a traceback)
     totals: IngestResult | None = None
 
 
@@ -139,12 +140,20 @@ class ClinicLogger:
                 log.warning("quarantined: %s", reason)
 
     async def _ingest(self, items: list[Incoming]) -> IngestResult:
-        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost."""
+        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost.
+        Only a connection fault is retried; the store quarantines whatever else a message
+        causes, so no message can hold the batch (and every later one) forever."""
         backoff = 0.5
         while True:
             try:
                 return await asyncio.to_thread(self.store.ingest, items)
             except Exception as exc:
+                if not is_connection_fault(exc):
+                    # A fault of ours the store did not foresee: retrying would stick on it
+                    # for ever. Report it loudly, count the batch and go on.
+                    log.exception("batch of %d could not be stored", len(items))
+                    self.stats.ingest_failures += 1
+                    return IngestResult(unstorable=len(items), reasons=[repr(exc)[:300]])
                 self.stats.db_errors += 1
                 log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)

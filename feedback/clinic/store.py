@@ -44,12 +44,14 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     invalid: int = 0
+    unstorable: int = 0  # refused even by the quarantine table: logged with its hash
     reasons: list[str] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.invalid += other.invalid
+        self.unstorable += other.unstorable
 
 
 class ClinicStore:
@@ -74,7 +76,13 @@ class ClinicStore:
 
     def ingest(self, batch: list[Incoming]) -> IngestResult:
         """Store a batch in one transaction; if the database refuses one message, the batch is
-        redone message by message so that only that one is quarantined."""
+        redone message by message so that only that one is quarantined.
+
+        Raises only a connection fault of the database (`is_connection_fault`), which the
+        caller retries with the batch unacknowledged. Anything else a message causes, whatever
+        its type (RecursionError from a deeply nested payload, MemoryError, a NUL that
+        PostgreSQL's text refuses), quarantines that message: one message never stops the
+        logger."""
         with self._lock:
             return self._ingest_locked(batch)
 
@@ -83,9 +91,9 @@ class ClinicStore:
             with self.db.transaction():
                 return self._ingest_all(batch, isolate=False)
         except Exception as exc:
-            if not _is_data_error(exc):
-                raise  # connection trouble: the caller retries the batch, nothing is acked
-            log.warning("batch refused (%s); storing message by message", exc)
+            if is_connection_fault(exc):
+                raise  # the caller retries the batch, nothing is acked
+            log.warning("batch refused (%s); storing message by message", _describe(exc))
         with self.db.transaction():
             return self._ingest_all(batch, isolate=True)
 
@@ -99,9 +107,9 @@ class ClinicStore:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
             except Exception as exc:
-                if not _is_data_error(exc):
+                if is_connection_fault(exc):
                     raise
-                self._quarantine(item, f"database refused it: {exc}"[:500], result)
+                self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
         return result
 
     def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
@@ -109,6 +117,9 @@ class ClinicStore:
             msg = check(item.topic, item.payload, self.max_payload_bytes)
         except InvalidMessage as exc:
             self._quarantine(item, exc.reason, result)
+            return
+        except Exception as exc:  # whatever the parser raised, it is this message's fault
+            self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
             return
         digest = hashlib.sha256(item.payload).hexdigest()
         if not self._claim(msg, item, digest):
@@ -225,7 +236,7 @@ class ClinicStore:
         self.db.execute(
             "INSERT INTO quarantine (received_at, topic, reason, size, sha256, payload)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (item.received_at, item.topic[:300], reason, len(item.payload),
+            (item.received_at, _text(item.topic, 300), _text(reason, 500), len(item.payload),
              hashlib.sha256(item.payload).hexdigest(), item.payload[:QUARANTINE_KEEP_BYTES]),
         )  # fmt: skip
         if duplicate:
@@ -234,17 +245,46 @@ class ClinicStore:
             result.invalid += 1
         result.reasons.append(reason)
 
+    def _quarantine_safely(self, item: Incoming, reason: str, result: IngestResult) -> None:
+        """Quarantine; if even that row is refused, log the message's hash and go on."""
+        try:
+            with self.db.savepoint():
+                self._quarantine(item, reason, result)
+        except Exception as exc:
+            if is_connection_fault(exc):
+                raise
+            result.unstorable += 1
+            result.reasons.append(reason)
+            log.error(
+                "message on %r (%d bytes, sha256 %s) could not even be quarantined: %s",
+                _text(item.topic, 300), len(item.payload),
+                hashlib.sha256(item.payload).hexdigest(), _describe(exc),
+            )  # fmt: skip
 
-def _is_data_error(exc: Exception) -> bool:
-    """A problem with one message's data (constraint, type), not with the connection."""
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return f"nested too deep ({name}: {exc})"
+    return f"{name}: {exc}" if str(exc) else name
+
+
+def _text(value: str, limit: int) -> str:
+    """Storable text: PostgreSQL refuses NUL and lone surrogates, which a topic or an
+    exception's message (quoting a payload) may hold."""
+    clean = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return clean.replace("\x00", "\\0")[:limit]
+
+
+def is_connection_fault(exc: BaseException) -> bool:
+    """The database, not the message: the link or the server is down, busy or out of space.
+    Only these are retried (with the batch unacknowledged); anything else is the message's."""
     import sqlite3
 
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError):
-        return True
-    if isinstance(exc, OverflowError):
+    if isinstance(exc, sqlite3.OperationalError):  # locked, disk I/O, unable to open, full
         return True
     try:
         import psycopg
     except ImportError:
         return False
-    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

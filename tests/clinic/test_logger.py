@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from feedback.clinic.db import Backend, connect
 from feedback.clinic.migrations import LATEST, current_version, migrate
+from feedback.clinic.store import ClinicStore, Incoming
 from feedback.outputs.broker_access import BrokerAccess
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 from tests.clinic.conftest import (
@@ -168,3 +171,100 @@ async def test_two_loggers_share_the_load_without_duplicates(
     db = connect(db_url)
     assert db.query("SELECT count(*), count(DISTINCT msg_id) FROM events") == [(400, 400)]
     assert db.query("SELECT count(*) FROM quarantine") == [(0,)]
+
+
+NESTED = b'{"a":' * 1000 + b"1" + b"}" * 1000  # json.loads raises RecursionError on it
+
+
+def test_store_quarantines_whatever_one_message_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure with one message (not only ValueError) quarantines that message; the rest
+    of the batch is stored."""
+    import feedback.clinic.store as store_module
+
+    store = ClinicStore(str(tmp_path / "clinic.db"))
+    topics = Topics("c1", "st-1")
+    good = MessageNumberer("S-good")
+    real_check = store_module.check
+    hostile: dict[bytes, BaseException] = {
+        b'{"memory": 1}': MemoryError(),
+        b'{"unicode": 1}': UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        b'{"key": 1}': KeyError("type"),
+        b'{"recursion": 1}': RecursionError("maximum recursion depth exceeded"),
+    }
+
+    def check(topic: str, payload: bytes, max_bytes: int = 65536) -> Any:
+        if payload in hostile:
+            raise hostile[payload]
+        return real_check(topic, payload, max_bytes)
+
+    monkeypatch.setattr(store_module, "check", check)
+    batch = [Incoming(topics.event, NESTED, 1.0)]
+    batch += [Incoming(topics.event, p, 1.0) for p in hostile]
+    batch += [
+        Incoming(topics.event, encode(good.envelope("gap", {"from_index": i, "missing": 1})), 1.0)
+        for i in range(3)
+    ]
+    result = store.ingest(batch)
+    assert (result.stored, result.invalid) == (3, 5)
+    reasons = [r for (r,) in store.db.query("SELECT reason FROM quarantine ORDER BY id")]
+    for name, reason in zip(
+        ["RecursionError", "MemoryError", "UnicodeDecodeError", "KeyError", "RecursionError"],
+        reasons,
+        strict=True,
+    ):
+        assert name in reason, reasons
+    assert store.db.query("SELECT msg_id FROM events ORDER BY msg_id") == [(1,), (2,), (3,)]
+    store.close()
+
+
+def test_only_database_connection_faults_are_retried(tmp_path: Path) -> None:
+    from feedback.clinic.store import is_connection_fault
+
+    assert is_connection_fault(sqlite3.OperationalError("database is locked"))
+    for exc in (RecursionError(), MemoryError(), ValueError("NUL"), KeyError("x"),
+                sqlite3.IntegrityError("UNIQUE"), OverflowError()):  # fmt: skip
+        assert not is_connection_fault(exc), exc
+    import psycopg
+
+    assert is_connection_fault(psycopg.OperationalError("server closed the connection"))
+    assert not is_connection_fault(psycopg.errors.DataError("invalid input"))
+
+
+async def test_one_nested_message_does_not_stop_the_logger(
+    clinic_broker: ClinicBroker, tmp_path: Path
+) -> None:
+    """Defect 1 of issue 11: a 1,000-deep JSON payload made the logger retry one batch forever,
+    unacknowledged, so the broker redelivered it after every restart and nothing was logged."""
+    db_url = str(tmp_path / "clinic.db")
+    access = BrokerAccess.from_url(clinic_broker.url)
+    one, two = Topics("clinic-demo", "st-1"), Topics("clinic-demo", "st-2")
+    n1, n2 = MessageNumberer("S-one"), MessageNumberer("S-two")
+    async with running_logger(access, db_url) as logger:
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as pub:
+            await pub.publish(one.event, NESTED, qos=1)
+            for i in range(5):
+                for topics, n in ((one, n1), (two, n2)):
+                    body = n.envelope("gap", {"from_index": i, "missing": 1})
+                    await pub.publish(topics.event, encode(body), qos=1)
+        await wait_until(lambda: logger.stats.received == 11, 10, "all 11 messages")
+    db = connect(db_url)
+    assert db.query(
+        "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY session_id"
+    ) == [("S-one", 5), ("S-two", 5)]
+    reasons = db.query("SELECT topic, reason FROM quarantine")
+    assert len(reasons) == 1 and reasons[0][0] == one.event
+    assert any(w in reasons[0][1].lower() for w in ("nest", "deep", "depth", "recursion"))
+    db.close()
+    # Acknowledged: a restarted logger (same persistent session) is not handed it again.
+    async with running_logger(access, db_url) as again:
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as pub:
+            body = n1.envelope("gap", {"from_index": 9, "missing": 1})
+            await pub.publish(one.event, encode(body), qos=1)
+        await wait_until(lambda: again.stats.received >= 1, 10, "the next message")
+        await asyncio.sleep(0.5)
+        assert again.stats.received == 1
+    db = connect(db_url)
+    assert db.query("SELECT count(*) FROM quarantine") == [(1,)]
+    assert db.query("SELECT count(*) FROM events") == [(11,)]
