@@ -121,12 +121,37 @@ class ClinicStore:
         except Exception as exc:  # whatever the parser raised, it is this message's fault
             self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
             return
+        owner = self._owner(msg, item)
+        if owner is not None and owner != (msg.clinic, msg.station):
+            reason = f"session owned by another station ({owner[0]}/{owner[1]})"
+            self._quarantine(item, reason, result)
+            return
         digest = hashlib.sha256(item.payload).hexdigest()
         if not self._claim(msg, item, digest):
             self._quarantine(item, self._duplicate_reason(msg, digest), result, duplicate=True)
             return
         self._store(msg)
         result.stored += 1
+
+    def _owner(self, msg: Message, item: Incoming) -> tuple[str, str] | None:
+        """The (clinic, station) a session belongs to: the first to send a message of it (its
+        status and session_start, msg_id 1 and 2, go out first). None: not a session message
+        (a command, which is the therapist's, or a last will, which is the broker's)."""
+        b = msg.body
+        session = b.get("session")
+        if msg.type == "command" or not isinstance(session, str) or b["msg_id"] == 0:
+            return None
+        sql = "SELECT clinic, station FROM session_owners WHERE session_id = ?"
+        rows = self.db.query(sql, (session,))
+        if not rows:
+            # Two loggers may bind at once: the database's key decides, both read the winner.
+            self.db.execute(
+                "INSERT INTO session_owners (session_id, clinic, station, bound_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (session, msg.clinic, msg.station, item.received_at),
+            )
+            rows = self.db.query(sql, (session,))
+        return (str(rows[0][0]), str(rows[0][1]))
 
     def _claim(self, msg: Message, item: Incoming, digest: str) -> bool:
         b = msg.body

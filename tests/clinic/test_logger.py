@@ -112,7 +112,7 @@ async def test_station_to_postgres(
 def test_migrations_are_idempotent(tmp_path: Path, postgres_url: str) -> None:
     for url in (str(tmp_path / "m.db"), postgres_url):
         db = connect(url)
-        assert migrate(db) == [1, 2] and migrate(db) == [] and current_version(db) == LATEST
+        assert migrate(db) == [1, 2, 3] and migrate(db) == [] and current_version(db) == LATEST
         db.close()
 
 
