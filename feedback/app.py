@@ -122,6 +122,9 @@ async def run(
             # also falls back by itself when a broker refuses version 5).
             mqtt5=options.broker != "embedded",
             hold_without_subscriber=settings.mqtt.hold_without_subscriber,
+            # The embedded broker serves this machine only: no clinic logger sends receipts.
+            receipts=settings.mqtt.receipts and options.broker != "embedded",
+            receipt_timeout_s=settings.mqtt.receipt_timeout_s,
         )
         device = open_device(options.device, settings)
         await stack.enter_async_context(device)

@@ -1,11 +1,13 @@
 """The clinic database: validates, de-duplicates and stores batches of received MQTT messages.
 
 One batch is one transaction. Each message is checked against the contract (validation.py);
-an invalid one goes to `quarantine` with the reason. A valid one first claims its
-(session, msg_id) in `messages` (the de-duplication ledger, whose `seq` also records arrival
-order); a second copy loses that claim and is quarantined as a duplicate, noting whether its
-bytes are identical (a harmless redelivery) or not (a replay or a forgery). Nothing is dropped
-without a row saying so.
+an invalid one goes to `quarantine` with the reason, whatever the check raised. A valid one
+must come from the station that owns its session (`session_owners`: the first to send a message
+of it), then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
+also records arrival order). A second copy loses that claim: with identical bytes (a resend or
+a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
+replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
+and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from feedback.clinic.validation import (
     Message,
     check,
 )
+from feedback.outputs.receipts import Range, holes, ranges
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,28 @@ class Incoming:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one batch means for one session: the station's receipt, and the holes to fill."""
+
+    clinic: str
+    station: str
+    session: str
+    through: int  # every msg_id from 1 to it is stored
+    stored: tuple[Range, ...]  # stored above `through`
+    missing: tuple[Range, ...]  # not stored, below the highest stored
+
+
 @dataclass(slots=True)
 class IngestResult:
     stored: int = 0
-    duplicates: int = 0
-    invalid: int = 0
+    duplicates: int = 0  # identical copies of stored messages: dropped
+    invalid: int = 0  # quarantined (with the reason)
     unstorable: int = 0  # refused even by the quarantine table: logged with its hash
     reasons: list[str] = field(default_factory=list)
+    # (clinic, station, session) → identical copies dropped, for each session in the ledger
+    touched: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
@@ -89,13 +107,57 @@ class ClinicStore:
     def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:
         try:
             with self.db.transaction():
-                return self._ingest_all(batch, isolate=False)
+                result = self._ingest_all(batch, isolate=False)
+                self._deliveries(result)
+                return result
         except Exception as exc:
             if is_connection_fault(exc):
                 raise  # the caller retries the batch, nothing is acked
             log.warning("batch refused (%s); storing message by message", _describe(exc))
         with self.db.transaction():
-            return self._ingest_all(batch, isolate=True)
+            result = self._ingest_all(batch, isolate=True)
+            try:
+                with self.db.savepoint():
+                    self._deliveries(result)
+            except Exception as exc:
+                if is_connection_fault(exc):
+                    raise
+                # Without receipts the stations send again later: nothing is lost.
+                log.error("receipts not computed: %s", _describe(exc))
+                result.deliveries.clear()
+            return result
+
+    def _deliveries(self, result: IngestResult) -> None:
+        """Per session touched by the batch: advance its watermark (every msg_id up to it is
+        stored) and say what the receipt confirms and which msg_ids below the highest are
+        missing (the logger asks the station for them)."""
+        for (clinic, station, session), duplicates in result.touched.items():
+            rows = self.db.query(
+                "SELECT stored_through FROM session_owners WHERE session_id = ?", (session,)
+            )
+            through = int(rows[0][0]) if rows else 0
+            above = [int(i) for (i,) in self.db.query(
+                "SELECT msg_id FROM messages WHERE session_id = ? AND msg_id > ?"
+                " ORDER BY msg_id LIMIT 10000",
+                (session, through),
+            )]  # fmt: skip
+            for i in above:
+                if i != through + 1:
+                    break
+                through = i
+            above = [i for i in above if i > through]
+            self.db.execute(
+                "UPDATE session_owners SET duplicates = duplicates + ?, stored_through ="
+                " CASE WHEN stored_through < ? THEN ? ELSE stored_through END"
+                " WHERE session_id = ?",
+                (duplicates, through, through, session),
+            )
+            result.deliveries.append(
+                Delivery(
+                    clinic, station, session, through, tuple(ranges(above)),
+                    tuple(holes(through, above)),
+                )
+            )  # fmt: skip
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
@@ -127,11 +189,22 @@ class ClinicStore:
             self._quarantine(item, reason, result)
             return
         digest = hashlib.sha256(item.payload).hexdigest()
+        in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
+        key = (msg.clinic, msg.station, str(msg.body.get("session")))
         if not self._claim(msg, item, digest):
-            self._quarantine(item, self._duplicate_reason(msg, digest), result, duplicate=True)
+            reason = self._duplicate_reason(msg, digest)
+            if in_ledger and "identical copy" in reason:
+                # A resend or a redelivery of what is stored: dropped, counted, and receipted
+                # again (the station's receipt may have been lost).
+                result.duplicates += 1
+                result.touched[key] = result.touched.get(key, 0) + 1
+                return
+            self._quarantine(item, reason, result)  # a replay or a forgery: keep the evidence
             return
         self._store(msg)
         result.stored += 1
+        if in_ledger:
+            result.touched.setdefault(key, 0)
 
     def _owner(self, msg: Message, item: Incoming) -> tuple[str, str] | None:
         """The (clinic, station) a session belongs to: the first to send a message of it (its
@@ -255,19 +328,14 @@ class ClinicStore:
             (msg.clinic, msg.station, b["state"], b.get("session"), b["t"]),
         )
 
-    def _quarantine(
-        self, item: Incoming, reason: str, result: IngestResult, *, duplicate: bool = False
-    ) -> None:
+    def _quarantine(self, item: Incoming, reason: str, result: IngestResult) -> None:
         self.db.execute(
             "INSERT INTO quarantine (received_at, topic, reason, size, sha256, payload)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (item.received_at, _text(item.topic, 300), _text(reason, 500), len(item.payload),
              hashlib.sha256(item.payload).hexdigest(), item.payload[:QUARANTINE_KEEP_BYTES]),
         )  # fmt: skip
-        if duplicate:
-            result.duplicates += 1
-        else:
-            result.invalid += 1
+        result.invalid += 1
         result.reasons.append(reason)
 
     def _quarantine_safely(self, item: Incoming, reason: str, result: IngestResult) -> None:

@@ -3,11 +3,18 @@
 Two lanes with different policies (DESIGN.md):
 - session messages (status, session start/end, cues, reps, events) are lossless: written to the
   outbox (SQLite, WAL) before anything else happens, published in order with QoS 1 and deleted
-  only after the broker's PUBACK; a dead broker means a growing backlog and reconnect attempts
-  with backoff, never a stalled processing loop, and a station restart resumes where it stopped;
+  only when the clinic logger's receipt says it has stored them (`receipts`; without receipts,
+  on the broker's PUBACK, which a broker crash can betray); a dead broker means a growing
+  backlog and reconnect attempts with backoff, never a stalled processing loop, and a station
+  restart resumes where it stopped;
 - live metrics and the binary live stream are latest-wins (QoS 0): per topic, only the newest
   snapshot waits to be sent. They go out from their own task, so a live snapshot never queues
   behind session messages waiting for their PUBACKs (or held for want of a subscriber).
+
+Receipts (feedback.outputs.receipts, docs/mqtt.md): after every (re)connection the station sends
+again, in order, everything without a receipt; when no receipt comes for `receipt_timeout_s`
+(doubling up to RECEIPT_TIMEOUT_MAX_S while none comes) it does the same; and it answers the
+logger's `resend` requests for holes from the outbox. The logger drops the copies.
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
 `on_command`, which validates and authorises them (feedback.clinic.commands).
@@ -24,7 +31,9 @@ the error is logged, and it is retried every REFUSED_RETRY_S.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +45,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
-from feedback.outputs.outbox import MemoryOutbox, Outbox
+from feedback.outputs.outbox import MemoryOutbox, Outbox, Pending
+from feedback.outputs.receipts import Receipt, ReceiptError, Resend, decode
 from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 
 log = logging.getLogger(__name__)
@@ -44,13 +54,21 @@ log = logging.getLogger(__name__)
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
+RECEIPT_TIMEOUT_S = 5.0  # no receipt for this long: send again what has none
+RECEIPT_TIMEOUT_MAX_S = 60.0
 
 __all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
 
 
 @dataclass(slots=True)
 class PublisherStats:
-    published: int = 0
+    published: int = 0  # delivered: stored by the logger (receipts) or PUBACKed (without)
+    sent: int = 0  # session messages published, copies included
+    resent: int = 0  # copies: after a reconnect, a receipt timeout or a resend request
+    receipts: int = 0
+    resend_requests: int = 0
+    receipt_timeouts: int = 0
+    bad_receipts: int = 0  # not a receipt of the contract: logged, counted, ignored
     live_published: int = 0
     connects: int = 0
     connect_failures: int = 0
@@ -82,6 +100,8 @@ class MqttPublisher:
         on_command: Callable[[bytes], object] | None = None,
         mqtt5: bool = False,
         hold_without_subscriber: bool = False,
+        receipts: bool = False,
+        receipt_timeout_s: float = RECEIPT_TIMEOUT_S,
     ) -> None:
         self.access = access or BrokerAccess.from_url(url)
         self.host, self.port = self.access.host, self.access.port
@@ -100,6 +120,13 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()  # the outbox has a message
         self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
         self._connected = False
+        self.receipts = receipts
+        self.receipt_timeout_s = receipt_timeout_s
+        self._timeout_s = receipt_timeout_s  # grows while no receipt comes
+        self._cursor = 0  # outbox id of the last message sent on this connection
+        self._highest_sent = 0  # over the process: a message at or below it is a copy
+        self._waiting_since = 0.0  # monotonic time of the last receipt progress or rewind
+        self._resends: collections.deque[Pending] = collections.deque()  # asked for by the logger
 
     @property
     def backlog(self) -> int:
@@ -111,7 +138,14 @@ class MqttPublisher:
 
     def publish(self, topic: str, message: dict[str, Any], *, retain: bool = False) -> None:
         """Persist a session message to the outbox (lossless, QoS 1). Never waits on the network."""
-        self.outbox.append(topic, encode(message), retain)
+        session, msg_id = message.get("session"), message.get("msg_id")
+        self.outbox.append(
+            topic,
+            encode(message),
+            retain,
+            session=session if isinstance(session, str) else None,
+            msg_id=msg_id if type(msg_id) is int and msg_id > 0 else None,
+        )
         self._wakeup.set()
 
     def publish_live(self, topic: str, message: dict[str, Any]) -> None:
@@ -159,15 +193,20 @@ class MqttPublisher:
                     protocol=aiomqtt.ProtocolVersion.V5 if self.mqtt5 else None,
                 ) as client:
                     self._watch_pubacks(client)
+                    self._rewind()  # whatever has no receipt may have died with the broker
                     self._connected = True
                     self.stats.connects += 1
                     backoff = 0.2
                     if self.on_command is not None:
                         await client.subscribe(self.topics.cmd, qos=1)
+                    if self.receipts:
+                        await client.subscribe(self.receipt_topic, qos=1)
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._drain(client))
                         tasks.create_task(self._send_live(client))
                         tasks.create_task(self._listen(client))
+                        if self.receipts:
+                            tasks.create_task(self._watch_receipts())
             except* aiomqtt.MqttError as group:
                 exc = group.exceptions[0]
                 if self._connected:
@@ -216,7 +255,7 @@ class MqttPublisher:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
-            while (item := self.outbox.head()) is not None:
+            while (item := self._next()) is not None:
                 self._puback_rc = 0
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
                 rc = self._puback_rc
@@ -228,11 +267,87 @@ class MqttPublisher:
                     self._refused(item.topic, rc)
                     await asyncio.sleep(REFUSED_RETRY_S)
                     continue
-                # Only now, with the broker's acknowledgement, may the message leave the outbox.
-                self.outbox.ack(item)
-                self.stats.published += 1
+                self._sent(item)
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    @property
+    def receipt_topic(self) -> str:
+        return f"{self.topics.base}/receipt"
+
+    def _next(self) -> Pending | None:
+        """What to send: a message the logger asked for, else the next one on this connection."""
+        while self._resends:
+            wanted = self._resends[0]
+            if self.outbox.get(wanted.id) is not None:
+                return wanted
+            self._resends.popleft()  # confirmed meanwhile
+        return self.outbox.after(self._cursor)
+
+    def _sent(self, item: Pending) -> None:
+        if self._resends and self._resends[0] is item:
+            self._resends.popleft()
+        else:
+            self._cursor = item.id
+        self.stats.sent += 1
+        if item.id <= self._highest_sent:
+            self.stats.resent += 1
+        self._highest_sent = max(self._highest_sent, item.id)
+        if not self.receipts or item.session is None:
+            # Only now, with the broker's acknowledgement, may the message leave the outbox.
+            self.outbox.ack(item)
+            self.stats.published += 1
+        elif self.outbox.head() is item:
+            self._waiting_since = time.monotonic()  # the receipt clock starts at its send
+
+    def _rewind(self) -> None:
+        """Send again, in order, everything that has no receipt yet."""
+        self._cursor = 0
+        self._resends.clear()
+        self._waiting_since = time.monotonic()
+        self._wakeup.set()
+
+    async def _watch_receipts(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.receipt_timeout_s / 4))
+            head = self.outbox.head()
+            if head is None or head.id > self._cursor or head.session is None:
+                self._timeout_s = self.receipt_timeout_s  # nothing sent is waiting
+                continue
+            if time.monotonic() - self._waiting_since < self._timeout_s:
+                continue
+            self.stats.receipt_timeouts += 1
+            log.info(
+                "no receipt for %.0f s; sending the %d messages without one again",
+                self._timeout_s, self.backlog,
+            )  # fmt: skip
+            # Jitter (the next wait is between half and all of it), so that stations cut off
+            # together do not all send again together.
+            self._timeout_s = min(RECEIPT_TIMEOUT_MAX_S, self._timeout_s * 2)
+            self._rewind()
+            self._waiting_since -= random.uniform(0, self._timeout_s / 2)
+
+    def _on_receipt(self, payload: bytes) -> None:
+        try:
+            news = decode(payload)
+        except ReceiptError as exc:
+            self.stats.bad_receipts += 1
+            if self.stats.bad_receipts % 100 == 1:
+                log.warning("ignored a message on %s: %s", self.receipt_topic, exc)
+            return
+        if isinstance(news, Receipt):
+            self.stats.receipts += 1
+            done = self.outbox.confirm(news.session, news.through, news.stored)
+            if done:
+                self.stats.published += done
+                self._waiting_since = time.monotonic()
+                self._timeout_s = self.receipt_timeout_s
+        elif isinstance(news, Resend):
+            self.stats.resend_requests += 1
+            queued = {id(p) for p in self._resends}
+            wanted = self.outbox.find(news.session, news.missing)
+            self._resends.extend(p for p in wanted if id(p) not in queued)
+            self._wakeup.set()
 
     def _refused(self, topic: str, rc: int) -> None:
         """A refusal (a wrong account or ACL, a quota) will not cure itself; it is logged the
@@ -259,6 +374,10 @@ class MqttPublisher:
         # Also the connection watchdog: the iterator raises MqttError when the link drops, which
         # ends the drain task too, even while it idles.
         async for message in client.messages:
+            if self.receipts and message.topic.matches(self.receipt_topic):
+                if isinstance(message.payload, bytes):
+                    self._on_receipt(message.payload)
+                continue
             if self.on_command is None or not isinstance(message.payload, bytes):
                 continue
             self.stats.commands_received += 1
