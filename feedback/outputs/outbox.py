@@ -204,7 +204,7 @@ class SqliteOutbox:
             "SELECT id, topic, payload, retain, session, msg_id FROM outbox ORDER BY id"
         )
         self._pending = _Pending(
-            Pending(int(i), str(t), bytes(p), bool(r), s, m) for i, t, p, r, s, m in rows
+            Pending(int(i), str(t), _blob(p), bool(r), s, m) for i, t, p, r, s, m in rows
         )
         self.recovered = len(self._pending)  # messages left over from an earlier run
 
@@ -219,7 +219,7 @@ class SqliteOutbox:
                     self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
             rows = self._db.execute("SELECT id, payload FROM outbox").fetchall()
             for item_id, payload in rows:
-                session, msg_id = session_and_msg_id(bytes(payload))
+                session, msg_id = session_and_msg_id(_blob(payload))
                 self._db.execute(
                     "UPDATE outbox SET session = ?, msg_id = ? WHERE id = ?",
                     (session, msg_id, item_id),
@@ -292,3 +292,8 @@ def session_and_msg_id(payload: bytes) -> tuple[str | None, int | None]:
     if isinstance(session, str) and type(msg_id) is int and msg_id > 0:
         return session, msg_id
     return None, None
+
+
+def _blob(value: bytes | str) -> bytes:
+    # Written as BLOB; a hand-edited file may hold TEXT, which sqlite3 returns as str.
+    return value.encode() if isinstance(value, str) else bytes(value)
