@@ -372,3 +372,19 @@ async def test_only_loggers_write_receipts(
         await asyncio.sleep(0.3)
         task.cancel()
     assert seen == [(f"{a.base}/receipt", b"for-a")]
+
+
+def test_receipts_follow_their_json_schemas() -> None:
+    from feedback.clinic.validation import validators
+
+    for payload, kind in (
+        (encode_receipt(Receipt("S-1", 41, ((44, 50),))), "receipt"),
+        (encode_receipt(Receipt("S-1", 0)), "receipt"),
+        (encode_resend(Resend("S-1", ((42, 43),))), "resend"),
+    ):
+        assert not list(validators()[kind].iter_errors(json.loads(payload)))
+    bad = json.loads(encode_receipt(Receipt("S-1", 1)))
+    bad["stored"] = [[1, 2, 3]]
+    assert list(validators()["receipt"].iter_errors(bad))
+    with pytest.raises(ReceiptError):
+        decode(json.dumps(bad).encode())
