@@ -311,9 +311,11 @@ class MqttPublisher:
         while True:
             await asyncio.sleep(min(0.5, self.receipt_timeout_s / 4))
             head = self.outbox.head()
-            if head is None or head.id > self._cursor or head.session is None:
-                self._timeout_s = self.receipt_timeout_s  # nothing sent is waiting
+            if head is None:
+                self._timeout_s = self.receipt_timeout_s  # all delivered: start afresh
                 continue
+            if head.id > self._cursor or head.session is None:
+                continue  # not sent (again) yet on this connection: nothing to wait for
             if time.monotonic() - self._waiting_since < self._timeout_s:
                 continue
             self.stats.receipt_timeouts += 1

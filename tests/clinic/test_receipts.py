@@ -388,3 +388,41 @@ def test_receipts_follow_their_json_schemas() -> None:
     assert list(validators()["receipt"].iter_errors(bad))
     with pytest.raises(ReceiptError):
         decode(json.dumps(bad).encode())
+
+
+@pytest.mark.parametrize("receipts", [True, False])
+async def test_a_lost_shared_subscription_loses_nothing_even_without_mqtt5(
+    receipts: bool, clinic_broker: ClinicBroker, tmp_path: Path
+) -> None:
+    """Mosquitto 2.0 restores the logger's session after a restart but not its shared
+    subscription: until the logger subscribes again, a publish reaches nobody. Over MQTT 3.1.1
+    the station cannot even tell ("no matching subscribers" is MQTT 5). With receipts it sends
+    again after the timeout; the control, deleting on PUBACK, has lost them."""
+    db_url = str(tmp_path / "clinic.db")
+    access = BrokerAccess.from_url(clinic_broker.url)
+    async with running_logger(access, db_url):
+        pass  # subscribed once; its session outlives it
+    clinic_broker.stop()
+    clinic_broker.start()
+    topics = Topics("clinic-demo", "st-lost")
+    n = MessageNumberer("S-lost")
+    publisher = MqttPublisher(
+        clinic_broker.url, topics, client_id="st-lost", receipts=receipts,
+        receipt_timeout_s=0.5, outbox=SqliteOutbox(tmp_path / "outbox.sqlite3"),
+    )  # fmt: skip
+    runner = asyncio.create_task(publisher.run())
+    try:
+        for i in range(5):
+            publisher.publish(topics.event, n.envelope("gap", {"from_index": i, "missing": 1}))
+        await wait_until(lambda: publisher.stats.sent >= 5, 10, "five publishes")
+        async with running_logger(access, db_url):
+            if receipts:
+                assert await publisher.flush(15)
+            else:
+                await asyncio.sleep(2.0)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    stored = [i for (i,) in query(db_url, "SELECT msg_id FROM messages ORDER BY seq")]
+    assert stored == ([1, 2, 3, 4, 5] if receipts else [])
