@@ -269,3 +269,34 @@ async def test_one_nested_message_does_not_stop_the_logger(
     db = connect(db_url)
     assert db.query("SELECT count(*) FROM quarantine") == [(1,)]
     assert db.query("SELECT count(*) FROM events") == [(11,)]
+
+
+async def test_a_locked_database_is_retried_and_a_bug_is_not(
+    clinic_broker: ClinicBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection fault (SQLite's "database is locked") holds the batch, unacknowledged, and
+    retries it; any other exception out of the store is reported and not retried for ever."""
+    db_url = str(tmp_path / "clinic.db")
+    access = BrokerAccess.from_url(clinic_broker.url)
+    topics, n = Topics("clinic-demo", "st-1"), MessageNumberer("S-retry")
+    faults: list[BaseException] = [sqlite3.OperationalError("database is locked")] * 2
+    faults.append(RuntimeError("a bug of ours"))
+    real = ClinicStore.ingest
+
+    def ingest(self: ClinicStore, batch: list[Incoming]) -> Any:
+        if faults:
+            raise faults.pop(0)
+        return real(self, batch)
+
+    monkeypatch.setattr(ClinicStore, "ingest", ingest)
+    async with running_logger(access, db_url) as logger:
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as pub:
+            body = n.envelope("gap", {"from_index": 0, "missing": 1})
+            await pub.publish(topics.event, encode(body), qos=1)
+            await wait_until(lambda: logger.stats.received == 1, 10, "the first message")
+            body = n.envelope("gap", {"from_index": 1, "missing": 1})
+            await pub.publish(topics.event, encode(body), qos=1)
+            await wait_until(lambda: logger.stats.received == 2, 10, "the second message")
+        assert logger.stats.db_errors == 2 and logger.stats.ingest_failures == 1
+    db = connect(db_url)
+    assert db.query("SELECT msg_id FROM events") == [(2,)]  # the first went with the bug
