@@ -330,13 +330,21 @@ class MqttPublisher:
             self._waiting_since -= random.uniform(0, self._timeout_s / 2)
 
     def _on_receipt(self, payload: bytes) -> None:
+        # Runs in the task that also watches the connection: nothing may escape from here.
         try:
-            news = decode(payload)
+            self._apply(decode(payload))
         except ReceiptError as exc:
-            self.stats.bad_receipts += 1
-            if self.stats.bad_receipts % 100 == 1:
-                log.warning("ignored a message on %s: %s", self.receipt_topic, exc)
-            return
+            self._bad_receipt(str(exc))
+        except Exception as exc:  # e.g. the outbox's disk: the message stays, it is resent
+            log.exception("receipt not applied")
+            self._bad_receipt(f"{type(exc).__name__}: {exc}")
+
+    def _bad_receipt(self, why: str) -> None:
+        self.stats.bad_receipts += 1
+        if self.stats.bad_receipts % 100 == 1:
+            log.warning("ignored a message on %s: %s", self.receipt_topic, why)
+
+    def _apply(self, news: Receipt | Resend) -> None:
         if isinstance(news, Receipt):
             self.stats.receipts += 1
             done = self.outbox.confirm(news.session, news.through, news.stored)
