@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,12 @@ async def _wait_port(port: int) -> None:
     raise TimeoutError(f"mosquitto did not listen on {port}")
 
 
-async def run_mode(mode: str, cycles: int, workdir: Path, seed: int) -> dict[str, Any]:
+async def run_mode(
+    mode: str, cycles: int, workdir: Path, seed: int, db: str | None = None
+) -> dict[str, Any]:
     rng = random.Random(seed)
     workdir.mkdir()
-    db = str(workdir / "clinic.sqlite3")
+    db = db or str(workdir / "clinic.sqlite3")
     broker = Broker(workdir)
     await broker.start()
     logger = Logger(broker.url, db)
@@ -207,13 +210,33 @@ async def run_mode(mode: str, cycles: int, workdir: Path, seed: int) -> dict[str
     }
 
 
-async def run(cycles: int, modes: list[str], seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"rate_hz": RATE_HZ, "seed": seed}
+async def run(cycles: int, modes: list[str], seed: int, postgres: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rate_hz": RATE_HZ, "seed": seed, "database": "sqlite"}
     with tempfile.TemporaryDirectory(prefix="vmf-kill-") as tmp:
         for mode in modes:
-            out[mode] = await run_mode(mode, cycles, Path(tmp) / mode, seed)
+            with _pg_schema(postgres) as db:
+                out[mode] = await run_mode(mode, cycles, Path(tmp) / mode, seed, db)
             print(mode, json.dumps({k: out[mode][k] for k in ("made", "lost", "duplicated")}))
+    if postgres:
+        out["database"] = "postgresql"
     return out
+
+
+@contextlib.contextmanager
+def _pg_schema(url: str | None) -> Iterator[str | None]:
+    """A fresh schema for one mode, first in the search path of the URL handed to the logger."""
+    if not url:
+        yield None
+        return
+    import psycopg
+
+    schema = f"vmf_kill_{os.getpid()}_{random.randrange(10**6)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def main() -> None:
@@ -222,6 +245,10 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=20)
     p.add_argument("--mode", choices=["receipts", "puback"], action="append")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument(
+        "--postgres", metavar="URL", help="log into PostgreSQL (e.g. postgresql://postgres@"
+        "127.0.0.1:5432/test; a schema per mode, dropped after) instead of SQLite",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "broker_kill.json")
     args = p.parse_args()
     meta = {
@@ -232,7 +259,9 @@ def main() -> None:
     }
     result = {
         **meta,
-        **asyncio.run(run(args.cycles, args.mode or ["receipts", "puback"], args.seed)),
+        **asyncio.run(
+            run(args.cycles, args.mode or ["receipts", "puback"], args.seed, args.postgres)
+        ),
     }
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
