@@ -237,7 +237,7 @@ class MqttSettings(_Section):
     # Keep each session message until the clinic logger's receipt says it is stored (external
     # broker; docs/mqtt.md). Off: deleted on the broker's PUBACK, which a broker crash can lose.
     receipts: bool = True
-    receipt_timeout_s: float = Field(5.0, gt=0.0, le=600.0)  # then send again what has none
+    receipt_timeout_s: float = Field(5.0, gt=0.0, le=600.0)  # then probe with the oldest again
 
     @field_validator("username", "password", mode="before")
     @classmethod

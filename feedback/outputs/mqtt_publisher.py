@@ -13,8 +13,9 @@ Two lanes with different policies (DESIGN.md):
 
 Receipts (feedback.outputs.receipts, docs/mqtt.md): after every (re)connection the station sends
 again, in order, everything without a receipt; when no receipt comes for `receipt_timeout_s`
-(doubling up to RECEIPT_TIMEOUT_MAX_S while none comes) it does the same; and it answers the
-logger's `resend` requests for holes from the outbox. The logger drops the copies.
+(doubling up to RECEIPT_TIMEOUT_MAX_S while none comes) it sends the oldest again as a probe,
+and the first receipt after a probe makes it send everything without a receipt again; it
+answers the logger's `resend` requests for holes from the outbox. The logger drops the copies.
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
 `on_command`, which validates and authorises them (feedback.clinic.commands).
@@ -127,6 +128,7 @@ class MqttPublisher:
         self._highest_sent = 0  # over the process: a message at or below it is a copy
         self._waiting_since = 0.0  # monotonic time of the last receipt progress or rewind
         self._resends: collections.deque[Pending] = collections.deque()  # asked for by the logger
+        self._probing = False  # a receipt timeout sent the oldest again: waiting for an answer
 
     @property
     def backlog(self) -> int:
@@ -297,13 +299,15 @@ class MqttPublisher:
             # Only now, with the broker's acknowledgement, may the message leave the outbox.
             self.outbox.ack(item)
             self.stats.published += 1
-        elif self.outbox.head() is item:
-            self._waiting_since = time.monotonic()  # the receipt clock starts at its send
+        elif self.outbox.head() is item and not self._probing:
+            # The receipt clock starts at its send (a probe's started, jittered, at the timeout).
+            self._waiting_since = time.monotonic()
 
     def _rewind(self) -> None:
         """Send again, in order, everything that has no receipt yet."""
         self._cursor = 0
         self._resends.clear()
+        self._probing = False
         self._waiting_since = time.monotonic()
         self._wakeup.set()
 
@@ -320,14 +324,19 @@ class MqttPublisher:
                 continue
             self.stats.receipt_timeouts += 1
             log.info(
-                "no receipt for %.0f s; sending the %d messages without one again",
+                "no receipt for %.0f s (%d messages wait for one); sending the oldest again",
                 self._timeout_s, self.backlog,
             )  # fmt: skip
-            # Jitter (the next wait is between half and all of it), so that stations cut off
-            # together do not all send again together.
+            # A probe, not the whole backlog: while the logger is down, each copy would only
+            # fill the broker's queue for it. The first receipt after it brings the rest.
+            self._probing = True
+            if not (self._resends and self._resends[0] is head):
+                self._resends.appendleft(head)
+            self._wakeup.set()
             self._timeout_s = min(RECEIPT_TIMEOUT_MAX_S, self._timeout_s * 2)
-            self._rewind()
-            self._waiting_since -= random.uniform(0, self._timeout_s / 2)
+            # Jitter (the next wait is between half and all of it), so that stations cut off
+            # together do not all probe together.
+            self._waiting_since = time.monotonic() - random.uniform(0, self._timeout_s / 2)
 
     def _on_receipt(self, payload: bytes) -> None:
         # Runs in the task that also watches the connection: nothing may escape from here.
@@ -352,6 +361,9 @@ class MqttPublisher:
                 self.stats.published += done
                 self._waiting_since = time.monotonic()
                 self._timeout_s = self.receipt_timeout_s
+            if self._probing:  # the logger answers again: send all that still has no receipt
+                self._probing = False
+                self._rewind()
         elif isinstance(news, Resend):
             self.stats.resend_requests += 1
             queued = {id(p) for p in self._resends}
