@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from feedback.clinic.db import Backend, connect
 from feedback.clinic.migrations import LATEST, current_version, migrate
@@ -300,3 +302,32 @@ async def test_a_locked_database_is_retried_and_a_bug_is_not(
         assert logger.stats.db_errors == 2 and logger.stats.ingest_failures == 1
     db = connect(db_url)
     assert db.query("SELECT msg_id FROM events") == [(2,)]  # the first went with the bug
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["event", "session", "status", "cue", "rep", "live", "cmd", "x"]),
+            st.binary(max_size=300)
+            | st.recursive(
+                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                lambda kids: (
+                    st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids)
+                ),
+            ).map(lambda v: json.dumps(v).encode()),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_whatever_arrives_each_message_is_accounted_for(batch: list[tuple[str, bytes]]) -> None:
+    """Hostile input at the store: it never raises, and each message is stored, dropped as a
+    copy or quarantined; the next good message is stored."""
+    store = ClinicStore(":memory:")
+    items = [Incoming(f"vmf/v1/c1/st-1/{leaf}", p, 1.0) for leaf, p in batch]
+    result = store.ingest(items)
+    assert result.stored + result.duplicates + result.invalid == len(items)
+    good = MessageNumberer("S-after").envelope("gap", {"from_index": 0, "missing": 1})
+    assert store.ingest([Incoming("vmf/v1/c1/st-1/event", encode(good), 2.0)]).stored == 1
+    store.close()
