@@ -192,14 +192,14 @@ class ClinicStore:
         in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
         key = (msg.clinic, msg.station, str(msg.body.get("session")))
         if not self._claim(msg, item, digest):
-            reason = self._duplicate_reason(msg, digest)
-            if in_ledger and "identical copy" in reason:
+            if in_ledger and self._is_stored_copy(msg, digest):
                 # A resend or a redelivery of what is stored: dropped, counted, and receipted
                 # again (the station's receipt may have been lost).
                 result.duplicates += 1
                 result.touched[key] = result.touched.get(key, 0) + 1
                 return
-            self._quarantine(item, reason, result)  # a replay or a forgery: keep the evidence
+            # A replay or a forgery: keep the evidence.
+            self._quarantine(item, self._duplicate_reason(msg), result)
             return
         self._store(msg)
         result.stored += 1
@@ -252,18 +252,20 @@ class ClinicStore:
              item.received_at, digest),
         ) == 1  # fmt: skip
 
-    def _duplicate_reason(self, msg: Message, digest: str) -> str:
+    def _is_stored_copy(self, msg: Message, digest: str) -> bool:
+        """The same bytes as the stored message of this (session, msg_id): a resend."""
+        rows = self.db.query(
+            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
+            (msg.body["session"], msg.body["msg_id"]),
+        )
+        return bool(rows) and rows[0][0] == digest
+
+    def _duplicate_reason(self, msg: Message) -> str:
         b = msg.body
         key = f"({b.get('session')}, {b['msg_id']})"
         if msg.type in ("live", "command"):
             return f"duplicate {msg.type} {key}"
-        rows = self.db.query(
-            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
-            (b["session"], b["msg_id"]),
-        )
-        same = bool(rows) and rows[0][0] == digest
-        kind = "identical copy (redelivery)" if same else "different content (replay or forgery)"
-        return f"duplicate {key}: {kind}"
+        return f"duplicate {key}: different content (replay or forgery)"
 
     def _store(self, msg: Message) -> None:
         b, kind = msg.body, msg.type
