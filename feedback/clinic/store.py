@@ -32,6 +32,7 @@ from feedback.outputs.receipts import Range, holes, ranges
 log = logging.getLogger(__name__)
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
+OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
 
@@ -64,6 +65,7 @@ class IngestResult:
     # (clinic, station, session) → identical copies dropped, for each session in the ledger
     touched: dict[tuple[str, str, str], int] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
+    owners: dict[str, tuple[str, str]] = field(default_factory=dict)  # read or bound
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
@@ -80,6 +82,7 @@ class ClinicStore:
         # A cancelled asyncio.to_thread call keeps running in its thread: never let a second
         # batch share the connection with it.
         self._lock = threading.Lock()
+        self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
         migrate(self.db)
 
     def close(self) -> None:
@@ -109,7 +112,8 @@ class ClinicStore:
             with self.db.transaction():
                 result = self._ingest_all(batch, isolate=False)
                 self._deliveries(result)
-                return result
+            self._remember(result.owners)
+            return result
         except Exception as exc:
             if is_connection_fault(exc):
                 raise  # the caller retries the batch, nothing is acked
@@ -125,7 +129,14 @@ class ClinicStore:
                 # Without receipts the stations send again later: nothing is lost.
                 log.error("receipts not computed: %s", _describe(exc))
                 result.deliveries.clear()
-            return result
+        self._remember(result.owners)
+        return result
+
+    def _remember(self, owners: dict[str, tuple[str, str]]) -> None:
+        """Owners committed: a session's owner never changes, so it need not be read again."""
+        if len(self._owners) + len(owners) > OWNERS_CACHED:
+            self._owners.clear()
+        self._owners.update(owners)
 
     def _deliveries(self, result: IngestResult) -> None:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
@@ -165,12 +176,14 @@ class ClinicStore:
             if not isolate:
                 self._ingest_one(item, result)
                 continue
+            owners = dict(result.owners)
             try:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
             except Exception as exc:
                 if is_connection_fault(exc):
                     raise
+                result.owners = owners  # a binding rolled back with the savepoint
                 self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
         return result
 
@@ -183,7 +196,7 @@ class ClinicStore:
         except Exception as exc:  # whatever the parser raised, it is this message's fault
             self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
             return
-        owner = self._owner(msg, item)
+        owner = self._owner(msg, item, result)
         if owner is not None and owner != (msg.clinic, msg.station):
             reason = f"session owned by another station ({owner[0]}/{owner[1]})"
             self._quarantine(item, reason, result)
@@ -206,7 +219,7 @@ class ClinicStore:
         if in_ledger:
             result.touched.setdefault(key, 0)
 
-    def _owner(self, msg: Message, item: Incoming) -> tuple[str, str] | None:
+    def _owner(self, msg: Message, item: Incoming, result: IngestResult) -> tuple[str, str] | None:
         """The (clinic, station) a session belongs to: the first to send a message of it (its
         status and session_start, msg_id 1 and 2, go out first). None: not a session message
         (a command, which is the therapist's, or a last will, which is the broker's)."""
@@ -214,6 +227,8 @@ class ClinicStore:
         session = b.get("session")
         if msg.type == "command" or not isinstance(session, str) or b["msg_id"] == 0:
             return None
+        if (known := self._owners.get(session)) is not None:
+            return known
         sql = "SELECT clinic, station FROM session_owners WHERE session_id = ?"
         rows = self.db.query(sql, (session,))
         if not rows:
@@ -224,7 +239,9 @@ class ClinicStore:
                 (session, msg.clinic, msg.station, item.received_at),
             )
             rows = self.db.query(sql, (session,))
-        return (str(rows[0][0]), str(rows[0][1]))
+        owner = (str(rows[0][0]), str(rows[0][1]))
+        result.owners[session] = owner  # cached once committed
+        return owner
 
     def _claim(self, msg: Message, item: Incoming, digest: str) -> bool:
         b = msg.body
