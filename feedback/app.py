@@ -191,7 +191,8 @@ async def run(
         if not flushed:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
-                f"(broker unreachable); they are in the local session log.[/]"
+                f"(broker or clinic logger unreachable); they stay in the outbox for the next "
+                f"start, and are in the local session log.[/]"
             )
         if options.report is not None:
             options.report.write_text(json.dumps(report, indent=2) + "\n")
