@@ -430,3 +430,34 @@ async def test_a_lost_shared_subscription_loses_nothing_even_without_mqtt5(
             await runner
     stored = [i for (i,) in query(db_url, "SELECT msg_id FROM messages ORDER BY seq")]
     assert stored == ([1, 2, 3, 4, 5] if receipts else [])
+
+
+async def test_the_logger_asks_for_a_hole_and_the_station_fills_it(
+    clinic_broker: ClinicBroker, tmp_path: Path
+) -> None:
+    """Message 3 vanished on the way (as in a broker crash); 4 arrived. The logger sees the hole
+    and asks; the station answers from its outbox, long before its receipt timeout."""
+    db_url = str(tmp_path / "clinic.db")
+    topics = Topics("clinic-demo", "st-hole")
+    n = MessageNumberer("S-hole")
+    bodies = [encode(n.envelope("gap", {"from_index": i, "missing": 1})) for i in range(4)]
+    access = BrokerAccess.from_url(clinic_broker.url)
+    async with (
+        running_logger(access, db_url) as logger,
+        station(clinic_broker.url, topics, receipt_timeout_s=600) as pub,
+    ):
+        await wait_until(lambda: pub.connected, 5, "the station")
+        await asyncio.sleep(0.3)  # subscribed to its receipts
+        # Sent, as far as the station knows (the cursor is past them); 3 never reached the broker.
+        for i, body in enumerate(bodies, start=1):
+            pub._cursor = pub.outbox.append(
+                topics.event, body, False, session="S-hole", msg_id=i
+            ).id
+        async with aiomqtt.Client("127.0.0.1", clinic_broker.port) as wire:
+            for body in (bodies[0], bodies[1], bodies[3]):
+                await wire.publish(topics.event, body, qos=1)
+        assert await pub.flush(10)
+        assert logger.stats.resend_requests >= 1 and pub.stats.resend_requests >= 1
+        assert pub.stats.receipt_timeouts == 0
+    stored = [i for (i,) in query(db_url, "SELECT msg_id FROM messages ORDER BY msg_id")]
+    assert stored == [1, 2, 3, 4]
