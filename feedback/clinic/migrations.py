@@ -65,7 +65,8 @@ CREATE INDEX quarantine_by_time ON quarantine (received_at);
     ),
     (
         3,
-        "session owners (a session belongs to the station that started it), delivery watermark",
+        "session owners (a session belongs to the station that started it), delivery watermark,"
+        " station clinics (a station id belongs to one clinic)",
         # stored_through: every msg_id from 1 to it is stored (what receipts confirm, and where
         # the gap detector starts looking). Sessions already stored are bound to the station
         # of their first message, and their watermark computed from the ledger.
@@ -86,6 +87,11 @@ UPDATE session_owners SET stored_through = (
                     WHERE n.session_id = m.session_id AND n.msg_id = m.msg_id + 1))
     WHERE EXISTS (SELECT 1 FROM messages m
                   WHERE m.session_id = session_owners.session_id AND m.msg_id = 1);
+CREATE TABLE station_clinics (
+    station TEXT PRIMARY KEY, clinic TEXT NOT NULL, bound_at {real} NOT NULL);
+INSERT INTO station_clinics (station, clinic, bound_at)
+    SELECT m.station, m.clinic, m.received_at FROM messages m
+    WHERE m.seq = (SELECT min(seq) FROM messages f WHERE f.station = m.station);
 """,
     ),
 ]

@@ -2,8 +2,9 @@
 
 One batch is one transaction. Each message is checked against the contract (validation.py);
 an invalid one goes to `quarantine` with the reason, whatever the check raised. A valid one
-must come from the station that owns its session (`session_owners`: the first to send a message
-of it), then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
+must come from its station's clinic (`station_clinics`: where the station id first sent) and
+from the station that owns its session (`session_owners`: the first to send a message of it),
+then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
 also records arrival order). A second copy loses that claim: with identical bytes (a resend or
 a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
 replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
@@ -66,6 +67,7 @@ class IngestResult:
     touched: dict[tuple[str, str, str], int] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     owners: dict[str, tuple[str, str]] = field(default_factory=dict)  # read or bound
+    clinics: dict[str, str] = field(default_factory=dict)  # station → clinic, read or bound
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
@@ -83,6 +85,7 @@ class ClinicStore:
         # batch share the connection with it.
         self._lock = threading.Lock()
         self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
+        self._clinics: dict[str, str] = {}  # station → clinic, committed
         migrate(self.db)
 
     def close(self) -> None:
@@ -112,7 +115,7 @@ class ClinicStore:
             with self.db.transaction():
                 result = self._ingest_all(batch, isolate=False)
                 self._deliveries(result)
-            self._remember(result.owners)
+            self._remember(result)
             return result
         except Exception as exc:
             if is_connection_fault(exc):
@@ -129,14 +132,18 @@ class ClinicStore:
                 # Without receipts the stations send again later: nothing is lost.
                 log.error("receipts not computed: %s", _describe(exc))
                 result.deliveries.clear()
-        self._remember(result.owners)
+        self._remember(result)
         return result
 
-    def _remember(self, owners: dict[str, tuple[str, str]]) -> None:
-        """Owners committed: a session's owner never changes, so it need not be read again."""
-        if len(self._owners) + len(owners) > OWNERS_CACHED:
+    def _remember(self, result: IngestResult) -> None:
+        """Bindings committed never change (a session's station, a station's clinic), so they
+        need not be read again."""
+        if len(self._owners) + len(result.owners) > OWNERS_CACHED:
             self._owners.clear()
-        self._owners.update(owners)
+        self._owners.update(result.owners)
+        if len(self._clinics) + len(result.clinics) > OWNERS_CACHED:
+            self._clinics.clear()
+        self._clinics.update(result.clinics)
 
     def _deliveries(self, result: IngestResult) -> None:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
@@ -176,14 +183,14 @@ class ClinicStore:
             if not isolate:
                 self._ingest_one(item, result)
                 continue
-            owners = dict(result.owners)
+            owners, clinics = dict(result.owners), dict(result.clinics)
             try:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
             except Exception as exc:
                 if is_connection_fault(exc):
                     raise
-                result.owners = owners  # a binding rolled back with the savepoint
+                result.owners, result.clinics = owners, clinics  # rolled back with the savepoint
                 self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
         return result
 
@@ -195,6 +202,10 @@ class ClinicStore:
             return
         except Exception as exc:  # whatever the parser raised, it is this message's fault
             self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
+            return
+        home = self._home_clinic(msg, item, result)
+        if home != msg.clinic:
+            self._quarantine(item, f"station {msg.station} belongs to clinic {home}", result)
             return
         owner = self._owner(msg, item, result)
         if owner is not None and owner != (msg.clinic, msg.station):
@@ -218,6 +229,24 @@ class ClinicStore:
         result.stored += 1
         if in_ledger:
             result.touched.setdefault(key, 0)
+
+    def _home_clinic(self, msg: Message, item: Incoming, result: IngestResult) -> str:
+        """The clinic a station id belongs to: the first it sent a message in. A station id is
+        one station; the same id in another clinic's tree is someone else's (or a mistake)."""
+        if (known := self._clinics.get(msg.station)) is not None:
+            return known
+        sql = "SELECT clinic FROM station_clinics WHERE station = ?"
+        rows = self.db.query(sql, (msg.station,))
+        if not rows:
+            self.db.execute(
+                "INSERT INTO station_clinics (station, clinic, bound_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (msg.station, msg.clinic, item.received_at),
+            )
+            rows = self.db.query(sql, (msg.station,))
+        clinic = str(rows[0][0])
+        result.clinics[msg.station] = clinic  # cached once committed
+        return clinic
 
     def _owner(self, msg: Message, item: Incoming, result: IngestResult) -> tuple[str, str] | None:
         """The (clinic, station) a session belongs to: the first to send a message of it (its

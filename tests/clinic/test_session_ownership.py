@@ -135,9 +135,32 @@ def test_migration_binds_sessions_already_stored(
     assert store.db.query(
         "SELECT session_id, clinic, station, stored_through FROM session_owners"
     ) == [(SID, "c1", "st-a", 2)]
+    assert store.db.query("SELECT station, clinic FROM station_clinics") == [("st-a", "c1")]
     b = Topics("c1", "st-b")
     result = store.ingest(
         [Incoming(b.event, stamped("gap", 3, {"from_index": 0, "missing": 1}), 2.0)]
     )
     assert result.invalid == 1 and "owned by another station" in result.reasons[0]
     store.close()
+
+
+def test_a_station_id_belongs_to_one_clinic(tmp_path: Path) -> None:
+    """The same station id in another clinic's tree (the ACL's `vmf/v1/+/%u/...` lets a station
+    account write there) is refused: a station's records never mix two clinics."""
+    store = ClinicStore(str(tmp_path / "clinic.db"))
+    home, away = Topics("c1", "st-a"), Topics("c2", "st-a")
+    other = MessageNumberer("S-other")
+    own = [Incoming(t, p, 1.0) for t, p in genuine(home)[:3]]
+    foreign = [
+        Incoming(away.event, encode(other.envelope("gap", {"from_index": 0, "missing": 1})), 1.0),
+        Incoming(away.status, encode({"v": 1, "type": "status", "session": None, "msg_id": 0,
+                                      "t": 1.8e9, "state": "offline"}), 1.0),
+    ]  # fmt: skip
+    result = store.ingest(own + foreign)
+    assert (result.stored, result.invalid) == (3, 2)
+    assert all(r == "station st-a belongs to clinic c1" for r in result.reasons), result.reasons
+    assert store.db.query("SELECT clinic, station FROM stations") == [("c1", "st-a")]
+    store.close()
+    again = ClinicStore(str(tmp_path / "clinic.db"))  # the binding is in the database
+    assert again.ingest(foreign[:1]).invalid == 1
+    again.close()
