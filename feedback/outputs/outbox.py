@@ -118,11 +118,12 @@ class _Pending:
             if msg_id > through:
                 break
             out.append(item_id)
-        return out + [i for _, i in self._select(of_session, stored)]
+        out += [i for _, i in self._select(of_session, stored)]
+        return list(dict.fromkeys(out))  # ranges may overlap `through` and each other
 
     def select(self, session: str, wanted: Iterable[Range]) -> list[Pending]:
         of_session = self._by_session.get(session, {})
-        return [self._by_id[i] for _, i in sorted(self._select(of_session, wanted))]
+        return [self._by_id[i] for _, i in sorted(set(self._select(of_session, wanted)))]
 
     @staticmethod
     def _select(of_session: dict[int, int], wanted: Iterable[Range]) -> list[tuple[int, int]]:

@@ -112,6 +112,7 @@ def test_outbox_confirm_find_after(kind: str, tmp_path: Path) -> None:
     other = box.append("t", b"other", False, session="T", msg_id=1)
     assert box.after(items[3].id) == items[4] and box.get(items[0].id) == items[0]
     assert [p.msg_id for p in box.find("S", [(2, 3), (9, 1000)])] == [2, 3, 9, 10]
+    assert [p.msg_id for p in box.find("S", [(2, 3), (3, 4)])] == [2, 3, 4]  # overlapping
     assert box.confirm("S", 4, [(7, 8), (100, 2**53 - 1)]) == 6
     assert [p.msg_id for p in box.find("S", [(1, 2**53 - 1)])] == [5, 6, 9, 10]
     assert box.head() == items[4] and len(box) == 5
