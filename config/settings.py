@@ -302,6 +302,10 @@ class MqttSettings(_Section):
     # Keep a session message in the outbox while the broker reports that nobody subscribes to
     # it (MQTT 5), e.g. until the clinic logger is back after a broker restart.
     hold_without_subscriber: bool = True
+    # Keep each session message until the clinic logger's receipt says it is stored (external
+    # broker; docs/mqtt.md). Off: deleted on the broker's PUBACK, which a broker crash can lose.
+    receipts: bool = True
+    receipt_timeout_s: float = Field(5.0, gt=0.0, le=600.0)  # then probe with the oldest again
 
     @field_validator("username", "password", mode="before")
     @classmethod

@@ -132,6 +132,9 @@ async def run(
             # also falls back by itself when a broker refuses version 5).
             mqtt5=options.broker != "embedded",
             hold_without_subscriber=settings.mqtt.hold_without_subscriber,
+            # The embedded broker serves this machine only: no clinic logger sends receipts.
+            receipts=settings.mqtt.receipts and options.broker != "embedded",
+            receipt_timeout_s=settings.mqtt.receipt_timeout_s,
         )
         device = open_device(options.device, settings)
         await stack.enter_async_context(device)
@@ -202,7 +205,8 @@ async def run(
         if not flushed:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
-                f"({publisher.undelivered_reason()}); they are in the local session log.[/]"
+                f"({publisher.undelivered_reason()}); they stay in the outbox for the next "
+                f"start, and are in the local session log.[/]"
             )
         if options.report is not None:
             options.report.write_text(json.dumps(report, indent=2) + "\n")

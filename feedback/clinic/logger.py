@@ -11,7 +11,14 @@ Example:
 - Nothing lost when the logger dies: the session is persistent (clean start off, long session
   expiry, a client id fixed by --group and --instance), and every message is acknowledged only
   after the batch holding it has been committed. A killed logger's unacknowledged messages are
-  redelivered when it comes back; copies it had already stored are quarantined as duplicates.
+  redelivered when it comes back; copies it had already stored are dropped and counted.
+- Nothing lost when the broker dies either: after each commit the logger publishes a receipt
+  to each station concerned (`vmf/v1/<clinic>/<station>/receipt`: every msg_id up to
+  `through` is stored, and `stored` ranges above a hole), and the station deletes a session
+  message from its outbox only then; for a hole it sees in a session's msg_ids it asks the
+  station to `resend` (at most once a second per session, backing off to 30 s).
+- A session belongs to the station that sent its first message; anything else claiming its id
+  is quarantined.
 - Credentials and TLS come from the config file or VMF_MQTT__USERNAME / VMF_MQTT__PASSWORD /
   VMF_MQTT__TLS_CA (never from argv).
 """
@@ -34,10 +41,17 @@ from paho.mqtt.properties import Properties
 from config import ConfigError, load_settings
 from devices.backoff import Backoff
 from feedback.app import broker_access
-from feedback.clinic.store import ClinicStore, Incoming, IngestResult
+from feedback.clinic.store import (
+    ClinicStore,
+    Delivery,
+    Incoming,
+    IngestResult,
+    is_connection_fault,
+)
 from feedback.clinic.validation import LOGGED_LEAVES as LOGGED
 from feedback.clinic.validation import MAX_PAYLOAD_BYTES
 from feedback.outputs.broker_access import BrokerAccess, describe
+from feedback.outputs.receipts import Receipt, Resend, encode_receipt, encode_resend
 from feedback.outputs.topics import TOPIC_ROOT
 
 log = logging.getLogger("feedback.clinic.logger")
@@ -46,6 +60,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps queueing for a log
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may have in flight to one logger
 MAX_BATCH = 1000
 LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
+RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0  # spacing of resend requests for a session's hole
 
 
 @dataclass(slots=True)
@@ -53,7 +68,10 @@ class LoggerStats:
     received: int = 0
     batches: int = 0
     connects: int = 0
-    db_errors: int = 0
+    db_errors: int = 0  # connection faults of the database, retried
+    ingest_failures: int = 0  # batches lost to an unforeseen error (logged with a traceback)
+    receipts_sent: int = 0
+    resend_requests: int = 0  # holes in a session's msg_ids the logger asked a station to fill
     totals: IngestResult | None = None
 
 
@@ -75,6 +93,7 @@ class ClinicLogger:
         self._legacy_topic = f"{root}/#"  # what loggers before the stream subscribed to
         self.client_id = f"vmf-logger-{group}-{instance}"
         self.stats = LoggerStats(totals=IngestResult())
+        self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -131,6 +150,7 @@ class ClinicLogger:
             now = time.time()
             items = [Incoming(str(m.topic), _payload(m), now) for m in batch]
             result = await self._ingest(items)
+            await self._answer(client, result.deliveries)
             for m in batch:
                 if m.qos > 0:
                     client._client.ack(m.mid, m.qos)
@@ -141,13 +161,47 @@ class ClinicLogger:
             for reason in result.reasons:
                 log.warning("quarantined: %s", reason)
 
+    async def _answer(self, client: aiomqtt.Client, deliveries: list[Delivery]) -> None:
+        """Receipts for what is now stored, and requests for the holes; before the batch is
+        acknowledged, so that a broker lost meanwhile redelivers it and they go out again."""
+        sends = []
+        now = time.monotonic()
+        for d in deliveries:
+            topic = f"{TOPIC_ROOT}/{d.clinic}/{d.station}/receipt"
+            receipt = encode_receipt(Receipt(d.session, d.through, d.stored))
+            sends.append(client.publish(topic, receipt, qos=1))
+            self.stats.receipts_sent += 1
+            if not d.missing:
+                self._asked.pop(d.session, None)
+                continue
+            due, spacing = self._asked.get(d.session, (0.0, RESEND_FIRST_S / 2))
+            if now < due:
+                continue
+            if len(self._asked) > 10_000:
+                self._asked.clear()  # bounded; at worst a request goes out early
+            spacing = min(RESEND_MAX_S, spacing * 2)
+            self._asked[d.session] = (now + spacing, spacing)
+            sends.append(client.publish(topic, encode_resend(Resend(d.session, d.missing)), qos=1))
+            self.stats.resend_requests += 1
+            log.info("session %s misses msg_ids %s; asked %s/%s", d.session, d.missing,
+                     d.clinic, d.station)  # fmt: skip
+        await asyncio.gather(*sends)
+
     async def _ingest(self, items: list[Incoming]) -> IngestResult:
-        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost."""
+        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost.
+        Only a connection fault is retried; the store quarantines whatever else a message
+        causes, so no message can hold the batch (and every later one) forever."""
         backoff = 0.5
         while True:
             try:
                 return await asyncio.to_thread(self.store.ingest, items)
             except Exception as exc:
+                if not is_connection_fault(exc):
+                    # A fault of ours the store did not foresee: retrying would stick on it
+                    # for ever. Report it loudly, count the batch and go on.
+                    log.exception("batch of %d could not be stored", len(items))
+                    self.stats.ingest_failures += 1
+                    return IngestResult(unstorable=len(items), reasons=[repr(exc)[:300]])
                 self.stats.db_errors += 1
                 log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -206,8 +260,9 @@ async def amain(args: argparse.Namespace) -> None:
     t = logger.stats.totals
     assert t is not None
     print(
-        f"received {logger.stats.received}: stored {t.stored}, duplicates {t.duplicates}, "
-        f"invalid {t.invalid}",
+        f"received {logger.stats.received}: stored {t.stored}, duplicates dropped "
+        f"{t.duplicates}, quarantined {t.invalid}, receipts {logger.stats.receipts_sent}, "
+        f"resend requests {logger.stats.resend_requests}",
         file=sys.stderr,
     )
 

@@ -63,13 +63,45 @@ CREATE INDEX live_by_session_time ON live (session_id, t);
 CREATE INDEX quarantine_by_time ON quarantine (received_at);
 """,
     ),
+    (
+        3,
+        "session owners (a session belongs to the station that started it), delivery watermark,"
+        " station clinics (a station id belongs to one clinic)",
+        # stored_through: every msg_id from 1 to it is stored (what receipts confirm, and where
+        # the gap detector starts looking). Sessions already stored are bound to the station
+        # of their first message, and their watermark computed from the ledger.
+        """
+CREATE TABLE session_owners (
+    session_id TEXT PRIMARY KEY, clinic TEXT NOT NULL, station TEXT NOT NULL,
+    bound_at {real} NOT NULL, stored_through {int} NOT NULL DEFAULT 0,
+    duplicates {int} NOT NULL DEFAULT 0);
+INSERT INTO session_owners (session_id, clinic, station, bound_at)
+    SELECT m.session_id, m.clinic, m.station, m.received_at FROM messages m
+    WHERE m.seq = (SELECT min(seq) FROM messages f WHERE f.session_id = m.session_id);
+INSERT INTO session_owners (session_id, clinic, station, bound_at)
+    SELECT s.session_id, s.clinic, s.station, coalesce(s.started_at, 0) FROM sessions s
+    WHERE NOT EXISTS (SELECT 1 FROM session_owners o WHERE o.session_id = s.session_id);
+UPDATE session_owners SET stored_through = (
+    SELECT min(m.msg_id) FROM messages m WHERE m.session_id = session_owners.session_id
+    AND NOT EXISTS (SELECT 1 FROM messages n
+                    WHERE n.session_id = m.session_id AND n.msg_id = m.msg_id + 1))
+    WHERE EXISTS (SELECT 1 FROM messages m
+                  WHERE m.session_id = session_owners.session_id AND m.msg_id = 1);
+CREATE TABLE station_clinics (
+    station TEXT PRIMARY KEY, clinic TEXT NOT NULL, bound_at {real} NOT NULL);
+INSERT INTO station_clinics (station, clinic, bound_at)
+    SELECT m.station, m.clinic, m.received_at FROM messages m
+    WHERE m.seq = (SELECT min(seq) FROM messages f WHERE f.station = m.station);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
 
 
-def migrate(db: Backend) -> list[int]:
-    """Bring the schema up to date; returns the versions applied now."""
+def migrate(db: Backend, *, upto: int | None = None) -> list[int]:
+    """Bring the schema up to date (or to version `upto`, for tests of an upgrade); returns
+    the versions applied now."""
     applied: list[int] = []
     with db.transaction():
         db.lock_for_migration()
@@ -80,7 +112,7 @@ def migrate(db: Backend) -> list[int]:
         )
         done = {int(v) for (v,) in db.query("SELECT version FROM schema_migrations")}
         for version, description, ddl in MIGRATIONS:
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             for statement in ddl.format(**db.types).split(";"):
                 if statement.strip():

@@ -1,11 +1,14 @@
 """The clinic database: validates, de-duplicates and stores batches of received MQTT messages.
 
 One batch is one transaction. Each message is checked against the contract (validation.py);
-an invalid one goes to `quarantine` with the reason. A valid one first claims its
-(session, msg_id) in `messages` (the de-duplication ledger, whose `seq` also records arrival
-order); a second copy loses that claim and is quarantined as a duplicate, noting whether its
-bytes are identical (a harmless redelivery) or not (a replay or a forgery). Nothing is dropped
-without a row saying so.
+an invalid one goes to `quarantine` with the reason, whatever the check raised. A valid one
+must come from its station's clinic (`station_clinics`: where the station id first sent) and
+from the station that owns its session (`session_owners`: the first to send a message of it),
+then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
+also records arrival order). A second copy loses that claim: with identical bytes (a resend or
+a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
+replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
+and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from feedback.clinic.validation import (
     Message,
     check,
 )
+from feedback.outputs.receipts import Range, holes, ranges
 
 log = logging.getLogger(__name__)
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
+OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
 
@@ -39,17 +44,36 @@ class Incoming:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one batch means for one session: the station's receipt, and the holes to fill."""
+
+    clinic: str
+    station: str
+    session: str
+    through: int  # every msg_id from 1 to it is stored
+    stored: tuple[Range, ...]  # stored above `through`
+    missing: tuple[Range, ...]  # not stored, below the highest stored
+
+
 @dataclass(slots=True)
 class IngestResult:
     stored: int = 0
-    duplicates: int = 0
-    invalid: int = 0
+    duplicates: int = 0  # identical copies of stored messages: dropped
+    invalid: int = 0  # quarantined (with the reason)
+    unstorable: int = 0  # refused even by the quarantine table: logged with its hash
     reasons: list[str] = field(default_factory=list)
+    # (clinic, station, session) → identical copies dropped, for each session in the ledger
+    touched: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    owners: dict[str, tuple[str, str]] = field(default_factory=dict)  # read or bound
+    clinics: dict[str, str] = field(default_factory=dict)  # station → clinic, read or bound
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.invalid += other.invalid
+        self.unstorable += other.unstorable
 
 
 class ClinicStore:
@@ -60,6 +84,8 @@ class ClinicStore:
         # A cancelled asyncio.to_thread call keeps running in its thread: never let a second
         # batch share the connection with it.
         self._lock = threading.Lock()
+        self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
+        self._clinics: dict[str, str] = {}  # station → clinic, committed
         migrate(self.db)
 
     def close(self) -> None:
@@ -74,20 +100,82 @@ class ClinicStore:
 
     def ingest(self, batch: list[Incoming]) -> IngestResult:
         """Store a batch in one transaction; if the database refuses one message, the batch is
-        redone message by message so that only that one is quarantined."""
+        redone message by message so that only that one is quarantined.
+
+        Raises only a connection fault of the database (`is_connection_fault`), which the
+        caller retries with the batch unacknowledged. Anything else a message causes, whatever
+        its type (RecursionError from a deeply nested payload, MemoryError, a NUL that
+        PostgreSQL's text refuses), quarantines that message: one message never stops the
+        logger."""
         with self._lock:
             return self._ingest_locked(batch)
 
     def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:
         try:
             with self.db.transaction():
-                return self._ingest_all(batch, isolate=False)
+                result = self._ingest_all(batch, isolate=False)
+                self._deliveries(result)
+            self._remember(result)
+            return result
         except Exception as exc:
-            if not _is_data_error(exc):
-                raise  # connection trouble: the caller retries the batch, nothing is acked
-            log.warning("batch refused (%s); storing message by message", exc)
+            if is_connection_fault(exc):
+                raise  # the caller retries the batch, nothing is acked
+            log.warning("batch refused (%s); storing message by message", _describe(exc))
         with self.db.transaction():
-            return self._ingest_all(batch, isolate=True)
+            result = self._ingest_all(batch, isolate=True)
+            try:
+                with self.db.savepoint():
+                    self._deliveries(result)
+            except Exception as exc:
+                if is_connection_fault(exc):
+                    raise
+                # Without receipts the stations send again later: nothing is lost.
+                log.error("receipts not computed: %s", _describe(exc))
+                result.deliveries.clear()
+        self._remember(result)
+        return result
+
+    def _remember(self, result: IngestResult) -> None:
+        """Bindings committed never change (a session's station, a station's clinic), so they
+        need not be read again."""
+        if len(self._owners) + len(result.owners) > OWNERS_CACHED:
+            self._owners.clear()
+        self._owners.update(result.owners)
+        if len(self._clinics) + len(result.clinics) > OWNERS_CACHED:
+            self._clinics.clear()
+        self._clinics.update(result.clinics)
+
+    def _deliveries(self, result: IngestResult) -> None:
+        """Per session touched by the batch: advance its watermark (every msg_id up to it is
+        stored) and say what the receipt confirms and which msg_ids below the highest are
+        missing (the logger asks the station for them)."""
+        for (clinic, station, session), duplicates in result.touched.items():
+            rows = self.db.query(
+                "SELECT stored_through FROM session_owners WHERE session_id = ?", (session,)
+            )
+            through = int(rows[0][0]) if rows else 0
+            above = [int(i) for (i,) in self.db.query(
+                "SELECT msg_id FROM messages WHERE session_id = ? AND msg_id > ?"
+                " ORDER BY msg_id LIMIT 10000",
+                (session, through),
+            )]  # fmt: skip
+            for i in above:
+                if i != through + 1:
+                    break
+                through = i
+            above = [i for i in above if i > through]
+            self.db.execute(
+                "UPDATE session_owners SET duplicates = duplicates + ?, stored_through ="
+                " CASE WHEN stored_through < ? THEN ? ELSE stored_through END"
+                " WHERE session_id = ?",
+                (duplicates, through, through, session),
+            )
+            result.deliveries.append(
+                Delivery(
+                    clinic, station, session, through, tuple(ranges(above)),
+                    tuple(holes(through, above)),
+                )
+            )  # fmt: skip
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
@@ -95,13 +183,15 @@ class ClinicStore:
             if not isolate:
                 self._ingest_one(item, result)
                 continue
+            owners, clinics = dict(result.owners), dict(result.clinics)
             try:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
             except Exception as exc:
-                if not _is_data_error(exc):
+                if is_connection_fault(exc):
                     raise
-                self._quarantine(item, f"database refused it: {exc}"[:500], result)
+                result.owners, result.clinics = owners, clinics  # rolled back with the savepoint
+                self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
         return result
 
     def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
@@ -110,12 +200,77 @@ class ClinicStore:
         except InvalidMessage as exc:
             self._quarantine(item, exc.reason, result)
             return
+        except Exception as exc:  # whatever the parser raised, it is this message's fault
+            self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
+            return
+        home = self._home_clinic(msg, item, result)
+        if home != msg.clinic:
+            self._quarantine(item, f"station {msg.station} belongs to clinic {home}", result)
+            return
+        owner = self._owner(msg, item, result)
+        if owner is not None and owner != (msg.clinic, msg.station):
+            reason = f"session owned by another station ({owner[0]}/{owner[1]})"
+            self._quarantine(item, reason, result)
+            return
         digest = hashlib.sha256(item.payload).hexdigest()
+        in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
+        key = (msg.clinic, msg.station, str(msg.body.get("session")))
         if not self._claim(msg, item, digest):
-            self._quarantine(item, self._duplicate_reason(msg, digest), result, duplicate=True)
+            if in_ledger and self._is_stored_copy(msg, digest):
+                # A resend or a redelivery of what is stored: dropped, counted, and receipted
+                # again (the station's receipt may have been lost).
+                result.duplicates += 1
+                result.touched[key] = result.touched.get(key, 0) + 1
+                return
+            # A replay or a forgery: keep the evidence.
+            self._quarantine(item, self._duplicate_reason(msg), result)
             return
         self._store(msg)
         result.stored += 1
+        if in_ledger:
+            result.touched.setdefault(key, 0)
+
+    def _home_clinic(self, msg: Message, item: Incoming, result: IngestResult) -> str:
+        """The clinic a station id belongs to: the first it sent a message in. A station id is
+        one station; the same id in another clinic's tree is someone else's (or a mistake)."""
+        if (known := self._clinics.get(msg.station)) is not None:
+            return known
+        sql = "SELECT clinic FROM station_clinics WHERE station = ?"
+        rows = self.db.query(sql, (msg.station,))
+        if not rows:
+            self.db.execute(
+                "INSERT INTO station_clinics (station, clinic, bound_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (msg.station, msg.clinic, item.received_at),
+            )
+            rows = self.db.query(sql, (msg.station,))
+        clinic = str(rows[0][0])
+        result.clinics[msg.station] = clinic  # cached once committed
+        return clinic
+
+    def _owner(self, msg: Message, item: Incoming, result: IngestResult) -> tuple[str, str] | None:
+        """The (clinic, station) a session belongs to: the first to send a message of it (its
+        status and session_start, msg_id 1 and 2, go out first). None: not a session message
+        (a command, which is the therapist's, or a last will, which is the broker's)."""
+        b = msg.body
+        session = b.get("session")
+        if msg.type == "command" or not isinstance(session, str) or b["msg_id"] == 0:
+            return None
+        if (known := self._owners.get(session)) is not None:
+            return known
+        sql = "SELECT clinic, station FROM session_owners WHERE session_id = ?"
+        rows = self.db.query(sql, (session,))
+        if not rows:
+            # Two loggers may bind at once: the database's key decides, both read the winner.
+            self.db.execute(
+                "INSERT INTO session_owners (session_id, clinic, station, bound_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (session, msg.clinic, msg.station, item.received_at),
+            )
+            rows = self.db.query(sql, (session,))
+        owner = (str(rows[0][0]), str(rows[0][1]))
+        result.owners[session] = owner  # cached once committed
+        return owner
 
     def _claim(self, msg: Message, item: Incoming, digest: str) -> bool:
         b = msg.body
@@ -143,18 +298,20 @@ class ClinicStore:
              item.received_at, digest),
         ) == 1  # fmt: skip
 
-    def _duplicate_reason(self, msg: Message, digest: str) -> str:
+    def _is_stored_copy(self, msg: Message, digest: str) -> bool:
+        """The same bytes as the stored message of this (session, msg_id): a resend."""
+        rows = self.db.query(
+            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
+            (msg.body["session"], msg.body["msg_id"]),
+        )
+        return bool(rows) and rows[0][0] == digest
+
+    def _duplicate_reason(self, msg: Message) -> str:
         b = msg.body
         key = f"({b.get('session')}, {b['msg_id']})"
         if msg.type in ("live", "command"):
             return f"duplicate {msg.type} {key}"
-        rows = self.db.query(
-            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
-            (b["session"], b["msg_id"]),
-        )
-        same = bool(rows) and rows[0][0] == digest
-        kind = "identical copy (redelivery)" if same else "different content (replay or forgery)"
-        return f"duplicate {key}: {kind}"
+        return f"duplicate {key}: different content (replay or forgery)"
 
     def _store(self, msg: Message) -> None:
         b, kind = msg.body, msg.type
@@ -219,32 +376,56 @@ class ClinicStore:
             (msg.clinic, msg.station, b["state"], b.get("session"), b["t"]),
         )
 
-    def _quarantine(
-        self, item: Incoming, reason: str, result: IngestResult, *, duplicate: bool = False
-    ) -> None:
+    def _quarantine(self, item: Incoming, reason: str, result: IngestResult) -> None:
         self.db.execute(
             "INSERT INTO quarantine (received_at, topic, reason, size, sha256, payload)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (item.received_at, item.topic[:300], reason, len(item.payload),
+            (item.received_at, _text(item.topic, 300), _text(reason, 500), len(item.payload),
              hashlib.sha256(item.payload).hexdigest(), item.payload[:QUARANTINE_KEEP_BYTES]),
         )  # fmt: skip
-        if duplicate:
-            result.duplicates += 1
-        else:
-            result.invalid += 1
+        result.invalid += 1
         result.reasons.append(reason)
 
+    def _quarantine_safely(self, item: Incoming, reason: str, result: IngestResult) -> None:
+        """Quarantine; if even that row is refused, log the message's hash and go on."""
+        try:
+            with self.db.savepoint():
+                self._quarantine(item, reason, result)
+        except Exception as exc:
+            if is_connection_fault(exc):
+                raise
+            result.unstorable += 1
+            result.reasons.append(reason)
+            log.error(
+                "message on %r (%d bytes, sha256 %s) could not even be quarantined: %s",
+                _text(item.topic, 300), len(item.payload),
+                hashlib.sha256(item.payload).hexdigest(), _describe(exc),
+            )  # fmt: skip
 
-def _is_data_error(exc: Exception) -> bool:
-    """A problem with one message's data (constraint, type), not with the connection."""
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return f"nested too deep ({name}: {exc})"
+    return f"{name}: {exc}" if str(exc) else name
+
+
+def _text(value: str, limit: int) -> str:
+    """Storable text: PostgreSQL refuses NUL and lone surrogates, which a topic or an
+    exception's message (quoting a payload) may hold."""
+    clean = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return clean.replace("\x00", "\\0")[:limit]
+
+
+def is_connection_fault(exc: BaseException) -> bool:
+    """The database, not the message: the link or the server is down, busy or out of space.
+    Only these are retried (with the batch unacknowledged); anything else is the message's."""
     import sqlite3
 
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError):
-        return True
-    if isinstance(exc, OverflowError):
+    if isinstance(exc, sqlite3.OperationalError):  # locked, disk I/O, unable to open, full
         return True
     try:
         import psycopg
     except ImportError:
         return False
-    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -3,11 +3,19 @@
 Two lanes with different policies (DESIGN.md):
 - session messages (status, session start/end, cues, reps, events) are lossless: written to the
   outbox (SQLite, WAL) before anything else happens, published in order with QoS 1 and deleted
-  only after the broker's PUBACK; a dead broker means a growing backlog and reconnect attempts
-  with backoff, never a stalled processing loop, and a station restart resumes where it stopped;
+  only when the clinic logger's receipt says it has stored them (`receipts`; without receipts,
+  on the broker's PUBACK, which a broker crash can betray); a dead broker means a growing
+  backlog and reconnect attempts with backoff, never a stalled processing loop, and a station
+  restart resumes where it stopped;
 - live metrics and the binary live stream are latest-wins (QoS 0): per topic, only the newest
   snapshot waits to be sent. They go out from their own task, so a live snapshot never queues
   behind session messages waiting for their PUBACKs (or held for want of a subscriber).
+
+Receipts (feedback.outputs.receipts, docs/mqtt.md): after every (re)connection the station sends
+again, in order, everything without a receipt; when no receipt comes for `receipt_timeout_s`
+(doubling up to RECEIPT_TIMEOUT_MAX_S while none comes) it sends the oldest again as a probe,
+and the first receipt after a probe makes it send everything without a receipt again; it
+answers the logger's `resend` requests for holes from the outbox. The logger drops the copies.
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
 `on_command`, which validates and authorises them (feedback.clinic.commands). The emergency stop
@@ -33,7 +41,9 @@ the error is logged, and it is retried every REFUSED_RETRY_S.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +56,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.backoff import Backoff
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
-from feedback.outputs.outbox import MemoryOutbox, Outbox
+from feedback.outputs.outbox import MemoryOutbox, Outbox, Pending
+from feedback.outputs.receipts import Receipt, ReceiptError, Resend, decode
 from feedback.outputs.socket_race import ignore_closed_socket_races
 from feedback.outputs.topics import SCHEMA_VERSION, Topics, encode
 
@@ -55,6 +66,8 @@ log = logging.getLogger(__name__)
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
+RECEIPT_TIMEOUT_S = 5.0  # no receipt for this long: send again what has none
+RECEIPT_TIMEOUT_MAX_S = 60.0
 
 __all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
 
@@ -63,7 +76,13 @@ Fault = Callable[[str, str, int], None]  # (what failed, error, how many times s
 
 @dataclass(slots=True)
 class PublisherStats:
-    published: int = 0
+    published: int = 0  # delivered: stored by the logger (receipts) or PUBACKed (without)
+    sent: int = 0  # session messages published, copies included
+    resent: int = 0  # copies: after a reconnect, a receipt timeout or a resend request
+    receipts: int = 0
+    resend_requests: int = 0
+    receipt_timeouts: int = 0
+    bad_receipts: int = 0  # not a receipt of the contract: logged, counted, ignored
     live_published: int = 0
     connects: int = 0
     connect_failures: int = 0
@@ -100,6 +119,8 @@ class MqttPublisher:
         on_fault: Fault | None = None,
         mqtt5: bool = False,
         hold_without_subscriber: bool = False,
+        receipts: bool = False,
+        receipt_timeout_s: float = RECEIPT_TIMEOUT_S,
     ) -> None:
         self.access = access or BrokerAccess.from_url(url)
         self.host, self.port = self.access.host, self.access.port
@@ -125,6 +146,14 @@ class MqttPublisher:
         self._connected = False
         self.estop_connected = False  # the emergency stop's own connection is up
         self._answers: set[asyncio.Future[None]] = set()  # command_ack publishes in flight
+        self.receipts = receipts
+        self.receipt_timeout_s = receipt_timeout_s
+        self._timeout_s = receipt_timeout_s  # grows while no receipt comes
+        self._cursor = 0  # outbox id of the last message sent on this connection
+        self._highest_sent = 0  # over the process: a message at or below it is a copy
+        self._waiting_since = 0.0  # monotonic time of the last receipt progress or rewind
+        self._resends: collections.deque[Pending] = collections.deque()  # asked for by the logger
+        self._probing = False  # a receipt timeout sent the oldest again: waiting for an answer
 
     @property
     def backlog(self) -> int:
@@ -136,7 +165,14 @@ class MqttPublisher:
 
     def publish(self, topic: str, message: dict[str, Any], *, retain: bool = False) -> None:
         """Persist a session message to the outbox (lossless, QoS 1). Never waits on the network."""
-        self.outbox.append(topic, encode(message), retain)
+        session, msg_id = message.get("session"), message.get("msg_id")
+        self.outbox.append(
+            topic,
+            encode(message),
+            retain,
+            session=session if isinstance(session, str) else None,
+            msg_id=msg_id if type(msg_id) is int and msg_id > 0 else None,
+        )
         self._wakeup.set()
 
     def publish_live(self, topic: str, message: dict[str, Any]) -> None:
@@ -191,6 +227,7 @@ class MqttPublisher:
                     protocol=aiomqtt.ProtocolVersion.V5 if self.mqtt5 else None,
                 ) as client:
                     self._watch_pubacks(client)
+                    self._rewind()  # whatever has no receipt may have died with the broker
                     self._connected = True
                     self.stats.connects += 1
                     self.backoff.reset()
@@ -200,6 +237,8 @@ class MqttPublisher:
                         tasks.create_task(self._drain(client))
                         tasks.create_task(self._send_live(client))
                         tasks.create_task(self._listen(client))
+                        if self.receipts:
+                            tasks.create_task(self._watch_receipts())
             except* aiomqtt.MqttError as group:
                 exc = group.exceptions[0]
                 self.last_error = str(exc) or type(exc).__name__
@@ -217,6 +256,8 @@ class MqttPublisher:
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         if self.on_command is not None:
             await client.subscribe(self.topics.cmd, qos=1)
+        if self.receipts:
+            await client.subscribe(self.receipt_topic, qos=1)
 
     async def _estop_connection(self) -> None:
         """Only `.../cmd/estop`, on a connection of its own (no will: the main one has it)."""
@@ -303,7 +344,7 @@ class MqttPublisher:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
-            while (item := self.outbox.head()) is not None:
+            while (item := self._next()) is not None:
                 self._puback_rc = 0
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
                 rc = self._puback_rc
@@ -315,11 +356,107 @@ class MqttPublisher:
                     self._refused(item.topic, rc)
                     await asyncio.sleep(REFUSED_RETRY_S)
                     continue
-                # Only now, with the broker's acknowledgement, may the message leave the outbox.
-                self.outbox.ack(item)
-                self.stats.published += 1
+                self._sent(item)
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    @property
+    def receipt_topic(self) -> str:
+        return f"{self.topics.base}/receipt"
+
+    def _next(self) -> Pending | None:
+        """What to send: a message the logger asked for, else the next one on this connection."""
+        while self._resends:
+            wanted = self._resends[0]
+            if self.outbox.get(wanted.id) is not None:
+                return wanted
+            self._resends.popleft()  # confirmed meanwhile
+        return self.outbox.after(self._cursor)
+
+    def _sent(self, item: Pending) -> None:
+        if self._resends and self._resends[0] is item:
+            self._resends.popleft()
+        else:
+            self._cursor = item.id
+        self.stats.sent += 1
+        if item.id <= self._highest_sent:
+            self.stats.resent += 1
+        self._highest_sent = max(self._highest_sent, item.id)
+        if not self.receipts or item.session is None:
+            # Only now, with the broker's acknowledgement, may the message leave the outbox.
+            self.outbox.ack(item)
+            self.stats.published += 1
+        elif self.outbox.head() is item and not self._probing:
+            # The receipt clock starts at its send (a probe's started, jittered, at the timeout).
+            self._waiting_since = time.monotonic()
+
+    def _rewind(self) -> None:
+        """Send again, in order, everything that has no receipt yet."""
+        self._cursor = 0
+        self._resends.clear()
+        self._probing = False
+        self._waiting_since = time.monotonic()
+        self._wakeup.set()
+
+    async def _watch_receipts(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.receipt_timeout_s / 4))
+            head = self.outbox.head()
+            if head is None:
+                self._timeout_s = self.receipt_timeout_s  # all delivered: start afresh
+                continue
+            if head.id > self._cursor or head.session is None:
+                continue  # not sent (again) yet on this connection: nothing to wait for
+            if time.monotonic() - self._waiting_since < self._timeout_s:
+                continue
+            self.stats.receipt_timeouts += 1
+            log.info(
+                "no receipt for %.0f s (%d messages wait for one); sending the oldest again",
+                self._timeout_s, self.backlog,
+            )  # fmt: skip
+            # A probe, not the whole backlog: while the logger is down, each copy would only
+            # fill the broker's queue for it. The first receipt after it brings the rest.
+            self._probing = True
+            if not (self._resends and self._resends[0] is head):
+                self._resends.appendleft(head)
+            self._wakeup.set()
+            self._timeout_s = min(RECEIPT_TIMEOUT_MAX_S, self._timeout_s * 2)
+            # Jitter (the next wait is between half and all of it), so that stations cut off
+            # together do not all probe together.
+            self._waiting_since = time.monotonic() - random.uniform(0, self._timeout_s / 2)
+
+    def _on_receipt(self, payload: bytes) -> None:
+        # Runs in the task that also watches the connection: nothing may escape from here.
+        try:
+            self._apply(decode(payload))
+        except ReceiptError as exc:
+            self._bad_receipt(str(exc))
+        except Exception as exc:  # e.g. the outbox's disk: the message stays, it is resent
+            log.exception("receipt not applied")
+            self._bad_receipt(f"{type(exc).__name__}: {exc}")
+
+    def _bad_receipt(self, why: str) -> None:
+        self.stats.bad_receipts += 1
+        if self.stats.bad_receipts % 100 == 1:
+            log.warning("ignored a message on %s: %s", self.receipt_topic, why)
+
+    def _apply(self, news: Receipt | Resend) -> None:
+        if isinstance(news, Receipt):
+            self.stats.receipts += 1
+            done = self.outbox.confirm(news.session, news.through, news.stored)
+            if done:
+                self.stats.published += done
+                self._waiting_since = time.monotonic()
+                self._timeout_s = self.receipt_timeout_s
+            if self._probing:  # the logger answers again: send all that still has no receipt
+                self._probing = False
+                self._rewind()
+        elif isinstance(news, Resend):
+            self.stats.resend_requests += 1
+            queued = {id(p) for p in self._resends}
+            wanted = self.outbox.find(news.session, news.missing)
+            self._resends.extend(p for p in wanted if id(p) not in queued)
+            self._wakeup.set()
 
     def _refused(self, topic: str, rc: int) -> None:
         """A refusal (a wrong account or ACL, a quota) will not cure itself; it is logged the
@@ -349,6 +486,9 @@ class MqttPublisher:
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
+                continue
+            if self.receipts and message.topic.matches(self.receipt_topic):
+                self._on_receipt(bytes(payload))
                 continue
             if message.topic.value == estop_topic:
                 self.stats.estops_received += 1

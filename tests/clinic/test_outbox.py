@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
+from feedback.outputs.outbox import MemoryOutbox, Outbox, SqliteOutbox
 from feedback.outputs.topics import MessageNumberer, Topics
 
 
@@ -123,3 +126,65 @@ async def test_live_snapshots_flow_while_a_session_message_is_held(mosquitto: An
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.sampled_from(["S1", "S2"])),
+        st.tuples(
+            st.just("confirm"),
+            st.sampled_from(["S1", "S2"]),
+            st.integers(0, 30),
+            st.lists(st.tuples(st.integers(1, 40), st.integers(0, 5)), max_size=3),
+        ),
+        st.tuples(st.just("ack_head")),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_outbox_agrees_with_a_plain_list(ops: list[tuple[Any, ...]]) -> None:
+    """Appends, receipts (through + ranges) and PUBACK acks in any order: the outbox holds
+    exactly what a plain list model holds, in order, and so does the file when reopened."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "o.sqlite3"
+        boxes: list[Outbox] = [SqliteOutbox(path), MemoryOutbox()]
+        model: list[tuple[str, int]] = []
+        next_id = {"S1": 0, "S2": 0}
+        for op in ops:
+            if op[0] == "append":
+                next_id[op[1]] += 1
+                model.append((op[1], next_id[op[1]]))
+                for box in boxes:
+                    box.append("t", b"x", False, session=op[1], msg_id=next_id[op[1]])
+            elif op[0] == "confirm":
+                _, session, through, pairs = op
+                rs = [(a, a + w) for a, w in pairs]
+                gone = {
+                    (s, m) for s, m in model
+                    if s == session and (m <= through or any(a <= m <= b for a, b in rs))
+                }  # fmt: skip
+                model = [k for k in model if k not in gone]
+                for box in boxes:
+                    assert box.confirm(session, through, rs) == len(gone)
+            elif model:
+                model.pop(0)
+                for box in boxes:
+                    head = box.head()
+                    assert head is not None
+                    box.ack(head)
+            for box in boxes:
+                assert _walk(box) == model and len(box) == len(model)
+        boxes[0].close()
+        assert _walk(SqliteOutbox(path)) == model
+
+
+def _walk(box: Outbox) -> list[tuple[str, int]]:
+    out, item = [], box.head()
+    while item is not None:
+        assert item.session is not None and item.msg_id is not None
+        out.append((item.session, item.msg_id))
+        item = box.after(item.id)
+    return out

@@ -234,7 +234,9 @@ async def test_a_cue_subscriber_renders_the_patient_state(
 
         renderer = asyncio.create_task(render())
         # No logger here: without the hold, messages nobody else subscribes to go out at once.
-        settings = station_settings("st-c", **{"mqtt.hold_without_subscriber": False})
+        settings = station_settings(
+            "st-c", **{"mqtt.hold_without_subscriber": False, "mqtt.receipts": False}
+        )
         report = await run_station(settings, clinic_broker.url, tmp_path, device="sim?speed=max")
         await wait_until(lambda: state.phase == "done" or renderer.done(), 5, "the last cue")
         if renderer.done():

@@ -25,7 +25,10 @@ async def run_with_subscriber(
     broker_url: str, tmp_path: Path, device: str
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     station = "test-" + secrets.token_hex(4)  # a unique topic tree per test
-    settings = load_settings(environ={}, overrides={"session.station": station})
+    # No clinic logger here: no receipts to wait for.
+    settings = load_settings(
+        environ={}, overrides={"session.station": station, "mqtt.receipts": False}
+    )
     host, port = parse_broker_url(broker_url)
     received: list[tuple[str, dict[str, Any]]] = []
     streamed: list[StreamPacket] = []
@@ -118,6 +121,7 @@ async def test_session_start_on_the_wire_has_no_path_account_or_name(
             "mqtt.username": "station-user-jsmith",
             "mqtt.outbox": str(home / "outbox.sqlite3"),
             "mqtt.therapists": ["therapist-1"],
+            "mqtt.receipts": False,  # no clinic logger here
             "calibration.profile_dir": str(home / "profiles"),
         },
     )

@@ -45,6 +45,7 @@ async def test_link_loss_mid_burst_keeps_the_driver_and_ends_the_session(
             "stim_burst.hold_s": 2.0,
             "session.station": "linkloss",
             "mqtt.hold_without_subscriber": False,  # no subscriber here: do not wait to flush
+            "mqtt.receipts": False,  # nor for a logger's receipts
         }
     )
     first = Emulator(link)
