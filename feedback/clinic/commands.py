@@ -178,7 +178,12 @@ class CommandGate:
             if isinstance(issuer, str) and issuer not in self.therapists:
                 # before the schema: a stranger's command is refused at the cheapest point
                 reason = f"issuer {issuer[:64]!r} is not on this station's therapist list"
-                return self._verdict(Verdict(False, reason))
+                # The audit record still names who asked for what (only known actions and an
+                # integer id: nothing unchecked goes into the session log).
+                action, msg_id = msg.body.get("action"), msg.body.get("msg_id")
+                return self._verdict(Verdict(
+                    False, reason, action if action in ACTIONS else None, issuer[:64],
+                    msg_id if type(msg_id) is int and 0 < msg_id < 2**53 else None))  # fmt: skip
             body = conform(msg).body
         except InvalidMessage as exc:
             return self._verdict(Verdict(False, f"invalid command: {exc.reason}"))

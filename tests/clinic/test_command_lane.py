@@ -99,11 +99,18 @@ class FailingOnce(MemoryOutbox):
         super().__init__()
         self.failed = False
 
-    def head(self) -> Pending | None:
+    def _fail_once(self) -> None:
         if not self.failed and len(self):
             self.failed = True
             raise ValueError("corrupt row")
+
+    def head(self) -> Pending | None:
+        self._fail_once()
         return super().head()
+
+    def after(self, item_id: int) -> Pending | None:  # the drain's read since receipts
+        self._fail_once()
+        return super().after(item_id)
 
 
 async def test_a_failing_lane_is_restarted_and_reported(mosquitto: MosquittoProcess) -> None:

@@ -356,8 +356,8 @@ async def test_only_loggers_write_receipts(
     a, b = Topics("clinic-demo", "st-a"), Topics("clinic-demo", "st-b")
     seen: list[tuple[str, bytes]] = []
     async with (
-        client(secure_broker, "st-a") as st_a,
-        client(secure_broker, "st-b") as st_b,
+        client(secure_broker, "clinic-demo/st-a") as st_a,
+        client(secure_broker, "clinic-demo/st-b") as st_b,
         client(secure_broker, "logger") as logger,
     ):
         await st_a.subscribe(f"{a.base}/receipt", qos=1)

@@ -74,7 +74,10 @@ async def test_a_station_cannot_rewrite_another_stations_session(
     order = [*(("st-a", m) for m in mine[:3]), *(("st-b", m) for m in theirs)]
     order += [("st-a", m) for m in mine[3:]]
     async with running_logger(secure_broker.access("logger"), db_url) as logger:
-        async with client(secure_broker, "st-a") as st_a, client(secure_broker, "st-b") as st_b:
+        async with (
+            client(secure_broker, "clinic-demo/st-a") as st_a,
+            client(secure_broker, "clinic-demo/st-b") as st_b,
+        ):
             for who, (topic, payload) in order:
                 await (st_a if who == "st-a" else st_b).publish(topic, payload, qos=1)
                 await asyncio.sleep(0.05)  # one at a time, in this order

@@ -84,7 +84,8 @@ async def stations_publishing(broker: SecureBroker) -> AsyncIterator[None]:
 
     async def publish(name: str, pct: float) -> None:
         topics, numberer = Topics(CLINIC, name), MessageNumberer(f"S-{name}")
-        async with aiomqtt.Client(**broker.access(name).client_kwargs(), identifier=name) as c:
+        account = f"{CLINIC}/{name}"  # station accounts are <clinic>/<station>
+        async with aiomqtt.Client(**broker.access(account).client_kwargs(), identifier=name) as c:
             for i in itertools_count():
                 await c.publish(topics.stream, packet(f"S-{name}", i, pct), qos=0)
                 if i % 10 == 1:
@@ -134,7 +135,7 @@ async def test_each_browser_account_sees_only_what_its_acl_allows(
     a_cmds: list[bytes] = []
 
     async def read_a_commands() -> None:
-        async with aiomqtt.Client(**secure_broker.access("st-a").client_kwargs()) as c:
+        async with aiomqtt.Client(**secure_broker.access(f"{CLINIC}/st-a").client_kwargs()) as c:
             await c.subscribe(Topics(CLINIC, "st-a").cmd, qos=1)
             async for m in c.messages:
                 a_cmds.append(bytes(m.payload))  # type: ignore[arg-type]
