@@ -80,6 +80,20 @@ static double host_heard_wall = -1e9;
 static avr_irq_t *uart_irq;
 static avr_irq_t *adc_irq;
 static avr_irq_t *portd_irq;
+static uint8_t lead_off; /* bit ch set: channel ch's lead-off input is HIGH (electrode off) */
+
+/* Lead-off inputs as a front end drives them, over the firmware's pull-ups. */
+static void drive_lead_off(void)
+{
+    avr_ioport_external_t ext;
+    ext.name = 'D';
+    ext.mask = 0x0C;
+    ext.value = (uint8_t)(lead_off << 2);
+    avr_ioctl(avr, AVR_IOCTL_IOPORT_SET_EXTERNAL('D'), &ext);
+    for (int ch = 0; ch < N_CH; ch++) {
+        avr_raise_irq(portd_irq + IOPORT_IRQ_PIN2 + ch, (lead_off >> ch) & 1u);
+    }
+}
 
 /* stimulator pins */
 static int enable_pin[N_CH];
@@ -347,7 +361,8 @@ static void command(char *line)
     if (strncmp(line, "stats", 5) == 0) {
         print_stats();
     } else if (sscanf(line, "contact %d %d", &ch, &on) == 2 && ch >= 0 && ch < N_CH) {
-        avr_raise_irq(portd_irq + IOPORT_IRQ_PIN2 + ch, on ? 0 : 1); /* HIGH = lead off */
+        lead_off = (uint8_t)(on ? lead_off & ~(1u << ch) : lead_off | (1u << ch));
+        drive_lead_off();
         printf("{\"contact\": [%d, %d]}\n", ch, on);
         fflush(stdout);
     } else if (strncmp(line, "quit", 4) == 0) {
@@ -475,9 +490,7 @@ int main(int argc, char **argv)
     avr_irq_register_notify(portd_irq + IOPORT_IRQ_PIN7, enable_changed, (void *)1);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('B'), IOPORT_IRQ_PIN1),
                             pulse_changed, NULL);
-    for (int ch = 0; ch < N_CH; ch++) {
-        avr_raise_irq(portd_irq + IOPORT_IRQ_PIN2 + ch, 0); /* electrodes on */
-    }
+    drive_lead_off(); /* electrodes on */
     for (int v = 1; v < N_VECTORS; v++) {
         avr_irq_t *irq = avr_get_interrupt_irq(avr, (uint8_t)v);
         if (irq) avr_irq_register_notify(irq + AVR_INT_IRQ_RUNNING, isr_running, (void *)(intptr_t)v);

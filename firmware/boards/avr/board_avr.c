@@ -46,8 +46,12 @@
 #define PULSE_TICK_US 4u /* Timer0 at F_CPU / 64 */
 #define ERR_WATCHDOG_RESET 5u
 
-#if TIMER1_TOP > 65535u || TIMER1_TOP < 200u
-#error "VMF_RATE_HZ out of range for Timer1 with prescaler 8"
+#if TIMER1_TOP > 65535u || TIMER1_TOP < 200u || (F_CPU / 8u) % VMF_RATE_HZ != 0u
+#error "VMF_RATE_HZ must divide F_CPU / 8 and give Timer1 a TOP of 200..65535"
+#endif
+/* 13 ADC clocks per conversion at F_CPU / 128, one conversion per channel per sample */
+#if VMF_RATE_HZ * VMF_N_CHANNELS * 13ul * 128ul > F_CPU
+#error "the ADC cannot convert VMF_N_CHANNELS channels at VMF_RATE_HZ"
 #endif
 
 static const char *const roles[] = {"VM", "VL", "C2", "C3"};
