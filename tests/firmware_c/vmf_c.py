@@ -41,6 +41,10 @@ def require_tools(target: str) -> None:
     missing = [t for t in TOOLS[target] if shutil.which(t) is None]
     if target == "sim" and not Path("/usr/include/simavr/sim_avr.h").exists():
         missing.append("libsimavr-dev")
+    if target == "avr" and not Path("/usr/lib/avr/include/avr/io.h").exists():
+        missing.append("avr-libc")
+    if target == "cortex_m" and not Path("/usr/lib/arm-none-eabi/lib/libc_nano.a").exists():
+        missing.append("libnewlib-arm-none-eabi")
     if missing:
         missing_service(f"firmware target {target!r} needs {', '.join(missing)}: {DEPS}")
 
