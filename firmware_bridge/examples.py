@@ -1,6 +1,17 @@
-"""One plausible instance of every message, for tests, docs/protocol.md and fake devices."""
+"""One plausible instance of every message, for tests, docs/protocol.md and fake devices.
+
+The instances live in the shared test vectors, firmware/vectors/frames.json, next to the bytes
+they must encode to: the Python bridge, the emulated firmware and the C firmware are all checked
+against that one file (tests/firmware_bridge/test_fb_vectors.py, tests/firmware_c/), so they
+cannot drift apart. `message_from_json` turns a vector's message back into its dataclass.
+"""
 
 from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +33,58 @@ from .frames import (
     StimState,
 )
 
-__all__ = ["EXAMPLE_INFO", "device_to_host_examples", "host_to_device_examples"]
+__all__ = [
+    "EXAMPLE_INFO",
+    "VECTORS_PATH",
+    "device_to_host_examples",
+    "host_to_device_examples",
+    "load_vectors",
+    "message_from_json",
+]
+
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "firmware" / "vectors" / "frames.json"
+
+_SIMPLE: dict[str, type[Message]] = {
+    cls.__name__: cls
+    for cls in (
+        StimAck,
+        Heartbeat,
+        EmergencyStop,
+        EmergencyStopAck,
+        EmergencyStopClear,
+        InfoRequest,
+        DeviceError,
+        StimCommand,
+    )
+}
+
+
+@cache
+def load_vectors() -> dict[str, Any]:
+    """The parsed frames.json (read once)."""
+    data: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+    return data
+
+
+def message_from_json(spec: dict[str, Any]) -> Message:
+    """`{"type": "Status", "fields": {...}}` as in frames.json -> the message dataclass."""
+    kind, f = spec["type"], dict(spec.get("fields", {}))
+    if kind == "DeviceInfo":
+        f["channel_roles"] = tuple(f["channel_roles"])
+        return DeviceInfo(**f)
+    if kind == "SampleFrame":
+        samples = np.array(f["samples"], dtype=np.int16).reshape(len(f["samples"]), -1)
+        return SampleFrame(f["sample_counter"], f["device_time_us"], samples)
+    if kind == "Status":
+        return Status(f["battery_pct"], tuple(f["contact_ok"]), StimState[f["stim_state"]])
+    if kind == "StimRefused":
+        return StimRefused(f["command_id"], RefusalReason[f["reason"]])
+    return _SIMPLE[kind](**f)
+
+
+def _examples(sender: str) -> list[Message]:
+    return [message_from_json(v) for v in load_vectors()["messages"] if v["from"] == sender]
+
 
 # 16-bit ADC over +-6.4 mV at the electrodes: 6.4 mV / 32768 ~= 195 nV per count.
 EXAMPLE_INFO = DeviceInfo(
@@ -37,33 +99,8 @@ EXAMPLE_INFO = DeviceInfo(
 
 
 def device_to_host_examples() -> list[Message]:
-    samples = np.array([[10, -20, 300, -4000], [1, 2, -3, 32767]], dtype=np.int16)
-    return [
-        EXAMPLE_INFO,
-        SampleFrame(sample_counter=1000, device_time_us=500_000, samples=samples),
-        Status(battery_pct=87, contact_ok=(True, False), stim_state=StimState.HOLD),
-        StimAck(command_id=42),
-        StimRefused(command_id=43, reason=RefusalReason.TOO_SOON),
-        Heartbeat(counter=7),
-        EmergencyStopAck(),
-        DeviceError(code=3, message="ADC overrun"),
-    ]
+    return _examples("device")
 
 
 def host_to_device_examples() -> list[Message]:
-    return [
-        StimCommand(
-            command_id=42,
-            channel=0,
-            amplitude_ma=25.5,
-            pulse_width_us=300,
-            frequency_hz=50,
-            ramp_up_ms=1000,
-            hold_ms=5000,
-            ramp_down_ms=1000,
-        ),
-        Heartbeat(counter=7),
-        EmergencyStop(),
-        EmergencyStopClear(),
-        InfoRequest(),
-    ]
+    return _examples("host")
