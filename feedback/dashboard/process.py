@@ -13,9 +13,11 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from feedback.dashboard.controls import Control
 from feedback.dashboard.feed import DashFrame
@@ -23,9 +25,46 @@ from feedback.dashboard.feed import DashFrame
 log = logging.getLogger(__name__)
 
 
+EXIT_BAD_BINDING = 3  # the Qt binding failed its self-check: restarting cannot help
+STATUS_PERIOD_S = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Close:
     screenshot: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """From the child once a second: how much it drew and how big it is."""
+
+    frames_drawn: int
+    rss_kb: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """From the child just before it exits on purpose: why."""
+
+    reason: str
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident memory of a process in kB (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class ChildMain(Protocol):
+    def __call__(
+        self, frames: Any, controls: Any, patient_view: bool, fps: float, offscreen: bool
+    ) -> None: ...
 
 
 def patient_screenshot_path(path: Path) -> Path:
@@ -34,7 +73,12 @@ def patient_screenshot_path(path: Path) -> Path:
 
 class DashboardProcess:
     def __init__(
-        self, *, screenshot: Path | None = None, patient_view: bool = True, fps: float = 30.0
+        self,
+        *,
+        screenshot: Path | None = None,
+        patient_view: bool = True,
+        fps: float = 30.0,
+        entry: ChildMain | None = None,  # tests wrap the child's main (a picklable function)
     ) -> None:
         ctx = mp.get_context("spawn")  # a fresh interpreter: Qt must not inherit a forked loop
         self._frames: Any = ctx.Queue(maxsize=1)
@@ -42,13 +86,17 @@ class DashboardProcess:
         self.screenshot = screenshot
         offscreen = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
         self._proc = ctx.Process(
-            target=_child_main,
+            target=entry or child_main,
             args=(self._frames, self._controls, patient_view, fps, offscreen),
             name="vmf-dashboard",
             daemon=True,
         )
         self.offered = 0
         self.replaced = 0
+        self.frames_drawn = 0  # as last reported by the child
+        self.rss_kb = 0
+        self.peak_rss_kb = 0
+        self.failure: str | None = None  # the child's own words when it gave up
         self._closing = False  # once set, offers stop: nothing may displace the close request
 
     def start(self) -> None:
@@ -57,6 +105,11 @@ class DashboardProcess:
     @property
     def alive(self) -> bool:
         return self._proc.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while running; negative: killed by that signal (-6 abort, -9 SIGKILL)."""
+        return self._proc.exitcode
 
     def offer(self, frame: DashFrame) -> None:
         """Never blocks: replaces a frame the dashboard has not taken yet."""
@@ -80,12 +133,21 @@ class DashboardProcess:
         self._closing = True
 
     def controls(self) -> list[Control]:
+        """The therapist's controls since the last call; the child's status is kept aside."""
         out: list[Control] = []
         while True:
             try:
-                out.append(self._controls.get_nowait())
-            except queue.Empty:
+                item = self._controls.get_nowait()
+            except (queue.Empty, OSError, EOFError, ValueError):  # a dead child's broken pipe
                 return out
+            if isinstance(item, ChildStatus):
+                self.frames_drawn = item.frames_drawn
+                self.rss_kb = item.rss_kb
+                self.peak_rss_kb = max(self.peak_rss_kb, item.rss_kb)
+            elif isinstance(item, ChildFailed):
+                self.failure = item.reason
+            else:
+                out.append(item)
 
     def close(self, timeout_s: float = 15.0) -> bool:
         """Ask for the screenshots, wait for the child; True when the screenshot exists."""
@@ -100,14 +162,23 @@ class DashboardProcess:
             log.warning("dashboard did not close in %.0f s; terminating it", timeout_s)
             self._proc.terminate()
             self._proc.join(2.0)
+        self.controls()  # the child's last status (frames drawn); controls after the end are moot
         return self.screenshot is not None and self.screenshot.exists()
 
 
-def _child_main(
-    frames: Any, controls: Any, patient_view: bool, fps: float, offscreen: bool
-) -> None:
+def child_main(frames: Any, controls: Any, patient_view: bool, fps: float, offscreen: bool) -> None:
     if offscreen:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from feedback.dashboard.qt_check import binding_problem
+
+    problem = None if os.environ.get("VMF_SKIP_QT_CHECK") == "1" else binding_problem()
+    if problem is not None:
+        print(f"dashboard: {problem}", file=sys.stderr, flush=True)
+        controls.put(ChildFailed(problem))
+        controls.close()
+        controls.join_thread()  # the reason must reach the station before the process goes
+        os._exit(EXIT_BAD_BINDING)
+
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -126,12 +197,20 @@ def _child_main(
         else:
             patient.show()
 
+    next_status = time.monotonic()
+
     def pump() -> None:
+        nonlocal next_status
+        now = time.monotonic()
+        if now >= next_status:
+            next_status = now + STATUS_PERIOD_S
+            controls.put(ChildStatus(therapist.frames_drawn, rss_kb()))
         try:
             item = frames.get_nowait()
         except queue.Empty:
             return
         if isinstance(item, _Close):
+            controls.put(ChildStatus(therapist.frames_drawn, rss_kb()))
             if item.screenshot:
                 path = Path(item.screenshot)
                 therapist.grab().save(str(path))
