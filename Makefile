@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make run` (a live demo session) and `make test` (the whole suite).
-# Each creates .venv from pyproject.toml when it is missing or out of date.
+# Each creates .venv from pyproject.toml at the versions pinned in constraints.txt when it is
+# missing or out of date (a changed pyproject.toml, constraints.txt or bootstrap re-installs).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,10 +9,10 @@ EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench soak lock lowest clean
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
-	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)"
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)" constraints.txt
 	@touch $@
 
 run: $(STAMP)
@@ -26,5 +27,19 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Minutes, not part of `make test`: the dashboard, a 4-hour session and the clinic logger run for
+# long; memory and frame rate at the end are checked against the start (bench/results/soak-*.json).
+soak: $(STAMP)
+	@bash scripts/test-services.sh
+	$(BIN)/python -m pytest -p no:randomly -m soak tests/soak $(PYTEST_ARGS)
+
+# Re-resolve constraints.txt after a dependency changes in pyproject.toml (needs the network).
+lock: $(STAMP)
+	UV=$(BIN)/uv bash scripts/lock.sh
+
+# The lowest versions pyproject.toml allows, in .venv-lowest, through the fast tests.
+lowest: $(STAMP)
+	UV=$(BIN)/uv bash scripts/lowest.sh "$(PYTHON)" .venv-lowest $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) bench/results
+	rm -rf $(VENV) .venv-lowest bench/results
