@@ -18,6 +18,7 @@ from feedback import app
 from feedback.calibration_flow import EXIT_INTERRUPTED, CalibrationInterrupted
 
 EXIT_CONFIG = 2
+EXIT_INCOMPLETE = 1  # the session ran, but something asked for was not done (e.g. a screenshot)
 MAX_DURATION_S = 4 * 3600.0  # a training session is minutes long; hours is a typing mistake
 
 
@@ -218,11 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_start=args.wait_start,
     )
     try:
-        asyncio.run(app.run(settings, options))
+        report = asyncio.run(app.run(settings, options))
     except (DeviceError, ValueError) as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except CalibrationInterrupted as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if report.get("dashboard_screenshot_error"):
+        print(f"vm-feedback: {report['dashboard_screenshot_error']}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0

@@ -43,6 +43,7 @@ class ViewState:
     onset: dict[str, bool] = field(default_factory=dict)  # channel → active now
     problems: dict[str, tuple[str, ...]] = field(default_factory=dict)
     last_contraction: Contraction | None = None
+    children: dict[str, str] = field(default_factory=dict)  # helper → what happened to it
 
 
 def activation_bar(pct: float, low: float, high: float) -> Text:
@@ -125,6 +126,8 @@ def render(view: ViewState) -> Panel:
         f"device {view.link} (gaps {view.gaps}), MQTT {view.mqtt} (backlog {view.mqtt_backlog})",
     )
     table.add_row("delay", f"envelope chain {view.group_delay_ms:.0f} ms")
+    for name, what in view.children.items():  # a helper died (feedback/supervision.py)
+        table.add_row(name, Text(what, style="bold red"))
     return Panel(Group(table), title=f"vm-feedback · {view.patient} · {view.protocol}")
 
 
