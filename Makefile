@@ -31,7 +31,7 @@ bench: $(STAMP)
 # long; memory and frame rate at the end are checked against the start (bench/results/soak-*.json).
 soak: $(STAMP)
 	@bash scripts/test-services.sh
-	$(BIN)/python -m pytest -p no:randomly -m soak tests/soak $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:randomly -m soak tests $(PYTEST_ARGS)
 
 # Re-resolve constraints.txt after a dependency changes in pyproject.toml (needs the network).
 lock: $(STAMP)

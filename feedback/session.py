@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from config.protocols import load_protocol
 from config.settings import Settings
 from devices.base import Device, LinkStats
 from devices.simulator import SimulatedDevice
+from feedback.block_timing import BlockTiming
 from feedback.calibration import CalibrationResult
 from feedback.clinic.commands import CommandBus, Verdict
 from feedback.exercise import RepCompleted
@@ -58,7 +58,7 @@ class SessionResult:
     time_in_target_s: float = 0.0
     duration_s: float = 0.0
     cues: int = 0
-    compute_us: list[float] = field(default_factory=list)
+    compute_us: BlockTiming = field(default_factory=BlockTiming)  # constant memory, any length
     link: LinkStats | None = None
     group_delay_ms: float = 0.0
     mqtt_published: int = 0
@@ -68,7 +68,6 @@ class SessionResult:
     record: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
-        us = np.asarray(self.compute_us) if self.compute_us else np.zeros(1)
         link = self.link or LinkStats()
         return {
             "session_id": self.session_id,
@@ -84,8 +83,8 @@ class SessionResult:
             "time_in_target_s": round(self.time_in_target_s, 3),
             "duration_s": round(self.duration_s, 3),
             "cues": self.cues,
-            "block_compute_us_p50": round(float(np.percentile(us, 50)), 1),
-            "block_compute_us_p99": round(float(np.percentile(us, 99)), 1),
+            "block_compute_us_p50": round(self.compute_us.percentile(50), 1),
+            "block_compute_us_p99": round(self.compute_us.percentile(99), 1),
             "envelope_group_delay_ms": round(self.group_delay_ms, 1),
             "mqtt_published": self.mqtt_published,
             "mqtt_backlog_at_end": self.mqtt_backlog,
@@ -439,7 +438,7 @@ class Session:
         block = tick.processed.block
         r.samples += block.n_samples
         r.blocks += 1
-        r.compute_us.append(tick.compute_s * 1e6)
+        r.compute_us.add(tick.compute_s * 1e6)
         if self._lsl is not None:
             self._lsl.publish(tick)
         ex = tick.exercise

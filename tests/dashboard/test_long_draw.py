@@ -53,7 +53,7 @@ def draw(proc: DashboardProcess, frames: list[DashFrame], count: int, timeout_s:
         time.sleep(0.002)
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # in CI, tests/soak/test_soak.py draws a live session for a minute instead
 def test_dashboard_process_draws_thousands_of_frames(tmp_path: Path) -> None:
     shot = tmp_path / "long.png"
     proc = DashboardProcess(screenshot=shot, fps=1000)  # the child takes a frame every 1 ms
