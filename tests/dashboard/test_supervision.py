@@ -193,8 +193,9 @@ def children_of(pid: int) -> list[int]:
             if "multiprocessing.spawn" in line and "resource_tracker" not in line]  # fmt: skip
 
 
-def station(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def station(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(extra_env)
     return subprocess.Popen(
         [sys.executable, str(ROOT / "run_feedback.py"), "--dashboard", "--db", "s.db",
          "--report", "r.json", "--device", "sim", *args],
@@ -204,7 +205,9 @@ def station(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_station_says_the_dashboard_died_restarts_it_and_still_screenshots(tmp_path: Path) -> None:
-    run = station(tmp_path, "--duration", "30", "--screenshot", "view.png")
+    run = station(
+        tmp_path, "--duration", "30", "--screenshot", "view.png", VMF_STIMULATION__ENABLED="true"
+    )
     deadline = time.monotonic() + 60
     kids: list[int] = []
     while time.monotonic() < deadline:  # until the dashboard has Qt loaded and draws
@@ -227,8 +230,12 @@ def test_station_says_the_dashboard_died_restarts_it_and_still_screenshots(tmp_p
     assert report["dashboard_screenshot"] == "view.png"  # the restarted dashboard took it
     assert report["dashboard"]["frames_drawn"] > 0
     with sqlite3.connect(tmp_path / "s.db") as db:
-        kinds = [k for (k,) in db.execute("SELECT kind FROM events")]
+        events = list(db.execute("SELECT kind, detail_json FROM events"))
+    kinds = [k for k, _ in events]
     assert "child_died" in kinds and "child_restarted" in kinds
+    # The therapist's stop button went with the window: stimulation latched until re-armed.
+    estops = [json.loads(d)["source"] for k, d in events if k == "stim_estop"]
+    assert estops == ["dashboard_died"]
 
 
 @pytest.mark.slow
