@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from feedback.outputs.lsl_outlet import LslOutlet
 
 log = logging.getLogger(__name__)
+REPORT_CONTRACTIONS = 100  # ~30 kB of contraction metrics in the report and session_end
 
 
 def new_session_id() -> str:
@@ -64,7 +66,12 @@ class SessionResult:
     mqtt_published: int = 0
     mqtt_backlog: int = 0
     stopped_by: str = "duration"
-    contractions: list[dict[str, Any]] = field(default_factory=list)
+    # The newest contractions for the report and session_end (each one is also its own event):
+    # all of them made a 4-hour session_end ~420 kB, past the clinic's 64 kB message limit.
+    contractions: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=REPORT_CONTRACTIONS)
+    )
+    contractions_total: int = 0
     record: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -89,8 +96,8 @@ class SessionResult:
             "mqtt_published": self.mqtt_published,
             "mqtt_backlog_at_end": self.mqtt_backlog,
             "stopped_by": self.stopped_by,
-            "contractions": len(self.contractions),
-            "contraction_metrics": self.contractions,
+            "contractions": self.contractions_total,
+            "contraction_metrics": list(self.contractions),
             "record": self.record,
         }
 
@@ -453,6 +460,7 @@ class Session:
                 k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(c).items()
             }
             r.contractions.append(metrics)
+            r.contractions_total += 1
             self._event("contraction", metrics)
         for ev in ex.events:
             if isinstance(ev, RepCompleted):
