@@ -97,7 +97,8 @@ def test_soak_dashboard_ten_minutes() -> None:
 def test_soak_four_hour_session_at_full_speed() -> None:
     r = soak_session(HOURS * 3600)
     check_session(r, HOURS * 3600, max_growth_kb=10 * MB)
-    assert r["growth_kb_per_signal_hour"] < 2 * MB  # was ~24 MB per hour of signal
+    # The per-block list alone grew 11.5 MB per hour of signal (360k floats); 4 h measured 0.97.
+    assert r["growth_kb_per_signal_hour"] < 2 * MB
 
 
 @pytest.mark.soak
