@@ -1,17 +1,18 @@
 # Two commands for a newcomer: `make run` (a live demo session) and `make test` (the whole suite).
-# Each creates .venv from pyproject.toml when it is missing or out of date.
+# Each creates .venv from pyproject.toml at the versions pinned in constraints.txt when it is
+# missing or out of date (a changed pyproject.toml, constraints.txt or bootstrap re-installs).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres
+EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres,report
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench soak lock lowest clean firmware fuzz-firmware firmware-soak
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
-	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)"
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)" constraints.txt
 	@touch $@
 
 run: $(STAMP)
@@ -19,6 +20,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/test-services.sh
+	@bash scripts/browser-deps.sh
+	@bash scripts/firmware-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -26,8 +29,36 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Minutes, not part of `make test`: the dashboard, a 4-hour session and the clinic logger run for
+# long; memory and frame rate at the end are checked against the start (bench/results/soak-*.json).
+soak: $(STAMP)
+	@bash scripts/test-services.sh
+	$(BIN)/python -m pytest -p no:randomly -m soak tests $(PYTEST_ARGS)
+
+# Re-resolve constraints.txt after a dependency changes in pyproject.toml (needs the network).
+lock: $(STAMP)
+	UV=$(BIN)/uv bash scripts/lock.sh
+
+# The lowest versions pyproject.toml allows, in .venv-lowest, through the fast tests.
+lowest: $(STAMP)
+	UV=$(BIN)/uv bash scripts/lowest.sh "$(PYTHON)" .venv-lowest $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) bench/results
+	rm -rf $(VENV) .venv-lowest bench/results firmware/build
+
+# The reference firmware (firmware/README.md): cross-builds with their flash/RAM use, a long
+# libFuzzer run of the C core, and a 60 s session against the AVR binary under simavr.
+firmware:
+	@bash scripts/firmware-deps.sh
+	$(MAKE) -C firmware all size
+
+fuzz-firmware:
+	@bash scripts/firmware-deps.sh
+	$(MAKE) -C firmware fuzz-run FUZZ_SECONDS=$${FUZZ_SECONDS:-300}
+
+firmware-soak: $(STAMP)
+	@bash scripts/firmware-deps.sh
+	VMF_FIRMWARE_SOAK_S=60 $(BIN)/python -m pytest tests/firmware_c/test_avr_sim.py -k session -s
 
 # Coverage-guided fuzzing (atheris) of the parsers of outside bytes, FUZZ_RUNS inputs each; the
 # short hypothesis run of the same targets is part of `make test` (tests/fuzz).

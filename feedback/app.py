@@ -26,7 +26,7 @@ from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
 from feedback.processing.chain import EmgChain
 from feedback.session import Session, default_db_path
-from feedback.supervisor import supervise
+from feedback.supervision import Supervisor, describe_exit
 
 if TYPE_CHECKING:
     from feedback.dashboard.link import DashboardLink
@@ -157,17 +157,19 @@ async def run(
             view=view,
             commands=bus,
         )
-        background = [
-            asyncio.create_task(supervise("mqtt publisher", publisher.run, restarted)),
-            asyncio.create_task(supervise("session log", store.run, restarted)),
-        ]
+        # Every helper is watched: one that dies is said at once (feedback/supervision.py).
+        children = Supervisor(console=console, view=view, event=session.log_event)
+        # The publisher and the session log keep their state outside the task (the outbox,
+        # the queue), so a restart loses nothing; the recorder's file would not survive one.
+        children.task("publisher", publisher.run, restart=True)
+        children.task("session_log", store.run, restart=True)
         if options.record is not None:
-            session.recorder = session.make_recorder(options.record)
-            background.append(asyncio.create_task(session.recorder.run()))
+            session.recorder = recorder = session.make_recorder(options.record)
+            children.task("recorder", recorder.run)
         if options.live_view:
-            background.append(asyncio.create_task(run_terminal_view(view, console)))
+            children.task("terminal_view", lambda: run_terminal_view(view, console), restart=True)
         stop = asyncio.Event()
-        dashboard = _start_dashboard(session, options, stop, background)
+        dashboard = _start_dashboard(session, options, stop, children)
         if dashboard is not None and dashboard.audio is not None and dashboard.audio.silent_reason:
             console.print("no audio device: running silent (tones need the 'audio' extra)")
         _install_signal_handlers(stop)
@@ -188,20 +190,28 @@ async def run(
         result = await session.run(stop)
         if session.recorder is not None:
             result.record = await session.recorder.close()
-        shot = None if dashboard is None else await _close_dashboard(dashboard)
+        shot = None if dashboard is None else await _close_dashboard(dashboard, children)
         flushed = await publisher.flush(FLUSH_TIMEOUT_S)
         await store.flush()
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await children.close()
         result.mqtt_published = publisher.stats.published
         result.mqtt_backlog = publisher.backlog
         report = result.report()
         report.update(
             broker=broker_url, db=str(store.path), device=options.device, mqtt_flushed=flushed
         )
+        report["children"] = children.report()
+        if dashboard is not None:
+            report["dashboard"] = {
+                "frames_drawn": dashboard.process.total_frames,
+                "peak_rss_kb": dashboard.process.peak_rss_kb,
+            }
         if shot is not None:
             report["dashboard_screenshot"] = shot
+        elif options.screenshot is not None and dashboard is not None:
+            problem = dashboard.process.close_problem or "not written"
+            report["dashboard_screenshot_error"] = f"{options.screenshot} not written: {problem}"
+            console.print(f"[bold red]screenshot {options.screenshot} not written: {problem}[/]")
         if not flushed:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
@@ -228,7 +238,7 @@ async def run(
 
 
 def _start_dashboard(
-    session: Session, options: RunOptions, stop: asyncio.Event, tasks: list[asyncio.Task[Any]]
+    session: Session, options: RunOptions, stop: asyncio.Event, children: Supervisor
 ) -> DashboardLink | None:
     if not options.dashboard:
         return None
@@ -241,18 +251,29 @@ def _start_dashboard(
     link.audio = AudioCues(session.settings.target.channel)  # the patient's ears, beside the eyes
     link.audio.start()
     session.tick_listeners.append(link.audio.on_tick)
-    tasks.append(asyncio.create_task(link.run_controls(stop)))
-    tasks.append(asyncio.create_task(link.run_frames()))
+    children.task("dashboard_controls", lambda: link.run_controls(stop), restart=True)
+    children.task("dashboard_frames", link.run_frames, restart=True)
+
+    async def died() -> None:
+        # The therapist's emergency-stop button went with the window: stimulation stays stopped
+        # (latched) until someone re-arms it, from the restarted dashboard or over MQTT.
+        if session.settings.stimulation.enabled and session.stim.state != "estop":
+            await session.stim.emergency_stop("dashboard_died")
+
+    children.process("dashboard", link.process, on_death=died)
     return link
 
 
-async def _close_dashboard(link: DashboardLink) -> str | None:
+async def _close_dashboard(link: DashboardLink, children: Supervisor) -> str | None:
     link.final_frame()
     await asyncio.sleep(0.2)  # let the child draw the last frame before the screenshot
     link.process.stop_offers()
     if link.audio is not None:
         link.audio.close()
     written = await asyncio.to_thread(link.process.close)
+    code = link.process.exitcode
+    if code not in (0, None) and link.process.close_problem is None:  # died while closing
+        children.died("dashboard", f"{describe_exit(code)} while closing", restarting=False)
     return str(link.process.screenshot) if written else None
 
 

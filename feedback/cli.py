@@ -15,6 +15,7 @@ from config.protocols import available_protocols
 from config.settings import check_patient_id
 
 EXIT_CONFIG = 2
+EXIT_INCOMPLETE = 1  # the session ran, but something asked for was not done (e.g. a screenshot)
 MAX_DURATION_S = 4 * 3600.0  # a training session is minutes long; hours is a typing mistake
 
 
@@ -244,13 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.web:
             from feedback.web.demo import run_with_web
 
-            asyncio.run(run_with_web(settings, options))
+            report = asyncio.run(run_with_web(settings, options))
         else:
-            asyncio.run(app.run(settings, options))
+            report = asyncio.run(app.run(settings, options))
     except (DeviceError, ValueError) as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except CalibrationInterrupted as exc:
         print(f"vm-feedback: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if report.get("dashboard_screenshot_error"):
+        print(f"vm-feedback: {report['dashboard_screenshot_error']}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0

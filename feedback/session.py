@@ -11,18 +11,19 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from config.protocols import load_protocol, prescribed_reps
 from config.settings import Settings
 from devices.base import Device, LinkStats
 from devices.simulator import SimulatedDevice
+from feedback.block_timing import BlockTiming
 from feedback.calibration import CalibrationResult
 from feedback.clinic.commands import CommandBus, Verdict
 from feedback.contraction_report import (
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from feedback.outputs.lsl_outlet import LslOutlet
 
 log = logging.getLogger(__name__)
+REPORT_CONTRACTIONS = 100  # ~30 kB of contraction metrics in the report and session_end
 
 
 def new_session_id() -> str:
@@ -64,20 +66,24 @@ class SessionResult:
     time_in_target_s: float = 0.0
     duration_s: float = 0.0
     cues: int = 0
-    compute_us: list[float] = field(default_factory=list)
+    compute_us: BlockTiming = field(default_factory=BlockTiming)  # constant memory, any length
     link: LinkStats | None = None
     group_delay_ms: float = 0.0
     mqtt_published: int = 0
     mqtt_backlog: int = 0
     stopped_by: str = "duration"
-    contractions: list[dict[str, Any]] = field(default_factory=list)
+    # The newest contractions for the report and session_end (each one is also its own event):
+    # all of them made a 4-hour session_end ~420 kB, past the clinic's 64 kB message limit.
+    contractions: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=REPORT_CONTRACTIONS)
+    )
+    contractions_total: int = 0
     contraction_rule: dict[str, Any] = field(default_factory=dict)
     contractions_offline: dict[str, Any] | None = None  # the non-causal second pass
     calibration: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
-        us = np.asarray(self.compute_us) if self.compute_us else np.zeros(1)
         link = self.link or LinkStats()
         return {
             "session_id": self.session_id,
@@ -93,16 +99,16 @@ class SessionResult:
             "time_in_target_s": round(self.time_in_target_s, 3),
             "duration_s": round(self.duration_s, 3),
             "cues": self.cues,
-            "block_compute_us_p50": round(float(np.percentile(us, 50)), 1),
-            "block_compute_us_p99": round(float(np.percentile(us, 99)), 1),
+            "block_compute_us_p50": round(self.compute_us.percentile(50), 1),
+            "block_compute_us_p99": round(self.compute_us.percentile(99), 1),
             "envelope_group_delay_ms": round(self.group_delay_ms, 1),
             "mqtt_published": self.mqtt_published,
             "mqtt_backlog_at_end": self.mqtt_backlog,
             "stopped_by": self.stopped_by,
             "calibration": self.calibration,
-            "contractions": len(self.contractions),  # live: causal, as the session saw them
+            "contractions": self.contractions_total,  # live: causal, as the session saw them
             "contraction_rule": self.contraction_rule,
-            "contraction_metrics": self.contractions,
+            "contraction_metrics": list(self.contractions),  # the newest REPORT_CONTRACTIONS
             "contractions_offline": self.contractions_offline,
             "record": self.record,
         }
@@ -487,7 +493,7 @@ class Session:
         block = tick.processed.block
         r.samples += block.n_samples
         r.blocks += 1
-        r.compute_us.append(tick.compute_s * 1e6)
+        r.compute_us.add(tick.compute_s * 1e6)
         if self._lsl is not None:
             self._lsl.publish(tick)
         ex = tick.exercise
@@ -614,6 +620,7 @@ class Session:
                 self._last_onset_ms = c.vm_vl_onset_ms
             metrics = contraction_metrics(c)
             self.result.contractions.append(metrics)
+            self.result.contractions_total += 1
             self._event("contraction", metrics)
 
     def _finish(self) -> None:

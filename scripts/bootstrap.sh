@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Create the virtual environment and install the project with its extras.
+# Create the virtual environment and install the project with its extras, at the versions pinned
+# in constraints.txt (a fresh install then gets what CI tested, not whatever was released today).
 # On a fresh Debian/Ubuntu machine the venv module may be missing; install it when we can.
 set -euo pipefail
 python=${1:-python3}
 venv=${2:-.venv}
 extras=${3:-dev}
+constraints=${4:-constraints.txt}
 
 if ! command -v "$python" >/dev/null; then
     echo "bootstrap: $python not found; install Python 3.11 or newer" >&2
@@ -25,4 +27,4 @@ if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e ".[${extras}]"
+"$venv/bin/python" -m pip install -q -c "$constraints" -e ".[${extras}]"

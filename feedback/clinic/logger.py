@@ -32,6 +32,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -59,6 +60,10 @@ log = logging.getLogger("feedback.clinic.logger")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps queueing for a logger that is down
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may have in flight to one logger
 MAX_BATCH = 1000
+# The broker holds QoS 1 to RECEIVE_MAXIMUM unacknowledged messages; QoS 0 (live snapshots,
+# latest wins) has no such limit, and piled up while the database lagged (20k seen). Past this
+# many queued, QoS 0 messages are dropped and counted; QoS 1 ones are always kept.
+MAX_QUEUED = 2 * RECEIVE_MAXIMUM
 LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0  # spacing of resend requests for a session's hole
 
@@ -72,6 +77,8 @@ class LoggerStats:
     ingest_failures: int = 0  # batches lost to an unforeseen error (logged with a traceback)
     receipts_sent: int = 0
     resend_requests: int = 0  # holes in a session's msg_ids the logger asked a station to fill
+    dropped_qos0: int = 0  # live snapshots dropped while MAX_QUEUED were waiting
+    queue_peak: int = 0  # the most messages ever waiting for the database
     totals: IngestResult | None = None
 
 
@@ -95,6 +102,7 @@ class ClinicLogger:
         self.stats = LoggerStats(totals=IngestResult())
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
         self.connected = asyncio.Event()
+        self.queued: Callable[[], int] = lambda: 0
 
     async def run(self) -> None:
         """Subscribe, store, acknowledge; reconnect with backoff; runs until cancelled."""
@@ -139,8 +147,13 @@ class ClinicLogger:
                 tasks.create_task(self._write(client, queue))
 
     async def _read(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]) -> None:
+        self.queued = queue.qsize  # for the soak test: messages waiting for the database
         async for message in client.messages:
+            if message.qos == 0 and queue.qsize() >= MAX_QUEUED:
+                self.stats.dropped_qos0 += 1
+                continue
             queue.put_nowait(message)
+            self.stats.queue_peak = max(self.stats.queue_peak, queue.qsize())
 
     async def _write(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]) -> None:
         while True:

@@ -74,6 +74,8 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "quality": "event",
     "command_result": "event",
     "task_restarted": "event",
+    "child_died": "event",
+    "child_restarted": "event",
     "command": "cmd",
     "command_ack": "ack",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 
 from config.protocols import available_protocols, prescribed_reps
@@ -23,6 +24,7 @@ from feedback.pipeline import Tick
 from feedback.session import Session
 
 log = logging.getLogger(__name__)
+STATUS_LOG_S = 10.0  # how often -v logs the dashboard's frames and memory (make soak reads it)
 
 
 class DashboardLink:
@@ -95,7 +97,12 @@ class DashboardLink:
             self.process.offer(frame)
 
     async def run_controls(self, stop: asyncio.Event, poll_s: float = 0.02) -> None:
+        next_log = time.monotonic() + STATUS_LOG_S
         while True:
+            if time.monotonic() >= next_log:
+                next_log += STATUS_LOG_S
+                p = self.process
+                log.debug("dashboard: %d frames drawn, %d kB", p.total_frames, p.rss_kb)
             for control in self.process.controls():
                 try:
                     await self._apply(control, stop)

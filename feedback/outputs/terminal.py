@@ -57,6 +57,7 @@ class ViewState:
     free: bool = False  # free practice: no timing, contractions counted
     contractions: int = 0
     contracting: bool = False
+    children: dict[str, str] = field(default_factory=dict)  # helper → what happened to it
 
 
 def activation_bar(pct: float, low: float, high: float) -> Text:
@@ -167,6 +168,8 @@ def render(view: ViewState) -> Panel:
         "station",
         Text(f"sensor {view.link}, clinic link {view.mqtt}{waiting}", style="dim"),
     )
+    for name, what in view.children.items():  # a helper died (feedback/supervision.py)
+        table.add_row(name, Text(what, style="bold red"))
     title = f"vm-feedback · {view.patient} · {view.protocol}"
     return Panel(Group(table), title=title)
 

@@ -45,7 +45,10 @@ class OfflineCounter:
         self.rate_hz = rate_hz / self.factor
         self.target = target
         self.min_on_s, self.merge_gap_s = min_on_s, merge_gap_s
-        self._bins: list[np.ndarray] = []
+        # One growing array, not a list of per-block pieces: a 20-sample block yields 0 or 1
+        # bin, and a numpy array per bin would cost ~100 bytes of overhead for 8 of data.
+        self._env = np.empty(4096)
+        self._n = 0
         self._carry = np.zeros(0)
         self._first: int | None = None
 
@@ -55,11 +58,17 @@ class OfflineCounter:
         x = np.concatenate([self._carry, envelope[self.target].astype(np.float64)])
         whole = x.shape[0] // self.factor * self.factor
         if whole:
-            self._bins.append(x[:whole].reshape(-1, self.factor).mean(axis=1))
+            bins = x[:whole].reshape(-1, self.factor).mean(axis=1)
+            if self._n + bins.shape[0] > self._env.shape[0]:
+                grown = np.empty(max(2 * self._env.shape[0], self._n + bins.shape[0]))
+                grown[: self._n] = self._env[: self._n]
+                self._env = grown
+            self._env[self._n : self._n + bins.shape[0]] = bins
+            self._n += bins.shape[0]
         self._carry = x[whole:]
 
     def result(self) -> OfflineCount:
-        env = np.concatenate(self._bins) if self._bins else np.zeros(0)
+        env = self._env[: self._n]
         if not env.shape[0]:
             return OfflineCount(0, [], 0.0, 0.0)
         rest = float(np.percentile(env, REST_PERCENTILE))

@@ -261,11 +261,10 @@ def test_no_traceback_on_stderr_when_the_broker_is_killed(tmp_path: Path) -> Non
 
 
 async def test_a_supervised_task_that_dies_is_restarted_and_reported() -> None:
-    from devices.backoff import Backoff
-    from feedback.supervisor import supervise
+    from feedback.supervision import Supervisor
 
     runs: list[int] = []
-    reports: list[tuple[str, str, int]] = []
+    events: list[tuple[str, dict[str, object]]] = []
 
     async def flaky() -> None:
         runs.append(1)
@@ -275,12 +274,11 @@ async def test_a_supervised_task_that_dies_is_restarted_and_reported() -> None:
             return  # ending by itself is a failure too for a task that runs until cancelled
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(
-        supervise("session log", flaky, lambda *r: reports.append(r), Backoff(0.01, 0.01))
-    )
+    children = Supervisor(event=lambda kind, detail: events.append((kind, detail)))
+    children.task("session_log", flaky, restart=True)
     await wait_for(lambda: len(runs) == 3, "not restarted")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert reports == [("session log", "RuntimeError: lost its mind", 1),
-                       ("session log", "ended by itself", 2)]  # fmt: skip
+    await children.close()
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["child_died", "child_restarted", "child_died", "child_restarted"], kinds
+    assert "lost its mind" in str(events[0][1]["exit"])
+    assert children.report()["session_log"]["restarts"] == 2
