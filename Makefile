@@ -60,11 +60,13 @@ firmware-soak: $(STAMP)
 	@bash scripts/firmware-deps.sh
 	VMF_FIRMWARE_SOAK_S=60 $(BIN)/python -m pytest tests/firmware_c/test_avr_sim.py -k session -s
 
-# Coverage-guided fuzzing (atheris) of the parsers of outside bytes, FUZZ_RUNS inputs each; the
-# short hypothesis run of the same targets is part of `make test` (tests/fuzz).
+# Coverage-guided fuzzing (atheris) of the parsers of outside bytes (commands, the clinic
+# contract, the remote stream and the replay formats), FUZZ_RUNS inputs each; the short
+# hypothesis run of the same targets is part of `make test` (tests/fuzz).
 FUZZ_RUNS ?= 200000
 .PHONY: fuzz
 fuzz: $(STAMP)
 	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install "atheris>=2.3"
 	for t in command contract stream remote; do \
 		$(BIN)/python -m tests.fuzz.atheris_parsers $$t -atheris_runs=$(FUZZ_RUNS) || exit 1; done
+	$(BIN)/python tests/fuzz/atheris_replay.py -runs=$(FUZZ_RUNS)

@@ -57,7 +57,12 @@ class TimeColumn:
         tol = min(max(1e-3 * dt, 1.01 * quantum), 0.5 * dt)
         column = cls(p, dt, tol, float(t[-1]), text[-1], line_nos[-1])
         column._check_steps(steps, text, line_nos)
-        rate = round((len(t) - 1) / float(t[-1] - t[0]), 6)  # whole span: better than one step
+        with np.errstate(over="ignore"):  # times near ±1e308: their span overflows to inf
+            span = float(t[-1] - t[0])
+        rate = round((len(t) - 1) / span, 6) if np.isfinite(span) else 0.0
+        if not rate > 0.0 or not np.isfinite(rate):
+            reason = f"the time column gives no usable sample rate ({text[0]} ... {text[-1]})"
+            raise RecordingFormatError(p, reason, line_nos[-1])
         check_rate(p, rate, given, "the time column")
         return rate, float(t[0]), column
 
