@@ -247,7 +247,7 @@ class TherapistWindow(QMainWindow):
                 str(row.set_no),
                 f"{row.at_s:.1f}",
                 "–" if row.time_to_band_s is None else f"{row.time_to_band_s:.2f}",
-                f"{row.pct_at_rep:.0f}",
+                f"{row.peak_pct_mvc:.0f}",
                 "–" if row.vm_vl_ratio is None else f"{row.vm_vl_ratio:.2f}",
             )
             for c, text in enumerate(cells):
