@@ -226,8 +226,13 @@ def disagreements(o: Outputs) -> list[str]:
             bad.append(f"rep {m['rep']}: terminal says {line!r}, peak {c['peak_pct']}")
         note = record[n]
         onset = "-" if c["vm_vl_onset_ms"] is None else f"{c['vm_vl_onset_ms']:.0f}"
-        for text in (f"peak {c['peak_pct']:.0f}%MVC", f"VM-VL {onset}ms",
-                     f"hold {c['longest_hold_s']:.2f}s"):  # fmt: skip
+        hold = "-" if c["longest_hold_s"] is None else f"{c['longest_hold_s']:.2f}"
+        for text in (
+            f"peak {c['peak_pct']:.0f}%MVC",
+            f"VM-VL {onset}ms",
+            f"hold {hold}s",
+            f"in band {c['hold_in_band_s']:.2f}s",
+        ):
             if text not in note:
                 bad.append(f"rep {m['rep']}: record says {note!r}, not {text!r}")
     return bad
