@@ -10,12 +10,14 @@ and the two sides' symmetry (bilateral setups).
 
 Pairing: the first contraction whose onset lies in [work cue − pair window, end of the period).
 A contraction is reported only once its dip has outlasted the merge gap, often after the
-period has closed, so a closed period waits for it; it is sent without one when the next work
-period begins (the patient did not contract, or is still holding through the rest).
+period has closed, so a closed period waits for it (see `_settled` for when it stops waiting).
 
 With no contraction in the period the level fields (peak / mean % MVC) are those of the work
 period's target channel, and hold, time in band, time to band, onset difference and VM:VL are
 0 or None: there was no effort to measure.
+
+A period whose contraction is still going when the next work period begins waits for it (it may
+be in its closing dip), at most until a second newer period begins.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class _Period:
     side_peaks: dict[str, float] = field(default_factory=dict)
     rep: RepCompleted | None = None
     contraction: Contraction | None = None
-    superseded: bool = False  # a newer work period began: no contraction can still join
+    superseded: int = 0  # newer work periods begun since
 
 
 class RepMetrics:
@@ -91,7 +93,7 @@ class RepMetrics:
                 self._open = None
             if ev.phase is Phase.WORK:
                 for p in self._pending:
-                    p.superseded = True
+                    p.superseded += 1
                 self._open = _Period(ev.rep, ev.at_index)
         self._accumulate(tick, at, block.end_index)
         for rep in tick.exercise.events:
@@ -104,11 +106,18 @@ class RepMetrics:
         for c in tick.contractions:
             self._pair(c)
         done: list[dict[str, Any]] = []
-        while self._pending and (
-            self._pending[0].contraction is not None or self._pending[0].superseded
-        ):
+        while self._pending and self._settled(self._pending[0], tick.contracting):
             done.append(self._report(self._pending.pop(0)))
         return done
+
+    @staticmethod
+    def _settled(p: _Period, contracting: bool) -> bool:
+        """No contraction can still join `p`: it has one; or a newer period began and none is
+        in progress (one in progress may have begun in `p` and be in its closing dip); or two
+        newer periods began (an effort held that long is not this period's alone)."""
+        return (
+            p.contraction is not None or p.superseded >= 2 or (p.superseded > 0 and not contracting)
+        )
 
     def finish(
         self, last: tuple[Contraction, ...] | list[Contraction] = ()
