@@ -69,6 +69,21 @@ class Outputs:
     feed_rows: list[RepRow]
     record_events: list[dict[str, str]]
     session_end: dict[str, Any] = field(default_factory=dict)
+    clinic: tuple[str, str] = ("", "")  # the clinic database URL and the session id
+
+
+def clinic_files(
+    db_url: str, sid: str, out: Path
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The clinic's session report as a clinician gets it: its CSV rows and HTML table rows."""
+    out.mkdir()
+    db = connect(db_url)
+    try:
+        html, csv_path = clinic_report.session_report(db, sid, out)[:2]
+    finally:
+        db.close()
+    with csv_path.open() as f:
+        return list(csv.DictReader(f)), _html_rows(html)
 
 
 def _attach(session: Session, views: list[Contraction], lines: dict[int, str]) -> DashboardFeed:
@@ -149,11 +164,9 @@ async def run_session(
     db = connect(db_url)
     try:
         _, db_rows = clinic_report.session_rows(db, sid)
-        html, csv_path = clinic_report.session_report(db, sid, tmp_path)[:2]
     finally:
         db.close()
-    with csv_path.open() as f:
-        csv_rows = list(csv.DictReader(f))
+    csv_rows, html_rows = clinic_files(db_url, sid, tmp_path / "clinic-report")
     with (tmp_path / "record.events.csv").open() as f:
         events = [e for e in csv.DictReader(f) if e["kind"] == "contraction"]
     (end,) = [m for m in messages if m["type"] == "session_end"]
@@ -162,7 +175,8 @@ async def run_session(
         rep_messages=[m for m in messages if m["type"] == "rep"],
         db_rows=db_rows,
         csv_rows=csv_rows,
-        html_rows=_html_rows(html),
+        html_rows=html_rows,
+        clinic=(db_url, sid),
         views=views,
         view_lines=lines,
         feed_rows=list(feeds[0].reps),
@@ -256,20 +270,25 @@ async def test_every_output_shows_the_same_rep_metrics(
     assert summary["messages_before_end"] == end["msg_id"] - 1
     assert o.report["mqtt_published"] >= end["msg_id"] and o.report["mqtt_flushed"]
 
-    # Negative control 1: the clinic report recomputing the onset difference its own way (the
-    # old 10 % MVC rule's typical shift, +27 ms on the simulator) is caught, and only there.
-    bad = copy.deepcopy(o)
-    bad.csv_rows = [
-        {
-            **r,
-            "onset_diff_ms": ""
-            if r["onset_diff_ms"] == ""
-            else str(float(r["onset_diff_ms"]) + 27),
-        }
-        for r in bad.csv_rows
-    ]
+    # Negative control 1: the clinic report computing the onset difference its own way (a
+    # threshold rule; here the old 10 % MVC rule's typical shift, +27 ms on the simulator,
+    # patched into the report's reading of its rows) is caught in its CSV and HTML, and only there.
+    rows = clinic_report.session_rows
+
+    def own_rule(db: Any, sid: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        info, reps = rows(db, sid)
+        for r in reps:
+            if r["onset_diff_ms"] is not None:
+                r["onset_diff_ms"] += 27.0
+        return info, reps
+
+    with monkeypatch.context() as m:
+        m.setattr(clinic_report, "session_rows", own_rule)
+        bad = copy.deepcopy(o)
+        bad.csv_rows, bad.html_rows = clinic_files(*o.clinic, tmp_path / "own-rule")
     found = disagreements(bad)
-    assert len(found) == 3 and all("onset_diff_ms" in f and "clinic csv" in f for f in found)
+    assert len(found) == 3 * 2, found
+    assert all("onset_diff_ms" in f and "clinic " in f for f in found), found
 
     # Negative control 2: the rep table's old "% MVC when the hold was reached" is caught.
     bad = copy.deepcopy(o)
