@@ -39,7 +39,7 @@ from feedback.dashboard.controls import (
 )
 from feedback.dashboard.feed import DashFrame
 
-REP_COLUMNS = ("rep", "set", "at s", "to band", "% MVC", "VM:VL")
+REP_COLUMNS = ("rep", "set", "at s", "to band s", "peak % MVC", "VM:VL")
 STIM_COLOURS = {"off": "#888", "armed": "#2e9d44", "stimulating": "#e0a020", "estop": "#d0342c"}
 
 
