@@ -34,7 +34,9 @@ class Phase(enum.IntEnum):
 class RepCompleted:
     rep: int
     at_index: int  # sample index at which the hold was achieved
-    time_to_band_s: float | None  # from the start of the work period to first entering the band
+    # From the work cue to first entering the band ("reaction + rise"): the exercise's own clock,
+    # not the time to band every output shows (from the contraction's onset, docs/metrics.md).
+    cue_to_band_s: float | None
     period: int = 0  # the work period it was counted in
 
 

@@ -1,17 +1,23 @@
-"""Per-repetition metrics: one summary per work period, for the clinic log and its reports.
+"""Per-repetition metrics: one summary per work period, for the rep message, the clinic log and
+its reports, the local session log and the dashboard's rep table.
 
-Pure and synchronous like the rest of processing: it reads each `Tick` (per-sample % MVC,
-envelopes and zone, plus the exercise's phase events) and, when a work period closes, returns
-its metrics. Work periods are cut at the exact sample of the phase change, so the result does
-not depend on how the samples were split into blocks.
+A rep's muscle figures are NOT computed here: they are those of the contraction the counter
+(feedback.processing.contraction_counter) found in the work period, so the live view, the JSON
+report, the rep message, the clinic database and the clinic report show one number for one rep
+(docs/metrics.md). This module only pairs each work period with its contraction and adds what
+belongs to the period itself: whether the hold was achieved (from the exercise), its duration,
+and the two sides' symmetry (bilateral setups).
 
-- peak / mean % MVC of the target channel during the work period;
-- hold_s: longest continuous time in the target band; time_in_band_s: all of it;
-- vm_vl_ratio: mean VM envelope / mean VL envelope over the work period;
-- onset_diff_ms: VL onset minus VM onset (positive: VM led, the pattern retraining aims for),
-  an onset being the first sample at or above `onset_pct` % MVC in the period;
-- symmetry_pct: 100 × smaller / larger peak of the two sides' target muscle, when the device
-  has both (e.g. VM_L and VM_R); None on a one-sided setup.
+Pairing: the first contraction whose onset lies in [work cue − pair window, end of the period).
+A contraction is reported only once its dip has outlasted the merge gap, often after the
+period has closed, so a closed period waits for it (see `_settled` for when it stops waiting).
+
+With no contraction in the period the level fields (peak / mean % MVC) are those of the work
+period's target channel, and hold, time in band, time to band, onset difference and VM:VL are
+0 or None: there was no effort to measure.
+
+A period whose contraction is still going when the next work period begins waits for it (it may
+be in its closing dip), at most until a second newer period begins.
 """
 
 from __future__ import annotations
@@ -19,59 +25,75 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from feedback.contraction_report import contraction_metrics
 from feedback.exercise import Phase, PhaseChanged, RepCompleted
 from feedback.pipeline import Tick
-from feedback.processing.activation import Zone
+from feedback.processing.metrics import Contraction
 
-ONSET_PCT = 10.0
+# The rep field ← the contraction field it is (one computation, two names kept for the v1
+# message contract; docs/metrics.md).
+REP_FROM_CONTRACTION = {
+    "peak_pct_mvc": "peak_pct",
+    "mean_pct_mvc": "mean_pct",
+    "time_to_band_s": "time_to_band_s",
+    "time_in_band_s": "hold_in_band_s",
+    "vm_vl_ratio": "vm_vl_ratio",
+    "onset_diff_ms": "vm_vl_onset_ms",
+    "median_freq_hz": "median_freq_hz",
+}
 
 
 @dataclass(slots=True)
 class _Period:
     period: int
     start: int
+    end: int | None = None
     samples: int = 0
     pct_sum: float = 0.0
     peak: float = 0.0
     side_peaks: dict[str, float] = field(default_factory=dict)
-    env_sum: dict[str, float] = field(default_factory=dict)
-    onset: dict[str, int] = field(default_factory=dict)
-    run: int = 0
-    longest_run: int = 0
-    in_band: int = 0
     rep: RepCompleted | None = None
+    contraction: Contraction | None = None
+    superseded: int = 0  # newer work periods begun since
 
 
 class RepMetrics:
     def __init__(
-        self, channels: tuple[str, ...], target: str, rate_hz: float, onset_pct: float = ONSET_PCT
+        self,
+        channels: tuple[str, ...],
+        target: str,
+        rate_hz: float,
+        pair_window_ms: float = 300.0,
     ) -> None:
         self.channels = channels
         self.rate_hz = rate_hz
-        self.onset_pct = onset_pct
         self._target = channels.index(target)
+        self._window = round(pair_window_ms * rate_hz / 1000.0)
         base = target.split("_")[0]
         self._sides = [c for c in channels if c in (f"{base}_L", f"{base}_R")]
         self._open: _Period | None = None
+        self._pending: list[_Period] = []
 
     def update(self, tick: Tick, *, counting: bool = True) -> list[dict[str, Any]]:
         """`counting=False` (free practice): its one endless work period is no rep, and none
         is reported for it."""
         if not counting:
-            self._open = None
+            self._open, self._pending = None, []
             return []
         block = tick.processed.block
-        cuts = [ev for ev in tick.exercise.events if isinstance(ev, PhaseChanged)]
-        done: list[dict[str, Any]] = []
         at = block.first_index
-        for ev in cuts:
+        for ev in tick.exercise.events:
+            if not isinstance(ev, PhaseChanged):
+                continue
             self._accumulate(tick, at, ev.at_index)
             at = ev.at_index
             if self._open is not None:
-                done.append(self._close())
+                self._open.end = ev.at_index
+                self._pending.append(self._open)
+                self._open = None
             if ev.phase is Phase.WORK:
+                for p in self._pending:
+                    p.superseded += 1
                 self._open = _Period(ev.rep, ev.at_index)
         self._accumulate(tick, at, block.end_index)
         for rep in tick.exercise.events:
@@ -79,13 +101,46 @@ class RepMetrics:
                 continue
             if self._open is not None and rep.at_index >= self._open.start:
                 self._open.rep = rep
-            elif done:  # the hold was reached in a period this block also closed
-                done[-1].update(_rep_fields(rep))
+            elif self._pending:  # the hold was reached in a period this block also closed
+                self._pending[-1].rep = rep
+        for c in tick.contractions:
+            self._pair(c)
+        done: list[dict[str, Any]] = []
+        while self._pending and self._settled(self._pending[0], tick.contracting):
+            done.append(self._report(self._pending.pop(0)))
         return done
 
-    def finish(self) -> dict[str, Any] | None:
-        """Metrics of a work period cut short by the end of the session, if one is open."""
-        return self._close() if self._open is not None else None
+    @staticmethod
+    def _settled(p: _Period, contracting: bool) -> bool:
+        """No contraction can still join `p`: it has one; or a newer period began and none is
+        in progress (one in progress may have begun in `p` and be in its closing dip); or two
+        newer periods began (an effort held that long is not this period's alone)."""
+        return (
+            p.contraction is not None or p.superseded >= 2 or (p.superseded > 0 and not contracting)
+        )
+
+    def finish(
+        self, last: tuple[Contraction, ...] | list[Contraction] = ()
+    ) -> list[dict[str, Any]]:
+        """Periods not yet reported when the session ends (with `last`, the contraction the
+        counter closed at the end), the open one cut short."""
+        for c in last:
+            self._pair(c)
+        if self._open is not None:
+            self._pending.append(self._open)
+            self._open = None
+        out = [self._report(p) for p in self._pending]
+        self._pending = []
+        return out
+
+    def _pair(self, c: Contraction) -> None:
+        periods = [*self._pending, *([self._open] if self._open is not None else [])]
+        for p in periods:
+            if p.contraction is not None:
+                continue
+            if p.start - self._window <= c.onset_index and (p.end is None or c.onset_index < p.end):
+                p.contraction = c
+                return
 
     def _accumulate(self, tick: Tick, start: int, stop: int) -> None:
         p = self._open
@@ -99,55 +154,35 @@ class RepMetrics:
         p.pct_sum += float(target.sum())
         p.peak = max(p.peak, float(target.max()))
         for i, ch in enumerate(self.channels):
-            p.env_sum[ch] = p.env_sum.get(ch, 0.0) + float(tick.processed.envelope[i, a:b].sum())
             if ch in self._sides:
                 p.side_peaks[ch] = max(p.side_peaks.get(ch, 0.0), float(pct[i].max()))
-            if ch not in p.onset:
-                over = np.flatnonzero(pct[i] >= self.onset_pct)
-                if over.size:
-                    p.onset[ch] = start + int(over[0])
-        for in_band in (tick.zone[a:b] == Zone.IN_BAND).tolist():
-            p.run = p.run + 1 if in_band else 0
-            p.in_band += in_band
-            p.longest_run = max(p.longest_run, p.run)
 
-    def _close(self) -> dict[str, Any]:
-        p = self._open
-        assert p is not None
-        self._open = None
-        n = max(p.samples, 1)
-        vm, vl = p.env_sum.get("VM"), p.env_sum.get("VL")
-        onset_diff = None
-        if "VM" in p.onset and "VL" in p.onset:
-            onset_diff = round((p.onset["VL"] - p.onset["VM"]) / self.rate_hz * 1000, 1)
+    def _report(self, p: _Period) -> dict[str, Any]:
         symmetry = None
         if len(p.side_peaks) == 2 and max(p.side_peaks.values()) > 0:
             symmetry = round(100 * min(p.side_peaks.values()) / max(p.side_peaks.values()), 1)
         out: dict[str, Any] = {
             "period": p.period,
-            "achieved": False,
-            "rep": None,
-            "at_index": None,
-            "time_to_band_s": None,
+            "achieved": p.rep is not None,
+            "rep": None if p.rep is None else p.rep.rep,
+            "at_index": None if p.rep is None else p.rep.at_index,
             "start_index": p.start,
             "duration_s": round(p.samples / self.rate_hz, 3),
-            "peak_pct_mvc": round(p.peak, 2),
-            "mean_pct_mvc": round(p.pct_sum / n, 2),
-            "hold_s": round(p.longest_run / self.rate_hz, 3),
-            "time_in_band_s": round(p.in_band / self.rate_hz, 3),
-            "vm_vl_ratio": round(vm / vl, 3) if vm is not None and vl else None,
-            "onset_diff_ms": onset_diff,
             "symmetry_pct": symmetry,
+            "contraction": None,
+            # No contraction: the level of the period; no effort, so nothing else to measure.
+            "peak_pct_mvc": round(p.peak, 4),
+            "mean_pct_mvc": round(p.pct_sum / max(p.samples, 1), 4),
+            "hold_s": 0.0,
+            "time_in_band_s": 0.0,
+            "time_to_band_s": None,
+            "vm_vl_ratio": None,
+            "onset_diff_ms": None,
+            "median_freq_hz": None,
         }
-        if p.rep is not None:
-            out.update(_rep_fields(p.rep))
+        if (c := p.contraction) is not None:
+            m = contraction_metrics(c)
+            out.update({k: m[src] for k, src in REP_FROM_CONTRACTION.items()})
+            out["hold_s"] = m["longest_hold_s"] or 0.0
+            out["contraction"] = c.number
         return out
-
-
-def _rep_fields(ev: RepCompleted) -> dict[str, Any]:
-    return {
-        "achieved": True,
-        "rep": ev.rep,
-        "at_index": ev.at_index,
-        "time_to_band_s": None if ev.time_to_band_s is None else round(ev.time_to_band_s, 3),
-    }

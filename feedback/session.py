@@ -30,7 +30,6 @@ from feedback.contraction_report import (
     CONTRACT_V1_CUE_KINDS,
     contraction_metrics,
 )
-from feedback.exercise import RepCompleted
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.recorder import Recorder
 from feedback.outputs.session_store import SessionStore
@@ -148,6 +147,7 @@ class Session:
         self.stim = StimDriver(settings, device, self._event)
         self.pipeline: Pipeline | None = None
         self.tick_listeners: list[Callable[[Tick], None]] = []  # e.g. the dashboard feed
+        self.rep_listeners: list[Callable[[dict[str, Any]], None]] = []  # its rep table
         self.pain_before = settings.session.pain_before
         self.pain_after: int | None = None
         self.rep_metrics: RepMetrics | None = None
@@ -315,7 +315,9 @@ class Session:
         info = self.device.info
         pipeline = self.pipeline = Pipeline(s, info.rate_hz, info.channels)
         self.result.group_delay_ms = pipeline.chain.group_delay_ms
-        self.rep_metrics = RepMetrics(info.channels, pipeline.target, info.rate_hz)
+        self.rep_metrics = RepMetrics(
+            info.channels, pipeline.target, info.rate_hz, s.onset.pair_window_ms
+        )
         c = s.contractions
         self._offline = OfflineCounter(
             info.rate_hz,
@@ -504,15 +506,9 @@ class Session:
         if self.recorder is not None:
             self.recorder.put(tick)
         self._contractions(tick.contractions)
-        for ev in ex.events:
-            if isinstance(ev, RepCompleted):
-                self.store.add_rep(
-                    self.session_id, ev.rep, ev.at_index, time.time(), ev.time_to_band_s
-                )
         if self.rep_metrics is not None:
             free = self.pipeline is not None and self.pipeline.exercise.free
-            for metrics in self.rep_metrics.update(tick, counting=not free):
-                self._session_message(self.topics.rep, "rep", metrics)
+            self._reps(self.rep_metrics.update(tick, counting=not free))
         for cue in tick.cues:
             r.cues += 1
             body = {
@@ -614,6 +610,21 @@ class Session:
             "vm_vl_onset_ms": None if onset_ms is None else round(onset_ms, 1),
         }
 
+    def _reps(self, reps: list[dict[str, Any]]) -> None:
+        """A rep's metrics, computed once (feedback.rep_metrics), to every output."""
+        for metrics in reps:
+            if metrics["achieved"]:
+                self.store.add_rep(
+                    self.session_id,
+                    metrics["rep"],
+                    metrics["at_index"],
+                    time.time(),
+                    metrics["time_to_band_s"],
+                )
+            self._session_message(self.topics.rep, "rep", metrics)
+            for listener in self.rep_listeners:
+                listener(metrics)
+
     def _contractions(self, counted: tuple[Contraction, ...] | list[Contraction]) -> None:
         for c in counted:
             if c.vm_vl_onset_ms is not None:
@@ -627,8 +638,12 @@ class Session:
         r = self.result
         r.duration_s = r.samples / self.device.info.rate_hz
         r.link = self.device.stats
+        last: list[Contraction] = []
         if self.pipeline is not None:  # a contraction still going at the end counts
-            self._contractions(self.pipeline.finish())
+            last = self.pipeline.finish()
+            self._contractions(last)
+        if self.rep_metrics is not None:
+            self._reps(self.rep_metrics.finish(last))
         if self._offline is not None:
             offline = self._offline.result()
             r.contractions_offline = {
@@ -639,10 +654,13 @@ class Session:
                 "method": offline.method,
             }
         summary = r.report()
+        # The end message cannot count its own delivery: the summary the clinic stores says
+        # how many session messages came before it (msg_id 1..n), a completeness check; the
+        # final `mqtt_published` is in the station's JSON report only (docs/metrics.md).
+        del summary["mqtt_published"], summary["mqtt_backlog_at_end"]
+        summary["messages_before_end"] = self.numberer.sent
         self.store.end_session(self.session_id, time.time(), summary)
         self.publisher.discard_live()
-        if self.rep_metrics is not None and (last := self.rep_metrics.finish()) is not None:
-            self._session_message(self.topics.rep, "rep", last)
         self._session_message(
             self.topics.session,
             "session_end",

@@ -9,10 +9,10 @@ dashboard never sees (latest wins) costs nothing but a skipped redraw.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from feedback.exercise import RepCompleted
 from feedback.pipeline import Tick
 
 WINDOW_S = 10.0
@@ -21,12 +21,27 @@ DISPLAY_HZ = 200.0
 
 @dataclass(frozen=True, slots=True)
 class RepRow:
+    """One row of the therapist's rep table: the rep message's own values (feedback.rep_metrics),
+    never recomputed here, so the table, the live view and the clinic show the same numbers."""
+
     rep: int
     set_no: int
     at_s: float  # seconds from the session start (device samples)
-    time_to_band_s: float | None
-    pct_at_rep: float  # target channel % MVC when the hold was achieved
+    time_to_band_s: float | None  # from the contraction's onset (docs/metrics.md)
+    peak_pct_mvc: float  # the rep's contraction's peak, target channel
     vm_vl_ratio: float | None
+
+    @classmethod
+    def of(cls, metrics: dict[str, Any], set_no: int, at_s: float) -> RepRow:
+        """From a rep message body (or the dict the session sends as one)."""
+        return cls(
+            int(metrics["rep"]),
+            set_no,
+            at_s,
+            metrics.get("time_to_band_s"),
+            float(metrics.get("peak_pct_mvc") or 0.0),
+            metrics.get("vm_vl_ratio"),
+        )
 
 
 @dataclass(slots=True)
@@ -113,25 +128,19 @@ class DashboardFeed:
         for c in tick.contractions:
             if c.vm_vl_onset_ms is not None:  # VL onset minus VM onset: positive when VM led
                 self.onset_diff_ms = c.vm_vl_onset_ms
-        ex = tick.exercise
-        for ev in ex.events:
-            if isinstance(ev, RepCompleted):
-                self.reps.append(
-                    RepRow(
-                        ev.rep,
-                        ex.set_no,
-                        (ev.at_index - self._origin) / self.rate_hz,
-                        ev.time_to_band_s,
-                        tick.pct_mvc.get(self.header.target_channel, 0.0),
-                        tick.vm_vl_ratio,
-                    )
-                )
         if tick.protocol and tick.protocol != self.header.protocol:  # switched mid-session
             h = self.header
             self.header = replace(
                 h, protocol=tick.protocol, reps_total=tick.reps_total, sets=tick.sets
             )
         self.last = tick
+
+    def add_rep(self, metrics: dict[str, Any]) -> None:
+        """A rep as the session reported it (Session.rep_listeners); achieved reps only."""
+        if not metrics.get("achieved") or self.last is None:
+            return
+        at_s = (int(metrics["at_index"]) - (self._origin or 0)) / self.rate_hz
+        self.reps.append(RepRow.of(metrics, self.last.exercise.set_no, at_s))
 
     def write(self, raw: np.ndarray, env: np.ndarray, blank: np.ndarray) -> None:
         n = raw.shape[1]

@@ -50,6 +50,7 @@ class DashboardLink:
         self.note = ""
         self.audio: AudioCues | None = None
         session.tick_listeners.append(self.on_tick)
+        session.rep_listeners.append(self.feed.add_rep)
 
     def on_tick(self, tick: Tick) -> None:
         """From the processing loop: decimate into the ring, nothing more (a few µs)."""

@@ -140,10 +140,8 @@ class RemoteModel:
             p = v.packet
             rate = p.rate_hz if p is not None else 1.0
             v.reps.append(
-                RepRow(int(body["rep"]), p.set_no if p is not None else 1,
-                       body["at_index"] / rate, body.get("time_to_band_s"),
-                       float(body.get("peak_pct_mvc") or 0.0), body.get("vm_vl_ratio"))
-            )  # fmt: skip
+                RepRow.of(body, p.set_no if p is not None else 1, body["at_index"] / rate)
+            )
         elif kind == "contraction" and body.get("vm_vl_onset_ms") is not None:
             v.onset_diff_ms = float(body["vm_vl_onset_ms"])
         elif kind in ("stim_estop", "stim_rearm"):  # the stream ends with the session: say it

@@ -39,7 +39,7 @@ from feedback.dashboard.controls import (
 )
 from feedback.dashboard.feed import DashFrame
 
-REP_COLUMNS = ("rep", "set", "at s", "to band", "% MVC", "VM:VL")
+REP_COLUMNS = ("rep", "set", "at s", "to band s", "peak % MVC", "VM:VL")
 STIM_COLOURS = {"off": "#888", "armed": "#2e9d44", "stimulating": "#e0a020", "estop": "#d0342c"}
 
 
@@ -247,7 +247,7 @@ class TherapistWindow(QMainWindow):
                 str(row.set_no),
                 f"{row.at_s:.1f}",
                 "–" if row.time_to_band_s is None else f"{row.time_to_band_s:.2f}",
-                f"{row.pct_at_rep:.0f}",
+                f"{row.peak_pct_mvc:.0f}",
                 "–" if row.vm_vl_ratio is None else f"{row.vm_vl_ratio:.2f}",
             )
             for c, text in enumerate(cells):

@@ -82,7 +82,8 @@ def events_of(tick: Tick) -> tuple[Event, ...]:
                 "contraction",
                 c.channel,
                 f"#{c.number} {c.duration_s:.2f}s peak {_peak(c)} "
-                f"hold {c.hold_in_band_s:.2f}s MDF {_fmt(c.median_freq_hz)}Hz "
+                f"hold {_fmt(c.longest_hold_s, 2)}s in band {c.hold_in_band_s:.2f}s "
+                f"MDF {_fmt(c.median_freq_hz)}Hz "
                 f"VM-VL {_fmt(c.vm_vl_onset_ms)}ms",
             )
         )
@@ -102,8 +103,8 @@ def _peak(c: Contraction) -> str:
     return f"{c.peak_mv * 1000:.0f}uV (uncalibrated)"
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
+def _fmt(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 class Recorder:

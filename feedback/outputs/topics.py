@@ -84,6 +84,11 @@ class MessageNumberer:
         msg.update(body)
         return msg
 
+    @property
+    def sent(self) -> int:
+        """Lossless messages numbered so far: the next one's msg_id minus one."""
+        return self._next - 1
+
     def live_envelope(self, body: dict[str, Any]) -> dict[str, Any]:
         msg = self._stamp("live", self._next_live)
         self._next_live += 1

@@ -31,6 +31,7 @@ from feedback.dashboard.patient import AMBER, GREEN, PatientWindow
 from feedback.dashboard.process import DashboardProcess, patient_screenshot_path
 from feedback.dashboard.therapist import TherapistWindow
 from feedback.pipeline import Pipeline
+from feedback.rep_metrics import RepMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "tests" / "output"
@@ -68,13 +69,17 @@ class Recording:
             sets=1,
         )
         self.feed = DashboardFeed(header, 2000.0)
+        self.reps = RepMetrics(channels, self.pipeline.target, 2000.0)  # as the session does
         self.t = 0.0
 
     def run(self, seconds: float) -> DashFrame:
         for _ in range(round(seconds * 100)):
             self.t += 0.01
             for block in self.stream.feed(self.fw.advance(20, self.t), self.t):
-                self.feed.add(self.pipeline.process(block))
+                tick = self.pipeline.process(block)
+                self.feed.add(tick)
+                for rep in self.reps.update(tick):
+                    self.feed.add_rep(rep)
         frame = self.feed.frame(link="up", mqtt="up", stim_state="armed", stim_bursts=1)
         assert frame is not None
         return frame
@@ -87,7 +92,7 @@ def test_feed_keeps_ten_seconds_at_display_rate() -> None:
     frame = rec.run(9.0)
     assert frame.raw.shape == (2, 2000) and frame.envelope.shape == (2, 2000)
     assert abs(frame.t_end_s - 12.0) < 0.02
-    assert frame.reps and frame.reps[0].rep == 1 and frame.reps[0].pct_at_rep > 30.0
+    assert frame.reps and frame.reps[0].rep == 1 and frame.reps[0].peak_pct_mvc > 30.0
 
 
 def test_therapist_window_builds_updates_and_screenshots(qtbot: QtBot) -> None:

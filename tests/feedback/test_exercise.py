@@ -69,7 +69,7 @@ def test_phase_sequence_and_time_to_band() -> None:
         (Phase.DONE, 3),
     ]
     reps = [e for e in events if isinstance(e, RepCompleted)]
-    assert [round(r.time_to_band_s or -1, 3) for r in reps] == [0.4, 0.2]
+    assert [round(r.cue_to_band_s or -1, 3) for r in reps] == [0.4, 0.2]
 
 
 def test_clocks_count_down() -> None:
