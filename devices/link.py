@@ -104,11 +104,14 @@ class IndexContinuity:
         first = block.first_index + self._offset
         last_end = self._last_end
         if last_end is not None and (self._resync or first < last_end):
-            if first < last_end:  # the counter restarted: estimate the loss from the silence
-                silent_s = block.t_arrival - block.n_samples / block.rate_hz - self._last_arrival
-                lost = max(0, round(silent_s * block.rate_hz))
-                self._offset = last_end + lost - block.first_index
-                first = last_end + lost
+            silent_s = block.t_arrival - block.n_samples / block.rate_hz - self._last_arrival
+            silent = max(0, round(silent_s * block.rate_hz))
+            # A device that carried on advanced its counter by about the silence; one that
+            # restarted is behind its old count, or (when the host came back only after the new
+            # device had run longer than the old one: a jittered reconnect) far short of it.
+            if first < last_end or first - last_end < silent // 2:
+                self._offset = last_end + silent - block.first_index
+                first = last_end + silent
             lost = first - last_end
             if lost > 0:
                 self.stats.gaps += 1
