@@ -39,7 +39,11 @@ from feedback.dashboard.controls import (
 )
 from feedback.dashboard.feed import DashFrame
 
-REP_COLUMNS = ("rep", "set", "at s", "to band s", "peak % MVC", "VM:VL")
+# Every header says its unit; counts say "no." so no column is a bare number of unknown kind.
+REP_COLUMNS = ("rep (no.)", "set (no.)", "ended at (s)", "time to band (s)", "peak (% MVC)",
+               "VM:VL (ratio)")  # fmt: skip
+# The stimulation trigger is drawn only while stimulation can actually fire.
+STIM_LIVE = ("armed", "stimulating")
 STIM_COLOURS = {"off": "#888", "armed": "#2e9d44", "stimulating": "#e0a020", "estop": "#d0342c"}
 
 
@@ -60,22 +64,59 @@ class ChannelPlot(pg.PlotWidget):  # type: ignore[misc]
             self.getAxis(side).setStyle(maxTickLevel=0)
         self.getAxis("bottom").setTickSpacing(major=1.0, minor=0.5)
         self.setMouseEnabled(x=False, y=True)
-        self.raw = self.plot(pen=pg.mkPen("#b0b0b0", width=1), name="raw")
-        self.envelope = self.plot(pen=pg.mkPen("#1f5fbf", width=2), name="envelope")
+        self.legend = self.addLegend(offset=(-10, 5), labelTextSize="9pt")
+        self.legend.setBrush(pg.mkBrush(255, 255, 255, 200))
+        self.raw = self.plot(pen=pg.mkPen("#b0b0b0", width=1), name="EMG, band-passed (mV)")
+        self.envelope = self.plot(pen=pg.mkPen("#1f5fbf", width=2), name="envelope (mV)")
         self.band = pg.LinearRegionItem(
             orientation="horizontal", movable=False, brush=pg.mkBrush(46, 157, 68, 50)
         )
-        self.threshold = pg.InfiniteLine(
-            angle=0, pen=pg.mkPen("#d0342c", width=1.5, style=Qt.PenStyle.DashLine)
-        )
+        threshold_pen = pg.mkPen("#d0342c", width=1.5, style=Qt.PenStyle.DashLine)
+        self.threshold = pg.InfiniteLine(angle=0, pen=threshold_pen)
+        # Legend samples for the band and the trigger line (region and infinite-line items have
+        # no legend sample of their own); their labels carry the current values.
+        self.band_key = pg.PlotDataItem(pen=pg.mkPen(46, 157, 68, 140, width=10))
+        self.threshold_key = pg.PlotDataItem(pen=threshold_pen)
+        self.keys: dict[int, str | None] = {}
         # Blanked spans (stimulation on) are shaded regions, not a NaN-gapped or filled curve:
         # those take pyqtgraph's QByteArray path workaround, which crashed with PySide6 6.12
         # (pyqtgraph#3265, a refcount fix on both sides).
         self.blank_spans: list[pg.LinearRegionItem] = []
+        self.target = target
         if target:
             self.addItem(self.band)
             self.addItem(self.threshold)
+            self.band.setVisible(False)
+            self.threshold.setVisible(False)
         self.setXRange(-10, 0, padding=0)
+
+    def show_band(self, band_mv: tuple[float, float] | None, band_pct: tuple[float, float]) -> None:
+        """The band in mV on this mV plot (converted with the channel's MVC); None: no band."""
+        self.band.setVisible(band_mv is not None)
+        label = None
+        if band_mv is not None:
+            self.band.setRegion(band_mv)
+            label = (f"target band {band_pct[0]:.0f}–{band_pct[1]:.0f} % MVC"
+                     f" = {band_mv[0]:.2f}–{band_mv[1]:.2f} mV")  # fmt: skip
+        self._key(self.band_key, label)
+
+    def show_threshold(self, level_mv: float | None) -> None:
+        """The stimulation trigger level; None (stimulation off or no band): not drawn."""
+        self.threshold.setVisible(level_mv is not None)
+        label = None
+        if level_mv is not None:
+            self.threshold.setValue(level_mv)
+            label = f"stimulation trigger {level_mv:.2f} mV"
+        self._key(self.threshold_key, label)
+
+    def _key(self, sample: pg.PlotDataItem, label: str | None) -> None:
+        """Legend entry for `sample` reads `label` (None: no entry); relaid only on a change."""
+        if self.keys.get(id(sample)) == label:
+            return
+        self.keys[id(sample)] = label
+        self.legend.removeItem(sample)
+        if label is not None:
+            self.legend.addItem(sample, label)
 
     def draw(self, t: np.ndarray, raw: np.ndarray, env: np.ndarray, blanked: np.ndarray) -> None:
         self.raw.setData(t, raw)
@@ -189,14 +230,25 @@ class TherapistWindow(QMainWindow):
             self.plots[role] = plot
             self.plot_column.addWidget(plot)
         self.plots[h.channels[-1]].setLabel("bottom", "time (s)")
-        self.protocol.clear()
-        self.protocol.addItems(list(h.protocols) or [h.protocol])
-        self.protocol.setCurrentText(h.protocol)
         self.low.setValue(frame.band[0])
         self.high.setValue(frame.band[1])
 
+    def _show_protocol(self, running: str, available: tuple[str, ...]) -> None:
+        """The picker shows the running protocol, also one not in the list (e.g. "demo") and
+        after a switch; setCurrentText alone silently keeps the first item for a missing name."""
+        items = list(available)
+        if running and running not in items:
+            items.insert(0, running)
+        current = [self.protocol.itemText(i) for i in range(self.protocol.count())]
+        if current != items:
+            self.protocol.clear()
+            self.protocol.addItems(items)
+        if self.protocol.currentText() != running:
+            self.protocol.setCurrentIndex(self.protocol.findText(running))
+
     def show_frame(self, frame: DashFrame) -> None:
         self._ensure_plots(frame)
+        self._show_protocol(frame.header.protocol, frame.header.protocols)
         h = frame.header
         n = frame.raw.shape[1]
         t = (np.arange(n) - n + 1) / frame.display_hz
@@ -205,9 +257,13 @@ class TherapistWindow(QMainWindow):
             plot = self.plots[role]
             plot.draw(t, frame.raw[i], frame.envelope[i], frame.blanked)
             if role == h.target_channel:
-                mvc = h.mvc_mv.get(role, 1.0)
-                plot.band.setRegion((_mv(low, mvc), _mv(high, mvc)))
-                plot.threshold.setValue(_mv(h.trigger_fraction * low, mvc))
+                mvc = h.mvc_mv.get(role)
+                # Uncalibrated: the MVC is a placeholder, so a band in mV would be invented.
+                known = h.calibrated and mvc is not None and mvc > 0
+                band = (_mv(low, mvc), _mv(high, mvc)) if known and mvc else None
+                plot.show_band(band, frame.band)
+                live = band is not None and frame.stim_state in STIM_LIVE
+                plot.show_threshold(_mv(h.trigger_fraction * low, mvc) if live and mvc else None)
         self._labels(frame)
         self._rep_table(frame)
         self.frames_drawn += 1
