@@ -40,8 +40,9 @@ from feedback.dashboard.controls import (
 from feedback.dashboard.feed import DashFrame
 
 # Every header says its unit; counts say "no." so no column is a bare number of unknown kind.
-REP_COLUMNS = ("rep (no.)", "set (no.)", "ended at (s)", "time to band (s)", "peak (% MVC)",
-               "VM:VL (ratio)")  # fmt: skip
+# Two lines each: one line was cut to "ded at (s" in the narrow side column.
+REP_COLUMNS = ("rep\n(no.)", "set\n(no.)", "ended\n(s)", "to band\n(s)", "peak\n(% MVC)",
+               "VM:VL\n(ratio)")  # fmt: skip
 # The stimulation trigger is drawn only while stimulation can actually fire.
 STIM_LIVE = ("armed", "stimulating")
 STIM_COLOURS = {"off": "#888", "armed": "#2e9d44", "stimulating": "#e0a020", "estop": "#d0342c"}
@@ -77,6 +78,7 @@ class ChannelPlot(pg.PlotWidget):  # type: ignore[misc]
         # no legend sample of their own); their labels carry the current values.
         self.band_key = pg.PlotDataItem(pen=pg.mkPen(46, 157, 68, 140, width=10))
         self.threshold_key = pg.PlotDataItem(pen=threshold_pen)
+        self.blank_key = pg.PlotDataItem(pen=pg.mkPen(224, 160, 32, 140, width=10))
         self.keys: dict[int, str | None] = {}
         # Blanked spans (stimulation on) are shaded regions, not a NaN-gapped or filled curve:
         # those take pyqtgraph's QByteArray path workaround, which crashed with PySide6 6.12
@@ -126,6 +128,8 @@ class ChannelPlot(pg.PlotWidget):  # type: ignore[misc]
             region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(224, 160, 32, 70))
             self.addItem(region)
             self.blank_spans.append(region)
+        # The shaded spans need a name, or they read as a fault in the recording.
+        self._key(self.blank_key, "blanked (stimulation artefact)" if spans else None)
         for i, region in enumerate(self.blank_spans):
             region.setVisible(i < len(spans))
             if i < len(spans):

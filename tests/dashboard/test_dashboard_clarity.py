@@ -87,5 +87,15 @@ def test_band_is_drawn_in_mv_on_the_mv_plot_and_not_when_uncalibrated(qtbot: QtB
 def test_every_rep_table_header_has_a_unit(qtbot: QtBot) -> None:
     win = window(qtbot)
     headers = [win.reps.horizontalHeaderItem(c).text() for c in range(win.reps.columnCount())]
-    assert all(re.search(r"\((s|no\.|% MVC|ratio)\)$", h) for h in headers), headers
+    assert all(re.search(r"\n\((s|no\.|% MVC|ratio)\)$", h) for h in headers), headers
     assert not any(re.search(r"\d", h) for h in headers)
+
+
+def test_blanked_spans_are_named_in_the_legend(qtbot: QtBot) -> None:
+    win = window(qtbot)
+    rec = Recording()
+    win.show_frame(rec.run(1.0))
+    assert not any("blanked" in t for t in legend_labels(win, "VM"))  # none yet: no entry
+    rec.pipeline.blanker.add(round(1.2 * 2000), round(1.6 * 2000))
+    win.show_frame(rec.run(1.0))
+    assert "blanked (stimulation artefact)" in legend_labels(win, "VM")
