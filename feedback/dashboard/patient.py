@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QWidget
 from feedback.dashboard.feed import DashFrame
 
 BAR_MAX_PCT = 100.0
+SCALE_PCT = (0, 25, 50, 75, 100)  # the bar's scale: without it a half-full bar means nothing
 GREEN, AMBER, RED = QColor("#2e9d44"), QColor("#e0a020"), QColor("#d0342c")
 BACKGROUND, INK = QColor("#111418"), QColor("#f2f2f2")
 
@@ -94,6 +95,14 @@ class PatientWindow(QWidget):
             p.setPen(QPen(GREEN, 6))
             p.drawRect(band)
         p.setPen(INK)
+        p.setFont(QFont("Sans", max(8, int(h * 0.026))))
+        for v in SCALE_PCT:
+            y = y_of(v)
+            p.drawLine(int(bar.left()) - 6, int(y), int(bar.left()), int(y))
+            right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+            p.drawText(QRectF(0, y - h * 0.025, bar.left() - 8, h * 0.05), right, f"{v}")
+        under = QRectF(0, bar.bottom() + 2, bar.right() + bar.left(), h * 0.06)
+        p.drawText(under, Qt.AlignmentFlag.AlignHCenter, "% of your max")
         text_x = w * 0.5
         p.setFont(QFont("Sans", max(12, int(h * 0.07)), QFont.Weight.Bold))
         p.drawText(
@@ -119,6 +128,9 @@ class PatientWindow(QWidget):
             )
         if f.phase == "work" and f.header.reps_total and calibrated:
             hold = QRectF(text_x, h * 0.68, w * 0.4, h * 0.05)
+            p.setFont(QFont("Sans", max(9, int(h * 0.032))))
+            p.drawText(QRectF(text_x, h * 0.63, w * 0.48, h * 0.05), Qt.AlignmentFlag.AlignLeft,
+                       "hold")  # fmt: skip
             p.fillRect(hold, QColor("#2a2f36"))
             p.fillRect(
                 QRectF(hold.left(), hold.top(), hold.width() * f.hold_progress, hold.height()),

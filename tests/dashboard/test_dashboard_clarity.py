@@ -99,3 +99,20 @@ def test_blanked_spans_are_named_in_the_legend(qtbot: QtBot) -> None:
     rec.pipeline.blanker.add(round(1.2 * 2000), round(1.6 * 2000))
     win.show_frame(rec.run(1.0))
     assert "blanked (stimulation artefact)" in legend_labels(win, "VM")
+
+
+def test_patient_bar_has_a_scale(qtbot: QtBot) -> None:
+    from feedback.dashboard.patient import BACKGROUND, PatientWindow
+
+    view = PatientWindow()
+    qtbot.addWidget(view)
+    view.resize(480, 640)
+    view.show()
+    view.show_frame(Recording().run(3.0))
+    image = view.grab().toImage()
+    margin = int(view.width() * 0.12) - 10  # left of the bar and its band frame: the scale
+    inked = {
+        y // 40 for y in range(view.height()) for x in range(margin)
+        if image.pixelColor(x, y) != BACKGROUND
+    }  # fmt: skip
+    assert len(inked) >= 4  # was empty: the bar had no numbers beside it
