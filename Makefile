@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres,report
+EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres,report,nats,research
 STAMP := $(VENV)/.installed
 ARGS ?=
 
