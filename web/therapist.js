@@ -129,7 +129,9 @@ function send(st, action, params) {
   if (!issuer) return st.say(`${action} not sent: no therapist id (sign in with one)`, true);
   if (action !== "emergency_stop" && !st.session) return st.say(`${action} not sent: no session seen yet`, true);
   const body = command(action, { issuer, session: st.session, ...params });
-  client.publish(topic(cfg.clinic, st.name, "cmd"), body, { qos: 1 }, (err) => {
+  // The stop has its own topic: the station reads it on a connection no other command can delay.
+  const leaf = action === "emergency_stop" ? "cmd/estop" : "cmd";
+  client.publish(topic(cfg.clinic, st.name, leaf), body, { qos: 1 }, (err) => {
     st.say(err ? `${action} NOT sent: ${err.message}` : `${action} sent, waiting for the station`, Boolean(err));
   });
 }

@@ -50,6 +50,7 @@ topic read vmf/v1/clinic-demo/st-a/stream
 user therapist-web-1
 topic read vmf/v1/#
 topic write vmf/v1/+/+/cmd
+topic write vmf/v1/+/+/cmd/estop
 """
 BROWSER_ACCOUNTS = {"tablet-st-a": "tablet-pass-a", "therapist-web-1": "therapist-pass-1"}
 
@@ -132,13 +133,14 @@ async def test_each_browser_account_sees_only_what_its_acl_allows(
 ) -> None:
     add_browser_accounts(secure_broker)
     relay = BrokerAccess.from_url(secure_broker.url, ca_file=str(secure_broker.ca))
-    a_cmds: list[bytes] = []
+    a_cmds: list[tuple[str, bytes]] = []
 
     async def read_a_commands() -> None:
         async with aiomqtt.Client(**secure_broker.access(f"{CLINIC}/st-a").client_kwargs()) as c:
             await c.subscribe(Topics(CLINIC, "st-a").cmd, qos=1)
+            await c.subscribe(Topics(CLINIC, "st-a").estop, qos=1)
             async for m in c.messages:
-                a_cmds.append(bytes(m.payload))  # type: ignore[arg-type]
+                a_cmds.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
 
     async with (
         WebServer(config={"clinic": CLINIC, "login": True}, relay_to=relay) as web,
@@ -180,7 +182,9 @@ async def test_each_browser_account_sees_only_what_its_acl_allows(
             if a_cmds:
                 break
             await asyncio.sleep(0.1)
-        assert len(a_cmds) == 1 and b'"action":"emergency_stop"' in a_cmds[0]
+        # on the stop's own topic, which the station reads before any other command
+        assert len(a_cmds) == 1 and b'"action":"emergency_stop"' in a_cmds[0][1]
+        assert a_cmds[0][0] == Topics(CLINIC, "st-a").estop
         reader.cancel()
         for p in (wrong, own, tablet_overview, therapist):
             assert p.errors == [], p.errors
