@@ -15,7 +15,13 @@ const COLOURS = ["#4fc3f7", "#ffb74d", "#ce93d8", "#a5d6a7"]; // distinct on the
 const $ = (id) => document.getElementById(id);
 
 const stations = new Map();
-const metrics = { frames: 0, draws: 0, delays: [], packets: 0, bad: 0, start: performance.now() };
+const metrics = { frames: 0, draws: 0, drawErrors: 0, delays: [], packets: 0, bad: 0, start: performance.now() };
+
+// Text from the network goes into markup only through this: a hostile channel name or field
+// must show as text, not become part of the page.
+function esc(v) {
+  return String(v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
 let cfg, client, issuer;
 window.vmf = { stations, metrics };
 
@@ -76,7 +82,10 @@ class Station {
     if (m.type === "status") this.state = m.state;
     else if (m.type === "session_end") this.say(`session ended (${(m.summary || {}).stopped_by || "?"})`);
     else if (m.session !== this.session) return; // of a session not seen in the stream yet
-    else if (m.type === "rep" && m.achieved) this.reps.push(m);
+    else if (m.type === "rep" && m.achieved) {
+      // QoS 1 may deliver a rep twice (a redelivery after a reconnect): one row per msg_id
+      if (!this.reps.some((r) => r.msg_id === m.msg_id)) this.reps.push(m);
+    }
     else if (m.type === "stim_estop") {
       this.estop = true;
       this.say("EMERGENCY STOP: stimulation latched off", true);
@@ -184,7 +193,7 @@ function drawCard(st, now) {
   note.textContent = st.note;
   note.classList.toggle("alarm", st.alarm);
   const body = el.querySelector("tbody");
-  const rows = st.reps.slice(-5).reverse().map((r) => `<tr><td>${r.rep}</td><td>${fmt(r.time_to_band_s, 2)}</td><td>${fmt(r.peak_pct_mvc)}</td><td>${fmt(r.hold_s, 1)}</td><td>${fmt(r.vm_vl_ratio, 2)}</td></tr>`).join("");
+  const rows = st.reps.slice(-5).reverse().map((r) => `<tr><td>${fmt(r.rep)}</td><td>${fmt(r.time_to_band_s, 2)}</td><td>${fmt(r.peak_pct_mvc)}</td><td>${fmt(r.hold_s, 1)}</td><td>${fmt(r.vm_vl_ratio, 2)}</td></tr>`).join("");
   const shown = rows || '<tr><td colspan="5" class="none">none achieved yet</td></tr>';
   if (body.innerHTML !== shown) body.innerHTML = shown;
 }
@@ -267,7 +276,7 @@ function plot(canvas, st, stale) {
     g.stroke();
   });
   const legend = canvas.parentElement.querySelector(".legend");
-  const text = p.channels.map((ch, c) => `<span><i class="c${c % COLOURS.length}"></i>${ch}${c === p.target ? " (target)" : ""}</span>`).join("")
+  const text = p.channels.map((ch, c) => `<span><i class="c${c % COLOURS.length}"></i>${esc(ch)}${c === p.target ? " (target)" : ""}</span>`).join("")
     + (st.calibrated ? `<span><i class="bandkey"></i>target band ${p.band[0]}–${p.band[1]} % MVC</span>` : "<span>no calibration yet: mV, band not shown</span>")
     + (anyHeld ? `<span><i class="heldkey"></i>stimulation burst (signal held)</span>` : "");
   if (legend.dataset.text !== text) { legend.innerHTML = text; legend.dataset.text = text; }
@@ -291,7 +300,8 @@ function loop() {
       st.paintedSample = undefined;
     }
     if (st.dirty || tick) {
-      drawCard(st, now);
+      // one card's bad data must not stop the loop (and with it every other station's card)
+      try { drawCard(st, now); } catch (err) { metrics.drawErrors++; console.warn(st.name, err); }
       metrics.draws++;
       if (st.pendingSample !== undefined) { st.paintedSample = st.pendingSample; st.pendingSample = undefined; }
       st.dirty = false;

@@ -24,7 +24,7 @@ import aiomqtt
 import pytest
 
 from feedback.broker import EmbeddedBroker
-from feedback.outputs.stream import StreamPacket, decode
+from feedback.outputs.stream import StreamPacket, decode, encode
 from feedback.outputs.topics import Topics
 from feedback.web.server import WebServer
 from tests.clinic.conftest import run_station, station_settings, wait_until
@@ -227,3 +227,43 @@ async def test_emergency_stop_button_latches_stimulation(
             ("emergency_stop", True, "T-01"),
             ("stop", True, "T-01")]  # fmt: skip
         assert page.errors == [] and stranger.errors == []
+
+
+async def test_therapist_page_shows_hostile_text_as_text_and_each_rep_once(browser: Any) -> None:
+    """Whatever a (compromised or buggy) station sends is shown as text: a channel name or a rep
+    field carrying markup must not become part of the page; a rep redelivered by QoS 1 (same
+    msg_id) is one row, not two."""
+    import numpy as np
+
+    evil_channel = "<img src=x onerror=window.pwned=1>"
+    packet = StreamPacket(
+        counter=1, first_index=0, rate_hz=1000.0, decimation=10, t_sample=0.0, session="s-1",
+        channels=(evil_channel, "VL"), target=0, protocol="hold", patient="P-01",
+        band=(30.0, 60.0), phase="work", holding=False, link_up=True, hold_progress=0.0,
+        set_no=1, sets=1, reps_done=0, reps_total=10, phase_left_s=3.0, gaps=0,
+        protocol_errors=0, stim_state="off", stim_bursts=0, vm_vl_ratio=None,
+        pct_mvc=(40.0, 30.0), mvc_mv=(0.5, 0.5), envelope=np.full((2, 10), 0.2, "<f2"),
+        raw=np.zeros((2, 10), "<f2"), blanked=np.zeros(10, bool),
+    )  # fmt: skip
+    rep = {"type": "rep", "session": "s-1", "msg_id": 7, "achieved": True,
+           "rep": "<img src=x onerror=window.pwned=2>", "time_to_band_s": 0.5,
+           "peak_pct_mvc": 50, "hold_s": 3.0, "vm_vl_ratio": 1.1}  # fmt: skip
+    async with demo_web() as (broker, web):
+        page = await open_page(browser, f"{web.url}/therapist.html?station=st-x")
+        await asyncio.sleep(1.0)  # connected and subscribed
+        topics = Topics(CLINIC, "st-x")
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            for _ in range(3):
+                await c.publish(topics.stream, encode(packet))
+                await asyncio.sleep(0.2)
+            for _ in range(2):  # the same rep twice, as a redelivery would bring it
+                await c.publish(topics.rep, json.dumps(rep), qos=1)
+            await c.publish(topics.stream, encode(packet))
+        card = "document.querySelector('[data-station=st-x]')"
+        await wait_until_page(page, f"String({card}?.querySelectorAll('tbody tr').length)", "1")
+        await asyncio.sleep(0.5)
+        assert await page.evaluate("() => window.pwned ?? null") is None
+        assert await page.evaluate(f"() => {card}.querySelectorAll('img').length") == 0
+        legend = await page.evaluate(f"() => {card}.querySelector('.legend').textContent")
+        assert evil_channel in legend  # shown, as text
+        assert page.errors == [], page.errors
