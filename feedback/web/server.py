@@ -114,8 +114,12 @@ class WebServer:
             return _response(HTTPStatus.OK, json.dumps(self.config).encode(), "application/json")
         if path.endswith("/"):
             path += "index.html"
-        file = (self.root / path.lstrip("/")).resolve()
-        if not file.is_relative_to(self.root) or not file.is_file():
+        try:
+            file = (self.root / path.lstrip("/")).resolve()
+            found = file.is_relative_to(self.root) and file.is_file()
+        except (ValueError, OSError):  # a NUL byte or a name too long: no such file, not a 500
+            found = False
+        if not found:
             return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
         kind = TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "text/plain"
         if kind.startswith("text/") or kind == "application/json":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -28,6 +29,13 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
         return e.code, dict(e.headers), e.read()
 
 
+def raw_get(port: int, path: bytes) -> bytes:
+    """A request line urllib would refuse to send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(200)
+
+
 async def test_pages_config_and_nothing_else() -> None:
     async with WebServer(config={"clinic": "c-1", "broker": "ws://x/mqtt"}) as web:
         status, headers, body = await asyncio.to_thread(get, f"{web.url}/patient.html")
@@ -42,6 +50,10 @@ async def test_pages_config_and_nothing_else() -> None:
                     "/nothing.html"):  # fmt: skip
             status, _, body = await asyncio.to_thread(get, f"{web.url}{bad}")
             assert status == 404 and b"[project]" not in body, bad
+        # bytes no file name can hold: 404, not a 500 and a traceback in the log
+        for raw in (b"/a\x00b", b"/" + b"a" * 5000):
+            reply = await asyncio.to_thread(raw_get, web.port, raw)
+            assert reply.startswith(b"HTTP/1.1 404"), (raw[:10], reply[:40])
         # no relay configured: a WebSocket upgrade is refused, not piped anywhere
         with pytest.raises(InvalidStatus):
             async with connect(f"ws://127.0.0.1:{web.port}/mqtt", subprotocols=["mqtt"]):  # type: ignore[list-item]
