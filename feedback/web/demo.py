@@ -18,12 +18,25 @@ from typing import Any
 from config.settings import Settings
 from feedback import app
 from feedback.broker import EmbeddedBroker
+from feedback.outputs.broker_access import BrokerAccess
 from feedback.web.server import RELAY_PATH, WebServer
 
 
 def page_urls(base: str, clinic: str, station: str) -> tuple[str, str]:
     return (f"{base}/patient.html?clinic={clinic}&station={station}",
             f"{base}/therapist.html?clinic={clinic}&station={station}")  # fmt: skip
+
+
+def page_relay(settings: Settings, broker_url: str) -> BrokerAccess:
+    """The pages' way to the broker: its address and CA, but none of the station's identity.
+
+    The page signs in with its own account; lending it the station's password or client
+    certificate would let any browser on the network write as the station.
+    """
+    access = app.broker_access(settings, broker_url)
+    return dataclasses.replace(
+        access, username=None, password=None, cert_file=None, key_file=None
+    )
 
 
 async def run_with_web(settings: Settings, options: app.RunOptions) -> dict[str, Any]:
@@ -39,8 +52,7 @@ async def run_with_web(settings: Settings, options: app.RunOptions) -> dict[str,
             logging.getLogger("amqtt.broker").setLevel(logging.ERROR)
             config["broker"] = broker.ws_url
         else:
-            relay = app.broker_access(settings, options.broker)
-            relay = dataclasses.replace(relay, username=None, password=None)  # the page signs in
+            relay = page_relay(settings, options.broker)
             config["broker"], config["login"] = RELAY_PATH, True
         web = await stack.enter_async_context(WebServer(config=config, relay_to=relay))
         patient, therapist = page_urls(web.url, clinic, station)

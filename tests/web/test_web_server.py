@@ -82,3 +82,21 @@ async def test_run_feedback_web_serves_the_patient_view(tmp_path: Path) -> None:
     finally:
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0
+
+
+def test_the_page_relay_lends_the_browser_none_of_the_stations_identity(tmp_path: Path) -> None:
+    from config import load_settings
+    from feedback.web.demo import page_relay
+
+    station = {
+        "mqtt.username": "clinic-a/st-1",
+        "mqtt.password": "station-secret",
+        "mqtt.tls_ca": "/etc/ca.pem",
+        "mqtt.tls_cert": "/etc/st-1.pem",
+        "mqtt.tls_key": "/etc/st-1.key",
+    }
+    settings = load_settings(overrides=station)
+    relay = page_relay(settings, "mqtts://broker.example:8883")
+    assert (relay.host, relay.port, relay.tls, relay.ca_file) == (
+        "broker.example", 8883, True, "/etc/ca.pem")  # fmt: skip
+    assert (relay.username, relay.password, relay.cert_file, relay.key_file) == (None,) * 4
