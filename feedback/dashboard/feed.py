@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from feedback.outputs.decimate import decimate
 from feedback.pipeline import Tick
 
 WINDOW_S = 10.0
@@ -208,14 +209,3 @@ class DashboardFeed:
 def _opt_float(v: object) -> float | None:
     return None if v is None else float(str(v))
 
-
-def decimate(
-    raw: np.ndarray, env: np.ndarray, blank: np.ndarray, factor: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_ch, n = raw.shape
-    bins = raw.reshape(n_ch, n // factor, factor)
-    pick = np.abs(bins).argmax(axis=2)
-    raw_d = np.take_along_axis(bins, pick[..., None], axis=2)[..., 0]
-    env_d: np.ndarray = env.reshape(n_ch, n // factor, factor).mean(axis=2)
-    blank_d: np.ndarray = np.asarray(blank.reshape(n // factor, factor).any(axis=1))
-    return raw_d.astype(np.float32), env_d.astype(np.float32), blank_d

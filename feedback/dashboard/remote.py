@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from config import ConfigError, load_settings
-    from feedback.app import broker_access
+    from feedback.outputs.broker_access import broker_access
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
 
@@ -99,3 +102,16 @@ def describe(access: BrokerAccess) -> str:
     scheme = "mqtts" if access.tls else "mqtt"
     user = f" as {access.username}" if access.username else ""
     return f"{scheme}://{access.host}:{access.port}{user}"
+
+
+def broker_access(settings: Settings, url: str) -> BrokerAccess:
+    """The broker at `url` with the credentials and TLS files of the `[mqtt]` settings."""
+    m = settings.mqtt
+    return BrokerAccess.from_url(
+        url,
+        username=m.username,
+        password=m.password.get_secret_value(),
+        ca_file=m.tls_ca,
+        cert_file=m.tls_cert,
+        key_file=m.tls_key,
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback.dashboard.feed import decimate
+from feedback.outputs.decimate import decimate
 from feedback.outputs.stream import DISPLAY_HZ, MAX_SAMPLES, StreamPacket, encode
 from feedback.pipeline import Tick
 

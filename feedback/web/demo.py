@@ -18,7 +18,7 @@ from typing import Any
 from config.settings import Settings
 from feedback import app
 from feedback.broker import EmbeddedBroker
-from feedback.outputs.broker_access import BrokerAccess
+from feedback.outputs.broker_access import BrokerAccess, broker_access
 from feedback.web.server import RELAY_PATH, WebServer
 
 
@@ -33,7 +33,7 @@ def page_relay(settings: Settings, broker_url: str) -> BrokerAccess:
     The page signs in with its own account; lending it the station's password or client
     certificate would let any browser on the network write as the station.
     """
-    access = app.broker_access(settings, broker_url)
+    access = broker_access(settings, broker_url)
     return dataclasses.replace(
         access, username=None, password=None, cert_file=None, key_file=None
     )
