@@ -30,9 +30,9 @@ from cobs import cobs
 
 from bench.stats import summary
 from devices.base import LinkStats, SampleBlock
+from devices.firmware_pty import PtyService, default_firmware
 from devices.framed_stream import FramedSampleStream
 from devices.serial_device import open_serial
-from firmware_bridge.pty_service import PtyService, default_firmware
 
 READ = 4096
 HEADER = 4 + 14  # frame header + SampleFrame header (n_channels is its second-last byte)

@@ -3,8 +3,6 @@
 Nothing here imports asyncio, serial, bleak or socket; transports live in `devices/`.
 """
 
-from typing import TYPE_CHECKING, Any
-
 from .clock import ClockMapper
 from .codec import MESSAGE_TYPES
 from .connection import (
@@ -17,6 +15,7 @@ from .connection import (
     Role,
     SampleGap,
 )
+from .emulator import EmulatedFirmware, FirmwareLimits, FirmwareStats, SignalSource
 from .errors import LocalProtocolError
 from .frames import (
     DeviceError,
@@ -79,18 +78,3 @@ __all__ = [
     "chunk_for_mtu",
     "crc16",
 ]
-
-_LAZY = {"EmulatedFirmware", "FirmwareLimits", "FirmwareStats", "SignalSource"}
-
-if TYPE_CHECKING:
-    from .emulator import EmulatedFirmware, FirmwareLimits, FirmwareStats, SignalSource
-
-
-def __getattr__(name: str) -> Any:
-    # The emulator is imported on first use, not with the package, so that
-    # `python -m firmware_bridge.emulator` does not find itself half-imported (runpy warns).
-    if name in _LAZY:
-        from . import emulator
-
-        return getattr(emulator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

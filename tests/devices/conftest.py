@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from devices.firmware_pty import PtyService, default_firmware
 from firmware_bridge.emulator import EmulatedFirmware
-from firmware_bridge.pty_service import PtyService, default_firmware
 
 
 class PluggableEmulator:

@@ -23,10 +23,10 @@ from bleak.exc import BleakError
 from config import load_settings
 from devices.base import DeviceError, SampleBlock
 from devices.ble import DEVICE_TO_HOST_UUID, HOST_TO_DEVICE_UUID, SERVICE_UUID, open_ble
+from devices.firmware_pty import default_firmware
 from devices.link import LinkedDevice
 from devices.registry import open_device
 from firmware_bridge import StimAck, StimCommand
-from firmware_bridge.pty_service import default_firmware
 
 ADDRESS = "C0:FF:EE:00:00:01"
 NAME = "VMF-EMG-01"

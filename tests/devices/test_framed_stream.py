@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from devices.base import LinkStats
+from devices.firmware_pty import default_firmware
 from devices.framed_stream import FramedSampleStream
-from firmware_bridge.pty_service import default_firmware
 
 
 def test_samples_before_device_info_are_counted_apart_from_errors(
@@ -31,7 +31,7 @@ def test_samples_before_device_info_are_counted_apart_from_errors(
 
 
 def test_emulator_help_documents_both_modes(capsys: pytest.CaptureFixture[str]) -> None:
-    from firmware_bridge.emulator import main
+    from devices.firmware_pty import main
 
     with pytest.raises(SystemExit) as exited:
         main(["--help"])

@@ -228,7 +228,7 @@ async def test_session_over_pty_with_replug_logs_gap_and_downtime(
 
 def test_emulator_cli_prints_a_path_the_driver_opens(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_bridge.emulator", "--pty"],
+        [sys.executable, "-m", "devices.firmware_pty", "--pty"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -346,7 +346,7 @@ def test_after_a_watchdog_stop_the_host_may_start_again_after_rest() -> None:
 
 
 def test_cli_records_a_clean_replayable_stream(tmp_path: Path) -> None:
-    from firmware_bridge.emulator import main
+    from devices.firmware_pty import main
 
     out = tmp_path / "stream.bin"
     assert main(["--seconds", "0.5", "--channels", "VM,VL,RF", "-o", str(out)]) == 0

@@ -22,6 +22,9 @@ FORBIDDEN = {
     "threading",
     "select",
     "selectors",
+    "termios",
+    "fcntl",
+    "signal",
 }
 
 
@@ -35,15 +38,9 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-# The blocking pty runner of the emulated firmware (`python -m firmware_bridge.emulator --pty`)
-# needs a raw tty and select(); it is never imported by the package and still has no event loop.
-RUNNER_ALLOWED = {"pty_service.py": {"tty", "select"}}
-
-
 def test_no_module_imports_io() -> None:
     for path in sorted(PACKAGE.glob("*.py")):
-        forbidden = FORBIDDEN - RUNNER_ALLOWED.get(path.name, set())
-        assert not imported_roots(path) & forbidden, path.name
+        assert not imported_roots(path) & FORBIDDEN, path.name
 
 
 def test_importing_the_package_pulls_in_no_event_loop() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware_bridge.pty_service import PtyService, default_firmware
+from devices.firmware_pty import PtyService, default_firmware
 
 
 @pytest.fixture

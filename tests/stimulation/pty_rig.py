@@ -1,5 +1,5 @@
 """An emulated firmware on a pty, served from a thread, reachable through a symlink that a new
-emulator can take over (as `python -m firmware_bridge.emulator --pty --link PATH` does): so a
+emulator can take over (as `python -m devices.firmware_pty --pty --link PATH` does): so a
 test can kill the device and bring another one back on the same path."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from firmware_bridge.pty_service import PtyService, default_firmware
+from devices.firmware_pty import PtyService, default_firmware
 
 
 class Emulator:

@@ -16,13 +16,13 @@ from typing import Any
 
 from stim_rig import stim_settings
 
+from devices.firmware_pty import PtyService
 from devices.link import LinkedDevice
 from devices.registry import open_device
 from devices.simulator import SimulatedDevice
 from feedback.pipeline import Pipeline
 from feedback.stimulation.driver import StimDriver
 from firmware_bridge import StimCommand, StimState
-from firmware_bridge.pty_service import PtyService
 
 WATCHDOG_S = 0.25
 CONSUMER_STALE_S = 0.15

@@ -1,7 +1,7 @@
 """A link loss during a burst, end to end: the whole station (`feedback.app.run`) with the real
 serial driver on a pty, Mosquitto and the SQLite log. The emulator goes away right after the
 firmware accepted the first burst and a new one comes back on the same path (a symlink, as
-`python -m firmware_bridge.emulator --pty --link PATH` makes).
+`python -m devices.firmware_pty --pty --link PATH` makes).
 
 The stimulation driver must survive the failed sends, never log a burst the firmware did not
 get, and the session must end with its report and `ended_at`.

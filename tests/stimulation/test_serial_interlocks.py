@@ -1,5 +1,5 @@
 """Interlocks through the real serial driver (`serial:` over pyserial-asyncio-fast) against the
-emulated firmware served on a real pty (firmware_bridge.pty_service, in a thread)."""
+emulated firmware served on a real pty (devices.firmware_pty, in a thread)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 from stim_rig import stim_settings
 
+from devices.firmware_pty import PtyService
 from devices.registry import open_device
 from feedback.pipeline import Pipeline
 from feedback.stimulation.driver import StimDriver
 from firmware_bridge import StimState
 from firmware_bridge.emulator import EmulatedFirmware
-from firmware_bridge.pty_service import PtyService
 
 
 class SerialHarness:

@@ -1,8 +1,9 @@
 """Serve an `EmulatedFirmware` on a pseudo-terminal, in real time, so the real serial driver can
-open it by path: `python -m firmware_bridge.emulator --pty` (then `--device serial:<path>`).
+open it by path: `python -m devices.firmware_pty --pty` (then `--device serial:<path>`).
 
-Blocking and single-threaded on purpose (os.openpty + tty.setraw + select): firmware_bridge stays
-free of asyncio and serial, and this is how a microcontroller's main loop looks anyway. The slave
+It lives on the device side because it does I/O (a pty, select, signals): `firmware_bridge` itself
+stays sans-I/O. Blocking and single-threaded on purpose (os.openpty + tty.setraw + select), as a
+microcontroller's main loop looks. The slave
 end is kept open here as well, so the master never sees EIO while no host has the port open.
 
 Output nobody reads is stale, and a host that opens the port must not have to wade through it:
@@ -27,11 +28,11 @@ import time
 import tty
 from collections.abc import Sequence
 
-from .emulator import EmulatedFirmware
-from .frames import DeviceInfo
-from .synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
+from firmware_bridge.emulator import EmulatedFirmware
+from firmware_bridge.frames import DeviceInfo
+from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
 
-__all__ = ["PtyService", "default_firmware", "serve_on_pty"]
+__all__ = ["PtyService", "default_firmware", "main", "serve_on_pty"]
 
 LSB_NV = 500  # 0.5 µV per count, as the simulated amplifier
 TICK_S = 0.002  # how often samples are framed: 4 samples at 2 kHz, like a DMA half-buffer
@@ -161,7 +162,7 @@ class PtyService:
 
 
 def serve_on_pty(rate_hz: float, channels: Sequence[str], seed: int, link: str | None) -> int:
-    """`python -m firmware_bridge.emulator --pty`: serve until Ctrl-C or SIGTERM."""
+    """`python -m devices.firmware_pty --pty`: serve until Ctrl-C or SIGTERM."""
     service = PtyService(default_firmware(rate_hz, channels, seed))
     path = service.path
     if link:
@@ -183,3 +184,57 @@ def serve_on_pty(rate_hz: float, channels: Sequence[str], seed: int, link: str |
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(link)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devices.firmware_pty`: serve a pty (--pty) or record the wire bytes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m devices.firmware_pty",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The emulated EMG/stimulation firmware, without hardware. Two modes:\n\n"
+        "  --pty [--link PATH]   serve it in real time on a new pseudo-terminal and print the\n"
+        "                        path; then: run_feedback.py --device serial:PATH (Ctrl-C stops)\n"
+        "  (default)             write what it sends with no host attached, as raw wire bytes\n"
+        "                        (COBS frames), for replay tests; it stimulates nothing",
+    )
+    pty = parser.add_argument_group("serving on a pseudo-terminal")
+    pty.add_argument("--pty", action="store_true", help="serve on a new pty (prints its path)")
+    pty.add_argument(
+        "--link", metavar="PATH", help="with --pty: also make PATH a symlink to the pty"
+    )
+    common = parser.add_argument_group("the emulated device (both modes)")
+    common.add_argument("--rate", type=float, default=2000.0, help="sample rate, Hz (2000)")
+    common.add_argument("--channels", default="VM,VL", help="comma-separated channel roles")
+    common.add_argument("--seed", type=int, default=1, help="random seed of the synthetic EMG")
+    rec = parser.add_argument_group("recording the wire bytes (without --pty)")
+    rec.add_argument("--seconds", type=float, default=10.0, help="how much to record (10)")
+    rec.add_argument("--samples-per-frame", type=int, default=20)
+    rec.add_argument("--output", "-o", default="-", help="file to write, or - for stdout")
+    args = parser.parse_args(argv)
+    if args.link and not args.pty:
+        parser.error("--link needs --pty")
+    roles = tuple(r.strip() for r in args.channels.split(",") if r.strip())
+    if args.pty:
+        return serve_on_pty(args.rate, roles, args.seed, args.link)
+
+    info = DeviceInfo(1, "1.0.0", "EMULATED", args.rate, roles, lsb_nv=195, adc_bits=16)
+    channels = tuple(ChannelModel(role) for role in roles)
+    source = SyntheticEmg(args.rate, channels, ContractionProfile(), seed=args.seed)
+    fw = EmulatedFirmware(info, source, samples_per_frame=args.samples_per_frame)
+    step = args.samples_per_frame
+    chunks = [fw.hello()]
+    for i in range(round(args.seconds * args.rate / step)):
+        chunks.append(fw.advance(step, (i + 1) * step / args.rate))
+    data = b"".join(chunks)
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
