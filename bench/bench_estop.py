@@ -43,12 +43,14 @@ from config import load_settings
 from config.settings import Settings
 from devices.simulator import SimulatedDevice
 from feedback.broker import free_port
-from feedback.clinic.commands import CommandBus, CommandGate, make_command
+from feedback.control.bus import CommandBus
+from feedback.control.commands import EmergencyStop
+from feedback.control.gate import CommandGate, make_command
 from feedback.outputs.broker_access import BrokerAccess
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.topics import Topics
-from feedback.session import Session
+from feedback.station import compose
 
 CLINIC, STATION, THERAPIST = "clinic-demo", "bench-estop", "T-01"
 STRANGER = "ZZZZ-9999"  # never on the list: no mutation of its commands can be obeyed
@@ -128,7 +130,7 @@ class FloodedStation:
         bus = CommandBus()
         self.publisher = MqttPublisher(f"mqtt://127.0.0.1:{port}", self.topics,
                                        client_id=s.session.station)  # fmt: skip
-        self.session = Session(s, self.device, self.publisher, self.store, duration_s=None,
+        self.session = compose(s, self.device, self.publisher, self.store, duration_s=None,
                                commands=bus)  # fmt: skip
         self.gate = CommandGate(self.topics, s.mqtt.therapists, bus,
                                 current_session=lambda: self.session.session_id,
@@ -175,10 +177,10 @@ async def _measure(port: int, seconds: float, rate: float, work: Path) -> dict[s
         # after the session's own handler, which latches: so this is "latched" time
         await therapist.subscribe(st.topics.ack, qos=1)
 
-        def latched(command: dict[str, Any]) -> None:
-            obeyed.setdefault(command["msg_id"], time.perf_counter())
+        def latched(command: EmergencyStop) -> None:
+            obeyed.setdefault(command.msg_id or 0, time.perf_counter())
 
-        st.gate.bus.on("emergency_stop", latched)
+        st.gate.bus.on(EmergencyStop, latched)
 
         async def take_acks() -> None:
             async for msg in therapist.messages:

@@ -17,21 +17,27 @@ from config.settings import Settings
 from devices.registry import open_device
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
-from feedback.clinic.commands import CommandBus, CommandGate
+from feedback.control.bus import CommandBus
+from feedback.control.commands import EmergencyStop
+from feedback.control.gate import CommandGate
 from feedback.outputs.broker_access import broker_access, describe
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.outbox import SqliteOutbox
+from feedback.outputs.recorder import RecorderOutput
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
 from feedback.processing.chain import EmgChain
 from feedback.session import Session, default_db_path
+from feedback.station import station_outputs
 from feedback.supervision import Supervisor, describe_exit
 
 if TYPE_CHECKING:
     from feedback.dashboard.link import DashboardLink
 
 log = logging.getLogger(__name__)
+# The supervisor's names for the outputs' tasks, as the report and the soak logs know them.
+_TASK_NAMES = {"mqtt": "publisher"}
 FLUSH_TIMEOUT_S = 5.0
 
 
@@ -137,24 +143,18 @@ async def run(
             calibrate_from=options.calibrate_from,
         )
         view = ViewState()
+        outputs = station_outputs(settings, publisher, store, view=view, record=options.record)
         session = Session(
-            settings,
-            device,
-            publisher,
-            store,
-            duration_s=options.duration_s,
-            view=view,
-            commands=bus,
+            settings, device, outputs, duration_s=options.duration_s, commands=bus, mqtt=publisher
         )
         # Every helper is watched: one that dies is said at once (feedback/supervision.py).
         children = Supervisor(console=console, view=view, event=session.log_event)
-        # The publisher and the session log keep their state outside the task (the outbox,
-        # the queue), so a restart loses nothing; the recorder's file would not survive one.
-        children.task("publisher", publisher.run, restart=True)
-        children.task("session_log", store.run, restart=True)
-        if options.record is not None:
-            session.recorder = recorder = session.make_recorder(options.record)
-            children.task("recorder", recorder.run)
+        # Each output's own I/O task is watched. The publisher and the session log keep their
+        # state outside the task (the outbox, the queue), so a restart loses nothing; the
+        # recorder's files would not survive one (`restartable` says which is which).
+        for out in outputs:
+            children.task(_TASK_NAMES.get(out.name, out.name), out.run, restart=out.restartable)
+        recorder = next((o for o in outputs if isinstance(o, RecorderOutput)), None)
         if options.live_view:
             children.task("terminal_view", lambda: run_terminal_view(view, console), restart=True)
         stop = asyncio.Event()
@@ -174,11 +174,12 @@ async def run(
         )
         console.print(calibration_note)
         if options.wait_for_start:
-            await _wait_for_start(bus, session, stop, console)
+            console.print("waiting for a therapist's start command (Ctrl-C to give up)")
+            await session.wait_for_start(stop)
         running.append(session)
         result = await session.run(stop)
-        if session.recorder is not None:
-            result.record = await session.recorder.close()
+        if recorder is not None:
+            result.record = await recorder.close()
         shot = None if dashboard is None else await _close_dashboard(dashboard, children)
         flushed = await publisher.flush(FLUSH_TIMEOUT_S)
         await store.flush()
@@ -235,19 +236,22 @@ def _start_dashboard(
     from feedback.dashboard.process import DashboardProcess
     from feedback.outputs.audio import AudioCues
 
-    link = DashboardLink(session, DashboardProcess(screenshot=options.screenshot))
+    settings, bus = session.settings, session.commands
+    process = DashboardProcess(screenshot=options.screenshot)
+    link = DashboardLink(settings, session.device.info, process, bus)
     link.process.start()
-    link.audio = AudioCues(session.settings.target.channel)  # the patient's ears, beside the eyes
+    link.audio = AudioCues(settings.target.channel)  # the patient's ears, beside the eyes
     link.audio.start()
-    session.tick_listeners.append(link.audio.on_tick)
-    children.task("dashboard_controls", lambda: link.run_controls(stop), restart=True)
+    session.add_output(link)
+    session.add_output(link.audio)
+    children.task("dashboard_controls", link.run_controls, restart=True)
     children.task("dashboard_frames", link.run_frames, restart=True)
 
     async def died() -> None:
         # The therapist's emergency-stop button went with the window: stimulation stays stopped
         # (latched) until someone re-arms it, from the restarted dashboard or over MQTT.
-        if session.settings.stimulation.enabled and session.stim.state != "estop":
-            await session.stim.emergency_stop("dashboard_died")
+        if settings.stimulation.enabled and session.stim_state != "estop":
+            bus.submit(EmergencyStop(source="dashboard_died"))
 
     children.process("dashboard", link.process, on_death=died)
     return link
@@ -264,24 +268,6 @@ async def _close_dashboard(link: DashboardLink, children: Supervisor) -> str | N
     if code not in (0, None) and link.process.close_problem is None:  # died while closing
         children.died("dashboard", f"{describe_exit(code)} while closing", restarting=False)
     return str(link.process.screenshot) if written else None
-
-
-async def _wait_for_start(
-    bus: CommandBus, session: Session, stop: asyncio.Event, console: Console
-) -> None:
-    started = asyncio.Event()
-
-    def start(cmd: dict[str, Any]) -> None:
-        if cmd.get("pain_before") is not None:
-            session.pain_before = int(cmd["pain_before"])
-        started.set()
-
-    bus.on("start", start)
-    console.print("waiting for a therapist's start command (Ctrl-C to give up)")
-    waits = {asyncio.create_task(started.wait()), asyncio.create_task(stop.wait())}
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in waits:
-        task.cancel()
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

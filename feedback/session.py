@@ -1,7 +1,10 @@
-"""Runs one biofeedback session: device → pipeline → fan-out, owning the event loop's I/O.
+"""The session runner: device → pipeline → a list of outputs (feedback.outputs.base).
 
-The processing loop only calls non-blocking methods on the outputs (`publish`, `publish_live`,
-`add_event`, assignment to the view), so no output can stall it.
+Per block the runner processes the samples, keeps the session's result, builds the station
+status once, and offers what happened (events, reps, the block) to each output; `offer` never
+blocks, so no output can stall the loop. Therapist commands arrive as typed values on the
+`CommandBus` (feedback.control), the same from MQTT and from the dashboard. Which outputs a
+station has is decided where it is composed (feedback.station), not here.
 """
 
 from __future__ import annotations
@@ -12,41 +15,50 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
 from config.protocols import load_protocol, prescribed_reps
-from config.settings import Settings
+from config.settings import CalibrationSettings, Settings
 from devices.base import Device, LinkStats
-from devices.simulator import SimulatedDevice
 from feedback.block_timing import BlockTiming
 from feedback.calibration import CalibrationResult
-from feedback.clinic.commands import CommandBus, Verdict
-from feedback.contraction_report import (
-    CONTRACT_V1_CUE_KINDS,
-    contraction_metrics,
+from feedback.contraction_report import contraction_metrics
+from feedback.control.bus import CommandBus
+from feedback.control.commands import (
+    Calibrate,
+    ChangeBand,
+    Command,
+    EmergencyStop,
+    Pain,
+    PickProtocol,
+    Rearm,
+    Start,
+    Stop,
 )
-from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.recorder import Recorder
-from feedback.outputs.session_store import SessionStore
-from feedback.outputs.stream_source import StreamIdentity, StreamSource
-from feedback.outputs.terminal import ViewState
-from feedback.outputs.topics import MessageNumberer, Topics
+from feedback.control.gate import Verdict
+from feedback.outputs.base import (
+    BlockDone,
+    DeviceSummary,
+    Item,
+    Output,
+    OutputFull,
+    RepDone,
+    SessionClosed,
+    SessionEvent,
+    SessionOpened,
+    StationStatus,
+)
 from feedback.pipeline import Pipeline, Tick
-from feedback.processing.chain import EmgChain
 from feedback.processing.metrics import Contraction
 from feedback.processing.offline_count import OfflineCounter
 from feedback.profiles import profile_path, save_calibration
 from feedback.rep_metrics import RepMetrics
-from feedback.snapshot import local_settings, published_device, published_settings
 from feedback.stimulation.driver import StimDriver
-
-if TYPE_CHECKING:
-    from feedback.outputs.lsl_outlet import LslOutlet
 
 log = logging.getLogger(__name__)
 REPORT_CONTRACTIONS = 100  # ~30 kB of contraction metrics in the report and session_end
@@ -81,6 +93,7 @@ class SessionResult:
     contractions_offline: dict[str, Any] | None = None  # the non-causal second pass
     calibration: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None
+    outputs_refused: dict[str, int] = field(default_factory=dict)  # OutputFull per output
 
     def report(self) -> dict[str, Any]:
         link = self.link or LinkStats()
@@ -110,7 +123,26 @@ class SessionResult:
             "contraction_metrics": list(self.contractions),  # the newest REPORT_CONTRACTIONS
             "contractions_offline": self.contractions_offline,
             "record": self.record,
+            "outputs_refused": dict(self.outputs_refused),
         }
+
+
+@runtime_checkable
+class FollowsCalibration(Protocol):
+    """A device whose patient can follow the calibration's prompts (the simulator does)."""
+
+    def following_calibration(
+        self, c: CalibrationSettings
+    ) -> contextlib.AbstractContextManager[None]: ...
+
+
+class MqttHealth(Protocol):
+    """What the station status says about the MQTT link (MqttPublisher has it)."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def backlog(self) -> int: ...
 
 
 class Session:
@@ -118,78 +150,116 @@ class Session:
         self,
         settings: Settings,
         device: Device,
-        publisher: MqttPublisher,
-        store: SessionStore,
+        outputs: Iterable[Output],
         *,
         duration_s: float | None,
-        view: ViewState | None = None,
         commands: CommandBus | None = None,
+        mqtt: MqttHealth | None = None,
     ) -> None:
         self.settings = settings
         self.device = device
-        self.publisher = publisher
-        self.store = store
+        self.outputs: list[Output] = list(outputs)
         self.duration_s = duration_s
-        self.view = view or ViewState()
+        self.mqtt = mqtt
         self.session_id = new_session_id()
         self.result = SessionResult(self.session_id)
         self._reps_counted = settings.protocol.kind != "free"  # a timed protocol was followed
         self.result.reps = 0 if self._reps_counted else None
         self._offline: OfflineCounter | None = None
-        s = settings.session
-        self.topics = Topics(s.clinic, s.station)
-        self.numberer = MessageNumberer(self.session_id)
-        self._live_period = 1.0 / settings.mqtt.live_hz
-        self._next_live = 0.0
         self._last_onset_ms: float | None = None  # VM–VL onset difference, last contraction
-        self._lsl: LslOutlet | None = None
-        self.recorder: Recorder | None = None
-        self.stim = StimDriver(settings, device, self._event)
+        self.stim = StimDriver(settings, device, self.log_event)
         self.pipeline: Pipeline | None = None
-        self.tick_listeners: list[Callable[[Tick], None]] = []  # e.g. the dashboard feed
-        self.rep_listeners: list[Callable[[dict[str, Any]], None]] = []  # its rep table
         self.pain_before = settings.session.pain_before
         self.pain_after: int | None = None
         self.rep_metrics: RepMetrics | None = None
-        self.stream: StreamSource | None = None  # binary live stream for remote dashboards
         self._stop = asyncio.Event()
-        self._estops: set[asyncio.Future[float | None]] = set()
+        self._started = asyncio.Event()
+        self._running = False
+        self._pending: set[asyncio.Future[Any]] = set()  # emergency stops and re-arms under way
         self._switch_source = ""  # who picked the pending protocol
         self._cal_script: contextlib.AbstractContextManager[None] | None = None
-        publisher.session_id = self.session_id  # named in the station's last will
-        # Other station parts subscribe here: `commands.emergency_stop` (an asyncio.Event) and
-        # `commands.on("emergency_stop", callback)` are how the stimulation controller stops.
-        self.commands = commands
-        if commands is not None:
-            self._obey(commands)
+        # The one control interface: MQTT (through its gate) and the dashboard both submit here.
+        self.commands = commands if commands is not None else CommandBus()
+        self._obey(self.commands)
 
+    def add_output(self, output: Output) -> None:
+        """One more output, before `run` (a dashboard, a bench's listener)."""
+        self.outputs.append(output)
+
+    @property
+    def stim_state(self) -> str:
+        return self.stim.state
+
+    # -- commands --------------------------------------------------------------------------
     def _obey(self, bus: CommandBus) -> None:
-        """Therapist commands that passed the gate (feedback.clinic.commands) act here."""
+        bus.on(Start, self._on_start)
+        bus.on(Stop, self._on_stop)
+        bus.on(EmergencyStop, self._on_emergency_stop)
+        bus.on(Rearm, lambda c: self._later(self.stim.rearm(c.source), c))
+        bus.on(ChangeBand, self._on_band)
+        bus.on(Pain, self._on_pain)
+        bus.on(Calibrate, self._on_calibrate)
+        bus.on(PickProtocol, self._on_pick)
+        bus.on_error = self._control_failed
 
-        def stop(cmd: dict[str, Any]) -> None:
-            self.result.stopped_by = "therapist_stop"
-            if cmd.get("pain_after") is not None:
-                self.pain_after = int(cmd["pain_after"])
-            self._stop.set()
+    def _on_start(self, cmd: Start) -> None:
+        if cmd.pain_before is not None and not self._running:
+            self.pain_before = cmd.pain_before
+        self._started.set()
 
-        def emergency(cmd: dict[str, Any]) -> None:
-            # As the dashboard's button: latch stimulation, keep the session running (ending it
-            # is the separate `stop` command). The driver latches before it sends anything and
-            # logs the outcome (acknowledged, no ack, not sent). The host latch is taken here,
-            # before the handler returns; only sending to the device waits for a task.
-            t0 = self.stim.latch("therapist_command")
-            self._estops.add(asyncio.ensure_future(self.stim.send_estop(t0)))
+    def _on_stop(self, cmd: Stop) -> None:
+        self.result.stopped_by = "dashboard_stop" if cmd.source == "dashboard" else "therapist_stop"
+        if cmd.pain_after is not None:
+            self.pain_after = cmd.pain_after
+        self._stop.set()
 
-        def band(cmd: dict[str, Any]) -> None:
-            self.change_band(cmd["low_pct"], cmd["high_pct"], "therapist_command")
+    def _on_emergency_stop(self, cmd: EmergencyStop) -> None:
+        # Latch stimulation, keep the session running (ending it is the separate `stop`). The
+        # host latch is taken here, before the handler returns; only sending to the device
+        # waits for a task. The driver logs the outcome (acknowledged, no ack, not sent).
+        t0 = self.stim.latch(cmd.source)
+        self._later(self.stim.send_estop(t0), cmd)
 
-        def pain(cmd: dict[str, Any]) -> None:
-            self.pain_after = int(cmd["pain_after"])
+    def _on_band(self, cmd: ChangeBand) -> None:
+        self.change_band(cmd.low_pct, cmd.high_pct, cmd.source)  # logs band_set or band_refused
 
-        bus.on("stop", stop)
-        bus.on("emergency_stop", emergency)
-        bus.on("change_band", band)
-        bus.on("pain", pain)
+    def _on_pain(self, cmd: Pain) -> None:
+        self.pain_after = cmd.pain_after
+
+    def _on_calibrate(self, cmd: Calibrate) -> None:
+        self.log_event("calibrate_requested", {"source": cmd.source})
+        self.calibrate()
+
+    def _on_pick(self, cmd: PickProtocol) -> None:
+        self.log_event("protocol_picked", {"name": cmd.name, "source": cmd.source})
+        self.change_protocol(cmd.name, cmd.source)  # a refusal raises: control_failed
+
+    def _later(self, work: Awaitable[Any], cmd: Command) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._control_failed(cmd, t.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(done)
+
+    def _control_failed(self, cmd: Command, exc: BaseException) -> None:
+        name = type(cmd).__name__
+        detail = {"control": name, "source": cmd.source, "error": f"{type(exc).__name__}: {exc}"}
+        self.log_event("control_failed", detail)
+
+    async def wait_for_start(self, stop: asyncio.Event) -> None:
+        """Until a therapist's `start` (or `stop` is set)."""
+        waits = {asyncio.create_task(self._started.wait()), asyncio.create_task(stop.wait())}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self._running
 
     def change_band(self, low_pct: object, high_pct: object, source: str) -> bool:
         """A band change from any source, checked against the `[target]` constraints (the same
@@ -199,14 +269,14 @@ class Session:
         except ValidationError as exc:
             reason = "; ".join(e["msg"] for e in exc.errors())
             body = {"low_pct": str(low_pct), "high_pct": str(high_pct), "source": source}
-            self._event("band_refused", {**body, "reason": reason[:300]})
+            self.log_event("band_refused", {**body, "reason": reason[:300]})
             return False
         if self.pipeline is None:
-            self._event("band_refused", {"source": source, "reason": "no session running"})
+            self.log_event("band_refused", {"source": source, "reason": "no session running"})
             return False
         self.pipeline.set_band(target.low_pct, target.high_pct)
         applied: dict[str, Any] = {"low_pct": target.low_pct, "high_pct": target.high_pct}
-        self._event("band_set", {**applied, "source": source})
+        self.log_event("band_set", {**applied, "source": source})
         return True
 
     def change_protocol(self, name: str, source: str) -> None:
@@ -222,14 +292,14 @@ class Session:
         self._switch_source = source
 
     def calibrate(self) -> None:
-        """Calibrate now, during the session (Pipeline.start_calibration). The demo device's
-        simulated patient follows the prompts, as in the `--calibrate` flow."""
+        """Calibrate now, during the session (Pipeline.start_calibration). A device whose
+        patient can follow the prompts (the demo's simulator) does, as in `--calibrate`."""
         if self.pipeline is None:
             raise RuntimeError("no session running")
         if self.pipeline.calibrating:
             return
         self.pipeline.start_calibration()
-        if isinstance(self.device, SimulatedDevice):
+        if isinstance(self.device, FollowsCalibration):
             self._cal_script = self.device.following_calibration(self.settings.calibration)
             self._cal_script.__enter__()
 
@@ -241,7 +311,7 @@ class Session:
             self._cal_script = None
         mvc = {c: round(v, 6) for c, v in result.mvc_mv.items()}
         if result.warnings:
-            self._event("calibration_rejected", {"warnings": result.warnings, "mvc_mv": mvc})
+            self.log_event("calibration_rejected", {"warnings": result.warnings, "mvc_mv": mvc})
             return
         save_calibration(profile_path(self.settings), result)  # a small file, written atomically
         self.settings = result.apply(self.settings)
@@ -250,14 +320,13 @@ class Session:
             "source": "guided",
             "mvc_mv": {ch: round(v, 6) for ch, v in self.settings.calibration.mvc_mv.items()},
         }
-        self.view.calibrated = True
         rest = {c: round(max(v, 0.0), 6) for c, v in result.rest_mean_mv.items()}
-        self._event("calibration", {"mvc_mv": mvc, "rest_mv": rest, "source": "measured"})
+        self.log_event("calibration", {"mvc_mv": mvc, "rest_mv": rest, "source": "measured"})
 
     def _protocol_changed(self, tick: Tick) -> None:
         """A switch took effect in this tick: log it and restart the stimulation's periods."""
         assert tick.switched_at is not None
-        self.stim.controller.new_timeline()
+        self.stim.new_timeline()
         if self.pipeline is not None and self.pipeline.protocol.kind != "free":
             self._reps_counted = True
         detail = {
@@ -269,7 +338,7 @@ class Session:
             "high_pct": tick.band[1],
             "source": self._switch_source,
         }
-        self._event("protocol_changed", detail)
+        self.log_event("protocol_changed", detail)
 
     def record_command(self, verdict: Verdict) -> None:
         """Every command verdict goes into the session's events, accepted or refused."""
@@ -284,30 +353,32 @@ class Session:
             },
         )
 
-    def make_recorder(self, path: Path) -> Recorder:
-        info = self.device.info
-        s = self.settings
-        delay = EmgChain(s.processing, s.calibration, info.rate_hz, info.channels).group_delay_ms
-        return Recorder(
-            path,
-            rate_hz=info.rate_hz,
-            channels=info.channels,
-            session_id=self.session_id,
-            patient=s.session.patient,
-            group_delay_ms=delay,
-        )
-
-    # -- fan-out helpers: all non-blocking -------------------------------------------------
-    def _session_message(self, topic: str, kind: str, body: dict[str, Any]) -> None:
-        self.publisher.publish(topic, self.numberer.envelope(kind, body))
-
+    # -- to the outputs: all non-blocking --------------------------------------------------
     def log_event(self, kind: str, detail: dict[str, Any]) -> None:
-        self._event(kind, detail)
+        self._offer(SessionEvent(kind, detail, time.time()))
 
-    def _event(self, kind: str, detail: dict[str, Any]) -> None:
-        now = time.time()
-        self.store.add_event(self.session_id, now, kind, detail)
-        self._session_message(self.topics.event, kind, detail)
+    def _offer(self, item: Item) -> None:
+        for out in self.outputs:
+            try:
+                out.offer(item)
+            except OutputFull as exc:
+                refused = self.result.outputs_refused
+                n = refused[out.name] = refused.get(out.name, 0) + 1
+                if n == 1 or n % 1000 == 0:  # said at once, then now and then, never per block
+                    log.error("%s (%d items refused so far)", exc, n)
+
+    def _status(self) -> StationStatus:
+        """The station's links and stimulation, once per block, for every output."""
+        stats, mqtt = self.device.stats, self.mqtt
+        return StationStatus(
+            link=stats.state.value,
+            gaps=stats.gaps,
+            protocol_errors=stats.protocol_errors,
+            stim_state=self.stim.state,
+            stim_bursts=self.stim.bursts,
+            mqtt_up=mqtt is not None and mqtt.connected,
+            mqtt_backlog=0 if mqtt is None else mqtt.backlog,
+        )
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> SessionResult:
@@ -336,13 +407,8 @@ class Session:
             "source": s.calibration.source,
             "mvc_mv": {ch: s.calibration.mvc_mv.get(ch) for ch in info.channels},
         }
+        self._running = True
         self._start(pipeline)
-        if s.mqtt.stream_hz > 0:
-            self.stream = self._stream_source(pipeline)
-        if s.lsl.publish:
-            from feedback.outputs.lsl_outlet import LslOutlet
-
-            self._lsl = LslOutlet(s.lsl.prefix, info.rate_hz, info.channels, self.session_id)
         # The one edge back into processing (docs/stimulation.md): a burst's sample interval to
         # blank, so the stimulation artefact is never read as activation.
         self.stim.blank = pipeline.blanker.add
@@ -356,8 +422,8 @@ class Session:
             consume.cancel()
         for task in stoppers:
             task.cancel()
-        if self._estops:  # let a stop reach the device (and its outcome the log) first
-            await asyncio.gather(*self._estops, return_exceptions=True)
+        if self._pending:  # let a stop reach the device (and its outcome the log) first
+            await asyncio.gather(*self._pending, return_exceptions=True)
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await consume
@@ -368,6 +434,7 @@ class Session:
             if self._cal_script is not None:  # ended while calibrating: nothing is stored
                 self._cal_script.__exit__(None, None, None)
             self._finish()
+            self._running = False
         return self.result
 
     async def _stop_stim(self, stim_task: asyncio.Task[None]) -> None:
@@ -378,90 +445,30 @@ class Session:
             pass
         except Exception as exc:  # the driver logs its own errors; this is the last resort
             log.exception("stimulation driver failed")
-            self._event("stim_driver_error", {"error": f"{type(exc).__name__}: {exc}"})
+            self.log_event("stim_driver_error", {"error": f"{type(exc).__name__}: {exc}"})
 
     def _start(self, pipeline: Pipeline) -> None:
-        s = self.settings
-        info = self.device.info
-        started = time.time()
-        device = {
-            "spec": info.spec,
-            "kind": info.kind,
-            "rate_hz": info.rate_hz,
-            "channels": list(info.channels),
-            "firmware": info.firmware_version,
-            "serial": info.serial,
-        }
-        settings_snapshot = local_settings(s)  # the clinic gets less: see feedback.snapshot
-        self.store.start_session(
-            self.session_id,
-            clinic=s.session.clinic,
-            station=s.session.station,
-            patient=s.session.patient,
-            protocol=s.protocol.name,
-            started_at=started,
-            settings=settings_snapshot,
-            device=device,
-        )
-        self.publisher.publish(
-            self.topics.status,
-            self.numberer.envelope("status", {"state": "in_session"}),
-            retain=True,
-        )
-        self._session_message(
-            self.topics.session,
-            "session_start",
-            {
-                "patient": s.session.patient,
-                "side": s.session.side,
-                "protocol": s.protocol.name,
-                "device": published_device(device),
-                "settings": published_settings(s),
-                "envelope_group_delay_ms": round(pipeline.chain.group_delay_ms, 1),
-                "reps_prescribed": s.protocol.reps if self._reps_counted else None,
-                "reps_counted": self._reps_counted,  # false: free practice, reps_prescribed moot
-                "pain_before": self.pain_before,
-            },
-        )
-        v = self.view
-        v.patient, v.protocol = s.session.patient, s.protocol.name
-        v.target_channel = s.target.channel
-        v.band = (s.target.low_pct, s.target.high_pct)
-        v.reps_total = prescribed_reps(s.protocol)
-        v.reps_done = 0 if self._reps_counted else None
-        v.group_delay_ms = pipeline.chain.group_delay_ms
-        v.calibrated = s.calibration.calibrated
-        v.calibration_source = s.calibration.source
-        v.free = s.protocol.kind == "free"
-
-    def _stream_source(self, pipeline: Pipeline) -> StreamSource:
         s, info = self.settings, self.device.info
-        identity = StreamIdentity(
-            session=self.session_id,
-            channels=info.channels,
-            target=pipeline.target,
-            protocol=s.protocol.name,
-            patient=s.session.patient,
-            mvc_mv=tuple(s.calibration.mvc_mv.get(c, 0.0) for c in info.channels),
-            reps_total=prescribed_reps(s.protocol),
-            sets=s.protocol.sets,
+        device = DeviceSummary(
+            spec=info.spec,
+            kind=info.kind,
+            rate_hz=info.rate_hz,
+            channels=tuple(info.channels),
+            firmware=info.firmware_version,
+            serial=info.serial,
         )
-        return StreamSource(identity, info.rate_hz, s.mqtt.stream_hz)
-
-    def _stream_out(self, tick: Tick, now: float) -> None:
-        """Decimate the tick; when a packet is due, offer it on the latest-wins lane."""
-        assert self.stream is not None
-        self.stream.add(tick)
-        if self.stream.due(now):
-            stats = self.device.stats
-            packet = self.stream.packet(
-                link=stats.state.value,
-                gaps=stats.gaps,
-                protocol_errors=stats.protocol_errors,
-                stim_state=self.stim.state,
-                stim_bursts=self.stim.controller.interlock.bursts,
-            )
-            self.publisher.publish_live_bytes(self.topics.stream, packet)
+        opened = SessionOpened(
+            session_id=self.session_id,
+            started_at=time.time(),
+            settings=s,
+            device=device,
+            target=pipeline.target,
+            group_delay_ms=pipeline.chain.group_delay_ms,
+            reps_counted=self._reps_counted,
+            reps_prescribed=prescribed_reps(s.protocol),
+            pain_before=self.pain_before,
+        )
+        self._offer(opened)
 
     async def _consume(self, pipeline: Pipeline) -> None:
         rate = self.device.info.rate_hz
@@ -469,9 +476,8 @@ class Session:
         last_end: int | None = None
         async for block in self.device.blocks():
             if last_end is not None and block.first_index > last_end:
-                self._event(
-                    "gap", {"from_index": last_end, "missing": block.first_index - last_end}
-                )
+                missing = block.first_index - last_end
+                self.log_event("gap", {"from_index": last_end, "missing": missing})
             last_end = block.end_index
             self.stim.take_device_events()  # to the interlocks, and described in the log
             tick = pipeline.process(block)
@@ -480,9 +486,7 @@ class Session:
             if tick.calibrated is not None:
                 self._calibrated(tick.calibrated)
             self.stim.on_tick(tick)
-            self._fan_out(tick)
-            for listener in self.tick_listeners:
-                listener(tick)
+            self._block(tick, pipeline)
             if pipeline.exercise.finished:
                 self.result.stopped_by = "protocol_complete"
                 return
@@ -490,140 +494,38 @@ class Session:
                 return
         self.result.stopped_by = "device_ended"  # e.g. a replayed recording reached its end
 
-    def _fan_out(self, tick: Tick) -> None:
+    def _block(self, tick: Tick, pipeline: Pipeline) -> None:
         r = self.result
         block = tick.processed.block
         r.samples += block.n_samples
         r.blocks += 1
         r.compute_us.add(tick.compute_s * 1e6)
-        if self._lsl is not None:
-            self._lsl.publish(tick)
         ex = tick.exercise
         r.reps = ex.reps_done if self._reps_counted else None
         r.time_in_target_s = ex.in_band_s
+        r.cues += len(tick.cues)
         if self._offline is not None:
             self._offline.add(block.first_index, tick.processed.envelope)
-        if self.recorder is not None:
-            self.recorder.put(tick)
         self._contractions(tick.contractions)
+        free = pipeline.exercise.free
         if self.rep_metrics is not None:
-            free = self.pipeline is not None and self.pipeline.exercise.free
             self._reps(self.rep_metrics.update(tick, counting=not free))
-        for cue in tick.cues:
-            r.cues += 1
-            body = {
-                "kind": cue.kind,
-                "value": cue.value,
-                "index": cue.index,
-                "t_sample": round(cue.t_sample, 6),
-                **self._cue_context(tick),
-            }
-            self.store.add_event(self.session_id, time.time(), "cue", body)
-            if cue.kind in CONTRACT_V1_CUE_KINDS:
-                self._session_message(self.topics.cue, "cue", body)
-        now = time.monotonic()
-        if self.stream is not None:
-            self._stream_out(tick, now)
-        if now >= self._next_live:
-            self._next_live = now + self._live_period
-            self.publisher.publish_live(
-                self.topics.live,
-                self.numberer.live_envelope(
-                    {
-                        "pct_mvc": {k: round(v, 2) for k, v in tick.pct_mvc.items()},
-                        "vm_vl_ratio": None
-                        if tick.vm_vl_ratio is None
-                        else round(tick.vm_vl_ratio, 3),
-                        "phase": ex.phase.name.lower(),
-                        "holding": ex.holding,
-                        "reps": ex.reps_done if self._reps_counted else None,
-                        "reps_counted": self._reps_counted,
-                        "contractions": tick.contraction_count,
-                        "index": block.end_index - 1,
-                        "t_sample": round(block.t_arrival, 6),
-                        **self._live_onsets(tick),
-                    },
-                ),
-            )
+        now = time.time()
+        done = BlockDone(tick, self._status(), self._reps_counted, free, self._last_onset_ms, now)
+        self._offer(done)
         for raised in tick.band_raised:
-            self._event(
-                "band_raised",
-                {
-                    "low_pct": raised.low_pct,
-                    "high_pct": raised.high_pct,
-                    "from_index": raised.from_index,
-                    "after_rep": raised.after_rep,
-                },
-            )
-        v = self.view
-        v.band = tick.band
-        v.protocol, v.reps_total = tick.protocol, tick.reps_total
-        v.pct_mvc = tick.pct_mvc
-        env = tick.processed.envelope
-        if env.shape[1]:
-            v.envelope_mv = dict(zip(block.channels, env[:, -1].tolist(), strict=True))
-        v.phase, v.holding, v.hold_progress = ex.phase.name.lower(), ex.holding, ex.hold_progress
-        v.reps_done, v.phase_left_s, v.session_left_s = (
-            ex.reps_done if self._reps_counted else None,
-            ex.phase_left_s,
-            ex.session_left_s,
-        )
-        v.reps_total = tick.reps_total
-        v.free = self.pipeline is not None and self.pipeline.exercise.free
-        v.contractions, v.contracting = tick.contraction_count, tick.contracting
-        v.vm_vl_ratio = tick.vm_vl_ratio
-        v.lsi = tick.lsi
-        v.onset = self._onset_state(tick)
-        v.problems = tick.problems or {}
-        if tick.contractions:
-            v.last_contraction = tick.contractions[-1]
-        v.link = self.device.stats.state.value
-        v.gaps = self.device.stats.gaps
-        v.mqtt = "up" if self.publisher.connected else "down"
-        v.mqtt_backlog = self.publisher.backlog
-
-    def _cue_context(self, tick: Tick) -> dict[str, Any]:
-        """What a tablet or buzzer needs besides the cue itself to show the patient's state."""
-        ex = tick.exercise
-        return {
-            "phase": ex.phase.name.lower(),
-            "phase_left_s": round(ex.phase_left_s, 2),
-            "reps_done": ex.reps_done,  # an integer for the v1 contract: 0 in free practice
-            "reps_total": tick.reps_total,
-            "band": [round(tick.band[0], 2), round(tick.band[1], 2)],
-        }
-
-    @staticmethod
-    def _onset_state(tick: Tick) -> dict[str, bool]:
-        """Each channel's onset state at the block's last sample (all off until the rest
-        baseline is known)."""
-        o = tick.onsets
-        if o is None or not o.active.shape[1]:
-            return {}
-        return dict(zip(tick.processed.block.channels, o.active[:, -1].tolist(), strict=True))
-
-    def _live_onsets(self, tick: Tick) -> dict[str, Any]:
-        onset_ms = self._last_onset_ms
-        return {
-            "lsi": None if tick.lsi is None else round(tick.lsi, 1),
-            "onset": self._onset_state(tick),
-            "vm_vl_onset_ms": None if onset_ms is None else round(onset_ms, 1),
-        }
+            detail = {
+                "low_pct": raised.low_pct,
+                "high_pct": raised.high_pct,
+                "from_index": raised.from_index,
+                "after_rep": raised.after_rep,
+            }
+            self.log_event("band_raised", detail)
 
     def _reps(self, reps: list[dict[str, Any]]) -> None:
         """A rep's metrics, computed once (feedback.rep_metrics), to every output."""
         for metrics in reps:
-            if metrics["achieved"]:
-                self.store.add_rep(
-                    self.session_id,
-                    metrics["rep"],
-                    metrics["at_index"],
-                    time.time(),
-                    metrics["time_to_band_s"],
-                )
-            self._session_message(self.topics.rep, "rep", metrics)
-            for listener in self.rep_listeners:
-                listener(metrics)
+            self._offer(RepDone(metrics, time.time()))
 
     def _contractions(self, counted: tuple[Contraction, ...] | list[Contraction]) -> None:
         for c in counted:
@@ -632,7 +534,7 @@ class Session:
             metrics = contraction_metrics(c)
             self.result.contractions.append(metrics)
             self.result.contractions_total += 1
-            self._event("contraction", metrics)
+            self.log_event("contraction", metrics)
 
     def _finish(self) -> None:
         r = self.result
@@ -654,21 +556,11 @@ class Session:
                 "method": offline.method,
             }
         summary = r.report()
-        # The end message cannot count its own delivery: the summary the clinic stores says
-        # how many session messages came before it (msg_id 1..n), a completeness check; the
-        # final `mqtt_published` is in the station's JSON report only (docs/metrics.md).
-        del summary["mqtt_published"], summary["mqtt_backlog_at_end"]
-        summary["messages_before_end"] = self.numberer.sent
-        self.store.end_session(self.session_id, time.time(), summary)
-        self.publisher.discard_live()
-        self._session_message(
-            self.topics.session,
-            "session_end",
-            {"summary": summary, "pain_after": self.pain_after},
-        )
-        self.publisher.publish(
-            self.topics.status, self.numberer.envelope("status", {"state": "idle"}), retain=True
-        )
+        # Delivery counts belong to the station's JSON report only (docs/metrics.md): the MQTT
+        # output adds the one count its end message can carry (messages_before_end).
+        for key in ("mqtt_published", "mqtt_backlog_at_end", "outputs_refused"):
+            del summary[key]
+        self._offer(SessionClosed(summary, self.pain_after, time.time()))
 
 
 def default_db_path() -> Path:

@@ -1,4 +1,6 @@
-"""Connects a running Session to the dashboard process: ticks out, controls in."""
+"""Connects a running session to the dashboard process: an output for the ticks, the rep table
+and the notes; the window's buttons come back as typed commands on the session's CommandBus.
+Nothing here reaches into the session: what it shows comes with the items it is offered."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ import time
 from dataclasses import replace
 
 from config.protocols import available_protocols, prescribed_reps
+from config.settings import Settings
+from devices.base import DeviceInfo
 from feedback.calibration import CalibrationResult
+from feedback.control import commands as cmd
+from feedback.control.bus import CommandBus
 from feedback.dashboard.controls import (
     Calibrate,
+    Control,
     EmergencyStopRequest,
-    PickProtocol,
     RearmRequest,
     SetBand,
     StartStop,
@@ -20,17 +26,49 @@ from feedback.dashboard.controls import (
 from feedback.dashboard.feed import DashboardFeed, DashFrame, Header
 from feedback.dashboard.process import DashboardProcess
 from feedback.outputs.audio import AudioCues
+from feedback.outputs.base import (
+    BlockDone,
+    Item,
+    Policy,
+    RepDone,
+    SessionEvent,
+    StationStatus,
+)
 from feedback.pipeline import Tick
-from feedback.session import Session
 
 log = logging.getLogger(__name__)
 STATUS_LOG_S = 10.0  # how often -v logs the dashboard's frames and memory (make soak reads it)
 
 
+def as_command(control: Control) -> cmd.Command | None:
+    """A dashboard button as the typed command MQTT would give (None: nothing to do)."""
+    if isinstance(control, EmergencyStopRequest):
+        return cmd.EmergencyStop(source=control.source)
+    if isinstance(control, RearmRequest):
+        return cmd.Rearm(source=control.source)
+    if isinstance(control, SetBand):
+        return cmd.ChangeBand(low_pct=control.low_pct, high_pct=control.high_pct)
+    if isinstance(control, StartStop):
+        return None if control.start else cmd.Stop()
+    if isinstance(control, Calibrate):
+        return cmd.Calibrate()
+    return cmd.PickProtocol(name=control.name)
+
+
 class DashboardLink:
-    def __init__(self, session: Session, process: DashboardProcess, fps: float = 30.0) -> None:
-        s = session.settings
-        info = session.device.info
+    name = "dashboard"
+    policy = Policy.LATEST_WINS
+    restartable = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        info: DeviceInfo,
+        process: DashboardProcess,
+        commands: CommandBus,
+        fps: float = 30.0,
+    ) -> None:
+        s = settings
         header = Header(
             patient=s.session.patient,
             protocol=s.protocol.name,
@@ -43,17 +81,33 @@ class DashboardLink:
             sets=s.protocol.sets,
             calibrated=s.calibration.calibrated,
         )
-        self.session = session
+        self.settings = settings
+        self.commands = commands
         self.process = process
         self.feed = DashboardFeed(header, info.rate_hz)
         self._period = 1.0 / fps
         self.note = ""
+        self.status = StationStatus()
         self.audio: AudioCues | None = None
-        session.tick_listeners.append(self.on_tick)
-        session.rep_listeners.append(self.feed.add_rep)
+
+    # -- the output side: from the processing loop, a few µs --------------------------------
+    def offer(self, item: Item) -> None:
+        if isinstance(item, BlockDone):
+            self.status = item.status
+            self.on_tick(item.tick)
+        elif isinstance(item, RepDone):
+            self.feed.add_rep(item.metrics)
+        elif isinstance(item, SessionEvent):
+            self._event(item)
+
+    async def run(self) -> None:
+        await asyncio.gather(self.run_frames(), self.run_controls())
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True
 
     def on_tick(self, tick: Tick) -> None:
-        """From the processing loop: decimate into the ring, nothing more (a few µs)."""
+        """Decimate into the ring, nothing more."""
         self.feed.add(tick)
         if tick.calibration is not None:  # the mid-session calibration's prompt, as it runs
             c = tick.calibration
@@ -61,15 +115,23 @@ class DashboardLink:
         if tick.calibrated is not None:
             self._calibrated(tick.calibrated)
 
+    def _event(self, ev: SessionEvent) -> None:
+        d = ev.detail
+        if ev.kind == "control_failed" and d.get("source") == "dashboard":
+            self.note = f"{d['control']} failed: {d['error']}"
+        elif ev.kind == "band_refused" and d.get("source") == "dashboard" and "low_pct" in d:
+            self.note = f"band {d['low_pct']}–{d['high_pct']} % MVC refused (see log)"
+
     def _calibrated(self, result: CalibrationResult) -> None:
         if result.warnings:
             self.note = "calibration failed its checks, NOT stored: " + "; ".join(result.warnings)
             return
         mvc = ", ".join(f"{c} {v * 1000:.0f} µV" for c, v in result.mvc_mv.items())
         self.note = f"calibration stored, in use: MVC {mvc}"
-        good = result.apply(self.session.settings).calibration.mvc_mv
+        good = result.apply(self.settings).calibration.mvc_mv
         self.feed.header = replace(self.feed.header, mvc_mv=dict(good), calibrated=True)
 
+    # -- its own tasks ---------------------------------------------------------------------
     async def run_frames(self) -> None:
         """Between blocks, `fps` times a second: snapshot the window and offer it (latest wins).
         Building a frame (copying the 10 s window) stays out of the per-block path."""
@@ -80,24 +142,23 @@ class DashboardLink:
                 self.process.offer(frame)
 
     def _frame(self) -> DashFrame | None:
-        s, stats = self.session, self.session.device.stats
-        frame = self.feed.frame(
-            link=stats.state.value,
-            gaps=stats.gaps,
-            protocol_errors=stats.protocol_errors,
-            mqtt="up" if s.publisher.connected else "down",
-            stim_state=s.stim.state,
-            stim_bursts=s.stim.controller.interlock.bursts,
+        st = self.status
+        return self.feed.frame(
+            link=st.link,
+            gaps=st.gaps,
+            protocol_errors=st.protocol_errors,
+            mqtt="up" if st.mqtt_up else "down",
+            stim_state=st.stim_state,
+            stim_bursts=st.stim_bursts,
             note=self.note,
         )
-        return frame
 
     def final_frame(self) -> None:
         frame = self._frame()
         if frame is not None:
             self.process.offer(frame)
 
-    async def run_controls(self, stop: asyncio.Event, poll_s: float = 0.02) -> None:
+    async def run_controls(self, poll_s: float = 0.02) -> None:
         next_log = time.monotonic() + STATUS_LOG_S
         while True:
             if time.monotonic() >= next_log:
@@ -105,32 +166,17 @@ class DashboardLink:
                 p = self.process
                 log.debug("dashboard: %d frames drawn, %d kB", p.total_frames, p.rss_kb)
             for control in self.process.controls():
-                try:
-                    await self._apply(control, stop)
-                except Exception as exc:  # logged in the session, never swallowed
-                    log.exception("dashboard control %s failed", type(control).__name__)
-                    error = f"{type(exc).__name__}: {exc}"
-                    name = type(control).__name__
-                    self.session.log_event("control_failed", {"control": name, "error": error})
-                    self.note = f"{name} failed: {error}"
+                self.press(control)
             await asyncio.sleep(poll_s)
 
-    async def _apply(self, control: object, stop: asyncio.Event) -> None:
-        s = self.session
-        if isinstance(control, EmergencyStopRequest):
-            await s.stim.emergency_stop(control.source)
-        elif isinstance(control, RearmRequest):
-            await s.stim.rearm(control.source)
-        elif isinstance(control, SetBand):
-            if not s.change_band(control.low_pct, control.high_pct, "dashboard"):
-                self.note = f"band {control.low_pct}–{control.high_pct} % MVC refused (see log)"
-        elif isinstance(control, StartStop) and not control.start:
-            stop.set()
-        elif isinstance(control, Calibrate):
-            s.log_event("calibrate_requested", {})
-            s.calibrate()
+    def press(self, control: Control) -> None:
+        """A button, as a command on the bus; a failure comes back as a `control_failed`
+        event (its note is set in `_event`), so the optimistic note goes first."""
+        command = as_command(control)
+        if command is None:
+            return
+        if isinstance(command, cmd.Calibrate):
             self.note = "calibration: starting"
-        elif isinstance(control, PickProtocol):
-            s.log_event("protocol_picked", {"name": control.name})
-            s.change_protocol(control.name, "dashboard")  # a refusal raises: control_failed
-            self.note = f"protocol {control.name} from the next rest"
+        elif isinstance(command, cmd.PickProtocol):
+            self.note = f"protocol {command.name} from the next rest"
+        self.commands.submit(command)

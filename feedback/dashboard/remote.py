@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import aiomqtt
 
 from devices.backoff import Backoff
-from feedback.clinic.commands import make_command
+from feedback.control.gate import make_command
 from feedback.dashboard.controls import Control, EmergencyStopRequest, SetBand, StartStop
 from feedback.dashboard.remote_model import RemoteModel
 from feedback.outputs.broker_access import BrokerAccess, describe

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from feedback.exercise import Phase, RepCompleted
+from feedback.outputs.base import BlockDone, Item, Policy, idle
 from feedback.pipeline import Tick
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,12 @@ def chime(rate_hz: float = RATE_HZ) -> np.ndarray:
 
 
 class AudioCues:
-    """Tick listener. `start()` opens the device or, failing that, goes silent (said once)."""
+    """An output (latest wins: only the newest level is heard). `start()` opens the device or,
+    failing that, goes silent (said once)."""
+
+    name = "audio"
+    policy = Policy.LATEST_WINS
+    restartable = True
 
     def __init__(self, target_channel: str, rate_hz: int = RATE_HZ) -> None:
         self.target = target_channel
@@ -85,6 +91,16 @@ class AudioCues:
             self._stream.stop()
             self._stream.close()
             self._stream = None
+
+    def offer(self, item: Item) -> None:
+        if isinstance(item, BlockDone):
+            self.on_tick(item.tick)
+
+    async def run(self) -> None:
+        await idle()  # PortAudio's own thread plays
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True
 
     def on_tick(self, tick: Tick) -> None:
         ex = tick.exercise

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from feedback.outputs.base import BlockDone, Item, Policy, SessionOpened, idle
 from feedback.pipeline import Tick
 
 
@@ -59,3 +60,28 @@ class LslOutlet:
         self.envelope.push_chunk(np.ascontiguousarray(processed.envelope.T, np.float32), stamp)
         self.activation.push_chunk(np.ascontiguousarray(processed.pct_mvc.T, np.float32), stamp)
         self.pushed += processed.block.n_samples
+
+
+class LslOutput:
+    """`lsl.publish` as an output: the outlets open with the session (they carry its id)."""
+
+    name = "lsl"
+    policy = Policy.LATEST_WINS  # liblsl's own bounded buffer: a slow consumer loses old data
+    restartable = True
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.outlet: LslOutlet | None = None
+
+    def offer(self, item: Item) -> None:
+        if isinstance(item, BlockDone) and self.outlet is not None:
+            self.outlet.publish(item.tick)
+        elif isinstance(item, SessionOpened):
+            d = item.device
+            self.outlet = LslOutlet(self.prefix, d.rate_hz, d.channels, item.session_id)
+
+    async def run(self) -> None:
+        await idle()
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True

@@ -18,7 +18,7 @@ and the first receipt after a probe makes it send everything without a receipt a
 answers the logger's `resend` requests for holes from the outbox. The logger drops the copies.
 
 The same connection carries the station's therapist commands (`.../cmd`), handed raw to
-`on_command`, which validates and authorises them (feedback.clinic.commands). The emergency stop
+`on_command`, which validates and authorises them (feedback.control.gate). The emergency stop
 has its own connection, subscription (`.../cmd/estop`) and handler (`on_estop`): a flood on
 `.../cmd` queues in the broker for the command connection (Mosquitto sends each client its
 messages in order, a few in flight at a time), so on a shared connection the stop would wait

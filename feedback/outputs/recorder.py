@@ -1,8 +1,10 @@
 """The processed record of a session: raw channels, envelopes, activation and events, as EDF+
 (with annotations) and/or CSV, so that clinicians can open it elsewhere and tests can check it.
 
-Lossless by design: the session calls `put(tick)` (never blocks, never drops); a writer task
-drains the backlog in a worker thread, so slow disks never stall processing. EDF+ is written in
+Lossless by design: the session calls `put(tick)` (never blocks); a writer task drains the
+backlog in a worker thread, so slow disks never stall processing. The backlog is bounded
+(MAX_BACKLOG_BLOCKS, minutes of a stalled disk): past it `put` raises `OutputFull`, counted
+and logged by the runner, never a silent drop. EDF+ is written in
 whole 1 s data records, so samples are buffered until a full second is there; the last partial
 record is padded and the true end is marked with an annotation.
 
@@ -28,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from feedback.exercise import RepCompleted
+from feedback.outputs.base import BlockDone, Item, OutputFull, Policy, SessionOpened
 from feedback.outputs.edf_writer import EdfPlusWriter, SignalSpec
 from feedback.pipeline import Tick
 from feedback.processing.metrics import Contraction
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 ANNOTATION_BYTES = 8192  # per 1 s record: room for ~80 events a second; more wait a record
 EQUIPMENT = "vm-feedback"  # the EDF+ equipment subfield; replay knows its own records by it
 FSYNC_EVERY_S = 1.0
+MAX_BACKLOG_BLOCKS = 60_000  # 10 min of 10 ms blocks; a disk that far behind is a fault
 RAW_RANGE_MV = 16.384  # ±, 0.5 µV resolution in EDF's 16 bits; clipped values are flagged anyway
 
 
@@ -117,8 +121,11 @@ class Recorder:
         session_id: str,
         patient: str,
         group_delay_ms: float,
+        capacity: int = MAX_BACKLOG_BLOCKS,
     ) -> None:
         self.paths = record_paths(path)
+        self.capacity = capacity
+        self.refused = 0  # blocks not taken because the backlog was full
         self.rate_hz = rate_hz
         self.channels = channels
         self.session_id = session_id
@@ -139,6 +146,9 @@ class Recorder:
 
     # -- the loop side: never blocks -------------------------------------------------------
     def put(self, tick: Tick) -> None:
+        if len(self._queue) >= self.capacity:
+            self.refused += 1
+            raise OutputFull("recorder", self.capacity)
         p = tick.processed
         assert tick.onsets is not None and tick.quality is not None
         self._queue.append(
@@ -178,6 +188,7 @@ class Recorder:
             "samples": self.samples_written,
             "events": self.events_written,
             "max_backlog_blocks": self.max_backlog,
+            "blocks_refused": self.refused,
         }
 
     # -- the worker thread -----------------------------------------------------------------
@@ -314,3 +325,43 @@ class _EdfWriter:
                 log.warning("EDF+: %d events beyond the annotation room; all are in the CSV", more)
         finally:
             self._w.close()
+
+
+class RecorderOutput:
+    """`--record PATH` as an output: the recorder is made when the session opens (its header
+    needs the session, the device and the chain's delay), then takes every block."""
+
+    name = "recorder"
+    policy = Policy.LOSSLESS
+    restartable = False  # its open files would not survive a restart
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.recorder: Recorder | None = None
+        self._opened = asyncio.Event()
+
+    def offer(self, item: Item) -> None:
+        if isinstance(item, BlockDone) and self.recorder is not None:
+            self.recorder.put(item.tick)
+        elif isinstance(item, SessionOpened):
+            self.recorder = Recorder(
+                self.path,
+                rate_hz=item.device.rate_hz,
+                channels=item.device.channels,
+                session_id=item.session_id,
+                patient=item.settings.session.patient,
+                group_delay_ms=item.group_delay_ms,
+            )
+            self._opened.set()
+
+    async def run(self) -> None:
+        await self._opened.wait()
+        assert self.recorder is not None
+        await self.recorder.run()
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True  # `close` drains and closes the files: the recording's end is its own step
+
+    async def close(self) -> dict[str, Any] | None:
+        """Write what is queued, close the files; the record's summary for the report."""
+        return None if self.recorder is None else await self.recorder.close()

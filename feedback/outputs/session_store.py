@@ -1,7 +1,9 @@
 """The station's session log in SQLite: session, settings snapshot, reps and events.
 
-Writes go through a lossless in-memory queue to one writer task; sqlite3 calls run in a worker
-thread so that a slow disk can never delay the processing loop.
+Writes go through a bounded in-memory queue to one writer task; sqlite3 calls run in a worker
+thread so that a slow disk can never delay the processing loop. The queue holds MAX_QUEUED_ROWS
+(minutes of a stalled disk); past that a row is refused with `OutputFull`, counted in `refused`
+and logged by the runner: never a silent drop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+
+from feedback.outputs.base import OutputFull
+
+MAX_QUEUED_ROWS = 100_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -47,13 +53,15 @@ CREATE INDEX IF NOT EXISTS sessions_by_patient ON sessions(patient, started_at);
 
 
 class SessionStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, capacity: int = MAX_QUEUED_ROWS) -> None:
         self.path = path
+        self.capacity = capacity
+        self.refused = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
-        self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue(maxsize=capacity)
         self._event_seq = 0
         # The writer thread and close() must never use the connection at the same time: a
         # session that fails mid-write still closes the store, and sqlite3 is not safe for that.
@@ -109,7 +117,11 @@ class SessionStore:
         )
 
     def _put(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._queue.put_nowait((sql, params))
+        try:
+            self._queue.put_nowait((sql, params))
+        except asyncio.QueueFull:
+            self.refused += 1
+            raise OutputFull("session_log", self.capacity) from None
 
     async def run(self) -> None:
         """Write queued rows in batches, one transaction per batch; runs until cancelled."""

@@ -3,12 +3,15 @@ second, packs it into one `StreamPacket` offered to the publisher's latest-wins 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from feedback.outputs.base import BlockDone, Item, Policy, SessionOpened, idle
 from feedback.outputs.decimate import decimate
+from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.stream import DISPLAY_HZ, MAX_SAMPLES, StreamPacket, encode
 from feedback.pipeline import Tick
 
@@ -121,3 +124,55 @@ class StreamSource:
             mvc_mv=ident.mvc_mv, envelope=env.astype(np.float16), raw=raw.astype(np.float16),
             blanked=blanked,
         )  # fmt: skip
+
+
+class StreamOutput:
+    """The binary live stream for remote dashboards as an output: every block is decimated into
+    the pending buffer; `hz` times a second a packet goes on the publisher's latest-wins lane."""
+
+    name = "stream"
+    policy = Policy.LATEST_WINS
+    restartable = True
+
+    def __init__(self, publisher: MqttPublisher, topic: str, hz: float) -> None:
+        self.publisher = publisher
+        self.topic = topic
+        self.hz = hz
+        self.source: StreamSource | None = None
+
+    def offer(self, item: Item) -> None:
+        if isinstance(item, BlockDone) and self.source is not None:
+            self._block(item)
+        elif isinstance(item, SessionOpened):
+            s, d = item.settings, item.device
+            identity = StreamIdentity(
+                session=item.session_id,
+                channels=d.channels,
+                target=item.target,
+                protocol=s.protocol.name,
+                patient=s.session.patient,
+                mvc_mv=tuple(s.calibration.mvc_mv.get(c, 0.0) for c in d.channels),
+                reps_total=item.reps_prescribed,
+                sets=s.protocol.sets,
+            )
+            self.source = StreamSource(identity, d.rate_hz, self.hz)
+
+    def _block(self, b: BlockDone) -> None:
+        assert self.source is not None
+        self.source.add(b.tick)
+        if self.source.due(time.monotonic()):
+            st = b.status
+            packet = self.source.packet(
+                link=st.link,
+                gaps=st.gaps,
+                protocol_errors=st.protocol_errors,
+                stim_state=st.stim_state,
+                stim_bursts=st.stim_bursts,
+            )
+            self.publisher.publish_live_bytes(self.topic, packet)
+
+    async def run(self) -> None:
+        await idle()  # the publisher's own task sends
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True

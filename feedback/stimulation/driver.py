@@ -122,6 +122,15 @@ class StimDriver:
     def state(self) -> str:
         return self.controller.state
 
+    def new_timeline(self) -> None:
+        """A protocol switch took effect: the stimulation's periods restart with it."""
+        self.controller.new_timeline()
+
+    @property
+    def bursts(self) -> int:
+        """Bursts started this session (the interlock's count), for the station status."""
+        return self.controller.interlock.bursts
+
     def link_view(self) -> LinkView:
         status = self._status
         return LinkView(

@@ -15,7 +15,7 @@ import aiomqtt
 import pytest
 
 from feedback.broker import free_port
-from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
+from feedback.control.gate import CommandBus, CommandGate, Verdict, make_command
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.outbox import MemoryOutbox, Pending
 from feedback.outputs.topics import MessageNumberer, Topics

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
 from feedback.clinic.validation import InvalidMessage, check
+from feedback.control.commands import Stop
+from feedback.control.gate import CommandBus, CommandGate, Verdict, make_command
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 
 T = Topics("clinic-a", "st-1")
@@ -74,8 +75,8 @@ class Station:
         self.session = session
         self.verdicts: list[Verdict] = []
         self.bus = CommandBus()
-        self.stops: list[dict[str, Any]] = []
-        self.bus.on("stop", self.stops.append)
+        self.stops: list[Stop] = []
+        self.bus.on(Stop, self.stops.append)
         self.gate = CommandGate(
             T,
             ["T-01"],
@@ -88,7 +89,7 @@ class Station:
 def test_commands_are_validated_authorised_and_not_replayed() -> None:
     st = Station()
     ok = make_command("stop", issuer="T-01", session="S1", msg_id=10, pain_after=2)
-    assert st.gate.handle(ok).accepted and st.stops[0]["pain_after"] == 2
+    assert st.gate.handle(ok).accepted and st.stops[0].pain_after == 2
     refusals = {
         "replay": st.gate.handle(ok),
         "stranger": st.gate.handle(make_command("stop", issuer="T-99", session="S1", msg_id=11)),

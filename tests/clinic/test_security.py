@@ -22,8 +22,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from feedback.clinic.commands import make_command
 from feedback.clinic.db import connect
+from feedback.control.gate import make_command
 from feedback.outputs.broker_access import BrokerAccess
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.topics import MessageNumberer, Topics, encode

@@ -14,11 +14,13 @@ from config.settings import Settings
 from devices.registry import open_device
 from feedback.dashboard.link import DashboardLink
 from feedback.dashboard.process import DashboardProcess
+from feedback.outputs.base import Listener
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.topics import Topics
 from feedback.pipeline import Tick
 from feedback.session import Session, SessionResult
+from feedback.station import compose
 
 
 def events_of(db: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -48,9 +50,10 @@ async def run_pressing(
     notes: list[str] = []
     stop = asyncio.Event()
     async with device:
-        session = Session(s, device, publisher, store, duration_s=duration_s)
+        session = compose(s, device, publisher, store, duration_s=duration_s)
         dashboard = DashboardProcess()  # not started: its control queue is enough
-        link = DashboardLink(session, dashboard)
+        link = DashboardLink(s, device.info, dashboard, session.commands)
+        session.add_output(link)
         rate = device.info.rate_hz
 
         def listen(tick: Tick) -> None:
@@ -61,9 +64,9 @@ async def run_pressing(
             if not notes or notes[-1] != link.note:
                 notes.append(link.note)
 
-        session.tick_listeners.append(listen)
+        session.add_output(Listener(on_tick=listen))
         writer = asyncio.create_task(store.run())
-        controls = asyncio.create_task(link.run_controls(stop, poll_s=0.001))
+        controls = asyncio.create_task(link.run_controls(poll_s=0.001))
         result = await asyncio.wait_for(session.run(stop), 60.0)
         await asyncio.wait_for(store.flush(), 5.0)
         for task in (controls, writer):

@@ -15,6 +15,7 @@ from config import load_settings
 from feedback.clinic.validation import check
 from feedback.dashboard.controls import Calibrate
 from feedback.exercise import Phase, PhaseChanged, RepCompleted
+from feedback.outputs.topics import MessageNumberer, Topics
 
 # Work at 1–4, 5–8, … s; a 7 s calibration: rest 2 s, two 2 s contractions 1 s apart.
 SETTINGS = {
@@ -60,8 +61,10 @@ async def test_calibrate_pauses_calibrates_stores_and_resumes(tmp_path: Path) ->
     # Stored, logged, in use.
     stored = [d for k, d in log if k == "calibration"]
     assert len(stored) == 1 and stored[0]["source"] == "measured"
-    message = session.numberer.envelope("calibration", stored[0])
-    check(session.topics.event, json.dumps(message).encode())
+    # The event as the MQTT output numbers and sends it passes the clinic's contract.
+    topics = Topics(session.settings.session.clinic, session.settings.session.station)
+    message = MessageNumberer(session.session_id).envelope("calibration", stored[0])
+    check(topics.event, json.dumps(message).encode())
     profile = json.loads((tmp_path / "p" / f"{session.settings.session.patient}.json").read_text())
     entry = profile["calibrations"][session.settings.session.side]
     assert entry["warnings"] == [] and entry["mvc_mv"]["VM"] > entry["rest_mean_mv"]["VM"]
@@ -79,4 +82,4 @@ async def test_calibrate_pauses_calibrates_stores_and_resumes(tmp_path: Path) ->
     assert any("Relax the leg completely" in n for n in notes)
     assert any("Contraction 2 of 2" in n for n in notes)
     assert notes[-1].startswith("calibration stored, in use: MVC VM ")
-    assert ("calibrate_requested", {}) in log
+    assert ("calibrate_requested", {"source": "dashboard"}) in log

@@ -17,6 +17,7 @@ from devices.base import SampleBlock
 from feedback.clinic.validation import check
 from feedback.dashboard.controls import PickProtocol
 from feedback.exercise import Phase, PhaseChanged, RepCompleted
+from feedback.outputs.topics import MessageNumberer, Topics
 from feedback.pipeline import Pipeline
 
 # ready 1, work 3, rest 1: work at 1–4, 5–8, … s; the simulated patient follows this script.
@@ -42,9 +43,10 @@ async def test_a_picked_protocol_takes_over_at_the_end_of_the_work_period(tmp_pa
     result, ticks, log, rate, link, session = await run_with_pick(tmp_path, NEW, 3.0)
     changed = [d for k, d in log if k == "protocol_changed"]
     assert len(changed) == 1 and changed[0]["name"] == NEW and changed[0]["source"] == "dashboard"
-    assert ("protocol_picked", {"name": NEW}) in log
-    message = session.numberer.envelope("protocol_changed", changed[0])  # as published
-    check(session.topics.event, json.dumps(message).encode())  # the clinic logger accepts it
+    assert ("protocol_picked", {"name": NEW, "source": "dashboard"}) in log
+    topics = Topics(session.settings.session.clinic, session.settings.session.station)
+    message = MessageNumberer(session.session_id).envelope("protocol_changed", changed[0])
+    check(topics.event, json.dumps(message).encode())  # the clinic logger accepts it
     at = changed[0]["from_index"]
     origin = ticks[0].processed.block.first_index
     # Picked at ≈3 s inside work 1 (1–4 s): the switch waits for that work period's end.

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from feedback.clinic.commands import CommandBus, CommandGate, Verdict, make_command
 from feedback.clinic.validation import InvalidMessage, check
+from feedback.control.gate import CommandBus, CommandGate, Verdict, make_command
 from feedback.dashboard.remote_model import RemoteModel
 from feedback.outputs.stream import StreamError, decode
 from feedback.outputs.topics import Topics, encode

@@ -32,8 +32,10 @@ from feedback import app
 from feedback.clinic import report as clinic_report
 from feedback.clinic.db import connect
 from feedback.dashboard.feed import DashboardFeed, Header, RepRow
+from feedback.outputs.base import Listener
 from feedback.outputs.broker_access import BrokerAccess
 from feedback.outputs.terminal import contraction_line
+from feedback.outputs.view import ViewOutput
 from feedback.processing.metrics import Contraction
 from feedback.session import Session
 from tests.clinic.conftest import (  # noqa: F401 (clinic_broker: a fixture)
@@ -90,16 +92,17 @@ def _attach(session: Session, views: list[Contraction], lines: dict[int, str]) -
     """The dashboard feed and a terminal watcher, wired as feedback.dashboard.link wires them."""
     info = session.device.info
     feed = DashboardFeed(Header(channels=info.channels), info.rate_hz)
-    session.tick_listeners.append(feed.add)
-    session.rep_listeners.append(feed.add_rep)
+    session.add_output(Listener(on_tick=feed.add, on_rep=feed.add_rep))
+
+    view = next(o.view for o in session.outputs if isinstance(o, ViewOutput))
 
     def watch(_: object) -> None:
-        c = session.view.last_contraction
+        c = view.last_contraction
         if c is not None and (not views or views[-1] is not c):
             views.append(c)
             lines[c.number] = contraction_line(c)
 
-    session.tick_listeners.append(watch)
+    session.add_output(Listener(on_tick=watch))
     return feed
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bench.bench_estop import FloodedStation, flood, station_settings
 from config import load_settings
-from feedback.clinic.commands import make_command
+from feedback.control.gate import make_command
 from feedback.outputs.broker_access import BrokerAccess
 from tests.conftest import MosquittoProcess, missing_service, mosquitto_binary
 
@@ -100,7 +100,7 @@ async def test_the_stop_is_answered_and_stimulation_ends_under_a_flood(
         await therapist.publish(st.topics.estop, estop, qos=1)
         await wait_until(lambda: any(a["command_msg_id"] == 4242 for a in answers), "no answer")
         await wait_until(lambda: fw.estop_latched and not fw.stim_state.stimulating, "not off")
-        assert st.session.stim.state == "estop"
+        assert st.session.stim_state == "estop"
         sent = await asyncio.gather(*floods)
         # every flood message is refused and counted, none lost (the last may still queue)
         await wait_until(lambda: st.gate.refused >= sum(sent), "flood not all refused", 90.0)

@@ -20,14 +20,14 @@ import pytest
 from stim_rig import stim_settings
 
 from devices.simulator import SimulatedDevice
-from feedback.clinic.commands import CommandBus, CommandGate, make_command
+from feedback.control.gate import CommandBus, CommandGate, make_command
 from feedback.dashboard.controls import EmergencyStopRequest, RearmRequest, SetBand
 from feedback.dashboard.link import DashboardLink
 from feedback.dashboard.process import DashboardProcess
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.topics import Topics
-from feedback.session import Session
+from feedback.station import compose
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
@@ -61,14 +61,15 @@ class Station:
         self.db = tmp_path / "s.db"
         self.store = SessionStore(self.db)
         self.bus = CommandBus()
-        self.session = Session(
+        self.session = compose(
             s, self.device, publisher, self.store, duration_s=4.0, commands=self.bus
         )
         self.gate = CommandGate(
             topics, ["T-01"], self.bus, current_session=lambda: self.session.session_id
         )
         self.dashboard = DashboardProcess()  # the child is not started: its queue is enough
-        self.link = DashboardLink(self.session, self.dashboard)
+        self.link = DashboardLink(s, self.device.info, self.dashboard, self.bus)
+        self.session.add_output(self.link)
 
     def press(self, control: object) -> None:
         self.dashboard._controls.put(control)  # as the dashboard window does
@@ -85,7 +86,7 @@ async def test_emergency_stop_latches_and_the_session_goes_on(source: str, tmp_p
     stop = asyncio.Event()
     async with st.device:
         writer = asyncio.create_task(st.store.run())
-        controls = asyncio.create_task(st.link.run_controls(stop, poll_s=0.005))
+        controls = asyncio.create_task(st.link.run_controls(poll_s=0.005))
         run = asyncio.create_task(st.session.run(stop))
         await wait_until(lambda: fw.stim_state.stimulating, "no burst")
         if source == "dashboard":
@@ -94,7 +95,7 @@ async def test_emergency_stop_latches_and_the_session_goes_on(source: str, tmp_p
             cmd = make_command("emergency_stop", issuer="T-01", session=None)
             assert st.gate.handle(cmd).accepted
         await wait_until(lambda: fw.estop_latched, "not latched")
-        assert st.session.stim.state == "estop"
+        assert st.session.stim_state == "estop"
         await asyncio.sleep(1.0)
         assert not run.done()  # the e-stop did not end the session
         result = await asyncio.wait_for(run, 15.0)
@@ -116,12 +117,12 @@ async def test_rearm_from_the_dashboard_clears_host_and_firmware(tmp_path: Path)
     fw = st.device.firmware
     stop = asyncio.Event()
     async with st.device:
-        controls = asyncio.create_task(st.link.run_controls(stop, poll_s=0.005))
+        controls = asyncio.create_task(st.link.run_controls(poll_s=0.005))
         run = asyncio.create_task(st.session.run(stop))
         st.press(EmergencyStopRequest("dashboard"))
         await wait_until(lambda: fw.estop_latched, "not latched")
         st.press(RearmRequest("dashboard"))
-        rearmed = lambda: not fw.estop_latched and st.session.stim.state != "estop"  # noqa: E731
+        rearmed = lambda: not fw.estop_latched and st.session.stim_state != "estop"  # noqa: E731
         await wait_until(rearmed, "re-arm")
         stop.set()
         await asyncio.wait_for(run, 5.0)
@@ -136,7 +137,7 @@ async def test_band_changes_from_dashboard_and_mqtt_pass_the_same_config_checks(
     stop = asyncio.Event()
     async with st.device:
         writer = asyncio.create_task(st.store.run())
-        controls = asyncio.create_task(st.link.run_controls(stop, poll_s=0.005))
+        controls = asyncio.create_task(st.link.run_controls(poll_s=0.005))
         run = asyncio.create_task(st.session.run(stop))
         await wait_until(lambda: st.session.pipeline is not None, "no pipeline")
         pipeline = st.session.pipeline

@@ -21,52 +21,30 @@ logged. Refusals are reported one by one up to REPORTED_REFUSALS_PER_S; beyond t
 they are counted and reported as one summary verdict, so a flood cannot fill the session log
 and the outbox ahead of the emergency stop's own events.
 
-The `CommandBus` is how the rest of the station reacts: callbacks per action, plus an
-`asyncio.Event` for the emergency stop that the stimulation controller can wait on.
+An accepted command goes to the `CommandBus` (feedback.control.bus) as a typed value
+(feedback.control.commands), the same values the dashboard's buttons become.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from feedback.clinic.validation import ESTOP_LEAF, InvalidMessage, conform, decode
+from feedback.control.bus import CommandBus
+from feedback.control.commands import MQTT_ACTIONS, from_body
 from feedback.outputs.topics import SCHEMA_VERSION, Topics
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], None]
-ACTIONS = ("start", "stop", "change_band", "emergency_stop", "pain")
+ACTIONS = MQTT_ACTIONS
 REPORTED_REFUSALS_PER_S = 10
 MAX_IDS_PER_ISSUER = 1024  # a therapist sends a few commands a minute, not 34 a second
 _last_msg_id = 0
-
-
-class CommandBus:
-    def __init__(self) -> None:
-        self.emergency_stop = asyncio.Event()
-        self._handlers: defaultdict[str, list[Handler]] = defaultdict(list)
-
-    def on(self, action: str, handler: Handler) -> None:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown command action {action!r}; known: {ACTIONS}")
-        self._handlers[action].append(handler)
-
-    def dispatch(self, command: dict[str, Any]) -> None:
-        action = command["action"]
-        if action == "emergency_stop":
-            self.emergency_stop.set()  # first, before any handler could fail
-        for handler in self._handlers[action]:
-            try:
-                handler(command)
-            except Exception:  # one broken subscriber must not keep the others from stopping
-                log.exception("handler for %s failed", action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +179,7 @@ class CommandGate:
         if verdict.accepted:
             if action != "emergency_stop":
                 self.replays.accept(issuer, msg_id, float(body["t"]))
-            self.bus.dispatch(body)
+            self.bus.submit(from_body(body))
         return self._verdict(verdict)
 
     def _refusal(self, body: dict[str, Any]) -> str | None:
