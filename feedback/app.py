@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,31 +107,13 @@ async def run(
             max_age_s=settings.mqtt.command_max_age_s,
             on_verdict=lambda v: running[0].record_command(v) if running else None,
         )
-        access = broker_access(settings, broker_url)
 
         def restarted(task: str, error: str, restarts: int) -> None:  # logged by the supervisor
             if running:
                 detail = {"task": task, "error": error, "restarts": restarts}
                 running[0].log_event("task_restarted", detail)
 
-        publisher = MqttPublisher(
-            broker_url,
-            topics,
-            client_id=f"vmf-{s.clinic}-{s.station}",
-            keepalive_s=settings.mqtt.keepalive_s,
-            outbox=outbox,
-            access=access,
-            on_command=gate.handle,
-            on_estop=gate.answer_estop,
-            on_fault=restarted,
-            # MQTT 5 where the broker speaks it (the embedded amqtt broker does not; the publisher
-            # also falls back by itself when a broker refuses version 5).
-            mqtt5=options.broker != "embedded",
-            hold_without_subscriber=settings.mqtt.hold_without_subscriber,
-            # The embedded broker serves this machine only: no clinic logger sends receipts.
-            receipts=settings.mqtt.receipts and options.broker != "embedded",
-            receipt_timeout_s=settings.mqtt.receipt_timeout_s,
-        )
+        publisher = _publisher(settings, options, broker_url, outbox, gate, restarted)
         device = open_device(options.device, settings)
         await stack.enter_async_context(device)
         settings, calibration_note = await calibrated_settings(
@@ -158,51 +141,23 @@ async def run(
         if options.live_view:
             children.task("terminal_view", lambda: run_terminal_view(view, console), restart=True)
         stop = asyncio.Event()
-        dashboard = _start_dashboard(session, options, stop, children)
+        dashboard = _start_dashboard(session, options, children)
         if dashboard is not None and dashboard.audio is not None and dashboard.audio.silent_reason:
             console.print("no audio device: running silent (tones need the 'audio' extra)")
         _install_signal_handlers(stop)
         if outbox.recovered:
             console.print(f"outbox: {outbox.recovered} messages from an earlier run still to send")
-        delay = EmgChain(
-            settings.processing, settings.calibration, device.info.rate_hz, device.info.channels
-        ).group_delay_ms
-        console.print(
-            f"session {session.session_id}: device {options.device}, "
-            f"MQTT {describe(access)}, log {store.path}, envelope delay {delay:.0f} ms",
-            highlight=False,  # rich would colour the digits inside the id and the path
-        )
+        _say_start(console, session, options, broker_url, store.path)
         console.print(calibration_note)
         if options.wait_for_start:
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
             await session.wait_for_start(stop)
         running.append(session)
-        result = await session.run(stop)
-        if recorder is not None:
-            result.record = await recorder.close()
-        shot = None if dashboard is None else await _close_dashboard(dashboard, children)
-        flushed = await publisher.flush(FLUSH_TIMEOUT_S)
-        await store.flush()
-        await children.close()
-        result.mqtt_published = publisher.stats.published
-        result.mqtt_backlog = publisher.backlog
-        report = result.report()
-        report.update(
-            broker=broker_url, db=str(store.path), device=options.device, mqtt_flushed=flushed
-        )
-        report["children"] = children.report()
-        if dashboard is not None:
-            report["dashboard"] = {
-                "frames_drawn": dashboard.process.total_frames,
-                "peak_rss_kb": dashboard.process.peak_rss_kb,
-            }
-        if shot is not None:
-            report["dashboard_screenshot"] = shot
-        elif options.screenshot is not None and dashboard is not None:
-            problem = dashboard.process.close_problem or "not written"
-            report["dashboard_screenshot_error"] = f"{options.screenshot} not written: {problem}"
-            console.print(f"[bold red]screenshot {options.screenshot} not written: {problem}[/]")
-        if not flushed:
+        await session.run(stop)
+        report, shot = await _close(session, recorder, dashboard, children, publisher, store)
+        report.update(broker=broker_url, device=options.device)
+        _dashboard_report(report, dashboard, shot, options, console)
+        if not report["mqtt_flushed"]:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
                 f"({publisher.undelivered_reason()}); they stay in the outbox for the next "
@@ -210,25 +165,119 @@ async def run(
             )
         if options.report is not None:
             options.report.write_text(json.dumps(report, indent=2) + "\n")
-        reps = "no reps counted (free)" if result.reps is None else f"{result.reps} reps"
-        in_target = (
-            f"{result.time_in_target_s:.1f} s in target"
-            if session.settings.calibration.calibrated
-            else "no target band (uncalibrated)"
-        )
-        console.print(
-            f"session {session.session_id} ended ({result.stopped_by}): "
-            f"{reps}, {len(result.contractions)} contractions, {in_target}, "
-            f"block p50 {report['block_compute_us_p50']} µs, "
-            f"p99 {report['block_compute_us_p99']} µs",
-            highlight=False,
-        )
+        _say_end(console, session, report)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _publisher(
+    settings: Settings,
+    options: RunOptions,
+    broker_url: str,
+    outbox: SqliteOutbox,
+    gate: CommandGate,
+    on_fault: Callable[[str, str, int], None],
+) -> MqttPublisher:
+    s = settings.session
+    embedded = options.broker == "embedded"
+    return MqttPublisher(
+        broker_url,
+        Topics(s.clinic, s.station),
+        client_id=f"vmf-{s.clinic}-{s.station}",
+        keepalive_s=settings.mqtt.keepalive_s,
+        outbox=outbox,
+        access=broker_access(settings, broker_url),
+        on_command=gate.handle,
+        on_estop=gate.answer_estop,
+        on_fault=on_fault,
+        # MQTT 5 where the broker speaks it (the embedded amqtt broker does not; the publisher
+        # also falls back by itself when a broker refuses version 5).
+        mqtt5=not embedded,
+        hold_without_subscriber=settings.mqtt.hold_without_subscriber,
+        # The embedded broker serves this machine only: no clinic logger sends receipts.
+        receipts=settings.mqtt.receipts and not embedded,
+        receipt_timeout_s=settings.mqtt.receipt_timeout_s,
+    )
+
+
+async def _close(
+    session: Session,
+    recorder: RecorderOutput | None,
+    dashboard: DashboardLink | None,
+    children: Supervisor,
+    publisher: MqttPublisher,
+    store: SessionStore,
+) -> tuple[dict[str, Any], str | None]:
+    """Close the outputs in order (the recording, the window, MQTT, the log), then report."""
+    result = session.result
+    if recorder is not None:
+        result.record = await recorder.close()
+    shot = None if dashboard is None else await _close_dashboard(dashboard, children)
+    flushed = await publisher.flush(FLUSH_TIMEOUT_S)
+    await store.flush()
+    await children.close()
+    result.mqtt_published = publisher.stats.published
+    result.mqtt_backlog = publisher.backlog
+    report = result.report()
+    report.update(db=str(store.path), mqtt_flushed=flushed)
+    report["children"] = children.report()
+    return report, shot
+
+
+def _dashboard_report(
+    report: dict[str, Any],
+    dashboard: DashboardLink | None,
+    shot: str | None,
+    options: RunOptions,
+    console: Console,
+) -> None:
+    if dashboard is not None:
+        report["dashboard"] = {
+            "frames_drawn": dashboard.process.total_frames,
+            "peak_rss_kb": dashboard.process.peak_rss_kb,
+        }
+    if shot is not None:
+        report["dashboard_screenshot"] = shot
+    elif options.screenshot is not None and dashboard is not None:
+        problem = dashboard.process.close_problem or "not written"
+        report["dashboard_screenshot_error"] = f"{options.screenshot} not written: {problem}"
+        console.print(f"[bold red]screenshot {options.screenshot} not written: {problem}[/]")
+
+
+def _say_start(
+    console: Console, session: Session, options: RunOptions, broker_url: str, db: Path
+) -> None:
+    settings, info = session.settings, session.device.info
+    delay = EmgChain(
+        settings.processing, settings.calibration, info.rate_hz, info.channels
+    ).group_delay_ms
+    console.print(
+        f"session {session.session_id}: device {options.device}, "
+        f"MQTT {describe(broker_access(settings, broker_url))}, log {db}, "
+        f"envelope delay {delay:.0f} ms",
+        highlight=False,  # rich would colour the digits inside the id and the path
+    )
+
+
+def _say_end(console: Console, session: Session, report: dict[str, Any]) -> None:
+    result = session.result
+    reps = "no reps counted (free)" if result.reps is None else f"{result.reps} reps"
+    in_target = (
+        f"{result.time_in_target_s:.1f} s in target"
+        if session.settings.calibration.calibrated
+        else "no target band (uncalibrated)"
+    )
+    console.print(
+        f"session {session.session_id} ended ({result.stopped_by}): "
+        f"{reps}, {len(result.contractions)} contractions, {in_target}, "
+        f"block p50 {report['block_compute_us_p50']} µs, "
+        f"p99 {report['block_compute_us_p99']} µs",
+        highlight=False,
+    )
+
+
 def _start_dashboard(
-    session: Session, options: RunOptions, stop: asyncio.Event, children: Supervisor
+    session: Session, options: RunOptions, children: Supervisor
 ) -> DashboardLink | None:
     if not options.dashboard:
         return None
