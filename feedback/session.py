@@ -175,6 +175,7 @@ class Session:
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._running = False
+        self._early: list[Item] | None = []  # items offered before the session opened
         self._pending: set[asyncio.Future[Any]] = set()  # emergency stops and re-arms under way
         self._switch_source = ""  # who picked the pending protocol
         self._cal_script: contextlib.AbstractContextManager[None] | None = None
@@ -358,6 +359,11 @@ class Session:
         self._offer(SessionEvent(kind, detail, time.time()))
 
     def _offer(self, item: Item) -> None:
+        if self._early is not None:
+            # Before the session opens (a supervisor's report, a refused command while waiting
+            # for `start`): held, then offered right after session_start, which comes first.
+            self._early.append(item)
+            return
         for out in self.outputs:
             try:
                 out.offer(item)
@@ -468,7 +474,9 @@ class Session:
             reps_prescribed=prescribed_reps(s.protocol),
             pain_before=self.pain_before,
         )
-        self._offer(opened)
+        early, self._early = self._early or [], None
+        for item in (opened, *early):
+            self._offer(item)
 
     async def _consume(self, pipeline: Pipeline) -> None:
         rate = self.device.info.rate_hz

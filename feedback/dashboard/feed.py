@@ -137,7 +137,7 @@ class DashboardFeed:
         self.last = tick
 
     def add_rep(self, metrics: dict[str, Any]) -> None:
-        """A rep as the session reported it (Session.rep_listeners); achieved reps only."""
+        """A rep as the session reported it (a RepDone item); achieved reps only."""
         if not metrics.get("achieved") or self.last is None:
             return
         at_s = (int(metrics["at_index"]) - (self._origin or 0)) / self.rate_hz
