@@ -31,12 +31,13 @@ from feedback.contraction_report import (
     contraction_metrics,
 )
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.recorder import Recorder
+from feedback.outputs.recorder import Recorder, RecordOptions
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.stream_source import StreamIdentity, StreamSource
 from feedback.outputs.terminal import ViewState
 from feedback.outputs.topics import MessageNumberer, Topics
 from feedback.pipeline import Pipeline, Tick
+from feedback.placement import session_montage
 from feedback.processing.chain import EmgChain
 from feedback.processing.metrics import Contraction
 from feedback.processing.offline_count import OfflineCounter
@@ -295,6 +296,7 @@ class Session:
             session_id=self.session_id,
             patient=s.session.patient,
             group_delay_ms=delay,
+            options=RecordOptions.from_settings(s, session_montage(s, info.channels)),
         )
 
     # -- fan-out helpers: all non-blocking -------------------------------------------------
@@ -307,6 +309,8 @@ class Session:
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         now = time.time()
         self.store.add_event(self.session_id, now, kind, detail)
+        if self.recorder is not None:  # stimulation bursts become spans in the record
+            self.recorder.note(kind, detail)
         self._session_message(self.topics.event, kind, detail)
 
     # -- the loop --------------------------------------------------------------------------
@@ -421,6 +425,7 @@ class Session:
                 "reps_prescribed": s.protocol.reps if self._reps_counted else None,
                 "reps_counted": self._reps_counted,  # false: free practice, reps_prescribed moot
                 "pain_before": self.pain_before,
+                "montage": session_montage(s, info.channels),  # feedback.placement
             },
         )
         v = self.view
