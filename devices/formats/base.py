@@ -260,3 +260,84 @@ def checked_chunk(
         )
         raise RecordingFormatError(p, reason, line)
     return np.ascontiguousarray(values, dtype=np.float32)
+
+
+class BadRows:
+    """Bad cells met inside the data of a text recording (a typo, an empty or NaN cell, a row
+    cut short). Each bad cell is held at its column's previous value, so the samples around
+    it, and the time of every later sample, are kept; every bad row is counted and the first
+    few are kept as typed errors for the warnings. A file with more bad rows than
+    `max_fraction` of its rows (beyond `free` of them) is refused as broken."""
+
+    KEEP = 5
+
+    def __init__(self, p: Path, *, max_fraction: float = 0.01, free: int = 10) -> None:
+        self.p = p
+        self.max_fraction = max_fraction
+        self.free = free
+        self.count = 0
+        self.rows_seen = 0
+        self.errors: list[RecordingFormatError] = []
+
+    def add(self, error: RecordingFormatError) -> None:
+        self.count += 1
+        if len(self.errors) < self.KEEP:
+            self.errors.append(error)
+        if self.count > self.free and self.count > self.max_fraction * max(self.rows_seen, 1):
+            first = self.errors[0]
+            reason = (
+                f"{self.count} bad rows in the first {self.rows_seen}: too many to hold "
+                f"(the first: {first.reason})"
+            )
+            raise RecordingFormatError(self.p, reason, first.line)
+
+    def warning(self) -> str | None:
+        if not self.count:
+            return None
+        shown = "; ".join(
+            f"line {e.line}: {e.reason}" if e.line is not None else e.reason for e in self.errors
+        )
+        more = ", ..." if self.count > len(self.errors) else ""
+        return (
+            f"{self.count} bad row(s) inside the data, each bad cell held at its column's "
+            f"previous value: {shown}{more}"
+        )
+
+
+def to_float_holding(
+    rows: Sequence[Sequence[str]],
+    line_nos: Sequence[int],
+    names: Sequence[str],
+    scale: npt.NDArray[np.float64],
+    bad: BadRows,
+    previous: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.float64]:
+    """Like `to_float`, but a cell that is not a finite number within ±MAX_ABS_VALUE (once
+    multiplied by its column's `scale`) is held at the previous value of its column (0 before
+    the first) and its row counted in `bad`. `previous`: the last row of the batch before."""
+    bad.rows_seen += len(rows)
+    try:
+        arr = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+        ok = np.abs(arr * scale) <= MAX_ABS_VALUE  # also False for NaN
+        if ok.all():
+            return arr
+    except ValueError:
+        pass
+    out = np.zeros((len(rows), len(names)))
+    last = np.zeros(len(names)) if previous is None else previous.astype(np.float64)
+    for r, (row, n) in enumerate(zip(rows, line_nos, strict=True)):
+        why = ""
+        for c, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                v = math.nan
+            if not abs(v * float(scale[c])) <= MAX_ABS_VALUE:
+                if not why:
+                    what = "empty" if cell == "" else f"{cell[:20]!r} is not a usable number"
+                    why = f"{names[c]} value {what}"
+                v = float(last[c])
+            out[r, c] = last[c] = v
+        if why:
+            bad.add(RecordingFormatError(bad.p, why, n))
+    return out
