@@ -170,10 +170,10 @@ class _Periods:
             elif isinstance(ev, RepCompleted):
                 start = self._starts.get(ev.period)
                 if start is None:  # no cue seen (recording began mid-period): an instant
-                    out.append(Event(ev.at_index, "rep", "", f"rep {ev.rep}"))
+                    out.append(Event(ev.at_index, "rep", "", str(ev.rep)))
                 else:
                     span = (ev.at_index - start) / self.rate_hz
-                    detail = f"rep {ev.rep} (work cue to hold reached)"
+                    detail = f"{ev.rep} (work cue to hold reached)"
                     out.append(Event(start, "rep", "", detail, span))
         return out
 
