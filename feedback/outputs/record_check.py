@@ -22,12 +22,11 @@ import numpy.typing as npt
 
 from config.settings import Settings
 from devices.base import SampleBlock
-from feedback.outputs.recorder import RecordOptions, Recorder
+from feedback.outputs.recorder import END_NOTE, Recorder, RecordOptions
 from feedback.pipeline import Pipeline, Tick
 from feedback.placement import montage
 
 ONSET_TOL_S = 0.6e-4  # TAL onsets and durations are written to 0.1 ms
-END_NOTE = "recording ends (rest of record is padding)"
 Annotation = tuple[float, float, str]
 
 
@@ -122,7 +121,7 @@ def record(
         for b in [b for b in bursts if block.first_index <= b["blank_from"] < block.end_index]:
             rec.note("stim_burst", b)
         rec.put(tick)
-    asyncio.run(rec.close())
+    summary = asyncio.run(rec.close())
     write_s = time.perf_counter() - started
     edf_path = rec.paths["edf"]
     r = options.range_mv
@@ -150,7 +149,7 @@ def record(
     labels += [f"{c} active" for c in channels] + [f"{c} quality" for c in channels] + ["zone"]
     annotations = _csv_annotations(rec.paths["csv"]) if "csv" in rec.paths else []
     n, per = samples.shape[1], round(rate)
-    if n % per:
+    if n % per or summary["padding_s"]:  # a whole padded record carries events from the end
         annotations.append((n / rate, (per - n % per) / rate, END_NOTE))
     return Expected(rate, labels, samples, sorted(annotations), edf_path, write_s)
 
@@ -207,34 +206,30 @@ def _lsb_error(
     return worst, name, count
 
 
+def _step(f: Any, i: int) -> float:
+    """One digital step of signal i in physical units, from the file's header."""
+    span = float(f.getPhysicalMaximum(i)) - float(f.getPhysicalMinimum(i))
+    return span / (int(f.getDigitalMaximum(i)) - int(f.getDigitalMinimum(i)))
+
+
 def check_pyedflib(expected: Expected) -> ReaderResult:
     import pyedflib
 
     with pyedflib.EdfReader(str(expected.path)) as f:
         labels = [s.strip() for s in f.getSignalLabels()]
         read = {lb: f.readSignal(i) for i, lb in enumerate(labels)}
-        lsb = {
-            lb: (f.getPhysicalMaximum(i) - f.getPhysicalMinimum(i))
-            / (f.getDigitalMaximum(i) - f.getDigitalMinimum(i))
-            for i, lb in enumerate(labels)
-        }
+        lsb = {lb: _step(f, i) for i, lb in enumerate(labels)}
         onsets, durations, texts = f.readAnnotations()
-    got = [
-        (float(o), float(d), str(t)) for o, d, t in zip(onsets, durations, texts, strict=True)
-    ]
+    got = [(float(o), float(d), str(t)) for o, d, t in zip(onsets, durations, texts, strict=True)]
     return _result("pyedflib", expected, read, lsb, got)
 
 
 def check_mne(expected: Expected) -> ReaderResult:
-    import mne
+    import mne  # type: ignore[import-untyped]
     import pyedflib
 
     with pyedflib.EdfReader(str(expected.path)) as f:  # the header's own step per signal
-        lsb = {
-            f.getLabel(i).strip(): (f.getPhysicalMaximum(i) - f.getPhysicalMinimum(i))
-            / (f.getDigitalMaximum(i) - f.getDigitalMinimum(i))
-            for i in range(f.signals_in_file)
-        }
+        lsb = {f.getLabel(i).strip(): _step(f, i) for i in range(f.signals_in_file)}
         dims = {f.getLabel(i).strip(): f.getPhysicalDimension(i) for i in range(f.signals_in_file)}
     reader = mne.io.read_raw_bdf if expected.path.suffix == ".bdf" else mne.io.read_raw_edf
     raw = reader(str(expected.path), preload=True, verbose="error")

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 ANNOTATION_BYTES = 8190
 EQUIPMENT = "vm-feedback"  # the EDF+ equipment subfield; replay knows its own records by it
 FSYNC_EVERY_S = 1.0
+END_NOTE = "recording ends (rest of record is padding)"  # devices.formats.edf looks for it
 EDF_RANGE_MV = 16.384  # ±, 0.5 µV per step in EDF's 16 bits; beyond it "auto" writes BDF
 RAW_RANGE_MV = EDF_RANGE_MV  # the default range (kept for callers)
 
@@ -336,6 +337,7 @@ class Recorder:
             "gaps": self.gaps,
             "gap_samples": self.gap_samples,
             "clipped_samples": self.clipped_samples,
+            "padding_s": sum(w.padding_s for w in self._writers if isinstance(w, _EdfWriter)),
         }
 
     # -- the worker thread -----------------------------------------------------------------
@@ -456,6 +458,7 @@ class _EdfWriter:
         self._buffered = 0
         self._rows = 4 * len(rec.channels) + 1
         self._end = 0  # samples in the file, gap fill included
+        self.padding_s = 0.0  # after the true end, marked by END_NOTE
 
     def write(self, chunk: Chunk, origin: int) -> None:
         r = self.range_mv
@@ -498,10 +501,15 @@ class _EdfWriter:
     def close(self, origin: int) -> None:
         r = self.rec
         try:
-            if self._buffered:
+            if self._buffered or self._w.annotations_pending:
+                # Events that came at the end (a work period cut by it) need a record to ride
+                # in: with no samples left over, that is one record of padding.
                 end_s = self._end / r.rate_hz
                 pad_s = (self.per_record - self._buffered) / r.rate_hz
-                self._w.annotate(end_s, "recording ends (rest of record is padding)", pad_s)
+                self._w.annotate(end_s, END_NOTE, pad_s)
+                self.padding_s = pad_s
+                if not self._buffered:
+                    self._buf, self._buffered = [np.zeros((self._rows, 0))], 0
                 self._flush_record(pad=True)
             if self._w.annotations_pending:
                 # No record left to carry them; say so where the clinician looks.
