@@ -263,8 +263,8 @@ def checked_chunk(
 
 
 class BadRows:
-    """Bad cells met inside the data of a text recording (a typo, an empty or NaN cell, a row
-    cut short). Each bad cell is held at its column's previous value, so the samples around
+    """Bad cells met inside the data of a text recording (a typo, an empty cell, a row cut
+    short). Each bad cell is held at its column's previous value, so the samples around
     it, and the time of every later sample, are kept; every bad row is counted and the first
     few are kept as typed errors for the warnings. A file with more bad rows than
     `max_fraction` of its rows (beyond `free` of them) is refused as broken."""
@@ -305,24 +305,26 @@ class BadRows:
 
 
 def to_float_holding(
+    p: Path,
     rows: Sequence[Sequence[str]],
     line_nos: Sequence[int],
     names: Sequence[str],
-    scale: npt.NDArray[np.float64],
     bad: BadRows,
     previous: npt.NDArray[np.float64] | None,
+    hold: Sequence[bool] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Like `to_float`, but a cell that is not a finite number within ±MAX_ABS_VALUE (once
-    multiplied by its column's `scale`) is held at the previous value of its column (0 before
-    the first) and its row counted in `bad`. `previous`: the last row of the batch before."""
+    """Like `to_float`, but a cell that holds no number (a typo, empty) in a column where
+    `hold` is true (default: every column) keeps its column's previous value (0 before the
+    first) and its row is counted in `bad`. A number that is not finite is still an error, as
+    is a value out of range later (`checked_chunk`): those say wrong units or a broken file.
+    `previous`: the last row of the batch before."""
     bad.rows_seen += len(rows)
     try:
-        arr = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
-        ok = np.abs(arr * scale) <= MAX_ABS_VALUE  # also False for NaN
-        if ok.all():
-            return arr
-    except ValueError:
-        pass
+        return to_float(p, rows, line_nos, names, "")
+    except RecordingFormatError as exc:
+        if "is not a number" not in exc.reason:
+            raise
+    holding = [True] * len(names) if hold is None else list(hold)
     out = np.zeros((len(rows), len(names)))
     last = np.zeros(len(names)) if previous is None else previous.astype(np.float64)
     for r, (row, n) in enumerate(zip(rows, line_nos, strict=True)):
@@ -331,13 +333,15 @@ def to_float_holding(
             try:
                 v = float(cell)
             except ValueError:
-                v = math.nan
-            if not abs(v * float(scale[c])) <= MAX_ABS_VALUE:
-                if not why:
-                    what = "empty" if cell == "" else f"{cell[:20]!r} is not a usable number"
-                    why = f"{names[c]} value {what}"
+                what = "empty" if cell == "" else f"{cell[:20]!r} is not a number"
+                if not holding[c]:
+                    raise RecordingFormatError(p, f"{names[c]} value {what}", n) from None
+                why = why or f"{names[c]} value {what}"
                 v = float(last[c])
+            if not math.isfinite(v):
+                reason = f"{names[c]} value {cell[:20]!r} is not a finite number"
+                raise RecordingFormatError(p, reason, n)
             out[r, c] = last[c] = v
         if why:
-            bad.add(RecordingFormatError(bad.p, why, n))
+            bad.add(RecordingFormatError(p, why, n))
     return out

@@ -1,11 +1,12 @@
 """UCI "EMG dataset in Lower Limb" text export (Biometrics DataLOG): 1000 Hz, RF/BF/VM/ST in mV
 and the knee angle FX in degrees, tab-separated, read in batches.
 
-A bad row inside the data (a non-numeric, empty or NaN cell, EMG missing in a row, an empty row
+A bad row inside the data (a non-numeric or empty cell, EMG missing in a row, an empty row
 between data rows) does not cost the file: each bad cell is held at its column's previous value
 so that every other sample keeps its time, and the rows are counted and named in the warnings
-(`devices.formats.base.BadRows`). Structural faults (extra columns, a broken header) still
-refuse the file."""
+(`devices.formats.base.BadRows`). Structural faults (extra columns, a broken header) and numbers
+that cannot be right (NaN, infinite, out of range: wrong units or a broken file) still refuse
+the file."""
 
 from __future__ import annotations
 
@@ -110,9 +111,7 @@ def open_uci(
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             line_nos = [n for n, _ in batch]
             cells = [[r[i] for i in keep] for _, r in batch]
-            arr = to_float_holding(
-                cells, line_nos, kept_names, scale[:, 0], body_state.bad, previous
-            )
+            arr = to_float_holding(p, cells, line_nos, kept_names, body_state.bad, previous)
             previous = arr[-1]
             columns = range(len(keep))
             yield checked_chunk(p, arr.T * scale, kept_names, cell_at(cells, line_nos, columns))
