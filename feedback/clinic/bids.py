@@ -180,41 +180,23 @@ class SessionInfo:
 
 def sessions_of(db: Backend, patient: str | None = None) -> list[SessionInfo]:
     where, params = ("WHERE patient = ?", (patient,)) if patient is not None else ("", ())
-    montage_col = _has_column(db, "sessions", "montage_json")
     rows = db.query(
         "SELECT session_id, patient, side, protocol, started_at, ended_at, settings_json,"
-        f" device_json{', montage_json' if montage_col else ''} FROM sessions {where}"
-        " ORDER BY patient, started_at, session_id",
+        f" device_json FROM sessions {where} ORDER BY patient, started_at, session_id",
         params,
     )
     out = []
     for row in rows:
         settings = json.loads(row[6] or "{}")
         device = json.loads(row[7] or "{}")
-        stored = json.loads(row[8]) if montage_col and row[8] else None
-        montage = stored or settings.get("montage") or device.get("montage")
+        montage = settings.get("montage")  # the store keeps session_start's montage there
         out.append(
             SessionInfo(
-                str(row[0]),
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                settings,
-                device,
+                str(row[0]), row[1], row[2], row[3], row[4], row[5], settings, device,
                 montage if isinstance(montage, dict) else None,
             )
-        )
+        )  # fmt: skip
     return out
-
-
-def _has_column(db: Backend, table: str, column: str) -> bool:
-    try:
-        db.query(f"SELECT {column} FROM {table} WHERE 1 = 0")
-    except Exception:  # sqlite3 and psycopg each have their own "no such column" error
-        return False
-    return True
 
 
 # -- channels -------------------------------------------------------------------------------
@@ -238,6 +220,32 @@ def emg_name(signal: Signal, device_channels: Sequence[str]) -> str | None:
 
 def _unit(dimension: str) -> str:
     return VOLT_UNITS.get(dimension.lower(), dimension or "n/a")
+
+
+IED_KEYS = ("inter_electrode_mm", "interelectrode_distance_mm", "inter_electrode_distance_mm")
+
+
+def placement_scheme_text(montage: dict[str, Any]) -> str:
+    """EMGPlacementSchemeDescription: how the electrodes were placed (the process, not the
+    muscles, which channels.tsv names)."""
+    scheme = str(montage.get("scheme") or "")
+    if not montage.get("electrodes") and not scheme:
+        return DEFAULT_PLACEMENT
+    text = (
+        f"{scheme}: " if scheme else ""
+    ) + "bipolar surface electrodes placed by measured distance from anatomical landmarks, as the "
+    text += "placement settings of the station (per patient profile) give them; each channel's "
+    text += "site, orientation and electrode size are in channels.tsv (placement_description)."
+    return text
+
+
+def _placement_text(e: dict[str, Any]) -> str:
+    parts = [str(e[k]) for k in ("location", "orientation") if e.get(k)]
+    if e.get("electrode_size_mm"):
+        parts.append(f"electrodes {_num(e['electrode_size_mm'])} mm")
+    if e.get("material") or e.get("kind"):
+        parts.append(" ".join(str(e[k]) for k in ("kind", "material") if e.get(k)))
+    return "; ".join(parts) or "n/a"
 
 
 def _electrode(montage: dict[str, Any] | None, channel: str) -> dict[str, Any]:
@@ -283,19 +291,13 @@ def channel_rows(header: EdfHeader, info: SessionInfo) -> tuple[list[dict[str, s
             e = _electrode(info.montage, channel)
             side = _first(e, "side") or info.side
             muscle = _first(e, "muscle", "target_muscle") or MUSCLES.get(channel.upper())
-            ied = _first(
-                e,
-                "inter_electrode_distance_mm",
-                "interelectrode_distance_mm",
-                "ied_mm",
-                "interelectrode_distance",
-            )
+            ied = _first(e, *IED_KEYS)
             row.update(
                 type="EMG",
                 description=f"surface EMG, {channel}"
                 + (f"; {s.transducer}" if s.transducer else ""),
                 target_muscle=f"{side} {muscle}" if muscle and side else (muscle or "n/a"),
-                placement_description=str(_first(e, "location", "placement") or "n/a"),
+                placement_description=_placement_text(e),
                 reference=str(
                     _first(e, "reference") or (info.montage or {}).get("reference") or "n/a"
                 ),
@@ -375,16 +377,11 @@ def emg_sidecar(
         }
     if "N" in first:
         filters["Notch"] = {"Frequency (Hz)": first["N"]}
-    scheme = str(montage.get("scheme") or "")
-    described = _first(montage, "scheme_description", "description")
     sidecar: dict[str, Any] = {
         "TaskName": info.protocol or "unknown",
         "TaskDescription": _task_description(info),
         "EMGPlacementScheme": "Other",
-        "EMGPlacementSchemeDescription": (
-            str(described) if described else (f"{scheme} placement." if scheme else "")
-        )
-        or DEFAULT_PLACEMENT,
+        "EMGPlacementSchemeDescription": placement_scheme_text(montage),
         "EMGReference": str(_first(montage, "reference") or "n/a"),
         "SamplingFrequency": rate,
         "PowerLineFrequency": line_hz if line_hz is not None else power_line_hz(info),
@@ -396,19 +393,18 @@ def emg_sidecar(
     }
     if (ground := _first(montage, "ground")) is not None:
         sidecar["EMGGround"] = str(ground)
-    if (skin := _first(montage, "skin_prep", "skin_preparation")) is not None:
+    if (skin := _first(montage, "skin_preparation", "skin_prep")) is not None:
         sidecar["SkinPreparation"] = str(skin)
-    ied = {
-        _first(
-            _electrode(montage, c),
-            "inter_electrode_distance_mm",
-            "interelectrode_distance_mm",
-            "ied_mm",
-        )
-        for c in info.device.get("channels") or ()
-    }
-    if len(ied) == 1 and (one := ied.pop()) is not None:
-        sidecar["InterelectrodeDistance"] = float(one)
+    # Keys BEP042 has once per file: given when every electrode pair agrees.
+    electrodes = [_electrode(montage, c) for c in info.device.get("channels") or ()]
+    for key, field_, cast in (
+        ("InterelectrodeDistance", IED_KEYS, float),
+        ("ElectrodeMaterial", ("material",), str),
+        ("ElectrodeType", ("kind",), str),
+    ):
+        values = {_first(e, *field_) for e in electrodes}
+        if len(values) == 1 and (one := values.pop()) is not None:
+            sidecar[key] = cast(one)
     device = info.device
     if device.get("manufacturer"):
         sidecar["Manufacturer"] = str(device["manufacturer"])

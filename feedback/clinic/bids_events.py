@@ -71,11 +71,25 @@ class _Timeline:
     def __init__(self, db: Backend, sid: str, rate_hz: float) -> None:
         self.rate = rate_hz
         indexed = db.query(
-            "SELECT t, sample_index FROM cues WHERE session_id = ? AND sample_index IS NOT NULL"
-            " UNION ALL SELECT t, sample_index FROM live WHERE session_id = ?"
-            " AND sample_index IS NOT NULL",
-            (sid, sid),
+            "SELECT t, sample_index FROM cues WHERE session_id = ? AND sample_index IS NOT NULL",
+            (sid,),
         )
+        if not indexed:  # no cues (free practice): the live messages, in whichever table
+            indexed = (
+                _query_or_none(
+                    db,
+                    "SELECT t, sample_index FROM live WHERE session_id = ?"
+                    " AND sample_index IS NOT NULL",
+                    sid,
+                )
+                or _query_or_none(
+                    db,
+                    "SELECT t_first, index_min FROM live_seconds WHERE session_id = ?"
+                    " AND index_min IS NOT NULL",
+                    sid,
+                )
+                or []
+            )
         offsets = [float(t) - int(i) / rate_hz for t, i in indexed]
         self.clock0 = statistics.median(offsets) if offsets else None
 
@@ -87,6 +101,13 @@ class _Timeline:
 
     def clock(self, t: float) -> float:
         return max(0.0, t - self.clock0) if self.clock0 is not None else 0.0
+
+
+def _query_or_none(db: Backend, sql: str, sid: str) -> list[tuple[Any, ...]] | None:
+    try:
+        return db.query(sql, (sid,))
+    except Exception:  # the table is not in this schema version (sqlite3 / psycopg errors)
+        return None
 
 
 def session_events(db: Backend, sid: str, rate_hz: float) -> list[BidsEvent]:
