@@ -470,6 +470,16 @@ def export(
         raise LookupError(f"no sessions of patient {patient!r} in the database")
     files, summary.duplicates = find_recordings(recordings, [s.session_id for s in sessions])
     subjects: dict[str, str] = {}  # label -> patient
+    earlier = _participants(out)  # a clash with an earlier export into the same folder too
+    for info in sessions:  # every clash before anything is written
+        if info.patient is not None:
+            label = bids_label(info.patient)
+            before = subjects.setdefault(label, earlier.get(label, info.patient))
+            if before != info.patient:
+                raise ExportError(
+                    f"patients {before!r} and {info.patient!r} both make the BIDS "
+                    f"label sub-{label}; rename one pseudonym"
+                )
     numbers: dict[str, int] = {}
     tasks: set[str] = set()
     out.mkdir(parents=True, exist_ok=True)
@@ -484,11 +494,6 @@ def export(
             )
             continue
         sub = bids_label(info.patient)
-        if subjects.setdefault(sub, info.patient) != info.patient:
-            raise ExportError(
-                f"patients {subjects[sub]!r} and {info.patient!r} both make the "
-                f"BIDS label sub-{sub}; rename one pseudonym"
-            )
         numbers[sub] = numbers.get(sub, 0) + 1  # counted for skipped sessions too: stable
         ses = str(numbers[sub])
         found = files.get(info.session_id)
@@ -535,10 +540,24 @@ def export(
         summary.events += len(events)
         _append_session_row(out / f"sub-{sub}", sub, ses, info)
         summary.exported.append((info.session_id, str(data.relative_to(out))))
+    done = {label for label in subjects if (out / f"sub-{label}").is_dir()}
+    subjects = {label: p for label, p in subjects.items() if label in done}
     summary.subjects = sorted(f"sub-{s}" for s in subjects)
     _write_dataset_files(out, subjects, tasks, name)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _participants(out: Path) -> dict[str, str]:
+    """label -> pseudonym of the participants an earlier export wrote into `out`."""
+    path = out / "participants.tsv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        return {
+            r["participant_id"].removeprefix("sub-"): r.get("pseudonym", "")
+            for r in csv.DictReader(f, delimiter="\t")
+        }
 
 
 def _append_session_row(subject_dir: Path, sub: str, ses: str, info: SessionInfo) -> None:

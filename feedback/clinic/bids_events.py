@@ -203,15 +203,16 @@ def _event(kind: str, d: dict[str, Any], t: float, line: _Timeline) -> BidsEvent
         return BidsEvent(
             on / rate, (off - on) / rate, "contraction", detail, str(d.get("channel", "n/a")), on
         )
-    if kind == "stim_burst" and d.get("blank_from") is not None:
-        on = int(d["blank_from"])
+    if kind == "stim_burst":
         ms = sum(float(d.get(k) or 0) for k in ("ramp_up_ms", "hold_ms", "ramp_down_ms"))
         detail = (
             f"burst {d.get('burst', '?')} {float(d.get('amplitude_ma', 0)):g}mA "
             f"{float(d.get('frequency_hz', 0)):g}Hz {float(d.get('pulse_width_us', 0)):g}us"
         )
-        return BidsEvent(
-            on / rate, ms / 1000.0, "stim_burst", detail, str(d.get("channel", "n/a")), on
-        )
+        channel = str(d.get("channel", "n/a"))
+        if d.get("blank_from") is not None:  # the blanking window starts with the burst
+            on = int(d["blank_from"])
+            return BidsEvent(on / rate, ms / 1000.0, "stim_burst", detail, channel, on)
+        return BidsEvent(line.clock(t), ms / 1000.0, kind, detail, channel, None, "clock")
     fields = ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, str | int | float))
     return BidsEvent(line.clock(t), 0.0, kind, fields[:200], onset_source="clock")
