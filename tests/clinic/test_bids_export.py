@@ -344,3 +344,47 @@ def test_labels_numbering_and_skips(tmp_path: Path, capsys: pytest.CaptureFixtur
     ingest_session(db_url, "S-x", "P0030")
     assert export_cli.main(argv[:-2]) == 2
     assert "both make the BIDS label sub-P0030" in capsys.readouterr().err
+
+
+def test_bdf_record_is_exported_as_bdf(tmp_path: Path) -> None:
+    """A BDF+ record (24 bit, what the recorder writes where EDF would clip) keeps its format:
+    `_emg.bdf`, header read the BDF way, read back by mne-bids within one LSB."""
+    import pyedflib
+
+    db_url = str(tmp_path / "clinic.db")
+    ingest_session(db_url, "S-bdf", "P-9")
+    path = tmp_path / "rec" / "x.bdf"
+    path.parent.mkdir()
+    rate, seconds = 2000, 3
+    data = np.random.default_rng(3).normal(0, 3000, (2, rate * seconds))  # µV, past EDF's range
+    w = pyedflib.EdfWriter(str(path), 2, file_type=pyedflib.FILETYPE_BDFPLUS)
+    try:
+        w.setSignalHeaders([{"label": f"EMG {c}", "dimension": "uV", "sample_frequency": rate,
+                             "physical_max": 50000.0, "physical_min": -50000.0,
+                             "digital_max": 8388607, "digital_min": -8388608,
+                             "transducer": "", "prefilter": ""} for c in ("VM", "VL")])  # fmt: skip
+        w.setPatientCode("P-9")
+        w.setRecordingAdditional("S-bdf_delay_25.0ms")
+        w.writeSamples(list(data))
+    finally:
+        w.close()
+    db = connect(db_url)
+    try:
+        summary = export(db, tmp_path / "bids", [path.parent])
+    finally:
+        db.close()
+    assert [f for _, f in summary.exported] == [
+        "sub-P9/ses-1/emg/sub-P9_ses-1_task-kneeext_emg.bdf"
+    ]
+    assert check_dataset(tmp_path / "bids") == []
+    raw = mne_bids.read_raw_bids(
+        mne_bids.BIDSPath(subject="P9", session="1", task="kneeext", datatype="emg",
+                          suffix="emg", extension=".bdf", root=tmp_path / "bids"),
+        verbose="error",
+    )  # fmt: skip
+    lsb_uv = 100000.0 / (2**24 - 1)
+    got = raw.get_data(picks=["EMG VM", "EMG VL"]) * 1e6
+    assert np.max(np.abs(got[:, : data.shape[1]] - data)) <= lsb_uv * 1.001
+    assert raw.get_channel_types() == ["emg", "emg"]
+    if VALIDATOR.exists():
+        assert validator_errors(tmp_path / "bids") == []
