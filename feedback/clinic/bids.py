@@ -482,6 +482,7 @@ def export(
                 )
     numbers: dict[str, int] = {}
     tasks: set[str] = set()
+    session_rows: dict[str, dict[str, list[str]]] = {}
     out.mkdir(parents=True, exist_ok=True)
     for info in sessions:
         if info.patient is None or info.protocol is None:
@@ -538,8 +539,10 @@ def export(
         )
         _write_tsv(folder / f"{stem}_events.tsv", EVENT_COLUMNS, (e.row() for e in events))
         summary.events += len(events)
-        _append_session_row(out / f"sub-{sub}", sub, ses, info)
+        session_rows.setdefault(sub, {})[f"ses-{ses}"] = _session_row(ses, info)
         summary.exported.append((info.session_id, str(data.relative_to(out))))
+    for sub, rows in session_rows.items():
+        _write_session_rows(out / f"sub-{sub}", sub, rows)
     done = {label for label in subjects if (out / f"sub-{label}").is_dir()}
     subjects = {label: p for label, p in subjects.items() if label in done}
     summary.subjects = sorted(f"sub-{s}" for s in subjects)
@@ -560,9 +563,18 @@ def _participants(out: Path) -> dict[str, str]:
         }
 
 
-def _append_session_row(subject_dir: Path, sub: str, ses: str, info: SessionInfo) -> None:
+def _session_row(ses: str, info: SessionInfo) -> list[str]:
+    when = (
+        "n/a"
+        if info.started_at is None
+        else dt.datetime.fromtimestamp(info.started_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    return [f"ses-{ses}", when, info.session_id, info.side or "n/a"]
+
+
+def _write_session_rows(subject_dir: Path, sub: str, new: dict[str, list[str]]) -> None:
     """`sub-X_sessions.tsv`: the station's session id and the start time of each BIDS session
-    (rewritten whole, so a second export into the same folder updates rows, not doubles them)."""
+    (merged with an earlier export's rows by session, so a second export updates, not doubles)."""
     path = subject_dir / f"sub-{sub}_sessions.tsv"
     rows: dict[str, list[str]] = {}
     if path.exists():
@@ -570,12 +582,7 @@ def _append_session_row(subject_dir: Path, sub: str, ses: str, info: SessionInfo
             for r in csv.reader(f, delimiter="\t"):
                 if r and r[0] != "session_id":
                     rows[r[0]] = r
-    when = (
-        "n/a"
-        if info.started_at is None
-        else dt.datetime.fromtimestamp(info.started_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    )
-    rows[f"ses-{ses}"] = [f"ses-{ses}", when, info.session_id, info.side or "n/a"]
+    rows.update(new)
     ordered = sorted(rows.values(), key=lambda r: int(r[0].removeprefix("ses-")))
     _write_tsv(path, ("session_id", "acq_time", "source_session", "side"), ordered)
 

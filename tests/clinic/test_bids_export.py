@@ -388,3 +388,60 @@ def test_bdf_record_is_exported_as_bdf(tmp_path: Path) -> None:
     assert raw.get_channel_types() == ["emg", "emg"]
     if VALIDATOR.exists():
         assert validator_errors(tmp_path / "bids") == []
+
+
+def test_quality_flags_become_spans_and_channel_status(tmp_path: Path) -> None:
+    db_url = str(tmp_path / "clinic.db")
+    ingest_session(db_url, "S-q", "P-5")
+    topics = Topics("clinic-demo", "st-m")
+    t0 = 1.79e9
+    msgs = [  # (msg_id, t, body): VM off for 2.5 of 3 s, VL flagged 0.5 s, mains never cleared
+        (2, t0 + 0.5, {"type": "cue", "kind": "phase", "value": "work", "index": 1000,
+                       "t_sample": 0.5}),
+        (3, t0 + 0.2, {"type": "quality", "flag": "electrode_off", "channel": "VM",
+                       "active": True, "value": None}),
+        (4, t0 + 1.0, {"type": "quality", "flag": "low_snr", "channel": "VL", "active": True}),
+        (5, t0 + 1.5, {"type": "quality", "flag": "low_snr", "channel": "VL", "active": False}),
+        (6, t0 + 2.7, {"type": "quality", "flag": "electrode_off", "channel": "VM",
+                       "active": False}),
+        (7, t0 + 2.8, {"type": "quality", "flag": "mains_noise", "channel": "VL",
+                       "active": True}),
+    ]  # fmt: skip
+    store = ClinicStore(db_url)
+    try:
+        batch = []
+        for msg_id, t, body in msgs:
+            leaf = topics.cue if body["type"] == "cue" else topics.event
+            m = {"v": 1, "session": "S-q", "msg_id": msg_id, "t": t, **body}
+            batch.append(Incoming(leaf, json.dumps(m).encode(), t))
+        assert store.ingest(batch).invalid == 0
+    finally:
+        store.close()
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    write_recording(rec / "q.edf", "S-q", "P-5", seconds=3)
+    db = connect(db_url)
+    try:
+        export(db, tmp_path / "bids", [rec])
+    finally:
+        db.close()
+    emg = tmp_path / "bids/sub-P5/ses-1/emg"
+    events = tsv(emg / "sub-P5_ses-1_task-kneeext_events.tsv")
+    quality = [(e["onset"], e["duration"], e["channel"], e["detail"], e["onset_source"])
+               for e in events if e["trial_type"] == "quality"]  # fmt: skip
+    # The cue says wall clock t0 + 0.5 is sample 1000 (0.5 s): t0 is the record's start.
+    assert quality == [
+        ("0.2000", "2.5000", "VM", "electrode_off", "clock"),
+        ("1.0000", "0.5000", "VL", "low_snr", "clock"),
+        ("2.8000", "n/a", "VL", "mains_noise (not cleared)", "clock"),
+    ]
+    rows = {r["name"]: r for r in tsv(emg / "sub-P5_ses-1_task-kneeext_channels.tsv")}
+    assert (rows["EMG VM"]["status"], rows["EMG VM"]["status_description"]) == (
+        "bad",
+        "quality flags raised: electrode_off 2.5 s",
+    )
+    assert (rows["EMG VL"]["status"], rows["EMG VL"]["status_description"]) == (
+        "good",
+        "quality flags raised: low_snr 0.5 s, mains_noise 0.2 s",
+    )
+    assert check_dataset(tmp_path / "bids") == []
