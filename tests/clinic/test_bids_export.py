@@ -340,6 +340,18 @@ def test_labels_numbering_and_skips(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert export_cli.main([*argv[:-1], "P-404"]) == 1
     assert export_cli.main(["bids", "--db", str(tmp_path / "nope.db"), "--out", str(out)]) == 2
     assert not (tmp_path / "nope.db").exists()
+    # A session whose start message never arrived (only its end did): skipped, said why.
+    end = {"v": 1, "type": "session_end", "session": "S-orphan", "msg_id": 9, "t": 1.8e9,
+           "summary": {"reps": 0, "duration_s": 1.0, "stopped_by": "end"}}  # fmt: skip
+    store = ClinicStore(db_url)
+    try:
+        topic = Topics("clinic-demo", "st-bench").session
+        assert store.ingest([Incoming(topic, json.dumps(end).encode(), 1.8e9)]).invalid == 0
+    finally:
+        store.close()
+    assert export_cli.main(argv[:-2]) == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert ("S-orphan", "no_patient") in [(s["session"], s["reason"]) for s in skipped]
     # Two pseudonyms that make one BIDS label are refused, not merged.
     ingest_session(db_url, "S-x", "P0030")
     assert export_cli.main(argv[:-2]) == 2
