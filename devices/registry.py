@@ -16,7 +16,7 @@ from config.settings import Settings
 from devices.base import Device, DeviceError
 from devices.formats.base import mv_factor
 
-KINDS = ("sim", "serial", "ble", "lsl", "replay")
+KINDS = ("sim", "serial", "ble", "lsl", "replay", "brainflow")
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -56,6 +56,10 @@ def open_device(spec: str, settings: Settings) -> Device:
         return open_lsl(spec, _target, options, block_ms=settings.device.block_ms)
     if kind == "replay":
         return _open_replay(spec, _target, options, settings)
+    if kind == "brainflow":
+        from devices.brainflow_device import open_brainflow
+
+        return open_brainflow(spec, _target, options, block_ms=settings.device.block_ms)
     raise DeviceError(f"unknown device kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}")
 
 
