@@ -32,7 +32,7 @@ from feedback.processing.quality import describe
 
 log = logging.getLogger(__name__)
 
-HORIZON_S = 600.0  # anchors kept: a contraction or rep refers back seconds, never minutes
+HORIZON_S = 120.0  # anchors kept: a contraction or rep refers back seconds, not minutes
 # Session messages already published from the tick itself (cues), or whose body is a whole
 # settings snapshot (start/end: only the fact and the session id go out).
 _FROM_TICK = frozenset({"cue"})
@@ -133,7 +133,8 @@ class MarkerOutlet:
         if kind == "stim_burst":
             ms = sum(float(body.get(k) or 0.0) for k in ("ramp_up_ms", "hold_ms", "ramp_down_ms"))
             fields["duration_s"] = round(ms / 1000.0, 6)
-        self.mark(kind, index if isinstance(index, int) else None, fields)
+        ok = isinstance(index, int | np.integer) and not isinstance(index, bool)
+        self.mark(kind, int(index) if ok else None, fields)
 
     def mark(self, kind: str, index: int | None, fields: dict[str, Any]) -> None:
         self.sent += 1

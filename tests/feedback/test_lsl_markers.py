@@ -155,7 +155,10 @@ async def test_markers_recorded_beside_the_envelope_carry_its_sample_times(
         assert c["i"] == c["onset_index"] and c["duration_s"] > 0
     assert {"onset", "offset", "cue", "rep"} <= set(kinds), set(kinds)  # clean file: no quality
     assert sum(m["kind"] == "cue" for _, m in markers) == report["cues"]
+    about_samples = [m for _, m in markers if m["kind"] in ("contraction", "onset", "cue")]
+    assert all(isinstance(m["i"], int) for m in about_samples)
     reps = [m for _, m in markers if m["kind"] == "rep"]
+    assert all(m["i"] == m["at_index"] for m in reps)
     assert len(reps) == len({m["rep"] for m in reps})  # each rep once
     # The published marker names its sample: its time is that sample's, not the publish time.
     lags = [t_pub for t_pub, m in markers if m["kind"] == "contraction"]
