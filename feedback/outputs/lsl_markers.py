@@ -133,8 +133,8 @@ class MarkerOutlet:
         if kind == "stim_burst":
             ms = sum(float(body.get(k) or 0.0) for k in ("ramp_up_ms", "hold_ms", "ramp_down_ms"))
             fields["duration_s"] = round(ms / 1000.0, 6)
-        ok = isinstance(index, int | np.integer) and not isinstance(index, bool)
-        self.mark(kind, int(index) if ok else None, fields)
+        numbered = isinstance(index, int | np.integer) and not isinstance(index, bool)
+        self.mark(kind, int(index) if numbered and index is not None else None, fields)
 
     def mark(self, kind: str, index: int | None, fields: dict[str, Any]) -> None:
         self.sent += 1
