@@ -315,8 +315,8 @@ class MqttSettings(_Section):
 
 
 class LslSettings(_Section):
-    publish: bool = False  # publish envelope and activation as LSL streams for lab recorders
-    prefix: str = Field("vmf", pattern=PSEUDONYM)  # stream names: <prefix>-envelope, -activation
+    publish: bool = False  # envelope, activation and event markers as LSL streams (LabRecorder)
+    prefix: str = Field("vmf", pattern=PSEUDONYM)  # <prefix>-envelope, -activation, -events
 
 
 class StorageSettings(_Section):

@@ -302,6 +302,8 @@ class Session:
     # -- fan-out helpers: all non-blocking -------------------------------------------------
     def _session_message(self, topic: str, kind: str, body: dict[str, Any]) -> None:
         self.publisher.publish(topic, self.numberer.envelope(kind, body))
+        if self._lsl is not None:  # the LSL marker stream (feedback.outputs.lsl_markers)
+            self._lsl.on_message(kind, body)
 
     def log_event(self, kind: str, detail: dict[str, Any]) -> None:
         self._event(kind, detail)
@@ -340,13 +342,13 @@ class Session:
             "source": s.calibration.source,
             "mvc_mv": {ch: s.calibration.mvc_mv.get(ch) for ch in info.channels},
         }
-        self._start(pipeline)
-        if s.mqtt.stream_hz > 0:
-            self.stream = self._stream_source(pipeline)
-        if s.lsl.publish:
+        if s.lsl.publish:  # before _start: session_start is the first marker
             from feedback.outputs.lsl_outlet import LslOutlet
 
             self._lsl = LslOutlet(s.lsl.prefix, info.rate_hz, info.channels, self.session_id)
+        self._start(pipeline)
+        if s.mqtt.stream_hz > 0:
+            self.stream = self._stream_source(pipeline)
         # The one edge back into processing (docs/stimulation.md): a burst's sample interval to
         # blank, so the stimulation artefact is never read as activation.
         self.stim.blank = pipeline.blanker.add
