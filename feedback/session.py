@@ -54,6 +54,7 @@ from feedback.outputs.base import (
     StationStatus,
 )
 from feedback.pipeline import Pipeline, Tick
+from feedback.placement import session_montage
 from feedback.processing.metrics import Contraction
 from feedback.processing.offline_count import OfflineCounter
 from feedback.profiles import profile_path, save_calibration
@@ -473,6 +474,7 @@ class Session:
             reps_counted=self._reps_counted,
             reps_prescribed=prescribed_reps(s.protocol),
             pain_before=self.pain_before,
+            montage=session_montage(s, info.channels),
         )
         early, self._early = self._early or [], None
         for item in (opened, *early):
@@ -514,13 +516,18 @@ class Session:
         r.cues += len(tick.cues)
         if self._offline is not None:
             self._offline.add(block.first_index, tick.processed.envelope)
-        self._contractions(tick.contractions)
+        counted = self._count(tick.contractions)
         free = pipeline.exercise.free
-        if self.rep_metrics is not None:
-            self._reps(self.rep_metrics.update(tick, counting=not free))
+        reps = [] if self.rep_metrics is None else self.rep_metrics.update(tick, counting=not free)
         now = time.time()
+        # The block first (its cues and live snapshot lead the MQTT queue; the LSL marker clock
+        # knows the block's samples before a contraction or a rep names one of them), then
+        # what it completed.
         done = BlockDone(tick, self._status(), self._reps_counted, free, self._last_onset_ms, now)
         self._offer(done)
+        for metrics in counted:
+            self.log_event("contraction", metrics)
+        self._reps(reps)
         for raised in tick.band_raised:
             detail = {
                 "low_pct": raised.low_pct,
@@ -535,14 +542,17 @@ class Session:
         for metrics in reps:
             self._offer(RepDone(metrics, time.time()))
 
-    def _contractions(self, counted: tuple[Contraction, ...] | list[Contraction]) -> None:
+    def _count(self, counted: tuple[Contraction, ...] | list[Contraction]) -> list[dict[str, Any]]:
+        """Into the result (and the last onset difference); their metrics, for the events."""
+        out = []
         for c in counted:
             if c.vm_vl_onset_ms is not None:
                 self._last_onset_ms = c.vm_vl_onset_ms
             metrics = contraction_metrics(c)
             self.result.contractions.append(metrics)
             self.result.contractions_total += 1
-            self.log_event("contraction", metrics)
+            out.append(metrics)
+        return out
 
     def _finish(self) -> None:
         r = self.result
@@ -551,7 +561,8 @@ class Session:
         last: list[Contraction] = []
         if self.pipeline is not None:  # a contraction still going at the end counts
             last = self.pipeline.finish()
-            self._contractions(last)
+            for metrics in self._count(last):
+                self.log_event("contraction", metrics)
         if self.rep_metrics is not None:
             self._reps(self.rep_metrics.finish(last))
         if self._offline is not None:

@@ -36,6 +36,7 @@ UNITS = {
     "feedback.rep_metrics": "core",
     "feedback.contraction_report": "core",
     "feedback.snapshot": "core",
+    "feedback.placement": "core",
     "feedback.block_timing": "core",
     "feedback.stimulation": "stimulation",
     "feedback.control": "control",

@@ -87,6 +87,7 @@ class SessionOpened:
     reps_counted: bool  # False: free practice, no reps
     reps_prescribed: int  # the protocol's total (config.protocols.prescribed_reps)
     pain_before: int | None
+    montage: dict[str, Any] = field(default_factory=dict)  # feedback.placement.session_montage
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ class MqttSessionOutput:
                 "reps_prescribed": s.protocol.reps if o.reps_counted else None,
                 "reps_counted": o.reps_counted,  # false: free practice, reps_prescribed moot
                 "pain_before": o.pain_before,
+                "montage": o.montage,  # feedback.placement
             },
         )
 
