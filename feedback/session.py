@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,8 +21,7 @@ from pydantic import ValidationError
 
 from config.protocols import load_protocol, prescribed_reps
 from config.settings import CalibrationSettings, Settings
-from devices.base import Device, LinkStats
-from feedback.block_timing import BlockTiming
+from devices.base import Device
 from feedback.calibration import CalibrationResult
 from feedback.contraction_report import contraction_metrics
 from feedback.control.bus import CommandBus
@@ -59,75 +55,12 @@ from feedback.processing.metrics import Contraction
 from feedback.processing.offline_count import OfflineCounter
 from feedback.profiles import profile_path, save_calibration
 from feedback.rep_metrics import RepMetrics
+from feedback.session_result import REPORT_CONTRACTIONS as REPORT_CONTRACTIONS
+from feedback.session_result import SessionResult as SessionResult
+from feedback.session_result import new_session_id
 from feedback.stimulation.driver import StimDriver
 
 log = logging.getLogger(__name__)
-REPORT_CONTRACTIONS = 100  # ~30 kB of contraction metrics in the report and session_end
-
-
-def new_session_id() -> str:
-    return time.strftime("S%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-@dataclass(slots=True)
-class SessionResult:
-    session_id: str
-    samples: int = 0
-    blocks: int = 0
-    reps: int | None = 0  # None: no protocol with reps was followed (free practice, a replay)
-    time_in_target_s: float = 0.0
-    duration_s: float = 0.0
-    cues: int = 0
-    compute_us: BlockTiming = field(default_factory=BlockTiming)  # constant memory, any length
-    link: LinkStats | None = None
-    group_delay_ms: float = 0.0
-    mqtt_published: int = 0
-    mqtt_backlog: int = 0
-    stopped_by: str = "duration"
-    # The newest contractions for the report and session_end (each one is also its own event):
-    # all of them made a 4-hour session_end ~420 kB, past the clinic's 64 kB message limit.
-    contractions: deque[dict[str, Any]] = field(
-        default_factory=lambda: deque(maxlen=REPORT_CONTRACTIONS)
-    )
-    contractions_total: int = 0
-    contraction_rule: dict[str, Any] = field(default_factory=dict)
-    contractions_offline: dict[str, Any] | None = None  # the non-causal second pass
-    calibration: dict[str, Any] = field(default_factory=dict)
-    record: dict[str, Any] | None = None
-    outputs_refused: dict[str, int] = field(default_factory=dict)  # OutputFull per output
-
-    def report(self) -> dict[str, Any]:
-        link = self.link or LinkStats()
-        return {
-            "session_id": self.session_id,
-            "samples": self.samples,
-            "blocks": self.blocks,
-            "gaps": link.gaps,
-            "samples_lost": link.samples_lost,
-            "protocol_errors": link.protocol_errors,
-            "samples_before_info": link.samples_before_info,
-            "reconnects": link.reconnects,
-            "link_down_s": round(link.down_s, 3),
-            "reps": self.reps,
-            "time_in_target_s": round(self.time_in_target_s, 3),
-            "duration_s": round(self.duration_s, 3),
-            "cues": self.cues,
-            "block_compute_us_p50": round(self.compute_us.percentile(50), 1),
-            "block_compute_us_p99": round(self.compute_us.percentile(99), 1),
-            "envelope_group_delay_ms": round(self.group_delay_ms, 1),
-            "mqtt_published": self.mqtt_published,
-            "mqtt_backlog_at_end": self.mqtt_backlog,
-            "stopped_by": self.stopped_by,
-            "calibration": self.calibration,
-            "contractions": self.contractions_total,  # live: causal, as the session saw them
-            "contraction_rule": self.contraction_rule,
-            "contraction_metrics": list(self.contractions),  # the newest REPORT_CONTRACTIONS
-            "contractions_offline": self.contractions_offline,
-            "record": self.record,
-            "outputs_refused": dict(self.outputs_refused),
-        }
-
-
 @runtime_checkable
 class FollowsCalibration(Protocol):
     """A device whose patient can follow the calibration's prompts (the simulator does)."""

@@ -43,6 +43,7 @@ UNITS = {
     "feedback.outputs": "outputs",
     "feedback.supervision": "supervision",
     "feedback.session": "session",
+    "feedback.session_result": "session",
     "feedback.station": "station",
     "feedback.clinic": "clinic",
     "feedback.clinic.validation": "contract",
