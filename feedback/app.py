@@ -208,18 +208,20 @@ async def _close(
     publisher: MqttPublisher,
     store: SessionStore,
 ) -> tuple[dict[str, Any], str | None]:
-    """Close the outputs in order (the recording, the window, MQTT, the log), then report."""
+    """Close the outputs (the recording and the window first, then each drains in list order:
+    MQTT, the session log, ...), then report. A log that does not drain in time loses
+    nothing: `SessionStore.close` writes what is still queued."""
     result = session.result
     if recorder is not None:
         result.record = await recorder.close()
     shot = None if dashboard is None else await _close_dashboard(dashboard, children)
-    flushed = await publisher.flush(FLUSH_TIMEOUT_S)
-    await store.flush()
+    drained = {out.name: await out.drained(FLUSH_TIMEOUT_S) for out in session.outputs}
     await children.close()
     result.mqtt_published = publisher.stats.published
     result.mqtt_backlog = publisher.backlog
     report = result.report()
-    report.update(db=str(store.path), mqtt_flushed=flushed)
+    report.update(db=str(store.path), mqtt_flushed=drained.get("mqtt", True))
+    report["outputs_drained"] = drained
     report["children"] = children.report()
     return report, shot
 
