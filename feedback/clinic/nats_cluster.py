@@ -9,6 +9,7 @@ streams of its own, replicated over the cluster like ours.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -39,8 +40,10 @@ def node_config(
         "write_deadline: 10s\n"
         f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
         f"cluster {{ name: {CLUSTER_NAME}, listen: 127.0.0.1:{route}, routes: [{peers}] }}\n"
-        # ack_wait: how long the gateway waits for a station's PUBACK of a QoS 1 delivery.
-        f"mqtt {{ listen: 127.0.0.1:{mqtt}, ack_wait: 10s }}\n"
+        # The gateway's own streams (sessions, QoS 1 deliveries, retained messages) would take
+        # the replica count from the routes up when they are first used, 2 of 3 in practice:
+        # then one node's loss leaves them without quorum and stalls every MQTT client.
+        f"mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3, ack_wait: 10s }}\n"
     )
 
 
@@ -122,6 +125,25 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    async def ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until JetStream answers (the cluster has elected its metadata leader): before
+        that, the MQTT gateway accepts connections it cannot serve."""
+        import nats
+
+        deadline = time.monotonic() + timeout_s
+        nc = await nats.connect(servers=self.urls, max_reconnect_attempts=-1)
+        try:
+            while True:
+                try:
+                    await nc.jetstream(timeout=2.0).account_info()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
 
 
 def wait_port(port: int, timeout_s: float) -> None:

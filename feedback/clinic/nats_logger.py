@@ -149,27 +149,30 @@ def gate(
     """Split a batch into what may be stored now and what must wait for a predecessor.
 
     `watermarks`: per session, the highest msg_id with every one before it stored (absent: 0).
-    A session message is stored when it is the next one expected (or a copy of one stored,
-    which the store drops); above that, it waits. Anything else (live, commands, a last will,
-    a message the store will quarantine) has no order to keep and goes through."""
-    expected: dict[str, int] = {}
+    A session's messages are taken in msg_id order: the next one expected is stored (and a copy
+    of one stored, which the store drops); from the first one above it, they wait. Anything
+    else (live, commands, a last will, a message the store will quarantine) has no order to
+    keep and goes through in stream order, first."""
     passed: list[Msg] = []
-    held: list[Msg] = []
-    missing: dict[str, tuple[str, str, int, int]] = {}
+    per_session: dict[str, list[tuple[int, Msg, LedgerKey]]] = {}
     for m, key in zip(msgs, keys, strict=True):
         if key is None:
             passed.append(m)
-            continue
-        session, msg_id, clinic, station = key
-        nxt = expected.get(session, watermarks.get(session, 0) + 1)
-        if msg_id > nxt:
-            held.append(m)
-            prev = missing.get(session)
-            last = msg_id - 1 if prev is None else min(prev[3], msg_id - 1)
-            missing[session] = (clinic, station, nxt, last)
-            continue
-        passed.append(m)
-        expected[session] = max(nxt, msg_id + 1)
+        else:
+            per_session.setdefault(key[0], []).append((key[1], m, key))
+    held: list[Msg] = []
+    missing: dict[str, tuple[str, str, int, int]] = {}
+    for session, items in per_session.items():
+        expected = watermarks.get(session, 0) + 1
+        items.sort(key=lambda item: item[0])  # stable: copies keep their stream order
+        for msg_id, m, (_, _, clinic, station) in items:
+            if msg_id > expected:
+                if session not in missing:
+                    missing[session] = (clinic, station, expected, msg_id - 1)
+                held.append(m)
+                continue
+            passed.append(m)
+            expected = max(expected, msg_id + 1)
     return Gated(passed, held, missing)
 
 
