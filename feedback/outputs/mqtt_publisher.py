@@ -108,7 +108,7 @@ async def _subscribe_or_fail(client: aiomqtt.Client, topic: str) -> None:
     A broker may refuse for a while (NATS, while its cluster elects a leader after a node's
     loss): unnoticed, the station would never hear its receipts or commands again."""
     granted = await client.subscribe(topic, qos=1)
-    if any(int(getattr(rc, "value", rc)) >= 0x80 for rc in granted):
+    if any((rc if isinstance(rc, int) else rc.value) >= 0x80 for rc in granted):
         raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nats.aio.client import Client as NATS  # noqa: E402
-from nats.aio.msg import Msg  # noqa: E402
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
-from feedback.clinic import nats_logger  # noqa: E402
-from feedback.clinic.store import ClinicStore, Incoming, IngestResult  # noqa: E402
+from feedback.clinic import nats_logger
+from feedback.clinic.store import ClinicStore, Incoming, IngestResult
 
 
 class SlowStore(ClinicStore):

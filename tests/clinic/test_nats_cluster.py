@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -305,9 +306,10 @@ async def test_kill_9_a_node_and_a_logger_mid_load_stores_each_message_once_in_o
     a = await start_logger(nats_cluster, db_url, "a")
     b = await start_logger(nats_cluster, db_url, "b")
     try:
-        async with MqttFront(nats_cluster) as front, stations(
-            front.url, n_stations, per_station, receipts=True
-        ) as (pubs, feeding):
+        async with (
+            MqttFront(nats_cluster) as front,
+            stations(front.url, n_stations, per_station, receipts=True) as (pubs, feeding),
+        ):
             await wait_until(lambda: all(p.connected for p in pubs), 20, "stations connected")
             assert not any(p.mqtt5 for p in pubs)  # fell back to MQTT 3.1.1
             await asyncio.sleep(1.0)
@@ -343,9 +345,10 @@ async def test_a_logger_killed_mid_batch_loses_nothing_unless_it_acks_before_com
     db_url = str(tmp_path / "clinic.db")
     n_stations, per_station = 6, 150
     logger = await start_logger(nats_cluster, db_url, "one", variant, slow_s=0.3)
-    async with MqttFront(nats_cluster) as front, stations(
-        front.url, n_stations, per_station, receipts=False
-    ) as (pubs, feeding):
+    async with (
+        MqttFront(nats_cluster) as front,
+        stations(front.url, n_stations, per_station, receipts=False) as (pubs, feeding),
+    ):
         await wait_until(lambda: all(p.connected for p in pubs), 20, "stations connected")
         await asyncio.sleep(1.0)
         await logger.kill9_mid_batch()
@@ -365,3 +368,70 @@ async def test_a_logger_killed_mid_batch_loses_nothing_unless_it_acks_before_com
             check_exactly_once_in_order(db_url, n_stations, per_station)
     finally:
         await logger.stop()
+
+
+# --- the deploy/ files -------------------------------------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_the_deployed_node_configs_parse(tmp_path: Path) -> None:
+    """deploy/nats/n*.conf as nats-server reads them (`-t`), with test certificates."""
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    assert binary is not None
+    from tests.clinic.tls import make_ca_and_server
+
+    make_ca_and_server(tmp_path)
+    env = {**os.environ, "LOGGER_PASSWORD": "a", "STATION_PASSWORD": "b", "BRIDGE_PASSWORD": "c"}
+    confs = sorted((DEPLOY / "nats").glob("n*.conf"))
+    assert [c.name for c in confs] == ["n1.conf", "n2.conf", "n3.conf"]
+    for conf in confs:
+        text = conf.read_text()
+        assert "stream_replicas: 3" in text and f"server_name: {conf.stem}" in text
+        copy = tmp_path / conf.name
+        copy.write_text(text.replace("/etc/nats/certs", str(tmp_path)))
+        done = subprocess.run([binary, "-t", "-c", str(copy)], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()
+
+
+async def test_a_clinic_bridged_to_the_centre_gets_its_receipts(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """deploy/mosquitto/bridge-to-centre.conf, addresses and credentials replaced: a station on
+    the clinic's Mosquitto, a logger on the NATS cluster; every message stored in order and
+    every receipt back through the bridge (the station's outbox empties)."""
+    from feedback.clinic.nats_logger import NatsLogger
+    from feedback.clinic.store import ClinicStore
+    from tests.conftest import MosquittoProcess, running_mosquitto
+
+    bridge = (DEPLOY / "mosquitto" / "bridge-to-centre.conf").read_text()
+    addresses = " ".join(f"127.0.0.1:{n.mqtt_port}" for n in nats_cluster.nodes)
+    lines = []
+    for line in bridge.replace("clinic-demo", CLINIC).splitlines():
+        if line.startswith("address "):
+            line = f"address {addresses}"
+        elif line.startswith(("remote_username", "remote_password", "bridge_cafile")):
+            continue  # the test cluster has no accounts and no TLS
+        lines.append(line)
+
+    class ClinicMosquitto(MosquittoProcess):
+        def __init__(self, binary: str, workdir: Path) -> None:
+            super().__init__(binary, workdir, "\n".join(lines) + "\n")
+
+    db_url = str(tmp_path / "centre.db")
+    logger = NatsLogger(nats_cluster.urls, ClinicStore(db_url), durable="centre")
+    running = asyncio.create_task(logger.run())
+    try:
+        await asyncio.wait_for(logger.connected.wait(), 30)
+        with running_mosquitto(ClinicMosquitto, tmp_path) as mosquitto:
+            async with stations(mosquitto.url, 2, 30, receipts=True) as (pubs, feeding):
+                await asyncio.wait_for(feeding, 60)
+                await wait_until(lambda: all(p.backlog == 0 for p in pubs), 60, "receipts")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        logger.store.close()
+    check_exactly_once_in_order(db_url, 2, 30)
