@@ -16,8 +16,9 @@ subjects, so a node can die without losing what it acknowledged.
   receipts go to the stations, then its messages are acknowledged. A copy delivered again (an
   ack lost with a node, a station's resend) is dropped by the store's ledger and counted.
 - Order per session: the store's `stored_through` is the highest msg_id below which the session
-  has no hole. A session message above the next one expected is not stored yet but given back
-  to the stream (NAK with a delay) until its predecessors are in: with two instances (or a
+  has no hole. A session message above the next one expected is not stored yet: held for up
+  to HOLD_LOCAL_S (another instance is likely committing its predecessor), then given back to
+  the stream (NAK with a delay) until its predecessors are in: with two instances (or a
   station's resend after a node's loss) the ledger still fills in msg_id order. The logger
   asks the station for what is missing below a held message (`resend`, as the MQTT logger does).
 - Receipts and resend requests go out on core NATS subjects, which the MQTT gateway hands to
@@ -64,6 +65,7 @@ MAX_BATCH = 500
 ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to another after it
 MAX_ACK_PENDING = 20_000
 HOLD_S = 0.2  # how long a message held by the order gate stays with the stream before it returns
+HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
 STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0
 
@@ -307,17 +309,30 @@ class NatsLogger:
         """Gate, store, answer the stations, then acknowledge (held messages go back)."""
         self.stats.received += len(msgs)
         self.stats.batches += 1
-        keys = [ledger_key(m) for m in msgs]
-        sessions = sorted({k[0] for k in keys if k is not None})
-        marks = await self._with_db(lambda: read_watermarks(self.store, sessions), {})
-        gated = gate(msgs, keys, marks)
+        gated = await self._gate(msgs)
         if gated.store:
             await self.store_then_ack(nc, gated.store)
+        # What waits for a predecessor another instance is committing: look again a few times
+        # before giving it back (a NAK costs a redelivery, and meanwhile the consumer hands
+        # out later messages of the same sessions, which would wait in turn).
+        waited = 0.0
+        while gated.hold and waited < HOLD_LOCAL_S:
+            await asyncio.sleep(HOLD_POLL_S)
+            waited += HOLD_POLL_S
+            gated = await self._gate(gated.hold)
+            if gated.store:
+                await self.store_then_ack(nc, gated.store)
         if gated.hold:
             self.stats.held += len(gated.hold)
             await self._ask(nc, gated.missing)
             for m in gated.hold:
                 await m.nak(delay=HOLD_S)
+
+    async def _gate(self, msgs: list[Msg]) -> Gated:
+        keys = [ledger_key(m) for m in msgs]
+        sessions = sorted({k[0] for k in keys if k is not None})
+        marks = await self._with_db(lambda: read_watermarks(self.store, sessions), {})
+        return gate(msgs, keys, marks)
 
     async def store_then_ack(self, nc: NATS, msgs: list[Msg]) -> None:
         now = time.time()
