@@ -129,7 +129,7 @@ async def logger_run(
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for i in range(instances)
     ]
     start = time.perf_counter()
