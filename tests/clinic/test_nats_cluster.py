@@ -295,13 +295,17 @@ def test_the_order_gate_holds_what_comes_before_its_predecessor() -> None:
 # --- the cluster -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 async def test_kill_9_a_node_and_a_logger_mid_load_stores_each_message_once_in_order(
-    nats_cluster: NatsCluster, tmp_path: Path
+    nats_cluster: NatsCluster, tmp_path: Path, db: str, request: pytest.FixtureRequest
 ) -> None:
     """Two loggers in one durable consumer group; stations publish through the cluster at QoS 1
     (MQTT 3.1.1 after the MQTT 5 refusal); mid-load one logger and then the stream's leader
     node are killed -9. Every message is stored exactly once, in msg_id order per session."""
-    db_url = str(tmp_path / "clinic.db")
+    if db == "sqlite":
+        db_url = str(tmp_path / "clinic.db")
+    else:
+        db_url = request.getfixturevalue("postgres_url")
     n_stations, per_station = 12, 240
     a = await start_logger(nats_cluster, db_url, "a")
     b = await start_logger(nats_cluster, db_url, "b")
