@@ -46,6 +46,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from devices.backoff import Backoff
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -68,6 +69,7 @@ HOLD_S = 0.2  # how long a message held by the order gate stays with the stream 
 HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
 STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0
+CONSUMER_CHECK_S = 5.0  # while idle, how often to check that the consumer still exists
 
 
 def subject_of(topic: str) -> str:
@@ -127,6 +129,7 @@ class NatsLoggerStats:
     stored_batches: int = 0
     held: int = 0  # given back by the order gate, to come again after their predecessors
     connects: int = 0
+    rebinds: int = 0  # the consumer was lost and bound again
     fetch_errors: int = 0  # the cluster did not answer a fetch (a node lost, an election)
     db_errors: int = 0
     ingest_failures: int = 0
@@ -241,10 +244,23 @@ class NatsLogger:
         self.connected = asyncio.Event()
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
         self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._checked = 0.0  # monotonic time the consumer was last seen to exist
 
     async def run(self) -> None:
         """Connect (nats-py reconnects by itself, to any node), bind the consumer, store;
-        runs until cancelled."""
+        runs until cancelled. A cluster not up yet, or a consumer deleted under it, is waited
+        for: the logger starts again from the connection."""
+        backoff = Backoff(initial_s=0.2, max_s=5.0)
+        while True:
+            try:
+                await self._connection()
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("NATS cluster unreachable or consumer lost: %r", exc)
+            self.connected.clear()
+            await asyncio.sleep(backoff.next())
+
+    async def _connection(self) -> None:
         nc = await nats.connect(
             servers=self.servers,
             name=self.name,
@@ -256,15 +272,25 @@ class NatsLogger:
         )
         self._nc = nc
         try:
-            js = nc.jetstream(timeout=5.0)
-            sub = await self._bind(js)
+            js = self._js = nc.jetstream(timeout=5.0)
             self.stats.connects += 1
-            self.connected.set()
-            log.info("pulling %s/%s from %s", self.stream, self.durable, ",".join(self.servers))
             while True:
-                msgs = await self._fetch(sub)
-                if msgs:
-                    await self.handle(nc, msgs)
+                sub = await self._bind(js)
+                self.connected.set()
+                log.info("pulling %s/%s from %s", self.stream, self.durable,
+                         ",".join(self.servers))  # fmt: skip
+                try:
+                    while True:
+                        msgs = await self._fetch(sub)
+                        if msgs:
+                            await self.handle(nc, msgs)
+                except nats.js.errors.APIError as exc:
+                    # The consumer (or the stream) was deleted under it: create it again. It
+                    # starts at the stream's first message; the store drops what it has.
+                    log.warning("consumer lost (%r); binding again", exc)
+                    self.stats.rebinds += 1
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
         finally:
             self.connected.clear()
             with contextlib.suppress(Exception):
@@ -298,7 +324,18 @@ class NatsLogger:
         try:
             return await sub.fetch(self.batch, timeout=1.0)
         except (TimeoutError, nats.errors.TimeoutError):
-            return []  # nothing waiting
+            # Nothing waiting, or no consumer any more: a deleted one just stays silent.
+            if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
+                self._checked = time.monotonic()
+                try:
+                    await self._js.consumer_info(self.stream, self.durable)
+                except nats.js.errors.NotFoundError:
+                    raise
+                except nats.errors.Error:
+                    pass  # the cluster is busy: look again later
+            return []
+        except nats.js.errors.APIError:
+            raise  # the consumer or the stream was deleted: bind again
         except nats.errors.Error as exc:  # a node lost, a leader being elected: try again
             self.stats.fetch_errors += 1
             log.warning("fetch failed (%r); retrying", exc)

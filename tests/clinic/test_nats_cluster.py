@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -439,3 +440,47 @@ async def test_a_clinic_bridged_to_the_centre_gets_its_receipts(
             await running
         logger.store.close()
     check_exactly_once_in_order(db_url, 2, 30)
+
+
+async def test_the_logger_waits_for_the_cluster_and_survives_its_consumer_being_deleted(
+    tmp_path: Path,
+) -> None:
+    """Started before any node is up it keeps trying; an operator deleting its consumer makes
+    it create the consumer again, which reads the stream from the start: copies dropped."""
+    from feedback.clinic.nats_logger import NatsLogger
+    from feedback.clinic.store import ClinicStore
+
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    assert binary is not None
+    cluster = NatsCluster.create(binary, tmp_path)
+    db_url = str(tmp_path / "clinic.db")
+    logger = NatsLogger(cluster.urls, ClinicStore(db_url), durable="ops")
+    running = asyncio.create_task(logger.run())
+    try:
+        await asyncio.sleep(1.0)
+        assert not logger.connected.is_set()
+        cluster.start()
+        await asyncio.wait_for(logger.connected.wait(), 60)
+        nc = await nats.connect(servers=cluster.urls)
+        try:
+            for k in range(2):
+                n = MessageNumberer(f"S-ops-{k}")
+                for i in range(20):
+                    leaf, body = station_message(n, i)
+                    subject = subject_of(f"{Topics(CLINIC, f'st-{k:02d}').base}/{leaf}")
+                    await nc.jetstream().publish(subject, json.dumps(body).encode())
+            await wait_until(lambda: logger.stats.totals.stored == 40, 20, "40 stored")
+            await nc.jetstream().delete_consumer(STREAM, "ops")
+            await wait_until(lambda: logger.stats.totals.duplicates == 40, 30, "40 copies")
+            assert logger.stats.rebinds >= 1
+        finally:
+            await nc.close()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        logger.store.close()
+        cluster.stop()
+    check_exactly_once_in_order(db_url, 2, 20)
