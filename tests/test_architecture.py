@@ -50,7 +50,7 @@ UNITS = {
     "feedback.dashboard": "dashboard",
     "feedback.app": "composition",
     "feedback.cli": "composition",
-    "feedback.broker": "composition",
+    "feedback.broker": "broker",
     "feedback.web": "composition",
 }
 
