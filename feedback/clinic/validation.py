@@ -102,8 +102,11 @@ _TOPIC = re.compile(
 # A JSON string (escapes included, unrolled so that an unterminated one cannot backtrack), or
 # a bracket: what the depth scan steps through.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
-# orjson reads an integer past 64 bits as a float (a changed value); the standard parser keeps it.
-_BIG_INT = re.compile(rb"[0-9]{20}")
+# orjson reads an integer past 64 bits as a float (a changed value); the standard parser keeps
+# it. A run of 20 digits anywhere (in a string too: rare, and only slower) sends a payload there;
+# found by translating digits to "0" and a substring search, 5 times faster than a regex.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY_DIGITS = b"0" * 20
 MAX_SCHEMA_ERRORS = 20  # the best of the first 20 errors names the fault; all would be slow
 
 refusals: collections.Counter[str] = collections.Counter()  # kind of refusal → how many
@@ -218,7 +221,7 @@ def parse_json(
         )
     if nesting_depth(payload, max_depth) > max_depth:
         raise InvalidMessage(f"JSON nested deeper than {max_depth} levels", "depth")
-    if _BIG_INT.search(payload) is None:
+    if _TWENTY_DIGITS not in payload.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:
