@@ -174,7 +174,9 @@ class ClinicStore:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
         stored) and say what the receipt confirms and which msg_ids below the highest are
         missing (the logger asks the station for them)."""
-        for (clinic, station, session), duplicates in result.touched.items():
+        # In key order: two loggers updating the same sessions' rows in their own orders
+        # deadlocked on PostgreSQL (bench/loadtest.py, two instances).
+        for (clinic, station, session), duplicates in sorted(result.touched.items()):
             rows = self.db.query(
                 "SELECT stored_through FROM session_owners WHERE session_id = ?", (session,)
             )
