@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
 import sys
 import time
 from dataclasses import dataclass
+
+from paho.mqtt.client import MQTTMessageInfo
 
 from config import ConfigError, load_settings
 from config.settings import Settings
@@ -65,6 +68,7 @@ MAX_QUEUED = 2 * RECEIVE_MAXIMUM
 LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0  # spacing of resend requests for a session's hole
 RECEIPT_WAIT_S = 10.0  # for the broker's PUBACK of the receipts, before the batch is acked
+ACKS_IN_FLIGHT = 4  # committed batches whose receipts may still await the broker's PUBACK
 
 
 @dataclass(slots=True)
@@ -140,24 +144,36 @@ class ClinicLogger:
             self.metrics.connected(self.stats.connects)
 
     async def run(self) -> None:
-        """Subscribe, store, acknowledge; paho reconnects on its own; runs until cancelled."""
+        """Subscribe, store, acknowledge; paho reconnects on its own; runs until cancelled.
+        A batch is acknowledged once committed and its receipts confirmed by the broker; that
+        wait (a round trip through a busy broker) overlaps the next batches' transactions, up
+        to ACKS_IN_FLIGHT batches."""
         intake = self.intake = self.new_intake()
         intake.start()
+        acking: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             while True:
                 batch = await asyncio.to_thread(intake.take, MAX_BATCH, 0.5)
                 if batch:
-                    await self._handle(intake, batch)
+                    infos = await self._handle(intake, batch)
+                    acking.append(asyncio.create_task(
+                        asyncio.to_thread(self._confirm_and_ack, intake, infos, batch)
+                    ))  # fmt: skip
+                while acking and (len(acking) > ACKS_IN_FLIGHT or acking[0].done()):
+                    await acking.popleft()
                 self.stats.dropped_qos0 = intake.stats.dropped_qos0
                 self.stats.queue_peak = intake.stats.queue_peak
         finally:
+            # Stopping (not killed): what is stored gets its ack, or it would come again.
+            if acking:
+                await asyncio.wait(acking, timeout=RECEIPT_WAIT_S)
             await asyncio.to_thread(intake.stop)
 
-    async def _handle(self, intake: PahoIntake, batch: list[Received]) -> None:
+    async def _handle(self, intake: PahoIntake, batch: list[Received]) -> list[MQTTMessageInfo]:
         now = time.time()
         items = [Incoming(m.topic, m.payload, now) for m in batch]
         result = await self._ingest(items)
-        await asyncio.to_thread(self._answer_and_ack, intake, result.deliveries, batch)
+        infos = self._answer(intake, result.deliveries)
         self.stats.received += len(batch)
         self.stats.batches += 1
         assert self.stats.totals is not None
@@ -166,10 +182,9 @@ class ClinicLogger:
             log.warning("quarantined: %s", reason)
         if self.metrics is not None:
             self.metrics.batch(items, result, time.time(), intake.queued())
+        return infos
 
-    def _answer_and_ack(
-        self, intake: PahoIntake, deliveries: list[Delivery], batch: list[Received]
-    ) -> None:
+    def _answer(self, intake: PahoIntake, deliveries: list[Delivery]) -> list[MQTTMessageInfo]:
         """Receipts for what is now stored, and requests for the holes; confirmed by the broker
         before the batch is acknowledged, so that a broker lost meanwhile redelivers the batch
         and they go out again."""
@@ -194,6 +209,12 @@ class ClinicLogger:
             self.stats.resend_requests += 1
             log.info("session %s misses msg_ids %s; asked %s/%s", d.session, d.missing,
                      d.clinic, d.station)  # fmt: skip
+        return sends
+
+    @staticmethod
+    def _confirm_and_ack(
+        intake: PahoIntake, sends: list[MQTTMessageInfo], batch: list[Received]
+    ) -> None:
         deadline = time.monotonic() + RECEIPT_WAIT_S
         for info in sends:
             try:
