@@ -26,4 +26,6 @@ def test_loadtest_stores_everything_once(mode: str, tmp_path: Path) -> None:
     assert r["lost"] == 0 and r["duplicated"] == 0
     assert r["ledger_lost"] == 0 and r["ledger_duplicates"] == 0
     assert all(n > 0 for n in r["per_logger_stored"])  # the shared subscription split it
-    assert r["rate"] > 0 and r["peer_rate"] > 0 and all(m > 0 for m in r["peak_rss_mb"])
+    assert all(m > 0 for m in r["peak_rss_mb"])
+    if mode == "live":  # a drain of 140 messages is too short to time
+        assert r["rate"] > 0 and r["peer_rate"] > 0
