@@ -290,7 +290,9 @@ class _Writer:
                 )  # fmt: skip
 
 
-INSERT = "INSERT INTO outbox (id, topic, payload, retain, session, msg_id) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT = (
+    "INSERT INTO outbox (id, topic, payload, retain, session, msg_id) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteOutbox:
