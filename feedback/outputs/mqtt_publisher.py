@@ -397,25 +397,30 @@ class MqttPublisher:
         try:
             if mid is not None:
                 self._acknowledged(mid, rc)
-            else:
-                self._pump()
+            elif self._pump() and self._client is not None:
+                # Write the socket now rather than at the event loop's next poll, which comes
+                # only after the rest of the session's block (paho's write is non-blocking;
+                # what the socket does not take waits for the poll as before).
+                self._client.loop_write()
         except Exception as exc:
             self._send_error = exc
             self._wakeup.set()
 
-    def _pump(self) -> None:
-        """Put messages on the wire while the window has room. Synchronous: called from
-        `publish` in the session's turn, from the PUBACK callback and from the drain task."""
+    def _pump(self) -> int:
+        """Put messages on the wire while the window has room; how many. Synchronous: called
+        from `publish` in the session's turn, from the PUBACK callback and the drain task."""
         client = self._client
         if client is None or self._send_error is not None or time.monotonic() < self._held_until:
-            return
+            return 0
+        sent = 0
         while len(self._in_flight) < self._window and (item := self._next()) is not None:
             resend = bool(self._resends) and self._resends[0] is item
             info = client.publish(item.topic, item.payload, 1, item.retain)
             if info.rc != 0:  # not connected any more: the drain task reconnects
                 self._send_error = aiomqtt.MqttCodeError(info.rc, "Could not publish message")
                 self._wakeup.set()
-                return
+                return sent
+            sent += 1
             if resend:
                 self._resends.popleft()
             else:
@@ -425,6 +430,7 @@ class MqttPublisher:
             if item.id <= self._highest_sent:
                 self.stats.resent += 1
             self._highest_sent = max(self._highest_sent, item.id)
+        return sent
 
     def _acknowledged(self, mid: int, rc: int) -> None:
         item, resend, _ = self._in_flight.pop(mid)
