@@ -257,8 +257,13 @@ class Pipeline:
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
         flagged = bool(quality.flags.any())  # usually not: then every sample is usable
         usable = (quality.flags & FLAT) == 0 if flagged else None
-        hodges_bui = self.onset.process(block.first_index, detect, usable)
-        onsets = self.activation.process(block.first_index, processed.envelope, hodges_bui, usable)
+        env = processed.envelope
+        # Both detectors test the envelope against their levels: its extremes found once.
+        extremes = (env.min(axis=1), env.max(axis=1)) if env.shape[1] else None
+        hodges_bui = self.onset.process(
+            block.first_index, detect, usable, extremes if self.tkeo is None else None
+        )
+        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
