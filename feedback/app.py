@@ -18,7 +18,8 @@ from devices.registry import open_device
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
 from feedback.clinic.commands import CommandBus, CommandGate
-from feedback.outputs.broker_access import BrokerAccess, describe
+from feedback.outputs.broker_access import broker_access as broker_access
+from feedback.outputs.broker_access import describe
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.outbox import SqliteOutbox
 from feedback.outputs.session_store import SessionStore
@@ -71,18 +72,6 @@ def outbox_path_from(settings: Settings, db_path: Path) -> str:
     if str(db_path) == ":memory:":
         return ":memory:"
     return str(db_path.with_name(db_path.stem + "-outbox.sqlite3"))
-
-
-def broker_access(settings: Settings, url: str) -> BrokerAccess:
-    m = settings.mqtt
-    return BrokerAccess.from_url(
-        url,
-        username=m.username,
-        password=m.password.get_secret_value(),
-        ca_file=m.tls_ca,
-        cert_file=m.tls_cert,
-        key_file=m.tls_key,
-    )
 
 
 async def run(

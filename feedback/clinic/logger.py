@@ -41,7 +41,6 @@ from paho.mqtt.properties import Properties
 
 from config import ConfigError, load_settings
 from devices.backoff import Backoff
-from feedback.app import broker_access
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -51,7 +50,7 @@ from feedback.clinic.store import (
 )
 from feedback.clinic.validation import LOGGED_LEAVES as LOGGED
 from feedback.clinic.validation import MAX_PAYLOAD_BYTES
-from feedback.outputs.broker_access import BrokerAccess, describe
+from feedback.outputs.broker_access import BrokerAccess, broker_access, describe
 from feedback.outputs.receipts import Receipt, Resend, encode_receipt, encode_resend
 from feedback.outputs.topics import TOPIC_ROOT
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
 
@@ -92,6 +95,21 @@ class BrokerAccess:
             "tls_context": self.ssl_context(),
             "socket_options": NO_DELAY,
         }
+
+
+def broker_access(settings: Settings, url: str) -> BrokerAccess:
+    """The broker at `url` with the account and TLS files of `settings.mqtt`. Here, not in
+    feedback.app, so that the clinic logger and the viewers reach it without the station (and
+    its numeric stack: numpy, scipy)."""
+    m = settings.mqtt
+    return BrokerAccess.from_url(
+        url,
+        username=m.username,
+        password=m.password.get_secret_value(),
+        ca_file=m.tls_ca,
+        cert_file=m.tls_cert,
+        key_file=m.tls_key,
+    )
 
 
 def describe(access: BrokerAccess) -> str:
