@@ -14,6 +14,7 @@ from config.settings import Settings
 from devices.base import Device, DeviceError
 
 KINDS = ("sim", "serial", "ble", "lsl", "replay")
+MAX_SPEED_BLOCK_MS = 500.0  # a replay at speed=max
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -71,7 +72,9 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
     rate = _replay_rate(options.get("rate"))
     return ReplayDevice(
         path,
-        block_ms=settings.device.block_ms,
+        # At full speed nobody waits for a block: large blocks spread the fixed cost of a
+        # block over many samples (the processing gives the same values however it is split).
+        block_ms=settings.device.block_ms if speed != "max" else MAX_SPEED_BLOCK_MS,
         realtime=speed != "max",
         channels=channels,
         spec=spec,

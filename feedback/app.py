@@ -21,7 +21,7 @@ from feedback.clinic.commands import CommandBus, CommandGate
 from feedback.outputs.broker_access import broker_access as broker_access
 from feedback.outputs.broker_access import describe
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.outbox import SqliteOutbox
+from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 5.0
+NO_BROKER = "none"  # publish nothing (e.g. a headless replay at full speed): no broker, no outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +80,19 @@ async def run(
 ) -> dict[str, Any]:
     console = console or Console(stderr=True, soft_wrap=True)
     async with contextlib.AsyncExitStack() as stack:
+        offline = options.broker == NO_BROKER
         if options.broker == "embedded":
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
         else:
-            broker_url = options.broker
+            # Offline: the publisher is built (the session hands it its messages) but never
+            # connects; the messages stay in memory, and only the session log keeps them.
+            broker_url = "mqtt://127.0.0.1:1883" if offline else options.broker
         store = SessionStore(db_path_from(options.db))
         stack.callback(store.close)
-        outbox = SqliteOutbox(outbox_path_from(settings, store.path))
+        outbox: SqliteOutbox | MemoryOutbox = (
+            MemoryOutbox() if offline else SqliteOutbox(outbox_path_from(settings, store.path))
+        )
         stack.callback(outbox.close)
         s = settings.session
         topics = Topics(s.clinic, s.station)
@@ -150,7 +156,8 @@ async def run(
         children = Supervisor(console=console, view=view, event=session.log_event)
         # The publisher and the session log keep their state outside the task (the outbox,
         # the queue), so a restart loses nothing; the recorder's file would not survive one.
-        children.task("publisher", publisher.run, restart=True)
+        if not offline:
+            children.task("publisher", publisher.run, restart=True)
         children.task("session_log", store.run, restart=True)
         if options.record is not None:
             session.recorder = recorder = session.make_recorder(options.record)
@@ -162,14 +169,15 @@ async def run(
         if dashboard is not None and dashboard.audio is not None and dashboard.audio.silent_reason:
             console.print("no audio device: running silent (tones need the 'audio' extra)")
         _install_signal_handlers(stop)
-        if outbox.recovered:
+        if isinstance(outbox, SqliteOutbox) and outbox.recovered:
             console.print(f"outbox: {outbox.recovered} messages from an earlier run still to send")
         delay = EmgChain(
             settings.processing, settings.calibration, device.info.rate_hz, device.info.channels
         ).group_delay_ms
+        mqtt = "off" if offline else describe(access)
         console.print(
             f"session {session.session_id}: device {options.device}, "
-            f"MQTT {describe(access)}, log {store.path}, envelope delay {delay:.0f} ms",
+            f"MQTT {mqtt}, log {store.path}, envelope delay {delay:.0f} ms",
             highlight=False,  # rich would colour the digits inside the id and the path
         )
         console.print(calibration_note)
@@ -180,14 +188,17 @@ async def run(
         if session.recorder is not None:
             result.record = await session.recorder.close()
         shot = None if dashboard is None else await _close_dashboard(dashboard, children)
-        flushed = await publisher.flush(FLUSH_TIMEOUT_S)
+        flushed = offline or await publisher.flush(FLUSH_TIMEOUT_S)
         await store.flush()
         await children.close()
         result.mqtt_published = publisher.stats.published
         result.mqtt_backlog = publisher.backlog
         report = result.report()
         report.update(
-            broker=broker_url, db=str(store.path), device=options.device, mqtt_flushed=flushed
+            broker=NO_BROKER if offline else broker_url,
+            db=str(store.path),
+            device=options.device,
+            mqtt_flushed=flushed,
         )
         report["children"] = children.report()
         if dashboard is not None:
