@@ -26,13 +26,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from rich.console import Console
 
 from bench.stats import summary
 from config import load_settings
+from config.settings import Settings
 from feedback import app
 from feedback.broker import EmbeddedBroker, free_port
+from feedback.outputs.mqtt_publisher import MqttPublisher
 
 GOAL_MS = {"p50": 1.0, "p99": 3.0}
 
@@ -87,8 +88,39 @@ asyncio.run(main())
 """
 
 
+# The bare peer: a QoS 1 publish every 10 ms, each stamped with its send time, for `seconds`.
+PEER = """
+import asyncio, json, sys, time, aiomqtt
+async def main():
+    async with aiomqtt.Client("127.0.0.1", int(sys.argv[1])) as pub:
+        end = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < end:
+            await pub.publish("peer/x", json.dumps({"t": time.time()}), qos=1)
+            await asyncio.sleep(0.01)
+asyncio.run(main())
+"""
+
+
 async def run(seconds: float) -> dict[str, Any]:
     settings = load_settings(environ={}, overrides={"session.station": "bench"})
+    # The station's share: from the sample's arrival to the cue handed to the connection
+    # (`publish` returns once the socket has it), stamped in-process with the same clock.
+    in_station_ms: list[float] = []
+    publish = MqttPublisher.publish
+
+    def timed(self: MqttPublisher, topic: str, message: dict[str, Any], **kw: Any) -> None:
+        publish(self, topic, message, **kw)
+        if message.get("type") == "cue":
+            in_station_ms.append((time.time() - message["t_sample"]) * 1000)
+
+    MqttPublisher.publish = timed  # type: ignore[method-assign]
+    try:
+        return await _run(settings, seconds, in_station_ms)
+    finally:
+        MqttPublisher.publish = publish  # type: ignore[method-assign]
+
+
+async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -> dict[str, Any]:
     cue_ms: list[float] = []
     live_ms: list[float] = []
     peer_ms: list[float] = []
@@ -99,6 +131,11 @@ async def run(seconds: float) -> dict[str, Any]:
             )
             assert sub.stdout is not None
             await asyncio.wait_for(sub.stdout.readline(), 10)  # "ready": subscribed
+            # The peer publishes from a process of its own while the session runs: it meets the
+            # same machine (load, broker, subscriber) at the same time.
+            peer_proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PEER, str(port), str(seconds)
+            )
             with open(os.devnull, "w") as devnull:
                 options = app.RunOptions(
                     device="sim",
@@ -109,15 +146,14 @@ async def run(seconds: float) -> dict[str, Any]:
                     live_view=False,
                 )
                 report = await app.run(settings, options, console=Console(file=devnull))
-            async with aiomqtt.Client("127.0.0.1", port) as pub:
-                for _ in range(300):
-                    await pub.publish("peer/x", json.dumps({"t": time.time()}), qos=1)
-                    await asyncio.sleep(0.01)
+            await peer_proc.wait()
             await asyncio.sleep(0.5)
             sub.terminate()
             out, _ = await sub.communicate()
         for line in out.decode().splitlines():
-            now, topic, payload = line.split(" ", 2)
+            now, topic, payload = [*line.split(" ", 2), ""][:3]
+            if not payload.startswith("{"):
+                continue  # e.g. a retained message cleared (empty payload)
             body = json.loads(payload)
             if topic.startswith("peer/"):
                 peer_ms.append((float(now) - body["t"]) * 1000)
@@ -130,8 +166,10 @@ async def run(seconds: float) -> dict[str, Any]:
         "what": f"{seconds:.0f} s real-time simulated session through {broker_name}, "
         "subscriber in its own process; latency = receipt time - arrival time of the causing "
         "sample; "
-        "peer = bare aiomqtt QoS 1 publish to subscriber through the same broker, same run",
+        "peer = bare aiomqtt QoS 1 publish every 10 ms to the same subscriber through the same "
+        "broker, from its own process, while the session runs",
         "cue_latency_ms": cue,
+        "cue_in_station_ms": summary(in_station_ms, "ms"),
         "live_latency_ms": summary(live_ms, "ms"),
         "peer_bare_publish_ms": peer,
         "ratio_p50_cue_vs_peer": round(float(cue["p50"]) / float(peer["p50"]), 2),
