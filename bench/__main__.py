@@ -31,9 +31,15 @@ def main() -> None:
     p.add_argument(
         "--only",
         choices=[
-            "processing", "latency", "replay", "devices", "clinic", "remote", "estop",
+            "processing",
+            "latency",
+            "replay",
+            "devices",
+            "clinic",
+            "remote",
+            "estop",
             "stim_dashboard",
-        ],  # fmt: skip
+        ],
         action="append",
     )
     p.add_argument(
