@@ -131,6 +131,14 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
             )
             assert sub.stdout is not None
             await asyncio.wait_for(sub.stdout.readline(), 10)  # "ready": subscribed
+            lines: list[bytes] = []
+
+            async def drain(stdout: asyncio.StreamReader) -> None:
+                # Read as it comes: a full pipe would stall the subscriber, and its stamps.
+                while line := await stdout.readline():
+                    lines.append(line)
+
+            reader = asyncio.create_task(drain(sub.stdout))
             # The peer publishes from a process of its own while the session runs: it meets the
             # same machine (load, broker, subscriber) at the same time.
             peer_proc = await asyncio.create_subprocess_exec(
@@ -149,8 +157,9 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
             await peer_proc.wait()
             await asyncio.sleep(0.5)
             sub.terminate()
-            out, _ = await sub.communicate()
-        for line in out.decode().splitlines():
+            await sub.wait()
+            await reader
+        for line in b"".join(lines).decode().splitlines():
             now, topic, payload = [*line.split(" ", 2), ""][:3]
             if not payload.startswith("{"):
                 continue  # e.g. a retained message cleared (empty payload)
