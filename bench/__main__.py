@@ -19,6 +19,7 @@ from bench import (
     bench_latency,
     bench_processing,
     bench_remote,
+    bench_replay,
     bench_stim_dashboard,
 )
 
@@ -29,7 +30,16 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument(
         "--only",
-        choices=["processing", "latency", "devices", "clinic", "remote", "estop", "stim_dashboard"],
+        choices=[
+            "processing",
+            "latency",
+            "replay",
+            "devices",
+            "clinic",
+            "remote",
+            "estop",
+            "stim_dashboard",
+        ],
         action="append",
     )
     p.add_argument(
@@ -43,6 +53,7 @@ def main() -> None:
     chosen = args.only or [
         "processing",
         "latency",
+        "replay",
         "devices",
         "clinic",
         "remote",
@@ -58,6 +69,8 @@ def main() -> None:
         write("processing", {**meta, **bench_processing.run(args.seconds)})
     if "latency" in chosen:
         write("latency", {**meta, **asyncio.run(bench_latency.run(args.seconds))})
+    if "replay" in chosen:
+        write("replay", {**meta, **bench_replay.run()})
     if "devices" in chosen:
         write("devices", {**meta, **bench_devices.run(min(args.seconds, 10.0))})
     if "clinic" in chosen:

@@ -1,78 +1,201 @@
 """Cue latency: from the arrival of the sample that caused a cue to an MQTT subscriber.
 
-A real-time simulated session publishes through the embedded broker; a subscriber in the same
-process stamps each cue and live message on receipt. The peer is a bare aiomqtt publish →
-subscribe round trip through the same broker, so the ratio shows what the station adds.
+A real-time simulated session publishes through a real Mosquitto (configured as deploy/ runs
+it: `set_tcp_nodelay true`); a subscriber in a process of its own (as the clinic's would be,
+and so that its reads do not wait for the station's event loop) stamps each cue and live
+message on receipt with the same wall clock. The peer, in the same run and through the same
+broker, is a bare aiomqtt QoS 1 publish → subscribe round trip, so the ratio shows what the
+station adds. Without a Mosquitto binary the embedded broker stands in, and the result says so.
+
+    python -m bench.bench_latency --seconds 20
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from rich.console import Console
 
 from bench.stats import summary
 from config import load_settings
+from config.settings import Settings
 from feedback import app
-from feedback.broker import EmbeddedBroker
+from feedback.broker import EmbeddedBroker, free_port
+from feedback.outputs.mqtt_publisher import MqttPublisher
+
+GOAL_MS = {"p50": 1.0, "p99": 3.0}
+
+
+@contextlib.asynccontextmanager
+async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
+    """(url, port, what) of a private Mosquitto, or of the embedded broker without one."""
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        async with EmbeddedBroker() as broker:
+            yield broker.url, broker.port, "embedded amqtt broker (no mosquitto binary)"
+        return
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
+    )
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        version = subprocess.run([binary, "-h"], capture_output=True, text=True).stdout
+        yield f"mqtt://127.0.0.1:{port}", port, (version.splitlines() or ["mosquitto"])[0]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+# The subscriber: one line per message, "<receipt time> <topic> <payload>", until killed.
+SUBSCRIBER = """
+import asyncio, sys, time, aiomqtt
+async def main():
+    async with aiomqtt.Client("127.0.0.1", int(sys.argv[1])) as sub:
+        await sub.subscribe("vmf/v1/#", qos=1)
+        await sub.subscribe("peer/#", qos=1)
+        print("ready", flush=True)
+        async for msg in sub.messages:
+            now = time.time()
+            if msg.topic.matches("vmf/v1/+/+/stream"):
+                continue
+            print(now, msg.topic.value, msg.payload.decode(), flush=True)
+asyncio.run(main())
+"""
+
+
+# The bare peer: a QoS 1 publish every 10 ms, each stamped with its send time, for `seconds`.
+PEER = """
+import asyncio, json, sys, time, aiomqtt
+async def main():
+    async with aiomqtt.Client("127.0.0.1", int(sys.argv[1])) as pub:
+        end = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < end:
+            await pub.publish("peer/x", json.dumps({"t": time.time()}), qos=1)
+            await asyncio.sleep(0.01)
+asyncio.run(main())
+"""
 
 
 async def run(seconds: float) -> dict[str, Any]:
     settings = load_settings(environ={}, overrides={"session.station": "bench"})
+    # The station's share: from the sample's arrival to the cue handed to the connection
+    # (`publish` returns once the socket has it), stamped in-process with the same clock.
+    in_station_ms: list[float] = []
+    publish = MqttPublisher.publish
+
+    def timed(self: MqttPublisher, topic: str, message: dict[str, Any], **kw: Any) -> None:
+        publish(self, topic, message, **kw)
+        if message.get("type") == "cue":
+            in_station_ms.append((time.time() - message["t_sample"]) * 1000)
+
+    MqttPublisher.publish = timed  # type: ignore[method-assign]
+    try:
+        return await _run(settings, seconds, in_station_ms)
+    finally:
+        MqttPublisher.publish = publish  # type: ignore[method-assign]
+
+
+async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -> dict[str, Any]:
     cue_ms: list[float] = []
     live_ms: list[float] = []
     peer_ms: list[float] = []
-    async with EmbeddedBroker() as broker, aiomqtt.Client("127.0.0.1", broker.port) as sub:
-        await sub.subscribe("vmf/v1/#", qos=1)
-        await sub.subscribe("peer/#", qos=1)
-
-        async def collect() -> None:
-            async for msg in sub.messages:
-                now = time.time()
-                if msg.topic.matches("vmf/v1/+/+/stream"):
-                    continue  # the binary stream for remote viewers: not JSON, not a cue
-                body = json.loads(msg.payload)  # type: ignore[arg-type,unused-ignore]
-                if msg.topic.matches("peer/#"):
-                    peer_ms.append((now - body["t"]) * 1000)
-                elif body.get("type") == "cue":
-                    cue_ms.append((now - body["t_sample"]) * 1000)
-                elif body.get("type") == "live":
-                    live_ms.append((now - body["t_sample"]) * 1000)
-
-        collector = asyncio.create_task(collect())
-        with open(os.devnull, "w") as devnull:
-            options = app.RunOptions(
-                device="sim",
-                duration_s=seconds,
-                db=":memory:",
-                broker=broker.url,
-                report=None,
-                live_view=False,
+    with tempfile.TemporaryDirectory() as tmp:
+        async with mosquitto(Path(tmp)) as (url, port, broker_name):
+            sub = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", SUBSCRIBER, str(port), stdout=asyncio.subprocess.PIPE
             )
-            report = await app.run(settings, options, console=Console(file=devnull))
-        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
-            for _ in range(300):
-                await pub.publish("peer/x", json.dumps({"t": time.time()}), qos=1)
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
-        if collector.done():  # it died: say why rather than report empty figures
-            collector.result()
-        collector.cancel()
+            assert sub.stdout is not None
+            await asyncio.wait_for(sub.stdout.readline(), 10)  # "ready": subscribed
+            lines: list[bytes] = []
+
+            async def drain(stdout: asyncio.StreamReader) -> None:
+                # Read as it comes: a full pipe would stall the subscriber, and its stamps.
+                while line := await stdout.readline():
+                    lines.append(line)
+
+            reader = asyncio.create_task(drain(sub.stdout))
+            # The peer publishes from a process of its own while the session runs: it meets the
+            # same machine (load, broker, subscriber) at the same time.
+            peer_proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PEER, str(port), str(seconds)
+            )
+            with open(os.devnull, "w") as devnull:
+                options = app.RunOptions(
+                    device="sim",
+                    duration_s=seconds,
+                    db=str(Path(tmp) / "session.sqlite3"),
+                    broker=url,
+                    report=None,
+                    live_view=False,
+                )
+                report = await app.run(settings, options, console=Console(file=devnull))
+            await peer_proc.wait()
+            await asyncio.sleep(0.5)
+            sub.terminate()
+            await sub.wait()
+            await reader
+        for line in b"".join(lines).decode().splitlines():
+            now, topic, payload = [*line.split(" ", 2), ""][:3]
+            if not payload.startswith("{"):
+                continue  # e.g. a retained message cleared (empty payload)
+            body = json.loads(payload)
+            if topic.startswith("peer/"):
+                peer_ms.append((float(now) - body["t"]) * 1000)
+            elif body.get("type") == "cue":
+                cue_ms.append((float(now) - body["t_sample"]) * 1000)
+            elif body.get("type") == "live":
+                live_ms.append((float(now) - body["t_sample"]) * 1000)
     cue, peer = summary(cue_ms, "ms"), summary(peer_ms, "ms")
     return {
-        "what": f"{seconds:.0f} s real-time simulated session, embedded amqtt broker, "
-        "subscriber in-process; latency = receipt time - arrival time of the causing sample",
+        "what": f"{seconds:.0f} s real-time simulated session through {broker_name}, "
+        "subscriber in its own process; latency = receipt time - arrival time of the causing "
+        "sample; "
+        "peer = bare aiomqtt QoS 1 publish every 10 ms to the same subscriber through the same "
+        "broker, from its own process, while the session runs",
         "cue_latency_ms": cue,
+        "cue_in_station_ms": summary(in_station_ms, "ms"),
         "live_latency_ms": summary(live_ms, "ms"),
         "peer_bare_publish_ms": peer,
         "ratio_p50_cue_vs_peer": round(float(cue["p50"]) / float(peer["p50"]), 2),
+        "ratio_p99_cue_vs_peer": round(float(cue["p99"]) / float(peer["p99"]), 2),
+        "goal_ms": GOAL_MS,
         "envelope_group_delay_ms": report["envelope_group_delay_ms"],
         "note": "the envelope delay (group delay) comes on top: it is the signal's own lag",
         "block_compute_us_p50": report["block_compute_us_p50"],
         "block_compute_us_p99": report["block_compute_us_p99"],
     }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_latency")
+    p.add_argument("--seconds", type=float, default=20.0)
+    print(json.dumps(asyncio.run(run(p.parse_args().seconds)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

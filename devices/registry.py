@@ -17,6 +17,7 @@ from devices.base import Device, DeviceError
 from devices.formats.base import mv_factor
 
 KINDS = ("sim", "serial", "ble", "lsl", "replay", "brainflow")
+MAX_SPEED_BLOCK_MS = 500.0  # a replay at speed=max
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -89,7 +90,9 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
         raise DeviceError(f"replay: unit must be V, mV, uV or nV, not {unit!r}")
     return ReplayDevice(
         path,
-        block_ms=settings.device.block_ms,
+        # At full speed nobody waits for a block: large blocks spread the fixed cost of a
+        # block over many samples (the processing gives the same values however it is split).
+        block_ms=settings.device.block_ms if speed != "max" else MAX_SPEED_BLOCK_MS,
         realtime=speed != "max",
         channels=channels,
         spec=spec,

@@ -23,7 +23,7 @@ from feedback.control.commands import EmergencyStop
 from feedback.control.gate import CommandGate
 from feedback.outputs.broker_access import broker_access, describe
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.outbox import SqliteOutbox
+from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
 from feedback.outputs.recorder import RecorderOutput
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.terminal import ViewState, run_terminal_view
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # The supervisor's names for the outputs' tasks, as the report and the soak logs know them.
 _TASK_NAMES = {"mqtt": "publisher"}
 FLUSH_TIMEOUT_S = 5.0
+NO_BROKER = "none"  # publish nothing (e.g. a headless replay at full speed): no broker, no outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +88,19 @@ async def run(
 ) -> dict[str, Any]:
     console = console or Console(stderr=True, soft_wrap=True)
     async with contextlib.AsyncExitStack() as stack:
+        offline = options.broker == NO_BROKER
         if options.broker == "embedded":
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
         else:
-            broker_url = options.broker
+            # Offline: the publisher is built (the session hands it its messages) but never
+            # connects; the messages stay in memory, and only the session log keeps them.
+            broker_url = "mqtt://127.0.0.1:1883" if offline else options.broker
         store = SessionStore(db_path_from(options.db))
         stack.callback(store.close)
-        outbox = SqliteOutbox(outbox_path_from(settings, store.path))
+        outbox: SqliteOutbox | MemoryOutbox = (
+            MemoryOutbox() if offline else SqliteOutbox(outbox_path_from(settings, store.path))
+        )
         stack.callback(outbox.close)
         s = settings.session
         topics = Topics(s.clinic, s.station)
@@ -131,9 +137,17 @@ async def run(
             calibrate_from=options.calibrate_from,
         )
         view = ViewState()
-        outputs = station_outputs(settings, publisher, store, view=view, record=options.record)
+        # Offline, nothing is published: no MQTT outputs at all, only the session log keeps it.
+        outputs = station_outputs(
+            settings, None if offline else publisher, store, view=view, record=options.record
+        )
         session = Session(
-            settings, device, outputs, duration_s=options.duration_s, commands=bus, mqtt=publisher
+            settings,
+            device,
+            outputs,
+            duration_s=options.duration_s,
+            commands=bus,
+            mqtt=None if offline else publisher,
         )
         # Every helper is watched: one that dies is said at once (feedback/supervision.py).
         children = Supervisor(console=console, view=view, event=session.log_event)
@@ -150,9 +164,9 @@ async def run(
         if dashboard is not None and dashboard.audio is not None and dashboard.audio.silent_reason:
             console.print("no audio device: running silent (tones need the 'audio' extra)")
         _install_signal_handlers(stop)
-        if outbox.recovered:
+        if isinstance(outbox, SqliteOutbox) and outbox.recovered:
             console.print(f"outbox: {outbox.recovered} messages from an earlier run still to send")
-        _say_start(console, session, options, broker_url, store.path)
+        _say_start(console, session, options, None if offline else broker_url, store.path)
         console.print(calibration_note)
         if options.wait_for_start:
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
@@ -160,7 +174,7 @@ async def run(
         running.append(session)
         await session.run(stop)
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
-        report.update(broker=broker_url, device=options.device)
+        report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
         if not report["mqtt_flushed"]:
             console.print(
@@ -179,7 +193,7 @@ def _publisher(
     settings: Settings,
     options: RunOptions,
     broker_url: str,
-    outbox: SqliteOutbox,
+    outbox: SqliteOutbox | MemoryOutbox,
     gate: CommandGate,
     on_fault: Callable[[str, str, int], None],
 ) -> MqttPublisher:
@@ -252,15 +266,16 @@ def _dashboard_report(
 
 
 def _say_start(
-    console: Console, session: Session, options: RunOptions, broker_url: str, db: Path
+    console: Console, session: Session, options: RunOptions, broker_url: str | None, db: Path
 ) -> None:
     settings, info = session.settings, session.device.info
+    mqtt = "off" if broker_url is None else describe(broker_access(settings, broker_url))
     delay = EmgChain(
         settings.processing, settings.calibration, info.rate_hz, info.channels
     ).group_delay_ms
     console.print(
         f"session {session.session_id}: device {options.device}, "
-        f"MQTT {describe(broker_access(settings, broker_url))}, log {db}, "
+        f"MQTT {mqtt}, log {db}, "
         f"envelope delay {delay:.0f} ms",
         highlight=False,  # rich would colour the digits inside the id and the path
     )

@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--broker",
         metavar="URL",
-        help="publish to this MQTT broker (mqtt://host:port) instead of the embedded one",
+        help="publish to this MQTT broker (mqtt://host:port) instead of the embedded one; "
+        "'none' publishes nothing, which is the default of a --headless replay at speed=max "
+        "(give --broker embedded or a URL to publish it)",
     )
     p.add_argument(
         "--db",
@@ -185,6 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _broker(args: argparse.Namespace, configured: str, device: str) -> str:
+    """A headless replay at full speed is an offline analysis: nobody watches it live, and an
+    embedded broker would only cost start-up time. It publishes only when asked (--broker, or
+    a broker other than the embedded one in the settings)."""
+    offline = (
+        args.headless
+        and not (args.broker or args.web or args.dashboard or args.wait_start)
+        and configured == "embedded"
+        and device.startswith("replay:")
+        and "speed=max" in device.partition("?")[2].split("&")
+    )
+    return "none" if offline else configured
+
+
 OWN_LOGGERS = ("feedback", "devices", "firmware_bridge", "config")
 
 
@@ -237,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         device=settings.device.spec,
         duration_s=args.duration,
         db=settings.storage.db,
-        broker=settings.mqtt.broker,
+        broker=_broker(args, settings.mqtt.broker, settings.device.spec),
         report=args.report,
         live_view=not args.headless and sys.stderr.isatty() and os.environ.get("TERM") != "dumb",
         calibrate=args.calibrate,

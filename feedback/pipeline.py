@@ -35,6 +35,7 @@ from feedback.progression import BandRaised, Progression
 FLAT = int(Flag.FLAT)
 BELOW = int(Zone.BELOW)
 ZONES = tuple(Zone)
+assert (int(Zone.BELOW), int(Zone.IN_BAND)) == (0, 1)  # the int8 zone from a bool row
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -257,8 +258,13 @@ class Pipeline:
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
         flagged = bool(quality.flags.any())  # usually not: then every sample is usable
         usable = (quality.flags & FLAT) == 0 if flagged else None
-        hodges_bui = self.onset.process(block.first_index, detect, usable)
-        onsets = self.activation.process(block.first_index, processed.envelope, hodges_bui, usable)
+        env = processed.envelope
+        # Both detectors test the envelope against their levels: its extremes found once.
+        extremes = (env.min(axis=1), env.max(axis=1)) if env.shape[1] else None
+        hodges_bui = self.onset.process(
+            block.first_index, detect, usable, extremes if self.tkeo is None else None
+        )
+        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
@@ -270,7 +276,9 @@ class Pipeline:
         if self.settings.target.mode == "band" and self.counter.calibrated:
             zone = self._detect(processed.pct_mvc[ti], block.first_index)
         else:
-            zone = np.where(onsets.active[ti], Zone.IN_BAND, Zone.BELOW).astype(np.int8)
+            # IN_BAND is 1 and BELOW 0: the bool row as int8 is that zone (np.where with enum
+            # members costs ten times as much on a 20-sample block).
+            zone = onsets.active[ti].astype(np.int8)
         if flagged:
             bad = quality.flags[ti] != 0
             zone[bad] = BELOW  # a bad signal never counts as effort

@@ -26,21 +26,22 @@ from feedback.session import Session
 
 def station_outputs(
     settings: Settings,
-    publisher: MqttPublisher,
+    publisher: MqttPublisher | None,
     store: SessionStore,
     *,
     view: ViewState | None = None,
     record: Path | None = None,
 ) -> list[Output]:
+    """The standard outputs; without a publisher (offline) nothing goes to MQTT."""
     s = settings.session
     topics = Topics(s.clinic, s.station)
-    outputs: list[Output] = [
-        MqttSessionOutput(publisher, topics, settings.mqtt.live_hz),
-        SessionLogOutput(store),
-    ]
+    outputs: list[Output] = []
+    if publisher is not None:
+        outputs.append(MqttSessionOutput(publisher, topics, settings.mqtt.live_hz))
+    outputs.append(SessionLogOutput(store))
     if view is not None:
         outputs.append(ViewOutput(view))
-    if settings.mqtt.stream_hz > 0:
+    if publisher is not None and settings.mqtt.stream_hz > 0:
         from feedback.outputs.stream_source import StreamOutput
 
         outputs.append(StreamOutput(publisher, topics.stream, settings.mqtt.stream_hz))

@@ -55,7 +55,8 @@ class MosquittoProcess:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            + extra_conf
+            # as deploy/mosquitto.conf: Nagle off, or ~5 % of messages wait ~40 ms
+            "set_tcp_nodelay true\n" + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

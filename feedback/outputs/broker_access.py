@@ -97,15 +97,10 @@ class BrokerAccess:
         }
 
 
-def describe(access: BrokerAccess) -> str:
-    """The broker as shown to people: never the password."""
-    scheme = "mqtts" if access.tls else "mqtt"
-    user = f" as {access.username}" if access.username else ""
-    return f"{scheme}://{access.host}:{access.port}{user}"
-
-
 def broker_access(settings: Settings, url: str) -> BrokerAccess:
-    """The broker at `url` with the credentials and TLS files of the `[mqtt]` settings."""
+    """The broker at `url` with the account and TLS files of `settings.mqtt`. Here, not in
+    feedback.app, so that the clinic logger and the viewers reach it without the station (and
+    its numeric stack: numpy, scipy)."""
     m = settings.mqtt
     return BrokerAccess.from_url(
         url,
@@ -115,3 +110,10 @@ def broker_access(settings: Settings, url: str) -> BrokerAccess:
         cert_file=m.tls_cert,
         key_file=m.tls_key,
     )
+
+
+def describe(access: BrokerAccess) -> str:
+    """The broker as shown to people: never the password."""
+    scheme = "mqtts" if access.tls else "mqtt"
+    user = f" as {access.username}" if access.username else ""
+    return f"{scheme}://{access.host}:{access.port}{user}"

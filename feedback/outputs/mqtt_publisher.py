@@ -29,20 +29,32 @@ The connection loop supervises its lanes: a lane that fails (a bug, not a lost c
 logged, reported through `on_fault` and the connection is started again; reconnects wait a
 `Backoff` with full jitter, so a clinic's stations do not retry in lock-step.
 
+The fast lane: session messages do not wait for each other's PUBACK. Up to MAX_IN_FLIGHT are
+out at once (in order on the one connection), and `publish` hands a message to the connection
+itself when the window has room, so a cue goes out in the same turn of the event loop that made
+it, not after a hop to the drain task or behind a message awaiting its acknowledgement. PUBACKs
+are matched to messages by packet id in paho's callback; a message leaves the outbox only on its
+own acknowledgement (or receipt), so a broker crash with messages in flight loses nothing: the
+reconnect sends again everything unacknowledged. The drain task only starts what `publish` could
+not (after a reconnect, a hold or a resend request) and watches for PUBACKs that never come.
+
 With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscribers" means
 nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
 subscriptions after a restart, so until the clinic logger has subscribed again a publish would
 vanish. With `hold_without_subscriber` such a message stays at the head of the outbox and is
 sent again every second, in order, until someone takes it. A refusal (reason code 0x80 or
 above, e.g. 0x87 "not authorized" from an ACL) is not a delivery either: the message stays,
-the error is logged, and it is retried every REFUSED_RETRY_S.
+the error is logged, and it is retried every REFUSED_RETRY_S. After either, one message at a
+time is in flight until one is taken again, so a held message is not overtaken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -68,6 +80,10 @@ REFUSED_RETRY_S = 5.0
 HOLD_RETRY_S = 1.0
 RECEIPT_TIMEOUT_S = 5.0  # no receipt for this long: send again what has none
 RECEIPT_TIMEOUT_MAX_S = 60.0
+# Below Mosquitto's receive maximum (20 by default) and paho's own in-flight limit (20): no
+# message waits in a queue on either side for a slot.
+MAX_IN_FLIGHT = 16
+PUBACK_TIMEOUT_S = 5.0  # no PUBACK for this long: the connection is treated as dead
 
 __all__ = ["MqttPublisher", "PublisherStats", "parse_broker_url"]
 
@@ -148,7 +164,12 @@ class MqttPublisher:
         self.session_id: str | None = None  # named in the last will
         self.mqtt5 = mqtt5
         self.hold_without_subscriber = hold_without_subscriber and mqtt5
-        self._puback_rc = 0
+        self._client: Any = None  # paho's client of the connection that is up, else None
+        self._in_flight: dict[int, tuple[Pending, bool, float]] = {}  # mid → (msg, resend?, t)
+        self._window = MAX_IN_FLIGHT  # 1 after a hold or a refusal, until a message is taken
+        self._held_until = 0.0  # monotonic: after a hold or refusal nothing goes out before it
+        # Raised by the drain task: paho refused a send (reconnect), or a bug met outside it.
+        self._send_error: Exception | None = None
         self._live: dict[str, bytes] = {}  # topic → newest payload not sent yet
         self._wakeup = asyncio.Event()  # the outbox has a message
         self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
@@ -182,7 +203,10 @@ class MqttPublisher:
             session=session if isinstance(session, str) else None,
             msg_id=msg_id if type(msg_id) is int and msg_id > 0 else None,
         )
-        self._wakeup.set()
+        if self._client is not None:
+            self._pump_here()  # on the wire now, when the window has room
+        else:
+            self._wakeup.set()
 
     def publish_live(self, topic: str, message: dict[str, Any]) -> None:
         """Offer a live snapshot (latest wins, QoS 0). Never blocks."""
@@ -336,38 +360,111 @@ class MqttPublisher:
             self.hold_without_subscriber = False
 
     def _watch_pubacks(self, client: aiomqtt.Client) -> None:
-        # aiomqtt drops the PUBACK reason code; paho's callback sees it first. One lossless
-        # message is in flight at a time, and only a PUBACK carries a code other than success
-        # (paho reports QoS 0 sends from the live lane as success), so a non-zero code recorded
-        # since that message went out is its own.
+        # aiomqtt drops the PUBACK reason code and matches acknowledgements only to its own
+        # publishes; paho's callback sees the packet id and the code first. QoS 0 sends of the
+        # live lane and aiomqtt's own publishes have ids not in `_in_flight` and pass through.
         inner: Any = client._client.on_publish
 
         def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-            code = int(getattr(rc, "value", rc) or 0)
-            if code:
-                self._puback_rc = code
-            if inner is not None:
+            if mid in self._in_flight:
+                self._pump_here(mid, int(getattr(rc, "value", rc) or 0))
+            elif inner is not None:
                 inner(c, userdata, mid, rc, props)
 
         client._client.on_publish = on_publish
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            while (item := self._next()) is not None:
-                self._puback_rc = 0
-                await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
-                rc = self._puback_rc
-                if self.hold_without_subscriber and rc == NO_MATCHING_SUBSCRIBERS:
-                    self.stats.held_no_subscriber += 1
-                    await asyncio.sleep(HOLD_RETRY_S)  # nobody has it: keep it, try again
-                    continue
-                if rc >= 0x80:  # the broker refused it: never count that as delivered
-                    self._refused(item.topic, rc)
-                    await asyncio.sleep(REFUSED_RETRY_S)
-                    continue
-                self._sent(item)
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        self._in_flight.clear()
+        self._window, self._held_until, self._send_error = MAX_IN_FLIGHT, 0.0, None
+        self._client = client._client
+        try:
+            while True:
+                self._wakeup.clear()
+                self._pump()
+                if self._send_error is not None:
+                    raise self._send_error
+                now = time.monotonic()
+                if self._in_flight:
+                    oldest = min(t for _, _, t in self._in_flight.values())
+                    if now - oldest > PUBACK_TIMEOUT_S:
+                        raise aiomqtt.MqttError("no PUBACK in time")
+                    wait = PUBACK_TIMEOUT_S / 4
+                else:
+                    wait = None
+                if self._held_until > now:
+                    wait = min(wait or math.inf, self._held_until - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+        finally:
+            self._client = None
+            self._in_flight.clear()  # unacknowledged: the next connection sends them again
+
+    def _pump_here(self, mid: int | None = None, rc: int = 0) -> None:
+        """Pump (after an acknowledgement) from outside the drain task: from `publish`, which
+        must never fail, or paho's callback. A failure is the lane's: the drain task raises
+        it, and the connection loop restarts and reports it."""
+        try:
+            if mid is not None:
+                self._acknowledged(mid, rc)
+            elif self._pump() and self._client is not None:
+                # Write the socket now rather than at the event loop's next poll, which comes
+                # only after the rest of the session's block (paho's write is non-blocking;
+                # what the socket does not take waits for the poll as before).
+                self._client.loop_write()
+        except Exception as exc:
+            self._send_error = exc
+            self._wakeup.set()
+
+    def _pump(self) -> int:
+        """Put messages on the wire while the window has room; how many. Synchronous: called
+        from `publish` in the session's turn, from the PUBACK callback and the drain task."""
+        client = self._client
+        if client is None or self._send_error is not None or time.monotonic() < self._held_until:
+            return 0
+        sent = 0
+        while len(self._in_flight) < self._window and (item := self._next()) is not None:
+            resend = bool(self._resends) and self._resends[0] is item
+            info = client.publish(item.topic, item.payload, 1, item.retain)
+            if info.rc != 0:  # not connected any more: the drain task reconnects
+                self._send_error = aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+                self._wakeup.set()
+                return sent
+            sent += 1
+            if resend:
+                self._resends.popleft()
+            else:
+                self._cursor = item.id
+            self._in_flight[info.mid] = (item, resend, time.monotonic())
+            self.stats.sent += 1
+            if item.id <= self._highest_sent:
+                self.stats.resent += 1
+            self._highest_sent = max(self._highest_sent, item.id)
+        return sent
+
+    def _acknowledged(self, mid: int, rc: int) -> None:
+        item, resend, _ = self._in_flight.pop(mid)
+        if self.hold_without_subscriber and rc == NO_MATCHING_SUBSCRIBERS:
+            self.stats.held_no_subscriber += 1
+            self._hold(item, resend, HOLD_RETRY_S)  # nobody has it: keep it, try again
+        elif rc >= 0x80:  # the broker refused it: never count that as delivered
+            self._refused(item.topic, rc)
+            self._hold(item, resend, REFUSED_RETRY_S)
+        else:
+            if self._held_until <= time.monotonic():
+                self._window = MAX_IN_FLIGHT
+            self._sent(item)
+        self._pump()
+
+    def _hold(self, item: Pending, resend: bool, delay_s: float) -> None:
+        """Send `item` again after `delay_s`, one at a time until one is taken: what followed
+        it on the wire is sent again after it (a copy the logger drops), so order holds."""
+        self._held_until = time.monotonic() + delay_s
+        self._window = 1
+        if resend:
+            self._resends.appendleft(item)
+        else:
+            self._cursor = min(self._cursor, item.id - 1)
+        self._wakeup.set()  # the drain task sleeps until the hold is over
 
     @property
     def receipt_topic(self) -> str:
@@ -383,14 +480,7 @@ class MqttPublisher:
         return self.outbox.after(self._cursor)
 
     def _sent(self, item: Pending) -> None:
-        if self._resends and self._resends[0] is item:
-            self._resends.popleft()
-        else:
-            self._cursor = item.id
-        self.stats.sent += 1
-        if item.id <= self._highest_sent:
-            self.stats.resent += 1
-        self._highest_sent = max(self._highest_sent, item.id)
+        """Its PUBACK came (without a refusal)."""
         if not self.receipts or item.session is None:
             # Only now, with the broker's acknowledgement, may the message leave the outbox.
             self.outbox.ack(item)

@@ -4,9 +4,12 @@ aiomqtt asks the event loop to watch the MQTT socket with `call_soon_threadsafe(
 (from paho's callbacks). When the broker drops the connection in between, the socket is closed
 before the loop gets to it, and the loop's default handler prints "Exception in callback
 BaseSelectorEventLoop.add_writer(...)" with an `OSError: [Errno 9] Bad file descriptor`
-traceback. Nothing is lost: the closed connection surfaces as an `MqttError` in the client's
-tasks, which reconnect. So exactly that case (EBADF from `add_reader` / `add_writer`) is logged
-at debug level and counted; every other error goes to the handler that was there before.
+traceback. When the loop was already watching that fd number (paho reconnected and got the
+same number for its new socket), the kernel has forgotten the closed one and the loop's
+`modify` fails with ENOENT instead. Nothing is lost: the closed connection surfaces as an
+`MqttError` in the client's tasks, which reconnect. So exactly those cases (EBADF or ENOENT from
+`add_reader` / `add_writer`) are logged at debug level and counted; every other error goes to the
+handler that was there before.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def ignore_closed_socket_races(loop: asyncio.AbstractEventLoop | None = None) ->
 
 def _is_race(context: dict[str, Any]) -> bool:
     exc = context.get("exception")
-    if not isinstance(exc, OSError) or exc.errno != errno.EBADF:
+    if not isinstance(exc, OSError) or exc.errno not in (errno.EBADF, errno.ENOENT):
         return False
     callback = getattr(context.get("handle"), "_callback", None)
     return getattr(callback, "__name__", "") in _WATCHERS

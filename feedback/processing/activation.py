@@ -31,6 +31,7 @@ low-level activity between efforts reads as a contraction (docs/activation.md).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 from dataclasses import dataclass
@@ -346,6 +347,20 @@ def _low_percentile(frames: np.ndarray, pct: float) -> np.ndarray:
     return np.where(n > 0, value, np.nan)
 
 
+def _slide(frames: list[float], old: float, new: float, pct: float) -> float:
+    """One channel's ring moved by a frame (`old` out, `new` in; NaN: none), in the sorted
+    list of its valid means; returns the `pct` percentile as `_low_percentile` finds it (the
+    lower rank among the valid values, NaN when there is none), to the bit: the same values,
+    the same rank, found by lookup instead of selection."""
+    if not math.isnan(old):
+        del frames[bisect.bisect_left(frames, old)]
+    if not math.isnan(new):
+        bisect.insort(frames, new)
+    if not frames:
+        return math.nan
+    return frames[math.floor(pct / 100.0 * (len(frames) - 1))]
+
+
 def _nan_max(a: float, b: float) -> float:
     """np.maximum for two floats: NaN when either is NaN."""
     if math.isnan(a) or math.isnan(b):
@@ -396,7 +411,9 @@ class ActivationDetector:
         self._lookback = round(s.onset_lookback_ms * per_ms)
         self._floor = s.rest_floor_uv / 1000.0
         self._filled = 0
-        self._ring_nans = 0  # NaN frame means in the ring, all channels
+        # The ring's frame means per channel, NaN left out, kept sorted as frames come and go:
+        # the rest percentile is then one lookup per frame, not a selection over the ring.
+        self._sorted: list[list[float]] = [[] for _ in channels]
         self._in_frame = 0
         self._sum = np.zeros(c)
         self._count = np.zeros(c, dtype=np.int64)
@@ -489,12 +506,14 @@ class ActivationDetector:
         envelope: np.ndarray,
         hodges_bui: OnsetBlock | None = None,
         usable: np.ndarray | None = None,
+        extremes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ActivationBlock:
         """`envelope` (channels, n) mV; `hodges_bui` the onset detector's block for the same
         samples (its `above` gives the onset instants; None, or no Hodges-Bui baseline yet: the
         instant is where the run above the on level began); `usable` (bool, like envelope;
         None: all) marks the samples the rest and reference may learn from (a flat line is no
-        rest)."""
+        rest); `extremes` each row's (minimum, maximum) of the envelope, when the caller has
+        them (see OnsetDetector.process)."""
         c, n = envelope.shape
         events: list[OnsetEvent] = []
         above = None if hodges_bui is None else hodges_bui.above
@@ -505,7 +524,7 @@ class ActivationDetector:
             self._restart = False
         if pos == 0 and n and n <= self._frame - self._in_frame:
             # The usual block: inside one frame, so the levels hold for all of it.
-            active, level = self._segment(first_index, envelope, above, usable, events)
+            active, level = self._segment(first_index, envelope, above, usable, events, extremes)
         else:
             active = np.zeros((c, n), dtype=bool)
             level = np.zeros((c, n))
@@ -538,12 +557,15 @@ class ActivationDetector:
         hb: np.ndarray | None,
         usable: np.ndarray | None,
         events: list[OnsetEvent],
+        extremes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Samples within one frame (levels fixed): the switch, the level, the edges, then
         learning from them (which may close the frame and move the levels)."""
         before = self._carry.state
-        state = debounce_levels(
-            seg, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
+        if extremes is None:
+            extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
+        state = debounce_within(
+            seg, extremes, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
         )
         level = seg - self._rest_col
         level *= self._scale_col
@@ -602,20 +624,14 @@ class ActivationDetector:
         ]
         width = self._ring.shape[1]
         col = self._filled % width
-        # Frames without a mean (NaN) in the ring, kept count of as they come and go: with
-        # none (the usual case) the percentile is one selection, no NaN handling.
-        gone = self._ring[:, col].tolist() if self._filled >= width else [0.0] * len(mean)
-        self._ring_nans += sum(map(math.isnan, mean)) - sum(map(math.isnan, gone))
+        gone = self._ring[:, col].tolist() if self._filled >= width else [math.nan] * len(mean)
         self._ring[:, col] = mean
         self._filled += 1
         self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0
-        seen = self._ring[:, : min(self._filled, width)]
-        pct = self.settings.rest_percentile
-        if self._ring_nans:
-            rest = _low_percentile(seen, pct).tolist()
-        else:  # every row has all its frames: the rank _low_percentile would find
-            k = math.floor(pct / 100.0 * (seen.shape[1] - 1))
-            rest = np.partition(seen, k, axis=1)[:, k].tolist()
+        rest = [
+            _slide(frames, old, new, self.settings.rest_percentile)
+            for frames, old, new in zip(self._sorted, gone, mean, strict=True)
+        ]
         kept = zip(self.rest.tolist(), rest, strict=True)
         self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
         recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width

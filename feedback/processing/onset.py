@@ -26,6 +26,7 @@ from feedback.processing.activation import (
     OnsetBlock,
     OnsetEvent,
     debounce_levels,
+    debounce_within,
     select,
 )
 from feedback.processing.filters import SosFilter, lowpass
@@ -186,9 +187,16 @@ class OnsetDetector:
             self._learning = _Baseline(self._window)
 
     def process(
-        self, first_index: int, x: np.ndarray, usable: np.ndarray | None = None
+        self,
+        first_index: int,
+        x: np.ndarray,
+        usable: np.ndarray | None = None,
+        extremes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> OnsetBlock:
-        """`usable` (bool, like x; None: all) marks the samples a rest baseline may learn from."""
+        """`usable` (bool, like x; None: all) marks the samples a rest baseline may learn from;
+        `extremes`, when the caller has them, each row's (minimum, maximum) of x: the pipeline
+        finds them once for this detector and the activation detector, which read the same
+        envelope."""
         # Cut the block where a baseline window ends, so thresholds change at the same sample
         # however the signal was split into blocks.
         n = x.shape[1]
@@ -196,9 +204,10 @@ class OnsetDetector:
         pos = min(n, self._settle)
         self._settle -= pos
         learning = self._learning
-        if pos == 0 and n and (learning is None or n < learning.needed - learning.seen):
-            # The usual block: no window ends inside it, so the thresholds hold for all of it.
-            active, above = self._segment(first_index, x, usable, events)
+        if pos == 0 and n and (learning is None or n <= learning.needed - learning.seen):
+            # The usual block: no window ends inside it (at most at its last sample, which
+            # changes the thresholds from the next block on), so they hold for all of it.
+            active, above = self._segment(first_index, x, usable, events, extremes)
             return OnsetBlock(active, tuple(events), self.baseline is not None, above)
         active = np.zeros(x.shape, dtype=bool)
         above = np.zeros(x.shape, dtype=bool)
@@ -212,15 +221,22 @@ class OnsetDetector:
         return OnsetBlock(active, tuple(events), self.baseline is not None, above)
 
     def _segment(
-        self, first: int, part: np.ndarray, usable: np.ndarray | None, events: list[OnsetEvent]
+        self,
+        first: int,
+        part: np.ndarray,
+        usable: np.ndarray | None,
+        events: list[OnsetEvent],
+        extremes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Samples within one baseline window (thresholds fixed): the switch, the samples at
         or above the on-threshold, then learning from them (which may end the window)."""
         if self.baseline is not None:
             before = self._carry.state  # replaced, never edited, by the debounce
-            state = debounce_levels(
-                part, self.on_threshold, self.off_threshold, self.n_on, self.n_off, self._carry
-            )
+            on, off, carry = self.on_threshold, self.off_threshold, self._carry
+            if extremes is None:
+                state = debounce_levels(part, on, off, self.n_on, self.n_off, carry)
+            else:
+                state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
             events += self._edges(first, before, state)
             above = part >= self.on_threshold[:, None]
         else:

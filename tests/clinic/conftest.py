@@ -55,7 +55,7 @@ class ClinicBroker(MosquittoProcess):
             conf
             or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.store}/\n"
-            "max_queued_messages 100000\nmessage_size_limit 262144\n"
+            "max_queued_messages 100000\nmessage_size_limit 262144\nset_tcp_nodelay true\n"
             f"user {getpass.getuser()}\n"
         )
 

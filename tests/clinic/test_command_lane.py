@@ -193,14 +193,35 @@ def test_a_socket_closed_before_the_loop_watches_it_is_not_a_traceback(
         finally:
             loop.close()
 
+    def race_on_reused_fd(install: bool) -> None:
+        """The loop still watches the fd number of a closed socket that a new one now holds."""
+        loop = asyncio.new_event_loop()
+        try:
+            if install:
+                socket_race.ignore_closed_socket_races(loop)
+            a, b = socket.socketpair()
+            loop.add_reader(a.fileno(), lambda: None)
+            a.close(), b.close()
+            c, d = socket.socketpair()  # the lowest free numbers: a's and b's
+            loop.call_soon(loop.add_writer, c.fileno(), lambda: None)
+            loop.run_until_complete(asyncio.sleep(0.01))
+            c.close(), d.close()
+        finally:
+            loop.close()
+
     before = socket_race.closed_socket_races
     with caplog.at_level(logging.DEBUG, logger="asyncio"):
         race(install=True)
-    assert socket_race.closed_socket_races == before + 1
+        race_on_reused_fd(install=True)
+    assert socket_race.closed_socket_races == before + 2
     assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     with caplog.at_level(logging.DEBUG, logger="asyncio"):
         race(install=False)  # the negative control: asyncio's handler prints the traceback
     assert any("Bad file descriptor" in str(r.exc_info) for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        race_on_reused_fd(install=False)
+    assert any("No such file or directory" in str(r.exc_info) for r in caplog.records)
 
 
 BROKER_DROPS = """

@@ -62,11 +62,13 @@ async def test_outbox_survives_broker_outage_and_station_restart(
     topics = Topics("c1", "st-restart")
     numberer = MessageNumberer("S-restart")
     mosquitto.stop()
-    # Station 1: the broker is down; every message is on disk before publish() returns.
+    # Station 1: the broker is down; every message is in the outbox when publish() returns,
+    # and on disk once the outbox's writer thread has caught up (sync), off the event loop.
     first = MqttPublisher(mosquitto.url, topics, client_id="st", outbox=SqliteOutbox(path))
     runner = asyncio.create_task(first.run())
     for i in range(20):
         first.publish(topics.event, numberer.envelope("gap", {"from_index": i, "missing": 1}))
+    assert first.outbox.sync(5)
     on_disk = sqlite3.connect(path).execute("SELECT count(*) FROM outbox").fetchone()[0]
     assert on_disk == 20 and first.backlog == 20
     await asyncio.sleep(0.5)
