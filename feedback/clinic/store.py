@@ -17,8 +17,10 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
+from feedback.clinic import live_seconds, partitions
 from feedback.clinic.db import Backend, connect
 from feedback.clinic.migrations import migrate
 from feedback.clinic.validation import (
@@ -77,8 +79,15 @@ class IngestResult:
 
 
 class ClinicStore:
-    def __init__(self, url: str, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        retention_days: int = partitions.RETENTION_DEFAULT_DAYS,
+    ) -> None:
         self.url = url
+        self.retention_days = partitions.check_retention(retention_days)
         self.db: Backend = connect(url)
         self.max_payload_bytes = max_payload_bytes
         # A cancelled asyncio.to_thread call keeps running in its thread: never let a second
@@ -86,7 +95,19 @@ class ClinicStore:
         self._lock = threading.Lock()
         self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
         self._clinics: dict[str, str] = {}  # station → clinic, committed
+        # Live messages of the transaction, folded into live_seconds at its end (per session).
+        self._live: list[tuple[Incoming, Message]] = []
         migrate(self.db)
+        self.upkeep()
+
+    def upkeep(self, now: float | None = None) -> partitions.Upkeep:
+        """Partitions ahead (PostgreSQL) and rows past the retention gone; the logger calls it
+        at start and every hour."""
+        with self._lock:
+            return partitions.upkeep(
+                self.db, now=time.time() if now is None else now,
+                retention_days=self.retention_days,
+            )  # fmt: skip
 
     def close(self) -> None:
         self.db.close()
@@ -179,6 +200,7 @@ class ClinicStore:
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
+        self._live.clear()
         for item in batch:
             if not isolate:
                 self._ingest_one(item, result)
@@ -187,12 +209,32 @@ class ClinicStore:
             try:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
+                    self._fold_live(result)
             except Exception as exc:
+                self._live.clear()
                 if is_connection_fault(exc):
                     raise
                 result.owners, result.clinics = owners, clinics  # rolled back with the savepoint
                 self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
+        if not isolate:
+            self._fold_live(result)
         return result
+
+    def _fold_live(self, result: IngestResult) -> None:
+        """The transaction's live messages into their sessions' 1 Hz rows; a copy of a stored
+        msg_id is quarantined as before, when each live message had its own row."""
+        by_session: dict[str, list[tuple[Incoming, Message]]] = {}
+        for item, msg in self._live:
+            by_session.setdefault(str(msg.body["session"]), []).append((item, msg))
+        self._live.clear()
+        for session in sorted(by_session):  # one lock order for every logger: no deadlock
+            pending = by_session[session]
+            outcome = live_seconds.fold(self.db, session, [m.body for _, m in pending])
+            for (item, _), refused in zip(pending, outcome, strict=True):
+                if refused is None:
+                    result.stored += 1
+                else:
+                    self._quarantine(item, refused, result)
 
     def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
         try:
@@ -211,6 +253,9 @@ class ClinicStore:
         if owner is not None and owner != (msg.clinic, msg.station):
             reason = f"session owned by another station ({owner[0]}/{owner[1]})"
             self._quarantine(item, reason, result)
+            return
+        if msg.type == "live":
+            self._live.append((item, msg))  # stored (or refused) when the batch is folded
             return
         digest = hashlib.sha256(item.payload).hexdigest()
         in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
@@ -277,12 +322,6 @@ class ClinicStore:
         if msg.type == "status" and b["msg_id"] == 0:
             self._station_status(msg)  # a last will: not part of any session's sequence
             return True
-        if msg.type == "live":
-            return self.db.execute(
-                "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (b["session"], b["msg_id"], b["t"], b["phase"], b["reps"],
-                 b.get("vm_vl_ratio"), b["index"], json.dumps(b["pct_mvc"])),
-            ) == 1  # fmt: skip
         if msg.type == "command":
             return self.db.execute(
                 "INSERT INTO commands (clinic, station, issuer, msg_id, action, session_id, t,"
@@ -309,7 +348,7 @@ class ClinicStore:
     def _duplicate_reason(self, msg: Message) -> str:
         b = msg.body
         key = f"({b.get('session')}, {b['msg_id']})"
-        if msg.type in ("live", "command"):
+        if msg.type == "command":
             return f"duplicate {msg.type} {key}"
         return f"duplicate {key}: different content (replay or forgery)"
 
@@ -349,7 +388,7 @@ class ClinicStore:
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                 (b["session"], b["msg_id"], b["t"], kind, json.dumps(detail)),
             )
-        # live and command rows were written when claimed
+        # command rows were written when claimed; live ones are folded (_fold_live)
 
     def _session_start(self, msg: Message) -> None:
         b = msg.body
