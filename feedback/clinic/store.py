@@ -392,6 +392,9 @@ class ClinicStore:
 
     def _session_start(self, msg: Message) -> None:
         b = msg.body
+        # The montage (where each electrode sat) is kept with the settings it came from: the
+        # BIDS export reads it there (feedback/clinic/bids.py).
+        settings = {**b["settings"], "montage": b["montage"]} if "montage" in b else b["settings"]
         self.db.execute(
             "INSERT INTO sessions (session_id, clinic, station, patient, side, protocol,"
             " reps_prescribed, started_at, pain_before, settings_json, device_json)"
@@ -401,7 +404,7 @@ class ClinicStore:
             " pain_before = excluded.pain_before, settings_json = excluded.settings_json,"
             " device_json = excluded.device_json",
             (b["session"], msg.clinic, msg.station, b["patient"], b["side"], b["protocol"],
-             b.get("reps_prescribed"), b["t"], b.get("pain_before"), json.dumps(b["settings"]),
+             b.get("reps_prescribed"), b["t"], b.get("pain_before"), json.dumps(settings),
              json.dumps(b["device"])),
         )  # fmt: skip
 
