@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
 OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
+UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
 
@@ -97,17 +98,33 @@ class ClinicStore:
         self._clinics: dict[str, str] = {}  # station → clinic, committed
         # Live messages of the transaction, folded into live_seconds at its end (per session).
         self._live: list[tuple[Incoming, Message]] = []
+        self.upkeep_failures = 0
+        self._next_upkeep = 0.0
         migrate(self.db)
         self.upkeep()
 
     def upkeep(self, now: float | None = None) -> partitions.Upkeep:
-        """Partitions ahead (PostgreSQL) and rows past the retention gone; the logger calls it
-        at start and every hour."""
+        """Partitions ahead (PostgreSQL) and rows past the retention gone: on opening, then
+        with the first batch after each UPKEEP_EVERY_S (ingest)."""
         with self._lock:
-            return partitions.upkeep(
-                self.db, now=time.time() if now is None else now,
-                retention_days=self.retention_days,
-            )  # fmt: skip
+            return self._upkeep_locked(time.time() if now is None else now)
+
+    def _upkeep_locked(self, now: float) -> partitions.Upkeep:
+        self._next_upkeep = now + UPKEEP_EVERY_S
+        return partitions.upkeep(self.db, now=now, retention_days=self.retention_days)
+
+    def _upkeep_if_due(self) -> None:
+        now = time.time()
+        if now < self._next_upkeep:
+            return
+        try:
+            self._upkeep_locked(now)
+        except Exception as exc:
+            if is_connection_fault(exc):
+                raise
+            # Not the batch's fault: it is stored; partitions were made days ahead.
+            self.upkeep_failures += 1
+            log.error("upkeep failed (retried in %d s): %s", UPKEEP_EVERY_S, _describe(exc))
 
     def close(self) -> None:
         self.db.close()
@@ -129,6 +146,7 @@ class ClinicStore:
         PostgreSQL's text refuses), quarantines that message: one message never stops the
         logger."""
         with self._lock:
+            self._upkeep_if_due()
             return self._ingest_locked(batch)
 
     def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:

@@ -409,3 +409,31 @@ def test_the_session_report_reads_only_its_own_days(postgres_url: str) -> None:
         assert len(set(re.findall(r" on (live_seconds_\w+)", whole))) > 30
     finally:
         store.close()
+
+
+def test_batches_run_the_upkeep_when_due_and_survive_its_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ClinicStore(str(tmp_path / "u.db"))
+    calls: list[float] = []
+
+    def failing(db: Backend, *, now: float, retention_days: int) -> partitions.Upkeep:
+        calls.append(now)
+        raise RuntimeError("disk quota on the partition's tablespace")
+
+    monkeypatch.setattr(partitions, "upkeep", failing)
+    t0 = math.floor(NOW) + 0.1
+    assert store.ingest([live(1, t0)]).stored == 1 and calls == []  # ran when opened
+    store._next_upkeep = 0.0  # an hour later
+    assert store.ingest([live(2, t0 + 0.1)]).stored == 1  # the batch is stored regardless
+    assert len(calls) == 1 and store.upkeep_failures == 1
+    assert store.ingest([live(3, t0 + 0.2)]).stored == 1 and len(calls) == 1  # next in an hour
+    store.close()
+
+
+def test_logger_takes_the_retention_from_its_command_line() -> None:
+    from feedback.clinic.logger import build_parser
+
+    args = build_parser().parse_args(["--broker", "mqtt://x", "--retention-days", "90"])
+    assert args.retention_days == 90
+    assert build_parser().parse_args(["--broker", "mqtt://x"]).retention_days == 365
