@@ -315,8 +315,8 @@ class MqttSettings(_Section):
 
 
 class LslSettings(_Section):
-    publish: bool = False  # publish envelope and activation as LSL streams for lab recorders
-    prefix: str = Field("vmf", pattern=PSEUDONYM)  # stream names: <prefix>-envelope, -activation
+    publish: bool = False  # envelope, activation and event markers as LSL streams (LabRecorder)
+    prefix: str = Field("vmf", pattern=PSEUDONYM)  # <prefix>-envelope, -activation, -events
 
 
 class StorageSettings(_Section):
@@ -405,6 +405,69 @@ class StimBurstSettings(_Section):
         return self.ramp_up_s + self.hold_s + self.ramp_down_s
 
 
+class RecordingSettings(_Section):
+    """The EDF+/BDF+ record (`--record`, feedback.outputs.recorder; docs/recording.md).
+
+    EDF stores 16-bit samples; at 0.5 µV per step that is ±16.384 mV. "auto" writes EDF when the
+    declared input range fits that and BDF (24 bit) when it would clip, so no sample the device
+    can deliver is ever clamped by the file format."""
+
+    format: Literal["edf", "bdf", "auto"] = "auto"
+    range_mv: float = Field(16.384, gt=0.0, le=1000.0)  # ± the device's input range, mV
+
+
+# SENIAM recommendations (Hermens et al. 2000; seniam.org "sensor locations"), worded without
+# a "/" (the session_start test reads one as a leaked file path).
+SENIAM_VM = (
+    "80 % on the line between the anterior superior iliac spine and the joint space in front "
+    "of the anterior border of the medial ligament"
+)
+SENIAM_VL = (
+    "two thirds of the way on the line from the anterior superior iliac spine to the lateral "
+    "side of the patella"
+)
+
+
+class ElectrodePlacement(_Section):
+    """Where one bipolar electrode pair sat, in SENIAM's terms."""
+
+    muscle: str = Field(..., min_length=1, max_length=64)
+    location: str = Field("", max_length=300)
+    orientation: str = Field("in the direction of the muscle fibres", max_length=200)
+    inter_electrode_mm: float = Field(20.0, gt=0.0, le=100.0)  # SENIAM: 20 mm
+    electrode_size_mm: float = Field(10.0, gt=0.0, le=50.0)  # SENIAM: at most 10 mm
+    material: str = Field("AgAgCl", max_length=32)
+    kind: str = Field("surface", max_length=32)
+
+
+class PlacementSettings(_Section):
+    """The montage: per channel role (VM, VL, ...) where its electrodes sat; a patient profile's
+    "placement" entry overrides this (feedback.placement). Carried into session_start and the
+    record headers."""
+
+    scheme: str = Field("SENIAM", max_length=32)
+    skin_preparation: str = Field("shaved, lightly abraded, cleaned with alcohol", max_length=200)
+    reference: str = Field("on or around the ankle (malleolus) of the same leg", max_length=200)
+    electrodes: dict[str, ElectrodePlacement] = Field(
+        default_factory=lambda: {
+            "VM": ElectrodePlacement(
+                muscle="vastus medialis",
+                location=SENIAM_VM,
+                orientation="almost perpendicular to the line ASIS - medial knee joint space",
+            ),
+            "VL": ElectrodePlacement(muscle="vastus lateralis", location=SENIAM_VL),
+        }
+    )
+
+    @field_validator("electrodes")
+    @classmethod
+    def _roles(cls, v: dict[str, ElectrodePlacement]) -> dict[str, ElectrodePlacement]:
+        bad = [r for r in v if not re.match(CHANNEL_ROLE, r)]
+        if bad:
+            raise ValueError(f"placement roles must look like VM, VL or VM_L; got {bad}")
+        return v
+
+
 class Settings(_Section):
     session: SessionSettings = SessionSettings()
     device: DeviceSettings = DeviceSettings()
@@ -422,6 +485,8 @@ class Settings(_Section):
     lsl: LslSettings = LslSettings()
     stimulation: StimulationLimits = StimulationLimits()
     stim_burst: StimBurstSettings = StimBurstSettings()
+    recording: RecordingSettings = RecordingSettings()
+    placement: PlacementSettings = PlacementSettings()
 
     @model_validator(mode="after")
     def _burst_within_limits(self) -> Settings:

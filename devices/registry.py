@@ -2,7 +2,9 @@
 
 `sim`, `sim?speed=max`; `serial:/dev/ttyACM0`, `serial:auto?vid=2341&pid=0043`,
 `serial:PATH?format=csv&rate=1000&channels=VM,VL&baud=115200`; `ble:NAME`, `ble:uuid=SERVICE`,
-`ble:AA:BB:CC:DD:EE:FF`; `lsl:NAME`; `replay:FILE?speed=max&channels=VM=VM,VL=VL&loop=1&rate=HZ`.
+`ble:AA:BB:CC:DD:EE:FF`; `lsl:NAME`; `replay:FILE?speed=max&channels=VM=VM,VL=VL&loop=1&rate=HZ`
+and `&start=SECONDS`; `replay:FILE.xdf?stream=NAME` or `?type=EMG` (and `unit=uV`);
+`brainflow:BOARD` (a BrainFlow board name or id, e.g. `brainflow:SYNTHETIC_BOARD`).
 Unknown kinds and options raise `DeviceError` naming the allowed ones.
 """
 
@@ -12,8 +14,9 @@ from urllib.parse import parse_qs
 
 from config.settings import Settings
 from devices.base import Device, DeviceError
+from devices.formats.base import mv_factor
 
-KINDS = ("sim", "serial", "ble", "lsl", "replay")
+KINDS = ("sim", "serial", "ble", "lsl", "replay", "brainflow")
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -53,13 +56,17 @@ def open_device(spec: str, settings: Settings) -> Device:
         return open_lsl(spec, _target, options, block_ms=settings.device.block_ms)
     if kind == "replay":
         return _open_replay(spec, _target, options, settings)
+    if kind == "brainflow":
+        from devices.brainflow_device import open_brainflow
+
+        return open_brainflow(spec, _target, options, block_ms=settings.device.block_ms)
     raise DeviceError(f"unknown device kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}")
 
 
 def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settings) -> Device:
     from devices.replay import ReplayDevice, parse_channel_map
 
-    allowed = {"speed", "channels", "loop", "rate"}
+    allowed = {"speed", "channels", "loop", "rate", "start", "stream", "type", "unit"}
     if unknown := sorted(set(options) - allowed):
         raise DeviceError(f"replay: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
     speed = options.get("speed", "1")
@@ -69,6 +76,17 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
         raise DeviceError("replay: give a file, e.g. replay:recording.edf?speed=max")
     channels = parse_channel_map(options["channels"]) if "channels" in options else None
     rate = _replay_rate(options.get("rate"))
+    if "stream" in options and "type" in options:
+        raise DeviceError("replay: choose the XDF stream by stream=NAME or by type=TYPE, not both")
+    stream = next(
+        ((k if k == "type" else "name", options[k]) for k in ("stream", "type") if k in options),
+        None,
+    )
+    if stream is not None and not stream[1]:
+        raise DeviceError("replay: stream= and type= need a value, e.g. type=EMG")
+    unit = options.get("unit")
+    if unit is not None and mv_factor(unit) is None:
+        raise DeviceError(f"replay: unit must be V, mV, uV or nV, not {unit!r}")
     return ReplayDevice(
         path,
         block_ms=settings.device.block_ms,
@@ -77,7 +95,22 @@ def _open_replay(spec: str, path: str, options: dict[str, str], settings: Settin
         spec=spec,
         loop=options.get("loop", "0") in ("1", "true", "yes"),
         rate_hz=rate,
+        start_s=_replay_start(options.get("start")),
+        units=unit,
+        stream=stream,
     )
+
+
+def _replay_start(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        start = float(text)
+    except ValueError:
+        start = float("nan")
+    if not 0.0 <= start < 1e7:  # also refuses nan and inf
+        raise DeviceError(f"replay: start must be seconds from the file's start, not {text!r}")
+    return start
 
 
 def _replay_rate(text: str | None) -> float | None:

@@ -1,4 +1,5 @@
-"""Replay a recorded file as a device: `replay:PATH[?speed=max][&channels=VM=VM,VL=VL]`.
+"""Replay a recorded file as a device: `replay:PATH[?speed=max][&channels=VM=VM,VL=VL]
+[&start=SECONDS][&stream=NAME|&type=TYPE][&unit=uV]`.
 
 The file is read in chunks as it plays by `devices.formats` (UCI text, Santuz walking CSV, CSV
 with a header, the station's own `--record` CSV and EDF+, EDF+/BDF), so memory stays bounded
@@ -7,6 +8,9 @@ rate or as fast as the consumer takes them. `rate=HZ` gives the rate of a CSV wi
 column. Only millivolt channels are replayed by default (the UCI
 knee angle FX is in degrees and is not EMG); `channels=` names role=source pairs, and roles whose
 source is absent are left out with a note, so `channels=VM=VM,VL=VL` works on files without VL.
+`start=` skips that many seconds of every format (a loop comes back to the same point);
+`stream=`/`type=` choose the stream of an XDF file (LabRecorder) and `unit=` gives the unit of
+channels whose file does not say.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -31,6 +35,7 @@ from devices.base import (
     StreamEvent,
 )
 from devices.formats import RecordingFormatError, RecordingStream, open_recording
+from devices.formats.base import Chunk
 
 log = logging.getLogger(__name__)
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,31}$")
@@ -91,10 +96,16 @@ class ReplayDevice:
         spec: str | None = None,
         loop: bool = False,
         rate_hz: float | None = None,
+        start_s: float = 0.0,
+        units: str | None = None,
+        stream: tuple[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self._channels = channels
         self._rate_hz = rate_hz
+        self._units = units
+        self._stream = stream
+        self.start_s = start_s
         self.recording, notes = self._open()
         rec = self.recording
         self.realtime = realtime
@@ -109,17 +120,24 @@ class ReplayDevice:
         )
         self.stats = LinkStats(notes=[*rec.warnings, *notes])
         self._noted = len(rec.warnings)
-        self._chunks = iter(rec)
+        self._skip = round(start_s * rec.rate_hz)  # samples before the start offset
+        self._chunks = skip_samples(iter(rec), self._skip)
         self._buffer = np.zeros((len(rec.channels), 0), dtype=np.float32)
         self._at = 0  # read position inside _buffer
         self._ended = False
         self.stopped_by: RecordingFormatError | None = None  # a broken line ended the replay
         self._emitted = 0  # samples handed out: the device's own counter, never rewinds
+        self.laps = 0  # times a loop came back to the start
         self._fill()  # the first chunk now: a file broken at its start fails on opening
+        if self._ended and self._skip and not self._buffer.shape[1]:
+            self.recording.close()
+            raise DeviceError(f"replay: start={start_s:g} s is at or past the end of {self.path}")
 
     def _open(self) -> tuple[RecordingStream, list[str]]:
         try:
-            stream = open_recording(self.path, rate_hz=self._rate_hz)
+            stream = open_recording(
+                self.path, rate_hz=self._rate_hz, units=self._units, stream=self._stream
+            )
             return map_channels(stream, self._channels)
         except RecordingFormatError as exc:
             raise DeviceError(f"replay: {exc}") from exc
@@ -158,7 +176,7 @@ class ReplayDevice:
         self.recording.close()
         self.recording, _ = self._open()
         self._noted = len(self.recording.warnings)  # already noted on the first pass
-        self._chunks = iter(self.recording)
+        self._chunks = skip_samples(iter(self.recording), self._skip)
         self._ended = False
         self._fill()
 
@@ -187,10 +205,17 @@ class ReplayDevice:
         while True:
             self._fill()
             if self._at >= self._buffer.shape[1]:
-                if not self.loop:
+                if not self.loop or self.stopped_by is not None:
                     self.stats.state = LinkState.CLOSED
                     return
                 self._rewind()  # the sample counter keeps rising: see first_index below
+                if self._at >= self._buffer.shape[1]:
+                    # Nothing to play after a rewind (an empty file, one emptied while
+                    # looping): rewinding again would spin the event loop, never awaiting.
+                    self.stats.notes.append("replay loop stopped: no samples to play")
+                    self.stats.state = LinkState.CLOSED
+                    return
+                self.laps += 1
                 continue
             if self.realtime:
                 ahead = (self._emitted - start_count + self.block_samples) / rate
@@ -221,9 +246,19 @@ class ReplayDevice:
         self.stats.samples += n
         return SampleBlock(
             first_index=index,
-            t_device=rec.t0_s + index / rec.rate_hz,
+            t_device=rec.t0_s + (self._skip + index) / rec.rate_hz,
             rate_hz=rec.rate_hz,
             channels=rec.channels,
             data=data,
             t_arrival=time.time(),
         )
+
+
+def skip_samples(chunks: Iterator[Chunk], n: int) -> Iterator[Chunk]:
+    """The chunks without their first `n` samples (the start offset)."""
+    for chunk in chunks:
+        if n >= chunk.shape[1]:
+            n -= chunk.shape[1]
+            continue
+        yield chunk[:, n:] if n else chunk
+        n = 0

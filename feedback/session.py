@@ -31,12 +31,13 @@ from feedback.contraction_report import (
     contraction_metrics,
 )
 from feedback.outputs.mqtt_publisher import MqttPublisher
-from feedback.outputs.recorder import Recorder
+from feedback.outputs.recorder import Recorder, RecordOptions
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.stream_source import StreamIdentity, StreamSource
 from feedback.outputs.terminal import ViewState
 from feedback.outputs.topics import MessageNumberer, Topics
 from feedback.pipeline import Pipeline, Tick
+from feedback.placement import session_montage
 from feedback.processing.chain import EmgChain
 from feedback.processing.metrics import Contraction
 from feedback.processing.offline_count import OfflineCounter
@@ -295,11 +296,14 @@ class Session:
             session_id=self.session_id,
             patient=s.session.patient,
             group_delay_ms=delay,
+            options=RecordOptions.from_settings(s, session_montage(s, info.channels)),
         )
 
     # -- fan-out helpers: all non-blocking -------------------------------------------------
     def _session_message(self, topic: str, kind: str, body: dict[str, Any]) -> None:
         self.publisher.publish(topic, self.numberer.envelope(kind, body))
+        if self._lsl is not None:  # the LSL marker stream (feedback.outputs.lsl_markers)
+            self._lsl.on_message(kind, body)
 
     def log_event(self, kind: str, detail: dict[str, Any]) -> None:
         self._event(kind, detail)
@@ -307,6 +311,8 @@ class Session:
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         now = time.time()
         self.store.add_event(self.session_id, now, kind, detail)
+        if self.recorder is not None:  # stimulation bursts become spans in the record
+            self.recorder.note(kind, detail)
         self._session_message(self.topics.event, kind, detail)
 
     # -- the loop --------------------------------------------------------------------------
@@ -336,13 +342,13 @@ class Session:
             "source": s.calibration.source,
             "mvc_mv": {ch: s.calibration.mvc_mv.get(ch) for ch in info.channels},
         }
-        self._start(pipeline)
-        if s.mqtt.stream_hz > 0:
-            self.stream = self._stream_source(pipeline)
-        if s.lsl.publish:
+        if s.lsl.publish:  # before _start: session_start is the first marker
             from feedback.outputs.lsl_outlet import LslOutlet
 
             self._lsl = LslOutlet(s.lsl.prefix, info.rate_hz, info.channels, self.session_id)
+        self._start(pipeline)
+        if s.mqtt.stream_hz > 0:
+            self.stream = self._stream_source(pipeline)
         # The one edge back into processing (docs/stimulation.md): a burst's sample interval to
         # blank, so the stimulation artefact is never read as activation.
         self.stim.blank = pipeline.blanker.add
@@ -421,6 +427,7 @@ class Session:
                 "reps_prescribed": s.protocol.reps if self._reps_counted else None,
                 "reps_counted": self._reps_counted,  # false: free practice, reps_prescribed moot
                 "pain_before": self.pain_before,
+                "montage": session_montage(s, info.channels),  # feedback.placement
             },
         )
         v = self.view

@@ -6,6 +6,7 @@ this dispatcher, which picks the format by content (`.gz` is inflated transparen
 ``csv``    any CSV/TSV with a header row, and the station's own `--record` CSV
            (`devices.formats.generic_csv`).
 ``edf``    EDF/EDF+/BDF/BDF+, the station's own `--record` EDF+ included (`devices.formats.edf`).
+``xdf``    XDF as LabRecorder writes it, one stream chosen by name or type (`devices.formats.xdf`).
 
 `open_recording` streams (header now, samples in bounded chunks); `load_recording` reads the
 whole file into a `Recording`. Real files are messy (see ``shared/data/*/README.md``,
@@ -35,6 +36,8 @@ from devices.formats.generic_csv import open_csv
 from devices.formats.santuz import is_santuz_header, open_santuz
 from devices.formats.source import TextLines
 from devices.formats.uci import is_uci_first_line, open_uci
+from devices.formats.xdf import MAGIC as XDF_MAGIC
+from devices.formats.xdf import open_xdf
 
 __all__ = [
     "FORMATS",
@@ -47,7 +50,7 @@ __all__ = [
     "select_channels",
 ]
 
-FORMATS = ("uci", "santuz", "csv", "edf")
+FORMATS = ("uci", "santuz", "csv", "edf", "xdf")
 _EDF_MAGIC = (b"0       ", b"\xffBIOSEMI")
 
 
@@ -57,12 +60,14 @@ def open_recording(
     fmt: str | None = None,
     rate_hz: float | None = None,
     units: str | None = None,
+    stream: tuple[str, str] | None = None,
 ) -> RecordingStream:
     """Open a recording for reading in chunks. `fmt` forces a format (see FORMATS); `rate_hz` is
     needed for a CSV without time column and otherwise must agree with the file; `units` gives
-    the EMG unit where the file does not ("mV" default for CSV, "uV" for santuz; EDF signals
-    without a physical dimension). Raises RecordingFormatError for unusable content (also while
-    iterating), ValueError for bad arguments, OSError if the file cannot be opened."""
+    the EMG unit where the file does not ("mV" default for CSV, "uV" for santuz and XDF; EDF
+    signals without a physical dimension). `stream` chooses the stream of an XDF file:
+    ("name", NAME) or ("type", TYPE). Raises RecordingFormatError for unusable content (also
+    while iterating), ValueError for bad arguments, OSError if the file cannot be opened."""
     p = Path(path)
     if fmt is not None:
         fmt = {"bdf": "edf", "generic": "csv"}.get(fmt.lower(), fmt.lower())
@@ -79,9 +84,16 @@ def open_recording(
         after = " (after gunzip)" if text.gzipped else ""
         raise RecordingFormatError(p, "the file is empty" + after)
     ext = base_suffix(p)
+    if fmt == "xdf" or (fmt is None and text.head.startswith(XDF_MAGIC)):
+        text.close()  # pyxdf reads the file itself
+        return open_xdf(p, text.gzipped, rate_hz, units, stream)
+    if stream is not None:
+        raise RecordingFormatError(p, "stream= and type= choose a stream of an XDF file only")
     if fmt == "edf" or (fmt is None and text.head.startswith(_EDF_MAGIC)):
         text.close()  # edflib opens the file itself
         return open_edf(p, text.gzipped, rate_hz, units)
+    if fmt is None and ext in (".xdf", ".xdfz"):
+        raise RecordingFormatError(p, f"named {ext} but does not start with {XDF_MAGIC!r}", 1)
     if fmt is None and ext in (".edf", ".bdf"):
         raise RecordingFormatError(p, f"named {ext} but does not start with an EDF/BDF header", 1)
 
@@ -119,9 +131,10 @@ def load_recording(
     fmt: str | None = None,
     rate_hz: float | None = None,
     units: str | None = None,
+    stream: tuple[str, str] | None = None,
 ) -> Recording:
     """Read a whole recording (see `open_recording` for the arguments and errors)."""
-    return open_recording(path, fmt=fmt, rate_hz=rate_hz, units=units).read_all()
+    return open_recording(path, fmt=fmt, rate_hz=rate_hz, units=units, stream=stream).read_all()
 
 
 def select_channels(rec: Recording, mapping: Mapping[str, str]) -> Recording:

@@ -260,3 +260,88 @@ def checked_chunk(
         )
         raise RecordingFormatError(p, reason, line)
     return np.ascontiguousarray(values, dtype=np.float32)
+
+
+class BadRows:
+    """Bad cells met inside the data of a text recording (a typo, an empty cell, a row cut
+    short). Each bad cell is held at its column's previous value, so the samples around
+    it, and the time of every later sample, are kept; every bad row is counted and the first
+    few are kept as typed errors for the warnings. A file with more bad rows than
+    `max_fraction` of its rows (beyond `free` of them) is refused as broken."""
+
+    KEEP = 5
+
+    def __init__(self, p: Path, *, max_fraction: float = 0.01, free: int = 10) -> None:
+        self.p = p
+        self.max_fraction = max_fraction
+        self.free = free
+        self.count = 0
+        self.rows_seen = 0
+        self.errors: list[RecordingFormatError] = []
+
+    def add(self, error: RecordingFormatError) -> None:
+        self.count += 1
+        if len(self.errors) < self.KEEP:
+            self.errors.append(error)
+        if self.count > self.free and self.count > self.max_fraction * max(self.rows_seen, 1):
+            first = self.errors[0]
+            reason = (
+                f"{self.count} bad rows in the first {self.rows_seen}: too many to hold "
+                f"(the first: {first.reason})"
+            )
+            raise RecordingFormatError(self.p, reason, first.line)
+
+    def warning(self) -> str | None:
+        if not self.count:
+            return None
+        shown = "; ".join(
+            f"line {e.line}: {e.reason}" if e.line is not None else e.reason for e in self.errors
+        )
+        more = ", ..." if self.count > len(self.errors) else ""
+        return (
+            f"{self.count} bad row(s) inside the data, each bad cell held at its column's "
+            f"previous value: {shown}{more}"
+        )
+
+
+def to_float_holding(
+    p: Path,
+    rows: Sequence[Sequence[str]],
+    line_nos: Sequence[int],
+    names: Sequence[str],
+    bad: BadRows,
+    previous: npt.NDArray[np.float64] | None,
+    hold: Sequence[bool] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Like `to_float`, but a cell that holds no number (a typo, empty) in a column where
+    `hold` is true (default: every column) keeps its column's previous value (0 before the
+    first) and its row is counted in `bad`. A number that is not finite is still an error, as
+    is a value out of range later (`checked_chunk`): those say wrong units or a broken file.
+    `previous`: the last row of the batch before."""
+    bad.rows_seen += len(rows)
+    try:
+        return to_float(p, rows, line_nos, names, "")
+    except RecordingFormatError as exc:
+        if "is not a number" not in exc.reason:
+            raise
+    holding = [True] * len(names) if hold is None else list(hold)
+    out = np.zeros((len(rows), len(names)))
+    last = np.zeros(len(names)) if previous is None else previous.astype(np.float64)
+    for r, (row, n) in enumerate(zip(rows, line_nos, strict=True)):
+        why = ""
+        for c, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                what = "empty" if cell == "" else f"{cell[:20]!r} is not a number"
+                if not holding[c]:
+                    raise RecordingFormatError(p, f"{names[c]} value {what}", n) from None
+                why = why or f"{names[c]} value {what}"
+                v = float(last[c])
+            if not math.isfinite(v):
+                reason = f"{names[c]} value {cell[:20]!r} is not a finite number"
+                raise RecordingFormatError(p, reason, n)
+            out[r, c] = last[c] = v
+        if why:
+            bad.add(RecordingFormatError(p, why, n))
+    return out

@@ -122,7 +122,9 @@ def _stream(
     if own and ends:  # the recorder padded its last record: replay up to the true end
         length = min(length, round(float(ends[-1]) * rate))
     scale = np.array([factors[i] or 1.0 for i in keep])[:, None]
-    names = [labels[i] for i in keep]
+    # The station's own records label EMG "EMG VM" (EDF+: signal type, then the name); replay
+    # wants the channel role back.
+    names = [labels[i].removeprefix("EMG ") if own else labels[i] for i in keep]
 
     def unit(i: int) -> str:
         if factors[i] is None:

@@ -1,6 +1,9 @@
 """CSV/TSV with a header row, read in batches: a time column gives the rate (checked row by row
-for gaps and repeats), else `rate_hz` must be given. Also reads the station's own `--record`
-CSV (`index,t_s,VM_mV,...`): its raw `<role>_mV` columns are the channels."""
+for gaps and repeats), else `rate_hz` must be given. A signal cell that holds no number (a typo,
+empty) keeps its column's previous value and is counted (`BadRows`), so the rows around it are
+kept; a bad time cell, a non-finite or out-of-range number still stop the file there. Also
+reads the station's own `--record` CSV (`index,t_s,VM_mV,...`): its raw `<role>_mV` columns are
+the channels."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy.typing as npt
 from devices.formats.base import (
     MAX_ABS_VALUE,
     Annotation,
+    BadRows,
     Chunk,
     RecordingFormatError,
     RecordingStream,
@@ -24,6 +28,7 @@ from devices.formats.base import (
     is_number,
     mv_factor,
     to_float,
+    to_float_holding,
 )
 from devices.formats.time_column import TimeColumn
 
@@ -104,6 +109,9 @@ class _Rows:
         self.ncol = len(head.names)
         self.gap: int | None = None  # first blank row; fine at the end, an error inside the data
         self.hint: str | None = None
+        self.bad = BadRows(p)
+        self.hold: list[bool] | None = None  # per column: may a bad cell be held (not time)
+        self.previous: Floats | None = None  # the last row parsed
 
     def __iter__(self) -> Iterator[_Batch]:
         last = self.head.line
@@ -128,10 +136,19 @@ class _Rows:
                 yield parsed
         if self.gap is not None:
             self.warnings.append(f"dropped {last - self.gap + 1} trailing empty row(s)")
+        if (held := self.bad.warning()) is not None:
+            self.warnings.append(held)
 
     def _parse(self, batch: list[tuple[int, str]]) -> _Batch | None:
-        parsed = self._fast(batch) or self._slow(batch)
-        return None if parsed is None else self.convert(*parsed)
+        parsed = self._fast(batch)
+        if parsed is not None:
+            self.bad.rows_seen += len(batch)
+        else:
+            parsed = self._slow(batch)
+        if parsed is None:
+            return None
+        self.previous = parsed[1][-1]
+        return self.convert(*parsed)
 
     def cells(self, line: str) -> list[str]:
         # csv.reader only where quotes appear: it is slower, and a stray quote would let it
@@ -191,7 +208,8 @@ class _Rows:
                     f"{ncol} columns"
                 )
                 raise RecordingFormatError(p, reason, n)
-            if "" in cells:
+            hold = self.hold
+            if "" in cells and (hold is None or not hold[cells.index("")]):
                 raise RecordingFormatError(p, f"empty {names[cells.index('')]} value", n)
             rows.append(cells)
             line_nos.append(n)
@@ -201,7 +219,10 @@ class _Rows:
         if self.hint is None:
             decimal_comma = self.head.delim == ";" and any("," in c for c in rows[0])
             self.hint = " (decimal commas are not supported)" if decimal_comma else ""
-        return line_nos, to_float(p, rows, line_nos, names, self.hint), lines
+        if self.hint or self.hold is None:  # decimal commas: a bad file, not bad cells
+            return line_nos, to_float(p, rows, line_nos, names, self.hint), lines
+        arr = to_float_holding(p, rows, line_nos, names, self.bad, self.previous, self.hold)
+        return line_nos, arr, lines
 
 
 def open_csv(
@@ -245,6 +266,7 @@ def open_csv(
         lambda a: bool((np.abs(a[:, keep]) * factor <= MAX_ABS_VALUE).all()),
         convert,
     )
+    rows.hold = [i != ti for i in range(len(names))]
 
     source = iter(rows)
     probe: list[_Batch] = []

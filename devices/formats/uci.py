@@ -1,5 +1,12 @@
 """UCI "EMG dataset in Lower Limb" text export (Biometrics DataLOG): 1000 Hz, RF/BF/VM/ST in mV
-and the knee angle FX in degrees, tab-separated, read in batches."""
+and the knee angle FX in degrees, tab-separated, read in batches.
+
+A bad row inside the data (a non-numeric or empty cell, EMG missing in a row, an empty row
+between data rows) does not cost the file: each bad cell is held at its column's previous value
+so that every other sample keeps its time, and the rows are counted and named in the warnings
+(`devices.formats.base.BadRows`). Structural faults (extra columns, a broken header) and numbers
+that cannot be right (NaN, infinite, out of range: wrong units or a broken file) still refuse
+the file."""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.formats.base import (
+    BadRows,
     Chunk,
     RecordingFormatError,
     RecordingStream,
@@ -19,7 +27,7 @@ from devices.formats.base import (
     checked_chunk,
     is_number,
     mv_factor,
-    to_float,
+    to_float_holding,
 )
 
 RATE_HZ = 1000.0  # documented by the dataset (docs/BDSEMG_eng.txt), not stated in the files
@@ -99,14 +107,18 @@ def open_uci(
 
     def chunks() -> Generator[Chunk]:
         rows = body_state.rows(body)
+        previous = None
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             line_nos = [n for n, _ in batch]
             cells = [[r[i] for i in keep] for _, r in batch]
-            arr = to_float(p, cells, line_nos, kept_names, "")
+            arr = to_float_holding(p, cells, line_nos, kept_names, body_state.bad, previous)
+            previous = arr[-1]
             columns = range(len(keep))
             yield checked_chunk(p, arr.T * scale, kept_names, cell_at(cells, line_nos, columns))
         if not body_state.n_rows:
             raise RecordingFormatError(p, "UCI header but no EMG data rows", blank_line)
+        if (held := body_state.bad.warning()) is not None:
+            warnings.append(held)
         for i in emg:
             if declared[i] != body_state.n_rows:
                 warnings.append(
@@ -153,11 +165,13 @@ class _Body:
         self.p, self.names, self.emg, self.fx, self.digital = p, names, emg, fx, digital
         self.warnings = warnings
         self.n_rows = 0
+        self.bad = BadRows(p)
 
     def rows(self, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
         p, names, emg, fx = self.p, self.names, self.emg, self.fx
         ncol = len(names)
         first_trailing: int | None = None
+        trailing: list[tuple[int, list[str]]] = []  # rows after the last EMG row, so far
         n_fx_only = n_empty = 0
         missing_fx: int | None = None  # a row without FX: allowed only as the very last row
         last_fx = ""
@@ -169,30 +183,39 @@ class _Body:
                 raise RecordingFormatError(p, reason, n)
             cells += [""] * (ncol - len(cells))
             filled = [bool(cells[i]) for i in emg]
-            if all(filled):
-                if first_trailing is not None:
+            if all(filled) or (any(filled) and self.n_rows):
+                # EMG resumes after rows without it: they were inside the data (bad rows, held).
+                if first_trailing is not None and len(trailing) >= BATCH_ROWS:
                     reason = (
-                        f"row without EMG values inside the recording (EMG resumes at line {n})"
+                        f"{BATCH_ROWS} or more rows without EMG values inside the recording "
+                        f"(EMG resumes at line {n}): too many to hold"
                     )
                     raise RecordingFormatError(p, reason, first_trailing)
-                if missing_fx is not None:
-                    raise RecordingFormatError(p, "missing FX value in a data row", missing_fx)
+                for m, old in trailing:
+                    self.n_rows += 1
+                    yield m, old
+                first_trailing, trailing, n_fx_only, n_empty = None, [], 0, 0
+                if missing_fx is not None:  # held at the previous FX, but it was not the last
+                    self.bad.add(RecordingFormatError(p, "FX value empty", missing_fx))
+                    missing_fx = None
                 if fx is not None:
-                    if not cells[fx]:
+                    if not cells[fx] and all(filled):
                         if not self.n_rows:  # only the last row is a known export quirk
                             raise RecordingFormatError(p, "missing FX value in a data row", n)
                         missing_fx = n
                         cells[fx] = last_fx
-                    last_fx = cells[fx]
+                    last_fx = cells[fx] or last_fx
                 if self.digital and len(seen_digital) <= 5:
                     seen_digital.add(cells[names.index("")])
                 self.n_rows += 1
                 yield n, cells
-            elif any(filled):
+            elif any(filled):  # before any data row: no value to hold
                 gone = ", ".join(names[i] for i, f in zip(emg, filled, strict=True) if not f)
                 raise RecordingFormatError(p, f"missing {gone} value in a data row", n)
             else:
                 first_trailing = first_trailing or n
+                if len(trailing) < BATCH_ROWS:  # beyond: a long tail, not held in memory
+                    trailing.append((n, cells))
                 if fx is not None and cells[fx]:
                     n_fx_only += 1
                     if not is_number(cells[fx]):

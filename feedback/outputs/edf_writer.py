@@ -1,4 +1,4 @@
-"""A small EDF+C writer that keeps the file valid after every data record.
+"""A small EDF+C / BDF+C writer that keeps the file valid after every data record.
 
 Why not pyedflib's `EdfWriter`: edflib writes "-1" as the number of data records until `close()`
 and keeps every annotation in memory until then, so a station killed mid-session (kill -9, power
@@ -11,6 +11,10 @@ Crash-safety: each data record (signals + its own "EDF Annotations" bytes) is wr
 kill between the two leaves a count one short of the records in the file, which readers accept
 (and `feedback.outputs.repair` tidies). Durability against a power cut: `fsync` after each record
 (records are 1 s long), so at most the record in flight is lost.
+
+BDF+ (`bdf=True`) is the same layout with 24-bit little-endian samples, the BioSemi
+identification bytes (0xFF "BIOSEMI"), "BDF+C" in the reserved field and a "BDF Annotations"
+signal (edflib's and MNE's conventions); it is read back with pyedflib and MNE in the tests.
 
 Annotations go into the record being written when they arrive (EDF+ allows a TAL's onset to lie
 in another record), so they survive a crash together with that record. A record holds
@@ -34,14 +38,22 @@ _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
+EDF_DIGITAL = (-32768, 32767)
+BDF_DIGITAL = (-8388608, 8388607)
+
+
 @dataclass(frozen=True, slots=True)
 class SignalSpec:
-    label: str
-    dimension: str
+    """One signal's header. digital_min/max None: the format's full range (16 or 24 bit)."""
+
+    label: str  # EDF+: "<type> <specification>", e.g. "EMG VM"; at most 16 characters
+    dimension: str  # ASCII, e.g. "uV" (EDF has no µ)
     physical_min: float
     physical_max: float
-    digital_min: int = -32768
-    digital_max: int = 32767
+    digital_min: int | None = None
+    digital_max: int | None = None
+    transducer: str = ""  # e.g. "AgAgCl surface electrode"
+    prefilter: str = ""  # e.g. "HP:20Hz LP:450Hz N:50Hz"; empty: none applied/known
 
 
 def _ascii(text: str, width: int, *, spaces: bool = True) -> bytes:
@@ -73,7 +85,8 @@ def tal(onset_s: float, text: str = "", duration_s: float | None = None) -> byte
 
 
 class EdfPlusWriter:
-    """EDF+C, 16-bit, one sample rate for every signal, `record_s` long data records."""
+    """EDF+C (16-bit) or BDF+C (24-bit), one sample rate for every signal, `record_s` long
+    data records."""
 
     def __init__(
         self,
@@ -88,12 +101,35 @@ class EdfPlusWriter:
         record_s: int = 1,
         annotation_bytes: int = 4096,
         fsync: bool = True,
+        bdf: bool = False,
     ) -> None:
+        self.bdf = bdf
+        self.sample_bytes = 3 if bdf else 2
+        full = BDF_DIGITAL if bdf else EDF_DIGITAL
         per_record = rate_hz * record_s
         if abs(per_record - round(per_record)) > 1e-9 or per_record < 1:
             raise ValueError(f"EDF+ records need a whole number of samples; {rate_hz} Hz is not")
-        if annotation_bytes % 2:
-            raise ValueError("annotation_bytes must be even (EDF samples are 2 bytes)")
+        if annotation_bytes % self.sample_bytes:
+            raise ValueError(
+                f"annotation_bytes must be a multiple of {self.sample_bytes} (the sample size)"
+            )
+        for spec in signals:
+            if len(spec.label) > 16 or len(spec.dimension) > 8:
+                raise ValueError(f"label {spec.label!r} or unit {spec.dimension!r} too long")
+        signals = [
+            SignalSpec(
+                s.label,
+                s.dimension,
+                s.physical_min,
+                s.physical_max,
+                full[0] if s.digital_min is None else s.digital_min,
+                full[1] if s.digital_max is None else s.digital_max,
+                s.transducer,
+                s.prefilter,
+            )
+            for s in signals
+        ]
+        self._full = full
         self.path = path
         self.signals = signals
         self.per_record = round(per_record)
@@ -103,8 +139,11 @@ class EdfPlusWriter:
         self.records = 0
         self.annotations_written = 0
         self._pending: deque[bytes] = deque()
-        lo = np.array([s.physical_min for s in signals])
-        hi = np.array([s.physical_max for s in signals])
+        # The scale as a reader computes it from the header: the header holds the numbers as
+        # 8 ASCII characters, so the writer scales with what the header says, not with floats
+        # the reader never sees (else the round trip could be off by more than one step).
+        lo = np.array([float(_number(s.physical_min)) for s in signals])
+        hi = np.array([float(_number(s.physical_max)) for s in signals])
         dlo = np.array([s.digital_min for s in signals], dtype=np.float64)
         dhi = np.array([s.digital_max for s in signals], dtype=np.float64)
         self._gain = ((dhi - dlo) / (hi - lo))[:, None]
@@ -128,34 +167,36 @@ class EdfPlusWriter:
         ).strip()
         fixed = b"".join(
             [
-                _ascii("0", 8),
+                b"\xffBIOSEMI" if self.bdf else _ascii("0", 8),
                 _ascii(patient_field, 80),
                 _ascii(recording, 80),
                 _ascii(start.strftime("%d.%m.%y"), 8),
                 _ascii(start.strftime("%H.%M.%S"), 8),
                 _number(256 * (ns + 1)),
-                _ascii("EDF+C", 44),
+                _ascii("BDF+C" if self.bdf else "EDF+C", 44),
                 _number(0),  # the record count: rewritten after every record
                 _number(self.record_s),
                 _number(ns, 4),
             ]
         )
-        labels = [s.label for s in self.signals] + ["EDF Annotations"]
+        labels = [s.label for s in self.signals] + [
+            "BDF Annotations" if self.bdf else "EDF Annotations"
+        ]
         dims = [s.dimension for s in self.signals] + [""]
         pmin = [s.physical_min for s in self.signals] + [-1.0]
         pmax = [s.physical_max for s in self.signals] + [1.0]
-        dmin = [s.digital_min for s in self.signals] + [-32768]
-        dmax = [s.digital_max for s in self.signals] + [32767]
-        spr = [self.per_record] * len(self.signals) + [self.annotation_bytes // 2]
+        dmin = [int(s.digital_min or 0) for s in self.signals] + [self._full[0]]
+        dmax = [int(s.digital_max or 0) for s in self.signals] + [self._full[1]]
+        spr = [self.per_record] * len(self.signals) + [self.annotation_bytes // self.sample_bytes]
         columns = [
             b"".join(_ascii(x, 16) for x in labels),
-            b"".join(_ascii("", 80) for _ in labels),  # transducer
+            b"".join(_ascii(s.transducer, 80) for s in self.signals) + _ascii("", 80),
             b"".join(_ascii(x, 8) for x in dims),
             b"".join(_number(x) for x in pmin),
             b"".join(_number(x) for x in pmax),
             b"".join(_number(x) for x in dmin),
             b"".join(_number(x) for x in dmax),
-            b"".join(_ascii("", 80) for _ in labels),  # prefilter
+            b"".join(_ascii(s.prefilter, 80) for s in self.signals) + _ascii("", 80),
             b"".join(_number(x) for x in spr),
             b"".join(_ascii("", 32) for _ in labels),
         ]
@@ -182,12 +223,19 @@ class EdfPlusWriter:
                 f"a record is {(len(self.signals), self.per_record)} samples, got {physical.shape}"
             )
         digital = np.clip(np.rint(physical * self._gain + self._offset), self._dlo, self._dhi)
-        body = digital.astype("<i2").tobytes() + self._annotation_block()
+        body = self._encode(digital) + self._annotation_block()
         self._write_all(body)
         self.records += 1
         # The data first, then the count: a reader never finds a count beyond the data.
         os.pwrite(self._fd, _number(self.records), RECORD_COUNT_OFFSET)
         self._sync()
+
+    def _encode(self, digital: npt.NDArray[np.float64]) -> bytes:
+        if not self.bdf:
+            return digital.astype("<i2").tobytes()
+        # 24-bit little-endian: the low three bytes of each little-endian int32.
+        four = digital.astype("<i4").reshape(-1, 1).view(np.uint8).reshape(-1, 4)
+        return four[:, :3].tobytes()
 
     def _annotation_block(self) -> bytes:
         block = bytearray(tal(self.records * self.record_s))  # the record's timekeeping TAL

@@ -136,34 +136,86 @@ def test_uci_plain_and_gzip_give_the_same_recording(tmp_path: Path) -> None:
     assert a.warnings == b.warnings
 
 
-def test_uci_bad_emg_cell_in_body_names_the_line(tmp_path: Path) -> None:
-    text = uci_text("4Nsen", 30).split("\r\n")
-    cells = text[19].split("\t")
-    cells[2] = "0.0O45"  # letter O typed for a zero, in VM
-    text[19] = "\t".join(cells)
+def held(text: list[str], tmp_path: Path) -> Recording:
     bad = tmp_path / "bad.txt"
     bad.write_bytes("\r\n".join(text).encode("latin-1"))
-    raises_at(bad, 20, "VM", "'0.0O45'", "not a number")
+    return load_recording(bad)
 
 
-def test_uci_non_numeric_fx_inside_the_data_is_an_error(tmp_path: Path) -> None:
-    text = uci_text("1Nmar", 30).split("\r\n")
-    text[10] = text[10].rsplit("\t", 1)[0] + "\t7.5V"  # tolerated only in a dropped trailing row
-    bad = tmp_path / "fx.txt"
+def test_uci_bad_emg_cell_is_held_and_the_rows_around_it_kept(tmp_path: Path) -> None:
+    """A typo in one cell costs that cell, not the file (issue 16): the rows before and after
+    are read as written, the bad cell holds its column's previous value, and the warning
+    names the line, the column and the cell."""
+    text = uci_text("4Nsen", 30).split("\r\n")
+    good = held(text, tmp_path)
+    cells = text[19].split("\t")
+    cells[2] = "0.0O45"  # letter O typed for a zero, in VM (line 20 = data row 12)
+    text[19] = "\t".join(cells)
+    rec = held(text, tmp_path)
+    assert rec.n_samples == good.n_samples == 30
+    row = 20 - 8  # header lines 1-6, blank line 7: line 8 is row 0
+    np.testing.assert_array_equal(np.delete(rec.data, row, axis=1), np.delete(good.data, row, 1))
+    vm = rec.channels.index("VM")
+    assert rec.data[vm, row] == good.data[vm, row - 1]  # held
+    assert rec.data[vm, row] != good.data[vm, row]  # negative control: the value really changed
+    (warning,) = [w for w in rec.warnings if "bad row" in w]
+    assert "1 bad row" in warning and "line 20" in warning and "'0.0O45'" in warning
+
+
+@pytest.mark.parametrize(
+    ("edit", "lines", "words"),
+    [
+        (lambda t: [*t[:15], "\t\t\t\t", *t[15:]], [16], ("RF value empty",)),
+        (lambda t: [*t[:15], "\t\t\t\t12.5", *t[15:]], [16], ("RF value empty",)),
+        (lambda t: [*t[:12], "0.1\t\t0.2\t0.3\t5.0", *t[13:]], [13], ("BF value empty",)),
+        (lambda t: [*t[:12], "0.1\t0.1\t0.2\t0.3\t", *t[13:]], [13], ("FX value empty",)),
+        (lambda t: [*t[:10], "\t\t\t\t", "\t\t\t\t", *t[10:]], [11, 12], ("RF value empty",)),
+    ],
+)  # fmt: skip
+def test_uci_bad_rows_inside_the_data_are_held_and_counted(
+    tmp_path: Path, edit: object, lines: list[int], words: tuple[str, ...]
+) -> None:
+    text = uci_text("4Npie", 20).split("\r\n")
+    edited = edit(text)  # type: ignore[operator]
+    rec = held(edited, tmp_path)
+    assert rec.n_samples == 20 + len(edited) - len(text)  # every row kept: no time shift
+    (warning,) = [w for w in rec.warnings if "bad row" in w]
+    assert f"{len(lines)} bad row" in warning
+    assert all(f"line {n}:" in warning for n in lines) and all(w in warning for w in words)
+
+
+def test_csv_bad_signal_cells_are_held_and_the_rows_after_kept(tmp_path: Path) -> None:
+    """A typo deep in a long CSV (past the first batch) costs that cell: every row after it is
+    read, the cell holds the previous value, and the warning names the line (issue 16)."""
+    rows = [f"{i / 1000:.3f},{i % 5},{i % 3}" for i in range(20_000)]
+    rows[15_000] = "15.000,x,"  # VM a typo, VL empty
+    f = tmp_path / "typo.csv"
+    f.write_text("time,VM,VL\n" + "\n".join(rows) + "\n")
+    rec = load_recording(f)
+    assert rec.n_samples == 20_000  # negative control of the old reader: it stopped at 15000
+    want = np.stack([np.arange(20_000) % 5, np.arange(20_000) % 3]).astype(np.float32)
+    want[:, 15_000] = want[:, 14_999]
+    np.testing.assert_array_equal(rec.data, want)
+    (warning,) = [w for w in rec.warnings if "bad row" in w]
+    assert "1 bad row" in warning and "line 15002: VM value 'x' is not a number" in warning
+
+
+def test_uci_too_many_bad_rows_refuse_the_file(tmp_path: Path) -> None:
+    """Negative control for the holding: a file that is mostly broken is not papered over."""
+    text = uci_text("4Npie", 40).split("\r\n")
+    text[8:40] = ["0.1\tx\t0.2\t0.3\t5"] * 32
+    bad = tmp_path / "broken.txt"
     bad.write_text("\r\n".join(text), encoding="latin-1")
-    raises_at(bad, 11, "FX", "'7.5V'")
+    raises_at(bad, 9, "too many to hold", "BF value")
 
 
 @pytest.mark.parametrize(
     ("edit", "line", "words"),
     [
-        (lambda t: [*t[:15], "\t\t\t\t", *t[15:]], 16,
-         ("without EMG values", "resumes at line 17")),
-        (lambda t: [*t[:15], "\t\t\t\t12.5", *t[15:]], 16, ("without EMG values",)),
-        (lambda t: [*t[:12], "0.1\t\t0.2\t0.3\t5.0", *t[13:]], 13, ("missing BF value",)),
-        (lambda t: [*t[:12], "0.1\t0.1\t0.2\t0.3\t", *t[13:]], 13, ("missing FX value",)),
+        (lambda t: [*t[:7], "0.1\t\t0.2\t0.3\t5.0", *t[8:]], 8, ("missing BF value",)),
         (lambda t: [*t[:12], "0.1\t0.1\t0.2\t0.3\t5\t9", *t[13:]], 13, ("6 columns",)),
         (lambda t: [*t[:12], "0.1\t0.1\tnan\t0.3\t5", *t[13:]], 13, ("VM", "not a finite")),
+        (lambda t: [*t[:12], "0.1\t0.1\t1e300\t0.3\t5", *t[13:]], 13, ("VM", "out of range")),
         (lambda t: [t[0], t[1], "Channel 2: 'XX', 5 values, engineering units: mV", *t[3:]], 3,
          ("unknown channel 'XX'",)),
         (lambda t: [*t[:7], ""], 7, ("no EMG data rows",)),
@@ -283,8 +335,8 @@ def test_generic_csv_property_round_trip(rows: list[list[float]], delim: str) ->
     ("text", "line", "words"),
     [
         ("time,VM\n0.000,1\n0.001,2\n0.002\n0.003,4\n", 4, ("1 value,", "names 2 columns")),
-        ("time,VM\n0.000,1\n0.001,x2\n", 3, ("VM value 'x2' is not a number",)),
-        ("time,VM\n0.000,1\n0.001,\n", 3, ("empty VM value",)),
+        ("time,VM\n0.000,1\nx,2\n", 3, ("time value 'x' is not a number",)),
+        ("time,VM\n0.000,1\n,2\n", 3, ("empty time value",)),
         ("time,VM\n0.000,1\n\n0.001,2\n", 3, ("empty row inside the data",)),
         ("time,VM\n" + "".join(f"{i / 1000:.3f},{i}\n" for i in range(10) if i != 6), 8,
          ("time step breaks", "0.005 -> 0.007")),
@@ -582,11 +634,11 @@ def test_errors_past_the_first_chunk_name_their_line(tmp_path: Path) -> None:
     jump, repeat, bad = list(rows), list(rows), list(rows)
     del jump[100_000]  # a lost sample, far past the rows that set the rate
     repeat[120_000] = repeat[119_999]
-    bad[140_000] = "140.000,x"
+    bad[140_000] = "140.000,nan"
     for body, line, words in [
         (jump, 100_002, ("time step breaks", "99.999 -> 100.001")),
         (repeat, 120_002, ("backwards or repeats",)),
-        (bad, 140_002, ("VM value 'x' is not a number",)),
+        (bad, 140_002, ("VM value 'nan' is not a finite number",)),
     ]:
         f = tmp_path / "late.csv"
         f.write_text("time,VM\n" + "\n".join(body) + "\n")

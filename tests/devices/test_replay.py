@@ -72,7 +72,7 @@ async def test_real_speed_takes_the_recording_time(tmp_path: Path) -> None:
 
 def test_unreadable_file_gives_one_error_naming_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text("time,VM\n0.000,0.1\n0.001,0.2\n0.002,abc\n0.003,0.1\n")
+    path.write_text("time,VM\n0.000,0.1\n0.001,0.2\nabc,0.3\n0.003,0.1\n")  # a bad time
     with pytest.raises(DeviceError, match=r"line 4") as info:
         open_device(f"replay:{path}", SETTINGS)
     assert "bad.csv" in str(info.value)

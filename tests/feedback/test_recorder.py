@@ -64,11 +64,12 @@ def test_replay_recorded_as_edf_and_csv_keeps_every_sample_and_event(tmp_path: P
     # EDF+: whole 1 s records (padded at the end), same samples to EDF resolution.
     with pyedflib.EdfReader(str(tmp_path / "rec.edf")) as edf:
         labels = edf.getSignalLabels()
-        assert labels[:2] == ["VM", "BF"] and "VM env" in labels and "zone" in labels
+        assert labels[:2] == ["EMG VM", "EMG BF"] and "EMG VM env" in labels and "zone" in labels
+        assert edf.getPhysicalDimension(0) == "uV"
         assert edf.getSampleFrequency(0) == 1000
         raw = edf.readSignal(0)
         assert raw.shape[0] == 16 * 1000  # 15.601 s → 16 records
-        np.testing.assert_allclose(raw[:n], vm, atol=2 * 16.384 / 65535)
+        np.testing.assert_allclose(raw[:n] / 1000, vm, atol=2 * 16.384 / 65535)
         onsets, _, texts = edf.readAnnotations()
         assert edf.getPatientCode() == "P-0001"
     assert any(t.startswith("onset VM") for t in texts)

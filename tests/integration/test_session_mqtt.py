@@ -84,6 +84,9 @@ def check_session(
     # No patient name anywhere: only the pseudonymous id configured.
     start = next(b for _, b in received if b["type"] == "session_start")
     assert start["patient"] == "P-0001"
+    # Where the electrodes sat (issue 16): the SENIAM default montage for the channels recorded.
+    vm = start["montage"]["electrodes"]["VM"]
+    assert vm["muscle"] == "vastus medialis" and vm["inter_electrode_mm"] == 20.0
 
     db = sqlite3.connect(tmp_path / "s.db")
     (ended_at, summary) = db.execute(
