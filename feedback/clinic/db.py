@@ -22,6 +22,7 @@ class Backend(Protocol):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def transaction(self) -> Any: ...  # a context manager: commit on success, else roll back
     def savepoint(self) -> Any: ...
     def lock_for_migration(self) -> None: ...
@@ -51,6 +52,9 @@ class SqliteBackend:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._db.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -105,6 +109,11 @@ class PostgresBackend:
         with self._db.cursor() as cur:
             cur.execute(_pg(sql), params)
             return list(cur.fetchall())
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg 3 pipelines executemany: one round trip for all the rows, not one each.
+        with self._db.cursor() as cur:
+            cur.executemany(_pg(sql), rows)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

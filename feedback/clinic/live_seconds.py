@@ -10,6 +10,7 @@ in any order and any batching, gives the same row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -144,47 +145,86 @@ UPSERT = (
 )
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM live_seconds"
 
-# pg_advisory_xact_lock(LOCK_NAMESPACE, hashtext(session)): one folder at a time per session
-LOCK_NAMESPACE = 7260502
 DEDUPE_WINDOW_S = 86_400  # a copy is looked for among the rows of a day either side of its time
+_LS = ", ".join(f"ls.{c}" for c in COLUMNS)
 
 
-def fold(db: Backend, session: str, bodies: Sequence[Mapping[str, Any]]) -> list[str | None]:
-    """Fold one session's live messages into its rows; for each message None (stored) or why
-    not (a copy of a stored msg_id, or a msg_id no second can hold). Writes the changed rows.
+def lock_key(session: str) -> int:
+    """The session's PostgreSQL advisory lock (a signed 64-bit key)."""
+    return int.from_bytes(hashlib.sha256(b"live_seconds:" + session.encode()).digest()[:8],
+                          "big", signed=True)  # fmt: skip
 
-    Read, merge, write: on PostgreSQL a transaction-scoped lock per session keeps two loggers
-    (a shared subscription splits a session's messages between them) from losing each
-    other's update; SQLite's BEGIN IMMEDIATE already serialises writers."""
+
+def fold(
+    db: Backend, pending: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, list[str | None]]:
+    """Fold a batch's live messages (by session) into their rows: for each message None
+    (stored) or why not (a copy of a stored msg_id, or a msg_id no second can hold). Three
+    statements a batch, whatever its sessions: lock, read, write.
+
+    Read, merge, write: on PostgreSQL a transaction lock per session keeps two loggers (a
+    shared subscription splits a session's messages between them) from losing each other's
+    update, taken in one order (by key) so two batches never wait on each other in a circle;
+    SQLite's BEGIN IMMEDIATE already serialises writers."""
+    if not pending:
+        return {}
     if db.dialect == "postgresql":
-        db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (LOCK_NAMESPACE, session))
+        keys = sorted({lock_key(s) for s in pending})
+        db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", (keys,))
+    bounds: list[Any] = []
+    for session, bodies in pending.items():
+        seconds = [second_of(float(b["t"])) for b in bodies]
+        ids = [int(b["msg_id"]) for b in bodies]
+        bounds += [session, min(seconds), max(seconds), min(ids), max(ids)]
+    lo = min(bounds[1::5]) - DEDUPE_WINDOW_S
+    hi = max(bounds[2::5]) + DEDUPE_WINDOW_S
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(pending))
+    # The rows of the batch's seconds (by the key), and those whose msg_id range reaches the
+    # batch's msg_ids (by msg_id_max: in-order messages find only the latest). The constant
+    # time bounds let PostgreSQL read only a few days' partitions.
+    rows: dict[tuple[str, int], Second] = {}
+    for row in db.query(
+        f"WITH q (sid, lo_s, hi_s, lo_id, hi_id) AS (VALUES {values})"
+        f" SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
+        f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
+        f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S} AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S}"
+        " WHERE ls.second BETWEEN ? AND ?",
+        (*bounds, lo, hi, lo, hi),
+    ):
+        r = Second.from_row(row)
+        rows[(r.session_id, r.second)] = r
+    outcomes: dict[str, list[str | None]] = {}
+    for session, bodies in pending.items():
+        mine = [r for (s, _), r in rows.items() if s == session]
+        outcomes[session] = _merge(session, bodies, mine, rows)
+    changed = [r.row() for r in rows.values() if r.dirty]
+    if changed:
+        db.executemany(UPSERT, changed)
+    return outcomes
+
+
+def _merge(
+    session: str,
+    bodies: Sequence[Mapping[str, Any]],
+    known: list[Second],
+    rows: dict[tuple[str, int], Second],
+) -> list[str | None]:
     ids = [int(b["msg_id"]) for b in bodies]
-    seconds = sorted({second_of(float(b["t"])) for b in bodies})
-    marks = ", ".join("?" * len(seconds))
-    rows = {
-        r.second: r
-        for r in map(Second.from_row, db.query(
-            f"{SELECT} WHERE session_id = ? AND second BETWEEN ? AND ?"
-            f" AND (second IN ({marks}) OR (msg_id_max >= ? AND msg_id_min <= ?))",
-            (session, seconds[0] - DEDUPE_WINDOW_S, seconds[-1] + DEDUPE_WINDOW_S, *seconds,
-             min(ids), max(ids)),
-        ))
-    }  # fmt: skip
     outcome: list[str | None] = [None] * len(bodies)
     for i in sorted(range(len(bodies)), key=ids.__getitem__):
-        body = bodies[i]
-        if any(r.has(ids[i]) for r in rows.values()):
+        if any(r.has(ids[i]) for r in known):
             outcome[i] = f"duplicate live ({session}, {ids[i]})"
             continue
-        s = second_of(float(body["t"]))
-        row = rows.get(s) or Second(session, s)
+        s = second_of(float(bodies[i]["t"]))
+        row = rows.get((session, s)) or Second(session, s)
         try:
-            row.add(body)
+            row.add(bodies[i])
         except LiveSpanError as exc:
             outcome[i] = str(exc)
             continue
-        rows[s] = row
-    for row in rows.values():
-        if row.dirty:
-            db.execute(UPSERT, row.row())
+        if (session, s) not in rows:
+            rows[(session, s)] = row
+            known.append(row)
     return outcome

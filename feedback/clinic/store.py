@@ -245,10 +245,11 @@ class ClinicStore:
         for item, msg in self._live:
             by_session.setdefault(str(msg.body["session"]), []).append((item, msg))
         self._live.clear()
-        for session in sorted(by_session):  # one lock order for every logger: no deadlock
-            pending = by_session[session]
-            outcome = live_seconds.fold(self.db, session, [m.body for _, m in pending])
-            for (item, _), refused in zip(pending, outcome, strict=True):
+        outcomes = live_seconds.fold(
+            self.db, {s: [m.body for _, m in pending] for s, pending in by_session.items()}
+        )
+        for session, pending in by_session.items():
+            for (item, _), refused in zip(pending, outcomes[session], strict=True):
                 if refused is None:
                     result.stored += 1
                 else:

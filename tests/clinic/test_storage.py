@@ -118,7 +118,9 @@ def test_live_is_kept_at_one_row_a_second_each_msg_id_once(url: str) -> None:
         assert sum(r.stored for r in results) == 50 and sum(r.invalid for r in results) == 0
         again = store.ingest([items[3], items[40], live(12, t0 + 3.0)])  # the last: moved in time
         assert again.stored == 0 and again.invalid == 3
-        assert all(r.startswith("duplicate live") for r in again.reasons), again.reasons
+        moved = store.ingest([live(12, t0 + 10.0)])  # to a second that has no row
+        assert moved.stored == 0 and moved.invalid == 1
+        assert all(r.startswith("duplicate live") for r in again.reasons + moved.reasons)
         got = stored_seconds(store.db)
         assert len(got) == 5 and sum(s["count"] for s in got.values()) == 50
         assert same(got, expected_seconds(items))
