@@ -9,6 +9,9 @@ also records arrival order). A second copy loses that claim: with identical byte
 a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
 replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
 and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
+Live messages (own msg_id counter, no receipts) are not in the ledger: at the batch's end they
+are folded into one row per session and second (`live_seconds`, live_seconds.py), whose msg_id
+bit sets recognise a copy. Partitions and retention: partitions.py, docs/storage.md.
 """
 
 from __future__ import annotations

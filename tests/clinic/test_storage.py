@@ -439,3 +439,29 @@ def test_logger_takes_the_retention_from_its_command_line() -> None:
     args = build_parser().parse_args(["--broker", "mqtt://x", "--retention-days", "90"])
     assert args.retention_days == 90
     assert build_parser().parse_args(["--broker", "mqtt://x"]).retention_days == 365
+
+
+def test_two_loggers_upkeep_at_once(postgres_url: str) -> None:
+    """Loggers starting together both run the upkeep: one waits for the other (advisory
+    lock), each partition is made once, neither fails."""
+    stores = [ClinicStore(postgres_url), ClinicStore(postgres_url)]
+    later = NOW + 30 * DAY
+    done: list[partitions.Upkeep] = []
+    errors: list[BaseException] = []
+
+    def run(store: ClinicStore) -> None:
+        try:
+            done.append(store.upkeep(now=later))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    made = [name for d in done for name in d.created]
+    assert len(made) == len(set(made)) == 2 * (partitions.AHEAD_DAYS + 2)
+    for s in stores:
+        s.close()
