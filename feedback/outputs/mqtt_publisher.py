@@ -103,6 +103,15 @@ def _reason_name(rc: int) -> str:
         return ""
 
 
+async def _subscribe_or_fail(client: aiomqtt.Client, topic: str) -> None:
+    """Subscribe at QoS 1; a refusal in the SUBACK (0x80 or above) is a failed connection.
+    A broker may refuse for a while (NATS, while its cluster elects a leader after a node's
+    loss): unnoticed, the station would never hear its receipts or commands again."""
+    granted = await client.subscribe(topic, qos=1)
+    if any((rc if isinstance(rc, int) else rc.value) >= 0x80 for rc in granted):
+        raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
+
+
 class MqttPublisher:
     def __init__(
         self,
@@ -255,9 +264,9 @@ class MqttPublisher:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         if self.on_command is not None:
-            await client.subscribe(self.topics.cmd, qos=1)
+            await _subscribe_or_fail(client, self.topics.cmd)
         if self.receipts:
-            await client.subscribe(self.receipt_topic, qos=1)
+            await _subscribe_or_fail(client, self.receipt_topic)
 
     async def _estop_connection(self) -> None:
         """Only `.../cmd/estop`, on a connection of its own (no will: the main one has it)."""

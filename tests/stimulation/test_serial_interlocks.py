@@ -91,7 +91,9 @@ async def test_stale_data_stops_the_burst_over_the_pty(pty_firmware: PtyService)
     h = SerialHarness(pty_firmware)
 
     async def body() -> None:
-        await h.consume_until(lambda: h.fw.stim_state.stimulating)
+        # Until the host has read the firmware's StimAck: stalling earlier (the firmware already
+        # stimulating, its ack still unread in the pty) tests the ack deadline, not stale data.
+        await h.consume_until(lambda: "stim_ack" in h.kinds())
         await asyncio.sleep(0.5)  # processing stalls; the driver's own checks go on
 
     await h.run(body)

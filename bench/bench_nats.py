@@ -1,0 +1,237 @@
+"""Clinic logging through the NATS cluster: logger ingest rate (one instance and two in one
+durable consumer group) against a bare nats-py pull consumer in the same run.
+
+A three-node cluster (JetStream, MQTT gateway) on loopback; STATIONS simulated stations (aiomqtt
+clients spread over the nodes' MQTT ports, MQTT 3.1.1) publish N session messages each at QoS 1
+into the replicated stream (R3) before any reader starts. Then each reader drains the whole
+stream through a consumer of its own: the bare peer (fetch 500, ack each, nothing else), the
+logger (`python -m feedback.clinic.nats_logger`, own process) into a fresh SQLite file, and
+into a fresh PostgreSQL schema with one and with two instances. The logger's rate counts stored
+messages over the span of their batch times, leaving interpreter start-up out; lost = published
+- distinct (session, msg_id) stored, duplicated = stored - distinct + quarantined.
+
+  python -m bench.bench_nats [--per-station N]     (JSON on stdout and bench/results/nats.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import nats
+import nats.errors
+
+from bench.bench_clinic import _station_message
+from feedback.clinic.db import connect
+from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
+from feedback.outputs.topics import MessageNumberer, Topics, encode
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("VMF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+STATIONS = 50
+
+
+async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
+    async def station(k: int) -> int:
+        node = cluster.nodes[k % len(cluster.nodes)]
+        topics = Topics("bench", f"st-{k:03d}")
+        numberer = MessageNumberer(f"S-nbench-{k:03d}-{secrets.token_hex(2)}")
+        async with aiomqtt.Client(
+            "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=60
+        ) as c:
+            for i in range(per_station):
+                leaf, body = _station_message(numberer, i)
+                await c.publish(f"{topics.base}/{leaf}", encode(body), qos=1)
+        return per_station
+
+    t0 = time.perf_counter()
+    published = sum(await asyncio.gather(*(station(k) for k in range(STATIONS))))
+    return {
+        "published": published,
+        "publish_msgs_per_s": round(published / (time.perf_counter() - t0)),
+    }
+
+
+async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
+    """A pull consumer of its own that only acknowledges: the ceiling for any reader."""
+    nc = await nats.connect(servers=cluster.urls)
+    try:
+        js = nc.jetstream()
+        await js.add_consumer(STREAM, consumer_config("bench-peer", 30.0))
+        sub = await js.pull_subscribe_bind("bench-peer", STREAM)
+        got, t0 = 0, time.perf_counter()
+        while got < expected:
+            try:
+                msgs = await sub.fetch(500, timeout=2.0)
+            except nats.errors.TimeoutError:
+                break
+            for m in msgs:
+                await m.ack()
+            got += len(msgs)
+        elapsed = time.perf_counter() - t0
+    finally:
+        await nc.close()
+    return {"received": got, "msgs_per_s": round(got / elapsed)}
+
+
+def _count(db_url: str, sql: str) -> float:
+    try:
+        db = connect(db_url)
+    except Exception:
+        return 0
+    try:
+        return float(db.query(sql)[0][0] or 0)
+    except Exception:
+        return 0
+    finally:
+        db.close()
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+async def logger_run(
+    cluster: NatsCluster, db_url: str, durable: str, instances: int, expected: int
+) -> dict[str, Any]:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "feedback.clinic.nats_logger",
+                "--nats",
+                ",".join(cluster.urls),
+                "--db",
+                db_url,
+                "--durable",
+                durable,
+                "--name",
+                f"{durable}-{i}",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(instances)
+    ]
+    start = time.perf_counter()
+    done = 0.0
+    try:
+        while done < expected and time.perf_counter() - start < 120:
+            await asyncio.sleep(0.3)
+            done = _count(db_url, "SELECT count(*) FROM messages")
+        wall_s = time.perf_counter() - start
+        await asyncio.sleep(0.5)
+        peaks = [_peak_rss_mb(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(20)
+    stored = int(_count(db_url, "SELECT count(*) FROM messages"))
+    distinct = int(_count(
+        db_url, "SELECT count(*) FROM (SELECT DISTINCT session_id, msg_id FROM messages) d"
+    ))  # fmt: skip
+    quarantined = int(_count(db_url, "SELECT count(*) FROM quarantine"))
+    span = _count(db_url, "SELECT max(received_at) - min(received_at) FROM messages")
+    return {
+        "instances": instances,
+        "stored": stored,
+        "lost": expected - distinct,
+        "duplicated": stored - distinct + quarantined,
+        "ingest_msgs_per_s": round(stored / max(span, 1e-3)),
+        "ingest_span_s": round(span, 2),
+        "wall_s_including_start": round(wall_s, 2),
+        "peak_rss_mb": peaks,
+    }
+
+
+@contextlib.contextmanager
+def pg_schema() -> Any:
+    try:
+        admin = connect(PG_URL)
+    except Exception as exc:
+        yield None, f"PostgreSQL not reachable at {PG_URL}: {exc}"
+        return
+    schema = "bench_" + secrets.token_hex(4)
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}", None
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+async def run_async(per_station: int) -> dict[str, Any]:
+    binary = nats_server_binary()
+    if binary is None:
+        return {"skipped": "nats-server is not installed"}
+    out: dict[str, Any] = {"stations": STATIONS, "messages_per_station": per_station}
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        cluster = NatsCluster.create(binary, work)
+        cluster.start()
+        try:
+            await cluster.ready()
+            nc = await nats.connect(servers=cluster.urls)
+            await ensure_stream(nc.jetstream(timeout=10.0))
+            await nc.close()
+            out["publish"] = await publish_all(cluster, per_station)
+            n = out["publish"]["published"]
+            out["bare_nats_py_peer"] = await bare_peer(cluster, n)
+            runs: dict[str, Any] = {}
+            runs["sqlite_1"] = await logger_run(cluster, str(work / "a.db"), "sq1", 1, n)
+            for instances in (1, 2):
+                with pg_schema() as (url, skipped):
+                    key = f"postgresql_{instances}"
+                    runs[key] = {"skipped": skipped} if url is None else await logger_run(
+                        cluster, url, f"pg{instances}", instances, n
+                    )  # fmt: skip
+            peer = out["bare_nats_py_peer"]["msgs_per_s"]
+            for r in runs.values():
+                if "ingest_msgs_per_s" in r:
+                    r["ratio_to_bare_peer"] = round(r["ingest_msgs_per_s"] / max(peer, 1), 3)
+            out["logger"] = runs
+        finally:
+            cluster.stop()
+    return out
+
+
+def run(per_station: int = 200) -> dict[str, Any]:
+    return {
+        "what": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
+        **asyncio.run(run_async(per_station)),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_nats")
+    p.add_argument("--per-station", type=int, default=200)
+    args = p.parse_args()
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), **run(args.per_station)}
+    results = Path(__file__).with_name("results")
+    results.mkdir(exist_ok=True)
+    (results / "nats.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""The clinic logger on a NATS JetStream cluster: the clinic's stream into the clinic database.
+
+Example:
+  python -m feedback.clinic.nats_logger --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 \\
+      --db postgresql://host/clinic --clinic clinic-demo
+
+For a network that outgrows one Mosquitto (deploy/README.md): stations keep speaking MQTT to the
+NATS MQTT gateway, which turns `vmf/v1/<clinic>/<station>/<leaf>` into the subject
+`vmf.v1.<clinic>.<station>.<leaf>`; a stream replicated on three nodes (R3) captures the station
+subjects, so a node can die without losing what it acknowledged.
+
+- One consumer group: every instance pulls from the same durable consumer (`--durable`), so
+  the instances split the messages between them, and a message an instance took and never
+  acknowledged (it died) goes to another after `--ack-wait`.
+- Acknowledged only after the commit: a batch is stored in one transaction (`ClinicStore`), the
+  receipts go to the stations, then its messages are acknowledged. A copy delivered again (an
+  ack lost with a node, a station's resend) is dropped by the store's ledger and counted.
+- Order per session: the store's `stored_through` is the highest msg_id below which the session
+  has no hole. A session message above the next one expected is not stored yet: held for up
+  to HOLD_LOCAL_S (another instance is likely committing its predecessor), then given back to
+  the stream (NAK with a delay) until its predecessors are in: with two instances (or a
+  station's resend after a node's loss) the ledger still fills in msg_id order. The logger
+  asks the station for what is missing below a held message (`resend`, as the MQTT logger does).
+- Receipts and resend requests go out on core NATS subjects, which the MQTT gateway hands to
+  the station's subscription on `.../receipt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from devices.backoff import Backoff
+from feedback.clinic.store import (
+    ClinicStore,
+    Delivery,
+    Incoming,
+    IngestResult,
+    is_connection_fault,
+)
+from feedback.clinic.validation import LOGGED_LEAVES, decode
+from feedback.outputs.receipts import Range, Receipt, Resend, encode_receipt, encode_resend
+from feedback.outputs.topics import TOPIC_ROOT
+
+log = logging.getLogger("feedback.clinic.nats_logger")
+
+STREAM = "VMF"
+DURABLE = "vmf-loggers"
+MAX_BATCH = 500
+ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to another after it
+MAX_ACK_PENDING = 20_000
+HOLD_S = 0.2  # how long a message held by the order gate stays with the stream before it returns
+HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
+STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
+RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0
+CONSUMER_CHECK_S = 5.0  # while idle, how often to check that the consumer still exists
+
+
+def subject_of(topic: str) -> str:
+    """The NATS subject the MQTT gateway publishes an MQTT topic on."""
+    return topic.replace("/", ".")
+
+
+def topic_of(subject: str) -> str:
+    """The MQTT topic back: station and clinic ids hold no dot (validation refuses them)."""
+    return subject.replace(".", "/")
+
+
+def stream_subjects(clinic: str = "*") -> list[str]:
+    """Every station subject the logger keeps: one per leaf of the contract (not the binary
+    `stream` leaf, nor receipts and command acknowledgements, which are not the stations')."""
+    root = subject_of(TOPIC_ROOT)
+    return [f"{root}.{clinic}.*.{subject_of(leaf)}" for leaf in sorted(LOGGED_LEAVES)]
+
+
+async def ensure_stream(
+    js: JetStreamContext, name: str = STREAM, clinic: str = "*", replicas: int = 3
+) -> None:
+    """Create the clinic's stream if it is missing (an existing one is left as it is: its
+    operator may have tuned it)."""
+    try:
+        await js.stream_info(name)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=name,
+        subjects=stream_subjects(clinic),
+        num_replicas=replicas,
+        storage=StorageType.FILE,
+        max_age=STREAM_MAX_AGE_S,
+        duplicate_window=120.0,
+    )
+    with contextlib.suppress(nats.js.errors.BadRequestError):  # another instance won the race
+        await js.add_stream(config)
+
+
+def consumer_config(durable: str, ack_wait_s: float) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_deliver=-1,  # the order gate gives messages back: never give up on one
+        max_ack_pending=MAX_ACK_PENDING,
+    )
+
+
+@dataclass(slots=True)
+class NatsLoggerStats:
+    received: int = 0  # deliveries, copies and held messages included
+    batches: int = 0
+    stored_batches: int = 0
+    held: int = 0  # given back by the order gate, to come again after their predecessors
+    connects: int = 0
+    rebinds: int = 0  # the consumer was lost and bound again
+    fetch_errors: int = 0  # the cluster did not answer a fetch (a node lost, an election)
+    db_errors: int = 0
+    ingest_failures: int = 0
+    receipts_sent: int = 0
+    resend_requests: int = 0
+    totals: IngestResult = field(default_factory=IngestResult)
+
+
+@dataclass(frozen=True, slots=True)
+class Gated:
+    store: list[Msg]  # in stream order
+    hold: list[Msg]
+    missing: dict[str, tuple[str, str, int, int]]  # session → (clinic, station, first, last)
+
+
+LedgerKey = tuple[str, int, str, str]  # session, msg_id, clinic, station
+
+
+def gate(
+    msgs: Sequence[Msg], keys: Sequence[LedgerKey | None], watermarks: dict[str, int]
+) -> Gated:
+    """Split a batch into what may be stored now and what must wait for a predecessor.
+
+    `watermarks`: per session, the highest msg_id with every one before it stored (absent: 0).
+    A session's messages are taken in msg_id order: the next one expected is stored (and a copy
+    of one stored, which the store drops); from the first one above it, they wait. Anything
+    else (live, commands, a last will, a message the store will quarantine) has no order to
+    keep and goes through in stream order, first."""
+    passed: list[Msg] = []
+    per_session: dict[str, list[tuple[int, Msg, LedgerKey]]] = {}
+    for m, key in zip(msgs, keys, strict=True):
+        if key is None:
+            passed.append(m)
+        else:
+            per_session.setdefault(key[0], []).append((key[1], m, key))
+    held: list[Msg] = []
+    missing: dict[str, tuple[str, str, int, int]] = {}
+    for session, items in per_session.items():
+        expected = watermarks.get(session, 0) + 1
+        items.sort(key=lambda item: item[0])  # stable: copies keep their stream order
+        for msg_id, m, (_, _, clinic, station) in items:
+            if msg_id > expected:
+                if session not in missing:
+                    missing[session] = (clinic, station, expected, msg_id - 1)
+                held.append(m)
+                continue
+            passed.append(m)
+            expected = max(expected, msg_id + 1)
+    return Gated(passed, held, missing)
+
+
+def ledger_key(m: Msg) -> LedgerKey | None:
+    """(session, msg_id, clinic, station) of a session message; None for anything else."""
+    try:
+        msg = decode(topic_of(m.subject), m.data)
+    except Exception:
+        return None  # the store quarantines it, with the reason
+    b = msg.body
+    session, msg_id = b.get("session"), b.get("msg_id")
+    if msg.type in ("live", "command") or not isinstance(session, str):
+        return None
+    if type(msg_id) is not int or msg_id < 1:
+        return None
+    return session, msg_id, msg.clinic, msg.station
+
+
+def read_watermarks(store: ClinicStore, sessions: Sequence[str]) -> dict[str, int]:
+    """`stored_through` of these sessions, as committed (a thin adapter on the store's
+    database: the store has no reader for it)."""
+    if not sessions:
+        return {}
+    out: dict[str, int] = {}
+    with store._lock:  # the store's connection serves one call at a time
+        for i in range(0, len(sessions), 500):
+            chunk = list(sessions[i : i + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = store.db.query(
+                "SELECT session_id, stored_through FROM session_owners"
+                f" WHERE session_id IN ({marks})",
+                chunk,
+            )
+            out.update({str(s): int(t) for s, t in rows})
+    return out
+
+
+class NatsLogger:
+    def __init__(
+        self,
+        servers: Sequence[str],
+        store: ClinicStore,
+        *,
+        stream: str = STREAM,
+        durable: str = DURABLE,
+        clinic: str = "*",
+        batch: int = MAX_BATCH,
+        ack_wait_s: float = ACK_WAIT_S,
+        create_stream: bool = True,
+        replicas: int = 3,
+        name: str = "vmf-logger",
+    ) -> None:
+        self.servers = list(servers)
+        self.store = store
+        self.stream = stream
+        self.durable = durable
+        self.clinic = clinic
+        self.batch = batch
+        self.ack_wait_s = ack_wait_s
+        self.create_stream = create_stream
+        self.replicas = replicas
+        self.name = name
+        self.stats = NatsLoggerStats()
+        self.connected = asyncio.Event()
+        self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._checked = 0.0  # monotonic time the consumer was last seen to exist
+
+    async def run(self) -> None:
+        """Connect (nats-py reconnects by itself, to any node), bind the consumer, store;
+        runs until cancelled. A cluster not up yet, or a consumer deleted under it, is waited
+        for: the logger starts again from the connection."""
+        backoff = Backoff(initial_s=0.2, max_s=5.0)
+        while True:
+            try:
+                await self._connection()
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("NATS cluster unreachable or consumer lost: %r", exc)
+            self.connected.clear()
+            await asyncio.sleep(backoff.next())
+
+    async def _connection(self) -> None:
+        nc = await nats.connect(
+            servers=self.servers,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            connect_timeout=2,
+            allow_reconnect=True,
+            reconnected_cb=self._reconnected,
+        )
+        self._nc = nc
+        try:
+            js = self._js = nc.jetstream(timeout=5.0)
+            self.stats.connects += 1
+            while True:
+                sub = await self._bind(js)
+                self.connected.set()
+                log.info("pulling %s/%s from %s", self.stream, self.durable,
+                         ",".join(self.servers))  # fmt: skip
+                try:
+                    while True:
+                        msgs = await self._fetch(sub)
+                        if msgs:
+                            await self.handle(nc, msgs)
+                except nats.js.errors.APIError as exc:
+                    # The consumer (or the stream) was deleted under it: create it again. It
+                    # starts at the stream's first message; the store drops what it has.
+                    log.warning("consumer lost (%r); binding again", exc)
+                    self.stats.rebinds += 1
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        finally:
+            self.connected.clear()
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _reconnected(self) -> None:
+        self.stats.connects += 1
+        log.warning("reconnected to the NATS cluster")
+
+    async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        """The stream and the durable consumer, created when missing; retried while the
+        cluster elects its leaders (seconds after a start or a node's loss)."""
+        delay = 0.2
+        while True:
+            try:
+                if self.create_stream:
+                    await ensure_stream(js, self.stream, self.clinic, self.replicas)
+                try:
+                    await js.consumer_info(self.stream, self.durable)
+                except nats.js.errors.NotFoundError:
+                    config = consumer_config(self.durable, self.ack_wait_s)
+                    with contextlib.suppress(nats.js.errors.BadRequestError):  # a race
+                        await js.add_consumer(self.stream, config)
+                return await js.pull_subscribe_bind(self.durable, self.stream)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("stream or consumer not ready (%r); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await sub.fetch(self.batch, timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            # Nothing waiting, or no consumer any more: a deleted one just stays silent.
+            if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
+                self._checked = time.monotonic()
+                try:
+                    await self._js.consumer_info(self.stream, self.durable)
+                except nats.js.errors.NotFoundError:
+                    raise
+                except nats.errors.Error:
+                    pass  # the cluster is busy: look again later
+            return []
+        except nats.js.errors.APIError:
+            raise  # the consumer or the stream was deleted: bind again
+        except nats.errors.Error as exc:  # a node lost, a leader being elected: try again
+            self.stats.fetch_errors += 1
+            log.warning("fetch failed (%r); retrying", exc)
+            await asyncio.sleep(0.2)
+            return []
+
+    async def handle(self, nc: NATS, msgs: list[Msg]) -> None:
+        """Gate, store, answer the stations, then acknowledge (held messages go back)."""
+        self.stats.received += len(msgs)
+        self.stats.batches += 1
+        gated = await self._gate(msgs)
+        if gated.store:
+            await self.store_then_ack(nc, gated.store)
+        # What waits for a predecessor another instance is committing: look again a few times
+        # before giving it back (a NAK costs a redelivery, and meanwhile the consumer hands
+        # out later messages of the same sessions, which would wait in turn).
+        waited = 0.0
+        while gated.hold and waited < HOLD_LOCAL_S:
+            await asyncio.sleep(HOLD_POLL_S)
+            waited += HOLD_POLL_S
+            gated = await self._gate(gated.hold)
+            if gated.store:
+                await self.store_then_ack(nc, gated.store)
+        if gated.hold:
+            self.stats.held += len(gated.hold)
+            await self._ask(nc, gated.missing)
+            for m in gated.hold:
+                await m.nak(delay=HOLD_S)
+
+    async def _gate(self, msgs: list[Msg]) -> Gated:
+        keys = [ledger_key(m) for m in msgs]
+        sessions = sorted({k[0] for k in keys if k is not None})
+        marks = await self._with_db(lambda: read_watermarks(self.store, sessions), {})
+        return gate(msgs, keys, marks)
+
+    async def store_then_ack(self, nc: NATS, msgs: list[Msg]) -> None:
+        now = time.time()
+        result = await self._ingest([Incoming(topic_of(m.subject), m.data, now) for m in msgs])
+        self.stats.stored_batches += 1
+        self.stats.totals.add(result)
+        for reason in result.reasons:
+            log.warning("quarantined: %s", reason)
+        await self._answer(nc, result.deliveries)
+        await self.acknowledge(msgs)
+
+    async def acknowledge(self, msgs: list[Msg]) -> None:
+        for m in msgs:
+            await m.ack()
+
+    async def _with_db(self, call: Any, default: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call)
+        except Exception as exc:
+            if not is_connection_fault(exc):
+                raise
+            self.stats.db_errors += 1
+            log.error("database read failed (%s); gating on what is known", exc)
+            return default
+
+    async def _ingest(self, items: list[Incoming]) -> IngestResult:
+        """Store a batch, retrying while the database is unreachable (nothing is acknowledged
+        meanwhile); anything else is counted and logged, and the batch goes on."""
+        backoff = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.ingest, items)
+            except Exception as exc:
+                if not is_connection_fault(exc):
+                    log.exception("batch of %d could not be stored", len(items))
+                    self.stats.ingest_failures += 1
+                    return IngestResult(unstorable=len(items), reasons=[repr(exc)[:300]])
+                self.stats.db_errors += 1
+                log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+                with contextlib.suppress(Exception):
+                    self.store.reconnect()
+
+    async def _answer(self, nc: NATS, deliveries: list[Delivery]) -> None:
+        """A receipt per session stored; before the acknowledgement, so that a logger lost
+        meanwhile has its batch redelivered and the receipts go out again."""
+        missing: dict[str, tuple[str, str, int, int]] = {}
+        for d in deliveries:
+            await nc.publish(self._receipt_subject(d.clinic, d.station),
+                             encode_receipt(Receipt(d.session, d.through, d.stored)))  # fmt: skip
+            self.stats.receipts_sent += 1
+            if d.missing:
+                first, last = d.missing[0]
+                missing[d.session] = (d.clinic, d.station, first, last)
+            else:
+                self._asked.pop(d.session, None)
+        await self._ask(nc, missing)
+
+    async def _ask(self, nc: NATS, missing: dict[str, tuple[str, str, int, int]]) -> None:
+        """Ask stations for the msg_ids below a held message, at most once a second per
+        session, backing off to RESEND_MAX_S."""
+        now = time.monotonic()
+        for session, (clinic, station, first, last) in missing.items():
+            due, spacing = self._asked.get(session, (0.0, RESEND_FIRST_S / 2))
+            if now < due:
+                continue
+            if len(self._asked) > 10_000:
+                self._asked.clear()  # bounded; at worst a request goes out early
+            spacing = min(RESEND_MAX_S, spacing * 2)
+            self._asked[session] = (now + spacing, spacing)
+            hole: tuple[Range, ...] = ((first, last),)
+            await nc.publish(self._receipt_subject(clinic, station),
+                             encode_resend(Resend(session, hole)))  # fmt: skip
+            self.stats.resend_requests += 1
+            log.info("session %s waits for msg_ids %d-%d; asked %s/%s", session, first, last,
+                     clinic, station)  # fmt: skip
+
+    @staticmethod
+    def _receipt_subject(clinic: str, station: str) -> str:
+        return subject_of(f"{TOPIC_ROOT}/{clinic}/{station}/receipt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m feedback.clinic.nats_logger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--nats", required=True, metavar="URLS", help="nats://host:port,...")
+    p.add_argument("--db", default="clinic.sqlite3", metavar="URL",
+                   help="postgresql://user@host/db, sqlite:///PATH or a file path")  # fmt: skip
+    p.add_argument("--clinic", default="*", help="clinic id the stream captures (default: all)")
+    p.add_argument("--stream", default=STREAM, help=f"JetStream stream (default {STREAM})")
+    p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
+    p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
+    p.add_argument("--ack-wait", type=float, default=ACK_WAIT_S, metavar="S",
+                   help="seconds before another instance gets what one did not ack")  # fmt: skip
+    p.add_argument("--replicas", type=int, default=3, help="replicas of a stream it creates")
+    p.add_argument("--no-create-stream", action="store_true", help="the operator creates it")
+    p.add_argument("--name", default="vmf-logger", help="this instance's connection name")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def make_logger(args: argparse.Namespace) -> NatsLogger:
+    return NatsLogger(
+        [u.strip() for u in args.nats.split(",") if u.strip()],
+        ClinicStore(args.db),
+        stream=args.stream,
+        durable=args.durable,
+        clinic=args.clinic,
+        batch=args.batch,
+        ack_wait_s=args.ack_wait,
+        create_stream=not args.no_create_stream,
+        replicas=args.replicas,
+        name=args.name,
+    )
+
+
+async def amain(args: argparse.Namespace, logger: NatsLogger | None = None) -> None:
+    logger = logger or make_logger(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(logger.run())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    runner.cancel()
+    stopper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    logger.store.close()
+    t, s = logger.stats.totals, logger.stats
+    print(
+        f"received {s.received}: stored {t.stored}, duplicates dropped {t.duplicates}, "
+        f"quarantined {t.invalid}, held for order {s.held}, receipts {s.receipts_sent}, "
+        f"resend requests {s.resend_requests}",
+        file=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(amain(args))
+    except ValueError as exc:
+        print(f"clinic logger: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

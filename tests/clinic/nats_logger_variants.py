@@ -1,0 +1,68 @@
+"""The NATS clinic logger as a process the tests can kill -9 mid-batch, right or wrong.
+
+  python tests/clinic/nats_logger_variants.py VARIANT SLOW_S <nats_logger arguments>
+
+VARIANT: `correct` (the logger as shipped) or `ack-first` (acknowledges a batch before storing
+it: the negative control). SLOW_S: a pause inside each
+store call, announced on stdout with a line `ingest`, so that a kill lands inside a batch.
+`ready` is printed once the consumer is bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from feedback.clinic import nats_logger
+from feedback.clinic.store import ClinicStore, Incoming, IngestResult
+
+
+class SlowStore(ClinicStore):
+    slow_s = 0.0
+
+    def ingest(self, batch: list[Incoming]) -> IngestResult:
+        print("ingest", flush=True)
+        time.sleep(self.slow_s)
+        return super().ingest(batch)
+
+
+class AckFirst(nats_logger.NatsLogger):
+    async def store_then_ack(self, nc: NATS, msgs: list[Msg]) -> None:
+        for m in msgs:
+            await m.ack_sync()  # wrong: the broker forgets them before they are stored
+        await super().store_then_ack(nc, msgs)
+
+    async def acknowledge(self, msgs: list[Msg]) -> None:
+        pass
+
+
+VARIANTS: dict[str, type[nats_logger.NatsLogger]] = {
+    "correct": nats_logger.NatsLogger,
+    "ack-first": AckFirst,
+}
+
+
+async def run(variant: str, slow_s: float, argv: list[str]) -> None:
+    args = nats_logger.build_parser().parse_args(argv)
+    SlowStore.slow_s = slow_s
+    kw: dict[str, Any] = {
+        "stream": args.stream, "durable": args.durable, "clinic": args.clinic,
+        "batch": args.batch, "ack_wait_s": args.ack_wait, "replicas": args.replicas,
+    }  # fmt: skip
+    logger = VARIANTS[variant](args.nats.split(","), SlowStore(args.db), **kw)
+    task = asyncio.create_task(nats_logger.amain(args, logger))
+    await logger.connected.wait()
+    print("ready", flush=True)
+    await task
+
+
+if __name__ == "__main__":
+    asyncio.run(run(sys.argv[1], float(sys.argv[2]), sys.argv[3:]))
