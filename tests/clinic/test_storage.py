@@ -465,3 +465,15 @@ def test_two_loggers_upkeep_at_once(postgres_url: str) -> None:
     assert len(made) == len(set(made)) == 2 * (partitions.AHEAD_DAYS + 2)
     for s in stores:
         s.close()
+
+
+def test_a_station_clock_far_off_lands_in_the_default_partition(postgres_url: str) -> None:
+    store = ClinicStore(postgres_url)
+    far = 4.0e9 + 0.5  # 2096: the contract allows it, no partition is made for it
+    gap = {"v": 1, "type": "gap", "session": SID, "msg_id": 1, "t": far, "from_index": 0,
+           "missing": 1}  # fmt: skip
+    batch = [Incoming(TOPICS.event, encode(gap), NOW), live(1, far), live(2, far + 0.1)]
+    assert store.ingest(batch).stored == 3
+    assert store.db.query("SELECT sum(count) FROM live_seconds_default") == [(2,)]
+    assert store.db.query("SELECT count(*) FROM events_default") == [(1,)]
+    store.close()
