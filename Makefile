@@ -9,7 +9,7 @@ EXTRAS := dev,dashboard,audio,ble,lsl,edf,postgres,report,nats,research
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench soak lock lowest clean firmware fuzz-firmware firmware-soak
+.PHONY: run test lint typecheck unit bench soak lock lowest clean firmware fuzz-firmware firmware-soak loadtest
 
 $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)" "$(EXTRAS)" constraints.txt
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The clinic logger under N simulated stations (bench/loadtest.py; loopback, bounded; JSON in
+# bench/results/loadtest.json), e.g. make loadtest ARGS="--mode drain --store postgres --loggers 2".
+loadtest: $(STAMP)
+	$(BIN)/python -m bench.loadtest $(ARGS)
 
 # Minutes, not part of `make test`: the dashboard, a 4-hour session and the clinic logger run for
 # long; memory and frame rate at the end are checked against the start (bench/results/soak-*.json).

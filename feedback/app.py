@@ -50,6 +50,7 @@ class RunOptions:
     dashboard: bool = False
     screenshot: Path | None = None  # with dashboard: the therapist view, saved at the end
     wait_for_start: bool = False  # begin only on a therapist's `start` command
+    metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1 (feedback/metrics.py)
 
 
 def db_path_from(url: str) -> Path:
@@ -136,6 +137,10 @@ async def run(
             receipts=settings.mqtt.receipts and options.broker != "embedded",
             receipt_timeout_s=settings.mqtt.receipt_timeout_s,
         )
+        if options.metrics_port is not None:
+            from feedback import metrics
+
+            stack.callback(metrics.serve(publisher, options.metrics_port))
         device = open_device(options.device, settings)
         await stack.enter_async_context(device)
         settings, calibration_note = await calibrated_settings(

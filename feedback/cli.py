@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: sessions.sqlite3 in the user data directory)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics (outbox backlog, reconnects, published, dropped) on "
+        "http://127.0.0.1:PORT/metrics (docs/operations.md)",
+    )
+    p.add_argument(
         "--report",
         type=Path,
         metavar="PATH.json",
@@ -240,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         dashboard=args.dashboard,
         screenshot=args.screenshot,
         wait_for_start=args.wait_start,
+        metrics_port=args.metrics_port,
     )
     try:
         if args.web:

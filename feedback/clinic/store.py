@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from feedback.clinic import live_seconds, partitions
 from feedback.clinic.db import Backend, connect
@@ -103,6 +104,9 @@ class ClinicStore:
         self._live: list[tuple[Incoming, Message]] = []
         self.upkeep_failures = 0
         self._next_upkeep = 0.0
+        # Rows whose outcome nothing in the batch waits for, by statement: written with one
+        # executemany each at the batch's end (None: written at once, as when isolating).
+        self._pending: dict[str, list[tuple[Any, ...]]] | None = None
         migrate(self.db)
         self.upkeep()
 
@@ -155,7 +159,12 @@ class ClinicStore:
     def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:
         try:
             with self.db.transaction():
-                result = self._ingest_all(batch, isolate=False)
+                self._pending = {}
+                try:
+                    result = self._ingest_all(batch, isolate=False)
+                    self._flush()
+                finally:
+                    self._pending = None
                 self._deliveries(result)
             self._remember(result)
             return result
@@ -177,6 +186,22 @@ class ClinicStore:
         self._remember(result)
         return result
 
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A row whose rowcount nothing needs: deferred to the batch's executemany."""
+        if self._pending is None:
+            self.db.execute(sql, params)
+        else:
+            self._pending.setdefault(sql, []).append(params)
+
+    def _flush(self) -> None:
+        """The deferred rows, one executemany per statement. Order between statements does
+        not matter: each table's rows keep their order, and the upserts into `sessions` (start,
+        end) and `stations` (newer t wins) commute."""
+        assert self._pending is not None
+        for sql, rows in self._pending.items():
+            self.db.executemany(sql, rows)
+        self._pending.clear()
+
     def _remember(self, result: IngestResult) -> None:
         """Bindings committed never change (a session's station, a station's clinic), so they
         need not be read again."""
@@ -191,7 +216,9 @@ class ClinicStore:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
         stored) and say what the receipt confirms and which msg_ids below the highest are
         missing (the logger asks the station for them)."""
-        for (clinic, station, session), duplicates in result.touched.items():
+        # In key order: two loggers updating the same sessions' rows in their own orders
+        # deadlocked on PostgreSQL (bench/loadtest.py, two instances).
+        for (clinic, station, session), duplicates in sorted(result.touched.items()):
             rows = self.db.query(
                 "SELECT stored_through FROM session_owners WHERE session_id = ?", (session,)
             )
@@ -382,7 +409,7 @@ class ClinicStore:
         elif kind == "session_start":
             self._session_start(msg)
         elif kind == "session_end":
-            self.db.execute(
+            self._write(
                 "INSERT INTO sessions (session_id, clinic, station, ended_at, pain_after,"
                 " summary_json) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
                 " ended_at = excluded.ended_at, pain_after = excluded.pain_after,"
@@ -391,7 +418,7 @@ class ClinicStore:
                  json.dumps(b["summary"])),
             )  # fmt: skip
         elif kind == "rep":
-            self.db.execute(
+            self._write(
                 "INSERT INTO reps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (b["session"], b["period"], b["msg_id"], b["t"], int(b["achieved"]), b.get("rep"),
                  b.get("at_index"), b.get("time_to_band_s"), b["peak_pct_mvc"],
@@ -399,14 +426,14 @@ class ClinicStore:
                  b.get("onset_diff_ms"), b.get("symmetry_pct")),
             )  # fmt: skip
         elif kind == "cue":
-            self.db.execute(
+            self._write(
                 "INSERT INTO cues VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (b["session"], b["msg_id"], b["t"], b["kind"], b["value"], b["index"],
                  b["t_sample"]),
             )  # fmt: skip
         elif kind in EVENT_TYPES:
             detail = {k: v for k, v in b.items() if k not in ENVELOPE}
-            self.db.execute(
+            self._write(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                 (b["session"], b["msg_id"], b["t"], kind, json.dumps(detail)),
             )
@@ -417,7 +444,7 @@ class ClinicStore:
         # The montage (where each electrode sat) is kept with the settings it came from: the
         # BIDS export reads it there (feedback/clinic/bids.py).
         settings = {**b["settings"], "montage": b["montage"]} if "montage" in b else b["settings"]
-        self.db.execute(
+        self._write(
             "INSERT INTO sessions (session_id, clinic, station, patient, side, protocol,"
             " reps_prescribed, started_at, pain_before, settings_json, device_json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
@@ -433,7 +460,7 @@ class ClinicStore:
     def _station_status(self, msg: Message) -> None:
         b = msg.body
         # Retained and possibly redelivered out of order: only a newer status replaces the row.
-        self.db.execute(
+        self._write(
             "INSERT INTO stations VALUES (?, ?, ?, ?, ?) ON CONFLICT (clinic, station) DO UPDATE"
             " SET state = excluded.state, session_id = excluded.session_id, t = excluded.t"
             " WHERE excluded.t >= stations.t",

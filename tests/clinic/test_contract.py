@@ -169,7 +169,7 @@ def test_a_bug_while_checking_is_a_refusal_not_a_crash(monkeypatch: pytest.Monke
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(validation, "validators", broken)
+    monkeypatch.setattr(validation, "fast_validators", broken)
     with pytest.raises(InvalidMessage) as info:
         check(T.rep, encode(rep_body()))
     assert info.value.kind == "internal" and "KeyError" in info.value.reason

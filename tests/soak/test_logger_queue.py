@@ -4,59 +4,41 @@ all kept."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+import paho.mqtt.client as mqtt
 
-import aiomqtt
-import pytest
-
-from feedback.clinic import logger as logger_module
-from feedback.clinic.logger import MAX_QUEUED, RECEIVE_MAXIMUM, ClinicLogger
-from feedback.clinic.store import ClinicStore
+from feedback.clinic.intake import PahoIntake
+from feedback.clinic.logger import MAX_QUEUED, RECEIVE_MAXIMUM
 from feedback.outputs.broker_access import BrokerAccess
 
 
-class FloodingClient:
-    """Speaks the part of aiomqtt.Client that the reader uses: 20k live snapshots (QoS 0)
-    interleaved with session messages (QoS 1), faster than any database."""
-
-    def __init__(self, n: int = 20_000, every_qos1: int = 10) -> None:
-        self.n, self.every_qos1 = n, every_qos1
-
-    @property
-    def messages(self) -> AsyncIterator[aiomqtt.Message]:
-        async def gen() -> AsyncIterator[aiomqtt.Message]:
-            for i in range(self.n):
-                qos = 1 if i % self.every_qos1 == 0 else 0
-                leaf = "event" if qos else "live"
-                yield aiomqtt.Message(f"vmf/v1/c1/s1/{leaf}", b"{}", qos, False, i + 1, None)
-
-        return gen()
+def flood(intake: PahoIntake, n: int = 20_000, every_qos1: int = 10) -> None:
+    """20k live snapshots (QoS 0) interleaved with session messages (QoS 1), faster than any
+    database: handed to the intake as paho's network thread would."""
+    for i in range(n):
+        qos = 1 if i % every_qos1 == 0 else 0
+        leaf = "event" if qos else "live"
+        m = mqtt.MQTTMessage(i + 1, f"vmf/v1/c1/s1/{leaf}".encode())
+        m.payload, m.qos = b"{}", qos
+        intake._on_message(intake.client, None, m)
 
 
-def reader(tmp_path: Path) -> ClinicLogger:
+def reader(max_queued: int = MAX_QUEUED) -> PahoIntake:
     access = BrokerAccess.from_url("mqtt://127.0.0.1:1")
-    return ClinicLogger(access, ClinicStore(str(tmp_path / "clinic.sqlite3")))
+    return PahoIntake(access, "t", ["vmf/#"], max_queued=max_queued)  # never started
 
 
-async def test_queue_stays_bounded_and_keeps_every_qos1(tmp_path: Path) -> None:
-    log = reader(tmp_path)
-    queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-    await log._read(FloodingClient(), queue)  # type: ignore[arg-type]  # nobody drains it
-    kept = [queue.get_nowait() for _ in range(queue.qsize())]
+def test_queue_stays_bounded_and_keeps_every_qos1() -> None:
+    intake = reader()
+    flood(intake)  # nobody drains it
+    kept = intake.take(10**6, 0)
     assert len(kept) <= MAX_QUEUED + 20_000 // 10  # the bound, plus QoS 1 ones
-    assert log.stats.queue_peak == len(kept)
+    assert intake.stats.queue_peak == len(kept)
     assert sum(m.qos == 1 for m in kept) == 2_000  # every QoS 1 message kept
-    assert log.stats.dropped_qos0 == 20_000 - len(kept) > 0
+    assert intake.stats.dropped_qos0 == 20_000 - len(kept) > 0
     assert MAX_QUEUED >= RECEIVE_MAXIMUM
 
 
-async def test_negative_control_without_the_bound_the_queue_holds_everything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(logger_module, "MAX_QUEUED", 10**9)
-    log = reader(tmp_path)
-    queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-    await log._read(FloodingClient(), queue)  # type: ignore[arg-type]
-    assert queue.qsize() == 20_000 > MAX_QUEUED + 2_000  # what the test above rules out
+def test_negative_control_without_the_bound_the_queue_holds_everything() -> None:
+    intake = reader(max_queued=10**9)
+    flood(intake)
+    assert intake.queued() == 20_000 > MAX_QUEUED + 2_000  # what the test above rules out

@@ -1,0 +1,145 @@
+"""Prometheus metrics of the clinic logger (`--metrics-port`), documented in docs/operations.md.
+
+Counters that the logger and its intake already keep (received, connects, dropped...) are read
+when scraped (a collector), so the hot path pays nothing for them; what needs a distribution
+(batch size, lag) is observed once per batch. Each logger has its own registry: two in one
+process (the tests) do not mix.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from feedback.clinic.logger import ClinicLogger
+    from feedback.clinic.store import Incoming, IngestResult
+
+# Quarantine reasons (free text, quoting the message) → a small fixed set of labels.
+_REASONS = (
+    ("size", re.compile(r"^payload of \d+ bytes exceeds")),
+    ("depth", re.compile(r"^JSON nested deeper")),
+    ("json", re.compile(r"^not JSON|^payload is ")),
+    ("type", re.compile(r"^not a JSON object|^unknown message type")),
+    ("topic", re.compile(r"^topic |^a '.*' message belongs on|^\.\.\./")),
+    ("schema", re.compile(r"^schema ")),
+    ("clinic", re.compile(r"^station .* belongs to clinic")),
+    ("owner", re.compile(r"^session owned by another station")),
+    ("replay", re.compile(r"^duplicate ")),
+    ("database", re.compile(r"^database refused it")),
+    ("internal", re.compile(r"^could not be checked")),
+)
+# `"t": <seconds>` of the envelope (it comes before any nested object in every v1 message).
+_T = re.compile(rb'"t":\s*([0-9]+(?:\.[0-9]+)?)')
+LAG_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+def reason_kind(reason: str) -> str:
+    for kind, pattern in _REASONS:
+        if pattern.search(reason):
+            return kind
+    return "other"
+
+
+class LoggerMetrics(Collector):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.logger: ClinicLogger | None = None
+        self.quarantined: collections.Counter[str] = collections.Counter()
+        self.batch_size = Histogram(
+            "vmf_logger_batch_size", "Messages per committed batch (one transaction)",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.lag = Histogram(
+            "vmf_logger_lag_seconds",
+            "From a message's envelope time `t` (the station's clock) to its commit",
+            buckets=LAG_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.last_lag = Gauge(
+            "vmf_logger_last_lag_seconds", "Lag of the newest message of the last batch",
+            registry=self.registry,
+        )  # fmt: skip
+        self.registry.register(self)
+
+    def attach(self, logger: ClinicLogger) -> None:
+        self.logger = logger
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    # called by the logger
+
+    def batch(self, items: list[Incoming], result: IngestResult, committed: float,
+              queued: int) -> None:  # fmt: skip
+        self.batch_size.observe(len(items))
+        for reason in result.reasons:
+            self.quarantined[reason_kind(reason)] += 1
+        lag = None
+        for item in items:
+            m = _T.search(item.payload, 0, 200)
+            if m is not None:
+                lag = committed - float(m.group(1))
+                self.lag.observe(max(0.0, lag))
+        if lag is not None:
+            self.last_lag.set(lag)
+
+    def connected(self, connects: int) -> None:
+        pass  # read from the logger's stats when scraped
+
+    def db_error(self) -> None:
+        pass  # idem
+
+    # scraped
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        lg = self.logger
+        if lg is None:
+            return
+        s, t = lg.stats, lg.stats.totals
+        intake = lg.intake.stats if lg.intake is not None else None
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, value=value)
+
+        yield counter("vmf_logger_received", "Messages received and handled", s.received)
+        yield counter("vmf_logger_batches", "Batches committed", s.batches)
+        outcome = CounterMetricFamily(
+            "vmf_logger_messages", "Handled messages by outcome", labels=["outcome"]
+        )
+        if t is not None:
+            outcome.add_metric(["stored"], t.stored)
+            outcome.add_metric(["duplicate"], t.duplicates)
+            outcome.add_metric(["quarantined"], t.invalid)
+            outcome.add_metric(["unstorable"], t.unstorable)
+        yield outcome
+        q = CounterMetricFamily(
+            "vmf_logger_quarantined", "Quarantined messages by reason", labels=["reason"]
+        )
+        for kind, _ in (*_REASONS, ("other", None)):
+            q.add_metric([kind], self.quarantined.get(kind, 0))
+        yield q
+        yield counter("vmf_logger_connects", "Connections to the broker (subscribed)", s.connects)
+        yield counter("vmf_logger_reconnects", "Connections after the first",
+                      max(0, s.connects - 1))  # fmt: skip
+        yield counter("vmf_logger_db_errors", "Database connection faults (retried)", s.db_errors)
+        yield counter("vmf_logger_ingest_failures", "Batches lost to an unforeseen error",
+                      s.ingest_failures)  # fmt: skip
+        yield counter("vmf_logger_receipts", "Receipts sent to stations", s.receipts_sent)
+        yield counter("vmf_logger_resend_requests", "Holes a station was asked to fill",
+                      s.resend_requests)  # fmt: skip
+        if intake is not None:
+            yield counter("vmf_logger_dropped_qos0", "Live snapshots dropped (queue full)",
+                          intake.dropped_qos0)  # fmt: skip
+            yield counter("vmf_logger_stale_acks", "Stored after a reconnect, left unacked",
+                          intake.stale_acks)  # fmt: skip
+        yield GaugeMetricFamily("vmf_logger_queue", "Messages waiting for the database",
+                                value=lg.queued())  # fmt: skip
+        yield GaugeMetricFamily("vmf_logger_queue_peak", "Most messages ever waiting",
+                                value=s.queue_peak)  # fmt: skip

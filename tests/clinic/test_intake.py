@@ -1,0 +1,58 @@
+"""The paho intake acknowledges a message only on the connection it came on: after a reconnect
+its packet id names nothing (or another message) at the broker, which redelivers it anyway.
+Messages waiting at a disconnect are dropped (the broker still holds them)."""
+
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from feedback.clinic.intake import PahoIntake
+from feedback.outputs.broker_access import BrokerAccess
+
+OK = ReasonCode(PacketTypes.CONNACK, "Success")
+
+
+def intake_with_recorded_acks() -> tuple[PahoIntake, list[int]]:
+    intake = PahoIntake(BrokerAccess.from_url("mqtt://127.0.0.1:1"), "t", ["vmf/#"])
+    acked: list[int] = []
+    intake.client.ack = lambda mid, qos: acked.append(mid)  # type: ignore[method-assign,assignment,return-value]
+    return intake, acked
+
+
+def arrive(intake: PahoIntake, mid: int, qos: int = 1) -> None:
+    m = mqtt.MQTTMessage(mid, b"vmf/v1/c1/s1/event")
+    m.payload, m.qos = b"{}", qos
+    intake._on_message(intake.client, None, m)
+
+
+def test_acks_go_only_on_the_connection_the_message_came_on() -> None:
+    intake, acked = intake_with_recorded_acks()
+    intake._on_connect(intake.client, None, None, OK)
+    arrive(intake, 1)
+    arrive(intake, 2, qos=0)  # QoS 0: nothing to acknowledge
+    old = intake.take(10, 0)
+    intake._on_connect(intake.client, None, None, OK)  # reconnected meanwhile
+    arrive(intake, 1)  # the broker's redelivery, same packet id on the new connection
+    new = intake.take(10, 0)
+    intake.ack(old)
+    assert acked == [] and intake.stats.stale_acks == 1  # would ack the wrong message
+    intake.ack(new)
+    assert acked == [1]
+
+
+def test_negative_control_without_generations_the_stale_ack_would_go_out() -> None:
+    intake, acked = intake_with_recorded_acks()
+    arrive(intake, 7)
+    old = intake.take(10, 0)
+    intake.ack(old)  # same connection: acked, as the test above relies on
+    assert acked == [7]
+
+
+def test_waiting_messages_are_dropped_at_a_disconnect() -> None:
+    intake, _ = intake_with_recorded_acks()
+    arrive(intake, 1)
+    arrive(intake, 2)
+    intake._on_disconnect(intake.client, None, None, OK)
+    assert intake.queued() == 0 and intake.stats.dropped_on_disconnect == 2
