@@ -79,13 +79,23 @@ def _legend(ax: Axes) -> None:
 
 
 def draw_envelope(
-    ax: Axes, envelopes: Mapping[str, Sequence[Point]], band: tuple[float, float]
+    ax: Axes,
+    envelopes: Mapping[str, Sequence[Point]],
+    band: tuple[float, float],
+    *,
+    spread: Mapping[str, Sequence[tuple[float, float, float]]] | None = None,
 ) -> None:
+    """Each channel's envelope; `spread`: (x, min, max) per point, shaded under the line (the
+    clinic stores live metrics at 1 Hz: the line is each second's mean)."""
     top = 0.0
     for i, (name, points) in enumerate(envelopes.items()):
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         ax.plot(xs, ys, color=colour(name, i), linewidth=1.0, label=f"{name} envelope")
         top = max(top, *_finite(ys), 0.0)
+        if spread and (lows := spread.get(name)):
+            ax.fill_between([p[0] for p in lows], [p[1] for p in lows], [p[2] for p in lows],
+                            color=colour(name, i), alpha=0.15, linewidth=0)  # fmt: skip
+            top = max(top, *_finite([p[2] for p in lows]), 0.0)
     if band[1] > band[0]:
         ax.axhspan(*band, color=BAND, alpha=0.5, label=f"target band {band[0]:g}–{band[1]:g} %")
     ax.set_ylim(0, _nice_top(max(top, band[1]), 100.0))

@@ -13,6 +13,9 @@ queue item; here paho's thread appends to a deque and the writer takes up to `ma
   deque at a disconnect are dropped for the same reason: the broker still holds them.
 - QoS 0 (live snapshots, latest wins) past `max_queued` waiting are dropped and counted; QoS 1
   are bounded by the broker's receive maximum and always kept.
+- Reconnects: paho's own loop reconnects, but its delay doubles without jitter; before each wait
+  the delay is set from `devices.backoff.Backoff` (full jitter), as every reconnecting client does,
+  so a clinic's loggers do not meet a restarted broker in lock-step.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.backoff import Backoff
 from feedback.outputs.broker_access import BrokerAccess
 
 log = logging.getLogger("feedback.clinic.intake")
@@ -91,9 +95,11 @@ class PahoIntake:
         context = access.ssl_context()
         if context is not None:
             c.tls_set_context(context)
-        c.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._backoff = Backoff(initial_s=0.5, max_s=5.0)
+        self._next_wait(c)
         c.on_socket_open = _no_delay
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -140,6 +146,14 @@ class PahoIntake:
 
     # paho's network thread from here on
 
+    def _next_wait(self, client: mqtt.Client) -> None:
+        """The delay paho waits before its next attempt: the backoff's, jittered."""
+        delay = self._backoff.next()
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]  # typed int, sleeps a float
+
+    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
+        self._next_wait(client)
+
     def _on_connect(
         self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
@@ -160,15 +174,17 @@ class PahoIntake:
         for topic in self.unsubscribe:
             client.unsubscribe(topic)
         self.stats.connects += 1
+        self._backoff.reset()
         self.on_ready()
 
     def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
+        self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
         with self._cond:
             self.stats.dropped_on_disconnect += len(self._queue)
             self._queue.clear()
         self.stats.disconnects += 1
+        self._next_wait(client)
         log.warning("broker connection lost: %s", rc)
         self.on_lost()
 

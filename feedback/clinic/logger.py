@@ -40,6 +40,8 @@ from paho.mqtt.client import MQTTMessageInfo
 from config import ConfigError, load_settings
 from feedback.clinic.intake import PahoIntake, Received
 from feedback.clinic.metrics import LoggerMetrics
+from feedback.clinic.migrations import MigrationError
+from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS, RETENTION_RANGE_DAYS
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -270,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.toml", help="settings file ([mqtt] credentials, TLS)")
     p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD_BYTES, metavar="BYTES")
     p.add_argument(
+        "--retention-days", type=int, default=RETENTION_DEFAULT_DAYS, metavar="DAYS",
+        help=f"live metrics, events and quarantine older than this are dropped (default "
+        f"{RETENTION_DEFAULT_DAYS}, {RETENTION_RANGE_DAYS[0]}–{RETENTION_RANGE_DAYS[1]}; "
+        "docs/storage.md)",
+    )  # fmt: skip
+    p.add_argument(
         "--metrics-port", type=int, metavar="PORT",
         help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (docs/operations.md)",
     )  # fmt: skip
@@ -282,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def amain(args: argparse.Namespace) -> None:
     settings = load_settings(args.config)
     access = broker_access(settings, args.broker)
-    store = ClinicStore(args.db, max_payload_bytes=args.max_payload)
+    store = ClinicStore(
+        args.db, max_payload_bytes=args.max_payload, retention_days=args.retention_days
+    )
     metrics = None
     if args.metrics_port is not None:
         metrics = LoggerMetrics()
@@ -320,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(amain(args))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, MigrationError) as exc:
         print(f"clinic logger: {exc}", file=sys.stderr)
         return 2
     return 0

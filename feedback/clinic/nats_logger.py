@@ -47,6 +47,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from devices.backoff import Backoff
+from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -471,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=3, help="replicas of a stream it creates")
     p.add_argument("--no-create-stream", action="store_true", help="the operator creates it")
     p.add_argument("--name", default="vmf-logger", help="this instance's connection name")
+    p.add_argument("--retention-days", type=int, default=RETENTION_DEFAULT_DAYS, metavar="DAYS",
+                   help="live metrics, events and quarantine older than this are dropped "
+                   "(docs/storage.md)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -478,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_logger(args: argparse.Namespace) -> NatsLogger:
     return NatsLogger(
         [u.strip() for u in args.nats.split(",") if u.strip()],
-        ClinicStore(args.db),
+        ClinicStore(args.db, retention_days=args.retention_days),
         stream=args.stream,
         durable=args.durable,
         clinic=args.clinic,

@@ -196,6 +196,43 @@ def record_completeness(db: Backend, session_id: str) -> str:
     )
 
 
+WINDOW_SLACK_S = 86_400.0  # live and events of a session within a day of its start and end
+
+
+def session_window(info: dict[str, Any]) -> tuple[float, float]:
+    """The station-clock span in which a session's live rows and events lie: the query says it,
+    so PostgreSQL reads only those days' partitions (docs/storage.md)."""
+    start, end = info.get("started_at"), info.get("ended_at")
+    if start is None and end is None:
+        return 0.0, 1e12  # the envelope's whole range of t
+    first = float(start if start is not None else end)  # type: ignore[arg-type]
+    last = float(end) if end is not None else first + WINDOW_SLACK_S
+    return first - WINDOW_SLACK_S, last + WINDOW_SLACK_S
+
+
+Points = list[tuple[float, float]]
+
+
+def live_envelopes(
+    db: Backend, session_id: str, t0: float, window: tuple[float, float]
+) -> tuple[dict[str, Points], dict[str, list[tuple[float, float, float]]]]:
+    """Each channel's envelope from the 1 Hz rows: its mean in each second (at the second's
+    middle), and its minimum and maximum in that second (the shaded spread)."""
+    rows = db.query(
+        "SELECT second, pct_json FROM live_seconds WHERE session_id = ?"
+        " AND second BETWEEN ? AND ? ORDER BY second",
+        (session_id, int(window[0]), int(window[1])),
+    )
+    means: dict[str, Points] = {}
+    spread: dict[str, list[tuple[float, float, float]]] = {}
+    for second, pct in rows:
+        x = second + 0.5 - t0
+        for ch, (_n, lo, mean, hi) in json.loads(pct).items():
+            means.setdefault(ch, []).append((x, mean))
+            spread.setdefault(ch, []).append((x, lo, hi))
+    return means, spread
+
+
 def session_report(
     db: Backend, session_id: str, out: Path, *, tz: datetime.tzinfo | None = None,
     pdf_too: bool = False,
@@ -205,17 +242,12 @@ def session_report(
     target = info["settings"].get("target", {})
     band = (float(target.get("low_pct", 0)), float(target.get("high_pct", 0)))
     t0 = info["started_at"] or 0.0
-    live = db.query(
-        "SELECT t, pct_mvc_json FROM live WHERE session_id = ? ORDER BY t", (session_id,)
-    )
-    envelopes: dict[str, list[tuple[float, float]]] = {}
-    for t, pct in live:
-        for ch, v in json.loads(pct).items():
-            envelopes.setdefault(ch, []).append((t - t0, v))
+    lo, hi = session_window(info)
+    envelopes, spread = live_envelopes(db, session_id, t0, (lo, hi))
     stim = db.query(
         "SELECT t, type, detail_json FROM events WHERE session_id = ?"
-        " AND type IN ('stim_burst', 'stim_refused') ORDER BY t",
-        (session_id,),
+        " AND type IN ('stim_burst', 'stim_refused') AND t BETWEEN ? AND ? ORDER BY t",
+        (session_id, lo, hi),
     )
     bursts = [(t - t0, float(json.loads(d).get("amplitude_ma", 0))) for t, k, d in stim
               if k == "stim_burst"]  # fmt: skip
@@ -226,7 +258,7 @@ def session_report(
     figures = [
         Chart("Muscle activity", "The envelope of each muscle through the session, in % of "
               "its maximum; the shaded band is the target.",
-              lambda ax: charts.draw_envelope(ax, envelopes, band)),
+              lambda ax: charts.draw_envelope(ax, envelopes, band, spread=spread)),
         Chart("Peak effort per repetition", "Highest % MVC of the target muscle in each work "
               "period; green where the patient held the band long enough.",
               lambda ax: charts.draw_per_rep_bars(

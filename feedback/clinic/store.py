@@ -9,6 +9,9 @@ also records arrival order). A second copy loses that claim: with identical byte
 a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
 replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
 and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
+Live messages (own msg_id counter, no receipts) are not in the ledger: at the batch's end they
+are folded into one row per session and second (`live_seconds`, live_seconds.py), whose msg_id
+bit sets recognise a copy. Partitions and retention: partitions.py, docs/storage.md.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from feedback.clinic import live_seconds, partitions
 from feedback.clinic.db import Backend, connect
 from feedback.clinic.migrations import migrate
 from feedback.clinic.validation import (
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
 OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
+UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
 
@@ -78,8 +84,15 @@ class IngestResult:
 
 
 class ClinicStore:
-    def __init__(self, url: str, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        retention_days: int = partitions.RETENTION_DEFAULT_DAYS,
+    ) -> None:
         self.url = url
+        self.retention_days = partitions.check_retention(retention_days)
         self.db: Backend = connect(url)
         self.max_payload_bytes = max_payload_bytes
         # A cancelled asyncio.to_thread call keeps running in its thread: never let a second
@@ -87,10 +100,38 @@ class ClinicStore:
         self._lock = threading.Lock()
         self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
         self._clinics: dict[str, str] = {}  # station → clinic, committed
+        # Live messages of the transaction, folded into live_seconds at its end (per session).
+        self._live: list[tuple[Incoming, Message]] = []
+        self.upkeep_failures = 0
+        self._next_upkeep = 0.0
         # Rows whose outcome nothing in the batch waits for, by statement: written with one
         # executemany each at the batch's end (None: written at once, as when isolating).
         self._pending: dict[str, list[tuple[Any, ...]]] | None = None
         migrate(self.db)
+        self.upkeep()
+
+    def upkeep(self, now: float | None = None) -> partitions.Upkeep:
+        """Partitions ahead (PostgreSQL) and rows past the retention gone: on opening, then
+        with the first batch after each UPKEEP_EVERY_S (ingest)."""
+        with self._lock:
+            return self._upkeep_locked(time.time() if now is None else now)
+
+    def _upkeep_locked(self, now: float) -> partitions.Upkeep:
+        self._next_upkeep = now + UPKEEP_EVERY_S
+        return partitions.upkeep(self.db, now=now, retention_days=self.retention_days)
+
+    def _upkeep_if_due(self) -> None:
+        now = time.time()
+        if now < self._next_upkeep:
+            return
+        try:
+            self._upkeep_locked(now)
+        except Exception as exc:
+            if is_connection_fault(exc):
+                raise
+            # Not the batch's fault: it is stored; partitions were made days ahead.
+            self.upkeep_failures += 1
+            log.error("upkeep failed (retried in %d s): %s", UPKEEP_EVERY_S, _describe(exc))
 
     def close(self) -> None:
         self.db.close()
@@ -112,6 +153,7 @@ class ClinicStore:
         PostgreSQL's text refuses), quarantines that message: one message never stops the
         logger."""
         with self._lock:
+            self._upkeep_if_due()
             return self._ingest_locked(batch)
 
     def _ingest_locked(self, batch: list[Incoming]) -> IngestResult:
@@ -206,6 +248,7 @@ class ClinicStore:
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
+        self._live.clear()
         for item in batch:
             if not isolate:
                 self._ingest_one(item, result)
@@ -214,12 +257,33 @@ class ClinicStore:
             try:
                 with self.db.savepoint():
                     self._ingest_one(item, result)
+                    self._fold_live(result)
             except Exception as exc:
+                self._live.clear()
                 if is_connection_fault(exc):
                     raise
                 result.owners, result.clinics = owners, clinics  # rolled back with the savepoint
                 self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
+        if not isolate:
+            self._fold_live(result)
         return result
+
+    def _fold_live(self, result: IngestResult) -> None:
+        """The transaction's live messages into their sessions' 1 Hz rows; a copy of a stored
+        msg_id is quarantined as before, when each live message had its own row."""
+        by_session: dict[str, list[tuple[Incoming, Message]]] = {}
+        for item, msg in self._live:
+            by_session.setdefault(str(msg.body["session"]), []).append((item, msg))
+        self._live.clear()
+        outcomes = live_seconds.fold(
+            self.db, {s: [m.body for _, m in pending] for s, pending in by_session.items()}
+        )
+        for session, pending in by_session.items():
+            for (item, _), refused in zip(pending, outcomes[session], strict=True):
+                if refused is None:
+                    result.stored += 1
+                else:
+                    self._quarantine(item, refused, result)
 
     def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
         try:
@@ -238,6 +302,9 @@ class ClinicStore:
         if owner is not None and owner != (msg.clinic, msg.station):
             reason = f"session owned by another station ({owner[0]}/{owner[1]})"
             self._quarantine(item, reason, result)
+            return
+        if msg.type == "live":
+            self._live.append((item, msg))  # stored (or refused) when the batch is folded
             return
         digest = hashlib.sha256(item.payload).hexdigest()
         in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
@@ -304,12 +371,6 @@ class ClinicStore:
         if msg.type == "status" and b["msg_id"] == 0:
             self._station_status(msg)  # a last will: not part of any session's sequence
             return True
-        if msg.type == "live":
-            return self.db.execute(
-                "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (b["session"], b["msg_id"], b["t"], b["phase"], b["reps"],
-                 b.get("vm_vl_ratio"), b["index"], json.dumps(b["pct_mvc"])),
-            ) == 1  # fmt: skip
         if msg.type == "command":
             return self.db.execute(
                 "INSERT INTO commands (clinic, station, issuer, msg_id, action, session_id, t,"
@@ -336,7 +397,7 @@ class ClinicStore:
     def _duplicate_reason(self, msg: Message) -> str:
         b = msg.body
         key = f"({b.get('session')}, {b['msg_id']})"
-        if msg.type in ("live", "command"):
+        if msg.type == "command":
             return f"duplicate {msg.type} {key}"
         return f"duplicate {key}: different content (replay or forgery)"
 
@@ -376,7 +437,7 @@ class ClinicStore:
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                 (b["session"], b["msg_id"], b["t"], kind, json.dumps(detail)),
             )
-        # live and command rows were written when claimed
+        # command rows were written when claimed; live ones are folded (_fold_live)
 
     def _session_start(self, msg: Message) -> None:
         b = msg.body

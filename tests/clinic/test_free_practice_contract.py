@@ -45,7 +45,7 @@ async def test_a_free_uncalibrated_replay_is_accepted_by_the_clinic(
         assert events.count("contraction") == 4
         (reps_prescribed,) = db.query("SELECT reps_prescribed FROM sessions")[0]
         assert reps_prescribed is None
-        live_reps = {r for (r,) in db.query("SELECT reps FROM live")}
+        live_reps = {r for (r,) in db.query("SELECT reps FROM live_seconds")}
         assert live_reps <= {None}
         cues = [k for (k,) in db.query("SELECT kind FROM cues")]
         assert "calibration" in cues  # the "calibration needed" prompt reaches the clinic

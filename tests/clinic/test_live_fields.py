@@ -73,7 +73,9 @@ async def test_live_carries_lsi_onsets_and_onset_difference(
     db = connect(db_url)
     try:
         assert db.query("SELECT reason FROM quarantine") == []
-        rows = db.query("SELECT count(*) FROM live WHERE session_id = ?", (report["session_id"],))
+        rows = db.query(
+            "SELECT sum(count) FROM live_seconds WHERE session_id = ?", (report["session_id"],)
+        )
         assert rows[0][0] > 0
     finally:
         db.close()

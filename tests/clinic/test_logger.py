@@ -79,7 +79,7 @@ def check_logged(
         (cues,) = db.query("SELECT count(*) FROM cues WHERE session_id = ?", (sid,))[0]
         station_cues = sqlite_rows(station_db, "SELECT count(*) FROM events WHERE kind = 'cue'")
         assert cues == station_cues[0][0] > 0
-        (live,) = db.query("SELECT count(*) FROM live WHERE session_id = ?", (sid,))[0]
+        (live,) = db.query("SELECT sum(count) FROM live_seconds WHERE session_id = ?", (sid,))[0]
         assert live > 0
         reasons = [r for (r,) in db.query("SELECT reason FROM quarantine")]
         assert reasons == []  # copies (redelivered, sent again) are dropped, not quarantined
@@ -114,7 +114,7 @@ async def test_station_to_postgres(
 def test_migrations_are_idempotent(tmp_path: Path, postgres_url: str) -> None:
     for url in (str(tmp_path / "m.db"), postgres_url):
         db = connect(url)
-        assert migrate(db) == [1, 2, 3] and migrate(db) == [] and current_version(db) == LATEST
+        assert migrate(db) == [1, 2, 3, 4] and migrate(db) == [] and current_version(db) == LATEST
         db.close()
 
 

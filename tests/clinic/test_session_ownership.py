@@ -111,7 +111,7 @@ def test_first_station_binds_the_session_in_the_store(tmp_path: Path) -> None:
     batch.append(Incoming(b.live, stamped("live", 1, live), 1.0))
     result = store.ingest(batch)
     assert result.stored == 2 and result.invalid == 5
-    assert store.db.query("SELECT count(*) FROM live") == [(0,)]
+    assert store.db.query("SELECT count(*) FROM live_seconds") == [(0,)]
     store.close()
 
 

@@ -35,7 +35,7 @@ def test_a_thousand_stations_do_not_retry_in_lock_step() -> None:
 
 def test_every_reconnecting_client_uses_it() -> None:
     clients = ["devices/link.py", "feedback/outputs/mqtt_publisher.py",
-               "feedback/clinic/logger.py", "feedback/dashboard/remote.py"]  # fmt: skip
+               "feedback/clinic/intake.py", "feedback/dashboard/remote.py"]  # fmt: skip
     for path in clients:
         text = (ROOT / path).read_text()
         assert re.search(r"from devices.backoff import Backoff\b", text), path

@@ -1,0 +1,230 @@
+"""`live` kept at 1 Hz: one row per session and second of the station's clock, folded from the
+10 Hz live messages (docs/storage.md).
+
+A row says how many messages fell in that second, which (`msg_id_min`, `msg_id_max` and a bit
+set of the msg_ids received, so a copy is recognised and counted once), and for each field a
+report draws the minimum, mean and maximum (% MVC per channel, the VM:VL ratio), with the
+phase and rep count of the latest message. Rows merge exactly: folding messages one by one,
+in any order and any batching, gives the same row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedback.clinic.db import Backend
+
+MAX_SPAN = 65_536  # msg_ids one second's row may span (8 kB of bits); beyond, not live at 10 Hz
+
+COLUMNS = (
+    "session_id", "second", "count", "msg_id_min", "msg_id_max", "msg_ids", "t_first", "t_last",
+    "index_min", "index_max", "phase", "reps", "ratio_n", "ratio_min", "ratio_mean",
+    "ratio_max", "pct_json",
+)  # fmt: skip
+
+
+class LiveSpanError(ValueError):
+    """A live message whose msg_id is too far from the others of its second to be one of them."""
+
+
+@dataclass(slots=True)
+class Stat:
+    """Count, minimum, mean and maximum of one field, mergeable one value at a time."""
+
+    n: int = 0
+    lo: float | None = None
+    mean: float | None = None
+    hi: float | None = None
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        if self.lo is None or self.mean is None or self.hi is None:
+            self.lo = self.mean = self.hi = x
+            return
+        self.lo, self.hi = min(self.lo, x), max(self.hi, x)
+        self.mean += (x - self.mean) / self.n
+
+    def as_list(self) -> list[Any]:
+        return [self.n, self.lo, self.mean, self.hi]
+
+
+@dataclass(slots=True)
+class Second:
+    session_id: str
+    second: int
+    count: int = 0
+    msg_id_min: int = 0
+    msg_id_max: int = 0
+    mask: int = 0  # bit i: msg_id_min + i was received
+    t_first: float = math.inf
+    t_last: float = -math.inf
+    index_min: int | None = None
+    index_max: int | None = None
+    phase: str | None = None
+    reps: int | None = None
+    ratio: Stat = field(default_factory=Stat)
+    pct: dict[str, Stat] = field(default_factory=dict)
+    dirty: bool = False
+
+    def has(self, msg_id: int) -> bool:
+        return (
+            self.count > 0
+            and 0 <= msg_id - self.msg_id_min < self.mask.bit_length()
+            and bool(self.mask >> (msg_id - self.msg_id_min) & 1)
+        )
+
+    def add(self, body: Mapping[str, Any]) -> None:
+        """Fold one live message (already checked against the contract, not a copy)."""
+        msg_id, t = int(body["msg_id"]), float(body["t"])
+        if self.count == 0:
+            self.msg_id_min = self.msg_id_max = msg_id
+        elif max(self.msg_id_max, msg_id) - min(self.msg_id_min, msg_id) >= MAX_SPAN:
+            raise LiveSpanError(
+                f"live msg_id {msg_id} is more than {MAX_SPAN} from the others of second "
+                f"{self.second} ({self.msg_id_min}–{self.msg_id_max})"
+            )
+        if msg_id < self.msg_id_min:
+            self.mask <<= self.msg_id_min - msg_id
+            self.msg_id_min = msg_id
+        self.mask |= 1 << (msg_id - self.msg_id_min)
+        if msg_id >= self.msg_id_max:  # the latest message says the current phase and reps
+            self.msg_id_max = msg_id
+            self.phase, self.reps = body.get("phase"), body.get("reps")
+        self.count += 1
+        self.t_first, self.t_last = min(self.t_first, t), max(self.t_last, t)
+        if (index := body.get("index")) is not None:
+            self.index_min = index if self.index_min is None else min(self.index_min, index)
+            self.index_max = index if self.index_max is None else max(self.index_max, index)
+        if (ratio := body.get("vm_vl_ratio")) is not None:
+            self.ratio.add(float(ratio))
+        for channel, value in body["pct_mvc"].items():
+            self.pct.setdefault(channel, Stat()).add(float(value))
+        self.dirty = True
+
+    def row(self) -> tuple[Any, ...]:
+        bits = self.mask.to_bytes((self.mask.bit_length() + 7) // 8 or 1, "little")
+        pct = {ch: s.as_list() for ch, s in sorted(self.pct.items())}
+        return (
+            self.session_id, self.second, self.count, self.msg_id_min, self.msg_id_max, bits,
+            self.t_first, self.t_last, self.index_min, self.index_max, self.phase, self.reps,
+            self.ratio.n, self.ratio.lo, self.ratio.mean, self.ratio.hi,
+            json.dumps(pct, separators=(",", ":")),
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Second:
+        r = dict(zip(COLUMNS, row, strict=True))
+        pct = {ch: Stat(int(v[0]), v[1], v[2], v[3]) for ch, v in json.loads(r["pct_json"]).items()}
+        return cls(
+            r["session_id"], int(r["second"]), int(r["count"]), int(r["msg_id_min"]),
+            int(r["msg_id_max"]), int.from_bytes(bytes(r["msg_ids"]), "little"),
+            float(r["t_first"]), float(r["t_last"]), r["index_min"], r["index_max"], r["phase"],
+            r["reps"], Stat(int(r["ratio_n"]), r["ratio_min"], r["ratio_mean"], r["ratio_max"]),
+            pct,
+        )  # fmt: skip
+
+
+def second_of(t: float) -> int:
+    return math.floor(t)
+
+
+def msg_ids(row: Second) -> list[int]:
+    """The msg_ids a row holds (for tests and audits)."""
+    return [row.msg_id_min + i for i in range(row.mask.bit_length()) if row.mask >> i & 1]
+
+
+UPSERT = (
+    f"INSERT INTO live_seconds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    " ON CONFLICT (session_id, second) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
+)
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM live_seconds"
+
+DEDUPE_WINDOW_S = 86_400  # a copy is looked for among the rows of a day either side of its time
+_LS = ", ".join(f"ls.{c}" for c in COLUMNS)
+
+
+def lock_key(session: str) -> int:
+    """The session's PostgreSQL advisory lock (a signed 64-bit key)."""
+    return int.from_bytes(hashlib.sha256(b"live_seconds:" + session.encode()).digest()[:8],
+                          "big", signed=True)  # fmt: skip
+
+
+def fold(
+    db: Backend, pending: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, list[str | None]]:
+    """Fold a batch's live messages (by session) into their rows: for each message None
+    (stored) or why not (a copy of a stored msg_id, or a msg_id no second can hold). Three
+    statements a batch, whatever its sessions: lock, read, write.
+
+    Read, merge, write: on PostgreSQL a transaction lock per session keeps two loggers (a
+    shared subscription splits a session's messages between them) from losing each other's
+    update, taken in one order (by key) so two batches never wait on each other in a circle;
+    SQLite's BEGIN IMMEDIATE already serialises writers."""
+    if not pending:
+        return {}
+    if db.dialect == "postgresql":
+        keys = sorted({lock_key(s) for s in pending})
+        db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", (keys,))
+    bounds: list[Any] = []
+    for session, bodies in pending.items():
+        seconds = [second_of(float(b["t"])) for b in bodies]
+        ids = [int(b["msg_id"]) for b in bodies]
+        bounds += [session, min(seconds), max(seconds), min(ids), max(ids)]
+    lo = min(bounds[1::5]) - DEDUPE_WINDOW_S
+    hi = max(bounds[2::5]) + DEDUPE_WINDOW_S
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(pending))
+    # The rows of the batch's seconds (by the key), and those whose msg_id range reaches the
+    # batch's msg_ids (by msg_id_max: in-order messages find only the latest). The constant
+    # time bounds let PostgreSQL read only a few days' partitions.
+    rows: dict[tuple[str, int], Second] = {}
+    for row in db.query(
+        f"WITH q (sid, lo_s, hi_s, lo_id, hi_id) AS (VALUES {values})"
+        f" SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
+        f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
+        f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S} AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S}"
+        " WHERE ls.second BETWEEN ? AND ?",
+        (*bounds, lo, hi, lo, hi),
+    ):
+        r = Second.from_row(row)
+        rows[(r.session_id, r.second)] = r
+    outcomes: dict[str, list[str | None]] = {}
+    for session, bodies in pending.items():
+        mine = [r for (s, _), r in rows.items() if s == session]
+        outcomes[session] = _merge(session, bodies, mine, rows)
+    changed = [r.row() for r in rows.values() if r.dirty]
+    if changed:
+        db.executemany(UPSERT, changed)
+    return outcomes
+
+
+def _merge(
+    session: str,
+    bodies: Sequence[Mapping[str, Any]],
+    known: list[Second],
+    rows: dict[tuple[str, int], Second],
+) -> list[str | None]:
+    ids = [int(b["msg_id"]) for b in bodies]
+    outcome: list[str | None] = [None] * len(bodies)
+    for i in sorted(range(len(bodies)), key=ids.__getitem__):
+        if any(r.has(ids[i]) for r in known):
+            outcome[i] = f"duplicate live ({session}, {ids[i]})"
+            continue
+        s = second_of(float(bodies[i]["t"]))
+        row = rows.get((session, s)) or Second(session, s)
+        try:
+            row.add(bodies[i])
+        except LiveSpanError as exc:
+            outcome[i] = str(exc)
+            continue
+        if (session, s) not in rows:
+            rows[(session, s)] = row
+            known.append(row)
+    return outcome
