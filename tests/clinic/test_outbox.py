@@ -90,6 +90,7 @@ async def test_outbox_survives_broker_outage_and_station_restart(
     assert await second.flush(5)
     runner.cancel()
     assert [m["msg_id"] for m in received] == list(range(1, 26))
+    assert second.outbox.sync(5)  # the acks' deletes, like the appends, go through the writer
     assert sqlite3.connect(path).execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
 
 
