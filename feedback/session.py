@@ -355,26 +355,30 @@ class Session:
         stim_task = asyncio.create_task(self.stim.run())
         consume = asyncio.create_task(self._consume(pipeline))
         stoppers = {asyncio.create_task(stop.wait()), asyncio.create_task(self._stop.wait())}
-        done, _ = await asyncio.wait({consume, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
-        if consume not in done:
-            if not self._stop.is_set():
-                self.result.stopped_by = "signal"
-            consume.cancel()
-        for task in stoppers:
-            task.cancel()
-        if self._pending:  # let a stop reach the device (and its outcome the log) first
-            await asyncio.gather(*self._pending, return_exceptions=True)
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await consume
+            done, _ = await asyncio.wait({consume, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
+            if consume not in done and not self._stop.is_set():
+                self.result.stopped_by = "signal"
         finally:
-            # Whatever ended the loop (a device error included), the stimulation driver stops
-            # its burst and the session is closed with its report and end time.
-            await self._stop_stim(stim_task)
-            if self._cal_script is not None:  # ended while calibrating: nothing is stored
-                self._cal_script.__exit__(None, None, None)
-            self._finish()
-            self._running = False
+            # Also when run() itself is cancelled: the loop and the stimulation driver must not
+            # outlive the session, and the cancellation goes on to the caller afterwards.
+            consume.cancel()
+            for task in stoppers:
+                task.cancel()
+            try:
+                if self._pending:  # let a stop reach the device (and its outcome the log) first
+                    await asyncio.gather(*self._pending, return_exceptions=True)
+                (ended,) = await asyncio.gather(consume, return_exceptions=True)
+            finally:
+                # Whatever ended the loop (a device error included), the stimulation driver
+                # stops its burst and the session is closed with its report and end time.
+                await self._stop_stim(stim_task)
+                if self._cal_script is not None:  # ended while calibrating: nothing is stored
+                    self._cal_script.__exit__(None, None, None)
+                self._finish()
+                self._running = False
+        if isinstance(ended, Exception):  # a device error ends the session and reaches the caller
+            raise ended
         return self.result
 
     async def _stop_stim(self, stim_task: asyncio.Task[None]) -> None:

@@ -158,3 +158,28 @@ async def test_a_command_whose_handler_fails_is_a_control_failed_event(tmp_path:
     (failed,) = [d for k, d in events if k == "control_failed"]
     assert failed["control"] == "PickProtocol" and failed["source"] == "dashboard"
     assert "no session running" in str(failed["error"]) and session.commands.errors == 1
+
+
+async def test_a_cancelled_session_stops_its_loop_and_driver_and_closes(tmp_path: Path) -> None:
+    """Cancelling run() from outside (a supervisor, a test's teardown) still ends the loop and the
+    stimulation driver, closes the session for its outputs, and reaches the caller as a
+    cancellation (it was swallowed while the loop was being awaited)."""
+    s = load_settings(environ={})
+    topics = Topics(s.session.clinic, s.session.station)
+    publisher = MqttPublisher("mqtt://127.0.0.1:9", topics, client_id="st")  # never run
+    store = SessionStore(tmp_path / "s.db")
+    seen = Recording()
+    before = asyncio.all_tasks()
+    async with open_device("sim", s) as device:  # real time: still running when cancelled
+        session = compose(s, device, publisher, store, duration_s=60.0, extra=(seen,))
+        task = asyncio.create_task(session.run(asyncio.Event()))
+        await asyncio.sleep(0.5)
+        assert session.running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not session.running
+        await asyncio.sleep(0.05)
+        assert asyncio.all_tasks() - before <= {asyncio.current_task()}  # nothing left behind
+    store.close()
+    assert isinstance(seen.items[-1], SessionClosed)
