@@ -30,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from feedback.clinic.intake import PahoIntake, Received
 from feedback.clinic.metrics import LoggerMetrics
 from feedback.clinic.migrations import MigrationError
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS, RETENTION_RANGE_DAYS
+from feedback.clinic.service import run_until_signalled, service_main
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -301,16 +301,8 @@ async def amain(args: argparse.Namespace) -> None:
         access, store, clinic=args.clinic, group=args.group, instance=args.instance,
         metrics=metrics,
     )  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(logger.run())
     print(f"logging {logger.topic} from {describe(access)} into {args.db}", file=sys.stderr)
-    await stop.wait()
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
+    await run_until_signalled(logger.run())
     logger.store.close()
     t = logger.stats.totals
     assert t is not None
@@ -324,16 +316,7 @@ async def amain(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        asyncio.run(amain(args))
-    except (ConfigError, ValueError, MigrationError) as exc:
-        print(f"clinic logger: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return service_main("clinic logger", amain, args, (ConfigError, ValueError, MigrationError))
 
 
 if __name__ == "__main__":

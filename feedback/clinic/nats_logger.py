@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from devices.backoff import Backoff
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
+from feedback.clinic.service import run_until_signalled, service_main
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -496,17 +496,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
 
 async def amain(args: argparse.Namespace, logger: NatsLogger | None = None) -> None:
     logger = logger or make_logger(args)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(logger.run())
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    runner.cancel()
-    stopper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
+    await run_until_signalled(logger.run())
     logger.store.close()
     t, s = logger.stats.totals, logger.stats
     print(
@@ -519,16 +509,7 @@ async def amain(args: argparse.Namespace, logger: NatsLogger | None = None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        asyncio.run(amain(args))
-    except ValueError as exc:
-        print(f"clinic logger: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return service_main("clinic logger", amain, args, (ValueError,))
 
 
 if __name__ == "__main__":
