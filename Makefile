@@ -26,7 +26,12 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# The benchmarks' peers (NeuroKit2) on top of the test install, at the locked versions.
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS),bench]"
+	@touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
 # The clinic logger under N simulated stations (bench/loadtest.py; loopback, bounded; JSON in
