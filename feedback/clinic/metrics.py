@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from feedback.clinic.logger import ClinicLogger
+    from feedback.clinic.nats_logger import NatsLogger
     from feedback.clinic.store import Incoming, IngestResult
 
 # Quarantine reasons (free text, quoting the message) → a small fixed set of labels.
@@ -110,21 +111,8 @@ class LoggerMetrics(Collector):
 
         yield counter("vmf_logger_received", "Messages received and handled", s.received)
         yield counter("vmf_logger_batches", "Batches committed", s.batches)
-        outcome = CounterMetricFamily(
-            "vmf_logger_messages", "Handled messages by outcome", labels=["outcome"]
-        )
-        if t is not None:
-            outcome.add_metric(["stored"], t.stored)
-            outcome.add_metric(["duplicate"], t.duplicates)
-            outcome.add_metric(["quarantined"], t.invalid)
-            outcome.add_metric(["unstorable"], t.unstorable)
-        yield outcome
-        q = CounterMetricFamily(
-            "vmf_logger_quarantined", "Quarantined messages by reason", labels=["reason"]
-        )
-        for kind, _ in (*_REASONS, ("other", None)):
-            q.add_metric([kind], self.quarantined.get(kind, 0))
-        yield q
+        yield _outcomes(t)
+        yield self._quarantined()
         yield counter("vmf_logger_connects", "Connections to the broker (subscribed)", s.connects)
         yield counter("vmf_logger_reconnects", "Connections after the first",
                       max(0, s.connects - 1))  # fmt: skip
@@ -143,3 +131,64 @@ class LoggerMetrics(Collector):
                                 value=lg.queued())  # fmt: skip
         yield GaugeMetricFamily("vmf_logger_queue_peak", "Most messages ever waiting",
                                 value=s.queue_peak)  # fmt: skip
+
+    def _quarantined(self) -> CounterMetricFamily:
+        q = CounterMetricFamily(
+            "vmf_logger_quarantined", "Quarantined messages by reason", labels=["reason"]
+        )
+        for kind, _ in (*_REASONS, ("other", None)):
+            q.add_metric([kind], self.quarantined.get(kind, 0))
+        return q
+
+
+def _outcomes(t: IngestResult | None) -> CounterMetricFamily:
+    outcome = CounterMetricFamily(
+        "vmf_logger_messages", "Handled messages by outcome", labels=["outcome"]
+    )
+    if t is not None:
+        outcome.add_metric(["stored"], t.stored)
+        outcome.add_metric(["duplicate"], t.duplicates)
+        outcome.add_metric(["quarantined"], t.invalid)
+        outcome.add_metric(["unstorable"], t.unstorable)
+    return outcome
+
+
+class NatsLoggerMetrics(LoggerMetrics):
+    """The NATS logger's page: the same names where the meaning is the same (so one dashboard
+    serves both tiers), plus what only a JetStream consumer has (held, fetch errors, rebinds)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.nats: NatsLogger | None = None
+        super().__init__(registry)
+
+    def attach_nats(self, logger: NatsLogger) -> None:
+        self.nats = logger
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        lg = self.nats
+        if lg is None:
+            return
+        s = lg.stats
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, value=value)
+
+        yield counter("vmf_logger_received", "Messages delivered by the stream", s.received)
+        yield counter("vmf_logger_batches", "Batches committed", s.stored_batches)
+        yield _outcomes(s.totals)
+        yield self._quarantined()
+        yield counter("vmf_logger_connects", "Connections to the cluster", s.connects)
+        yield counter("vmf_logger_reconnects", "Connections after the first",
+                      max(0, s.connects - 1))  # fmt: skip
+        yield counter("vmf_logger_db_errors", "Database connection faults (retried)", s.db_errors)
+        yield counter("vmf_logger_ingest_failures", "Batches lost to an unforeseen error",
+                      s.ingest_failures)  # fmt: skip
+        yield counter("vmf_logger_receipts", "Receipts sent to stations", s.receipts_sent)
+        yield counter("vmf_logger_resend_requests", "Holes a station was asked to fill",
+                      s.resend_requests)  # fmt: skip
+        yield counter("vmf_logger_held", "Given back by the order gate to wait for a predecessor",
+                      s.held)  # fmt: skip
+        yield counter("vmf_logger_fetch_errors", "Fetches the cluster did not answer",
+                      s.fetch_errors)  # fmt: skip
+        yield counter("vmf_logger_rebinds", "Times the durable consumer was bound again",
+                      s.rebinds)  # fmt: skip

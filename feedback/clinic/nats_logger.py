@@ -46,6 +46,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from devices.backoff import Backoff
+from feedback.clinic.metrics import NatsLoggerMetrics
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
 from feedback.clinic.service import run_until_signalled, service_main
 from feedback.clinic.store import (
@@ -197,25 +198,6 @@ def ledger_key(m: Msg) -> LedgerKey | None:
     return session, msg_id, msg.clinic, msg.station
 
 
-def read_watermarks(store: ClinicStore, sessions: Sequence[str]) -> dict[str, int]:
-    """`stored_through` of these sessions, as committed (a thin adapter on the store's
-    database: the store has no reader for it)."""
-    if not sessions:
-        return {}
-    out: dict[str, int] = {}
-    with store._lock:  # the store's connection serves one call at a time
-        for i in range(0, len(sessions), 500):
-            chunk = list(sessions[i : i + 500])
-            marks = ", ".join("?" * len(chunk))
-            rows = store.db.query(
-                "SELECT session_id, stored_through FROM session_owners"
-                f" WHERE session_id IN ({marks})",
-                chunk,
-            )
-            out.update({str(s): int(t) for s, t in rows})
-    return out
-
-
 class NatsLogger:
     def __init__(
         self,
@@ -230,6 +212,7 @@ class NatsLogger:
         create_stream: bool = True,
         replicas: int = 3,
         name: str = "vmf-logger",
+        metrics: NatsLoggerMetrics | None = None,
     ) -> None:
         self.servers = list(servers)
         self.store = store
@@ -247,6 +230,9 @@ class NatsLogger:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.attach_nats(self)
 
     async def run(self) -> None:
         """Connect (nats-py reconnects by itself, to any node), bind the consumer, store;
@@ -369,14 +355,17 @@ class NatsLogger:
     async def _gate(self, msgs: list[Msg]) -> Gated:
         keys = [ledger_key(m) for m in msgs]
         sessions = sorted({k[0] for k in keys if k is not None})
-        marks = await self._with_db(lambda: read_watermarks(self.store, sessions), {})
+        marks = await self._with_db(lambda: self.store.stored_through(sessions), {})
         return gate(msgs, keys, marks)
 
     async def store_then_ack(self, nc: NATS, msgs: list[Msg]) -> None:
         now = time.time()
-        result = await self._ingest([Incoming(topic_of(m.subject), m.data, now) for m in msgs])
+        items = [Incoming(topic_of(m.subject), m.data, now) for m in msgs]
+        result = await self._ingest(items)
         self.stats.stored_batches += 1
         self.stats.totals.add(result)
+        if self.metrics is not None:
+            self.metrics.batch(items, result, time.time(), 0)
         for reason in result.reasons:
             log.warning("quarantined: %s", reason)
         await self._answer(nc, result.deliveries)
@@ -475,11 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-days", type=int, default=RETENTION_DEFAULT_DAYS, metavar="DAYS",
                    help="live metrics, events and quarantine older than this are dropped "
                    "(docs/storage.md)")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics "
+                   "(docs/operations.md)")  # fmt: skip
+    p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address for --metrics-port (0.0.0.0: every interface)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def make_logger(args: argparse.Namespace) -> NatsLogger:
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = NatsLoggerMetrics()
+        metrics.serve(args.metrics_port, args.metrics_addr)
     return NatsLogger(
         [u.strip() for u in args.nats.split(",") if u.strip()],
         ClinicStore(args.db, retention_days=args.retention_days),
@@ -491,6 +489,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         create_stream=not args.no_create_stream,
         replicas=args.replicas,
         name=args.name,
+        metrics=metrics,
     )
 
 

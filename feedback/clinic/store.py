@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,22 @@ class ClinicStore:
                 self.db.close()
             finally:
                 self.db = connect(self.url)
+
+    def stored_through(self, sessions: Sequence[str]) -> dict[str, int]:
+        """The highest msg_id stored without a hole, per session (the ones it knows), as
+        committed: what an order gate in front of the store compares with."""
+        out: dict[str, int] = {}
+        with self._lock:  # the connection serves one call at a time
+            for i in range(0, len(sessions), 500):
+                chunk = list(sessions[i : i + 500])
+                marks = ", ".join("?" * len(chunk))
+                rows = self.db.query(
+                    "SELECT session_id, stored_through FROM session_owners"
+                    f" WHERE session_id IN ({marks})",
+                    chunk,
+                )
+                out.update({str(s): int(t) for s, t in rows})
+        return out
 
     def ingest(self, batch: list[Incoming]) -> IngestResult:
         """Store a batch in one transaction; if the database refuses one message, the batch is

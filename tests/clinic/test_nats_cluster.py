@@ -21,6 +21,7 @@ from typing import Any
 import nats
 import pytest
 
+from feedback.broker import free_port
 from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import (
@@ -230,8 +231,11 @@ def count(db_url: str, sql: str) -> int:
         db.close()
 
 
-def check_exactly_once_in_order(db_url: str, sessions: int, per_station: int) -> None:
-    """Every message of every session stored once, in msg_id order, in every table."""
+def check_exactly_once_in_order(
+    db_url: str, sessions: int, per_station: int, quarantined: int = 0
+) -> None:
+    """Every message of every session stored once, in msg_id order, in every table; nothing
+    else quarantined than the `quarantined` bad messages a test sent."""
     ids = stored_ids(db_url)
     expected = list(range(1, per_station + 1))
     lost = {s: sorted(set(expected) - set(got)) for s, got in ids.items() if got != expected}
@@ -241,7 +245,7 @@ def check_exactly_once_in_order(db_url: str, sessions: int, per_station: int) ->
     assert count(db_url, "SELECT count(*) FROM reps") == sessions * reps
     assert count(db_url, "SELECT count(*) FROM events") == sessions * gaps
     assert count(db_url, "SELECT count(*) FROM cues") == sessions * (per_station - reps - gaps)
-    assert count(db_url, "SELECT count(*) FROM quarantine") == 0
+    assert count(db_url, "SELECT count(*) FROM quarantine") == quarantined
 
 
 async def stream_leader(cluster: NatsCluster) -> str:
@@ -446,9 +450,12 @@ async def test_the_logger_waits_for_the_cluster_and_survives_its_consumer_being_
     tmp_path: Path,
 ) -> None:
     """Started before any node is up it keeps trying; an operator deleting its consumer makes
-    it create the consumer again, which reads the stream from the start: copies dropped."""
+    it create the consumer again, which reads the stream from the start: copies dropped. Its
+    Prometheus page says so (stored, quarantined by reason, duplicates, rebinds)."""
+    from feedback.clinic.metrics import NatsLoggerMetrics
     from feedback.clinic.nats_logger import NatsLogger
     from feedback.clinic.store import ClinicStore
+    from tests.clinic.test_metrics import scrape
 
     binary = nats_server_binary()
     if binary is None:
@@ -456,11 +463,14 @@ async def test_the_logger_waits_for_the_cluster_and_survives_its_consumer_being_
     assert binary is not None
     cluster = NatsCluster.create(binary, tmp_path)
     db_url = str(tmp_path / "clinic.db")
-    logger = NatsLogger(cluster.urls, ClinicStore(db_url), durable="ops")
+    metrics, port = NatsLoggerMetrics(), free_port()
+    metrics.serve(port)
+    logger = NatsLogger(cluster.urls, ClinicStore(db_url), durable="ops", metrics=metrics)
     running = asyncio.create_task(logger.run())
     try:
         await asyncio.sleep(1.0)
         assert not logger.connected.is_set()
+        assert scrape(port)["vmf_logger_connects_total"] == 0
         cluster.start()
         await asyncio.wait_for(logger.connected.wait(), 60)
         nc = await nats.connect(servers=cluster.urls)
@@ -471,10 +481,21 @@ async def test_the_logger_waits_for_the_cluster_and_survives_its_consumer_being_
                     leaf, body = station_message(n, i)
                     subject = subject_of(f"{Topics(CLINIC, f'st-{k:02d}').base}/{leaf}")
                     await nc.jetstream().publish(subject, json.dumps(body).encode())
+            bad = MessageNumberer("S-ops-bad").envelope("gap", {"from_index": -5, "missing": 1})
+            subject = subject_of(f"{Topics(CLINIC, 'st-00').base}/event")
+            await nc.jetstream().publish(subject, json.dumps(bad).encode())  # schema: minimum 0
             await wait_until(lambda: logger.stats.totals.stored == 40, 20, "40 stored")
+            page = scrape(port)  # Prometheus metrics move with what the logger did
+            assert page['vmf_logger_messages_total{outcome="stored"}'] == 40
+            assert page['vmf_logger_quarantined_total{reason="schema"}'] == 1
+            assert page['vmf_logger_quarantined_total{reason="other"}'] == 0
+            assert page["vmf_logger_batch_size_count"] >= 1
             await nc.jetstream().delete_consumer(STREAM, "ops")
             await wait_until(lambda: logger.stats.totals.duplicates == 40, 30, "40 copies")
             assert logger.stats.rebinds >= 1
+            page = scrape(port)
+            assert page['vmf_logger_messages_total{outcome="duplicate"}'] == 40
+            assert page["vmf_logger_rebinds_total"] >= 1
         finally:
             await nc.close()
     finally:
@@ -483,4 +504,4 @@ async def test_the_logger_waits_for_the_cluster_and_survives_its_consumer_being_
             await running
         logger.store.close()
         cluster.stop()
-    check_exactly_once_in_order(db_url, 2, 20)
+    check_exactly_once_in_order(db_url, 2, 20, quarantined=2)  # the bad one, read twice
