@@ -95,7 +95,8 @@ class PahoIntake:
         context = access.ssl_context()
         if context is not None:
             c.tls_set_context(context)
-        self._backoff = Backoff(initial_s=0.5, max_s=5.0)
+        # A clinic has one or two loggers, not a herd: a short ceiling gets them back soon.
+        self._backoff = Backoff(initial_s=0.2, max_s=2.0)
         self._next_wait(c)
         c.on_socket_open = _no_delay
         c.on_connect = self._on_connect

@@ -103,8 +103,9 @@ async def test_broker_down_30_s_mid_session_every_message_once_in_order(
 ) -> None:
     db_url = str(tmp_path / "clinic.db")
     station = "st-" + secrets.token_hex(3)
-    # 12 periods of 3 s: a 36.5 s real-time session, of which the broker misses 30 s.
-    settings = station_settings(station, **{"session.pain_before": 4, "protocol.reps": 12})
+    # 13 periods of 3 s: a 39.5 s real-time session, of which the broker misses 30 s; the
+    # backlog has the session's last 6.5 s and the 5 s end-of-session flush to reach the logger.
+    settings = station_settings(station, **{"session.pain_before": 4, "protocol.reps": 13})
     outbox = tmp_path / f"{station}-outbox.sqlite3"
     access = BrokerAccess.from_url(clinic_broker.url)
     async with running_logger(access, db_url):
@@ -119,7 +120,7 @@ async def test_broker_down_30_s_mid_session_every_message_once_in_order(
         assert report["mqtt_flushed"] and report["mqtt_backlog_at_end"] == 0
         await wait_until(lambda: session_ended(db_url, report["session_id"]), 20, "session_end")
         await asyncio.sleep(0.5)
-    check_logged(db_url, report, tmp_path / f"{station}.db", periods=12, redelivered_ok=True)
+    check_logged(db_url, report, tmp_path / f"{station}.db", periods=13, redelivered_ok=True)
 
 
 async def test_station_holds_what_nobody_subscribes_to_after_a_broker_restart(
