@@ -104,13 +104,15 @@ def open_uci(
     scale = np.array([mv_factor(units_in[i]) or 1.0 for i in keep])[:, None]
     kept_names = [names[i] for i in keep]
     body_state = _Body(p, names, emg, fx, digital, warnings)
+    whole = keep == list(range(len(names)))
 
     def chunks() -> Generator[Chunk]:
         rows = body_state.rows(body)
         previous = None
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             line_nos = [n for n, _ in batch]
-            cells = [[r[i] for i in keep] for _, r in batch]
+            # Every column kept in order (no digital column): the rows as they are.
+            cells = [r for _, r in batch] if whole else [[r[i] for i in keep] for _, r in batch]
             arr = to_float_holding(p, cells, line_nos, kept_names, body_state.bad, previous)
             previous = arr[-1]
             columns = range(len(keep))
@@ -176,8 +178,23 @@ class _Body:
         missing_fx: int | None = None  # a row without FX: allowed only as the very last row
         last_fx = ""
         seen_digital: set[str] = set()
+        digital = self.digital
         for n, ln in lines:
             cells = [c.strip() for c in ln.split("\t")]
+            # The usual row, every cell filled and nothing pending: what the general path below
+            # does with it, without its tests (the parser's time is mostly per row).
+            if (
+                len(cells) == ncol
+                and first_trailing is None
+                and missing_fx is None
+                and not digital
+                and all(cells)
+            ):
+                if fx is not None:
+                    last_fx = cells[fx]
+                self.n_rows += 1
+                yield n, cells
+                continue
             if len(cells) > ncol and any(cells[ncol:]):
                 reason = f"{len(cells)} columns, the header declares {ncol}"
                 raise RecordingFormatError(p, reason, n)
