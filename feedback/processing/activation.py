@@ -525,6 +525,8 @@ class ActivationDetector:
         if pos == 0 and n and n <= self._frame - self._in_frame:
             # The usual block: inside one frame, so the levels hold for all of it.
             active, level = self._segment(first_index, envelope, above, usable, events, extremes)
+        elif pos == 0 and n:
+            active, level = self._frames(first_index, envelope, above, usable, events)
         else:
             active = np.zeros((c, n), dtype=bool)
             level = np.zeros((c, n))
@@ -572,6 +574,43 @@ class ActivationDetector:
         np.maximum(level, 0.0, out=level)
         events += self._edges(first, seg, hb, before, state)
         self._learn(seg, usable)
+        return state, level
+
+    def _frames(
+        self,
+        first: int,
+        env: np.ndarray,
+        hb: np.ndarray | None,
+        usable: np.ndarray | None,
+        events: list[OnsetEvent],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A block across frame boundaries (a replay's long blocks): `_segment` per frame, with
+        the per-sample work done once for the block. Learning reads the envelope only, never
+        the switch, so each frame's levels are known before any switching; the switch then
+        runs once over the block with each sample's levels (`debounce` does not depend on how
+        the samples are split), and the same arithmetic per sample gives the same values."""
+        lengths: list[int] = []
+        on, off, rest, scale = [], [], [], []
+        pos, n = 0, env.shape[1]
+        while pos < n:
+            end = min(n, pos + self._frame - self._in_frame)
+            lengths.append(end - pos)
+            # The levels are replaced, never edited, when a frame closes: references suffice.
+            on.append(self.on_level[:, None])
+            off.append(self.off_level[:, None])
+            rest.append(self._rest_col)
+            scale.append(self._scale_col)
+            self._learn(env[:, pos:end], None if usable is None else usable[:, pos:end])
+            pos = end
+        reps = np.array(lengths)
+        on_x = np.repeat(np.concatenate(on, axis=1), reps, axis=1)
+        off_x = np.repeat(np.concatenate(off, axis=1), reps, axis=1)
+        before = self._carry.state
+        state = debounce(env >= on_x, env < off_x, self.n_on, self.n_off, self._carry)
+        level = env - np.repeat(np.concatenate(rest, axis=1), reps, axis=1)
+        level *= np.repeat(np.concatenate(scale, axis=1), reps, axis=1)
+        np.maximum(level, 0.0, out=level)
+        events += self._edges(first, env, hb, before, state)
         return state, level
 
     def _edges(
