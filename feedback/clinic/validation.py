@@ -31,11 +31,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import jsonschema
 import jsonschema_rs
 import orjson
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from feedback.outputs.topics import TOPIC_ROOT
 
@@ -148,6 +145,8 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str,
     also matches before a final newline, so "S-1\\n" passed as a session id here while
     jsonschema-rs refused it."""
     if validator.is_type(instance, "string") and not re.search(_ecma(pattern), instance):
+        import jsonschema
+
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -158,14 +157,17 @@ def _ecma(pattern: str) -> str:
     return pattern
 
 
-Reference = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
-)
-
-
 @functools.cache
 def validators() -> dict[str, Any]:
-    """The reference validators (`jsonschema`): they word a refusal."""
+    """The reference validators (`jsonschema`): they word a refusal. Imported here, on the
+    first refusal: a station that refuses nothing does not pay ~80 ms to import them."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    reference = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+    )
     loaded = _schemas()
     for doc in loaded.values():
         jsonschema.Draft202012Validator.check_schema(doc)
@@ -176,7 +178,7 @@ def validators() -> dict[str, Any]:
         (doc["$id"], Resource.from_contents(doc, default_specification=DRAFT202012))
         for doc in loaded.values()
     )
-    return {name: Reference(doc, registry=registry) for name, doc in loaded.items()}
+    return {name: reference(doc, registry=registry) for name, doc in loaded.items()}
 
 
 @functools.cache
@@ -296,6 +298,8 @@ def _conform(msg: Message) -> Message:
 
 
 def _schema_reason(kind: str, body: dict[str, Any]) -> str:
+    import jsonschema
+
     errors = itertools.islice(validators()[kind].iter_errors(body), MAX_SCHEMA_ERRORS)
     error = jsonschema.exceptions.best_match(errors)
     if error is not None:
