@@ -128,11 +128,19 @@ def _complete_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     operations without the masks, which would all be true, so the same values to the bit."""
     mid = (x.shape[1] - 1) // 2
     level = np.partition(x, mid, axis=1)[:, mid : mid + 1]
-    spread = MAD_TO_SD * np.partition(np.abs(x - level), mid, axis=1)[:, mid : mid + 1]
-    rest = (x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0)
+    dev = x - level
+    np.abs(dev, out=dev)
+    spread = MAD_TO_SD * np.partition(dev, mid, axis=1)[:, mid : mid + 1]
+    # Temporaries reused in place: this runs inside one block's time at each window's end.
+    if (spread > 0).all():  # the usual window: the `| ~(spread > 0)` below changes nothing
+        rest = x <= level + OUTLIER_SPREADS * spread
+    else:
+        rest = (x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0)
     count = np.maximum(rest.sum(axis=1), 1)
     mean = np.where(rest, x, 0.0).sum(axis=1) / count
-    var = np.where(rest, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
+    np.subtract(x, mean[:, None], out=dev)
+    np.square(dev, out=dev)
+    var = np.where(rest, dev, 0.0).sum(axis=1) / count
     return mean, np.sqrt(var)
 
 
