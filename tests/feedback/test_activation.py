@@ -71,6 +71,23 @@ def test_one_block_equals_one_sample_blocks_and_any_split() -> None:
         np.testing.assert_allclose(other[-1].reference_mv, whole[0].reference_mv)
 
 
+def test_a_block_across_frames_equals_frame_sized_blocks_to_the_bit() -> None:
+    """A long block (a replay's) runs the switch once over all its frames; blocks of exactly
+    one frame run it frame by frame. The frame sums are over the same samples, so every
+    value must be the same to the bit, not merely close."""
+    env = envelope(SCRIPT, 13.0)
+    frame = round(load_settings(environ={}).activation.frame_ms * RATE / 1000.0)
+    whole = run(env)
+    framed = run(env, [frame] * -(-env.shape[1] // frame))
+    np.testing.assert_array_equal(joined(whole), joined(framed))
+    assert [e for b in framed for e in b.events] == list(whole[0].events)
+    level = np.concatenate([b.level_pct for b in framed], axis=1)
+    assert np.array_equal(level, whole[0].level_pct)
+    assert np.array_equal(framed[-1].rest_mv, whole[0].rest_mv)
+    assert np.array_equal(framed[-1].reference_mv, whole[0].reference_mv)
+    assert np.array_equal(framed[-1].on_mv, whole[0].on_mv)
+
+
 def test_each_plateau_is_one_activation_with_the_vm_vl_difference() -> None:
     (block,) = run(envelope(SCRIPT, 13.0))
     onsets = [e for e in block.events if e.kind == "onset"]
