@@ -8,6 +8,7 @@ Both are synchronous: the logger calls them from a worker thread, one call at a 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,9 +44,23 @@ class SqliteBackend:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")  # several loggers may share one file
+        self._wal()
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _wal(self, patience_s: float = 10.0) -> None:
+        """Switch to WAL, waiting for a logger that is creating the schema in the same file:
+        while it holds the write lock, the switch fails at once (SQLite refuses to wait there,
+        since waiting could deadlock) instead of waiting on the busy timeout."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(sql, params).rowcount
