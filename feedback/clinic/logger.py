@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import logging
 import sys
 import time
@@ -41,13 +40,12 @@ from feedback.clinic.intake import PahoIntake, Received
 from feedback.clinic.metrics import LoggerMetrics
 from feedback.clinic.migrations import MigrationError
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS, RETENTION_RANGE_DAYS
-from feedback.clinic.service import run_until_signalled, service_main
+from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
     Incoming,
     IngestResult,
-    is_connection_fault,
 )
 from feedback.clinic.validation import LOGGED_LEAVES as LOGGED
 from feedback.clinic.validation import MAX_PAYLOAD_BYTES
@@ -141,8 +139,6 @@ class ClinicLogger:
         self.stats.connects += 1
         self.connected.set()
         log.info("subscribed to %s on %s", self.topic, describe(self.access))
-        if self.metrics is not None:
-            self.metrics.connected(self.stats.connects)
 
     async def run(self) -> None:
         """Subscribe, store, acknowledge; paho reconnects on its own; runs until cancelled.
@@ -229,28 +225,7 @@ class ClinicLogger:
         intake.ack(batch)
 
     async def _ingest(self, items: list[Incoming]) -> IngestResult:
-        """Store a batch, retrying while the database is unreachable: unacked, nothing is lost.
-        Only a connection fault is retried; the store quarantines whatever else a message
-        causes, so no message can hold the batch (and every later one) forever."""
-        backoff = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(self.store.ingest, items)
-            except Exception as exc:
-                if not is_connection_fault(exc):
-                    # A fault of ours the store did not foresee: retrying would stick on it
-                    # for ever. Report it loudly, count the batch and go on.
-                    log.exception("batch of %d could not be stored", len(items))
-                    self.stats.ingest_failures += 1
-                    return IngestResult(unstorable=len(items), reasons=[repr(exc)[:300]])
-                self.stats.db_errors += 1
-                if self.metrics is not None:
-                    self.metrics.db_error()
-                log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(10.0, backoff * 2)
-                with contextlib.suppress(Exception):
-                    self.store.reconnect()
+        return await ingest_until_stored(self.store, items, self.stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -91,12 +91,6 @@ class LoggerMetrics(Collector):
         if lag is not None:
             self.last_lag.set(lag)
 
-    def connected(self, connects: int) -> None:
-        pass  # read from the logger's stats when scraped
-
-    def db_error(self) -> None:
-        pass  # idem
-
     # scraped
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -106,31 +100,35 @@ class LoggerMetrics(Collector):
         s, t = lg.stats, lg.stats.totals
         intake = lg.intake.stats if lg.intake is not None else None
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(name, doc, value=value)
-
-        yield counter("vmf_logger_received", "Messages received and handled", s.received)
-        yield counter("vmf_logger_batches", "Batches committed", s.batches)
-        yield _outcomes(t)
-        yield self._quarantined()
-        yield counter("vmf_logger_connects", "Connections to the broker (subscribed)", s.connects)
-        yield counter("vmf_logger_reconnects", "Connections after the first",
-                      max(0, s.connects - 1))  # fmt: skip
-        yield counter("vmf_logger_db_errors", "Database connection faults (retried)", s.db_errors)
-        yield counter("vmf_logger_ingest_failures", "Batches lost to an unforeseen error",
-                      s.ingest_failures)  # fmt: skip
-        yield counter("vmf_logger_receipts", "Receipts sent to stations", s.receipts_sent)
-        yield counter("vmf_logger_resend_requests", "Holes a station was asked to fill",
-                      s.resend_requests)  # fmt: skip
+        yield from self._common(s.received, s.batches, s, t)
         if intake is not None:
-            yield counter("vmf_logger_dropped_qos0", "Live snapshots dropped (queue full)",
+            yield _counter("vmf_logger_dropped_qos0", "Live snapshots dropped (queue full)",
                           intake.dropped_qos0)  # fmt: skip
-            yield counter("vmf_logger_stale_acks", "Stored after a reconnect, left unacked",
+            yield _counter("vmf_logger_stale_acks", "Stored after a reconnect, left unacked",
                           intake.stale_acks)  # fmt: skip
         yield GaugeMetricFamily("vmf_logger_queue", "Messages waiting for the database",
                                 value=lg.queued())  # fmt: skip
         yield GaugeMetricFamily("vmf_logger_queue_peak", "Most messages ever waiting",
                                 value=s.queue_peak)  # fmt: skip
+
+    def _common(
+        self, received: int, batches: int, s: _LoggerCounts, t: IngestResult | None
+    ) -> Iterator[CounterMetricFamily]:
+        """The families both loggers have, under the same names (one dashboard for both)."""
+        yield _counter("vmf_logger_received", "Messages received and handled", received)
+        yield _counter("vmf_logger_batches", "Batches committed", batches)
+        yield _outcomes(t)
+        yield self._quarantined()
+        yield _counter("vmf_logger_connects", "Connections to the broker or cluster", s.connects)
+        yield _counter("vmf_logger_reconnects", "Connections after the first",
+                       max(0, s.connects - 1))  # fmt: skip
+        yield _counter("vmf_logger_db_errors", "Database connection faults (retried)",
+                       s.db_errors)  # fmt: skip
+        yield _counter("vmf_logger_ingest_failures", "Batches lost to an unforeseen error",
+                       s.ingest_failures)  # fmt: skip
+        yield _counter("vmf_logger_receipts", "Receipts sent to stations", s.receipts_sent)
+        yield _counter("vmf_logger_resend_requests", "Holes a station was asked to fill",
+                       s.resend_requests)  # fmt: skip
 
     def _quarantined(self) -> CounterMetricFamily:
         q = CounterMetricFamily(
@@ -139,6 +137,18 @@ class LoggerMetrics(Collector):
         for kind, _ in (*_REASONS, ("other", None)):
             q.add_metric([kind], self.quarantined.get(kind, 0))
         return q
+
+
+class _LoggerCounts(Protocol):
+    connects: int
+    db_errors: int
+    ingest_failures: int
+    receipts_sent: int
+    resend_requests: int
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
 
 
 def _outcomes(t: IngestResult | None) -> CounterMetricFamily:
@@ -170,25 +180,10 @@ class NatsLoggerMetrics(LoggerMetrics):
             return
         s = lg.stats
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(name, doc, value=value)
-
-        yield counter("vmf_logger_received", "Messages delivered by the stream", s.received)
-        yield counter("vmf_logger_batches", "Batches committed", s.stored_batches)
-        yield _outcomes(s.totals)
-        yield self._quarantined()
-        yield counter("vmf_logger_connects", "Connections to the cluster", s.connects)
-        yield counter("vmf_logger_reconnects", "Connections after the first",
-                      max(0, s.connects - 1))  # fmt: skip
-        yield counter("vmf_logger_db_errors", "Database connection faults (retried)", s.db_errors)
-        yield counter("vmf_logger_ingest_failures", "Batches lost to an unforeseen error",
-                      s.ingest_failures)  # fmt: skip
-        yield counter("vmf_logger_receipts", "Receipts sent to stations", s.receipts_sent)
-        yield counter("vmf_logger_resend_requests", "Holes a station was asked to fill",
-                      s.resend_requests)  # fmt: skip
-        yield counter("vmf_logger_held", "Given back by the order gate to wait for a predecessor",
+        yield from self._common(s.received, s.stored_batches, s, s.totals)
+        yield _counter("vmf_logger_held", "Given back by the order gate to wait for a predecessor",
                       s.held)  # fmt: skip
-        yield counter("vmf_logger_fetch_errors", "Fetches the cluster did not answer",
+        yield _counter("vmf_logger_fetch_errors", "Fetches the cluster did not answer",
                       s.fetch_errors)  # fmt: skip
-        yield counter("vmf_logger_rebinds", "Times the durable consumer was bound again",
+        yield _counter("vmf_logger_rebinds", "Times the durable consumer was bound again",
                       s.rebinds)  # fmt: skip

@@ -48,7 +48,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from devices.backoff import Backoff
 from feedback.clinic.metrics import NatsLoggerMetrics
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
-from feedback.clinic.service import run_until_signalled, service_main
+from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
 from feedback.clinic.store import (
     ClinicStore,
     Delivery,
@@ -386,23 +386,7 @@ class NatsLogger:
             return default
 
     async def _ingest(self, items: list[Incoming]) -> IngestResult:
-        """Store a batch, retrying while the database is unreachable (nothing is acknowledged
-        meanwhile); anything else is counted and logged, and the batch goes on."""
-        backoff = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(self.store.ingest, items)
-            except Exception as exc:
-                if not is_connection_fault(exc):
-                    log.exception("batch of %d could not be stored", len(items))
-                    self.stats.ingest_failures += 1
-                    return IngestResult(unstorable=len(items), reasons=[repr(exc)[:300]])
-                self.stats.db_errors += 1
-                log.error("database write failed (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(10.0, backoff * 2)
-                with contextlib.suppress(Exception):
-                    self.store.reconnect()
+        return await ingest_until_stored(self.store, items, self.stats)
 
     async def _answer(self, nc: NATS, deliveries: list[Delivery]) -> None:
         """A receipt per session stored; before the acknowledgement, so that a logger lost
