@@ -21,10 +21,11 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from devices.base import DeviceInfo, LinkStats
     from feedback.pipeline import Tick
 
 
@@ -55,6 +56,30 @@ class StationStatus:
     mqtt_up: bool = False
     mqtt_backlog: int = 0
 
+    @classmethod
+    def of(
+        cls, link: LinkStats, stim_state: str, stim_bursts: int, mqtt: MqttHealth | None
+    ) -> Self:
+        """The status from its sources' own answers, read once per block by the runner."""
+        return cls(
+            link=link.state.value,
+            gaps=link.gaps,
+            protocol_errors=link.protocol_errors,
+            stim_state=stim_state,
+            stim_bursts=stim_bursts,
+            mqtt_up=mqtt is not None and mqtt.connected,
+            mqtt_backlog=0 if mqtt is None else mqtt.backlog,
+        )
+
+
+class MqttHealth(Protocol):
+    """What the station status says about the MQTT link (MqttPublisher has it)."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def backlog(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceSummary:
@@ -64,6 +89,17 @@ class DeviceSummary:
     channels: tuple[str, ...]
     firmware: str | None
     serial: str | None
+
+    @classmethod
+    def of(cls, info: DeviceInfo) -> Self:
+        return cls(
+            spec=info.spec,
+            kind=info.kind,
+            rate_hz=info.rate_hz,
+            channels=tuple(info.channels),
+            firmware=info.firmware_version,
+            serial=info.serial,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

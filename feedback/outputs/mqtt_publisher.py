@@ -161,7 +161,7 @@ class MqttPublisher:
         self.backoff = Backoff(initial_s=0.2, max_s=max_backoff_s)
         self.last_error = ""  # why the newest connection attempt or connection ended
         self._last_fault = ""
-        self.session_id: str | None = None  # named in the last will
+        self._session_id: str | None = None  # named in the last will
         self.mqtt5 = mqtt5
         self.hold_without_subscriber = hold_without_subscriber and mqtt5
         self._client: Any = None  # paho's client of the connection that is up, else None
@@ -192,6 +192,16 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def session_id(self) -> str | None:
+        """The session the station's last will names (None before the first session opens)."""
+        return self._session_id
+
+    def begin_session(self, session_id: str) -> None:
+        """A session opened: the will of each connection made from now on names it. A will is
+        fixed when the connection is made, so one already up keeps naming the one before."""
+        self._session_id = session_id
 
     def publish(self, topic: str, message: dict[str, Any], *, retain: bool = False) -> None:
         """Persist a session message to the outbox (lossless, QoS 1). Never waits on the network."""
@@ -226,7 +236,7 @@ class MqttPublisher:
         body = {
             "v": SCHEMA_VERSION,
             "type": "status",
-            "session": self.session_id,
+            "session": self._session_id,
             "msg_id": 0,
             "t": round(time.time(), 6),
             "state": "offline",

@@ -67,7 +67,7 @@ class MqttSessionOutput:
 
     def _opened(self, o: SessionOpened) -> None:
         self.numberer = MessageNumberer(o.session_id)
-        self.publisher.session_id = o.session_id  # named in the station's last will
+        self.publisher.begin_session(o.session_id)  # named in the station's last will
         s = o.settings
         self._status("in_session")
         self._message(

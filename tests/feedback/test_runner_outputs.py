@@ -5,6 +5,7 @@ buttons as the same typed commands MQTT gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,24 @@ async def test_a_full_lossless_output_is_counted_and_the_session_goes_on(tmp_pat
     # Negative control: an output with room is never reported.
     ok = await run_session(tmp_path / "2", Recording("roomy"))
     assert ok.result.outputs_refused == {}
+
+
+async def test_the_publisher_learns_the_session_through_its_api(tmp_path: Path) -> None:
+    """The MQTT output tells its publisher the session (named in the station's last will) by
+    `begin_session`; the id is no attribute for anyone to set."""
+    s = load_settings(environ={})
+    publisher = MqttPublisher("mqtt://127.0.0.1:9", Topics("c", "s"), client_id="st")
+    assert publisher.session_id is None
+    with pytest.raises(AttributeError):
+        publisher.session_id = "S1"  # type: ignore[misc]
+    store = SessionStore(tmp_path / "s.db")
+    async with open_device("sim?speed=max", s) as device:
+        session = compose(s, device, publisher, store, duration_s=0.2)
+        await asyncio.wait_for(session.run(asyncio.Event()), 30)
+    store.close()
+    assert publisher.session_id == session.session_id
+    will = json.loads(publisher._will().payload)  # what the broker says when the station dies
+    assert will["session"] == session.session_id and will["state"] == "offline"
 
 
 def test_session_store_queue_is_bounded(tmp_path: Path) -> None:
