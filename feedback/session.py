@@ -157,7 +157,7 @@ class Session:
         self._start(pipeline)
         # The one edge back into processing (docs/stimulation.md): a burst's sample interval to
         # blank, so the stimulation artefact is never read as activation.
-        self.stim.blank = pipeline.blanker.add
+        self.stim.blank_with(pipeline.blanker.add)
         stim_task = asyncio.create_task(self.stim.run())
         consume = asyncio.create_task(self._consume(pipeline))
         stoppers = {asyncio.create_task(stop.wait()), asyncio.create_task(self._stop.wait())}

@@ -122,6 +122,11 @@ class StimDriver:
     def state(self) -> str:
         return self.controller.state
 
+    def blank_with(self, blank: Callable[[int, int], None]) -> None:
+        """Where each burst's sample interval goes to be blanked (the pipeline's blanker), so
+        the stimulation artefact is never read as activation."""
+        self.blank = blank
+
     def new_timeline(self) -> None:
         """A protocol switch took effect: the stimulation's periods restart with it."""
         self.controller.new_timeline()
