@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from devices.formats.base import (
@@ -69,20 +69,11 @@ def open_recording(
     ("name", NAME) or ("type", TYPE). Raises RecordingFormatError for unusable content (also
     while iterating), ValueError for bad arguments, OSError if the file cannot be opened."""
     p = Path(path)
-    if fmt is not None:
-        fmt = {"bdf": "edf", "generic": "csv"}.get(fmt.lower(), fmt.lower())
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown fmt {fmt!r}; use one of {', '.join(FORMATS)}")
-    if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
-        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
-    if units is not None and mv_factor(units) is None:
-        raise ValueError(f"unknown units {units!r}; use V, mV, uV or nV")
-
+    fmt = _checked_args(fmt, rate_hz, units)
     warnings: list[str] = []
     text = TextLines(p, warnings)
     if not text.head.strip():
-        after = " (after gunzip)" if text.gzipped else ""
-        raise RecordingFormatError(p, "the file is empty" + after)
+        raise _empty(p, text)
     ext = base_suffix(p)
     if fmt == "xdf" or (fmt is None and text.head.startswith(XDF_MAGIC)):
         text.close()  # pyxdf reads the file itself
@@ -96,33 +87,52 @@ def open_recording(
         raise RecordingFormatError(p, f"named {ext} but does not start with {XDF_MAGIC!r}", 1)
     if fmt is None and ext in (".edf", ".bdf"):
         raise RecordingFormatError(p, f"named {ext} but does not start with an EDF/BDF header", 1)
+    first, all_lines = _from_first_text(p, text)
+    opener = _TEXT_OPENERS[fmt or _text_format(first)]
+    return opener(p, all_lines, warnings, rate_hz, units)
 
+
+def _checked_args(fmt: str | None, rate_hz: float | None, units: str | None) -> str | None:
+    """`fmt` in its canonical spelling; ValueError for any argument out of its range."""
+    if fmt is not None:
+        fmt = {"bdf": "edf", "generic": "csv"}.get(fmt.lower(), fmt.lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown fmt {fmt!r}; use one of {', '.join(FORMATS)}")
+    if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    if units is not None and mv_factor(units) is None:
+        raise ValueError(f"unknown units {units!r}; use V, mV, uV or nV")
+    return fmt
+
+
+def _empty(p: Path, text: TextLines) -> RecordingFormatError:
+    after = " (after gunzip)" if text.gzipped else ""
+    return RecordingFormatError(p, "the file is empty" + after)
+
+
+def _from_first_text(p: Path, text: TextLines) -> tuple[str, Iterator[tuple[int, str]]]:
+    """The first line with text, and all lines again (the blank ones before it included)."""
     lines = iter(text)
-    blanks = []
-    first: tuple[int, str] | None = None
+    blanks: list[tuple[int, str]] = []
     for n, ln in lines:
         if ln.strip():
-            first = (n, ln)
-            break
+            return ln, itertools.chain(blanks, [(n, ln)], lines)
         blanks.append((n, ln))  # few: a file of only blank lines is caught by head.strip()
         if len(blanks) > 10_000:
             raise RecordingFormatError(p, "more than 10000 blank lines before any text", n)
-    if first is None:
-        after = " (after gunzip)" if text.gzipped else ""
-        raise RecordingFormatError(p, "the file is empty" + after)
-    all_lines = itertools.chain(blanks, [first], lines)
-    if fmt is None:
-        if is_uci_first_line(first[1]):
-            fmt = "uci"
-        elif is_santuz_header(first[1]):
-            fmt = "santuz"
-        else:
-            fmt = "csv"
-    if fmt == "uci":
-        return open_uci(p, all_lines, warnings, rate_hz, units)
-    if fmt == "santuz":
-        return open_santuz(p, all_lines, warnings, rate_hz, units)
-    return open_csv(p, all_lines, warnings, rate_hz, units)
+    raise _empty(p, text)
+
+
+def _text_format(first: str) -> str:
+    """A text file's format, told by its first line with text."""
+    if is_uci_first_line(first):
+        return "uci"
+    if is_santuz_header(first):
+        return "santuz"
+    return "csv"
+
+
+_TEXT_OPENERS = {"uci": open_uci, "santuz": open_santuz, "csv": open_csv}
 
 
 def load_recording(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +76,36 @@ def open_edf(p: Path, gzipped: bool, rate_hz: float | None, units: str | None) -
         raise
 
 
-def _stream(
-    p: Path,
-    reader: Any,
-    warnings: list[str],
-    rate_hz: float | None,
-    units: str | None,
-    cleanup: Any,
-) -> RecordingStream:
-    n = reader.signals_in_file
-    labels = [s.strip() for s in reader.getSignalLabels()]
-    dims = [reader.getPhysicalDimension(i).strip() for i in range(n)]
-    rates = [float(reader.getSampleFrequency(i)) for i in range(n)]
-    lengths = [int(x) for x in reader.getNSamples()]
-    onsets, durations, texts = reader.readAnnotations()
-    kind = KINDS.get(int(reader.filetype), "EDF")
-    own = reader.getEquipment().strip() == OWN_EQUIPMENT
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """What edflib tells about the signals, read once, before anything is checked."""
+
+    labels: list[str]
+    dims: list[str]
+    rates: list[float]
+    lengths: list[int]
+    onsets: Any
+    durations: Any
+    texts: Any
+    kind: str
+    own: bool  # written by the station's recorder
+
+    @classmethod
+    def read(cls, reader: Any) -> _Header:
+        n = reader.signals_in_file
+        labels = [s.strip() for s in reader.getSignalLabels()]
+        dims = [reader.getPhysicalDimension(i).strip() for i in range(n)]
+        rates = [float(reader.getSampleFrequency(i)) for i in range(n)]
+        lengths = [int(x) for x in reader.getNSamples()]
+        onsets, durations, texts = reader.readAnnotations()
+        kind = KINDS.get(int(reader.filetype), "EDF")
+        own = reader.getEquipment().strip() == OWN_EQUIPMENT
+        return cls(labels, dims, rates, lengths, onsets, durations, texts, kind, own)
+
+
+def _emg_factors(p: Path, h: _Header, units: str | None) -> tuple[list[float | None], float]:
+    """Per signal its factor to mV (None: not EMG), and the EMG's one sample rate."""
+    labels, dims, rates, n = h.labels, h.dims, h.rates, len(h.labels)
     if n == 0:
         raise RecordingFormatError(p, "the EDF file holds no signals")
     if len(set(labels)) != n:
@@ -107,20 +122,39 @@ def _stream(
     if len({rates[i] for i in emg}) > 1:
         listed = ", ".join(f"{labels[i]} {rates[i]:g} Hz" for i in emg)
         raise RecordingFormatError(p, f"EMG signals have different sample rates: {listed}")
-    rate = rates[emg[0]]
-    check_rate(p, rate, rate_hz, "the EDF header")
+    return factors, rates[emg[0]]
+
+
+def _kept(h: _Header, rate: float, warnings: list[str]) -> tuple[list[int], int]:
+    """The signals at the EMG rate, and the samples to replay of each."""
     keep: list[int] = []
-    for i in range(n):
-        if rates[i] == rate:
+    for i, r in enumerate(h.rates):
+        if r == rate:
             keep.append(i)
         else:
-            warnings.append(f"dropped signal {labels[i]!r} ({rates[i]:g} Hz, not the EMG rate)")
-    length = min(lengths[i] for i in keep)
-    if any(lengths[i] != length for i in keep):
+            warnings.append(f"dropped signal {h.labels[i]!r} ({r:g} Hz, not the EMG rate)")
+    length = min(h.lengths[i] for i in keep)
+    if any(h.lengths[i] != length for i in keep):
         warnings.append(f"signals differ in length; cut to the shortest ({length} samples)")
-    ends = [o for o, t in zip(onsets, texts, strict=True) if str(t).startswith(END_NOTE)]
-    if own and ends:  # the recorder padded its last record: replay up to the true end
+    ends = [o for o, t in zip(h.onsets, h.texts, strict=True) if str(t).startswith(END_NOTE)]
+    if h.own and ends:  # the recorder padded its last record: replay up to the true end
         length = min(length, round(float(ends[-1]) * rate))
+    return keep, length
+
+
+def _stream(
+    p: Path,
+    reader: Any,
+    warnings: list[str],
+    rate_hz: float | None,
+    units: str | None,
+    cleanup: Any,
+) -> RecordingStream:
+    h = _Header.read(reader)
+    labels, dims, own = h.labels, h.dims, h.own
+    factors, rate = _emg_factors(p, h, units)
+    check_rate(p, rate, rate_hz, "the EDF header")
+    keep, length = _kept(h, rate, warnings)
     scale = np.array([factors[i] or 1.0 for i in keep])[:, None]
     # The station's own records label EMG "EMG VM" (EDF+: signal type, then the name); replay
     # wants the channel role back.
@@ -150,7 +184,7 @@ def _stream(
 
     annotations = tuple(
         Annotation(float(o), max(float(d), 0.0), str(t))  # edflib gives -1 for "no duration"
-        for o, d, t in zip(onsets, durations, texts, strict=True)
+        for o, d, t in zip(h.onsets, h.durations, h.texts, strict=True)
     )
     out = chunks()
     return RecordingStream(
@@ -159,7 +193,7 @@ def _stream(
         units=tuple(unit(i) for i in keep),
         t0_s=0.0,
         annotations=annotations,
-        source=f"{p} ({kind}{', vm-feedback record' if own else ''})",
+        source=f"{p} ({h.kind}{', vm-feedback record' if own else ''})",
         warnings=warnings,
         chunks=out,
         close=close,

@@ -239,17 +239,10 @@ def open_csv(
 ) -> RecordingStream:
     head = read_header(p, lines)
     names = head.names
-    lower = [c.lower() for c in names]
-    own_record = tuple(lower[:2]) == RECORD_PREFIX
-    ti = next((lower.index(t) for t in TIME_COLUMNS if t in lower), None)
-    if own_record:
-        keep = [i for i, c in enumerate(names) if c.endswith("_mV") and not c.endswith("_env_mV")]
-        channels = tuple(names[i].removesuffix("_mV") for i in keep)
-        kind = kind or "vm-feedback record CSV"
-    else:
-        keep = [i for i in range(len(names)) if i != ti]
-        channels = tuple(names[i] for i in keep)
-        kind = kind or f"generic CSV, {head.delim!r}-separated"
+    ti, keep, channels, own_record = _columns(names)
+    kind = kind or (
+        "vm-feedback record CSV" if own_record else f"generic CSV, {head.delim!r}-separated"
+    )
     factor = mv_factor(units or default_units) or 1.0
 
     def convert(line_nos: list[int], arr: Floats, text: list[str]) -> _Batch:
@@ -269,33 +262,10 @@ def open_csv(
     rows.hold = [i != ti for i in range(len(names))]
 
     source = iter(rows)
-    probe: list[_Batch] = []
-    n_probe = 0
-    for b in source:
-        probe.append(b)
-        n_probe += len(b.line_nos)
-        if n_probe >= PROBE_ROWS:
-            break
+    probe, n_probe = _probe(source)
     if not probe:
         raise RecordingFormatError(p, "header but no data rows", head.line)
-
-    clock: TimeColumn | None = None
-    if ti is not None:
-        t = np.concatenate([b.t for b in probe if b.t is not None])
-        text = [rows.cells(ln)[ti] for b in probe for ln in b.lines]
-        line_nos = [n for b in probe for n in b.line_nos]
-        rate, t0, clock = TimeColumn.from_first_rows(p, t, text, line_nos, rate_hz)
-        how = f"time column {names[ti]!r}"
-        if rate < 100:  # raw sEMG needs >= ~1 kHz; a "rate" this low means ms or sample counts
-            warnings.append(f"time column gives only {rate:g} Hz: is it in seconds?")
-    elif rate_hz is None:
-        reason = (
-            f"no time column ({', '.join(TIME_COLUMNS)}) and no sample rate given "
-            "(replay: add ?rate=HZ to the spec; load_recording: rate_hz=)"
-        )
-        raise RecordingFormatError(p, reason, head.line)
-    else:
-        rate, t0, how = rate_hz, 0.0, "rate_hz given"
+    rate, t0, clock, how = _timing(p, rows, probe, ti, rate_hz, warnings)
     if not keep:
         what = "no <channel>_mV column" if own_record else "only a time column, no signal columns"
         raise RecordingFormatError(p, what, head.line)
@@ -328,3 +298,55 @@ def open_csv(
         chunks=out,
         close=out.close,
     )
+
+
+def _columns(names: list[str]) -> tuple[int | None, list[int], tuple[str, ...], bool]:
+    """The time column, the signal columns and their channel names, and whether the file is
+    the station's own record (whose raw `<role>_mV` columns are the channels)."""
+    lower = [c.lower() for c in names]
+    own_record = tuple(lower[:2]) == RECORD_PREFIX
+    ti = next((lower.index(t) for t in TIME_COLUMNS if t in lower), None)
+    if own_record:
+        keep = [i for i, c in enumerate(names) if c.endswith("_mV") and not c.endswith("_env_mV")]
+        return ti, keep, tuple(names[i].removesuffix("_mV") for i in keep), True
+    keep = [i for i in range(len(names)) if i != ti]
+    return ti, keep, tuple(names[i] for i in keep), False
+
+
+def _probe(source: Iterator[_Batch]) -> tuple[list[_Batch], int]:
+    """The first batches, up to PROBE_ROWS rows: enough for the time column to set the rate."""
+    probe: list[_Batch] = []
+    n_probe = 0
+    for b in source:
+        probe.append(b)
+        n_probe += len(b.line_nos)
+        if n_probe >= PROBE_ROWS:
+            break
+    return probe, n_probe
+
+
+def _timing(
+    p: Path,
+    rows: _Rows,
+    probe: list[_Batch],
+    ti: int | None,
+    rate_hz: float | None,
+    warnings: list[str],
+) -> tuple[float, float, TimeColumn | None, str]:
+    """Rate, start time, the clock that checks the later rows, and how the rate was found."""
+    head = rows.head
+    if ti is not None:
+        t = np.concatenate([b.t for b in probe if b.t is not None])
+        text = [rows.cells(ln)[ti] for b in probe for ln in b.lines]
+        line_nos = [n for b in probe for n in b.line_nos]
+        rate, t0, clock = TimeColumn.from_first_rows(p, t, text, line_nos, rate_hz)
+        if rate < 100:  # raw sEMG needs >= ~1 kHz; a "rate" this low means ms or sample counts
+            warnings.append(f"time column gives only {rate:g} Hz: is it in seconds?")
+        return rate, t0, clock, f"time column {head.names[ti]!r}"
+    if rate_hz is None:
+        reason = (
+            f"no time column ({', '.join(TIME_COLUMNS)}) and no sample rate given "
+            "(replay: add ?rate=HZ to the spec; load_recording: rate_hz=)"
+        )
+        raise RecordingFormatError(p, reason, head.line)
+    return rate_hz, 0.0, None, "rate_hz given"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,55 +60,17 @@ def open_uci(
     if units is not None and mv_factor(units) != 1.0:
         raise ValueError(f"UCI files declare their units (mV, deg); units={units!r} conflicts")
     check_rate(p, RATE_HZ, rate_hz, "the UCI dataset (documented rate)")
-    it = iter(lines)
-    # Header: "File Name:" then one line per column, ended by a blank line. Usually 7 lines, but
-    # 9A-11A carry an extra "Digitals combined" column and so have 8 (not in the dataset README).
-    head = list(itertools.islice(it, 16))
-    if not head or head[0][0] != 1 or not is_uci_first_line(head[0][1]):
-        raise RecordingFormatError(p, "not a UCI file: the first line is not 'File Name: ...'", 1)
-    try:
-        blank = next(i for i, (_, ln) in enumerate(head) if not ln.strip())
-    except StopIteration:
-        raise RecordingFormatError(p, "UCI header is not ended by a blank line", 1) from None
-    body = itertools.chain(head[blank + 1 :], it)
-    file_name = head[0][1].split(":", 1)[1].strip()
-    names: list[str] = []  # mapped name per column; "" for the digital-event column
-    units_in: list[str] = []
-    declared: list[int] = []
-    spanish = digital = False
-    for n, ln in head[1:blank]:
-        if m := _CHANNEL.match(ln.strip()):
-            label, count, unit = m.group(1).strip(), int(m.group(2)), m.group(3).strip()
-            name = _NAMES.get(label.lower())
-            if name is None or name in names:
-                why = "a second" if name else "an unknown"
-                raise RecordingFormatError(p, f"{why} channel {label!r} in the UCI header", n)
-            if mv_factor(unit) is None and unit.lower() != "deg":
-                raise RecordingFormatError(p, f"unknown unit {unit!r} for channel {label!r}", n)
-            spanish |= label.upper() != name
-            names.append(name)
-            units_in.append(unit)
-            declared.append(count)
-        elif _DIGITAL.match(ln.strip()):
-            digital = True
-            names.append("")
-            units_in.append("")
-            declared.append(0)
-        else:
-            raise RecordingFormatError(p, f"unrecognised UCI header line {ln.strip()[:80]!r}", n)
-    emg = [i for i, u in enumerate(units_in) if mv_factor(u) is not None]
+    h = _Header.read(p, iter(lines))
+    names, units_in, emg = h.names, h.units, h.emg
     fx = next((i for i, u in enumerate(units_in) if u.lower() == "deg"), None)
-    blank_line = head[blank][0]
-    if not emg:
-        raise RecordingFormatError(p, "the UCI header declares no EMG (mV) channel", blank_line - 1)
     keep = [*emg, fx] if fx is not None else emg
     scale = np.array([mv_factor(units_in[i]) or 1.0 for i in keep])[:, None]
     kept_names = [names[i] for i in keep]
-    body_state = _Body(p, names, emg, fx, digital, warnings)
+    body_state = _Body(p, names, emg, fx, h.digital, warnings)
     whole = keep == list(range(len(names)))
 
     def chunks() -> Generator[Chunk]:
-        rows = body_state.rows(body)
+        rows = body_state.rows(h.body)
         previous = None
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             line_nos = [n for n, _ in batch]
@@ -118,19 +81,19 @@ def open_uci(
             columns = range(len(keep))
             yield checked_chunk(p, arr.T * scale, kept_names, cell_at(cells, line_nos, columns))
         if not body_state.n_rows:
-            raise RecordingFormatError(p, "UCI header but no EMG data rows", blank_line)
+            raise RecordingFormatError(p, "UCI header but no EMG data rows", h.blank_line)
         if (held := body_state.bad.warning()) is not None:
             warnings.append(held)
         for i in emg:
-            if declared[i] != body_state.n_rows:
+            if h.declared[i] != body_state.n_rows:
                 warnings.append(
-                    f"header declares {declared[i]} {names[i]} values, read {body_state.n_rows}"
+                    f"header declares {h.declared[i]} {names[i]} values, read {body_state.n_rows}"
                 )
 
     # The first batch is read now, so that a file that is broken early fails on opening.
     first = chunks()
     head_chunk = next(first, None)
-    variant = ("B" if spanish else "A") + (", with digital-event column" if digital else "")
+    variant = ("B" if h.spanish else "A") + (", with digital-event column" if h.digital else "")
 
     def all_chunks() -> Generator[Chunk]:
         if head_chunk is not None:
@@ -144,11 +107,73 @@ def open_uci(
         units=tuple("mV" if i in emg else "deg" for i in keep),
         t0_s=0.0,
         annotations=(),
-        source=f"{p} (UCI lower-limb text, header variant {variant}, File Name: {file_name})",
+        source=f"{p} (UCI lower-limb text, header variant {variant}, File Name: {h.file_name})",
         warnings=warnings,
         chunks=out,
         close=out.close,
     )
+
+
+@dataclass
+class _Header:
+    """The header: "File Name:" then one line per column, ended by a blank line. Usually 7
+    lines, but 9A-11A carry an extra "Digitals combined" column and so have 8 (not in the
+    dataset README)."""
+
+    file_name: str
+    blank_line: int  # the line that ends the header
+    body: Iterator[tuple[int, str]] = field(repr=False)
+    names: list[str] = field(default_factory=list)  # mapped per column; "" for the digital one
+    units: list[str] = field(default_factory=list)
+    declared: list[int] = field(default_factory=list)  # values per column, as the header says
+    spanish: bool = False  # variant B's names
+    digital: bool = False  # the "Digitals combined" event column
+
+    @classmethod
+    def read(cls, p: Path, it: Iterator[tuple[int, str]]) -> _Header:
+        head = list(itertools.islice(it, 16))
+        if not head or head[0][0] != 1 or not is_uci_first_line(head[0][1]):
+            raise RecordingFormatError(
+                p, "not a UCI file: the first line is not 'File Name: ...'", 1
+            )
+        try:
+            blank = next(i for i, (_, ln) in enumerate(head) if not ln.strip())
+        except StopIteration:
+            raise RecordingFormatError(p, "UCI header is not ended by a blank line", 1) from None
+        file_name = head[0][1].split(":", 1)[1].strip()
+        h = cls(file_name, head[blank][0], itertools.chain(head[blank + 1 :], it))
+        for n, ln in head[1:blank]:
+            h._column(p, n, ln.strip())
+        if not h.emg:
+            reason = "the UCI header declares no EMG (mV) channel"
+            raise RecordingFormatError(p, reason, h.blank_line - 1)
+        return h
+
+    @property
+    def emg(self) -> list[int]:
+        return [i for i, u in enumerate(self.units) if mv_factor(u) is not None]
+
+    def _column(self, p: Path, n: int, line: str) -> None:
+        if m := _CHANNEL.match(line):
+            label, count, unit = m.group(1).strip(), int(m.group(2)), m.group(3).strip()
+            name = _NAMES.get(label.lower())
+            if name is None or name in self.names:
+                why = "a second" if name else "an unknown"
+                raise RecordingFormatError(p, f"{why} channel {label!r} in the UCI header", n)
+            if mv_factor(unit) is None and unit.lower() != "deg":
+                raise RecordingFormatError(p, f"unknown unit {unit!r} for channel {label!r}", n)
+            self.spanish |= label.upper() != name
+            self._add(name, unit, count)
+        elif _DIGITAL.match(line):
+            self.digital = True
+            self._add("", "", 0)
+        else:
+            raise RecordingFormatError(p, f"unrecognised UCI header line {line[:80]!r}", n)
+
+    def _add(self, name: str, unit: str, count: int) -> None:
+        self.names.append(name)
+        self.units.append(unit)
+        self.declared.append(count)
 
 
 class _Body:
@@ -168,92 +193,112 @@ class _Body:
         self.warnings = warnings
         self.n_rows = 0
         self.bad = BadRows(p)
+        self.first_trailing: int | None = None
+        self.trailing: list[tuple[int, list[str]]] = []  # rows after the last EMG row, so far
+        self.n_fx_only = self.n_empty = 0
+        self.missing_fx: int | None = None  # a row without FX: allowed only as the very last row
+        self.last_fx = ""
+        self.seen_digital: set[str] = set()
 
     def rows(self, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
-        p, names, emg, fx = self.p, self.names, self.emg, self.fx
-        ncol = len(names)
-        first_trailing: int | None = None
-        trailing: list[tuple[int, list[str]]] = []  # rows after the last EMG row, so far
-        n_fx_only = n_empty = 0
-        missing_fx: int | None = None  # a row without FX: allowed only as the very last row
-        last_fx = ""
-        seen_digital: set[str] = set()
-        digital = self.digital
+        ncol, fx = len(self.names), self.fx
+        plain = not self.digital  # nothing pending: the usual row may take the short way
+        last: list[str] | None = None  # the newest usual row, whose FX is the one to hold
         for n, ln in lines:
             cells = [c.strip() for c in ln.split("\t")]
-            # The usual row, every cell filled and nothing pending: what the general path below
-            # does with it, without its tests (the parser's time is mostly per row).
-            if (
-                len(cells) == ncol
-                and first_trailing is None
-                and missing_fx is None
-                and not digital
-                and all(cells)
-            ):
-                if fx is not None:
-                    last_fx = cells[fx]
+            # The usual row, every cell filled and nothing pending: what `_other` does with it,
+            # without its tests (the parser's time is mostly per row).
+            if plain and len(cells) == ncol and all(cells):
+                last = cells
                 self.n_rows += 1
                 yield n, cells
                 continue
-            if len(cells) > ncol and any(cells[ncol:]):
-                reason = f"{len(cells)} columns, the header declares {ncol}"
-                raise RecordingFormatError(p, reason, n)
-            cells += [""] * (ncol - len(cells))
-            filled = [bool(cells[i]) for i in emg]
-            if all(filled) or (any(filled) and self.n_rows):
-                # EMG resumes after rows without it: they were inside the data (bad rows, held).
-                if first_trailing is not None and len(trailing) >= BATCH_ROWS:
-                    reason = (
-                        f"{BATCH_ROWS} or more rows without EMG values inside the recording "
-                        f"(EMG resumes at line {n}): too many to hold"
-                    )
-                    raise RecordingFormatError(p, reason, first_trailing)
-                for m, old in trailing:
-                    self.n_rows += 1
-                    yield m, old
-                first_trailing, trailing, n_fx_only, n_empty = None, [], 0, 0
-                if missing_fx is not None:  # held at the previous FX, but it was not the last
-                    self.bad.add(RecordingFormatError(p, "FX value empty", missing_fx))
-                    missing_fx = None
-                if fx is not None:
-                    if not cells[fx] and all(filled):
-                        if not self.n_rows:  # only the last row is a known export quirk
-                            raise RecordingFormatError(p, "missing FX value in a data row", n)
-                        missing_fx = n
-                        cells[fx] = last_fx
-                    last_fx = cells[fx] or last_fx
-                if self.digital and len(seen_digital) <= 5:
-                    seen_digital.add(cells[names.index("")])
-                self.n_rows += 1
-                yield n, cells
-            elif any(filled):  # before any data row: no value to hold
-                gone = ", ".join(names[i] for i, f in zip(emg, filled, strict=True) if not f)
-                raise RecordingFormatError(p, f"missing {gone} value in a data row", n)
-            else:
-                first_trailing = first_trailing or n
-                if len(trailing) < BATCH_ROWS:  # beyond: a long tail, not held in memory
-                    trailing.append((n, cells))
-                if fx is not None and cells[fx]:
-                    n_fx_only += 1
-                    if not is_number(cells[fx]):
-                        self.warnings.append(
-                            f"line {n}: non-numeric FX cell {cells[fx][:40]!r} in a trailing "
-                            "FX-only row, ignored"
-                        )
-                else:
-                    n_empty += 1
-        if n_fx_only:
-            self.warnings.append(f"dropped {n_fx_only} trailing FX-only rows (EMG is the timeline)")
-        if n_empty:
-            self.warnings.append(f"dropped {n_empty} trailing empty row(s)")
-        if missing_fx is not None:
-            self.warnings.append(
-                f"line {missing_fx}: last EMG row has no FX value; repeated the previous "
-                f"one ({last_fx})"
+            if last is not None and fx is not None:
+                self.last_fx = last[fx]
+            last = None
+            yield from self._other(n, cells)
+            plain = self.first_trailing is None and self.missing_fx is None and not self.digital
+        if last is not None and fx is not None:
+            self.last_fx = last[fx]
+        self._ended()
+
+    def _other(self, n: int, cells: list[str]) -> Iterator[tuple[int, list[str]]]:
+        """A row that is not the usual one: short, with empty cells, or after such rows."""
+        p, ncol, emg = self.p, len(self.names), self.emg
+        if len(cells) > ncol and any(cells[ncol:]):
+            raise RecordingFormatError(p, f"{len(cells)} columns, the header declares {ncol}", n)
+        cells += [""] * (ncol - len(cells))
+        filled = [bool(cells[i]) for i in emg]
+        if all(filled) or (any(filled) and self.n_rows):
+            yield from self._resumed(n)
+            self._hold_fx(n, cells, all(filled))
+            if self.digital and len(self.seen_digital) <= 5:
+                self.seen_digital.add(cells[self.names.index("")])
+            self.n_rows += 1
+            yield n, cells
+        elif any(filled):  # before any data row: no value to hold
+            gone = ", ".join(self.names[i] for i, f in zip(emg, filled, strict=True) if not f)
+            raise RecordingFormatError(p, f"missing {gone} value in a data row", n)
+        else:
+            self._trail(n, cells)
+
+    def _resumed(self, n: int) -> Iterator[tuple[int, list[str]]]:
+        """EMG resumes after rows without it: they were inside the data (bad rows, held)."""
+        if self.first_trailing is not None and len(self.trailing) >= BATCH_ROWS:
+            reason = (
+                f"{BATCH_ROWS} or more rows without EMG values inside the recording "
+                f"(EMG resumes at line {n}): too many to hold"
+            )
+            raise RecordingFormatError(self.p, reason, self.first_trailing)
+        for m, old in self.trailing:
+            self.n_rows += 1
+            yield m, old
+        self.first_trailing, self.trailing, self.n_fx_only, self.n_empty = None, [], 0, 0
+        if self.missing_fx is not None:  # held at the previous FX, but it was not the last
+            self.bad.add(RecordingFormatError(self.p, "FX value empty", self.missing_fx))
+            self.missing_fx = None
+
+    def _hold_fx(self, n: int, cells: list[str], all_emg: bool) -> None:
+        fx = self.fx
+        if fx is None:
+            return
+        if not cells[fx] and all_emg:
+            if not self.n_rows:  # only the last row is a known export quirk
+                raise RecordingFormatError(self.p, "missing FX value in a data row", n)
+            self.missing_fx = n
+            cells[fx] = self.last_fx
+        self.last_fx = cells[fx] or self.last_fx
+
+    def _trail(self, n: int, cells: list[str]) -> None:
+        """A row without EMG: after the last sample, or inside the data if EMG resumes."""
+        fx = self.fx
+        self.first_trailing = self.first_trailing or n
+        if len(self.trailing) < BATCH_ROWS:  # beyond: a long tail, not held in memory
+            self.trailing.append((n, cells))
+        if fx is not None and cells[fx]:
+            self.n_fx_only += 1
+            if not is_number(cells[fx]):
+                self.warnings.append(
+                    f"line {n}: non-numeric FX cell {cells[fx][:40]!r} in a trailing "
+                    "FX-only row, ignored"
+                )
+        else:
+            self.n_empty += 1
+
+    def _ended(self) -> None:
+        w = self.warnings
+        if self.n_fx_only:
+            w.append(f"dropped {self.n_fx_only} trailing FX-only rows (EMG is the timeline)")
+        if self.n_empty:
+            w.append(f"dropped {self.n_empty} trailing empty row(s)")
+        if self.missing_fx is not None:
+            w.append(
+                f"line {self.missing_fx}: last EMG row has no FX value; repeated the previous "
+                f"one ({self.last_fx})"
             )
         if self.digital:
-            seen = sorted(seen_digital)
-            self.warnings.append(
+            seen = sorted(self.seen_digital)
+            w.append(
                 f"ignored the 'Digitals combined' event column (8-line header variant; values: "
                 f"{', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''})"
             )
