@@ -390,6 +390,66 @@ def ledger_copies(db_url: str) -> tuple[int, int]:
         db.close()
 
 
+def publish_all(
+    args: argparse.Namespace,
+    publishers: Publishers,
+    stations: list[Station],
+    stream: bytes,
+    live_qos: int,
+    ticks: int,
+) -> tuple[int, int, float]:
+    """Every station's session, `ticks` long (in real time in live mode): messages sent,
+    publishes left unacknowledged, and the seconds it took."""
+    t0 = time.monotonic()
+    sent = sum(publishers.publish(k, st.start()) for k, st in enumerate(stations))
+    for tick in range(ticks):
+        for k, st in enumerate(stations):
+            sent += publishers.publish(k, st.step(args.hz, stream, live_qos))
+        if args.mode == "live":
+            behind = t0 + (tick + 1) / args.hz - time.monotonic()
+            while behind > 0:  # answer the broker while waiting for the next tick
+                publishers.pump(min(behind, 0.01))
+                behind = t0 + (tick + 1) / args.hz - time.monotonic()
+    sent += sum(publishers.publish(k, st.end()) for k, st in enumerate(stations))
+    unacked = publishers.flush(args.timeout)
+    return sent, unacked, time.monotonic() - t0
+
+
+def outcomes_of(
+    samples: list[dict[str, float]],
+    logged: int,
+    publish_s: float,
+    live: bool,
+    seen: tuple[float, float, float, float],
+    ledger: tuple[int, int, int],
+) -> tuple[float, dict[str, Any]]:
+    """The loggers' rate and what became of the messages, from their last metrics scrape.
+    `seen`: (time, handled) of the first and the last change the scrapes saw; `ledger`: the
+    rows stored, the distinct (session, msg_id) among them, and the session messages sent."""
+    stored = sum(s.get('vmf_logger_messages_total{outcome="stored"}', 0) for s in samples)
+    dups = sum(s.get('vmf_logger_messages_total{outcome="duplicate"}', 0) for s in samples)
+    replays = sum(s.get('vmf_logger_quarantined_total{reason="replay"}', 0) for s in samples)
+    quarantined = sum(
+        s.get('vmf_logger_messages_total{outcome="quarantined"}', 0) for s in samples
+    )
+    dropped = sum(s.get("vmf_logger_dropped_qos0_total", 0) for s in samples)
+    first_t, first_n, last_t, last_n = seen
+    rows, distinct, session_msgs = ledger
+    if live:  # what was offered, if all of it was stored
+        rate = stored / publish_s
+    else:  # from the first batch seen to the last: interpreter start-up left out
+        rate = (last_n - first_n) / (last_t - first_t) if last_t > first_t else 0.0
+    return rate, {
+        "stored": int(stored), "dropped_live_on_purpose": int(dropped),
+        "lost": int(logged - stored - dropped), "duplicated": int(dups + replays),
+        "quarantined": int(quarantined), "ledger_rows": rows,
+        "ledger_duplicates": rows - distinct, "ledger_lost": session_msgs - distinct,
+        "per_logger_stored": [int(s.get('vmf_logger_messages_total{outcome="stored"}', 0))
+                              for s in samples],
+        "rate": round(rate), "lag_p99_s_le": lag_p99(samples),
+    }  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="vmf-loadtest-"))
     logs = Path(args.out).parent  # the loggers' own reports, next to the result
@@ -424,19 +484,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Drain: live at QoS 1, or the broker would not queue it for the stopped loggers (QoS 0
         # queued for them, queue_qos0_messages, lost QoS 1 session messages in Mosquitto 2.0.11).
         live_qos = 1 if args.mode == "drain" else 0
-        t0 = time.monotonic()
-        sent = sum(publishers.publish(k, st.start()) for k, st in enumerate(stations))
-        for tick in range(ticks):
-            for k, st in enumerate(stations):
-                sent += publishers.publish(k, st.step(args.hz, stream, live_qos))
-            if args.mode == "live":
-                behind = t0 + (tick + 1) / args.hz - time.monotonic()
-                while behind > 0:  # answer the broker while waiting for the next tick
-                    publishers.pump(min(behind, 0.01))
-                    behind = t0 + (tick + 1) / args.hz - time.monotonic()
-        sent += sum(publishers.publish(k, st.end()) for k, st in enumerate(stations))
-        unacked = publishers.flush(args.timeout)
-        publish_s = time.monotonic() - t0
+        sent, unacked, publish_s = publish_all(args, publishers, stations, stream, live_qos, ticks)
         logged = sum(st.logged for st in stations)
         assert logged == expected, (logged, expected)
         result.update(
@@ -458,29 +506,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {k: v for k, v in s.items() if k.startswith("vmf_logger_") and "_bucket" not in k}
             for s in samples
         ]
-        stored = sum(s.get('vmf_logger_messages_total{outcome="stored"}', 0) for s in samples)
-        dups = sum(s.get('vmf_logger_messages_total{outcome="duplicate"}', 0) for s in samples)
-        replays = sum(s.get('vmf_logger_quarantined_total{reason="replay"}', 0) for s in samples)
-        quarantined = sum(
-            s.get('vmf_logger_messages_total{outcome="quarantined"}', 0) for s in samples
-        )
-        dropped = sum(s.get("vmf_logger_dropped_qos0_total", 0) for s in samples)
-        rows, distinct = ledger_copies(db_url)
-        session_msgs = sum(st.session_msgs for st in stations)
-        if args.mode == "live":  # what was offered, if all of it was stored
-            rate = stored / publish_s
-        else:  # from the first batch seen to the last: interpreter start-up left out
-            rate = (last_n - first_n) / (last_t - first_t) if last_t > first_t else 0.0
-        result.update(
-            stored=int(stored), dropped_live_on_purpose=int(dropped),
-            lost=int(logged - stored - dropped), duplicated=int(dups + replays),
-            quarantined=int(quarantined), ledger_rows=rows,
-            ledger_duplicates=rows - distinct, ledger_lost=session_msgs - distinct,
-            per_logger_stored=[int(s.get('vmf_logger_messages_total{outcome="stored"}', 0))
-                               for s in samples],
-            rate=round(rate), lag_p99_s_le=lag_p99(samples),
-            peer_rate=round(result["peer"]["rate"]),
-        )  # fmt: skip
+        ledger = (*ledger_copies(db_url), sum(st.session_msgs for st in stations))
+        rate, outcomes = outcomes_of(samples, logged, publish_s, args.mode == "live",
+                                     (first_t, first_n, last_t, last_n), ledger)  # fmt: skip
+        result.update(outcomes, peer_rate=round(result["peer"]["rate"]))
         if result["peer_rate"]:
             result["ratio_to_peer"] = round(rate / result["peer_rate"], 3)
     finally:
