@@ -81,7 +81,7 @@ class Session:
             self.log_event,
             stim=self.stim,
             prescription=self.prescription,
-            calibrate=self.calibrate,
+            calibrate=lambda: self.calibration.start(self.settings),  # settings as of then
             stop=self._stop_by,
             pain_before=settings.session.pain_before,
         )
@@ -101,18 +101,6 @@ class Session:
     async def wait_for_start(self, stop: asyncio.Event) -> None:
         """Until a therapist's `start` (or `stop` is set)."""
         await self.control.wait_for_start(stop)
-
-    def change_band(self, low_pct: object, high_pct: object, source: str) -> bool:
-        """A band change checked against `[target]` (feedback.prescription)."""
-        return self.prescription.change_band(low_pct, high_pct, source)
-
-    def change_protocol(self, name: str, source: str) -> None:
-        """Protocol `name` from the next safe boundary (feedback.prescription)."""
-        self.prescription.change_protocol(name, source)
-
-    def calibrate(self) -> None:
-        """Calibrate now, during the session (feedback.calibration_live)."""
-        self.calibration.start(self.settings)
 
     def record_command(self, verdict: Verdict) -> None:
         """Every command verdict goes into the session's events, accepted or refused."""
