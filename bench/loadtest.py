@@ -429,9 +429,7 @@ def outcomes_of(
     stored = sum(s.get('vmf_logger_messages_total{outcome="stored"}', 0) for s in samples)
     dups = sum(s.get('vmf_logger_messages_total{outcome="duplicate"}', 0) for s in samples)
     replays = sum(s.get('vmf_logger_quarantined_total{reason="replay"}', 0) for s in samples)
-    quarantined = sum(
-        s.get('vmf_logger_messages_total{outcome="quarantined"}', 0) for s in samples
-    )
+    quarantined = sum(s.get('vmf_logger_messages_total{outcome="quarantined"}', 0) for s in samples)
     dropped = sum(s.get("vmf_logger_dropped_qos0_total", 0) for s in samples)
     first_t, first_n, last_t, last_n = seen
     rows, distinct, session_msgs = ledger

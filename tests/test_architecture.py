@@ -124,9 +124,7 @@ def documented_rules(text: str) -> dict[str, set[str]]:
     return rules
 
 
-def violations(
-    edges: dict[tuple[str, str], list[str]], rules: dict[str, set[str]]
-) -> list[str]:
+def violations(edges: dict[tuple[str, str], list[str]], rules: dict[str, set[str]]) -> list[str]:
     return [
         f"{src} → {dst} is not in docs/architecture.md: {where[0]}"
         for (src, dst), where in sorted(edges.items())
