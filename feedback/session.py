@@ -4,7 +4,9 @@ Per block the runner processes the samples, keeps the session's result, builds t
 status once, and offers what happened (events, reps, the block) to each output; `offer` never
 blocks, so no output can stall the loop. Therapist commands arrive as typed values on the
 `CommandBus` (feedback.control), the same from MQTT and from the dashboard. Which outputs a
-station has is decided where it is composed (feedback.station), not here.
+station has is decided where it is composed (feedback.station), not here. What a command does,
+band and protocol changes, a mid-session calibration and the result's bookkeeping are parts it
+composes: feedback.session_commands, .prescription, .calibration_live and .session_tally.
 """
 
 from __future__ import annotations
