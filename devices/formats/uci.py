@@ -201,14 +201,17 @@ class _Body:
         self.seen_digital: set[str] = set()
 
     def rows(self, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
-        ncol, fx = len(self.names), self.fx
-        plain = not self.digital  # nothing pending: the usual row may take the short way
+        ncol, fx, digital, seen = len(self.names), self.fx, self.digital, self.seen_digital
+        di = self.names.index("") if digital else -1
+        plain = True  # nothing pending: the usual row may take the short way
         last: list[str] | None = None  # the newest usual row, whose FX is the one to hold
         for n, ln in lines:
             cells = [c.strip() for c in ln.split("\t")]
             # The usual row, every cell filled and nothing pending: what `_other` does with it,
             # without its tests (the parser's time is mostly per row).
             if plain and len(cells) == ncol and all(cells):
+                if digital and len(seen) <= 5:
+                    seen.add(cells[di])
                 last = cells
                 self.n_rows += 1
                 yield n, cells
@@ -217,7 +220,7 @@ class _Body:
                 self.last_fx = last[fx]
             last = None
             yield from self._other(n, cells)
-            plain = self.first_trailing is None and self.missing_fx is None and not self.digital
+            plain = self.first_trailing is None and self.missing_fx is None
         if last is not None and fx is not None:
             self.last_fx = last[fx]
         self._ended()
@@ -230,7 +233,8 @@ class _Body:
         cells += [""] * (ncol - len(cells))
         filled = [bool(cells[i]) for i in emg]
         if all(filled) or (any(filled) and self.n_rows):
-            yield from self._resumed(n)
+            if self.first_trailing is not None or self.missing_fx is not None:
+                yield from self._resumed(n)
             self._hold_fx(n, cells, all(filled))
             if self.digital and len(self.seen_digital) <= 5:
                 self.seen_digital.add(cells[self.names.index("")])
@@ -243,7 +247,8 @@ class _Body:
             self._trail(n, cells)
 
     def _resumed(self, n: int) -> Iterator[tuple[int, list[str]]]:
-        """EMG resumes after rows without it: they were inside the data (bad rows, held)."""
+        """EMG resumes after rows without it (they were inside the data: bad rows, held), or
+        after a row without FX (which was not the last, then)."""
         if self.first_trailing is not None and len(self.trailing) >= BATCH_ROWS:
             reason = (
                 f"{BATCH_ROWS} or more rows without EMG values inside the recording "
