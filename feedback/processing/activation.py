@@ -34,6 +34,8 @@ from __future__ import annotations
 import bisect
 import enum
 import math
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Literal
@@ -361,6 +363,16 @@ def _slide(frames: list[float], old: float, new: float, pct: float) -> float:
     return frames[math.floor(pct / 100.0 * (len(frames) - 1))]
 
 
+def _ordered_sum(values: Iterable[float]) -> float:
+    """Left to right from 0, as numpy sums along an axis that is not the contiguous one (the
+    ring's columns picked by index come out column-major). Not `sum()`, which compensates
+    from Python 3.12 on."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def _nan_max(a: float, b: float) -> float:
     """np.maximum for two floats: NaN when either is NaN."""
     if math.isnan(a) or math.isnan(b):
@@ -417,7 +429,14 @@ class ActivationDetector:
         self._in_frame = 0
         self._sum = np.zeros(c)
         self._count = np.zeros(c, dtype=np.int64)
-        self._session_ref = np.zeros(c)
+        # The newest `_k_ref` frame means per channel, newest first (NaN: no usable mean), and
+        # the session reference, as plain floats: a frame close is a handful of numbers per
+        # channel, cheaper in Python than in numpy calls (see `_learn`).
+        # (A reference window longer than the ring reads the ring's frames over again, as the
+        # ring itself would: `_recent_values`.)
+        keep = min(self._k_ref, self._ring.shape[1])
+        self._recent: list[deque[float]] = [deque(maxlen=keep) for _ in channels]
+        self._session_ref = [0.0] * c
         self.rest = np.full(c, np.nan)
         self.calibrated = np.zeros(c, dtype=bool)
         self.mvc = np.full(c, np.nan)
@@ -455,7 +474,8 @@ class ActivationDetector:
     def reference(self) -> np.ndarray:
         """The reference in force per channel, mV (never below the rest level)."""
         rest = np.maximum(self.rest, self._floor)
-        ref: np.ndarray = np.maximum(np.where(self.calibrated, self.mvc, self._session_ref), rest)
+        session = np.array(self._session_ref)
+        ref: np.ndarray = np.maximum(np.where(self.calibrated, self.mvc, session), rest)
         return ref
 
     def _set_levels(self) -> None:
@@ -463,19 +483,27 @@ class ActivationDetector:
         floats (each numpy call on 4 numbers costs more than the arithmetic), with numpy's
         NaN rule for the maxima (`_nan_max`), so the values are np.maximum's to the bit."""
         s, floor = self.settings, self._floor
+        on_ratio, on_frac = s.on_rest_ratio, s.on_fraction
+        off_ratio, off_frac = s.off_rest_ratio, s.off_fraction
         rows = zip(
             self.rest.tolist(),
             self.calibrated.tolist(),
             self.mvc.tolist(),
-            self._session_ref.tolist(),
+            self._session_ref,
             strict=True,
         )
         rest_now, ref_now, on_lv, off_lv, rest_col, scale_col = [], [], [], [], [], []
+        # `a if a >= b or a != a else b` is `_nan_max(a, b)` inlined (this runs at every frame
+        # close): NaN from either side, else the larger, `a` on a tie.
         for raw_rest, calibrated, mvc, session_ref in rows:
-            rest = _nan_max(raw_rest, floor)
-            span = _nan_max(mvc if calibrated else session_ref, rest) - rest  # reference − rest
-            on = _nan_max(s.on_rest_ratio * rest, rest + s.on_fraction * span)
-            off = _nan_max(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+            rest = raw_rest if raw_rest >= floor or raw_rest != raw_rest else floor
+            ref = mvc if calibrated else session_ref
+            ref = ref if ref >= rest or ref != ref else rest
+            span = ref - rest  # reference − rest
+            a, b = on_ratio * rest, rest + on_frac * span
+            on = a if a >= b or a != a else b
+            a, b = off_ratio * rest, rest + off_frac * span
+            off = a if a >= b or a != a else b
             # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
             known = span > 0
             rest_col.append(rest if known else 0.0)
@@ -673,10 +701,20 @@ class ActivationDetector:
         ]
         kept = zip(self.rest.tolist(), rest, strict=True)
         self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
-        recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width
-        frames = self._ring[:, recent]
-        valid = ~np.isnan(frames)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            effort = np.where(valid, frames, 0.0).sum(axis=1) / valid.sum(axis=1)
-        self._session_ref = np.fmax(self._session_ref * self._decay, effort)
+        # The session reference: the mean of the valid ones among the newest `_k_ref` frames,
+        # decaying peak-hold. The same values as numpy's `np.where(valid, frames, 0).sum(1) /
+        # valid.sum(1)` and `np.fmax(ref · decay, effort)` over the ring's newest frames, to
+        # the bit (tests/feedback/test_block_cost.py checks it against that formula).
+        decay, refs = self._decay, self._session_ref
+        wrap = self._k_ref > width
+        for i, (recent, new) in enumerate(zip(self._recent, mean, strict=True)):
+            recent.appendleft(new)
+            frames = recent
+            if wrap:  # ring positions (newest − j) mod width, j < min(k_ref, frames seen)
+                frames = [recent[j % width] for j in range(min(self._k_ref, self._filled))]
+            values = [0.0 if v != v else v for v in frames]
+            count = sum(v == v for v in frames)
+            effort = _ordered_sum(values) / count if count else math.nan
+            held = refs[i] * decay
+            refs[i] = effort if held != held or effort > held else held
         self._set_levels()
