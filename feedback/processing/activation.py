@@ -709,7 +709,7 @@ class ActivationDetector:
         wrap = self._k_ref > width
         for i, (recent, new) in enumerate(zip(self._recent, mean, strict=True)):
             recent.appendleft(new)
-            frames = recent
+            frames: Iterable[float] = recent
             if wrap:  # ring positions (newest − j) mod width, j < min(k_ref, frames seen)
                 frames = [recent[j % width] for j in range(min(self._k_ref, self._filled))]
             values = [0.0 if v != v else v for v in frames]
