@@ -22,6 +22,7 @@ from feedback.processing.activation import (
     ActivationDetector,
     BandDetector,
     Zone,
+    any_true,
 )
 from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
@@ -256,7 +257,7 @@ class Pipeline:
         processed = self.blanker.hold(self.chain.process(clean), held)
         quality = self.quality.process(clean.data, processed.filtered)
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        flagged = bool(quality.flags.any())  # usually not: then every sample is usable
+        flagged = any_true(quality.flags)  # usually not: then every sample is usable
         usable = (quality.flags & FLAT) == 0 if flagged else None
         env = processed.envelope
         # Both detectors test the envelope against their levels: its extremes found once.

@@ -61,6 +61,8 @@ from feedback.session_result import new_session_id
 from feedback.stimulation.driver import StimDriver
 
 log = logging.getLogger(__name__)
+
+
 @runtime_checkable
 class FollowsCalibration(Protocol):
     """A device whose patient can follow the calibration's prompts (the simulator does)."""

@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from devices.base import SampleBlock
+from feedback.processing.activation import any_true
 from feedback.processing.chain import ProcessedBlock
 
 
@@ -58,7 +59,7 @@ class Blanker:
 
     def hold(self, processed: ProcessedBlock, held: np.ndarray) -> ProcessedBlock:
         env, pct = processed.envelope, processed.pct_mvc
-        if held.any():
+        if any_true(held):
             env = _forward_fill(env, held, self._env)
             pct = _forward_fill(pct, held, self._pct)
             processed = replace(processed, envelope=env, pct_mvc=pct)

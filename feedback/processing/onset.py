@@ -25,6 +25,7 @@ from feedback.processing.activation import (
     DebounceState,
     OnsetBlock,
     OnsetEvent,
+    any_true,
     debounce_levels,
     debounce_within,
     select,
@@ -314,7 +315,7 @@ class OnsetDetector:
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
 
     def _edges(self, first: int, before: np.ndarray, state: np.ndarray) -> list[OnsetEvent]:
-        if not state.shape[1] or (state == before[:, None]).all():
+        if not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
         rows, cols = np.nonzero(state != prev)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import signal
 
 from config.settings import QualitySettings
-from feedback.processing.activation import run_lengths
+from feedback.processing.activation import any_true, run_lengths
 from feedback.processing.filters import SosFilter
 
 
@@ -124,7 +124,7 @@ class SignalQuality:
             np.equal(raw[:, 0], self._last_raw, out=unchanged[:, 0])
             np.equal(raw[:, 1:], raw[:, :-1], out=unchanged[:, 1:])
             self._last_raw = raw[:, -1].copy()
-            if not unchanged.any():  # the usual block: a live signal changes every sample
+            if not any_true(unchanged):  # the usual block: a live signal changes every sample
                 self._same = np.zeros(raw.shape[0], dtype=np.int64)
                 return None
         same = run_lengths(unchanged, self._same)
@@ -135,7 +135,7 @@ class SignalQuality:
     def _held(self, raw_flags: np.ndarray) -> np.ndarray:
         """Keep each flag up for `hold` samples after its last raw occurrence."""
         n = raw_flags.shape[-1]
-        if n and not raw_flags.any() and int(self._since.min()) >= self._hold:
+        if n and not any_true(raw_flags) and int(self._since.min()) >= self._hold:
             # The usual block: nothing flagged now nor within `hold`, so nothing is held.
             self._since = self._since + n
             return np.zeros(raw_flags.shape[1:], dtype=np.uint8)
@@ -144,7 +144,7 @@ class SignalQuality:
         if raw_flags.shape[-1]:
             self._since = since[..., -1].copy()
         held = since <= self._hold
-        if not held.any():  # the usual block: a clean signal
+        if not any_true(held):  # the usual block: a clean signal
             return np.zeros(held.shape[1:], dtype=np.uint8)
         weights = np.array([Flag.FLAT, Flag.CLIP, Flag.MAINS, Flag.MOTION], dtype=np.uint8)
         flags: np.ndarray = np.bitwise_or.reduce(held * weights[:, None, None], axis=0)
