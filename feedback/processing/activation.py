@@ -576,7 +576,7 @@ class ActivationDetector:
         pos = min(n, self._settle)
         self._settle -= pos
         if self._restart and pos < n:
-            self._quiet_hb[:] = first_index + pos - 1
+            self._quiet_hb = np.full(c, first_index + pos - 1, dtype=np.int64)
             self._restart = False
         if pos == 0 and n and n <= self._frame - self._in_frame:
             # The usual block: inside one frame, so the levels hold for all of it.
@@ -677,9 +677,13 @@ class ActivationDetector:
         before: np.ndarray,
         state: np.ndarray,
     ) -> list[OnsetEvent]:
-        quiet_hb = self._quiet_hb.copy()
-        if hb is not None:
-            self._quiet_hb = _last_true(~hb, first, quiet_hb)
+        # `_last_true` returns the carried array or a new one, never edits it: no copy needed.
+        quiet_hb = self._quiet_hb
+        if hb is not None and hb.shape[1]:
+            if not any_true(hb):  # the usual block: quiet throughout, its last sample
+                self._quiet_hb = np.full(quiet_hb.shape, first + hb.shape[1] - 1, np.int64)
+            else:
+                self._quiet_hb = _last_true(~hb, first, quiet_hb)
         if not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
