@@ -359,9 +359,13 @@ class Pipeline:
         if vm is None or vl is None or flags[vm] or flags[vl]:
             return None
         # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
+        # Both rows summed in one call (each row's sum is its own, as with two calls).
         n = processed.envelope.shape[1]
-        den = float(processed.envelope[vl].sum()) / n if n else float("nan")
-        return float(processed.envelope[vm].sum()) / n / den if den > 0 else None
+        if not n:
+            return None
+        num, total = processed.envelope[[vm, vl]].sum(axis=1).tolist()
+        den = total / n
+        return num / n / den if den > 0 else None
 
     def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
         me, other = self._target, self._other
