@@ -119,16 +119,69 @@ def run_lengths(mask: np.ndarray, carried: np.ndarray) -> np.ndarray:
     return np.where(last_false >= 0, idx - last_false, idx + 1 + carried[..., None])
 
 
-@dataclass(slots=True)
 class DebounceState:
-    state: np.ndarray  # bool per row
-    run_on: np.ndarray  # int64 per row: current run of `on` samples
-    run_off: np.ndarray
+    """The switch carried from one block to the next, per row: `state` (bool), and the runs
+    of `on` and `off` samples ending at the last sample (`run_on`, `run_off`, int64).
+
+    The shortcut for a few rows (`_uniform_small`) works on plain lists: it keeps the runs as
+    lists, and the arrays are made only when something reads them (the general path), so
+    the usual block converts nothing. `state` is always an array, replaced (never edited)
+    when it changes; its list is cached against that array."""
+
+    __slots__ = ("_listed", "_run_lists", "_run_off", "_run_on", "_state_list", "state")
+
+    def __init__(self, state: np.ndarray, run_on: np.ndarray, run_off: np.ndarray) -> None:
+        self.state = state
+        self._run_on: np.ndarray | None = run_on
+        self._run_off: np.ndarray | None = run_off
+        self._run_lists: tuple[list[int], list[int]] | None = None
+        self._state_list: list[bool] = []
+        self._listed: np.ndarray | None = None  # the state array `_state_list` was made from
 
     @classmethod
     def zeros(cls, rows: int) -> DebounceState:
         z = np.zeros(rows, dtype=np.int64)
         return cls(np.zeros(rows, dtype=bool), z, z.copy())
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._run_on is None or self._run_off is None:
+            assert self._run_lists is not None
+            on, off = self._run_lists
+            self._run_on = np.array(on, dtype=np.int64)
+            self._run_off = np.array(off, dtype=np.int64)
+        return self._run_on, self._run_off
+
+    @property
+    def run_on(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @run_on.setter
+    def run_on(self, value: np.ndarray) -> None:
+        self._run_off = self._arrays()[1]
+        self._run_on, self._run_lists = value, None
+
+    @property
+    def run_off(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    @run_off.setter
+    def run_off(self, value: np.ndarray) -> None:
+        self._run_on = self._arrays()[0]
+        self._run_off, self._run_lists = value, None
+
+    def lists(self) -> tuple[list[bool], list[int], list[int]]:
+        """State, run_on and run_off as new lists (the caller may change them)."""
+        if self._listed is not self.state:
+            self._state_list, self._listed = self.state.tolist(), self.state
+        if self._run_lists is None:
+            on, off = self._arrays()
+            self._run_lists = (on.tolist(), off.tolist())
+        on_list, off_list = self._run_lists
+        return list(self._state_list), list(on_list), list(off_list)
+
+    def set_runs(self, run_on: list[int], run_off: list[int]) -> None:
+        """New runs as lists (kept; arrays made if read)."""
+        self._run_lists, self._run_on, self._run_off = (run_on, run_off), None, None
 
 
 def debounce(
@@ -186,14 +239,15 @@ def debounce_levels(
 def debounce_within(
     x: np.ndarray,
     extremes: tuple[np.ndarray, np.ndarray] | None,
-    on_level: float | np.ndarray,
-    off_level: float | np.ndarray,
+    on_level: float | np.ndarray | list[float],
+    off_level: float | np.ndarray | list[float],
     n_on: int,
     n_off: int,
     carry: DebounceState,
 ) -> np.ndarray:
     """`debounce_levels` given each row's (minimum, maximum) (None for an empty block), for a
-    caller that tests the same signal against several pairs of levels."""
+    caller that tests the same signal against several pairs of levels. The levels may be
+    lists too (a caller that keeps them so spares the conversion per block)."""
     n = x.shape[-1]
     if extremes is not None:
         low, high = extremes
@@ -202,14 +256,17 @@ def debounce_within(
             levels = (_per_row(on_level, rows), _per_row(off_level, rows))
             out = _uniform_small(low.tolist(), high.tolist(), levels, (n, n_on, n_off), carry)
         else:
-            out = _uniform_many(low, high, on_level, off_level, (n, n_on, n_off), carry)
+            on_a, off_a = np.asarray(on_level), np.asarray(off_level)
+            out = _uniform_many(low, high, on_a, off_a, (n, n_on, n_off), carry)
         if out is not None:
             return out
     on_col, off_col = np.asarray(on_level)[..., None], np.asarray(off_level)[..., None]
     return debounce(x >= on_col, x < off_col, n_on, n_off, carry)
 
 
-def _per_row(level: float | np.ndarray, rows: int) -> list[float]:
+def _per_row(level: float | np.ndarray | list[float], rows: int) -> list[float]:
+    if isinstance(level, list):
+        return level
     return level.tolist() if isinstance(level, np.ndarray) else [float(level)] * rows
 
 
@@ -230,7 +287,7 @@ def _uniform_small(
             return None
         plan.append((on_all, off_all))
     n, n_on, n_off = lengths
-    run_on, run_off, state = carry.run_on.tolist(), carry.run_off.tolist(), carry.state.tolist()
+    state, run_on, run_off = carry.lists()
     # Each row starts as its carried state (np.repeat's result, made cheaper when uniform).
     if not any(state):
         out = np.zeros((len(state), n), dtype=bool)
@@ -253,8 +310,7 @@ def _uniform_small(
         run_off[r] = run_off[r] + n if off_all else 0
     if switched:
         carry.state = np.array(state, dtype=bool)
-    carry.run_on = np.array(run_on, dtype=np.int64)
-    carry.run_off = np.array(run_off, dtype=np.int64)
+    carry.set_runs(run_on, run_off)
     return out
 
 
@@ -545,6 +601,7 @@ class ActivationDetector:
         self._scale_col = np.array(scale_col)[:, None]
         self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
         self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._levels = (on_lv, off_lv)  # the same, as lists for the per-block switch
         self._ready = all(math.isfinite(v) for v in on_lv)
 
     def gap(self, settle: int) -> None:
@@ -622,9 +679,8 @@ class ActivationDetector:
         before = self._carry.state
         if extremes is None:
             extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
-        state = debounce_within(
-            seg, extremes, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
-        )
+        on, off = self._levels
+        state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
         level = seg - self._rest_col
         level *= self._scale_col
         np.maximum(level, 0.0, out=level)

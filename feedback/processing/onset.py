@@ -26,7 +26,6 @@ from feedback.processing.activation import (
     OnsetBlock,
     OnsetEvent,
     any_true,
-    debounce_levels,
     debounce_within,
     select,
 )
@@ -208,6 +207,7 @@ class OnsetDetector:
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
+        self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
         if baseline is not None:
             self.use_baseline(*baseline)
@@ -226,6 +226,7 @@ class OnsetDetector:
         usable = sd > 0
         self.on_threshold = np.where(usable, mean + s.k_sd * sd, np.inf)
         self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
+        self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and
@@ -283,11 +284,10 @@ class OnsetDetector:
         or above the on-threshold, then learning from them (which may end the window)."""
         if self.baseline is not None:
             before = self._carry.state  # replaced, never edited, by the debounce
-            on, off, carry = self.on_threshold, self.off_threshold, self._carry
+            on, off, carry = self._levels[0], self._levels[1], self._carry
             if extremes is None:
-                state = debounce_levels(part, on, off, self.n_on, self.n_off, carry)
-            else:
-                state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
+                extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
+            state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
             events += self._edges(first, before, state)
             above = part >= self.on_threshold[:, None]
         else:
