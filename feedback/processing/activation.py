@@ -520,6 +520,7 @@ class ActivationDetector:
         # ring itself would: `_recent_values`.)
         keep = min(self._k_ref, self._ring.shape[1])
         self._recent: list[deque[float]] = [deque(maxlen=keep) for _ in channels]
+        self._recent_nan = [0] * c  # NaN frames among them (usually none: no masking then)
         self._session_ref = [0.0] * c
         self.rest = np.full(c, np.nan)
         self.calibrated = np.zeros(c, dtype=bool)
@@ -795,14 +796,24 @@ class ActivationDetector:
         # the bit (tests/feedback/test_block_cost.py checks it against that formula).
         decay, refs = self._decay, self._session_ref
         wrap = self._k_ref > width
+        nans = self._recent_nan
         for i, (recent, new) in enumerate(zip(self._recent, mean, strict=True)):
+            if len(recent) == recent.maxlen and recent[-1] != recent[-1]:
+                nans[i] -= 1  # a NaN frame leaves
             recent.appendleft(new)
+            nans[i] += new != new
             frames: Iterable[float] = recent
             if wrap:  # ring positions (newest − j) mod width, j < min(k_ref, frames seen)
                 frames = [recent[j % width] for j in range(min(self._k_ref, self._filled))]
-            values = [0.0 if v != v else v for v in frames]
-            count = sum(v == v for v in frames)
-            effort = _ordered_sum(values) / count if count else math.nan
+            if nans[i]:
+                values = [0.0 if v != v else v for v in frames]
+                count = sum(v == v for v in frames)
+                effort = _ordered_sum(values) / count if count else math.nan
+            elif wrap:
+                values = list(frames)
+                effort = _ordered_sum(values) / len(values)
+            else:
+                effort = _ordered_sum(recent) / len(recent)
             held = refs[i] * decay
             refs[i] = effort if held != held or effort > held else held
         self._set_levels()
