@@ -261,7 +261,12 @@ class Pipeline:
         usable = (quality.flags & FLAT) == 0 if flagged else None
         env = processed.envelope
         # Both detectors test the envelope against their levels: its extremes found once.
-        extremes = (env.min(axis=1), env.max(axis=1)) if env.shape[1] else None
+        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
+        extremes = (
+            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
+            if env.shape[1]
+            else None
+        )
         hodges_bui = self.onset.process(
             block.first_index, detect, usable, extremes if self.tkeo is None else None
         )
@@ -363,7 +368,7 @@ class Pipeline:
         n = processed.envelope.shape[1]
         if not n:
             return None
-        num, total = processed.envelope[[vm, vl]].sum(axis=1).tolist()
+        num, total = np.add.reduce(processed.envelope[[vm, vl]], axis=1).tolist()
         den = total / n
         return num / n / den if den > 0 else None
 

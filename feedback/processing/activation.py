@@ -373,7 +373,8 @@ class BandDetector:
         n = pct.shape[0]
         over = None
         if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
-            low, high = float(pct.min()), float(pct.max())
+            # pct.min() and pct.max(), without their Python wrappers
+            low, high = float(np.minimum.reduce(pct)), float(np.maximum.reduce(pct))
             lengths = (n, self.min_on, self.min_off)
             before = self._edges.state
             over = _uniform_small([low, low], [high, high], self._levels, lengths, self._edges)
@@ -763,7 +764,7 @@ class ActivationDetector:
 
     def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
         if usable is None or all_true(usable):
-            self._sum += seg.sum(axis=1)
+            self._sum += np.add.reduce(seg, axis=1)  # seg.sum(axis=1) without its wrapper
             self._count += seg.shape[1]
         else:
             self._sum += np.where(usable, seg, 0.0).sum(axis=1)

@@ -137,7 +137,8 @@ class MovingAverage:
             np.multiply(x, x, out=ext[:, keep:])
         else:
             ext[:, keep:] = x
-        out: np.ndarray = self._windows.sum(axis=2)
+        # np.add.reduce is what ndarray.sum calls, without the Python wrapper around it.
+        out: np.ndarray = np.add.reduce(self._windows, axis=2)
         out /= self.width
         return out
 
