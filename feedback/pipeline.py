@@ -377,12 +377,12 @@ class Pipeline:
         if vm is None or vl is None or flags[vm] or flags[vl]:
             return None
         # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
-        # Both rows summed in one call (each row's sum is its own, as with two calls).
-        n = processed.envelope.shape[1]
+        # (np.add.reduce: what ndarray.sum calls, without its Python wrapper.)
+        env = processed.envelope
+        n = env.shape[1]
         if not n:
             return None
-        num, total = np.add.reduce(processed.envelope[[vm, vl]], axis=1).tolist()
-        den = total / n
+        num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
         return num / n / den if den > 0 else None
 
     def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
