@@ -135,8 +135,10 @@ class _Baseline:
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
-        if w.shape[1] == self._points.shape[1] and not np.isnan(w).any():
-            return _complete_mean_sd(w, self._sorted())
+        if w.shape[1] == self._points.shape[1]:
+            ordered = self._sorted()
+            if not any_true(np.isnan(ordered[:, -1])):  # (NaN sorts last)
+                return _complete_mean_sd(w, ordered)
         valid = ~np.isnan(w)
         n = valid.sum(axis=1)
         usable = 2 * n > w.shape[1]  # else: mostly unusable, no rest figures from this window
@@ -156,17 +158,18 @@ def _complete_mean_sd(x: np.ndarray, ordered: np.ndarray) -> tuple[np.ndarray, n
     """`_Baseline.mean_sd` for a whole window with every point usable (the usual one), given
     its points `x` and the same points sorted per row: the same values to the bit.
 
-    The median is the sorted row's middle. The deviations from it are the sorted row read
-    outwards from the middle: below it `level − s` falls, above it `s − level` rises (each
-    equal to |s − level|), so the two sides as rising runs merge into the sorted deviations.
+    The median m is the sorted row's middle (rank `mid`). Along the sorted row the deviations
+    |s − m| fall to 0 at the median and rise after it, so the `mid + 1` smallest of them are
+    a run of consecutive points around it, and the MAD (the deviation of rank `mid`) is the
+    smallest, over the runs s[lo .. lo + mid] (lo = 0 .. mid), of the larger of its two end
+    deviations: m − s[lo] and s[lo + mid] − m, each |s − m| as the general path computes it.
     The mean and SD then sum the points in arrival order, as the general path does; when no
     point is an outlier (the usual rest window) its masks are all true and drop out."""
     mid = (x.shape[1] - 1) // 2
     level = ordered[:, mid : mid + 1]
-    below = np.subtract(level, ordered[:, mid::-1])  # rising: from the median outwards
-    above = np.subtract(ordered[:, mid + 1 :], level)
-    dev = np.sort(np.concatenate([below, above], axis=1), axis=1, kind="stable")
-    spread = MAD_TO_SD * dev[:, mid : mid + 1]
+    ends = np.subtract(level, ordered[:, : mid + 1])
+    np.maximum(ends, np.subtract(ordered[:, mid : 2 * mid + 1], level), out=ends)
+    spread = MAD_TO_SD * np.minimum.reduce(ends, axis=1)[:, None]
     limit = level + OUTLIER_SPREADS * spread
     if (spread > 0).all() and (ordered[:, -1:] <= limit).all():
         # Nothing to leave out: the sums of the general path over all-true masks.

@@ -8,10 +8,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config.settings import ActivationSettings
 from feedback.processing import activation
 from feedback.processing.activation import ActivationDetector
+from feedback.processing.onset import _complete_mean_sd
+from tests.feedback.test_fast_paths import old_mean_sd
 
 CHANNELS = ("VM", "VL", "RF")
 
@@ -72,3 +76,51 @@ def test_a_compensated_sum_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(activation, "_ordered_sum", lambda values: math.fsum(values))
     with pytest.raises(AssertionError):
         test_session_reference_equals_the_numpy_formula(2.0, 5.0, 50.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 700),
+    levels=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+    outliers=st.booleans(),
+)
+def test_window_median_and_mad_from_the_sorted_rows(
+    n: int, levels: int, seed: int, outliers: bool
+) -> None:
+    """The rest window's statistics read off its sorted rows (the MAD as the narrowest run
+    around the median) equal the old full-sort computation to the bit, ties included (few
+    distinct values: many equal deviations), with and without points far above the rest."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, levels, (3, n)).astype(float) * 0.25 + rng.choice([0.0, 1e-3], (3, n))
+    if outliers:
+        x[1, rng.random(n) < 0.2] += 50.0
+    mean, sd = _complete_mean_sd(x, np.sort(x, axis=1))
+    want_mean, want_sd = old_mean_sd(x)
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(sd, want_sd)
+
+
+def narrowest_run_mad(ordered: np.ndarray, length: int) -> np.ndarray:
+    """The smallest, over the runs of `length` sorted points that hold the median, of the
+    larger end deviation (`_complete_mean_sd` uses runs of mid + 1 points)."""
+    n = ordered.shape[1]
+    mid = (n - 1) // 2
+    level = ordered[:, mid : mid + 1]
+    lo = np.arange(max(0, mid - length + 1), min(mid, n - length) + 1)
+    ends = np.maximum(level - ordered[:, lo], ordered[:, lo + length - 1] - level)
+    out: np.ndarray = ends.min(axis=1)
+    return out
+
+
+def test_the_narrowest_run_is_the_mad_and_a_wrong_length_is_not() -> None:
+    """Negative control for the MAD shortcut: with runs of mid + 1 points it is the deviation
+    of rank mid of the full sort; one point shorter or longer, it is not."""
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_normal((20, 501)))
+    ordered = np.sort(x, axis=1)
+    mid = (x.shape[1] - 1) // 2
+    want = np.sort(np.abs(x - ordered[:, mid : mid + 1]), axis=1)[:, mid]
+    np.testing.assert_array_equal(narrowest_run_mad(ordered, mid + 1), want)
+    for wrong in (mid, mid + 2):
+        assert not np.array_equal(narrowest_run_mad(ordered, wrong), want)
