@@ -82,7 +82,6 @@ def outbox_path_from(settings: Settings, db_path: Path) -> str:
     return str(db_path.with_name(db_path.stem + "-outbox.sqlite3"))
 
 
-
 async def run(
     settings: Settings, options: RunOptions, console: Console | None = None
 ) -> dict[str, Any]:

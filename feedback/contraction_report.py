@@ -30,4 +30,3 @@ def contraction_metrics(c: Contraction) -> dict[str, Any]:
     out["peak"] = out["peak_pct"] if pct else out["peak_mv"]
     out["mean"] = out["mean_pct"] if pct else out["mean_mv"]
     return out
-

@@ -21,6 +21,8 @@ import numpy as np
 from config.settings import ProtocolSettings
 from feedback.processing.activation import Zone, run_starts
 
+IN_BAND = int(Zone.IN_BAND)  # (an IntEnum member compared per block costs a lookup each time)
+
 
 class Phase(enum.IntEnum):
     READY = 0
@@ -178,7 +180,7 @@ class Exercise:
             self._origin = first_index
         n = zone.shape[0]
         rel0 = first_index - self._origin
-        in_band = zone == Zone.IN_BAND
+        in_band = zone == IN_BAND
         events: list[ExerciseEvent] = []
         # Walk runs of constant (phase, period, in_band): a handful per block at most.
         for phase, period, band, s, e in self._runs(rel0, in_band) if n else []:

@@ -7,7 +7,7 @@ fans each Tick out to the outputs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from feedback.processing.activation import (
     ActivationDetector,
     BandDetector,
     Zone,
+    any_true,
 )
 from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
@@ -67,6 +68,19 @@ class Tick:
     contracting: bool = False  # a contraction long enough to count is in progress
     contraction_count: int = 0  # contractions counted so far in the session
     activation: ActivationBlock | None = None
+
+
+# What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
+# inspection (a few microseconds a block): every field of ExerciseState is an init field.
+_STATE_FIELDS = tuple(f.name for f in fields(ExerciseState))
+assert all(f.init for f in fields(ExerciseState))
+
+
+def _snapshot(state: ExerciseState) -> ExerciseState:
+    """A copy of the exercise state with its own events list (the live one is reused)."""
+    copy = ExerciseState(*[getattr(state, name) for name in _STATE_FIELDS])
+    copy.events = list(state.events)
+    return copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +270,16 @@ class Pipeline:
         processed = self.blanker.hold(self.chain.process(clean), held)
         quality = self.quality.process(clean.data, processed.filtered)
         detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        flagged = bool(quality.flags.any())  # usually not: then every sample is usable
+        flagged = any_true(quality.flags)  # usually not: then every sample is usable
         usable = (quality.flags & FLAT) == 0 if flagged else None
         env = processed.envelope
         # Both detectors test the envelope against their levels: its extremes found once.
-        extremes = (env.min(axis=1), env.max(axis=1)) if env.shape[1] else None
+        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
+        extremes = (
+            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
+            if env.shape[1]
+            else None
+        )
         hodges_bui = self.onset.process(
             block.first_index, detect, usable, extremes if self.tkeo is None else None
         )
@@ -309,7 +328,7 @@ class Pipeline:
         )
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
-        snapshot = replace(state, events=list(state.events))
+        snapshot = _snapshot(state)
         return Tick(
             processed,
             zone,
@@ -358,9 +377,13 @@ class Pipeline:
         if vm is None or vl is None or flags[vm] or flags[vl]:
             return None
         # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
-        n = processed.envelope.shape[1]
-        den = float(processed.envelope[vl].sum()) / n if n else float("nan")
-        return float(processed.envelope[vm].sum()) / n / den if den > 0 else None
+        # (np.add.reduce: what ndarray.sum calls, without its Python wrapper.)
+        env = processed.envelope
+        n = env.shape[1]
+        if not n:
+            return None
+        num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
+        return num / n / den if den > 0 else None
 
     def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
         me, other = self._target, self._other

@@ -208,4 +208,3 @@ class DashboardFeed:
 
 def _opt_float(v: object) -> float | None:
     return None if v is None else float(str(v))
-

@@ -34,6 +34,8 @@ from __future__ import annotations
 import bisect
 import enum
 import math
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Literal
@@ -80,10 +82,26 @@ def hysteresis(x: np.ndarray, on: float, off: float, state: bool) -> tuple[np.nd
     return out, bool(out[-1]) if out.shape[0] else state
 
 
+def any_true(a: np.ndarray) -> bool:
+    """`a.any()` for the small arrays of one block: np.count_nonzero skips the ufunc reduction
+    machinery (a third of the time on 80 values), same answer (NaN counts as true)."""
+    return bool(np.count_nonzero(a))
+
+
+def all_true(a: np.ndarray) -> bool:
+    """`a.all()` for the small arrays of one block (see `any_true`)."""
+    return bool(np.count_nonzero(a) == a.size)
+
+
 def run_starts(x: np.ndarray) -> list[int]:
     """Indices where a run of equal values begins in a 1-D array (none when it is empty)."""
-    if not x.shape[0]:
+    n = x.shape[0]
+    if not n:
         return []
+    if x.dtype.itemsize == 1:  # bool or int8: one run when every byte is the first one
+        raw = x.tobytes()
+        if raw.count(raw[:1]) == n:
+            return [0]
     return [0, *(np.flatnonzero(x[1:] != x[:-1]) + 1).tolist()]
 
 
@@ -93,24 +111,77 @@ def run_lengths(mask: np.ndarray, carried: np.ndarray) -> np.ndarray:
     n = mask.shape[-1]
     idx = np.arange(n)
     # Shortcuts for the usual block, all one value (each gives what the general formula does).
-    if n and mask.all():
+    if n and all_true(mask):
         return np.asarray(idx + 1 + carried[..., None])
-    if n and not mask.any():
+    if n and not any_true(mask):
         return np.zeros(mask.shape, dtype=np.int64)
     last_false = np.maximum.accumulate(np.where(mask, -1, idx), axis=-1) if n else mask
     return np.where(last_false >= 0, idx - last_false, idx + 1 + carried[..., None])
 
 
-@dataclass(slots=True)
 class DebounceState:
-    state: np.ndarray  # bool per row
-    run_on: np.ndarray  # int64 per row: current run of `on` samples
-    run_off: np.ndarray
+    """The switch carried from one block to the next, per row: `state` (bool), and the runs
+    of `on` and `off` samples ending at the last sample (`run_on`, `run_off`, int64).
+
+    The shortcut for a few rows (`_uniform_small`) works on plain lists: it keeps the runs as
+    lists, and the arrays are made only when something reads them (the general path), so
+    the usual block converts nothing. `state` is always an array, replaced (never edited)
+    when it changes; its list is cached against that array."""
+
+    __slots__ = ("_listed", "_run_lists", "_run_off", "_run_on", "_state_list", "state")
+
+    def __init__(self, state: np.ndarray, run_on: np.ndarray, run_off: np.ndarray) -> None:
+        self.state = state
+        self._run_on: np.ndarray | None = run_on
+        self._run_off: np.ndarray | None = run_off
+        self._run_lists: tuple[list[int], list[int]] | None = None
+        self._state_list: list[bool] = []
+        self._listed: np.ndarray | None = None  # the state array `_state_list` was made from
 
     @classmethod
     def zeros(cls, rows: int) -> DebounceState:
         z = np.zeros(rows, dtype=np.int64)
         return cls(np.zeros(rows, dtype=bool), z, z.copy())
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._run_on is None or self._run_off is None:
+            assert self._run_lists is not None
+            on, off = self._run_lists
+            self._run_on = np.array(on, dtype=np.int64)
+            self._run_off = np.array(off, dtype=np.int64)
+        return self._run_on, self._run_off
+
+    @property
+    def run_on(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @run_on.setter
+    def run_on(self, value: np.ndarray) -> None:
+        self._run_off = self._arrays()[1]
+        self._run_on, self._run_lists = value, None
+
+    @property
+    def run_off(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    @run_off.setter
+    def run_off(self, value: np.ndarray) -> None:
+        self._run_on = self._arrays()[0]
+        self._run_off, self._run_lists = value, None
+
+    def lists(self) -> tuple[list[bool], list[int], list[int]]:
+        """State, run_on and run_off as new lists (the caller may change them)."""
+        if self._listed is not self.state:
+            self._state_list, self._listed = self.state.tolist(), self.state
+        if self._run_lists is None:
+            on, off = self._arrays()
+            self._run_lists = (on.tolist(), off.tolist())
+        on_list, off_list = self._run_lists
+        return list(self._state_list), list(on_list), list(off_list)
+
+    def set_runs(self, run_on: list[int], run_off: list[int]) -> None:
+        """New runs as lists (kept; arrays made if read)."""
+        self._run_lists, self._run_on, self._run_off = (run_on, run_off), None, None
 
 
 def debounce(
@@ -168,14 +239,15 @@ def debounce_levels(
 def debounce_within(
     x: np.ndarray,
     extremes: tuple[np.ndarray, np.ndarray] | None,
-    on_level: float | np.ndarray,
-    off_level: float | np.ndarray,
+    on_level: float | np.ndarray | list[float],
+    off_level: float | np.ndarray | list[float],
     n_on: int,
     n_off: int,
     carry: DebounceState,
 ) -> np.ndarray:
     """`debounce_levels` given each row's (minimum, maximum) (None for an empty block), for a
-    caller that tests the same signal against several pairs of levels."""
+    caller that tests the same signal against several pairs of levels. The levels may be
+    lists too (a caller that keeps them so spares the conversion per block)."""
     n = x.shape[-1]
     if extremes is not None:
         low, high = extremes
@@ -184,14 +256,17 @@ def debounce_within(
             levels = (_per_row(on_level, rows), _per_row(off_level, rows))
             out = _uniform_small(low.tolist(), high.tolist(), levels, (n, n_on, n_off), carry)
         else:
-            out = _uniform_many(low, high, on_level, off_level, (n, n_on, n_off), carry)
+            on_a, off_a = np.asarray(on_level), np.asarray(off_level)
+            out = _uniform_many(low, high, on_a, off_a, (n, n_on, n_off), carry)
         if out is not None:
             return out
     on_col, off_col = np.asarray(on_level)[..., None], np.asarray(off_level)[..., None]
     return debounce(x >= on_col, x < off_col, n_on, n_off, carry)
 
 
-def _per_row(level: float | np.ndarray, rows: int) -> list[float]:
+def _per_row(level: float | np.ndarray | list[float], rows: int) -> list[float]:
+    if isinstance(level, list):
+        return level
     return level.tolist() if isinstance(level, np.ndarray) else [float(level)] * rows
 
 
@@ -212,8 +287,14 @@ def _uniform_small(
             return None
         plan.append((on_all, off_all))
     n, n_on, n_off = lengths
-    run_on, run_off, state = carry.run_on.tolist(), carry.run_off.tolist(), carry.state.tolist()
-    out = np.repeat(carry.state[:, None], n, axis=1)
+    state, run_on, run_off = carry.lists()
+    # Each row starts as its carried state (np.repeat's result, made cheaper when uniform).
+    if not any(state):
+        out = np.zeros((len(state), n), dtype=bool)
+    elif all(state):
+        out = np.ones((len(state), n), dtype=bool)
+    else:
+        out = np.repeat(carry.state[:, None], n, axis=1)
     switched = False
     for r, (on_all, off_all) in enumerate(plan):
         # A run reaches its length (the switch point) at this sample, if inside the block.
@@ -229,8 +310,7 @@ def _uniform_small(
         run_off[r] = run_off[r] + n if off_all else 0
     if switched:
         carry.state = np.array(state, dtype=bool)
-    carry.run_on = np.array(run_on, dtype=np.int64)
-    carry.run_off = np.array(run_off, dtype=np.int64)
+    carry.set_runs(run_on, run_off)
     return out
 
 
@@ -293,9 +373,16 @@ class BandDetector:
         n = pct.shape[0]
         over = None
         if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
-            low, high = float(pct.min()), float(pct.max())
+            # pct.min() and pct.max(), without their Python wrappers
+            low, high = float(np.minimum.reduce(pct)), float(np.maximum.reduce(pct))
             lengths = (n, self.min_on, self.min_off)
+            before = self._edges.state
             over = _uniform_small([low, low], [high, high], self._levels, lengths, self._edges)
+            if over is not None and self._edges.state is before:
+                # No edge switched (a switch replaces the state array): one zone throughout,
+                # the value the general lines below give.
+                lower, upper = before.tolist()
+                return np.full(n, ABOVE if upper else int(lower), dtype=np.int8)
         if over is None:
             x = np.stack([pct, pct])
             on, off = np.array(self._levels[0])[:, None], np.array(self._levels[1])[:, None]
@@ -361,6 +448,16 @@ def _slide(frames: list[float], old: float, new: float, pct: float) -> float:
     return frames[math.floor(pct / 100.0 * (len(frames) - 1))]
 
 
+def _ordered_sum(values: Iterable[float]) -> float:
+    """Left to right from 0, as numpy sums along an axis that is not the contiguous one (the
+    ring's columns picked by index come out column-major). Not `sum()`, which compensates
+    from Python 3.12 on."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def _nan_max(a: float, b: float) -> float:
     """np.maximum for two floats: NaN when either is NaN."""
     if math.isnan(a) or math.isnan(b):
@@ -371,9 +468,9 @@ def _nan_max(a: float, b: float) -> float:
 def _last_true(mask: np.ndarray, first: int, carried: np.ndarray) -> np.ndarray:
     """Per row: the absolute index of the last True in `mask` (rows, n), else `carried`."""
     n = mask.shape[1]
-    if not n or not mask.any():
+    if not n or not any_true(mask):
         return carried
-    if mask[:, -1].all():  # the usual block, all quiet: its last sample
+    if all_true(mask[:, -1]):  # the usual block, all quiet: its last sample
         return np.full(carried.shape, first + n - 1, dtype=carried.dtype)
     has = mask.any(axis=1)
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
@@ -417,7 +514,15 @@ class ActivationDetector:
         self._in_frame = 0
         self._sum = np.zeros(c)
         self._count = np.zeros(c, dtype=np.int64)
-        self._session_ref = np.zeros(c)
+        # The newest `_k_ref` frame means per channel, newest first (NaN: no usable mean), and
+        # the session reference, as plain floats: a frame close is a handful of numbers per
+        # channel, cheaper in Python than in numpy calls (see `_learn`).
+        # (A reference window longer than the ring reads the ring's frames over again, as the
+        # ring itself would: `_recent_values`.)
+        keep = min(self._k_ref, self._ring.shape[1])
+        self._recent: list[deque[float]] = [deque(maxlen=keep) for _ in channels]
+        self._recent_nan = [0] * c  # NaN frames among them (usually none: no masking then)
+        self._session_ref = [0.0] * c
         self.rest = np.full(c, np.nan)
         self.calibrated = np.zeros(c, dtype=bool)
         self.mvc = np.full(c, np.nan)
@@ -455,7 +560,8 @@ class ActivationDetector:
     def reference(self) -> np.ndarray:
         """The reference in force per channel, mV (never below the rest level)."""
         rest = np.maximum(self.rest, self._floor)
-        ref: np.ndarray = np.maximum(np.where(self.calibrated, self.mvc, self._session_ref), rest)
+        session = np.array(self._session_ref)
+        ref: np.ndarray = np.maximum(np.where(self.calibrated, self.mvc, session), rest)
         return ref
 
     def _set_levels(self) -> None:
@@ -463,19 +569,27 @@ class ActivationDetector:
         floats (each numpy call on 4 numbers costs more than the arithmetic), with numpy's
         NaN rule for the maxima (`_nan_max`), so the values are np.maximum's to the bit."""
         s, floor = self.settings, self._floor
+        on_ratio, on_frac = s.on_rest_ratio, s.on_fraction
+        off_ratio, off_frac = s.off_rest_ratio, s.off_fraction
         rows = zip(
             self.rest.tolist(),
             self.calibrated.tolist(),
             self.mvc.tolist(),
-            self._session_ref.tolist(),
+            self._session_ref,
             strict=True,
         )
         rest_now, ref_now, on_lv, off_lv, rest_col, scale_col = [], [], [], [], [], []
+        # `a if a >= b or a != a else b` is `_nan_max(a, b)` inlined (this runs at every frame
+        # close): NaN from either side, else the larger, `a` on a tie.
         for raw_rest, calibrated, mvc, session_ref in rows:
-            rest = _nan_max(raw_rest, floor)
-            span = _nan_max(mvc if calibrated else session_ref, rest) - rest  # reference − rest
-            on = _nan_max(s.on_rest_ratio * rest, rest + s.on_fraction * span)
-            off = _nan_max(s.off_rest_ratio * rest, rest + s.off_fraction * span)
+            rest = raw_rest if raw_rest >= floor or raw_rest != raw_rest else floor
+            ref = mvc if calibrated else session_ref
+            ref = ref if ref >= rest or ref != ref else rest
+            span = ref - rest  # reference − rest
+            a, b = on_ratio * rest, rest + on_frac * span
+            on = a if a >= b or a != a else b
+            a, b = off_ratio * rest, rest + off_frac * span
+            off = a if a >= b or a != a else b
             # Kept for the per-sample level: (envelope − rest) · scale, 0 where nothing is known.
             known = span > 0
             rest_col.append(rest if known else 0.0)
@@ -489,6 +603,7 @@ class ActivationDetector:
         self._scale_col = np.array(scale_col)[:, None]
         self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
         self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._levels = (on_lv, off_lv)  # the same, as lists for the per-block switch
         self._ready = all(math.isfinite(v) for v in on_lv)
 
     def gap(self, settle: int) -> None:
@@ -520,7 +635,7 @@ class ActivationDetector:
         pos = min(n, self._settle)
         self._settle -= pos
         if self._restart and pos < n:
-            self._quiet_hb[:] = first_index + pos - 1
+            self._quiet_hb = np.full(c, first_index + pos - 1, dtype=np.int64)
             self._restart = False
         if pos == 0 and n and n <= self._frame - self._in_frame:
             # The usual block: inside one frame, so the levels hold for all of it.
@@ -566,9 +681,8 @@ class ActivationDetector:
         before = self._carry.state
         if extremes is None:
             extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
-        state = debounce_within(
-            seg, extremes, self.on_level, self.off_level, self.n_on, self.n_off, self._carry
-        )
+        on, off = self._levels
+        state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
         level = seg - self._rest_col
         level *= self._scale_col
         np.maximum(level, 0.0, out=level)
@@ -621,10 +735,14 @@ class ActivationDetector:
         before: np.ndarray,
         state: np.ndarray,
     ) -> list[OnsetEvent]:
-        quiet_hb = self._quiet_hb.copy()
-        if hb is not None:
-            self._quiet_hb = _last_true(~hb, first, quiet_hb)
-        if not state.shape[1] or (state == before[:, None]).all():
+        # `_last_true` returns the carried array or a new one, never edits it: no copy needed.
+        quiet_hb = self._quiet_hb
+        if hb is not None and hb.shape[1]:
+            if not any_true(hb):  # the usual block: quiet throughout, its last sample
+                self._quiet_hb = np.full(quiet_hb.shape, first + hb.shape[1] - 1, np.int64)
+            else:
+                self._quiet_hb = _last_true(~hb, first, quiet_hb)
+        if not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
         rows, cols = np.nonzero(state != prev)
@@ -645,8 +763,8 @@ class ActivationDetector:
         return events
 
     def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
-        if usable is None or usable.all():
-            self._sum += seg.sum(axis=1)
+        if usable is None or all_true(usable):
+            self._sum += np.add.reduce(seg, axis=1)  # seg.sum(axis=1) without its wrapper
             self._count += seg.shape[1]
         else:
             self._sum += np.where(usable, seg, 0.0).sum(axis=1)
@@ -673,10 +791,30 @@ class ActivationDetector:
         ]
         kept = zip(self.rest.tolist(), rest, strict=True)
         self.rest = np.array([old if math.isnan(new) else new for old, new in kept])
-        recent = (self._filled - 1 - np.arange(min(self._k_ref, self._filled))) % width
-        frames = self._ring[:, recent]
-        valid = ~np.isnan(frames)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            effort = np.where(valid, frames, 0.0).sum(axis=1) / valid.sum(axis=1)
-        self._session_ref = np.fmax(self._session_ref * self._decay, effort)
+        # The session reference: the mean of the valid ones among the newest `_k_ref` frames,
+        # decaying peak-hold. The same values as numpy's `np.where(valid, frames, 0).sum(1) /
+        # valid.sum(1)` and `np.fmax(ref · decay, effort)` over the ring's newest frames, to
+        # the bit (tests/feedback/test_block_cost.py checks it against that formula).
+        decay, refs = self._decay, self._session_ref
+        wrap = self._k_ref > width
+        nans = self._recent_nan
+        for i, (recent, new) in enumerate(zip(self._recent, mean, strict=True)):
+            if len(recent) == recent.maxlen and recent[-1] != recent[-1]:
+                nans[i] -= 1  # a NaN frame leaves
+            recent.appendleft(new)
+            nans[i] += new != new
+            frames: Iterable[float] = recent
+            if wrap:  # ring positions (newest − j) mod width, j < min(k_ref, frames seen)
+                frames = [recent[j % width] for j in range(min(self._k_ref, self._filled))]
+            if nans[i]:
+                values = [0.0 if v != v else v for v in frames]
+                count = sum(v == v for v in frames)
+                effort = _ordered_sum(values) / count if count else math.nan
+            elif wrap:
+                values = list(frames)
+                effort = _ordered_sum(values) / len(values)
+            else:
+                effort = _ordered_sum(recent) / len(recent)
+            held = refs[i] * decay
+            refs[i] = effort if held != held or effort > held else held
         self._set_levels()

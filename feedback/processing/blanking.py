@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from devices.base import SampleBlock
+from feedback.processing.activation import any_true
 from feedback.processing.chain import ProcessedBlock
 
 
@@ -28,6 +29,7 @@ class Blanker:
         self._env = np.zeros(n_channels)  # last trusted envelope and % MVC, per channel
         self._pct = np.zeros(n_channels)
         self.samples_blanked = 0
+        self._unheld: np.ndarray | None = None  # the all-false mask `zero` last returned
 
     def add(self, start: int, end: int) -> None:
         """Blank raw samples [start, end) and hold the envelope until end + tail."""
@@ -46,7 +48,8 @@ class Blanker:
         # Windows entirely in the past are done with; keep the list short.
         self._windows = [w for w in self._windows if w[1] + self.tail > block.first_index]
         if not self._windows:
-            return block, np.zeros(block.n_samples, dtype=bool)
+            self._unheld = np.zeros(block.n_samples, dtype=bool)
+            return block, self._unheld
         raw = self._mask(block.first_index, block.n_samples, 0)
         held = self._mask(block.first_index, block.n_samples, self.tail)
         if raw.any():
@@ -58,7 +61,7 @@ class Blanker:
 
     def hold(self, processed: ProcessedBlock, held: np.ndarray) -> ProcessedBlock:
         env, pct = processed.envelope, processed.pct_mvc
-        if held.any():
+        if held is not self._unheld and any_true(held):  # (`zero`'s all-false mask: nothing)
             env = _forward_fill(env, held, self._env)
             pct = _forward_fill(pct, held, self._pct)
             processed = replace(processed, envelope=env, pct_mvc=pct)

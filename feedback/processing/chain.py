@@ -82,7 +82,7 @@ class EmgChain:
         filtered = self._band.filter_own(np.array(block.data, dtype=np.float64, order="C"))
         if self._rms is not None:
             # A sum of squares is never negative, so the square root needs no clip.
-            envelope = self._rms.process(filtered * filtered)
+            envelope = self._rms.process(filtered, square=True)
             np.sqrt(envelope, out=envelope)
         else:
             assert self._env_lp is not None

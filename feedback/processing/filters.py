@@ -117,7 +117,9 @@ class MovingAverage:
         self._n = -1
         self._windows = self._ext[:, :0, None]
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, square: bool = False) -> np.ndarray:
+        """The moving average of `x`, or of `x`² with `square` (squared straight into the
+        window buffer: no temporary)."""
         n, keep = x.shape[1], self.width - 1
         if n != self._n:
             ext = np.empty((x.shape[0], keep + n))
@@ -131,8 +133,12 @@ class MovingAverage:
         else:
             ext = self._ext
             ext[:, :keep] = ext[:, n:]  # the last width - 1 samples (numpy handles the overlap)
-        ext[:, keep:] = x
-        out: np.ndarray = self._windows.sum(axis=2)
+        if square:
+            np.multiply(x, x, out=ext[:, keep:])
+        else:
+            ext[:, keep:] = x
+        # np.add.reduce is what ndarray.sum calls, without the Python wrapper around it.
+        out: np.ndarray = np.add.reduce(self._windows, axis=2)
         out /= self.width
         return out
 

@@ -25,7 +25,7 @@ from feedback.processing.activation import (
     DebounceState,
     OnsetBlock,
     OnsetEvent,
-    debounce_levels,
+    any_true,
     debounce_within,
     select,
 )
@@ -54,6 +54,10 @@ class Tkeo:
 MAD_TO_SD = 1.4826  # the MAD of normally distributed values times this estimates their SD
 OUTLIER_SPREADS = 5.0  # samples this many robust SDs above the median are not rest
 STATS_POINTS = 500  # about this many samples of a baseline window enter its statistics
+# The window's points are sorted in runs of this many as they arrive (a run of 4 × 256
+# sorts in a few microseconds, a whole window of 500 several times slower), so the window's
+# end only merges runs: its median and MAD are then lookups.
+SORT_RUN = 256
 
 
 class _Baseline:
@@ -80,12 +84,15 @@ class _Baseline:
         # Only those points are kept, as they arrive, so the window's end sorts nothing big.
         self.stride = max(1, needed // STATS_POINTS)
         self._points: np.ndarray | None = None
+        self._runs: np.ndarray | None = None  # the points, each SORT_RUN of them sorted
+        self._sorted_to = 0  # points sorted into `_runs` so far
         self._last: np.ndarray | None = None
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         n = x.shape[1]
         if self._points is None:
             self._points = np.empty((x.shape[0], -(-self.needed // self.stride)))
+            self._runs = np.empty(self._points.shape)
         if n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
             take = x[:, skip :: self.stride]
@@ -94,7 +101,29 @@ class _Baseline:
             at = -(-self.seen // self.stride)
             self._points[:, at : at + take.shape[1]] = take
             self._last = x[:, n - 1].copy()
+            self._sort_runs(at + take.shape[1])
         self.seen += n
+
+    def _sort_runs(self, have: int) -> None:
+        """Sort each complete run of SORT_RUN points below `have` into `_runs`."""
+        assert self._points is not None and self._runs is not None
+        while self._sorted_to + SORT_RUN <= have:
+            a, b = self._sorted_to, self._sorted_to + SORT_RUN
+            self._runs[:, a:b] = np.sort(self._points[:, a:b], axis=1)
+            self._sorted_to = b
+
+    def _sorted(self) -> np.ndarray:
+        """The window's points sorted per row (the last, partial run sorted now, then the runs
+        merged: a stable sort of sorted runs is a merge)."""
+        assert self._points is not None and self._runs is not None
+        width = self._points.shape[1]
+        if self._sorted_to < width:
+            a = self._sorted_to
+            self._runs[:, a:] = np.sort(self._points[:, a:], axis=1)
+            self._sorted_to = width
+        if width <= SORT_RUN:
+            return self._runs
+        return np.sort(self._runs, axis=1, kind="stable")
 
     def last(self) -> np.ndarray:
         assert self._last is not None and self.seen
@@ -106,8 +135,10 @@ class _Baseline:
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
-        if not np.isnan(w).any():
-            return _complete_mean_sd(w)
+        if w.shape[1] == self._points.shape[1]:
+            ordered = self._sorted()
+            if not any_true(np.isnan(ordered[:, -1])):  # (NaN sorts last)
+                return _complete_mean_sd(w, ordered)
         valid = ~np.isnan(w)
         n = valid.sum(axis=1)
         usable = 2 * n > w.shape[1]  # else: mostly unusable, no rest figures from this window
@@ -123,24 +154,38 @@ class _Baseline:
         return np.where(usable, mean, 0.0), np.where(usable, np.sqrt(var), 0.0)
 
 
-def _complete_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_Baseline.mean_sd` for a window with every point usable (the usual one): the same
-    operations without the masks, which would all be true, so the same values to the bit."""
+def _complete_mean_sd(x: np.ndarray, ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_Baseline.mean_sd` for a whole window with every point usable (the usual one), given
+    its points `x` and the same points sorted per row: the same values to the bit.
+
+    The median m is the sorted row's middle (rank `mid`). Along the sorted row the deviations
+    |s − m| fall to 0 at the median and rise after it, so the `mid + 1` smallest of them are
+    a run of consecutive points around it, and the MAD (the deviation of rank `mid`) is the
+    smallest, over the runs s[lo .. lo + mid] (lo = 0 .. mid), of the larger of its two end
+    deviations: m − s[lo] and s[lo + mid] − m, each |s − m| as the general path computes it.
+    The mean and SD then sum the points in arrival order, as the general path does; when no
+    point is an outlier (the usual rest window) its masks are all true and drop out."""
     mid = (x.shape[1] - 1) // 2
-    level = np.partition(x, mid, axis=1)[:, mid : mid + 1]
-    dev = x - level
-    np.abs(dev, out=dev)
-    spread = MAD_TO_SD * np.partition(dev, mid, axis=1)[:, mid : mid + 1]
-    # Temporaries reused in place: this runs inside one block's time at each window's end.
-    if (spread > 0).all():  # the usual window: the `| ~(spread > 0)` below changes nothing
-        rest = x <= level + OUTLIER_SPREADS * spread
-    else:
-        rest = (x <= level + OUTLIER_SPREADS * spread) | ~(spread > 0)
+    level = ordered[:, mid : mid + 1]
+    ends = np.subtract(level, ordered[:, : mid + 1])
+    np.maximum(ends, np.subtract(ordered[:, mid : 2 * mid + 1], level), out=ends)
+    spread = MAD_TO_SD * np.minimum.reduce(ends, axis=1)[:, None]
+    limit = level + OUTLIER_SPREADS * spread
+    if (spread > 0).all() and (ordered[:, -1:] <= limit).all():
+        # Nothing to leave out: the sums of the general path over all-true masks.
+        count = np.full(x.shape[0], x.shape[1])
+        mean = x.sum(axis=1) / count
+        sq = x - mean[:, None]
+        np.square(sq, out=sq)
+        return mean, np.sqrt(sq.sum(axis=1) / count)
+    rest = x <= limit
+    if not (spread > 0).all():  # (else the median's half of the points is always kept)
+        rest |= ~(spread > 0)
     count = np.maximum(rest.sum(axis=1), 1)
     mean = np.where(rest, x, 0.0).sum(axis=1) / count
-    np.subtract(x, mean[:, None], out=dev)
-    np.square(dev, out=dev)
-    var = np.where(rest, dev, 0.0).sum(axis=1) / count
+    sq = x - mean[:, None]
+    np.square(sq, out=sq)
+    var = np.where(rest, sq, 0.0).sum(axis=1) / count
     return mean, np.sqrt(var)
 
 
@@ -165,6 +210,7 @@ class OnsetDetector:
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
+        self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
         if baseline is not None:
             self.use_baseline(*baseline)
@@ -183,6 +229,7 @@ class OnsetDetector:
         usable = sd > 0
         self.on_threshold = np.where(usable, mean + s.k_sd * sd, np.inf)
         self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
+        self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and
@@ -240,11 +287,10 @@ class OnsetDetector:
         or above the on-threshold, then learning from them (which may end the window)."""
         if self.baseline is not None:
             before = self._carry.state  # replaced, never edited, by the debounce
-            on, off, carry = self.on_threshold, self.off_threshold, self._carry
+            on, off, carry = self._levels[0], self._levels[1], self._carry
             if extremes is None:
-                state = debounce_levels(part, on, off, self.n_on, self.n_off, carry)
-            else:
-                state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
+                extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
+            state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
             events += self._edges(first, before, state)
             above = part >= self.on_threshold[:, None]
         else:
@@ -272,7 +318,7 @@ class OnsetDetector:
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
 
     def _edges(self, first: int, before: np.ndarray, state: np.ndarray) -> list[OnsetEvent]:
-        if not state.shape[1] or (state == before[:, None]).all():
+        if not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
         rows, cols = np.nonzero(state != prev)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import signal
 
 from config.settings import QualitySettings
-from feedback.processing.activation import run_lengths
+from feedback.processing.activation import any_true, run_lengths
 from feedback.processing.filters import SosFilter
 
 
@@ -81,27 +81,37 @@ class SignalQuality:
         self._last_raw = np.full(n_channels, np.nan)
         self._same = np.zeros(n_channels, dtype=np.int64)
         self._since = np.full((4, n_channels), 1 << 40, dtype=np.int64)  # samples since a flag
+        self._since_min = 1 << 40  # its smallest value, kept as a plain int
+        # Work buffers reused while the block length stays the same (nothing handed out
+        # refers to them: the flags returned are new arrays).
+        self._n = -1
+        self._power = np.empty((3 * n_channels, 0))
+        self._raw_flags = np.empty((4, n_channels, 0), dtype=bool)
 
     def process(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
         """`raw` as it came from the device (mV), `filtered` the chain's band-passed signal."""
         s = self.settings
         c, n = self.n_channels, raw.shape[1]
-        raw = raw.astype(np.float64, copy=False)
+        if n != self._n:
+            self._power = np.empty((3 * c, n))
+            self._raw_flags = np.empty((4, c, n), dtype=bool)
+            self._n = n
         # Band, mains and LF signals in one buffer, filtered and squared in place, then
-        # smoothed together: one allocation instead of a copy per step.
-        power = np.empty((3 * c, n))
+        # smoothed together. The raw rows take the samples as float64 (the filters' type).
+        power, raw_flags = self._power, self._raw_flags
         power[:c] = filtered
+        power[2 * c :] = raw
+        # Clipping on the float64 samples, before the LF filter overwrites them.
+        np.greater_equal(np.abs(power[2 * c :]), s.clip_mv, out=raw_flags[1])
         if self._mains is not None:
-            power[c : 2 * c] = raw
+            power[c : 2 * c] = power[2 * c :]
             self._mains.filter_own(power[c : 2 * c])
         else:
             power[c : 2 * c] = 0.0
-        power[2 * c :] = raw
         self._lf.filter_own(power[2 * c :])
         np.square(power, out=power)
         self._smooth.filter_own(power)
         band_p, both = power[:c], power[c:].reshape(2, c, n)  # both: mains, LF powers
-        raw_flags = np.empty((4, c, n), dtype=bool)
         np.less(band_p, (s.flat_uv * 1e-3) ** 2, out=raw_flags[0])
         # MAINS and MOTION together: power ≥ ratio² · band power AND ≥ its floor, as one
         # comparison with the larger of the two (NaN fails either way, as with the pair).
@@ -114,7 +124,6 @@ class SignalQuality:
         constant = self._constant(raw)
         if constant is not None:
             raw_flags[0] |= constant
-        np.greater_equal(np.abs(raw), s.clip_mv, out=raw_flags[1])
         return QualityBlock(self._held(raw_flags))
 
     def _constant(self, raw: np.ndarray) -> np.ndarray | None:
@@ -124,7 +133,7 @@ class SignalQuality:
             np.equal(raw[:, 0], self._last_raw, out=unchanged[:, 0])
             np.equal(raw[:, 1:], raw[:, :-1], out=unchanged[:, 1:])
             self._last_raw = raw[:, -1].copy()
-            if not unchanged.any():  # the usual block: a live signal changes every sample
+            if not any_true(unchanged):  # the usual block: a live signal changes every sample
                 self._same = np.zeros(raw.shape[0], dtype=np.int64)
                 return None
         same = run_lengths(unchanged, self._same)
@@ -135,16 +144,18 @@ class SignalQuality:
     def _held(self, raw_flags: np.ndarray) -> np.ndarray:
         """Keep each flag up for `hold` samples after its last raw occurrence."""
         n = raw_flags.shape[-1]
-        if n and not raw_flags.any() and int(self._since.min()) >= self._hold:
+        if n and self._since_min >= self._hold and not any_true(raw_flags):
             # The usual block: nothing flagged now nor within `hold`, so nothing is held.
             self._since = self._since + n
+            self._since_min += n
             return np.zeros(raw_flags.shape[1:], dtype=np.uint8)
         # Samples since the last flagged one = run length of "not flagged" (0 on a flagged one).
         since = run_lengths(~raw_flags, self._since)
         if raw_flags.shape[-1]:
             self._since = since[..., -1].copy()
+            self._since_min = int(self._since.min())
         held = since <= self._hold
-        if not held.any():  # the usual block: a clean signal
+        if not any_true(held):  # the usual block: a clean signal
             return np.zeros(held.shape[1:], dtype=np.uint8)
         weights = np.array([Flag.FLAT, Flag.CLIP, Flag.MAINS, Flag.MOTION], dtype=np.uint8)
         flags: np.ndarray = np.bitwise_or.reduce(held * weights[:, None, None], axis=0)

@@ -34,9 +34,7 @@ def page_relay(settings: Settings, broker_url: str) -> BrokerAccess:
     certificate would let any browser on the network write as the station.
     """
     access = broker_access(settings, broker_url)
-    return dataclasses.replace(
-        access, username=None, password=None, cert_file=None, key_file=None
-    )
+    return dataclasses.replace(access, username=None, password=None, cert_file=None, key_file=None)
 
 
 async def run_with_web(settings: Settings, options: app.RunOptions) -> dict[str, Any]:
