@@ -180,9 +180,24 @@ class _Body:
         seen_digital: set[str] = set()
         digital = self.digital
         for n, ln in lines:
-            cells = [c.strip() for c in ln.split("\t")]
+            cells = ln.split("\t")
             # The usual row, every cell filled and nothing pending: what the general path below
-            # does with it, without its tests (the parser's time is mostly per row).
+            # does with it, without its tests (the parser's time is mostly per row). A row whose
+            # tab-split cells are its whitespace-split words has no empty cell and no cell with
+            # whitespace to strip: the stripped cells, without a strip per cell.
+            if (
+                len(cells) == ncol
+                and first_trailing is None
+                and missing_fx is None
+                and not digital
+                and cells == ln.split()
+            ):
+                if fx is not None:
+                    last_fx = cells[fx]
+                self.n_rows += 1
+                yield n, cells
+                continue
+            cells = [c.strip() for c in cells]
             if (
                 len(cells) == ncol
                 and first_trailing is None
