@@ -82,6 +82,10 @@ def render(calls: list[Call]) -> str:
         "",
         "from typing import Any",
         "",
+        "# The scipy that made the table: feedback/processing/lazy_signal.py uses the table,",
+        "# and its numpy copies of scipy's operations, only with this version.",
+        f"SCIPY = {_scipy_version()!r}",
+        "",
         "DESIGNS: tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...], Any], ...] = (",
     ]
     for name, args, kwargs in calls:

@@ -11,6 +11,11 @@ and pulls in scipy.stats), a third of a headless replay's whole process.
 - `load_sos_kernel`: scipy's own C cascade behind `sosfilt`, loaded from its extension file
   without the package `__init__`, and used only if it reproduces a Python cascade exactly.
 - everything else (`sosfilt`, `lfilter`): scipy.signal, imported on first use.
+
+The table and the numpy copies are used only with the scipy they were checked against
+(`sos_table.SCIPY`; scipy itself is imported anyway, by the kernel): with any other version
+every call goes to scipy.signal, as before, until the table is made again with it
+(scripts/make_sos_table.py) and the tests pass.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import scipy
 
-from feedback.processing.sos_table import DESIGNS
+from feedback.processing.sos_table import DESIGNS, SCIPY
 
 SosKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 Design = tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]
@@ -34,6 +40,9 @@ Design = tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]
 # Called with (name, args, kwargs) for a design the table lacks (scripts/make_sos_table.py
 # records them); None normally.
 on_table_miss: Callable[[str, tuple[Any, ...], dict[str, Any]], None] | None = None
+
+
+MIRRORED = scipy.__version__ == SCIPY  # False: every call goes to scipy.signal
 
 
 def scipy_signal() -> ModuleType:
@@ -61,7 +70,7 @@ _TABLE: dict[Design, Any] = {
 
 def _designed(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
-        stored = _TABLE.get(design_key(name, args, kwargs))
+        stored = _TABLE.get(design_key(name, args, kwargs)) if MIRRORED else None
     except (TypeError, ValueError):  # an argument the table cannot key: scipy decides
         stored = None
     if stored is None:
@@ -105,7 +114,8 @@ def sosfreqz(sos: np.ndarray, worN: Any = 512, whole: bool = False, fs: float = 
     """scipy's `sosfreqz` (`freqz_sos`); numpy when `worN` lists the frequencies."""
     sos = np.asarray(sos)
     if (
-        whole
+        not MIRRORED
+        or whole
         or not isinstance(worN, np.ndarray | list | tuple)
         or sos.ndim != 2
         or sos.shape[0] == 0
@@ -139,7 +149,7 @@ def welch(x: Any, fs: float = 1.0, nperseg: int | None = None, **kwargs: Any) ->
     """scipy's `welch`; numpy for 1-D float64 with the defaults (periodic Hann, half overlap,
     constant detrend, density, one-sided, mean) and `nperseg` at most the length."""
     x = np.asarray(x)
-    if kwargs or x.ndim != 1 or x.dtype != np.float64 or nperseg is None:
+    if not MIRRORED or kwargs or x.ndim != 1 or x.dtype != np.float64 or nperseg is None:
         return scipy_signal().welch(x, fs=fs, nperseg=nperseg, **kwargs)
     n, nperseg = x.shape[0], int(nperseg)
     if not 1 < nperseg <= n:

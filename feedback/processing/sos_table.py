@@ -8,6 +8,10 @@ reads back to the same bits."""
 
 from typing import Any
 
+# The scipy that made the table: feedback/processing/lazy_signal.py uses the table,
+# and its numpy copies of scipy's operations, only with this version.
+SCIPY = '1.17.1'
+
 DESIGNS: tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...], Any], ...] = (
     ('butter', (4, (20.0, 112.5)), (('btype', 'bandpass'), ('fs', 250.0), ('output', 'sos')), ((0.33145732213380213, -0.6629146442676043, 0.33145732213380213, 1.0, -1.1702686386466103, 0.3633666847675396), (1.0, 2.0, 1.0, 1.0, 1.4503291495923327, 0.5369643275425472), (1.0, -2.0, 1.0, 1.0, -1.4897434764145754, 0.7047842651332331), (1.0, 2.0, 1.0, 1.0, 1.710004997316005, 0.7999120243019203))),
     ('butter', (2, (47.0, 53.0)), (('btype', 'bandpass'), ('fs', 250.0), ('output', 'sos')), ((0.005129268366107151, 0.010258536732214302, 0.005129268366107151, 1.0, -0.4898764910044814, 0.8971898729674449), (1.0, -2.0, 1.0, 1.0, -0.683839165337718, 0.900533561250117))),

@@ -15,9 +15,12 @@ import pytest
 from scipy import signal as scipy_signal
 
 from feedback.processing import lazy_signal
-from feedback.processing.sos_table import DESIGNS
+from feedback.processing.sos_table import DESIGNS, SCIPY
 
 ROOT = Path(__file__).resolve().parents[2]
+# The table and the numpy copies serve only the scipy they were made with (`make lowest` runs an
+# older one: everything then goes to scipy.signal, which the last test here checks).
+mirrored = pytest.mark.skipif(not lazy_signal.MIRRORED, reason=f"scipy is not {SCIPY}, the table's")
 Design = tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...], Any]
 
 
@@ -32,6 +35,7 @@ def table_mismatches(designs: tuple[Design, ...]) -> list[str]:
     return bad
 
 
+@mirrored
 def test_every_stored_design_is_scipys_to_the_bit() -> None:
     assert len(DESIGNS) >= 50
     assert table_mismatches(DESIGNS) == []
@@ -45,6 +49,7 @@ def test_the_table_check_catches_one_ulp() -> None:
     assert table_mismatches((nudged, *DESIGNS[1:5])) == [f"{name}{args}{kwargs}"]
 
 
+@mirrored
 def test_the_table_covers_what_pipelines_ask_for() -> None:
     """The table is exactly what scripts/make_sos_table.py writes today: a setting or a call site
     that asks for a new design shows here (run the script)."""
@@ -216,9 +221,27 @@ print(_sosfilt is SOS_KERNEL, y.shape)
 """
 
 
+@mirrored
 def test_a_station_and_its_pipelines_do_not_import_scipy_signal() -> None:
     out = subprocess.run(
         [sys.executable, "-c", FRESH], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[0] == "not loaded True"
     assert out[1] == "True (10,)"
+
+
+def test_with_another_scipy_every_call_goes_to_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = lazy_signal.scipy_signal()
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(lazy_signal, "MIRRORED", False)
+    monkeypatch.setattr(lazy_signal, "scipy_signal", Spy)
+    lazy_signal.butter(4, (20.0, 450.0), btype="bandpass", fs=2000.0, output="sos")  # stored
+    lazy_signal.sosfreqz(np.array(DESIGNS[0][3]), worN=np.array([100.0]), fs=250.0)
+    lazy_signal.welch(np.random.default_rng(0).standard_normal(512), fs=1000.0, nperseg=256)
+    assert calls == ["butter", "sosfreqz", "welch"]
