@@ -41,6 +41,7 @@ def test_every_stored_design_is_scipys_to_the_bit() -> None:
     assert table_mismatches(DESIGNS) == []
 
 
+@mirrored
 def test_the_table_check_catches_one_ulp() -> None:
     name, args, kwargs, stored = DESIGNS[0]
     rows = [list(r) for r in stored]
@@ -64,6 +65,7 @@ def test_the_table_covers_what_pipelines_ask_for() -> None:
     assert make_sos_table.render(calls[1:]) != make_sos_table.TABLE.read_text()
 
 
+@mirrored
 def test_a_design_not_in_the_table_is_scipys(monkeypatch: pytest.MonkeyPatch) -> None:
     misses: list[str] = []
     monkeypatch.setattr(lazy_signal, "on_table_miss", lambda name, *_: misses.append(name))
