@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from amqtt.broker import Broker
+if TYPE_CHECKING:  # imported when a broker starts: ~50 ms a session without one need not pay
+    from amqtt.broker import Broker
 
 
 def free_port() -> int:
@@ -48,6 +49,8 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
+        from amqtt.broker import Broker
+
         self._broker = Broker(config)
         await self._broker.start()
         return self

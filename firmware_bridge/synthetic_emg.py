@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
+
+# scipy.signal is imported where it is used: importing it costs about 0.6 s, and this module
+# comes in with the simulator even when a session replays a file.
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class SyntheticEmg:
         self.mains_hz = mains_hz
         self.mains_mv = mains_mv
         self._rng = np.random.default_rng(seed)
+        from scipy import signal
+
         high = min(band_hz[1], 0.45 * rate_hz)
         self._sos = signal.butter(4, (band_hz[0], high), btype="bandpass", fs=rate_hz, output="sos")
         self._zi = np.zeros((self._sos.shape[0], len(channels), 2))
@@ -88,6 +92,8 @@ class SyntheticEmg:
         return self._index
 
     def __call__(self, n: int) -> np.ndarray:
+        from scipy import signal
+
         idx = self._index + np.arange(n)
         t = idx / self.rate_hz
         white = self._rng.standard_normal((len(self.channels), n))
@@ -106,6 +112,8 @@ class SyntheticEmg:
 
 def _noise_rms_gain(sos: np.ndarray) -> float:
     """RMS of the filter's output for unit white noise: the root of its impulse response energy."""
+    from scipy import signal
+
     impulse = np.zeros(8192)
     impulse[0] = 1.0
     h = signal.sosfilt(sos, impulse)

@@ -113,17 +113,17 @@ class TextLines:
                 )
             lines = self._byte_lines()
         for n, text in lines:
-            if n <= CHECKED_LINES:
-                ctrl = sum(
-                    1
-                    for ch in text
-                    if (ord(ch) < 32 and ch not in "\t\f") or 0x7F <= ord(ch) < 0xA0
+            ctrl = sum(
+                1 for ch in text if (ord(ch) < 32 and ch not in "\t\f") or 0x7F <= ord(ch) < 0xA0
+            )
+            if ctrl > max(2, len(text) // 100):
+                raise RecordingFormatError(
+                    self.path, "binary data (control characters): not a text recording", n
                 )
-                if ctrl > max(2, len(text) // 100):
-                    raise RecordingFormatError(
-                        self.path, "binary data (control characters): not a text recording", n
-                    )
             yield n, text
+            if n >= CHECKED_LINES:
+                break
+        yield from lines  # the rest unchecked: no generator step of ours per line
 
     def _pieces(self) -> Iterator[bytes]:
         if self.head:
@@ -147,9 +147,8 @@ class TextLines:
             held = b"\r" if buf.endswith(b"\r") else b""
             parts = _NEWLINE.split(buf[: len(buf) - len(held)])
             buf = parts.pop() + held
-            for raw in parts:
-                n += 1
-                yield n, self._decode(n, raw)
+            yield from self._decoded(n, parts)
+            n += len(parts)
             if len(buf) > MAX_LINE_BYTES:
                 raise self._too_long(n + 1, len(buf))
         *ended, last = _NEWLINE.split(buf)
@@ -158,6 +157,25 @@ class TextLines:
             yield n, self._decode(n, raw)
         if last:  # text after the final newline is a line; the newline does not start one
             yield n + 1, self._decode(n + 1, last)
+
+    def _decoded(self, n: int, parts: list[bytes]) -> Iterator[tuple[int, str]]:
+        """Lines n + 1, n + 2, ... decoded. A piece's lines are decoded in one call when they
+        are all valid UTF-8 (and not too long, and not the first line, which may carry a BOM):
+        UTF-8 never puts a line-break byte inside a character, so the joined lines decode to
+        the same text as one by one. Otherwise line by line, as `_decode` says."""
+        if n == 0 and parts:
+            yield 1, self._decode(1, parts[0])
+            n, parts = 1, parts[1:]
+        if parts and max(map(len, parts)) <= MAX_LINE_BYTES:
+            try:
+                texts = b"\n".join(parts).decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                pass
+            else:
+                yield from zip(range(n + 1, n + 1 + len(parts)), texts, strict=True)
+                return
+        for m, raw in enumerate(parts, n + 1):
+            yield m, self._decode(m, raw)
 
     def _decode(self, n: int, raw: bytes) -> str:
         if len(raw) > MAX_LINE_BYTES:

@@ -206,7 +206,10 @@ class _Body:
         plain = True  # nothing pending: the usual row may take the short way
         last: list[str] | None = None  # the newest usual row, whose FX is the one to hold
         for n, ln in lines:
-            cells = [c.strip() for c in ln.split("\t")]
+            cells = ln.split("\t")
+            # Tab-split cells that equal the whitespace-split words hold nothing to strip.
+            if cells != ln.split():
+                cells = [c.strip() for c in cells]
             # The usual row, every cell filled and nothing pending: what `_other` does with it,
             # without its tests (the parser's time is mostly per row).
             if plain and len(cells) == ncol and all(cells):

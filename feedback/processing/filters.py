@@ -1,11 +1,14 @@
-"""Causal IIR/FIR filters that keep their state across blocks (scipy.signal, `zi` per channel)."""
+"""Causal IIR/FIR filters that keep their state across blocks (scipy.signal, `zi` per channel).
+
+scipy.signal comes through `lazy_signal`, which imports it only when a call needs it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
-from scipy import signal
+
+from feedback.processing import lazy_signal as signal
 
 SosKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -16,24 +19,11 @@ def _load_sos_kernel() -> SosKernel | None:
     For a 20-sample block, `sosfilt`'s argument handling (moveaxis, validation, array-API
     conversion, copies) costs about 70 µs against a few µs of filtering, and the pipeline runs
     several such filters per block. The kernel is private to scipy, so it is taken only if it
-    imports and reproduces the public function exactly on a test signal; otherwise every
-    filter uses `signal.sosfilt`, with the same results.
+    loads and reproduces the cascade exactly on a test signal (`lazy_signal.load_sos_kernel`,
+    without importing scipy.signal); otherwise every filter uses `signal.sosfilt`, with the
+    same results.
     """
-    try:
-        from scipy.signal._sosfilt import _sosfilt as kernel
-    except ImportError:
-        return None
-    sos = signal.butter(2, (20.0, 450.0), btype="bandpass", fs=2000.0, output="sos")
-    x = np.random.default_rng(0).standard_normal((2, 64))
-    zi = np.zeros((sos.shape[0], 2, 2))
-    want_y, want_zi = signal.sosfilt(sos, x, axis=1, zi=zi)
-    try:
-        y, state = np.array(x, order="C"), np.zeros((2, sos.shape[0], 2))
-        kernel(np.ascontiguousarray(sos), y, state)
-    except (TypeError, ValueError):
-        return None
-    same = np.array_equal(y, want_y) and np.array_equal(state.transpose(1, 0, 2), want_zi)
-    return kernel if same else None
+    return signal.load_sos_kernel()
 
 
 SOS_KERNEL = _load_sos_kernel()

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
+
+from feedback.processing import lazy_signal as signal
 
 MAX_CONTRACTION_S = 60.0  # samples kept for the median frequency; longer holds use the last 60 s
 LSI_MIN_PCT = 5.0  # below this the uninvolved side is at rest and a ratio would be noise

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 from config.settings import QualitySettings
+from feedback.processing import lazy_signal as signal
 from feedback.processing.activation import any_true, run_lengths
 from feedback.processing.filters import SosFilter
 

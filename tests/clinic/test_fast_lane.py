@@ -98,3 +98,44 @@ async def test_a_broker_crash_with_messages_in_flight_loses_nothing(
     outbox.close()
     assert publisher.stats.published == 200
     assert len(SqliteOutbox(tmp_path / "o.sqlite3")) == 0
+
+
+async def _idle_polls_after_publishing(url: str, *, drop_stale_watch: bool) -> int:
+    """Event-loop polls that find the socket writable, in 0.3 s of quiet after 20 cues."""
+    import selectors
+
+    numberer = MessageNumberer("S-spin")
+    publisher = MqttPublisher(url, T, client_id="st-spin")
+    if not drop_stale_watch:  # the negative control: the publisher as it was
+        publisher._drop_stale_write_watch = lambda client: None  # type: ignore[method-assign]
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    polls = 0
+    select = selector.select
+
+    def counting(timeout: float | None = None) -> list[tuple[Any, int]]:
+        nonlocal polls
+        ready: list[tuple[Any, int]] = select(timeout)
+        polls += any(events & selectors.EVENT_WRITE for _, events in ready)
+        return ready
+
+    async with running(publisher):
+        for i in range(20):
+            publisher.publish(T.event, gap(numberer, i))
+            await asyncio.sleep(0.005)
+        assert await publisher.flush(10)
+        selector.select = counting
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            selector.select = select
+    return polls
+
+
+async def test_sending_from_publish_leaves_no_write_watch_spinning_the_loop(
+    mosquitto: MosquittoProcess,
+) -> None:
+    """aiomqtt adds paho's write watch at the loop's next turn, after `publish` has written
+    everything itself: left there, the always-writable socket wakes the loop on every turn
+    (a busy loop: 640,000 polls in a 10 s session, three times the CPU)."""
+    assert await _idle_polls_after_publishing(mosquitto.url, drop_stale_watch=True) < 20
+    assert await _idle_polls_after_publishing(mosquitto.url, drop_stale_watch=False) > 1000

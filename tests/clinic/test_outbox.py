@@ -191,3 +191,49 @@ def _walk(box: Outbox) -> list[tuple[str, int]]:
         out.append((item.session, item.msg_id))
         item = box.after(item.id)
     return out
+
+
+def _rows_in_file(path: Path) -> list[bytes]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [bytes(r[0]) for r in db.execute("SELECT payload FROM outbox ORDER BY id")]
+
+
+async def test_in_an_event_loop_rows_reach_the_writer_at_the_next_turn(tmp_path: Path) -> None:
+    """Not in `append` itself: waking the writer there makes the cue's socket write wait for
+    it (bench_latency). `queued` counts them meanwhile, and `sync` hands them over first."""
+    path = tmp_path / "o.sqlite3"
+    box = SqliteOutbox(path)
+    writer = box._writer
+    first = box.append("t/1", b"m1", False)
+    box.append("t/2", b"m2", False)
+    box.ack(first)  # a delete, in order behind its insert
+    assert writer._ops.qsize() == 0 and box.queued == 3  # held, counted
+    await asyncio.sleep(0)  # the loop's next turn
+    assert not writer._held
+    assert box.sync(5)
+    assert _rows_in_file(path) == [b"m2"]
+    box.append("t/3", b"m3", False)
+    assert box.sync(5)  # without a turn of the loop in between
+    assert _rows_in_file(path) == [b"m2", b"m3"]
+    box.close()
+
+
+async def test_a_sync_that_did_not_hand_over_would_miss_rows(tmp_path: Path) -> None:
+    """The negative control of the test above: without the hand-over in `sync`, the rows and
+    the sync marker itself stay held, and the sync fails."""
+    path = tmp_path / "o.sqlite3"
+    box = SqliteOutbox(path)
+    box._writer.hand_over = lambda: None  # type: ignore[method-assign]
+    box.append("t/1", b"m1", False)
+    assert not box.sync(0.2)
+    assert _rows_in_file(path) == []
+    type(box._writer).hand_over(box._writer)  # let it go, to close cleanly
+    box.close()
+    assert _rows_in_file(path) == [b"m1"]
+
+
+def test_outside_an_event_loop_rows_go_to_the_writer_at_once(tmp_path: Path) -> None:
+    box = SqliteOutbox(tmp_path / "o.sqlite3")
+    box.append("t/1", b"m1", False)
+    assert not box._writer._held
+    box.close()
