@@ -28,7 +28,8 @@ with atheris.instrument_imports():
     from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse
 
 NAMES = [*SEEDS, "auto"]
-SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf"}
+SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf",
+          "xdf": ".xdf"}  # fmt: skip
 WORK = Path(tempfile.mkdtemp(prefix="atheris-replay-"))
 
 
