@@ -195,9 +195,11 @@ class _Body:
                 self.n_rows += 1
                 yield n, cells
                 continue
-            if len(cells) > ncol and any(cells[ncol:]):
-                reason = f"{len(cells)} columns, the header declares {ncol}"
-                raise RecordingFormatError(p, reason, n)
+            if len(cells) > ncol:
+                if any(cells[ncol:]):
+                    reason = f"{len(cells)} columns, the header declares {ncol}"
+                    raise RecordingFormatError(p, reason, n)
+                del cells[ncol:]  # trailing tabs: kept, the row was longer than its names
             cells += [""] * (ncol - len(cells))
             filled = [bool(cells[i]) for i in emg]
             if all(filled) or (any(filled) and self.n_rows):

@@ -8,8 +8,11 @@ fix reverted the test fails on it with the raw exception or the broken property)
 
 from __future__ import annotations
 
+import json
 import math
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -253,3 +256,69 @@ def test_recorder_sanitises_event_spans(tmp_path: Path) -> None:
         _, durations, texts = r.readAnnotations()
     stims = [(t, d) for t, d in zip(texts, durations, strict=True) if "stim" in t]
     assert stims == [("stim nan span", 0.0), ("stim inf", 0.0)]
+
+
+# -- the LSL marker stream ---------------------------------------------------------------------
+# Its input is the session's own events (not bytes from outside), but their bodies carry
+# numbers from devices and commands: every marker must still go out, as strict JSON.
+
+_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=10)
+    | st.builds(np.float32, st.floats(width=32))
+    | st.builds(np.array, st.lists(st.floats(), max_size=3))
+)
+BODIES = st.dictionaries(
+    st.sampled_from(["ramp_up_ms", "hold_ms", "ramp_down_ms", "blank_from", "at_index",
+                     "onset_index", "from_index", "n", "kind", "i", "x"]) | st.text(max_size=5),
+    st.recursive(_leaf, lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=10),
+    max_size=6,
+)  # fmt: skip
+
+
+class _Pushed:
+    def __init__(self) -> None:
+        self.samples: list[tuple[list[str], float]] = []
+
+    def push_sample(self, sample: list[str], stamp: float) -> None:
+        self.samples.append((sample, stamp))
+
+
+@cache
+def _marker_outlet() -> Any:
+    from feedback.outputs.lsl_markers import MarkerOutlet, SampleClock
+
+    outlet = MarkerOutlet("fuzz", "fuzz-1", SampleClock(2000.0))
+    outlet.clock.add(0, 100, 5.0)
+    return outlet
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["stim_burst", "rep", "contraction", "gap", "band_raised", "cue",
+                          "session_start", "calibration", "x"]),
+    body=BODIES,
+)  # fmt: skip
+@example(kind="stim_burst", body={"ramp_up_ms": "abc"})  # raw ValueError: the marker was lost
+@example(kind="stim_burst", body={"hold_ms": math.nan, "blank_from": 3})  # "NaN" in the JSON
+@example(kind="x", body={"v": np.array([1.0, 2.0])})  # raw ValueError from .item()
+def test_lsl_markers_any_event_body(kind: str, body: dict[str, Any]) -> None:
+    outlet = _marker_outlet()
+    pushed = outlet.outlet = _Pushed()
+    before = outlet.sent
+    outlet.on_message(kind, body)
+    if kind == "cue":  # sent from the tick, not from the message
+        assert not pushed.samples
+        return
+    [(sample, stamp)] = pushed.samples
+    marker = json.loads(sample[0], parse_constant=_refuse_constant)
+    assert marker["n"] == before + 1 == outlet.sent and marker["kind"] == kind
+    assert isinstance(stamp, float)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from devices.recording_formats import load_recording
 from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse, xdf_built
 
 TMP = Path(tempfile.mkdtemp(prefix="fuzz-replay-"))
@@ -173,3 +174,20 @@ def test_fuzz_xdf_header_fields_and_counts(
     started = time.perf_counter()
     check("xdf", xdf_built(count, rate, fmt, rows, claimed, marker_count), forced=False)
     assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("bad_cell", [False, True])
+def test_uci_row_with_trailing_tab(bad_cell: bool) -> None:
+    """Found by `make fuzz` (atheris_replay): a UCI row ending in an empty tab kept its extra
+    cell, and a batch holding it then raised IndexError (a bad cell to hold) or a raw ValueError
+    from zip(strict=True) instead of being read."""
+    lines = SEED_BYTES["uci"].split(b"\r\n")
+    first = lines.index(b"") + 1  # the blank line ends the header
+    lines[first] += b"\t"
+    if bad_cell:
+        lines[first + 1] = b"x\t" + lines[first + 1].split(b"\t", 1)[1]
+    path = TMP / "trailing_tab.txt"
+    path.write_bytes(b"\r\n".join(lines))
+    read_or_refuse(path, "uci")
+    rec = load_recording(path)
+    assert rec.n_samples == len([ln for ln in lines[first:] if ln.strip()])
