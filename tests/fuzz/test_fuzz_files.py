@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from feedback.clinic.edf_header import NotAnEdfFile, read_header
-from feedback.outputs.edf_writer import SignalSpec
+from feedback.outputs.edf_writer import SignalSpec, _number
 from tests.fuzz.file_targets import (
     HOSTILE,
     NOTE_TIMES,
@@ -121,8 +121,9 @@ def test_edf_header_round_trips_what_the_writer_wrote(
     assert [s.dimension for s in h.signals] == [s.dimension for s in signals]
     for got, want in zip(h.signals, signals, strict=True):
         assert h.rate_hz(got) == rate
-        assert got.physical_max == pytest.approx(want.physical_max, rel=1e-4)
-        assert got.physical_min == pytest.approx(want.physical_min, rel=1e-4)
+        # as the writer put them in the header's 8 characters
+        assert got.physical_max == float(_number(want.physical_max))
+        assert got.physical_min == float(_number(want.physical_min))
 
 
 def test_edf_header_refusals_name_the_file(tmp_path: Path) -> None:
