@@ -71,7 +71,8 @@ firmware-soak: $(STAMP)
 	VMF_FIRMWARE_SOAK_S=60 $(BIN)/python -m pytest tests/firmware_c/test_avr_sim.py -k session -s
 
 # Coverage-guided fuzzing (atheris) of the parsers of outside bytes (commands, the clinic
-# contract, the remote stream and the replay formats), FUZZ_RUNS inputs each; the short
+# contract, the remote stream, the replay formats with XDF, the BIDS export's EDF header reader,
+# BrainFlow's rows and the EDF+ writer), FUZZ_RUNS inputs each; the short
 # hypothesis run of the same targets is part of `make test` (tests/fuzz).
 FUZZ_RUNS ?= 200000
 .PHONY: fuzz
@@ -80,3 +81,5 @@ fuzz: $(STAMP)
 	for t in command contract stream remote; do \
 		$(BIN)/python -m tests.fuzz.atheris_parsers $$t -atheris_runs=$(FUZZ_RUNS) || exit 1; done
 	$(BIN)/python tests/fuzz/atheris_replay.py -runs=$(FUZZ_RUNS)
+	for t in edf_header brainflow edf_writer; do \
+		$(BIN)/python -m tests.fuzz.atheris_files $$t -atheris_runs=$(FUZZ_RUNS) || exit 1; done

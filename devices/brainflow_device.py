@@ -41,7 +41,7 @@ from devices.base import (
     SampleBlock,
     StreamEvent,
 )
-from devices.formats.base import mv_factor
+from devices.formats.base import MAX_ABS_VALUE, mv_factor
 
 BOARD_PARAMS = (
     "serial_port",
@@ -168,6 +168,7 @@ class BrainflowDevice:
         self._shim: Any = None
         self._next_index = 0
         self._last_counter: int | None = None
+        self.invalid_samples = 0  # dropped: not finite, or beyond MAX_ABS_VALUE
 
     async def __aenter__(self) -> Self:
         bf = self._bf
@@ -224,28 +225,50 @@ class BrainflowDevice:
 
     def split(self, rows: np.ndarray) -> list[SampleBlock]:
         """Board rows (all of BrainFlow's channels × samples) → blocks of consecutive samples;
-        a jump in the package counter starts a new block further on."""
+        a jump in the package counter starts a new block further on. A sample whose EMG value
+        is not finite or beyond ±MAX_ABS_VALUE mV (a broken packet: a NaN would stay in the
+        filters for the rest of the session) is dropped and counted as lost, like a jump."""
         n = rows.shape[1]
-        cuts: list[tuple[int, int]] = []  # (column where a jump lands, samples lost)
-        if self._counter_row is not None:
-            counter = rows[self._counter_row].astype(np.int64)
-            before = counter[0] - 1 if self._last_counter is None else self._last_counter
-            lost = (np.diff(counter, prepend=before) - 1) % COUNTER_WRAP
-            cuts = [(int(k), int(lost[k])) for k in np.flatnonzero(lost)]
-            self._last_counter = int(counter[-1])
-        data = (rows[self._rows] * self._scale).astype(np.float32)
+        if n == 0:
+            return []
+        lost_at = {} if self._counter_row is None else self._counter_jumps(rows[self._counter_row])
+        values = rows[self._rows] * self._scale
+        bad = np.asarray(~(np.abs(values) <= MAX_ABS_VALUE).all(axis=0))  # NaN: bad too
+        if bad.any():
+            if not self.invalid_samples:
+                self.stats.notes.append(
+                    f"brainflow: samples not finite or beyond ±{MAX_ABS_VALUE:g} mV are "
+                    "dropped and counted as lost"
+                )
+            self.invalid_samples += int(np.count_nonzero(bad))
+        data = np.where(bad, 0.0, values).astype(np.float32)  # the bad ones are never sent
         stamps = rows[self._ts_row]
         out: list[SampleBlock] = []
-        edges = sorted({0, n, *(k for k, _ in cuts)})
-        lost_at = dict(cuts)
+        turns = (np.flatnonzero(np.diff(bad)) + 1).tolist()
+        edges = sorted({0, n, *lost_at, *turns})
         for a, b in itertools.pairwise(edges):
             if a in lost_at:
                 self.stats.gaps += 1
                 self.stats.samples_lost += lost_at[a]
                 self._next_index += lost_at[a]
-            if b > a:
+            if bad[a]:
+                self.stats.samples_lost += b - a
+                self._next_index += b - a
+            elif b > a:
                 out.append(self._block(data[:, a:b], float(stamps[a])))
         return out
+
+    def _counter_jumps(self, raw: np.ndarray) -> dict[int, int]:
+        """Column -> samples lost before it, from the package counter (mod 256, +1 a sample).
+        A counter that is not a number says nothing: no jump to or from that sample (cast to
+        an integer it was -2^63, a jump of a random size)."""
+        ok = np.isfinite(raw)
+        counter = np.mod(np.rint(np.where(ok, raw, 0.0)), COUNTER_WRAP).astype(np.int64)
+        before = counter[0] - 1 if self._last_counter is None else self._last_counter
+        lost = (np.diff(counter, prepend=before) - 1) % COUNTER_WRAP
+        lost[~(ok & np.concatenate([[True], ok[:-1]]))] = 0
+        self._last_counter = int(counter[-1]) if ok[-1] else None
+        return {int(k): int(lost[k]) for k in np.flatnonzero(lost)}
 
     def _block(self, data: np.ndarray, t_first: float) -> SampleBlock:
         block = SampleBlock(

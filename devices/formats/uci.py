@@ -231,8 +231,11 @@ class _Body:
     def _other(self, n: int, cells: list[str]) -> Iterator[tuple[int, list[str]]]:
         """A row that is not the usual one: short, with empty cells, or after such rows."""
         p, ncol, emg = self.p, len(self.names), self.emg
-        if len(cells) > ncol and any(cells[ncol:]):
-            raise RecordingFormatError(p, f"{len(cells)} columns, the header declares {ncol}", n)
+        if len(cells) > ncol:
+            if any(cells[ncol:]):
+                reason = f"{len(cells)} columns, the header declares {ncol}"
+                raise RecordingFormatError(p, reason, n)
+            del cells[ncol:]  # trailing tabs: kept, the row was longer than its names
         cells += [""] * (ncol - len(cells))
         filled = [bool(cells[i]) for i in emg]
         if all(filled) or (any(filled) and self.n_rows):

@@ -14,6 +14,7 @@ the samples back to back: XDF has no sample counter to say how many were lost).
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from devices.formats.source import byte_chunks
 
 MAGIC = b"XDF:"
 CHUNK_SAMPLES = 1 << 16
+_SAMPLE_BYTES = {"string": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4}
 _SPELLED = {"microvolts": "uV", "millivolts": "mV", "volts": "V", "nanovolts": "nV"}
 
 
@@ -53,6 +55,7 @@ def open_xdf(
     except ImportError as exc:  # optional dependency
         raise ImportError("reading XDF needs pyxdf: install the 'research' extra") from exc
     # gzip inflated with the gzip limits of every reader (devices.formats.source)
+    _guard_sample_counts(pyxdf)
     source: Any = io.BytesIO(b"".join(byte_chunks(p))) if gzipped else str(p)
     try:
         streams, _ = pyxdf.load_xdf(source, dejitter_timestamps=False, verbose=False)
@@ -62,17 +65,50 @@ def open_xdf(
     return _stream(p, chosen, streams, rate_hz, units)
 
 
+def _guard_sample_counts(pyxdf: Any) -> None:
+    """pyxdf sizes a samples chunk's arrays from the counts in the file (samples in the chunk,
+    channels of its stream) before reading a byte of them: a 1.4 kB file claiming 10^8 string
+    samples kept it busy for 33 s and gigabytes. Before each chunk is read, the claim is checked
+    against the bytes left in the file (a sample takes at least its timestamp flag and its
+    values); a false one raises inside pyxdf's reader, which treats it as any corrupt chunk
+    (skipped, the file read on). Memory stays proportional to the file."""
+    module = pyxdf.pyxdf
+    read = module._read_chunk3  # a private function: the tests fail if pyxdf renames it
+    if getattr(read, "vmf_guarded", False):
+        return
+
+    def guarded(f: Any, s: Any) -> Any:
+        at = f.tell()
+        left = f.seek(0, io.SEEK_END) - at
+        f.seek(at)
+        count = module._read_varlen_int(f)
+        f.seek(at)
+        per_value = _SAMPLE_BYTES.get(s.fmt, 8)
+        if s.nchns * per_value > left or count * (1 + s.nchns * per_value) > left:
+            claim = f"{count} samples of {s.nchns} channels"
+            raise ValueError(f"a chunk claims {claim} in the {left} bytes left")
+        return read(f, s)
+
+    guarded.vmf_guarded = True  # type: ignore[attr-defined]
+    module._read_chunk3 = guarded
+
+
 def _describe(s: dict[str, Any]) -> str:
     i = s["info"]
-    return (
-        f"{i['name'][0]!r} (type {i['type'][0]!r}, {i['channel_format'][0]}, "
-        f"{float(i['nominal_srate'][0]):g} Hz)"
-    )
+    return f"{i['name'][0]!r} (type {i['type'][0]!r}, {i['channel_format'][0]}, {_rate(s):g} Hz)"
+
+
+def _rate(s: dict[str, Any]) -> float:
+    """The nominal rate; NaN where the header gives no number."""
+    try:
+        return float(s["info"]["nominal_srate"][0])
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _numeric(s: dict[str, Any]) -> bool:
-    i = s["info"]
-    return i["channel_format"][0] != "string" and float(i["nominal_srate"][0]) > 0
+    rate = _rate(s)  # inf too is no regular rate: it ended in a raw ValueError further on
+    return s["info"]["channel_format"][0] != "string" and rate > 0 and math.isfinite(rate)
 
 
 def _choose(
@@ -100,9 +136,9 @@ def _choose(
     return found[0]
 
 
-def _channels(s: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Labels and units from the description; `ch1`, `ch2`... and "" where it says nothing."""
-    n = int(s["info"]["channel_count"][0])
+def _channels(s: dict[str, Any], n: int) -> tuple[list[str], list[str]]:
+    """Labels and units of the n channels from the description; `ch1`, `ch2`... and "" where
+    it says nothing."""
     labels, units = [f"ch{k + 1}" for k in range(n)], [""] * n
     desc = (s["info"].get("desc") or [None])[0]
     try:
@@ -126,19 +162,21 @@ def _stream(
 ) -> RecordingStream:
     warnings: list[str] = []
     info = s["info"]
-    rate = float(info["nominal_srate"][0])
+    rate = _rate(s)
     check_rate(p, rate, rate_hz, f"stream {info['name'][0]!r}")
-    labels, unit_names = _channels(s)
+    data = np.asarray(s["time_series"])
+    stamps = np.asarray(s["time_stamps"], dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] == 0:  # before the labels: channel_count may be 10^9
+        raise RecordingFormatError(p, f"stream {_describe(s)} holds no samples")
+    if data.shape[1] == 0:
+        raise RecordingFormatError(p, f"stream {_describe(s)} has no channels")
+    labels, unit_names = _channels(s, data.shape[1])
     if len(set(labels)) != len(labels):
         raise RecordingFormatError(p, f"repeated channel labels: {', '.join(labels)}")
     default = units or "uV"
     if not units and "" in unit_names:
         warnings.append("channels without a unit taken as µV (give unit= if they are not)")
     factors = [unit_factor(u or default) for u in unit_names]
-    data = np.asarray(s["time_series"])
-    stamps = np.asarray(s["time_stamps"], dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] == 0:
-        raise RecordingFormatError(p, f"stream {_describe(s)} holds no samples")
     _note_breaks(stamps, rate, warnings)
     emg = [k for k, f in enumerate(factors) if f is not None]
     scale = np.array([factors[k] or 1.0 for k in range(len(labels))])[:, None]
@@ -151,7 +189,7 @@ def _stream(
             yield checked_chunk(p, values, labels, _at(values, start))
 
     markers = [
-        Annotation(float(t), 0.0, str(v[0]))
+        Annotation(float(t), 0.0, str(v[0]) if len(v) else "")  # a 0-channel marker stream
         for other in streams
         if other["info"]["channel_format"][0] == "string"
         for v, t in zip(other["time_series"], other["time_stamps"], strict=False)

@@ -34,6 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 RECORD_COUNT_OFFSET = 236  # header bytes 236-243: number of data records
+# edflib keeps annotation times in 100 ns steps in 64 bits: beyond 9.2e11 s an onset came back
+# negative. A session is hours; 1e9 s (31 years) is a wrong number, refused.
+MAX_TIME_S = 1e9
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -79,7 +82,10 @@ def tal(onset_s: float, text: str = "", duration_s: float | None = None) -> byte
     onset = f"{onset_s:+.4f}".rstrip("0").rstrip(".")
     if onset in ("+", "-"):
         onset = "+0"
-    dur = "" if duration_s is None else "\x15" + f"{duration_s:.4f}".rstrip("0").rstrip(".")
+    # abs(): -0.0 printed "-", which made edflib refuse the whole file; "0" where it rounds
+    # to nothing (it printed an empty duration).
+    span = f"{abs(duration_s or 0.0):.4f}".rstrip("0").rstrip(".") or "0"
+    dur = "" if duration_s is None else "\x15" + span
     body = _UNPRINTABLE.sub("_", text)
     return f"{onset}{dur}\x14{body}\x14".encode("ascii") + b"\x00"
 
@@ -138,6 +144,7 @@ class EdfPlusWriter:
         self.fsync = fsync
         self.records = 0
         self.annotations_written = 0
+        self.invalid_samples = 0  # NaN samples, written as 0 (clipped into the range)
         self._pending: deque[bytes] = deque()
         # The scale as a reader computes it from the header: the header holds the numbers as
         # 8 ASCII characters, so the writer scales with what the header says, not with floats
@@ -206,10 +213,19 @@ class EdfPlusWriter:
 
     # -- records ----------------------------------------------------------------------------
     def annotate(self, onset_s: float, text: str, duration_s: float | None = None) -> None:
-        """Queue an annotation; it is written with the next data record."""
+        """Queue an annotation; it is written with the next data record. ValueError for an
+        onset or duration that is not a number EDF+ can hold (a NaN duration made the whole
+        file unreadable to edflib), and for one too long for `annotation_bytes` (it would
+        wait for ever and hold back every annotation after it)."""
+        if not abs(onset_s) < MAX_TIME_S or not (
+            duration_s is None or 0 <= duration_s < MAX_TIME_S
+        ):
+            raise ValueError(f"annotation {text[:40]!r}: onset {onset_s}, duration {duration_s}")
         entry = tal(onset_s, text[:200], duration_s)
         if len(entry) > self.annotation_bytes - 32:
             entry = tal(onset_s, text[:40], duration_s)
+        if len(entry) > self.annotation_bytes - 16:  # the record's own TAL: "+<s>\x14\x14\x00"
+            raise ValueError(f"annotation of {len(entry)} bytes: more than a record holds")
         self._pending.append(entry)
 
     @property
@@ -222,7 +238,12 @@ class EdfPlusWriter:
             raise ValueError(
                 f"a record is {(len(self.signals), self.per_record)} samples, got {physical.shape}"
             )
-        digital = np.clip(np.rint(physical * self._gain + self._offset), self._dlo, self._dhi)
+        missing = np.isnan(physical)
+        if missing.any():  # EDF has no NaN: cast to an integer it was any value at all
+            self.invalid_samples += int(np.count_nonzero(missing))
+            physical = np.where(missing, 0.0, physical)
+        with np.errstate(over="ignore"):  # beyond float64 is beyond the range: clipped
+            digital = np.clip(np.rint(physical * self._gain + self._offset), self._dlo, self._dhi)
         body = self._encode(digital) + self._annotation_block()
         self._write_all(body)
         self.records += 1

@@ -23,6 +23,7 @@ import bisect
 import collections
 import json
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -131,8 +132,13 @@ class MarkerOutlet:
         index = body.get(field) if field else None
         fields = dict(body)
         if kind == "stim_burst":
-            ms = sum(float(body.get(k) or 0.0) for k in ("ramp_up_ms", "hold_ms", "ramp_down_ms"))
-            fields["duration_s"] = round(ms / 1000.0, 6)
+            try:
+                ms = sum(
+                    float(body.get(k) or 0.0) for k in ("ramp_up_ms", "hold_ms", "ramp_down_ms")
+                )
+            except (TypeError, ValueError):  # a timing that is no number: the marker still goes
+                ms = math.nan
+            fields["duration_s"] = round(ms / 1000.0, 6) if math.isfinite(ms) else None
         numbered = isinstance(index, int | np.integer) and not isinstance(index, bool)
         self.mark(kind, int(index) if numbered and index is not None else None, fields)
 
@@ -142,11 +148,31 @@ class MarkerOutlet:
         marker: dict[str, Any] = {"n": self.sent, "kind": kind, "i": index}
         for key, value in fields.items():
             marker[f"body_{key}" if key in marker else key] = value
-        text = json.dumps(marker, separators=(",", ":"), default=_plain)
+        # Strict JSON (no NaN/Infinity, which json.dumps writes and JSON parsers refuse).
+        text = json.dumps(_finite(marker), separators=(",", ":"), default=_plain, allow_nan=False)
         self.outlet.push_sample([text], self._pylsl.local_clock() if stamp is None else stamp)
 
 
 def _plain(value: object) -> object:
-    """numpy scalars as numbers, anything else as text: a marker is never lost to encoding."""
+    """numpy scalars and arrays as numbers, anything else as text: a marker is never lost to
+    encoding."""
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
     item = getattr(value, "item", None)
-    return item() if callable(item) else str(value)
+    if callable(item):
+        try:
+            return _finite(item())
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null, in nested dicts and lists too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -29,6 +29,7 @@ import collections
 import csv
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -348,6 +349,9 @@ class Recorder:
             "gaps": self.gaps,
             "gap_samples": self.gap_samples,
             "clipped_samples": self.clipped_samples,
+            "invalid_samples": sum(
+                w.invalid_samples for w in self._writers if isinstance(w, _EdfWriter)
+            ),
             "padding_s": sum(w.padding_s for w in self._writers if isinstance(w, _EdfWriter)),
         }
 
@@ -471,6 +475,10 @@ class _EdfWriter:
         self._end = 0  # samples in the file, gap fill included
         self.padding_s = 0.0  # after the true end, marked by END_NOTE
 
+    @property
+    def invalid_samples(self) -> int:
+        return self._w.invalid_samples
+
     def write(self, chunk: Chunk, origin: int) -> None:
         r = self.range_mv
         if chunk.gap_before:
@@ -491,7 +499,11 @@ class _EdfWriter:
         for e in chunk.events:
             text = " ".join(filter(None, (e.kind, e.channel, e.detail)))
             onset = (e.index - origin) / self.rec.rate_hz
-            self._w.annotate(onset, text[:80], max(e.duration_s, 0.0))
+            span = e.duration_s if math.isfinite(e.duration_s) and e.duration_s > 0 else 0.0
+            try:
+                self._w.annotate(onset, text[:80], span)
+            except ValueError as exc:  # refused by EDF+ alone: the samples go on being written
+                log.warning("EDF+: event not annotated: %s", exc)
         while self._buffered >= self.per_record:
             self._flush_record()
 

@@ -373,7 +373,9 @@ async def test_a_logger_killed_mid_batch_loses_nothing_unless_it_acks_before_com
             check_exactly_once_in_order(db_url, n_stations, per_station)
             return
         await asyncio.sleep(6.0)  # ack_wait twice over: anything redelivered is in by now
-        with pytest.raises(AssertionError, match="exactly once in order"):
+        # Acked before stored, the killed batch is lost: a few messages of some sessions, or
+        # (seen with nats-py 2.9 under make lowest) whole sessions.
+        with pytest.raises(AssertionError, match=r"exactly once in order|never stored"):
             check_exactly_once_in_order(db_url, n_stations, per_station)
     finally:
         await logger.stop()

@@ -14,6 +14,7 @@ file; libFuzzer saves the input as crash-* in the working directory.
 from __future__ import annotations
 
 import gzip
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ with atheris.instrument_imports():
     from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse
 
 NAMES = [*SEEDS, "auto"]
-SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf"}
+SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf",
+          "xdf": ".xdf"}  # fmt: skip
 WORK = Path(tempfile.mkdtemp(prefix="atheris-replay-"))
 
 
@@ -55,6 +57,7 @@ def main() -> None:
             (corpus / f"seed-{name}-gz").write_bytes(bytes([0x80 | NAMES.index(name)]) + make())
             del i
         argv.append(str(corpus))
+    logging.disable(logging.CRITICAL)  # pyxdf logs every corrupt chunk: noise at this rate
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 

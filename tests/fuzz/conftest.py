@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.targets import CASES
+from tests.fuzz import file_targets, targets
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if CASES:
-        counts = ", ".join(f"{name} {n}" for name, n in sorted(CASES.items()))
+    cases = targets.CASES + file_targets.CASES
+    if cases:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(cases.items()))
         terminalreporter.write_line(f"fuzz cases per parser: {counts}")

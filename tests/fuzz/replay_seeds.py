@@ -59,14 +59,66 @@ def edf_seed() -> bytes:
         return path.read_bytes()
 
 
+def xdf_seed() -> bytes:
+    """An EMG stream and a marker stream, as LabRecorder lays them out (tests/devices)."""
+    from tests.devices.xdf_writer import XdfStream, write_xdf
+
+    t = np.arange(30) / 100.0
+    emg = np.vstack([np.sin(np.arange(30) / 3), np.cos(np.arange(30) / 5)]).T * 100
+    streams = [
+        XdfStream("emg", "EMG", 100.0, ("VM", "VL"), ("microvolts", ""), emg, stamps=t),
+        XdfStream("cues", "Markers", 0.0, markers=["work", "rest"], stamps=t[[5, 20]]),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "seed.xdf"
+        write_xdf(path, streams)
+        return path.read_bytes()
+
+
+def xdf_built(
+    count: str, rate: str, fmt: str, rows: int, claimed: int | None, marker_count: str = "1"
+) -> bytes:
+    """An XDF file with the given header fields and a samples chunk claiming `claimed` samples
+    (default: the `rows` there are), plus a marker stream: lengths always consistent, so that
+    the hostile values reach pyxdf's allocations and the reader's checks."""
+    import struct
+
+    from tests.devices.xdf_writer import _chunk, _varlen
+
+    def header(sid: int, name: str, n: str, srate: str, form: str) -> bytes:
+        xml = (
+            f'<?xml version="1.0"?><info><name>{name}</name><type>EMG</type><channel_count>{n}'
+            f"</channel_count><nominal_srate>{srate}</nominal_srate><channel_format>{form}"
+            "</channel_format><desc><channels><channel><label>VM</label><unit>microvolts</unit>"
+            "</channel></channels></desc></info>"
+        )
+        return _chunk(2, struct.pack("<I", sid) + xml.encode())
+
+    body = b"".join(
+        b"\x08" + struct.pack("<d", i / 100) + struct.pack("<2f", i, -i) for i in range(rows)
+    )
+    n = rows if claimed is None else claimed
+    mark = b"\x08" + struct.pack("<d", 0.05) + _varlen(4) + b"work"
+    return b"".join([
+        b"XDF:",
+        _chunk(1, b'<?xml version="1.0"?><info><version>1.0</version></info>'),
+        header(1, "emg", count, rate, fmt),
+        header(2, "cues", marker_count, "0", "string"),
+        _chunk(3, struct.pack("<I", 1) + _varlen(n) + body),
+        _chunk(3, struct.pack("<I", 2) + _varlen(1) + mark),
+    ])  # fmt: skip
+
+
 SEEDS = {
     "uci": uci_seed,
     "santuz": santuz_seed,
     "csv": csv_seed,
     "record_csv": record_csv_seed,
     "edf": edf_seed,
+    "xdf": xdf_seed,
 }
-FORMAT_OF = {"uci": "uci", "santuz": "santuz", "csv": "csv", "record_csv": "csv", "edf": "edf"}
+FORMAT_OF = {"uci": "uci", "santuz": "santuz", "csv": "csv", "record_csv": "csv", "edf": "edf",
+             "xdf": "xdf"}  # fmt: skip
 
 
 def read_or_refuse(path: Path, fmt: str | None) -> None:

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import gzip
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse
+from devices.recording_formats import load_recording
+from tests.fuzz.replay_seeds import FORMAT_OF, SEEDS, read_or_refuse, xdf_built
 
 TMP = Path(tempfile.mkdtemp(prefix="fuzz-replay-"))
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 SEED_BYTES = {name: make() for name, make in SEEDS.items()}
-SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf"}
+SUFFIX = {"uci": ".txt", "santuz": "_emg.csv", "csv": ".csv", "record_csv": ".csv", "edf": ".edf",
+          "xdf": ".xdf"}  # fmt: skip
 TOKENS = [b"nan", b"inf", b"-1e308", b"1e308", b"", b'"', b",", b"\t", b";", b"\r", b"\n",
           b"\x00", b"\xff", b"\xe9", b"0x1p3", b"1_0", b" ", b"-", b"9" * 400, b"+0", b"3e38",
           b"-7e6", b'"' + b"1" * 140_000 + b'"']  # fmt: skip
@@ -119,3 +122,72 @@ def test_fuzz_random_bytes(raw: bytes, name: str, forced: bool) -> None:
 @example([[b"-1e308", b"0.001"], [b"1e308", b"0.001"]])  # a span that overflows: 0 Hz
 def test_fuzz_csv_from_tokens(rows: list[list[bytes]]) -> None:
     check("csv", b"time,VM\n" + b"\n".join(b",".join(r) for r in rows), forced=False)
+
+
+XDF_TOKENS = [b"<channel_count>1000000000</channel_count>", b"<nominal_srate>nan</nominal_srate>",
+              b"<nominal_srate>-5</nominal_srate>", b"<channel_format>string</channel_format>",
+              b"<channel_format>int64</channel_format>", b"<name></name>", b"<desc/>",
+              b"\x08" + b"\xff" * 8, b"\x08\x00\x00\x00\x40\x00\x00\x00\x00",
+              b"\x04\xff\xff\xff\x7f", b"\x01\xff", b"\x00", b"<info>", b"</info>"]  # fmt: skip
+
+
+@st.composite
+def xdf_mutated(draw: st.DrawFn) -> bytes:
+    """Varlen counts and header fields swapped for hostile ones: where pyxdf sizes memory."""
+    data = bytearray(draw(mutated(SEED_BYTES["xdf"])) if draw(st.booleans()) else SEED_BYTES["xdf"])
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        data[at : at + draw(st.integers(0, 9))] = draw(st.sampled_from(XDF_TOKENS))
+    return bytes(data)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_xdf(data: st.DataObject) -> None:
+    check("xdf", data.draw(mutated(SEED_BYTES["xdf"])), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_xdf_counts_and_header_fields(data: st.DataObject) -> None:
+    check("xdf", data.draw(xdf_mutated()), forced=data.draw(st.booleans()))
+
+
+@FUZZ
+@given(
+    count=st.sampled_from(["2", "0", "1", "-1", "3", "100000000", "1000000000000", "x", ""]),
+    rate=st.sampled_from(["100", "0", "-5", "nan", "inf", "-inf", "1e-300", "1e300", "x", ""]),
+    fmt=st.sampled_from(["float32", "double64", "int8", "int16", "int32", "int64", "string", "x"]),
+    rows=st.integers(0, 5),
+    claimed=st.none() | st.sampled_from([0, 1, 6, 1000, 10**8, 2**40, 2**63]),
+    marker_count=st.sampled_from(["1", "0", "2", "100000000"]),
+)
+@example(count="2", rate="inf", fmt="float32", rows=3, claimed=None, marker_count="1")  # raw error
+@example(count="2", rate="100", fmt="float32", rows=3, claimed=None, marker_count="0")  # IndexError
+@example(count="1", rate="100", fmt="string", rows=0, claimed=10**7, marker_count="1")  # 3 s, GB
+@example(count="0", rate="100", fmt="float32", rows=3, claimed=None, marker_count="1")  # no channel
+def test_fuzz_xdf_header_fields_and_counts(
+    count: str, rate: str, fmt: str, rows: int, claimed: int | None, marker_count: str
+) -> None:
+    """Hostile header values and sample counts in a well-formed file: a typed refusal, at
+    once and without gigabytes (a false count of 10^8 string samples took 33 s)."""
+    started = time.perf_counter()
+    check("xdf", xdf_built(count, rate, fmt, rows, claimed, marker_count), forced=False)
+    assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("bad_cell", [False, True])
+def test_uci_row_with_trailing_tab(bad_cell: bool) -> None:
+    """Found by `make fuzz` (atheris_replay): a UCI row ending in an empty tab kept its extra
+    cell, and a batch holding it then raised IndexError (a bad cell to hold) or a raw ValueError
+    from zip(strict=True) instead of being read."""
+    lines = SEED_BYTES["uci"].split(b"\r\n")
+    first = lines.index(b"") + 1  # the blank line ends the header
+    lines[first] += b"\t"
+    if bad_cell:
+        lines[first + 1] = b"x\t" + lines[first + 1].split(b"\t", 1)[1]
+    path = TMP / "trailing_tab.txt"
+    path.write_bytes(b"\r\n".join(lines))
+    read_or_refuse(path, "uci")
+    rec = load_recording(path)
+    assert rec.n_samples == len([ln for ln in lines[first:] if ln.strip()])
