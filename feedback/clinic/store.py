@@ -5,10 +5,12 @@ an invalid one goes to `quarantine` with the reason, whatever the check raised. 
 must come from its station's clinic (`station_clinics`: where the station id first sent) and
 from the station that owns its session (`session_owners`: the first to send a message of it),
 then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
-also records arrival order). A second copy loses that claim: with identical bytes (a resend or
-a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
-replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
-and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
+also records arrival order: batch by batch, and within a batch by msg_id). A second copy
+loses that claim: with identical bytes (a resend or a redelivery) it is dropped and counted
+(`session_owners.duplicates`); with other content (a replay or a forgery) it is quarantined.
+Per session the batch then advances `stored_through` and yields the receipt and the holes
+(`Delivery`) that the logger sends to the station. Each step is one statement (or a few) for
+the whole batch, taking its row locks in key order (`_ingest_many`).
 Live messages (own msg_id counter, no receipts) are not in the ledger: at the batch's end they
 are folded into one row per session and second (`live_seconds`, live_seconds.py), whose msg_id
 bit sets recognise a copy. Partitions and retention: partitions.py, docs/storage.md.
@@ -444,7 +446,7 @@ class ClinicStore:
         station's receipt may have been lost), a replay or a forgery when not (quarantined,
         the evidence kept)."""
         ledger: list[tuple[Incoming, Message, tuple[str, int], str]] = []
-        firsts: dict[tuple[str, int], tuple[Incoming, Message, str]] = {}
+        firsts: dict[tuple[str, int], tuple[Incoming, Message, str, int]] = {}
         for item, msg in claims:
             b = msg.body
             if msg.type == "status" and b["msg_id"] == 0:
@@ -458,17 +460,17 @@ class ClinicStore:
             else:
                 key = (str(b["session"]), int(b["msg_id"]))
                 digest = hashlib.sha256(item.payload).hexdigest()
+                firsts.setdefault(key, (item, msg, digest, len(ledger)))
                 ledger.append((item, msg, key, digest))
-                firsts.setdefault(key, (item, msg, digest))
         if not ledger:
             return
         claimed = self._claim_ledger(firsts)
         stored = {key: firsts[key][2] for key in claimed}
         if len(claimed) < len(ledger):
             stored |= self._stored_digests([k for k in firsts if k not in claimed])
-        for item, msg, key, digest in ledger:
+        for n, (item, msg, key, digest) in enumerate(ledger):
             touched = (msg.clinic, msg.station, key[0])
-            if key in claimed and firsts[key][0] is item:
+            if key in claimed and firsts[key][3] == n:
                 self._store(msg)
                 result.stored += 1
                 result.touched.setdefault(touched, 0)
@@ -479,14 +481,14 @@ class ClinicStore:
                 self._quarantine(item, self._duplicate_reason(msg), result)
 
     def _claim_ledger(
-        self, firsts: dict[tuple[str, int], tuple[Incoming, Message, str]]
+        self, firsts: dict[tuple[str, int], tuple[Incoming, Message, str, int]]
     ) -> set[tuple[str, int]]:
         """One insert for the batch's (session, msg_id)s, in key order (the lock order, and
         `seq`'s order within a batch); returns those claimed now."""
         claimed: set[tuple[str, int]] = set()
         rows = []
         for key in sorted(firsts):
-            item, msg, digest = firsts[key]
+            item, msg, digest, _ = firsts[key]
             rows.append((*key, msg.type, msg.clinic, msg.station, msg.body["t"],
                          item.received_at, digest))  # fmt: skip
         for chunk in _chunks(rows, len(LEDGER)):
