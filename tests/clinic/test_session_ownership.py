@@ -236,7 +236,9 @@ def test_two_loggers_binding_new_sessions_at_once_do_not_deadlock(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(s, b)) for s, b in zip(stores, batches)]
+    threads = [
+        threading.Thread(target=work, args=(s, b)) for s, b in zip(stores, batches, strict=True)
+    ]
     for th in threads:
         th.start()
     for th in threads:
