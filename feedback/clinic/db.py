@@ -10,6 +10,7 @@ Both are synchronous: the logger calls them from a worker thread, one call at a 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ class Backend(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def relation(
         self, name: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
     ) -> tuple[str, list[Any]]: ...
@@ -76,6 +78,9 @@ class SqliteBackend:
         return self._db.execute(sql, params).fetchall()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
+
+    def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._db.executemany(sql, rows)
 
     def relation(
@@ -150,6 +155,22 @@ class PostgresBackend:
         with self._db.cursor() as cur:
             cur.executemany(_pg(sql), rows)
 
+    def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """A plain `INSERT INTO t [(columns)] VALUES (?, ...)` of many rows as one COPY: a
+        pipelined executemany spends ~15 us of Python a row, COPY's rows are formatted in C.
+        Anything else (an upsert) goes to executemany."""
+        m = _PLAIN_INSERT.fullmatch(sql)
+        if m is None:
+            self.executemany(sql, rows)
+            return
+        table, columns = m.groups()
+        with (
+            self._db.cursor() as cur,
+            cur.copy(f"COPY {table}{f' ({columns})' if columns else ''} FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
     def relation(
         self, name: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
     ) -> tuple[str, list[Any]]:
@@ -183,6 +204,7 @@ class PostgresBackend:
         self._db.close()
 
 
+_PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) (?:\(([\w, ]+)\) )?VALUES \([?, ]+\)")
 _PG_ARRAY = {"text": "text[]", "int": "bigint[]", "real": "float8[]", "blob": "bytea[]"}
 _PY_TYPE: dict[str, Any] = {"text": str, "int": int, "real": float, "blob": bytes}
 

@@ -122,7 +122,7 @@ class ClinicStore:
         self.upkeep_failures = 0
         self._next_upkeep = 0.0
         # Rows whose outcome nothing in the batch waits for, by statement: written with one
-        # executemany each at the batch's end (None: written at once, as when isolating).
+        # insert_many each (None: written at once, as when isolating).
         self._pending: dict[str, list[tuple[Any, ...]]] | None = None
         migrate(self.db)
         self.upkeep()
@@ -220,21 +220,22 @@ class ClinicStore:
         return result
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        """A row whose rowcount nothing needs: deferred to the batch's executemany."""
+        """A row whose rowcount nothing needs: deferred to the batch's insert_many."""
         if self._pending is None:
             self.db.execute(sql, params)
         else:
             self._pending.setdefault(sql, []).append(params)
 
     def _flush(self) -> None:
-        """The deferred rows, one executemany per statement. Order does not matter: the
+        """The deferred rows, one insert_many per statement. Order does not matter: the
         upserts into `sessions` (start, end) and `stations` (newer t wins) commute, and the
         other tables' rows are new (claimed in the ledger first)."""
-        assert self._pending is not None
+        if self._pending is None:
+            return
         for sql, rows in self._pending.items():
             if " DO UPDATE " in sql:  # two loggers may upsert the same rows: lock in key order
                 rows.sort(key=lambda p: (p[0], p[1]))
-            self.db.executemany(sql, rows)
+            self.db.insert_many(sql, rows)
         self._pending.clear()
 
     def _remember(self, result: IngestResult) -> None:
@@ -343,6 +344,8 @@ class ClinicStore:
             else:
                 claims.append((item, msg))
         self._claim_all(claims, result)
+        # Before the fold: from its session locks to the commit, two loggers take turns.
+        self._flush()
         self._fold_live(live, result)
 
     def _check(self, item: Incoming, result: IngestResult) -> Message | None:
