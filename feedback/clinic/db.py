@@ -25,6 +25,7 @@ Column = tuple[str, str]  # name, portable type: text, int, real or blob
 class Backend(Protocol):
     dialect: str
     types: ClassVar[dict[str, str]]
+    row_lock: str  # `SELECT ... ORDER BY key{row_lock}` locks rows in key order (or nothing)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
@@ -41,6 +42,7 @@ class Backend(Protocol):
 
 class SqliteBackend:
     dialect = "sqlite"
+    row_lock = ""  # BEGIN IMMEDIATE: one writer at a time already
     types: ClassVar[dict[str, str]] = {
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "int": "INTEGER",
@@ -127,6 +129,7 @@ class SqliteBackend:
 
 class PostgresBackend:
     dialect = "postgresql"
+    row_lock = " FOR UPDATE"
     types: ClassVar[dict[str, str]] = {
         "serial": "BIGSERIAL PRIMARY KEY",
         "int": "BIGINT",

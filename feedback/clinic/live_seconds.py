@@ -106,8 +106,11 @@ class Second:
             self.index_max = index if self.index_max is None else max(self.index_max, index)
         if (ratio := body.get("vm_vl_ratio")) is not None:
             self.ratio.add(float(ratio))
+        pct = self.pct
         for channel, value in body["pct_mvc"].items():
-            self.pct.setdefault(channel, Stat()).add(float(value))
+            if (stat := pct.get(channel)) is None:  # not setdefault: a Stat made a call costs
+                stat = pct[channel] = Stat()
+            stat.add(float(value))
         self.dirty = True
 
     def row(self) -> tuple[Any, ...]:
@@ -208,10 +211,12 @@ def fold(
         ):
             r = Second.from_row(row)
             rows[(r.session_id, r.second)] = r
+    known: dict[str, list[Second]] = {}
+    for r in rows.values():
+        known.setdefault(r.session_id, []).append(r)
     outcomes: dict[str, list[str | None]] = {}
     for session, bodies in pending.items():
-        mine = [r for (s, _), r in rows.items() if s == session]
-        outcomes[session] = _merge(session, bodies, mine, rows)
+        outcomes[session] = _merge(session, bodies, known.get(session, []), rows)
     changed = sorted(r.row() for r in rows.values() if r.dirty)  # in key order: the lock order
     for i in range(0, len(changed), ROWS_PER_STATEMENT):
         rel, params = db.relation("r", tuple(zip(COLUMNS, TYPES, strict=True)),

@@ -49,6 +49,7 @@ LEDGER = (
     ("session_id", "text"), ("msg_id", "int"), ("type", "text"), ("clinic", "text"),
     ("station", "text"), ("t", "real"), ("received_at", "real"), ("sha256", "text"),
 )  # fmt: skip
+WATERMARKS = (("sid", "text"), ("dup", "int"), ("through", "int"))
 PARAMS_PER_STATEMENT = 8_000  # SQLite allows 32,766 bound values, PostgreSQL 65,535
 UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
@@ -251,8 +252,11 @@ class ClinicStore:
     def _deliveries(self, result: IngestResult) -> None:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
         stored) and say what the receipt confirms and which msg_ids below the highest are
-        missing (the logger asks the station for them). One read for all the sessions, and one
-        pipelined update each (PostgreSQL: one round trip each cost ~0.1 ms, 3 a session)."""
+        missing (the logger asks the station for them). One read and one update for all the
+        sessions (PostgreSQL: one round trip each cost ~0.1 ms, 3 a session). The read locks
+        the sessions' rows in key order (two loggers updating the same sessions' rows in their
+        own orders deadlocked: bench/loadtest.py, two instances) and sees the watermark another
+        logger committed meanwhile."""
         touched = sorted(result.touched.items())
         through: dict[str, int] = {}
         above: dict[str, list[int]] = {}
@@ -261,7 +265,7 @@ class ClinicStore:
             q, params = self.db.relation("q", (("sid", "text"),), chunk)
             for session, mark, msg_id in self.db.query(
                 f"WITH {q}, o AS (SELECT session_id, stored_through FROM session_owners"
-                " JOIN q ON session_id = q.sid),"
+                f" JOIN q ON session_id = q.sid ORDER BY session_id{self.db.row_lock}),"
                 " a AS (SELECT m.session_id, m.msg_id, row_number() OVER"
                 " (PARTITION BY m.session_id ORDER BY m.msg_id) AS n FROM messages m"
                 " JOIN o ON m.session_id = o.session_id AND m.msg_id > o.stored_through)"
@@ -273,8 +277,6 @@ class ClinicStore:
                 if msg_id is not None:
                     above.setdefault(str(session), []).append(int(msg_id))
         updates = []
-        # In key order: two loggers updating the same sessions' rows in their own orders
-        # deadlocked on PostgreSQL (bench/loadtest.py, two instances).
         for (clinic, station, session), duplicates in touched:
             mark = through.get(session, 0)
             ids = above.get(session, [])
@@ -283,18 +285,19 @@ class ClinicStore:
                     break
                 mark = i
             ids = [i for i in ids if i > mark]
-            updates.append((duplicates, mark, mark, session))
+            updates.append((session, duplicates, mark))
             result.deliveries.append(
                 Delivery(
                     clinic, station, session, mark, tuple(ranges(ids)), tuple(holes(mark, ids))
                 )
             )
-        if updates:
-            self.db.executemany(
-                "UPDATE session_owners SET duplicates = duplicates + ?, stored_through ="
-                " CASE WHEN stored_through < ? THEN ? ELSE stored_through END"
-                " WHERE session_id = ?",
-                updates,
+        for marks in _chunks(updates, 3):
+            u, params = self.db.relation("u", WATERMARKS, marks)
+            self.db.execute(
+                f"WITH {u} UPDATE session_owners SET duplicates = duplicates + u.dup,"
+                " stored_through = CASE WHEN stored_through < u.through THEN u.through"
+                " ELSE stored_through END FROM u WHERE session_owners.session_id = u.sid",
+                params,
             )
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
