@@ -220,6 +220,33 @@ def test_copies_within_one_batch_and_across_batches(
     store.close()
 
 
+def test_a_whole_session_in_one_batch_is_written_in_bulk(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every kind of row of a captured session, and a quarantined payload (bytes), in one
+    batch: PostgreSQL writes the plain inserts with COPY, the rest set-wise; all of it lands,
+    without falling back to message by message."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "clinic" / "session_messages.jsonl"
+    lines = [json.loads(line) for line in fixture.read_text().splitlines()]
+    batch = [Incoming(d["topic"], d["payload"].encode(), NOW) for d in lines]
+    bad = b'{"v": 1, "type": "gap", \x00\xff'
+    batch.insert(5, Incoming(lines[0]["topic"].replace("status", "event"), bad, NOW))
+    store = ClinicStore(url)
+    result = store.ingest(batch)
+    assert (result.stored, result.invalid, result.duplicates) == (len(lines), 1, 0), result.reasons
+    assert "message by message" not in caplog.text
+    db = store.db
+    counts = {t: db.query(f"SELECT count(*) FROM {t}")[0][0]
+              for t in ("messages", "cues", "reps", "events", "sessions", "stations")}  # fmt: skip
+    assert counts == {"messages": 29, "cues": 19, "reps": 3, "events": 3, "sessions": 1,
+                      "stations": 1}  # fmt: skip
+    [(payload,)] = db.query("SELECT payload FROM quarantine")
+    assert bytes(payload) == bad
+    [d] = result.deliveries
+    assert (d.through, d.missing, d.stored) == (29, (), ())
+    store.close()
+
+
 # -- migration from the previous schema ------------------------------------------------------
 
 
