@@ -26,6 +26,10 @@ COLUMNS = (
     "index_min", "index_max", "phase", "reps", "ratio_n", "ratio_min", "ratio_mean",
     "ratio_max", "pct_json",
 )  # fmt: skip
+TYPES = (
+    "text", "int", "int", "int", "int", "blob", "real", "real", "int", "int", "text", "int", "int",
+    "real", "real", "real", "text",
+)  # fmt: skip
 
 
 class LiveSpanError(ValueError):
@@ -102,8 +106,11 @@ class Second:
             self.index_max = index if self.index_max is None else max(self.index_max, index)
         if (ratio := body.get("vm_vl_ratio")) is not None:
             self.ratio.add(float(ratio))
+        pct = self.pct
         for channel, value in body["pct_mvc"].items():
-            self.pct.setdefault(channel, Stat()).add(float(value))
+            if (stat := pct.get(channel)) is None:  # not setdefault: a Stat made a call costs
+                stat = pct[channel] = Stat()
+            stat.add(float(value))
         self.dirty = True
 
     def row(self) -> tuple[Any, ...]:
@@ -144,6 +151,14 @@ UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
 )
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM live_seconds"
+# The batch's rows (a relation `r`, db.py) in one statement, whatever their number.
+UPSERT_ROWS = (
+    f" INSERT INTO live_seconds ({', '.join(COLUMNS)}) SELECT * FROM r WHERE true"
+    " ON CONFLICT (session_id, second) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
+)
+BOUNDS = (("sid", "text"), ("lo_s", "int"), ("hi_s", "int"), ("lo_id", "int"), ("hi_id", "int"))
+ROWS_PER_STATEMENT = 400  # SQLite's VALUES: 32,766 bound values at most
 
 DEDUPE_WINDOW_S = 86_400  # a copy is looked for among the rows of a day either side of its time
 _LS = ", ".join(f"ls.{c}" for c in COLUMNS)
@@ -171,37 +186,42 @@ def fold(
     if db.dialect == "postgresql":
         keys = sorted({lock_key(s) for s in pending})
         db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", (keys,))
-    bounds: list[Any] = []
+    bounds: list[tuple[str, int, int, int, int]] = []
     for session, bodies in pending.items():
         seconds = [second_of(float(b["t"])) for b in bodies]
         ids = [int(b["msg_id"]) for b in bodies]
-        bounds += [session, min(seconds), max(seconds), min(ids), max(ids)]
-    lo = min(bounds[1::5]) - DEDUPE_WINDOW_S
-    hi = max(bounds[2::5]) + DEDUPE_WINDOW_S
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(pending))
+        bounds.append((session, min(seconds), max(seconds), min(ids), max(ids)))
     # The rows of the batch's seconds (by the key), and those whose msg_id range reaches the
     # batch's msg_ids (by msg_id_max: in-order messages find only the latest). The constant
     # time bounds let PostgreSQL read only a few days' partitions.
     rows: dict[tuple[str, int], Second] = {}
-    for row in db.query(
-        f"WITH q (sid, lo_s, hi_s, lo_id, hi_id) AS (VALUES {values})"
-        f" SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-        " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
-        f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-        " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
-        f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S} AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S}"
-        " WHERE ls.second BETWEEN ? AND ?",
-        (*bounds, lo, hi, lo, hi),
-    ):
-        r = Second.from_row(row)
-        rows[(r.session_id, r.second)] = r
+    for i in range(0, len(bounds), ROWS_PER_STATEMENT):
+        chunk = bounds[i : i + ROWS_PER_STATEMENT]
+        lo = min(b[1] for b in chunk) - DEDUPE_WINDOW_S
+        hi = max(b[2] for b in chunk) + DEDUPE_WINDOW_S
+        q, params = db.relation("q", BOUNDS, chunk)
+        for row in db.query(
+            f"WITH {q} SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+            " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
+            f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+            " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
+            f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S}"
+            f" AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S} WHERE ls.second BETWEEN ? AND ?",
+            (*params, lo, hi, lo, hi),
+        ):
+            r = Second.from_row(row)
+            rows[(r.session_id, r.second)] = r
+    known: dict[str, list[Second]] = {}
+    for r in rows.values():
+        known.setdefault(r.session_id, []).append(r)
     outcomes: dict[str, list[str | None]] = {}
     for session, bodies in pending.items():
-        mine = [r for (s, _), r in rows.items() if s == session]
-        outcomes[session] = _merge(session, bodies, mine, rows)
-    changed = [r.row() for r in rows.values() if r.dirty]
-    if changed:
-        db.executemany(UPSERT, changed)
+        outcomes[session] = _merge(session, bodies, known.get(session, []), rows)
+    changed = sorted(r.row() for r in rows.values() if r.dirty)  # in key order: the lock order
+    for i in range(0, len(changed), ROWS_PER_STATEMENT):
+        rel, params = db.relation("r", tuple(zip(COLUMNS, TYPES, strict=True)),
+                                changed[i : i + ROWS_PER_STATEMENT])  # fmt: skip
+        db.execute(f"WITH {rel}{UPSERT_ROWS}", params)
     return outcomes
 
 

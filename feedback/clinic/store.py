@@ -5,10 +5,12 @@ an invalid one goes to `quarantine` with the reason, whatever the check raised. 
 must come from its station's clinic (`station_clinics`: where the station id first sent) and
 from the station that owns its session (`session_owners`: the first to send a message of it),
 then claims its (session, msg_id) in `messages` (the de-duplication ledger, whose `seq`
-also records arrival order). A second copy loses that claim: with identical bytes (a resend or
-a redelivery) it is dropped and counted (`session_owners.duplicates`); with other content (a
-replay or a forgery) it is quarantined. Per session the batch then advances `stored_through`
-and yields the receipt and the holes (`Delivery`) that the logger sends to the station.
+also records arrival order: batch by batch, and within a batch by msg_id). A second copy
+loses that claim: with identical bytes (a resend or a redelivery) it is dropped and counted
+(`session_owners.duplicates`); with other content (a replay or a forgery) it is quarantined.
+Per session the batch then advances `stored_through` and yields the receipt and the holes
+(`Delivery`) that the logger sends to the station. Each step is one statement (or a few) for
+the whole batch, taking its row locks in key order (`_ingest_many`).
 Live messages (own msg_id counter, no receipts) are not in the ledger: at the batch's end they
 are folded into one row per session and second (`live_seconds`, live_seconds.py), whose msg_id
 bit sets recognise a copy. Partitions and retention: partitions.py, docs/storage.md.
@@ -21,9 +23,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from feedback.clinic import live_seconds, partitions
 from feedback.clinic.db import Backend, connect
@@ -38,9 +40,17 @@ from feedback.clinic.validation import (
 from feedback.outputs.receipts import Range, holes, ranges
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
 OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
+ABOVE_READ = 10_000  # msg_ids above a session's watermark read per batch (bounds a long hole)
+LEDGER = (
+    ("session_id", "text"), ("msg_id", "int"), ("type", "text"), ("clinic", "text"),
+    ("station", "text"), ("t", "real"), ("received_at", "real"), ("sha256", "text"),
+)  # fmt: skip
+WATERMARKS = (("sid", "text"), ("dup", "int"), ("through", "int"))
+PARAMS_PER_STATEMENT = 8_000  # SQLite allows 32,766 bound values, PostgreSQL 65,535
 UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
@@ -83,6 +93,15 @@ class IngestResult:
         self.invalid += other.invalid
         self.unstorable += other.unstorable
 
+    def merge(self, other: IngestResult) -> None:
+        """`add`, and what the batch's end still needs: sessions touched, bindings, reasons."""
+        self.add(other)
+        self.reasons += other.reasons
+        for key, copies in other.touched.items():
+            self.touched[key] = self.touched.get(key, 0) + copies
+        self.owners.update(other.owners)
+        self.clinics.update(other.clinics)
+
 
 class ClinicStore:
     def __init__(
@@ -101,12 +120,10 @@ class ClinicStore:
         self._lock = threading.Lock()
         self._owners: dict[str, tuple[str, str]] = {}  # session → (clinic, station), committed
         self._clinics: dict[str, str] = {}  # station → clinic, committed
-        # Live messages of the transaction, folded into live_seconds at its end (per session).
-        self._live: list[tuple[Incoming, Message]] = []
         self.upkeep_failures = 0
         self._next_upkeep = 0.0
         # Rows whose outcome nothing in the batch waits for, by statement: written with one
-        # executemany each at the batch's end (None: written at once, as when isolating).
+        # insert_many each (None: written at once, as when isolating).
         self._pending: dict[str, list[tuple[Any, ...]]] | None = None
         migrate(self.db)
         self.upkeep()
@@ -204,19 +221,22 @@ class ClinicStore:
         return result
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        """A row whose rowcount nothing needs: deferred to the batch's executemany."""
+        """A row whose rowcount nothing needs: deferred to the batch's insert_many."""
         if self._pending is None:
             self.db.execute(sql, params)
         else:
             self._pending.setdefault(sql, []).append(params)
 
     def _flush(self) -> None:
-        """The deferred rows, one executemany per statement. Order between statements does
-        not matter: each table's rows keep their order, and the upserts into `sessions` (start,
-        end) and `stations` (newer t wins) commute."""
-        assert self._pending is not None
+        """The deferred rows, one insert_many per statement. Order does not matter: the
+        upserts into `sessions` (start, end) and `stations` (newer t wins) commute, and the
+        other tables' rows are new (claimed in the ledger first)."""
+        if self._pending is None:
+            return
         for sql, rows in self._pending.items():
-            self.db.executemany(sql, rows)
+            if " DO UPDATE " in sql:  # two loggers may upsert the same rows: lock in key order
+                rows.sort(key=lambda p: (p[0], p[1]))
+            self.db.insert_many(sql, rows)
         self._pending.clear()
 
     def _remember(self, result: IngestResult) -> None:
@@ -232,66 +252,120 @@ class ClinicStore:
     def _deliveries(self, result: IngestResult) -> None:
         """Per session touched by the batch: advance its watermark (every msg_id up to it is
         stored) and say what the receipt confirms and which msg_ids below the highest are
-        missing (the logger asks the station for them)."""
-        # In key order: two loggers updating the same sessions' rows in their own orders
-        # deadlocked on PostgreSQL (bench/loadtest.py, two instances).
-        for (clinic, station, session), duplicates in sorted(result.touched.items()):
-            rows = self.db.query(
-                "SELECT stored_through FROM session_owners WHERE session_id = ?", (session,)
-            )
-            through = int(rows[0][0]) if rows else 0
-            above = [int(i) for (i,) in self.db.query(
-                "SELECT msg_id FROM messages WHERE session_id = ? AND msg_id > ?"
-                " ORDER BY msg_id LIMIT 10000",
-                (session, through),
-            )]  # fmt: skip
-            for i in above:
-                if i != through + 1:
+        missing (the logger asks the station for them). One read and one update for all the
+        sessions (PostgreSQL: one round trip each cost ~0.1 ms, 3 a session). The read locks
+        the sessions' rows in key order (two loggers updating the same sessions' rows in their
+        own orders deadlocked: bench/loadtest.py, two instances) and sees the watermark another
+        logger committed meanwhile."""
+        touched = sorted(result.touched.items())
+        through: dict[str, int] = {}
+        above: dict[str, list[int]] = {}
+        sessions = [(session,) for (_, _, session), _ in touched]
+        for chunk in _chunks(sessions, 1):
+            q, params = self.db.relation("q", (("sid", "text"),), chunk)
+            for session, mark, msg_id in self.db.query(
+                f"WITH {q}, o AS (SELECT session_id, stored_through FROM session_owners"
+                f" JOIN q ON session_id = q.sid ORDER BY session_id{self.db.row_lock}),"
+                " a AS (SELECT m.session_id, m.msg_id, row_number() OVER"
+                " (PARTITION BY m.session_id ORDER BY m.msg_id) AS n FROM messages m"
+                " JOIN o ON m.session_id = o.session_id AND m.msg_id > o.stored_through)"
+                " SELECT o.session_id, o.stored_through, a.msg_id FROM o LEFT JOIN a"
+                f" ON a.session_id = o.session_id AND a.n <= {ABOVE_READ} ORDER BY 1, 3",
+                params,
+            ):
+                through[str(session)] = int(mark)
+                if msg_id is not None:
+                    above.setdefault(str(session), []).append(int(msg_id))
+        updates = []
+        for (clinic, station, session), duplicates in touched:
+            mark = through.get(session, 0)
+            ids = above.get(session, [])
+            for i in ids:
+                if i != mark + 1:
                     break
-                through = i
-            above = [i for i in above if i > through]
-            self.db.execute(
-                "UPDATE session_owners SET duplicates = duplicates + ?, stored_through ="
-                " CASE WHEN stored_through < ? THEN ? ELSE stored_through END"
-                " WHERE session_id = ?",
-                (duplicates, through, through, session),
-            )
+                mark = i
+            ids = [i for i in ids if i > mark]
+            updates.append((session, duplicates, mark))
             result.deliveries.append(
                 Delivery(
-                    clinic, station, session, through, tuple(ranges(above)),
-                    tuple(holes(through, above)),
+                    clinic, station, session, mark, tuple(ranges(ids)), tuple(holes(mark, ids))
                 )
-            )  # fmt: skip
+            )
+        for marks in _chunks(updates, 3):
+            u, params = self.db.relation("u", WATERMARKS, marks)
+            self.db.execute(
+                f"WITH {u} UPDATE session_owners SET duplicates = duplicates + u.dup,"
+                " stored_through = CASE WHEN stored_through < u.through THEN u.through"
+                " ELSE stored_through END FROM u WHERE session_owners.session_id = u.sid",
+                params,
+            )
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
-        self._live.clear()
+        if not isolate:
+            self._ingest_many(batch, result)
+            return result
         for item in batch:
-            if not isolate:
-                self._ingest_one(item, result)
-                continue
-            owners, clinics = dict(result.owners), dict(result.clinics)
+            part = IngestResult()
             try:
                 with self.db.savepoint():
-                    self._ingest_one(item, result)
-                    self._fold_live(result)
+                    self._ingest_many([item], part)
             except Exception as exc:
-                self._live.clear()
                 if is_connection_fault(exc):
                     raise
-                result.owners, result.clinics = owners, clinics  # rolled back with the savepoint
+                # Rolled back with the savepoint: nothing of it counts.
                 self._quarantine_safely(item, f"database refused it: {_describe(exc)}", result)
-        if not isolate:
-            self._fold_live(result)
+                continue
+            result.merge(part)
         return result
 
-    def _fold_live(self, result: IngestResult) -> None:
-        """The transaction's live messages into their sessions' 1 Hz rows; a copy of a stored
+    def _ingest_many(self, batch: list[Incoming], result: IngestResult) -> None:
+        """The batch in phases, each one statement (or a few) for all its messages: check,
+        bind new stations to their clinic and new sessions to their station, claim the ledger,
+        store, fold the live messages. Each phase takes its row locks in key order, and the
+        phases come in one order: two loggers never wait on each other in a circle (they did
+        when each bound new sessions in the order their messages came: issue 13)."""
+        checked = [(item, msg) for item in batch if (msg := self._check(item, result)) is not None]
+        homes = self._bind_clinics(checked, result)
+        placed = []
+        for item, msg in checked:
+            if (home := homes[msg.station]) != msg.clinic:
+                self._quarantine(item, f"station {msg.station} belongs to clinic {home}", result)
+            else:
+                placed.append((item, msg))
+        owners = self._bind_owners(placed, result)
+        live: list[tuple[Incoming, Message]] = []
+        claims: list[tuple[Incoming, Message]] = []
+        for item, msg in placed:
+            session = _session_of(msg)
+            owner = owners[session] if session is not None else None
+            if owner is not None and owner != (msg.clinic, msg.station):
+                reason = f"session owned by another station ({owner[0]}/{owner[1]})"
+                self._quarantine(item, reason, result)
+            elif msg.type == "live":
+                live.append((item, msg))  # stored (or refused) when folded
+            else:
+                claims.append((item, msg))
+        self._claim_all(claims, result)
+        # Before the fold: from its session locks to the commit, two loggers take turns.
+        self._flush()
+        self._fold_live(live, result)
+
+    def _check(self, item: Incoming, result: IngestResult) -> Message | None:
+        try:
+            return check(item.topic, item.payload, self.max_payload_bytes)
+        except InvalidMessage as exc:
+            self._quarantine(item, exc.reason, result)
+        except Exception as exc:  # whatever the parser raised, it is this message's fault
+            self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
+        return None
+
+    def _fold_live(self, live: list[tuple[Incoming, Message]], result: IngestResult) -> None:
+        """The batch's live messages into their sessions' 1 Hz rows; a copy of a stored
         msg_id is quarantined as before, when each live message had its own row."""
         by_session: dict[str, list[tuple[Incoming, Message]]] = {}
-        for item, msg in self._live:
+        for item, msg in live:
             by_session.setdefault(str(msg.body["session"]), []).append((item, msg))
-        self._live.clear()
         outcomes = live_seconds.fold(
             self.db, {s: [m.body for _, m in pending] for s, pending in by_session.items()}
         )
@@ -302,114 +376,157 @@ class ClinicStore:
                 else:
                     self._quarantine(item, refused, result)
 
-    def _ingest_one(self, item: Incoming, result: IngestResult) -> None:
-        try:
-            msg = check(item.topic, item.payload, self.max_payload_bytes)
-        except InvalidMessage as exc:
-            self._quarantine(item, exc.reason, result)
+    def _bind_clinics(
+        self, checked: list[tuple[Incoming, Message]], result: IngestResult
+    ) -> dict[str, str]:
+        """The clinic each station id belongs to: the first it sent a message in. A station id
+        is one station; the same id in another clinic's tree is someone else's (or a
+        mistake)."""
+        homes: dict[str, str] = {}
+        first: dict[str, tuple[Any, ...]] = {}
+        for item, msg in checked:
+            if (known := self._clinics.get(msg.station)) is not None:
+                homes[msg.station] = known
+            elif msg.station not in first:
+                first[msg.station] = (msg.clinic, item.received_at)
+        for station, (clinic,) in self._bind(
+            "station_clinics", ("station", "clinic", "bound_at"), first
+        ).items():
+            homes[station] = result.clinics[station] = str(clinic)  # cached once committed
+        return homes
+
+    def _bind_owners(
+        self, placed: list[tuple[Incoming, Message]], result: IngestResult
+    ) -> dict[str, tuple[str, str]]:
+        """The (clinic, station) each session belongs to: the first to send a message of it
+        (its status and session_start, msg_id 1 and 2, go out first). Commands (the
+        therapist's) and last wills (the broker's) belong to no session."""
+        owners: dict[str, tuple[str, str]] = {}
+        first: dict[str, tuple[Any, ...]] = {}
+        for item, msg in placed:
+            if (session := _session_of(msg)) is None:
+                continue
+            if (known := self._owners.get(session)) is not None:
+                owners[session] = known
+            elif session not in first:
+                first[session] = (msg.clinic, msg.station, item.received_at)
+        for session, (clinic, station) in self._bind(
+            "session_owners", ("session_id", "clinic", "station", "bound_at"), first
+        ).items():
+            owners[session] = result.owners[session] = (str(clinic), str(station))
+        return owners
+
+    def _bind(
+        self, table: str, columns: tuple[str, ...], first: dict[str, tuple[Any, ...]]
+    ) -> dict[str, tuple[Any, ...]]:
+        """Bind each new key to its first claimant unless someone did before, and read what
+        is bound (key → the columns between the key and bound_at). Two loggers may bind at
+        once: the key decides, both read the winner; the rows go in key order, so neither
+        can hold one new key the other waits for while waiting for one it holds (which
+        deadlocked, issue 13). Two statements: the read must see what a concurrent logger
+        committed while the insert waited for it."""
+        if not first:
+            return {}
+        keys = sorted(first)
+        for chunk in _chunks(keys, len(columns)):
+            self.db.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+                f" {_values(len(chunk), len(columns))} ON CONFLICT DO NOTHING",
+                [v for k in chunk for v in (k, *first[k])],
+            )
+        bound: dict[str, tuple[Any, ...]] = {}
+        read = ", ".join(columns[1:-1])
+        for chunk in _chunks(keys, 1):
+            for key, *values in self.db.query(
+                f"SELECT {columns[0]}, {read} FROM {table}"
+                f" WHERE {columns[0]} IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                bound[str(key)] = tuple(values)
+        return bound
+
+    def _claim_all(self, claims: list[tuple[Incoming, Message]], result: IngestResult) -> None:
+        """Claim each message's (session, msg_id) in the ledger, then store what was claimed.
+        A second copy (in the ledger before, or earlier in the batch) is a resend or a
+        redelivery when its bytes are the same (dropped, counted, receipted again: the
+        station's receipt may have been lost), a replay or a forgery when not (quarantined,
+        the evidence kept)."""
+        ledger: list[tuple[Incoming, Message, tuple[str, int], str]] = []
+        firsts: dict[tuple[str, int], tuple[Incoming, Message, str, int]] = {}
+        for item, msg in claims:
+            b = msg.body
+            if msg.type == "status" and b["msg_id"] == 0:
+                self._station_status(msg)  # a last will: not part of any session's sequence
+                result.stored += 1
+            elif msg.type == "command":
+                if self._claim_command(msg, item):
+                    result.stored += 1
+                else:
+                    self._quarantine(item, self._duplicate_reason(msg), result)
+            else:
+                key = (str(b["session"]), int(b["msg_id"]))
+                digest = hashlib.sha256(item.payload).hexdigest()
+                firsts.setdefault(key, (item, msg, digest, len(ledger)))
+                ledger.append((item, msg, key, digest))
+        if not ledger:
             return
-        except Exception as exc:  # whatever the parser raised, it is this message's fault
-            self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
-            return
-        home = self._home_clinic(msg, item, result)
-        if home != msg.clinic:
-            self._quarantine(item, f"station {msg.station} belongs to clinic {home}", result)
-            return
-        owner = self._owner(msg, item, result)
-        if owner is not None and owner != (msg.clinic, msg.station):
-            reason = f"session owned by another station ({owner[0]}/{owner[1]})"
-            self._quarantine(item, reason, result)
-            return
-        if msg.type == "live":
-            self._live.append((item, msg))  # stored (or refused) when the batch is folded
-            return
-        digest = hashlib.sha256(item.payload).hexdigest()
-        in_ledger = msg.type not in ("live", "command") and msg.body["msg_id"] != 0
-        key = (msg.clinic, msg.station, str(msg.body.get("session")))
-        if not self._claim(msg, item, digest):
-            if in_ledger and self._is_stored_copy(msg, digest):
-                # A resend or a redelivery of what is stored: dropped, counted, and receipted
-                # again (the station's receipt may have been lost).
+        claimed = self._claim_ledger(firsts)
+        stored = {key: firsts[key][2] for key in claimed}
+        if len(claimed) < len(ledger):
+            stored |= self._stored_digests([k for k in firsts if k not in claimed])
+        for n, (item, msg, key, digest) in enumerate(ledger):
+            touched = (msg.clinic, msg.station, key[0])
+            if key in claimed and firsts[key][3] == n:
+                self._store(msg)
+                result.stored += 1
+                result.touched.setdefault(touched, 0)
+            elif stored.get(key) == digest:
                 result.duplicates += 1
-                result.touched[key] = result.touched.get(key, 0) + 1
-                return
-            # A replay or a forgery: keep the evidence.
-            self._quarantine(item, self._duplicate_reason(msg), result)
-            return
-        self._store(msg)
-        result.stored += 1
-        if in_ledger:
-            result.touched.setdefault(key, 0)
+                result.touched[touched] = result.touched.get(touched, 0) + 1
+            else:
+                self._quarantine(item, self._duplicate_reason(msg), result)
 
-    def _home_clinic(self, msg: Message, item: Incoming, result: IngestResult) -> str:
-        """The clinic a station id belongs to: the first it sent a message in. A station id is
-        one station; the same id in another clinic's tree is someone else's (or a mistake)."""
-        if (known := self._clinics.get(msg.station)) is not None:
-            return known
-        sql = "SELECT clinic FROM station_clinics WHERE station = ?"
-        rows = self.db.query(sql, (msg.station,))
-        if not rows:
-            self.db.execute(
-                "INSERT INTO station_clinics (station, clinic, bound_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (msg.station, msg.clinic, item.received_at),
-            )
-            rows = self.db.query(sql, (msg.station,))
-        clinic = str(rows[0][0])
-        result.clinics[msg.station] = clinic  # cached once committed
-        return clinic
+    def _claim_ledger(
+        self, firsts: dict[tuple[str, int], tuple[Incoming, Message, str, int]]
+    ) -> set[tuple[str, int]]:
+        """One insert for the batch's (session, msg_id)s, in key order (the lock order, and
+        `seq`'s order within a batch); returns those claimed now."""
+        claimed: set[tuple[str, int]] = set()
+        rows = []
+        for key in sorted(firsts):
+            item, msg, digest, _ = firsts[key]
+            rows.append((*key, msg.type, msg.clinic, msg.station, msg.body["t"],
+                         item.received_at, digest))  # fmt: skip
+        for chunk in _chunks(rows, len(LEDGER)):
+            r, params = self.db.relation("r", LEDGER, chunk)
+            claimed.update((str(s), int(i)) for s, i in self.db.query(
+                f"WITH {r} INSERT INTO messages ({', '.join(c for c, _ in LEDGER)})"
+                " SELECT * FROM r ORDER BY session_id, msg_id ON CONFLICT DO NOTHING"
+                " RETURNING session_id, msg_id",
+                params,
+            ))  # fmt: skip
+        return claimed
 
-    def _owner(self, msg: Message, item: Incoming, result: IngestResult) -> tuple[str, str] | None:
-        """The (clinic, station) a session belongs to: the first to send a message of it (its
-        status and session_start, msg_id 1 and 2, go out first). None: not a session message
-        (a command, which is the therapist's, or a last will, which is the broker's)."""
+    def _stored_digests(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        out: dict[tuple[str, int], str] = {}
+        for chunk in _chunks(keys, 2):
+            for session, msg_id, digest in self.db.query(
+                "SELECT session_id, msg_id, sha256 FROM messages WHERE (session_id, msg_id)"
+                f" IN (VALUES {_values(len(chunk), 2)})",
+                [v for key in chunk for v in key],
+            ):
+                out[(str(session), int(msg_id))] = str(digest)
+        return out
+
+    def _claim_command(self, msg: Message, item: Incoming) -> bool:
         b = msg.body
-        session = b.get("session")
-        if msg.type == "command" or not isinstance(session, str) or b["msg_id"] == 0:
-            return None
-        if (known := self._owners.get(session)) is not None:
-            return known
-        sql = "SELECT clinic, station FROM session_owners WHERE session_id = ?"
-        rows = self.db.query(sql, (session,))
-        if not rows:
-            # Two loggers may bind at once: the database's key decides, both read the winner.
-            self.db.execute(
-                "INSERT INTO session_owners (session_id, clinic, station, bound_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (session, msg.clinic, msg.station, item.received_at),
-            )
-            rows = self.db.query(sql, (session,))
-        owner = (str(rows[0][0]), str(rows[0][1]))
-        result.owners[session] = owner  # cached once committed
-        return owner
-
-    def _claim(self, msg: Message, item: Incoming, digest: str) -> bool:
-        b = msg.body
-        if msg.type == "status" and b["msg_id"] == 0:
-            self._station_status(msg)  # a last will: not part of any session's sequence
-            return True
-        if msg.type == "command":
-            return self.db.execute(
-                "INSERT INTO commands (clinic, station, issuer, msg_id, action, session_id, t,"
-                " received_at, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (msg.clinic, msg.station, b["issuer"], b["msg_id"], b["action"], b["session"],
-                 b["t"], item.received_at, json.dumps(b)),
-            ) == 1  # fmt: skip
         return self.db.execute(
-            "INSERT INTO messages (session_id, msg_id, type, clinic, station, t, received_at,"
-            " sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (b["session"], b["msg_id"], msg.type, msg.clinic, msg.station, b["t"],
-             item.received_at, digest),
+            "INSERT INTO commands (clinic, station, issuer, msg_id, action, session_id, t,"
+            " received_at, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (msg.clinic, msg.station, b["issuer"], b["msg_id"], b["action"], b["session"],
+             b["t"], item.received_at, json.dumps(b)),
         ) == 1  # fmt: skip
-
-    def _is_stored_copy(self, msg: Message, digest: str) -> bool:
-        """The same bytes as the stored message of this (session, msg_id): a resend."""
-        rows = self.db.query(
-            "SELECT sha256 FROM messages WHERE session_id = ? AND msg_id = ?",
-            (msg.body["session"], msg.body["msg_id"]),
-        )
-        return bool(rows) and rows[0][0] == digest
 
     def _duplicate_reason(self, msg: Message) -> str:
         b = msg.body
@@ -485,7 +602,7 @@ class ClinicStore:
         )
 
     def _quarantine(self, item: Incoming, reason: str, result: IngestResult) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO quarantine (received_at, topic, reason, size, sha256, payload)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (item.received_at, _text(item.topic, 300), _text(reason, 500), len(item.payload),
@@ -509,6 +626,26 @@ class ClinicStore:
                 _text(item.topic, 300), len(item.payload),
                 hashlib.sha256(item.payload).hexdigest(), _describe(exc),
             )  # fmt: skip
+
+
+def _session_of(msg: Message) -> str | None:
+    """The session whose msg_id sequence the message is part of; None for a command (the
+    therapist's) or a last will (the broker's, msg_id 0)."""
+    session = msg.body.get("session")
+    if msg.type == "command" or not isinstance(session, str) or msg.body["msg_id"] == 0:
+        return None
+    return session
+
+
+def _chunks(rows: Sequence[T], params_per_row: int) -> Iterator[Sequence[T]]:
+    step = max(1, PARAMS_PER_STATEMENT // params_per_row)
+    for i in range(0, len(rows), step):
+        yield rows[i : i + step]
+
+
+def _values(rows: int, columns: int) -> str:
+    one = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([one] * rows)
 
 
 def _describe(exc: BaseException) -> str:

@@ -56,3 +56,38 @@ def test_waiting_messages_are_dropped_at_a_disconnect() -> None:
     arrive(intake, 2)
     intake._on_disconnect(intake.client, None, None, OK)
     assert intake.queued() == 0 and intake.stats.dropped_on_disconnect == 2
+
+
+def test_shared_property_tables_decode_as_pahos_own() -> None:
+    """The intake makes paho decode MQTT 5 properties with tables shared between packets (not
+    rebuilt for each message): what a packet carries reads the same, and a packet without
+    properties after one with them shows none (the attributes of the previous are cleared)."""
+    import struct
+
+    from paho.mqtt import _packet
+    from paho.mqtt.enums import MQTTProtocolVersion
+    from paho.mqtt.properties import Properties
+
+    from feedback.clinic.intake import SharedTablesProperties
+
+    PahoIntake(BrokerAccess.from_url("mqtt://127.0.0.1:1"), "t", ["vmf/#"])
+    assert _packet.Properties is SharedTablesProperties  # type: ignore[attr-defined]
+    sent = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    sent.UserProperty = [("a", "1"), ("b", "2")]
+    sent.MessageExpiryInterval = 30
+    sent.ContentType = "application/json"
+    sent.SubscriptionIdentifier = [7]
+    raw = sent.pack()  # type: ignore[no-untyped-call]
+    expected = sent.json()  # type: ignore[no-untyped-call]
+    for cls in (Properties, SharedTablesProperties):
+        got = cls(PacketTypes.PUBLISH)
+        got.unpack(raw)
+        assert got.json() == expected, cls
+        got.unpack(b"\x00")
+        assert got.json() == {} and got.isEmpty(), cls
+    topic = b"vmf/v1/c1/s1/event"
+    packet = struct.pack("!H", len(topic)) + topic + struct.pack("!H", 9) + raw + b"{}"
+    decoded = _packet.decode_publish(0x32, packet, MQTTProtocolVersion.MQTTv5)
+    assert isinstance(decoded.properties, SharedTablesProperties)
+    assert decoded.properties.json() == expected
+    assert (decoded.topic, decoded.mid, decoded.qos, bytes(decoded.payload)) == (topic, 9, 1, b"{}")

@@ -167,3 +167,87 @@ def test_a_station_id_belongs_to_one_clinic(tmp_path: Path) -> None:
     again = ClinicStore(str(tmp_path / "clinic.db"))  # the binding is in the database
     assert again.ingest(foreign[:1]).invalid == 1
     again.close()
+
+
+def last_will(topics: Topics) -> Incoming:
+    body = {"v": 1, "type": "status", "session": None, "msg_id": 0, "t": 1.8e9, "state": "offline"}
+    return Incoming(topics.status, encode(body), 1.0)
+
+
+def gap(topics: Topics, session: str, msg_id: int) -> Incoming:
+    n = MessageNumberer(session)
+    n._next = msg_id
+    return Incoming(topics.event, encode(n.envelope("gap", {"from_index": 0, "missing": 1})), 1.0)
+
+
+def hold_after_first(store: ClinicStore, table: str, mine: Any, theirs: Any) -> None:
+    """After the store's first insert into `table`, wait (while its row locks are held) until
+    the other store has made its own, or 1.5 s: the interleaving a shared subscription makes
+    now and then, made every time."""
+    db = store.db
+    real_execute, real_query = db.execute, db.query
+
+    def after(sql: str) -> None:
+        if f"INSERT INTO {table}" in sql and not mine.is_set():
+            mine.set()
+            theirs.wait(1.5)
+
+    def execute(sql: str, params: Any = ()) -> int:
+        n = real_execute(sql, params)
+        after(sql)
+        return n
+
+    def query(sql: str, params: Any = ()) -> list[Any]:
+        rows = real_query(sql, params)
+        after(sql)
+        return rows
+
+    db.execute, db.query = execute, query  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("table", ["session_owners", "station_clinics"])
+def test_two_loggers_binding_new_sessions_at_once_do_not_deadlock(
+    postgres_url: str, table: str
+) -> None:
+    """Issue 13: with two loggers (`make loadtest ARGS="--store postgres --loggers 2"`), each
+    run saw one PostgreSQL deadlock on the first owner insert. A shared subscription hands the
+    first messages of new sessions to both loggers; each bound them in the order they came, so
+    one held S1's new owner row and wanted S2's while the other held S2's and wanted S1's.
+    Both batches must be stored, and each session bound to its own station."""
+    import threading
+
+    s1, s2 = Topics("c1", "st-1"), Topics("c1", "st-2")
+    stores = [ClinicStore(postgres_url), ClinicStore(postgres_url)]
+    if table == "session_owners":  # the stations already known: only the sessions are new
+        stores[0].ingest([last_will(s1), last_will(s2)])
+    batches = [
+        [gap(s1, "S-one", 1), gap(s2, "S-two", 1)],
+        [gap(s2, "S-two", 2), gap(s1, "S-one", 2)],
+    ]
+    done = [threading.Event(), threading.Event()]
+    for k, store in enumerate(stores):
+        hold_after_first(store, table, done[k], done[1 - k])
+    errors: list[BaseException] = []
+    stored: list[int] = []
+
+    def work(store: ClinicStore, batch: list[Incoming]) -> None:
+        try:
+            stored.append(store.ingest(batch).stored)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(s, b)) for s, b in zip(stores, batches, strict=True)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert stored == [2, 2]
+    db = stores[0].db
+    owners = db.query("SELECT session_id, station FROM session_owners ORDER BY 1")
+    assert owners == [("S-one", "st-1"), ("S-two", "st-2")]
+    assert db.query("SELECT count(*) FROM messages") == [(4,)]
+    for s in stores:
+        s.close()

@@ -185,6 +185,68 @@ def test_two_loggers_fold_one_session_without_losing_an_update(postgres_url: str
         s.close()
 
 
+def event(msg_id: int, missing: int = 1) -> Incoming:
+    body = {"v": 1, "type": "gap", "session": SID, "msg_id": msg_id, "t": NOW,
+            "from_index": msg_id, "missing": missing}  # fmt: skip
+    return Incoming(TOPICS.event, encode(body), NOW)
+
+
+def test_copies_within_one_batch_and_across_batches(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger is claimed with one statement a batch: a copy in the same batch (even the
+    same object twice) is a copy as much as one in a later batch; a forgery is quarantined;
+    the receipt's watermark and holes come from what is stored. All in the batch's own
+    transaction: not by falling back to storing message by message."""
+    store = ClinicStore(url)
+    one, two, five = event(1), event(2), event(5)
+    first = store.ingest([one, two, one, event(2, missing=9), five, two])
+    assert (first.stored, first.duplicates, first.invalid) == (3, 2, 1), first.reasons
+    assert "different content" in first.reasons[0]
+    [d] = first.deliveries
+    assert (d.through, d.missing) == (2, ((3, 4),))
+    assert d.stored == ((5, 5),)
+    again = store.ingest([five, event(3), event(5, missing=7), event(4)])
+    assert (again.stored, again.duplicates, again.invalid) == (2, 1, 1), again.reasons
+    [d] = again.deliveries
+    assert (d.through, d.missing, d.stored) == (5, (), ())
+    assert store.db.query("SELECT msg_id FROM messages ORDER BY seq") == [
+        (1,), (2,), (5,), (3,), (4,)
+    ]  # fmt: skip
+    assert store.db.query(
+        "SELECT stored_through, duplicates FROM session_owners WHERE session_id = ?", (SID,)
+    ) == [(5, 3)]
+    assert "message by message" not in caplog.text
+    store.close()
+
+
+def test_a_whole_session_in_one_batch_is_written_in_bulk(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every kind of row of a captured session, and a quarantined payload (bytes), in one
+    batch: PostgreSQL writes the plain inserts with COPY, the rest set-wise; all of it lands,
+    without falling back to message by message."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "clinic" / "session_messages.jsonl"
+    lines = [json.loads(line) for line in fixture.read_text().splitlines()]
+    batch = [Incoming(d["topic"], d["payload"].encode(), NOW) for d in lines]
+    bad = b'{"v": 1, "type": "gap", \x00\xff'
+    batch.insert(5, Incoming(lines[0]["topic"].replace("status", "event"), bad, NOW))
+    store = ClinicStore(url)
+    result = store.ingest(batch)
+    assert (result.stored, result.invalid, result.duplicates) == (len(lines), 1, 0), result.reasons
+    assert "message by message" not in caplog.text
+    db = store.db
+    counts = {t: db.query(f"SELECT count(*) FROM {t}")[0][0]
+              for t in ("messages", "cues", "reps", "events", "sessions", "stations")}  # fmt: skip
+    assert counts == {"messages": 29, "cues": 19, "reps": 3, "events": 3, "sessions": 1,
+                      "stations": 1}  # fmt: skip
+    [(payload,)] = db.query("SELECT payload FROM quarantine")
+    assert bytes(payload) == bad
+    [d] = result.deliveries
+    assert (d.through, d.missing, d.stored) == (29, (), ())
+    store.close()
+
+
 # -- migration from the previous schema ------------------------------------------------------
 
 
