@@ -47,6 +47,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from devices.backoff import Backoff
 from feedback.clinic.metrics import NatsLoggerMetrics
+from feedback.clinic.nats_pull import PullFeed
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
 from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
 from feedback.clinic.store import (
@@ -65,6 +66,7 @@ log = logging.getLogger("feedback.clinic.nats_logger")
 STREAM = "VMF"
 DURABLE = "vmf-loggers"
 MAX_BATCH = 500
+AHEAD = 2  # batches requested ahead of the one being stored (nats_pull.py)
 ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to another after it
 MAX_ACK_PENDING = 20_000
 HOLD_S = 0.2  # how long a message held by the order gate stays with the stream before it returns
@@ -262,13 +264,15 @@ class NatsLogger:
             js = self._js = nc.jetstream(timeout=5.0)
             self.stats.connects += 1
             while True:
-                sub = await self._bind(js)
+                await self._bind(js)
+                feed = PullFeed(nc, self.stream, self.durable, batch=self.batch, ahead=AHEAD)
+                await feed.start()
                 self.connected.set()
                 log.info("pulling %s/%s from %s", self.stream, self.durable,
                          ",".join(self.servers))  # fmt: skip
                 try:
                     while True:
-                        msgs = await self._fetch(sub)
+                        msgs = await self._fetch(feed)
                         if msgs:
                             await self.handle(nc, msgs)
                 except nats.js.errors.APIError as exc:
@@ -276,8 +280,9 @@ class NatsLogger:
                     # starts at the stream's first message; the store drops what it has.
                     log.warning("consumer lost (%r); binding again", exc)
                     self.stats.rebinds += 1
+                finally:
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                        await feed.close()
         finally:
             self.connected.clear()
             with contextlib.suppress(Exception):
@@ -287,7 +292,7 @@ class NatsLogger:
         self.stats.connects += 1
         log.warning("reconnected to the NATS cluster")
 
-    async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    async def _bind(self, js: JetStreamContext) -> None:
         """The stream and the durable consumer, created when missing; retried while the
         cluster elects its leaders (seconds after a start or a node's loss)."""
         delay = 0.2
@@ -301,33 +306,33 @@ class NatsLogger:
                     config = consumer_config(self.durable, self.ack_wait_s)
                     with contextlib.suppress(nats.js.errors.BadRequestError):  # a race
                         await js.add_consumer(self.stream, config)
-                return await js.pull_subscribe_bind(self.durable, self.stream)
+                return
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("stream or consumer not ready (%r); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        try:
-            return await sub.fetch(self.batch, timeout=1.0)
-        except (TimeoutError, nats.errors.TimeoutError):
-            # Nothing waiting, or no consumer any more: a deleted one just stays silent.
-            if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
-                self._checked = time.monotonic()
-                try:
-                    await self._js.consumer_info(self.stream, self.durable)
-                except nats.js.errors.NotFoundError:
-                    raise
-                except nats.errors.Error:
-                    pass  # the cluster is busy: look again later
-            return []
-        except nats.js.errors.APIError:
-            raise  # the consumer or the stream was deleted: bind again
-        except nats.errors.Error as exc:  # a node lost, a leader being elected: try again
-            self.stats.fetch_errors += 1
-            log.warning("fetch failed (%r); retrying", exc)
-            await asyncio.sleep(0.2)
-            return []
+    async def _fetch(self, feed: PullFeed) -> list[Msg]:
+        """The next batch (the feed raises ConsumerGone, an APIError, when the server says
+        the consumer was deleted); [] after a second without messages."""
+        unavailable = feed.unavailable
+        msgs = await feed.take(timeout_s=1.0)
+        if feed.unavailable > unavailable:  # a node lost, a leader being elected: it retries
+            self.stats.fetch_errors += feed.unavailable - unavailable
+            log.warning("the cluster did not serve %d pull requests; retrying",
+                        feed.unavailable - unavailable)  # fmt: skip
+        if msgs:
+            return msgs
+        # Nothing waiting, or no consumer any more: a deleted one may just stay silent.
+        if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
+            self._checked = time.monotonic()
+            try:
+                await self._js.consumer_info(self.stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                raise
+            except nats.errors.Error:
+                pass  # the cluster is busy: look again later
+        return []
 
     async def handle(self, nc: NATS, msgs: list[Msg]) -> None:
         """Gate, store, answer the stations, then acknowledge (held messages go back)."""
