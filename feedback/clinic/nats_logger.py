@@ -210,6 +210,7 @@ class NatsLogger:
         durable: str = DURABLE,
         clinic: str = "*",
         batch: int = MAX_BATCH,
+        ahead: int = AHEAD,
         ack_wait_s: float = ACK_WAIT_S,
         create_stream: bool = True,
         replicas: int = 3,
@@ -222,6 +223,7 @@ class NatsLogger:
         self.durable = durable
         self.clinic = clinic
         self.batch = batch
+        self.ahead = ahead
         self.ack_wait_s = ack_wait_s
         self.create_stream = create_stream
         self.replicas = replicas
@@ -232,6 +234,7 @@ class NatsLogger:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
+        self._feed: PullFeed | None = None
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -265,8 +268,9 @@ class NatsLogger:
             self.stats.connects += 1
             while True:
                 await self._bind(js)
-                feed = PullFeed(nc, self.stream, self.durable, batch=self.batch, ahead=AHEAD)
+                feed = PullFeed(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
                 await feed.start()
+                self._feed = feed
                 self.connected.set()
                 log.info("pulling %s/%s from %s", self.stream, self.durable,
                          ",".join(self.servers))  # fmt: skip
@@ -339,6 +343,8 @@ class NatsLogger:
         self.stats.received += len(msgs)
         self.stats.batches += 1
         gated = await self._gate(msgs)
+        if gated.hold and self._feed is not None:
+            self._feed.shared()
         if gated.store:
             await self.store_then_ack(nc, gated.store)
         # What waits for a predecessor another instance is committing: look again a few times
@@ -445,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", default=STREAM, help=f"JetStream stream (default {STREAM})")
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
+    p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
+                   help="batches requested ahead of the one being stored (at least 1)")  # fmt: skip
     p.add_argument("--ack-wait", type=float, default=ACK_WAIT_S, metavar="S",
                    help="seconds before another instance gets what one did not ack")  # fmt: skip
     p.add_argument("--replicas", type=int, default=3, help="replicas of a stream it creates")
@@ -474,6 +482,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         durable=args.durable,
         clinic=args.clinic,
         batch=args.batch,
+        ahead=max(1, args.ahead),
         ack_wait_s=args.ack_wait,
         create_stream=not args.no_create_stream,
         replicas=args.replicas,

@@ -36,6 +36,7 @@ PENDING = "Nats-Pending-Messages"
 LINGER_S = 0.005  # once some messages are here: how long to wait for the rest of a batch
 LOST_REQUEST_GRACE_S = 2.0
 RETRY_S = 0.2  # after a request the cluster could not serve (an election): before the next
+SHARED_S = 5.0  # after the logger met another instance's sessions: no reading ahead this long
 
 
 class ConsumerGone(nats.js.errors.APIError):
@@ -67,6 +68,7 @@ class PullFeed:
         self._owed = 0  # messages the request in flight may still deliver
         self._asked_at = 0.0  # monotonic time the request in flight was sent (0: none)
         self._pause_until = 0.0  # monotonic: no request before it
+        self._shared_until = 0.0  # monotonic: until then, ask only when the buffer is empty
         self._gone: str | None = None  # why the consumer is gone, raised by `take`
 
     async def start(self) -> None:
@@ -82,6 +84,15 @@ class PullFeed:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def shared(self) -> None:
+        """Another instance pulls the same sessions (the order gate held some of this batch):
+        stop reading ahead for SHARED_S. With requests always waiting on both sides the server
+        deals the stream out between them a few messages at a time, so every batch of each
+        would wait for the other's; asked only when needed, each gets a run of the stream, and
+        the instances take turns batch by batch (two PostgreSQL loggers, 20k messages of 50
+        sessions: 1.0k msg/s reading ahead, 2.7k without)."""
+        self._shared_until = time.monotonic() + SHARED_S
 
     async def take(self, timeout_s: float) -> list[Msg]:
         """Up to `batch` messages, in delivery order: as soon as a batch is buffered, or once
@@ -111,7 +122,8 @@ class PullFeed:
                 break  # nothing more came while lingering: the stream is drained for now
         out = self._buffer[: self.batch]
         del self._buffer[: self.batch]
-        await self._ask()  # the next batch comes while this one is stored
+        if time.monotonic() >= self._shared_until:
+            await self._ask()  # the next batch comes while this one is stored
         return out
 
     async def _ask(self) -> None:
@@ -120,7 +132,8 @@ class PullFeed:
             self._ended()  # its end never came (lost with a connection, or a node)
         if self._asked_at or now < self._pause_until:
             return
-        if len(self._buffer) >= self.ahead * self.batch:
+        ahead = self.ahead if now >= self._shared_until else 0
+        if len(self._buffer) > max(ahead * self.batch - 1, 0):
             return
         request = {"batch": self.batch, "expires": int(self.expires_s * 1e9)}
         try:
