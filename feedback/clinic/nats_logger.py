@@ -23,6 +23,9 @@ subjects, so a node can die without losing what it acknowledged.
   asks the station for what is missing below a held message (`resend`, as the MQTT logger does).
 - Receipts and resend requests go out on core NATS subjects, which the MQTT gateway hands to
   the station's subscription on `.../receipt`.
+- Read ahead (feedback/clinic/nats_pull.py): the next batch (`--ahead` batches at most) is
+  requested while one is stored; not while the order gate finds another instance on the same
+  sessions, which read-ahead would only make wait for each other more.
 """
 
 from __future__ import annotations
