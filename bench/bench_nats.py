@@ -48,12 +48,25 @@ async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
         node = cluster.nodes[k % len(cluster.nodes)]
         topics = Topics("bench", f"st-{k:03d}")
         numberer = MessageNumberer(f"S-nbench-{k:03d}-{secrets.token_hex(2)}")
-        async with aiomqtt.Client(
-            "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=60
-        ) as c:
-            for i in range(per_station):
-                leaf, body = _station_message(numberer, i)
-                await c.publish(f"{topics.base}/{leaf}", encode(body), qos=1)
+        messages = [_station_message(numberer, i) for i in range(per_station)]
+        sent = 0
+        for attempt in range(5):
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=60
+                ) as c:
+                    while sent < per_station:
+                        leaf, body = messages[sent]
+                        await c.publish(f"{topics.base}/{leaf}", encode(body), qos=1)
+                        sent += 1
+                return per_station
+            except aiomqtt.MqttError:
+                # The gateway refuses connections while it creates its own streams (the first
+                # clients after a cluster's start, on a loaded machine): connect again. A
+                # message whose PUBACK was lost is sent again; the logger drops the copy.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(1.0)
         return per_station
 
     t0 = time.perf_counter()

@@ -23,6 +23,9 @@ subjects, so a node can die without losing what it acknowledged.
   asks the station for what is missing below a held message (`resend`, as the MQTT logger does).
 - Receipts and resend requests go out on core NATS subjects, which the MQTT gateway hands to
   the station's subscription on `.../receipt`.
+- Read ahead (feedback/clinic/nats_pull.py): the next batch (`--ahead` batches at most) is
+  requested while one is stored; not while the order gate finds another instance on the same
+  sessions, which read-ahead would only make wait for each other more.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from devices.backoff import Backoff
 from feedback.clinic.metrics import NatsLoggerMetrics
+from feedback.clinic.nats_pull import PullFeed
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
 from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
 from feedback.clinic.store import (
@@ -65,6 +69,7 @@ log = logging.getLogger("feedback.clinic.nats_logger")
 STREAM = "VMF"
 DURABLE = "vmf-loggers"
 MAX_BATCH = 500
+AHEAD = 2  # batches requested ahead of the one being stored (nats_pull.py)
 ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to another after it
 MAX_ACK_PENDING = 20_000
 HOLD_S = 0.2  # how long a message held by the order gate stays with the stream before it returns
@@ -208,6 +213,7 @@ class NatsLogger:
         durable: str = DURABLE,
         clinic: str = "*",
         batch: int = MAX_BATCH,
+        ahead: int = AHEAD,
         ack_wait_s: float = ACK_WAIT_S,
         create_stream: bool = True,
         replicas: int = 3,
@@ -220,6 +226,7 @@ class NatsLogger:
         self.durable = durable
         self.clinic = clinic
         self.batch = batch
+        self.ahead = ahead
         self.ack_wait_s = ack_wait_s
         self.create_stream = create_stream
         self.replicas = replicas
@@ -230,6 +237,7 @@ class NatsLogger:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
+        self._feed: PullFeed | None = None
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -262,13 +270,16 @@ class NatsLogger:
             js = self._js = nc.jetstream(timeout=5.0)
             self.stats.connects += 1
             while True:
-                sub = await self._bind(js)
+                await self._bind(js)
+                feed = PullFeed(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
+                await feed.start()
+                self._feed = feed
                 self.connected.set()
                 log.info("pulling %s/%s from %s", self.stream, self.durable,
                          ",".join(self.servers))  # fmt: skip
                 try:
                     while True:
-                        msgs = await self._fetch(sub)
+                        msgs = await self._fetch(feed)
                         if msgs:
                             await self.handle(nc, msgs)
                 except nats.js.errors.APIError as exc:
@@ -276,8 +287,9 @@ class NatsLogger:
                     # starts at the stream's first message; the store drops what it has.
                     log.warning("consumer lost (%r); binding again", exc)
                     self.stats.rebinds += 1
+                finally:
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                        await feed.close()
         finally:
             self.connected.clear()
             with contextlib.suppress(Exception):
@@ -287,7 +299,7 @@ class NatsLogger:
         self.stats.connects += 1
         log.warning("reconnected to the NATS cluster")
 
-    async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    async def _bind(self, js: JetStreamContext) -> None:
         """The stream and the durable consumer, created when missing; retried while the
         cluster elects its leaders (seconds after a start or a node's loss)."""
         delay = 0.2
@@ -301,39 +313,41 @@ class NatsLogger:
                     config = consumer_config(self.durable, self.ack_wait_s)
                     with contextlib.suppress(nats.js.errors.BadRequestError):  # a race
                         await js.add_consumer(self.stream, config)
-                return await js.pull_subscribe_bind(self.durable, self.stream)
+                return
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("stream or consumer not ready (%r); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        try:
-            return await sub.fetch(self.batch, timeout=1.0)
-        except (TimeoutError, nats.errors.TimeoutError):
-            # Nothing waiting, or no consumer any more: a deleted one just stays silent.
-            if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
-                self._checked = time.monotonic()
-                try:
-                    await self._js.consumer_info(self.stream, self.durable)
-                except nats.js.errors.NotFoundError:
-                    raise
-                except nats.errors.Error:
-                    pass  # the cluster is busy: look again later
-            return []
-        except nats.js.errors.APIError:
-            raise  # the consumer or the stream was deleted: bind again
-        except nats.errors.Error as exc:  # a node lost, a leader being elected: try again
-            self.stats.fetch_errors += 1
-            log.warning("fetch failed (%r); retrying", exc)
-            await asyncio.sleep(0.2)
-            return []
+    async def _fetch(self, feed: PullFeed) -> list[Msg]:
+        """The next batch (the feed raises ConsumerGone, an APIError, when the server says
+        the consumer was deleted); [] after a second without messages."""
+        unavailable = feed.unavailable
+        msgs = await feed.take(timeout_s=1.0)
+        if feed.unavailable > unavailable:  # a node lost, a leader being elected: it retries
+            self.stats.fetch_errors += feed.unavailable - unavailable
+            log.warning("the cluster did not serve %d pull requests; retrying",
+                        feed.unavailable - unavailable)  # fmt: skip
+        if msgs:
+            return msgs
+        # Nothing waiting, or no consumer any more: a deleted one may just stay silent.
+        if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
+            self._checked = time.monotonic()
+            try:
+                await self._js.consumer_info(self.stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                raise
+            except nats.errors.Error:
+                pass  # the cluster is busy: look again later
+        return []
 
     async def handle(self, nc: NATS, msgs: list[Msg]) -> None:
         """Gate, store, answer the stations, then acknowledge (held messages go back)."""
         self.stats.received += len(msgs)
         self.stats.batches += 1
         gated = await self._gate(msgs)
+        if gated.hold and self._feed is not None:
+            self._feed.shared()
         if gated.store:
             await self.store_then_ack(nc, gated.store)
         # What waits for a predecessor another instance is committing: look again a few times
@@ -440,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", default=STREAM, help=f"JetStream stream (default {STREAM})")
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
+    p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
+                   help="batches requested ahead of the one being stored (at least 1)")  # fmt: skip
     p.add_argument("--ack-wait", type=float, default=ACK_WAIT_S, metavar="S",
                    help="seconds before another instance gets what one did not ack")  # fmt: skip
     p.add_argument("--replicas", type=int, default=3, help="replicas of a stream it creates")
@@ -469,6 +485,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         durable=args.durable,
         clinic=args.clinic,
         batch=args.batch,
+        ahead=max(1, args.ahead),
         ack_wait_s=args.ack_wait,
         create_stream=not args.no_create_stream,
         replicas=args.replicas,

@@ -119,11 +119,11 @@ def _reason_name(rc: int) -> str:
         return ""
 
 
-async def _subscribe_or_fail(client: aiomqtt.Client, topic: str) -> None:
-    """Subscribe at QoS 1; a refusal in the SUBACK (0x80 or above) is a failed connection.
-    A broker may refuse for a while (NATS, while its cluster elects a leader after a node's
-    loss): unnoticed, the station would never hear its receipts or commands again."""
-    granted = await client.subscribe(topic, qos=1)
+async def _subscribe_or_fail(client: aiomqtt.Client, topic: str, qos: int = 1) -> None:
+    """Subscribe; a refusal in the SUBACK (0x80 or above) is a failed connection. A broker may
+    refuse for a while (NATS, while its cluster elects a leader after a node's loss):
+    unnoticed, the station would never hear its receipts or commands again."""
+    granted = await client.subscribe(topic, qos=qos)
     if any((rc if isinstance(rc, int) else rc.value) >= 0x80 for rc in granted):
         raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
 
@@ -300,7 +300,14 @@ class MqttPublisher:
         if self.on_command is not None:
             await _subscribe_or_fail(client, self.topics.cmd)
         if self.receipts:
-            await _subscribe_or_fail(client, self.receipt_topic)
+            # QoS 0: a receipt lost with the connection is made good by the rewind on the next
+            # one (and a lost one by the probe), so QoS 1 on a clean session buys nothing here,
+            # and on the NATS MQTT gateway it costs a replicated JetStream consumer per
+            # connection, whose creation after a node's loss outlasts the gateway's 4 s timeout
+            # and makes it refuse the subscription, connection after connection, for seconds to
+            # minutes. At QoS 0 the gateway serves it from a plain subscription (the NATS
+            # logger's receipts are core NATS messages, delivered at QoS 0 whatever one asks).
+            await _subscribe_or_fail(client, self.receipt_topic, qos=0)
 
     async def _estop_connection(self) -> None:
         """Only `.../cmd/estop`, on a connection of its own (no will: the main one has it)."""

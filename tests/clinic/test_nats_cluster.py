@@ -163,11 +163,20 @@ async def start_logger(
 
 @contextlib.asynccontextmanager
 async def stations(
-    url: str, count: int, per_station: int, *, receipts: bool, period_s: float = 0.02
+    url: str,
+    count: int,
+    per_station: int,
+    *,
+    receipts: bool,
+    period_s: float = 0.02,
+    tail_after: asyncio.Event | None = None,
+    tail: int = 0,
 ) -> AsyncIterator[tuple[list[MqttPublisher], asyncio.Task[Any]]]:
     """`count` stations, each publishing `per_station` session messages (cues, reps, gaps),
-    one every `period_s`, through the MQTT front. The publishers ask for MQTT 5 first, as a
-    station does with an external broker; NATS refuses it and they fall back to 3.1.1."""
+    one every `period_s`, through the MQTT front; the last `tail` of them not before
+    `tail_after` is set, so that a slow machine cannot end the load before what a test does
+    mid-load. The publishers ask for MQTT 5 first, as a station does with an external broker;
+    NATS refuses it and they fall back to 3.1.1."""
     pubs, runners = [], []
     for k in range(count):
         topics = Topics(CLINIC, f"st-{k:02d}")
@@ -181,6 +190,8 @@ async def stations(
         while not pub.connected:  # the load starts once the station is in
             await asyncio.sleep(0.05)
         for i in range(per_station):
+            if i == per_station - tail and tail_after is not None:
+                await tail_after.wait()
             leaf, body = station_message(n, i)
             pub.publish(f"{pub.topics.base}/{leaf}", body)
             await asyncio.sleep(period_s)
@@ -314,10 +325,13 @@ async def test_kill_9_a_node_and_a_logger_mid_load_stores_each_message_once_in_o
     n_stations, per_station = 12, 240
     a = await start_logger(nats_cluster, db_url, "a")
     b = await start_logger(nats_cluster, db_url, "b")
+    killed = asyncio.Event()  # the last 60 messages of each station wait for both kills
     try:
         async with (
             MqttFront(nats_cluster) as front,
-            stations(front.url, n_stations, per_station, receipts=True) as (pubs, feeding),
+            stations(
+                front.url, n_stations, per_station, receipts=True, tail_after=killed, tail=60
+            ) as (pubs, feeding),
         ):
             await wait_until(lambda: all(p.connected for p in pubs), 20, "stations connected")
             assert not any(p.mqtt5 for p in pubs)  # fell back to MQTT 3.1.1
@@ -327,6 +341,7 @@ async def test_kill_9_a_node_and_a_logger_mid_load_stores_each_message_once_in_o
             leader = await stream_leader(nats_cluster)
             node = next(n for n in nats_cluster.nodes if n.name == leader)
             node.kill9()
+            killed.set()
             assert not feeding.done(), "the load ended before the kills: make it longer"
             await asyncio.wait_for(feeding, 60)
             try:
@@ -379,6 +394,54 @@ async def test_a_logger_killed_mid_batch_loses_nothing_unless_it_acks_before_com
             check_exactly_once_in_order(db_url, n_stations, per_station)
     finally:
         await logger.stop()
+
+
+async def test_a_station_s_receipt_subscription_needs_no_jetstream_consumer(
+    nats_cluster: NatsCluster,
+) -> None:
+    """On the NATS MQTT gateway a QoS 1 subscription is a durable consumer on `$MQTT_msgs`,
+    replicated like the stream; after a node's loss its creation can outlast the gateway's 4 s
+    timeout, and the SUBACK refuses it (0x80), connection after connection: what made the kill
+    -9 test above fail now and then (stations refused their receipts for over its 90 s). The
+    station's receipt subscription must need none, and still hear the NATS logger's receipts.
+    The control: a QoS 1 subscription to the same topic does create one."""
+    import aiomqtt
+
+    from feedback.outputs.receipts import Receipt, encode_receipt
+
+    node = nats_cluster.nodes[0]
+    pub = MqttPublisher(node.mqtt_url, Topics(CLINIC, "st-q"), client_id="st-q", receipts=True)
+    running = asyncio.create_task(pub.run())
+    nc = await nats.connect(servers=nats_cluster.urls)
+    receipt_subject = subject_of(pub.receipt_topic)
+
+    async def consumers_on_receipts() -> int:
+        infos = await nc.jetstream().consumers_info("$MQTT_msgs")
+        return sum(1 for i in infos if (i.config.filter_subject or "").endswith(receipt_subject))
+
+    try:
+        await wait_until(lambda: pub.connected, 20, "the station connected")
+        for _ in range(200):  # the subscription is up once a receipt comes through
+            await nc.publish(receipt_subject, encode_receipt(Receipt("S-q", 0)))
+            await asyncio.sleep(0.1)
+            if pub.stats.receipts:
+                break
+        assert pub.stats.receipts, "the station never heard a receipt published on core NATS"
+        async with aiomqtt.Client("127.0.0.1", node.mqtt_port, identifier="qos1") as control:
+            await control.subscribe(pub.receipt_topic, qos=1)
+            # The consumer list lags the SUBACK; once the control's consumer shows, one the
+            # station's earlier subscription had made would show too.
+            found = 0
+            for _ in range(100):
+                if (found := await consumers_on_receipts()) >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert found == 1, f"{found} consumers: the station's subscription made one"
+    finally:
+        await nc.close()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 # --- the deploy/ files -------------------------------------------------------------------------
