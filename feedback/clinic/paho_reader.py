@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import MQTTErrorCode
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 
 PUBLISH, PUBACK = 0x30, 0x40
 READ_BYTES = 256 * 1024  # one recv: about 800 logger messages
@@ -165,7 +165,7 @@ class BatchReadingClient(mqtt.Client):
         }
         try:
             rc = self._packet_handle()
-        except mqtt.MalformedPacket:
+        except MalformedPacket:
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
         self._in_packet = {
             "command": 0,
