@@ -1,12 +1,13 @@
 """The clinic logger with its CPU accounted per thread (`bench.loadtest --profile DIR`).
 
-python -m bench.profiled_logger DIR [cprofile] -- <logger arguments>
+python -m bench.profiled_logger DIR [cprofile|stages] -- <logger arguments>
 
 At exit it writes DIR/threads-<pid>.json: CPU seconds of each thread by its Python name (paho's
 network thread, the asyncio loop, the executor threads that run the store and the intake's
 `take`), read from /proc when each thread ends. With `cprofile`, each thread also runs under
 cProfile (DIR/<thread>-<pid>.prof): it slows the Python parts, so its split is relative; the
-thread CPU seconds of a run without it are the ones to quote.
+thread CPU seconds of a run without it are the ones to quote. With `stages`, the CPU time of
+the store's phases and the intake's calls is added up too (`stage:...`, thread CPU time).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ _lock = threading.Lock()
 
 
 def thread_cpu_s(native_id: int) -> float:
-    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # schedstat: nanoseconds on the CPU (stat's clock ticks round a short thread to 0)
+    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
 
 
 def _record(name: str) -> None:
@@ -43,9 +44,44 @@ def _record(name: str) -> None:
         _cpu[key] = _cpu.get(key, 0.0) + used
 
 
+def _count_stages() -> None:
+    """CPU seconds spent inside the steps the executor threads run (stage counters)."""
+    import time
+
+    from feedback.clinic import intake, logger, metrics, store, validation
+
+    def counted(owner: Any, name: str, stage: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                with _lock:
+                    _cpu[stage] = _cpu.get(stage, 0.0) + time.thread_time() - t0
+
+        setattr(owner, name, wrapper if not isinstance(inner, staticmethod) else inner)
+
+    counted(store.ClinicStore, "ingest", "stage:store.ingest")
+    counted(store.ClinicStore, "_check", "stage:store.check (validation)")
+    counted(store.ClinicStore, "_fold_live", "stage:store.fold_live")
+    counted(store.ClinicStore, "_claim_all", "stage:store.claim_all")
+    counted(store.ClinicStore, "_deliveries", "stage:store.deliveries")
+    counted(intake.PahoIntake, "take", "stage:intake.take")
+    counted(intake.PahoIntake, "ack", "stage:intake.ack")
+    counted(logger.ClinicLogger, "_answer", "stage:logger.answer (receipts)")
+    counted(logger.ClinicLogger, "_handle", "stage:logger.handle (main thread)")
+    counted(metrics.LoggerMetrics, "batch", "stage:metrics.batch")
+    counted(metrics.LoggerMetrics, "collect", "stage:metrics.collect (scrapes)")
+    del validation
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     profile = sys.argv[2] == "cprofile"
+    if sys.argv[2] == "stages":
+        _count_stages()
     args = sys.argv[sys.argv.index("--") + 1 :]
     out.mkdir(parents=True, exist_ok=True)
     run = threading.Thread.run
