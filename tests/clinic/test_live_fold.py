@@ -82,7 +82,8 @@ def body(msg_id: int, t: float, rng: random.Random) -> dict[str, Any]:
     pct = {ch: rng.uniform(0, 100) for ch in rng.sample(["VM", "VL", "RF"], 2)}
     return {"msg_id": msg_id, "t": t, "index": msg_id * 100 + rng.randrange(3),
             "vm_vl_ratio": rng.choice([None, rng.uniform(0.5, 2)]),
-            "phase": rng.choice(["work", "rest"]), "reps": msg_id // 30, "pct_mvc": pct}  # fmt: skip
+            "phase": rng.choice(["work", "rest"]), "reps": msg_id // 30,
+            "pct_mvc": pct}  # fmt: skip
 
 
 def fold_all(merge: Merge, seed: int) -> tuple[list[tuple[Any, ...]], list[str | None]]:
