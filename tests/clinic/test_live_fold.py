@@ -91,8 +91,8 @@ def fold_all(merge: Merge, seed: int) -> tuple[list[tuple[Any, ...]], list[str |
     t0 = 1_800_000_000.0
     sent = [body(i, t0 + i * 0.1 + rng.uniform(-0.05, 0.05), rng) for i in range(1, 120)]
     sent += [dict(rng.choice(sent)) for _ in range(25)]  # copies, some later
-    sent.append(body(200 + live_seconds.MAX_SPAN, t0 + 1.0, rng))  # too far for its second
     rng.shuffle(sent)
+    sent.append(body(200 + live_seconds.MAX_SPAN, t0 + 1.0, rng))  # too far for its second
     rows: dict[tuple[str, int], Second] = {}
     outcomes: list[str | None] = []
     cut = 0
