@@ -529,7 +529,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             peer = start_peer(broker.port, expected, persist=True)
             result["peer"] = finish_peer(peer, args.timeout)
             loggers = [
-                Logger(broker.port, db_url, str(i + 1), logs / f"logger-{i + 1}.log", args.profile)
+                Logger(
+                    broker.port,
+                    db_url,
+                    str(i + 1),
+                    logs / f"logger-{i + 1}.log",
+                    getattr(args, "profile", ""),
+                )
                 for i in range(args.loggers)
             ]
         snap = lambda: cpu_snapshot(broker, loggers)  # noqa: E731
