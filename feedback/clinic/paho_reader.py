@@ -64,7 +64,8 @@ def split_publish(header: int, body: bytes) -> tuple[bytes, bytes, int, int]:
 
 def _varint(buf: bytes | bytearray, p: int, end: int) -> tuple[int, int]:
     """An MQTT variable byte integer at p: (value, position after it); MalformedPublish if it
-    is cut off or longer than 4 bytes. (-1, p) from `packet_length` means "not all here yet"."""
+    is longer than 4 bytes, or cut off at `end` (for a packet's length in a read buffer: not
+    all of it has arrived yet, which the caller tells apart)."""
     value, shift = 0, 0
     for i in range(p, min(end, p + 4)):
         b = buf[i]
