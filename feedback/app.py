@@ -150,6 +150,11 @@ async def run(
         )
         # Every helper is watched: one that dies is said at once (feedback/supervision.py).
         children = Supervisor(console=console, view=view, event=session.log_event)
+        # A cancelled station (Ctrl-C twice, a test's teardown) must not leave its outputs'
+        # tasks running after the store and the outbox they write to are closed: they would
+        # fail, be restarted and keep a broker connection open in a loop nobody watches. The
+        # stack closes in reverse, so this runs before the outbox and the store close.
+        stack.push_async_callback(children.close)
         # Each output's own I/O task is watched. The publisher and the session log keep their
         # state outside the task (the outbox, the queue), so a restart loses nothing; the
         # recorder's files would not survive one (`restartable` says which is which).
