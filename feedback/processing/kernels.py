@@ -1,0 +1,253 @@
+"""Compiled per-block kernels (numba) for the chain, the signal quality and the debounce.
+
+Each kernel runs one block over all channels in one call, with the state carried between
+blocks in the arrays the numpy path keeps (the SOS `zi` per channel, the moving-RMS history,
+the quality's run counters), and computes every value with the operations of that path in the
+same order, so the results are the same to the bit:
+
+- the SOS cascade is scipy's `_sosfilt` (direct form II transposed, section after section);
+- a moving sum is numpy's pairwise summation (`_pairwise_sum`: what `np.add.reduce` does
+  along a contiguous axis of up to 128 values, and halves above that);
+- no fast-math, so LLVM contracts nothing into fused multiply-adds.
+
+numba is imported here only: `feedback.processing.fused` loads this module on first use, so
+neither `run_feedback.py --help` nor a caller that only designs filters pays for it. Every
+function is compiled once per machine and cached on disk (`cache=True`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# numpy's PW_BLOCKSIZE: up to this many values are summed with eight accumulators.
+PAIRWISE_BLOCK = 128
+
+_jit = njit(cache=True, nogil=True)
+
+
+@_jit  # type: ignore[misc]
+def _pairwise(a: Any, lo: int, n: int) -> float:
+    """numpy's pairwise sum of a[lo:lo + n] (loops_utils.h.src), operation for operation."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= PAIRWISE_BLOCK:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        stop = n - n % 8
+        while i < stop:
+            j = lo + i
+            r0 += a[j]
+            r1 += a[j + 1]
+            r2 += a[j + 2]
+            r3 += a[j + 3]
+            r4 += a[j + 4]
+            r5 += a[j + 5]
+            r6 += a[j + 6]
+            r7 += a[j + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise(a, lo, half) + _pairwise(a, lo + half, n - half)  # type: ignore[no-any-return]
+
+
+@_jit  # type: ignore[misc]
+def _section_step(sos: Any, state: Any, row: int, cur: float) -> float:
+    """One sample through the cascade of `row` (state (rows, sections, 2), edited)."""
+    for s in range(sos.shape[0]):
+        new = sos[s, 0] * cur + state[row, s, 0]
+        state[row, s, 0] = sos[s, 1] * cur - sos[s, 4] * new + state[row, s, 1]
+        state[row, s, 1] = sos[s, 2] * cur - sos[s, 5] * new
+        cur = new
+    return cur
+
+
+@_jit  # type: ignore[misc]
+def cascade(sos: Any, y: Any, state: Any) -> None:
+    """scipy's `_sosfilt` on (rows, n) float64 `y` in place."""
+    for p in range(y.shape[0]):
+        for i in range(y.shape[1]):
+            y[p, i] = _section_step(sos, state, p, y[p, i])
+
+
+@_jit  # type: ignore[misc]
+def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
+    """100 · max(envelope − rest, 0) / span, as the numpy path computes it (NaN kept)."""
+    for p in range(envelope.shape[0]):
+        for i in range(envelope.shape[1]):
+            d = envelope[p, i] - rest[p]
+            if d < 0.0:
+                d = 0.0
+            d *= 100.0
+            pct[p, i] = d / span[p]
+
+
+@_jit  # type: ignore[misc]
+def chain_rms(raw: Any, sos: Any, state: Any, history: Any, rest: Any, span: Any) -> Any:
+    """Band-pass, moving RMS over `history.shape[1] + 1` samples (the squares of the last
+    ones carried in `history`), % MVC. Returns (filtered, envelope, pct)."""
+    rows, n = raw.shape
+    filtered = np.empty((rows, n))
+    for p in range(rows):
+        for i in range(n):
+            filtered[p, i] = raw[p, i]
+    cascade(sos, filtered, state)
+    keep = history.shape[1]
+    width = keep + 1
+    ext = np.empty(keep + n)
+    envelope = np.empty((rows, n))
+    for p in range(rows):
+        for k in range(keep):
+            ext[k] = history[p, k]
+        for i in range(n):
+            v = filtered[p, i]
+            ext[keep + i] = v * v
+        for i in range(n):
+            envelope[p, i] = math.sqrt(_pairwise(ext, i, width) / width)
+        for k in range(keep):
+            history[p, k] = ext[n + k]
+    pct = np.empty((rows, n))
+    _percent(envelope, rest, span, pct)
+    return filtered, envelope, pct
+
+
+@_jit  # type: ignore[misc]
+def chain_lowpass(
+    raw: Any, sos: Any, state: Any, lp_sos: Any, lp_state: Any, rest: Any, span: Any
+) -> Any:
+    """Band-pass, low-passed rectified envelope (never below 0), % MVC."""
+    rows, n = raw.shape
+    filtered = np.empty((rows, n))
+    for p in range(rows):
+        for i in range(n):
+            filtered[p, i] = raw[p, i]
+    cascade(sos, filtered, state)
+    envelope = np.abs(filtered)
+    cascade(lp_sos, envelope, lp_state)
+    for p in range(rows):
+        for i in range(n):
+            if envelope[p, i] < 0.0:
+                envelope[p, i] = 0.0
+    pct = np.empty((rows, n))
+    _percent(envelope, rest, span, pct)
+    return filtered, envelope, pct
+
+
+@_jit  # type: ignore[misc]
+def quality_flags(
+    raw: Any,
+    filtered: Any,
+    filters: Any,
+    states: Any,
+    levels: Any,
+    counts: Any,
+    last_raw: Any,
+    same: Any,
+    since: Any,
+) -> Any:
+    """feedback.processing.quality.SignalQuality.process for one block; returns the held
+    flags, uint8 (rows, n).
+
+    filters = (mains sos or an empty one, LF sos, smoothing sos) and states their (rows,
+    sections, 2) states, the smoothing's for 3·rows (band, mains, LF powers);
+    levels = (clip, flat power, mains ratio², motion ratio², mains floor, motion floor);
+    counts = (samples seen, warm-up, flat run, hold); last_raw, same, since: carried."""
+    mains_sos, lf_sos, smooth_sos = filters
+    mains_state, lf_state, smooth_state = states
+    clip, flat_p, mains_r, motion_r, mains_floor, motion_floor = levels
+    seen, warmup, flat_run, hold = counts
+    rows, n = raw.shape
+    out = np.zeros((rows, n), dtype=np.uint8)
+    has_mains = mains_sos.shape[0] > 0
+    for p in range(rows):
+        prev = last_raw[p]
+        run = same[p]
+        s0, s1, s2, s3 = since[0, p], since[1, p], since[2, p], since[3, p]
+        for i in range(n):
+            x = raw[p, i]
+            r = np.float64(x)
+            clipped = abs(r) >= clip
+            m = _section_step(mains_sos, mains_state, p, r) if has_mains else 0.0
+            lf = _section_step(lf_sos, lf_state, p, r)
+            b = filtered[p, i]
+            band_p = _section_step(smooth_sos, smooth_state, p, b * b)
+            mains_p = _section_step(smooth_sos, smooth_state, rows + p, m * m)
+            lf_p = _section_step(smooth_sos, smooth_state, 2 * rows + p, lf * lf)
+            flat = band_p < flat_p
+            limit = mains_r * band_p
+            if limit < mains_floor:  # np.maximum: NaN stays NaN
+                limit = mains_floor
+            mains = mains_p >= limit
+            limit = motion_r * band_p
+            if limit < motion_floor:
+                limit = motion_floor
+            motion = lf_p >= limit
+            if seen + i < warmup:
+                flat = mains = motion = False
+            run = run + 1 if r == prev else 0
+            prev = r
+            if run >= flat_run:
+                flat = True
+            s0 = 0 if flat else s0 + 1
+            s1 = 0 if clipped else s1 + 1
+            s2 = 0 if mains else s2 + 1
+            s3 = 0 if motion else s3 + 1
+            f = 0
+            if s0 <= hold:
+                f |= 1
+            if s1 <= hold:
+                f |= 2
+            if s2 <= hold:
+                f |= 4
+            if s3 <= hold:
+                f |= 8
+            out[p, i] = f
+        if n:
+            last_raw[p] = prev
+        same[p] = run
+        since[0, p], since[1, p], since[2, p], since[3, p] = s0, s1, s2, s3
+    return out
+
+
+@_jit  # type: ignore[misc]
+def debounce(
+    x: Any, on: Any, off: Any, n_on: int, n_off: int, state: Any, run_on: Any, run_off: Any
+) -> Any:
+    """feedback.processing.activation.debounce(x >= on, x < off, ...) per row, sample by
+    sample: the runs (edited in place) and the switch; returns (out, new state, switched).
+    The state array given is not edited (callers compare with it)."""
+    rows, n = x.shape
+    out = np.empty((rows, n), dtype=np.bool_)
+    new = state.copy()
+    switched = False
+    reach_on, reach_off = max(n_on, 1), max(n_off, 1)
+    for p in range(rows):
+        s = new[p]
+        a, b = run_on[p], run_off[p]
+        hi, lo = on[p], off[p]
+        for i in range(n):
+            v = x[p, i]
+            a = a + 1 if v >= hi else 0
+            b = b + 1 if v < lo else 0
+            if b == reach_off:  # (an off event wins, as in the numpy path)
+                s = False
+            elif a == reach_on:
+                s = True
+            out[p, i] = s
+        if s != state[p]:
+            switched = True
+        new[p] = s
+        run_on[p], run_off[p] = a, b
+    return out, new, switched
