@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 
 from config.settings import ActivationSettings, CalibrationSettings
+from feedback.processing import fused
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,13 @@ class DebounceState:
             self._run_lists = (on.tolist(), off.tolist())
         on_list, off_list = self._run_lists
         return list(self._state_list), list(on_list), list(off_list)
+
+    def run_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """run_on and run_off as the arrays kept, for a caller that edits them in place (the
+        compiled switch, feedback.processing.kernels): the lists are dropped."""
+        runs = self._arrays()
+        self._run_lists = None
+        return runs
 
     def set_runs(self, run_on: list[int], run_off: list[int]) -> None:
         """New runs as lists (kept; arrays made if read)."""
@@ -357,8 +365,10 @@ class BandDetector:
         min_on: int = 1,
         min_off: int = 1,
     ) -> None:
+        self._kernels = fused.kernels()
         self.set_band(low_pct, high_pct, hysteresis_pct)
         self.min_on, self.min_off = min_on, min_off
+        self._reach = (max(min_on, 1), max(min_off, 1))
         # Row 0 the low edge, row 1 the high edge: one debounce call for both.
         self._edges = DebounceState.zeros(2)
 
@@ -368,8 +378,18 @@ class BandDetector:
         self.hysteresis_pct = hysteresis_pct
         lo, hi, h = low_pct, high_pct, hysteresis_pct
         self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
+        self._level_arrays = (np.array(self._levels[0]), np.array(self._levels[1]))
 
     def process(self, pct: np.ndarray) -> np.ndarray:
+        if self._kernels is not None:
+            edges = self._edges
+            zone, state, switched = self._kernels.band_zone(
+                pct, self._level_arrays, self._reach, edges.state, edges.run_arrays()
+            )
+            if switched:
+                edges.state = state
+            out: np.ndarray = zone
+            return out
         n = pct.shape[0]
         over = None
         if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
@@ -529,6 +549,8 @@ class ActivationDetector:
         self.on_level = np.full(c, np.inf)
         self.off_level = np.full(c, np.inf)
         self._carry = DebounceState.zeros(c)
+        self._kernels = fused.kernels()
+        self._reach = (self.n_on, self.n_off)
         self._quiet_hb = np.full(c, -1, dtype=np.int64)  # last sample below Hodges-Bui's level
         self._settle = 0
         self._restart = False
@@ -599,10 +621,11 @@ class ActivationDetector:
             # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
             on_lv.append(math.inf if math.isnan(on) else on)
             off_lv.append(math.inf if math.isnan(off) else off)
-        self._rest_col = np.array(rest_col)[:, None]
-        self._scale_col = np.array(scale_col)[:, None]
+        self._rest_row, self._scale_row = np.array(rest_col), np.array(scale_col)
+        self._rest_col, self._scale_col = self._rest_row[:, None], self._scale_row[:, None]
         self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
         self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._level_arrays = (self.on_level, self.off_level)
         self._levels = (on_lv, off_lv)  # the same, as lists for the per-block switch
         self._ready = all(math.isfinite(v) for v in on_lv)
 
@@ -679,13 +702,27 @@ class ActivationDetector:
         """Samples within one frame (levels fixed): the switch, the level, the edges, then
         learning from them (which may close the frame and move the levels)."""
         before = self._carry.state
-        if extremes is None:
-            extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
-        on, off = self._levels
-        state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
-        level = seg - self._rest_col
-        level *= self._scale_col
-        np.maximum(level, 0.0, out=level)
+        if self._kernels is not None:
+            carry = self._carry
+            state, level, new, switched = self._kernels.activation_switch(
+                seg,
+                self._level_arrays,
+                self._reach,
+                before,
+                carry.run_arrays(),
+                self._rest_row,
+                self._scale_row,
+            )
+            if switched:
+                carry.state = new
+        else:
+            if extremes is None:
+                extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
+            on, off = self._levels
+            state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
+            level = seg - self._rest_col
+            level *= self._scale_col
+            np.maximum(level, 0.0, out=level)
         events += self._edges(first, seg, hb, before, state)
         self._learn(seg, usable)
         return state, level

@@ -222,32 +222,74 @@ def quality_flags(
 
 
 @_jit  # type: ignore[misc]
-def debounce(
-    x: Any, on: Any, off: Any, n_on: int, n_off: int, state: Any, run_on: Any, run_off: Any
-) -> Any:
-    """feedback.processing.activation.debounce(x >= on, x < off, ...) per row, sample by
-    sample: the runs (edited in place) and the switch; returns (out, new state, switched).
-    The state array given is not edited (callers compare with it)."""
+def _switch_row(
+    x: Any, p: int, levels: Any, reach: Any, state: Any, runs: Any, out: Any, above: Any
+) -> None:
+    """One row of feedback.processing.activation.debounce(x >= on, x < off, ...), sample by
+    sample, levels = (on, off) and runs = (run_on, run_off) per row: the runs and `state`
+    edited in place; the switch into out[p], x >= on into above[p]."""
+    s = state[p]
+    on, off = levels[0][p], levels[1][p]
+    a, b = runs[0][p], runs[1][p]
+    for i in range(x.shape[1]):
+        v = x[p, i]
+        up = v >= on
+        a = a + 1 if up else 0
+        b = b + 1 if v < off else 0
+        if b == reach[1]:  # (an off event wins, as in the numpy path)
+            s = False
+        elif a == reach[0]:
+            s = True
+        out[p, i] = s
+        above[p, i] = up
+    state[p] = s
+    runs[0][p], runs[1][p] = a, b
+
+
+@_jit  # type: ignore[misc]
+def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
+    """The two-level switch with minimum times per row (levels = (on, off) arrays, reach =
+    (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays); returns (switch, x >= on, new state, switched). `state` is not edited (callers compare
+    with it); `runs` is."""
     rows, n = x.shape
     out = np.empty((rows, n), dtype=np.bool_)
+    above = np.empty((rows, n), dtype=np.bool_)
     new = state.copy()
-    switched = False
-    reach_on, reach_off = max(n_on, 1), max(n_off, 1)
     for p in range(rows):
-        s = new[p]
-        a, b = run_on[p], run_off[p]
-        hi, lo = on[p], off[p]
+        _switch_row(x, p, levels, reach, new, runs, out, above)
+    switched = False
+    for p in range(rows):
+        switched |= new[p] != state[p]
+    return out, above, new, switched
+
+
+@_jit  # type: ignore[misc]
+def activation_switch(
+    x: Any, levels: Any, reach: Any, state: Any, runs: Any, rest: Any, scale: Any
+) -> Any:
+    """`debounce` and the activation level max((x − rest) · scale, 0) per row, as
+    ActivationDetector._segment computes it; returns (switch, level, new state, switched)."""
+    out, _, new, switched = debounce(x, levels, reach, state, runs)
+    rows, n = x.shape
+    level = np.empty((rows, n))
+    for p in range(rows):
         for i in range(n):
-            v = x[p, i]
-            a = a + 1 if v >= hi else 0
-            b = b + 1 if v < lo else 0
-            if b == reach_off:  # (an off event wins, as in the numpy path)
-                s = False
-            elif a == reach_on:
-                s = True
-            out[p, i] = s
-        if s != state[p]:
-            switched = True
-        new[p] = s
-        run_on[p], run_off[p] = a, b
-    return out, new, switched
+            d = (x[p, i] - rest[p]) * scale[p]
+            level[p, i] = 0.0 if d < 0.0 else d
+    return out, level, new, switched
+
+
+@_jit  # type: ignore[misc]
+def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
+    """BandDetector.process: the low edge (row 0) and the high edge (row 1) switched on the
+    same % MVC; zone 0 below, 1 in band, 2 above. Returns (zone int8, new state, switched)."""
+    n = pct.shape[0]
+    x = np.empty((2, n))
+    for i in range(n):
+        x[0, i] = pct[i]
+        x[1, i] = pct[i]
+    over, _, new, switched = debounce(x, levels, reach, state, runs)
+    zone = np.empty(n, dtype=np.int8)
+    for i in range(n):
+        zone[i] = 2 if over[1, i] else (1 if over[0, i] else 0)
+    return zone, new, switched

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from config.settings import OnsetSettings
+from feedback.processing import fused
 from feedback.processing.activation import (
     DebounceState,
     OnsetBlock,
@@ -205,12 +206,15 @@ class OnsetDetector:
         self.n_on = max(1, round(settings.hold_ms * rate_hz / 1000.0))
         self.n_off = max(1, round(settings.min_off_ms * rate_hz / 1000.0))
         self._carry = DebounceState.zeros(len(channels))
+        self._kernels = fused.kernels()
+        self._reach = (self.n_on, self.n_off)
         self._window = max(1, round(settings.baseline_s * rate_hz))
         self._learning: _Baseline | None = _Baseline(self._window)
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
         self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
+        self._level_arrays = (self.on_threshold, self.off_threshold)
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
         if baseline is not None:
             self.use_baseline(*baseline)
@@ -230,6 +234,7 @@ class OnsetDetector:
         self.on_threshold = np.where(usable, mean + s.k_sd * sd, np.inf)
         self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
         self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
+        self._level_arrays = (self.on_threshold, self.off_threshold)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and
@@ -288,11 +293,18 @@ class OnsetDetector:
         if self.baseline is not None:
             before = self._carry.state  # replaced, never edited, by the debounce
             on, off, carry = self._levels[0], self._levels[1], self._carry
-            if extremes is None:
-                extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
-            state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
+            if self._kernels is not None:
+                state, above, new, switched = self._kernels.debounce(
+                    part, self._level_arrays, self._reach, before, carry.run_arrays()
+                )
+                if switched:
+                    carry.state = new
+            else:
+                if extremes is None:
+                    extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
+                state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
+                above = part >= self.on_threshold[:, None]
             events += self._edges(first, before, state)
-            above = part >= self.on_threshold[:, None]
         else:
             state, above = np.zeros(part.shape, dtype=bool), np.zeros(part.shape, dtype=bool)
         learning = self._learning
