@@ -30,37 +30,71 @@ _jit = njit(cache=True, nogil=True)
 
 
 @_jit  # type: ignore[misc]
-def _pairwise(a: Any, lo: int, n: int) -> float:
-    """numpy's pairwise sum of a[lo:lo + n] (loops_utils.h.src), operation for operation."""
+def _sliding_block(a: Any, off: int, n: int, count: int) -> Any:
+    """numpy's pairwise sum of a[off + i : off + i + n] for i in range(count), n at most
+    PAIRWISE_BLOCK (loops_utils.h.src: eight accumulators, or one below 8 values), each sum
+    with the same operations in the same order, for all windows at once: the inner loops run
+    along the windows, which LLVM vectorises."""
     if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[lo + i]
+        res = np.zeros(count)
+        for k in range(n):
+            for i in range(count):
+                res[i] += a[off + k + i]
         return res
     if n <= PAIRWISE_BLOCK:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
+        r = np.empty((8, count))
+        for j in range(8):
+            for i in range(count):
+                r[j, i] = a[off + j + i]
+        k = 8
         stop = n - n % 8
-        while i < stop:
-            j = lo + i
-            r0 += a[j]
-            r1 += a[j + 1]
-            r2 += a[j + 2]
-            r3 += a[j + 3]
-            r4 += a[j + 4]
-            r5 += a[j + 5]
-            r6 += a[j + 6]
-            r7 += a[j + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
+        while k < stop:
+            for j in range(8):
+                base = off + k + j
+                for i in range(count):
+                    r[j, i] += a[base + i]
+            k += 8
+        res = np.empty(count)
+        for i in range(count):
+            res[i] = ((r[0, i] + r[1, i]) + (r[2, i] + r[3, i])) + (
+                (r[4, i] + r[5, i]) + (r[6, i] + r[7, i])
+            )
+        while k < n:
+            for i in range(count):
+                res[i] += a[off + k + i]
+            k += 1
         return res
-    half = n // 2
-    half -= half % 8
-    return _pairwise(a, lo, half) + _pairwise(a, lo + half, n - half)  # type: ignore[no-any-return]
+
+
+@_jit  # type: ignore[misc]
+def _sliding_pairwise(a: Any, off: int, n: int, count: int) -> Any:
+    """numpy's pairwise sum of each window a[off + i : off + i + n], i < count: above
+    PAIRWISE_BLOCK values a sum is the sum of its two halves (the first a multiple of 8), the
+    same split whatever the start. The split tree is walked in post-order with explicit stacks
+    (a recursive jitted function does not load reliably from numba's cache)."""
+    if n <= PAIRWISE_BLOCK:
+        return _sliding_block(a, off, n, count)
+    todo = [(off, n, False)]
+    done = [np.empty(0)]
+    done.pop()
+    while todo:
+        start, length, split = todo.pop()
+        if length <= PAIRWISE_BLOCK:
+            done.append(_sliding_block(a, start, length, count))
+            continue
+        half = length // 2
+        half -= half % 8
+        if split:
+            right = done.pop()
+            left = done.pop()
+            for i in range(count):
+                left[i] += right[i]
+            done.append(left)
+        else:
+            todo.append((start, length, True))
+            todo.append((start + half, length - half, False))
+            todo.append((start, half, False))
+    return done[0]
 
 
 @_jit  # type: ignore[misc]
@@ -114,8 +148,9 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, rest: Any, span: Any
         for i in range(n):
             v = filtered[p, i]
             ext[keep + i] = v * v
+        sums = _sliding_pairwise(ext, 0, width, n)
         for i in range(n):
-            envelope[p, i] = math.sqrt(_pairwise(ext, i, width) / width)
+            envelope[p, i] = math.sqrt(sums[i] / width)
         for k in range(keep):
             history[p, k] = ext[n + k]
     pct = np.empty((rows, n))
@@ -293,3 +328,82 @@ def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     for i in range(n):
         zone[i] = 2 if over[1, i] else (1 if over[0, i] else 0)
     return zone, new, switched
+
+
+@_jit  # type: ignore[misc]
+def baseline_add(
+    x: Any, usable: Any, skip: int, stride: int, at: int, points: Any, ordered: Any
+) -> int:
+    """onset._Baseline.add: every `stride`-th sample of x from `skip` (NaN where `usable`,
+    when it has x's shape, is false) into points[:, at:], and each inserted into its row of
+    `ordered`, which stays sorted as np.sort sorts (NaN last): the window's end then needs no
+    sort. Returns the number of points taken per row."""
+    rows, n = x.shape
+    masked = usable.shape[0] == rows and usable.shape[1] == n
+    taken = 0
+    for p in range(rows):
+        k = at
+        for j in range(skip, n, stride):
+            v = x[p, j]
+            if masked and not usable[p, j]:
+                v = np.nan
+            points[p, k] = v
+            lo, hi = 0, k  # bisect_left over ordered[p, :k]; a NaN there compares greater
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if ordered[p, mid] < v:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if v != v:  # NaN sorts last
+                lo = k
+            for m in range(k, lo, -1):
+                ordered[p, m] = ordered[p, m - 1]
+            ordered[p, lo] = v
+            k += 1
+        taken = k - at
+    return taken
+
+
+@_jit  # type: ignore[misc]
+def baseline_stats(points: Any, ordered: Any, mad_to_sd: float, spreads: float) -> Any:
+    """onset._complete_mean_sd for a whole window given its points (arrival order) and the
+    same points sorted per row, to the bit: the median, the MAD as the narrowest run of mid + 1
+    sorted points around it, then the mean and SD of the points not above median + `spreads`
+    robust SDs (all of them when the spread is not positive), summed in arrival order with
+    numpy's pairwise sum. Returns (ok, mean, sd); ok is False when a row has a NaN (an
+    unusable sample: the numpy path decides)."""
+    rows, width = points.shape
+    mean = np.empty(rows)
+    sd = np.empty(rows)
+    mid = (width - 1) // 2
+    row = np.empty(width)
+    for p in range(rows):
+        if ordered[p, width - 1] != ordered[p, width - 1]:
+            return False, mean, sd
+    for p in range(rows):
+        level = ordered[p, mid]
+        best = np.inf
+        for lo in range(mid + 1):
+            low_end = level - ordered[p, lo]
+            high_end = ordered[p, lo + mid] - level
+            end = high_end if high_end > low_end else low_end  # np.maximum
+            if end < best:  # np.minimum.reduce (no NaN here)
+                best = end
+        spread = mad_to_sd * best
+        limit = level + spreads * spread
+        keep_all = not spread > 0
+        count = 0
+        for i in range(width):
+            kept = keep_all or points[p, i] <= limit
+            row[i] = points[p, i] if kept else 0.0
+            count += kept
+        count = max(count, 1)
+        m = _sliding_pairwise(row, 0, width, 1)[0] / count
+        for i in range(width):
+            v = points[p, i]
+            d = v - m
+            row[i] = d * d if keep_all or v <= limit else 0.0
+        mean[p] = m
+        sd[p] = math.sqrt(_sliding_pairwise(row, 0, width, 1)[0] / count)
+    return True, mean, sd

@@ -18,6 +18,8 @@ about the samples that are lost.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from config.settings import OnsetSettings
@@ -59,6 +61,7 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # sorts in a few microseconds, a whole window of 500 several times slower), so the window's
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
+_NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
 
 
 class _Baseline:
@@ -77,8 +80,11 @@ class _Baseline:
     figures are the classic mean and SD of Hodges and Bui.
     """
 
-    def __init__(self, needed: int) -> None:
+    def __init__(self, needed: int, kernels: ModuleType | None = None) -> None:
         self.needed = needed
+        # The compiled path keeps each row's points sorted as they arrive (one insertion per
+        # point), so the window's end sorts and merges nothing: no spike in that block.
+        self._kernels = kernels
         self.seen = 0
         # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
         # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
@@ -94,7 +100,13 @@ class _Baseline:
         if self._points is None:
             self._points = np.empty((x.shape[0], -(-self.needed // self.stride)))
             self._runs = np.empty(self._points.shape)
-        if n:
+        if n and self._kernels is not None:
+            at = -(-self.seen // self.stride)
+            mask = _NO_MASK if usable is None else usable
+            skip = -self.seen % self.stride
+            self._kernels.baseline_add(x, mask, skip, self.stride, at, self._points, self._runs)
+            self._last = x[:, n - 1].copy()
+        elif n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
             take = x[:, skip :: self.stride]
             if usable is not None:
@@ -136,7 +148,14 @@ class _Baseline:
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
-        if w.shape[1] == self._points.shape[1]:
+        if self._kernels is not None and w.shape[1] == self._points.shape[1]:
+            assert self._runs is not None  # (sorted as the points came)
+            ok, mean, sd = self._kernels.baseline_stats(
+                self._points, self._runs, MAD_TO_SD, OUTLIER_SPREADS
+            )
+            if ok:
+                return mean, sd
+        elif w.shape[1] == self._points.shape[1]:
             ordered = self._sorted()
             if not any_true(np.isnan(ordered[:, -1])):  # (NaN sorts last)
                 return _complete_mean_sd(w, ordered)
@@ -206,10 +225,10 @@ class OnsetDetector:
         self.n_on = max(1, round(settings.hold_ms * rate_hz / 1000.0))
         self.n_off = max(1, round(settings.min_off_ms * rate_hz / 1000.0))
         self._carry = DebounceState.zeros(len(channels))
-        self._kernels = fused.kernels()
         self._reach = (self.n_on, self.n_off)
         self._window = max(1, round(settings.baseline_s * rate_hz))
-        self._learning: _Baseline | None = _Baseline(self._window)
+        self._kernels = fused.kernels()
+        self._learning: _Baseline | None = _Baseline(self._window, self._kernels)
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
@@ -244,7 +263,7 @@ class OnsetDetector:
         self._carry = DebounceState.zeros(len(self.channels))
         self._settle = settle
         if self._learning is not None:
-            self._learning = _Baseline(self._window)
+            self._learning = _Baseline(self._window, self._kernels)
 
     def process(
         self,
@@ -316,7 +335,7 @@ class OnsetDetector:
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
-        self._learning = _Baseline(self._window)
+        self._learning = _Baseline(self._window, self._kernels)
         if self.baseline is None:
             self._set_baseline(mean, sd)
             # A channel already above threshold started its contraction before anything could
