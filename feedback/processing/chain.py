@@ -70,6 +70,8 @@ class EmgChain:
         self._set_scale(np.asarray(mvc)[:, None], np.asarray(rest)[:, None])
         # The compiled path (feedback.processing.fused): the same values in one call a block.
         self._kernels = fused.kernels()
+        if self._kernels is not None and self._rms is not None:
+            self._plan = self._kernels.pairwise_plan(self._rms.width)
 
     def _set_scale(self, mvc: np.ndarray, rest: np.ndarray) -> None:
         self._mvc, self._rest = mvc, rest
@@ -109,7 +111,7 @@ class EmgChain:
         band = self._band
         if self._rms is not None:
             filtered, envelope, pct = k.chain_rms(
-                block.data, band.sos, band.state, self._squares, self._rest_row, self._span_row
+                block.data, band.sos, band.state, self._squares, self._plan, self._rest_row, self._span_row
             )
         else:
             lp = self._env_lp

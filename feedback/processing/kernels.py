@@ -6,8 +6,9 @@ the quality's run counters), and computes every value with the operations of tha
 same order, so the results are the same to the bit:
 
 - the SOS cascade is scipy's `_sosfilt` (direct form II transposed, section after section);
-- a moving sum is numpy's pairwise summation (`_pairwise_sum`: what `np.add.reduce` does
-  along a contiguous axis of up to 128 values, and halves above that);
+- a sum is numpy's pairwise summation (`pairwise_sum` in loops_utils.h.src: what
+  `np.add.reduce` does along a contiguous axis: eight accumulators up to 128 values, halves
+  above that), the moving RMS's windows included;
 - no fast-math, so LLVM contracts nothing into fused multiply-adds.
 
 numba is imported here only: `feedback.processing.fused` loads this module on first use, so
@@ -29,72 +30,79 @@ PAIRWISE_BLOCK = 128
 _jit = njit(cache=True, nogil=True)
 
 
-@_jit  # type: ignore[misc]
-def _sliding_block(a: Any, off: int, n: int, count: int) -> Any:
-    """numpy's pairwise sum of a[off + i : off + i + n] for i in range(count), n at most
-    PAIRWISE_BLOCK (loops_utils.h.src: eight accumulators, or one below 8 values), each sum
-    with the same operations in the same order, for all windows at once: the inner loops run
-    along the windows, which LLVM vectorises."""
-    if n < 8:
-        res = np.zeros(count)
-        for k in range(n):
-            for i in range(count):
-                res[i] += a[off + k + i]
-        return res
-    if n <= PAIRWISE_BLOCK:
-        r = np.empty((8, count))
-        for j in range(8):
-            for i in range(count):
-                r[j, i] = a[off + j + i]
-        k = 8
-        stop = n - n % 8
-        while k < stop:
-            for j in range(8):
-                base = off + k + j
-                for i in range(count):
-                    r[j, i] += a[base + i]
-            k += 8
-        res = np.empty(count)
-        for i in range(count):
-            res[i] = ((r[0, i] + r[1, i]) + (r[2, i] + r[3, i])) + (
-                (r[4, i] + r[5, i]) + (r[6, i] + r[7, i])
-            )
-        while k < n:
-            for i in range(count):
-                res[i] += a[off + k + i]
-            k += 1
-        return res
+def pairwise_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """How numpy's pairwise sum splits n values (above PAIRWISE_BLOCK a sum is the sum of its
+    two halves, the first a multiple of 8): the leaves (start, length) in order and, in
+    post-order, the program `windowed_sums` runs (a leaf's index, or -1: add the top two).
+    Computed once per window width, in Python: a recursive jitted function does not load
+    reliably from numba's cache."""
+    leaves: list[tuple[int, int]] = []
+    ops: list[int] = []
 
-
-@_jit  # type: ignore[misc]
-def _sliding_pairwise(a: Any, off: int, n: int, count: int) -> Any:
-    """numpy's pairwise sum of each window a[off + i : off + i + n], i < count: above
-    PAIRWISE_BLOCK values a sum is the sum of its two halves (the first a multiple of 8), the
-    same split whatever the start. The split tree is walked in post-order with explicit stacks
-    (a recursive jitted function does not load reliably from numba's cache)."""
-    if n <= PAIRWISE_BLOCK:
-        return _sliding_block(a, off, n, count)
-    todo = [(off, n, False)]
-    done = [np.empty(0)]
-    done.pop()
-    while todo:
-        start, length, split = todo.pop()
+    def walk(start: int, length: int) -> None:
         if length <= PAIRWISE_BLOCK:
-            done.append(_sliding_block(a, start, length, count))
-            continue
+            ops.append(len(leaves))
+            leaves.append((start, length))
+            return
         half = length // 2
         half -= half % 8
-        if split:
-            right = done.pop()
-            left = done.pop()
-            for i in range(count):
-                left[i] += right[i]
-            done.append(left)
+        walk(start, half)
+        walk(start + half, length - half)
+        ops.append(-1)
+
+    walk(0, n)
+    return np.array(leaves, dtype=np.int64).reshape(-1, 2), np.array(ops, dtype=np.int64)
+
+
+@_jit  # type: ignore[misc]
+def _leaf_sums(a: Any, off: int, n: int, count: int, out: Any) -> None:
+    """out[i] = numpy's pairwise sum of a[off + i : off + i + n] for i < count, n at most
+    PAIRWISE_BLOCK (loops_utils.h.src), with the same operations in the same order.
+
+    Below 8 values: from 0.0, left to right. Otherwise eight accumulators, the j-th summing
+    a[lo + j], a[lo + j + 8], ... left to right: for window i that sequence depends on i + j
+    only, so each of the count + 7 sequences is summed once and shared by the windows."""
+    if n < 8:
+        for i in range(count):
+            res = 0.0
+            for k in range(n):
+                res += a[off + i + k]
+            out[i] = res
+        return
+    terms = n // 8
+    seq = np.empty(count + 7)
+    for t in range(count + 7):
+        acc = a[off + t]
+        for q in range(1, terms):
+            acc += a[off + t + 8 * q]
+        seq[t] = acc
+    stop = 8 * terms
+    for i in range(count):
+        res = ((seq[i] + seq[i + 1]) + (seq[i + 2] + seq[i + 3])) + (
+            (seq[i + 4] + seq[i + 5]) + (seq[i + 6] + seq[i + 7])
+        )
+        for k in range(stop, n):
+            res += a[off + i + k]
+        out[i] = res
+
+
+@_jit  # type: ignore[misc]
+def windowed_sums(a: Any, plan: Any, count: int, out: Any) -> None:
+    """out[i] = np.add.reduce(a[i : i + width]) for i < count, to the bit, with the plan
+    `pairwise_plan(width)` gives."""
+    leaves, ops = plan
+    stack = np.empty((ops.shape[0], count))
+    top = 0
+    for op in ops:
+        if op >= 0:
+            _leaf_sums(a, leaves[op, 0], leaves[op, 1], count, stack[top])
+            top += 1
         else:
-            todo.append((start, length, True))
-            todo.append((start + half, length - half, False))
-            todo.append((start, half, False))
-    return done[0]
+            for i in range(count):
+                stack[top - 2, i] += stack[top - 1, i]
+            top -= 1
+    for i in range(count):
+        out[i] = stack[0, i]
 
 
 @_jit  # type: ignore[misc]
@@ -129,9 +137,12 @@ def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
 
 
 @_jit  # type: ignore[misc]
-def chain_rms(raw: Any, sos: Any, state: Any, history: Any, rest: Any, span: Any) -> Any:
+def chain_rms(
+    raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any, span: Any
+) -> Any:
     """Band-pass, moving RMS over `history.shape[1] + 1` samples (the squares of the last
-    ones carried in `history`), % MVC. Returns (filtered, envelope, pct)."""
+    ones carried in `history`; `plan` the pairwise_plan of that width), % MVC. Returns
+    (filtered, envelope, pct)."""
     rows, n = raw.shape
     filtered = np.empty((rows, n))
     for p in range(rows):
@@ -141,6 +152,7 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, rest: Any, span: Any
     keep = history.shape[1]
     width = keep + 1
     ext = np.empty(keep + n)
+    sums = np.empty(n)
     envelope = np.empty((rows, n))
     for p in range(rows):
         for k in range(keep):
@@ -148,7 +160,7 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, rest: Any, span: Any
         for i in range(n):
             v = filtered[p, i]
             ext[keep + i] = v * v
-        sums = _sliding_pairwise(ext, 0, width, n)
+        windowed_sums(ext, plan, n, sums)
         for i in range(n):
             envelope[p, i] = math.sqrt(sums[i] / width)
         for k in range(keep):
@@ -366,18 +378,21 @@ def baseline_add(
 
 
 @_jit  # type: ignore[misc]
-def baseline_stats(points: Any, ordered: Any, mad_to_sd: float, spreads: float) -> Any:
+def baseline_stats(
+    points: Any, ordered: Any, plan: Any, mad_to_sd: float, spreads: float
+) -> Any:
     """onset._complete_mean_sd for a whole window given its points (arrival order) and the
     same points sorted per row, to the bit: the median, the MAD as the narrowest run of mid + 1
     sorted points around it, then the mean and SD of the points not above median + `spreads`
     robust SDs (all of them when the spread is not positive), summed in arrival order with
-    numpy's pairwise sum. Returns (ok, mean, sd); ok is False when a row has a NaN (an
+    numpy's pairwise sum (`plan`: pairwise_plan of the width). Returns (ok, mean, sd); ok is False when a row has a NaN (an
     unusable sample: the numpy path decides)."""
     rows, width = points.shape
     mean = np.empty(rows)
     sd = np.empty(rows)
     mid = (width - 1) // 2
     row = np.empty(width)
+    total = np.empty(1)
     for p in range(rows):
         if ordered[p, width - 1] != ordered[p, width - 1]:
             return False, mean, sd
@@ -399,11 +414,13 @@ def baseline_stats(points: Any, ordered: Any, mad_to_sd: float, spreads: float) 
             row[i] = points[p, i] if kept else 0.0
             count += kept
         count = max(count, 1)
-        m = _sliding_pairwise(row, 0, width, 1)[0] / count
+        windowed_sums(row, plan, 1, total)
+        m = total[0] / count
         for i in range(width):
             v = points[p, i]
             d = v - m
             row[i] = d * d if keep_all or v <= limit else 0.0
         mean[p] = m
-        sd[p] = math.sqrt(_sliding_pairwise(row, 0, width, 1)[0] / count)
+        windowed_sums(row, plan, 1, total)
+        sd[p] = math.sqrt(total[0] / count)
     return True, mean, sd

@@ -62,6 +62,7 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
 _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
+_PLANS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # kernels.pairwise_plan by width
 
 
 class _Baseline:
@@ -138,6 +139,15 @@ class _Baseline:
             return self._runs
         return np.sort(self._runs, axis=1, kind="stable")
 
+    def _plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """How numpy sums a row of the window's points (kernels.pairwise_plan), once a width."""
+        assert self._kernels is not None and self._points is not None
+        width = self._points.shape[1]
+        plan = _PLANS.get(width)
+        if plan is None:
+            plan = _PLANS[width] = self._kernels.pairwise_plan(width)
+        return plan
+
     def last(self) -> np.ndarray:
         assert self._last is not None and self.seen
         return self._last
@@ -151,7 +161,7 @@ class _Baseline:
         if self._kernels is not None and w.shape[1] == self._points.shape[1]:
             assert self._runs is not None  # (sorted as the points came)
             ok, mean, sd = self._kernels.baseline_stats(
-                self._points, self._runs, MAD_TO_SD, OUTLIER_SPREADS
+                self._points, self._runs, self._plan(), MAD_TO_SD, OUTLIER_SPREADS
             )
             if ok:
                 return mean, sd
