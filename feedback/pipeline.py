@@ -17,6 +17,7 @@ from devices.base import SampleBlock
 from feedback.calibration import Calibration, CalibrationResult, CalibrationStatus
 from feedback.cues import Cue, CueRules
 from feedback.exercise import Exercise, ExerciseState, Phase, PhaseChanged
+from feedback.processing import fused
 from feedback.processing.activation import (
     ActivationBlock,
     ActivationDetector,
@@ -158,6 +159,7 @@ class Pipeline:
         self._switch: ProtocolSwitch | None = None
         self._calibration: Calibration | None = None
         self._cal_end: int | None = None  # sample index where the running calibration ends
+        self._compiled = fused.kernels() is not None  # feedback.processing.fused
 
     @property
     def reps_total(self) -> int:
@@ -277,7 +279,7 @@ class Pipeline:
         # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
         extremes = (
             (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
-            if env.shape[1]
+            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
             else None
         )
         hodges_bui = self.onset.process(

@@ -413,6 +413,7 @@ class BandDetector:
 
 
 ABOVE = int(Zone.ABOVE)  # (an IntEnum member looked up once, not per block)
+_NO_SUMS = np.zeros(0)  # (the compiled switch sums only when every sample is usable)
 
 
 def _empty() -> np.ndarray:
@@ -621,8 +622,8 @@ class ActivationDetector:
             # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
             on_lv.append(math.inf if math.isnan(on) else on)
             off_lv.append(math.inf if math.isnan(off) else off)
-        self._rest_row, self._scale_row = np.array(rest_col), np.array(scale_col)
-        self._rest_col, self._scale_col = self._rest_row[:, None], self._scale_row[:, None]
+        self._scales = (np.array(rest_col), np.array(scale_col))
+        self._rest_col, self._scale_col = self._scales[0][:, None], self._scales[1][:, None]
         self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
         self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
         self._level_arrays = (self.on_level, self.off_level)
@@ -702,16 +703,17 @@ class ActivationDetector:
         """Samples within one frame (levels fixed): the switch, the level, the edges, then
         learning from them (which may close the frame and move the levels)."""
         before = self._carry.state
+        moved, summed = True, False
         if self._kernels is not None:
             carry = self._carry
-            state, level, new, switched = self._kernels.activation_switch(
+            state, level, new, switched, moved, summed = self._kernels.activation_switch(
                 seg,
                 self._level_arrays,
                 self._reach,
                 before,
                 carry.run_arrays(),
-                self._rest_row,
-                self._scale_row,
+                self._scales,
+                self._sum if usable is None else _NO_SUMS,
             )
             if switched:
                 carry.state = new
@@ -723,8 +725,8 @@ class ActivationDetector:
             level = seg - self._rest_col
             level *= self._scale_col
             np.maximum(level, 0.0, out=level)
-        events += self._edges(first, seg, hb, before, state)
-        self._learn(seg, usable)
+        events += self._edges(first, seg, hb, before, state, moved)
+        self._learn(seg, usable, summed)
         return state, level
 
     def _frames(
@@ -771,7 +773,10 @@ class ActivationDetector:
         hb: np.ndarray | None,
         before: np.ndarray,
         state: np.ndarray,
+        moved: bool = True,
     ) -> list[OnsetEvent]:
+        """The onset and offset events of the block (`moved` False: the switch stayed where it
+        was, known without looking), after moving the last quiet Hodges-Bui sample."""
         # `_last_true` returns the carried array or a new one, never edits it: no copy needed.
         quiet_hb = self._quiet_hb
         if hb is not None and hb.shape[1]:
@@ -779,7 +784,7 @@ class ActivationDetector:
                 self._quiet_hb = np.full(quiet_hb.shape, first + hb.shape[1] - 1, np.int64)
             else:
                 self._quiet_hb = _last_true(~hb, first, quiet_hb)
-        if not state.shape[1] or not any_true(state != before[:, None]):
+        if not moved or not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
         rows, cols = np.nonzero(state != prev)
@@ -799,8 +804,12 @@ class ActivationDetector:
             events.append(OnsetEvent(ch, "onset", max(at, d - self._lookback), d))
         return events
 
-    def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
-        if usable is None or all_true(usable):
+    def _learn(self, seg: np.ndarray, usable: np.ndarray | None, summed: bool = False) -> None:
+        """Frame statistics from the segment (`summed`: its row sums are already in `_sum`,
+        added by the compiled switch)."""
+        if summed:
+            self._count += seg.shape[1]
+        elif usable is None or all_true(usable):
             self._sum += np.add.reduce(seg, axis=1)  # seg.sum(axis=1) without its wrapper
             self._count += seg.shape[1]
         else:

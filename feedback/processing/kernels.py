@@ -296,8 +296,10 @@ def _switch_row(
 @_jit  # type: ignore[misc]
 def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     """The two-level switch with minimum times per row (levels = (on, off) arrays, reach =
-    (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays); returns (switch, x >= on, new state, switched). `state` is not edited (callers compare
-    with it); `runs` is."""
+    (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays); returns (switch,
+    x >= on, new state, switched, moved): switched when the state at the end differs from
+    `state`, moved when any sample differs from it (an edge in the block). `state` is not
+    edited (callers compare with it); `runs` is."""
     rows, n = x.shape
     out = np.empty((rows, n), dtype=np.bool_)
     above = np.empty((rows, n), dtype=np.bool_)
@@ -305,25 +307,38 @@ def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     for p in range(rows):
         _switch_row(x, p, levels, reach, new, runs, out, above)
     switched = False
+    moved = False
     for p in range(rows):
         switched |= new[p] != state[p]
-    return out, above, new, switched
+        for i in range(n):
+            moved |= out[p, i] != state[p]
+    return out, above, new, switched, moved
 
 
 @_jit  # type: ignore[misc]
 def activation_switch(
-    x: Any, levels: Any, reach: Any, state: Any, runs: Any, rest: Any, scale: Any
+    x: Any, levels: Any, reach: Any, state: Any, runs: Any, scale: Any, sums: Any
 ) -> Any:
-    """`debounce` and the activation level max((x − rest) · scale, 0) per row, as
-    ActivationDetector._segment computes it; returns (switch, level, new state, switched)."""
-    out, _, new, switched = debounce(x, levels, reach, state, runs)
+    """`debounce` and the activation level max((x − rest) · scale, 0) per row (scale = (rest,
+    scale) per row), as ActivationDetector._segment computes it, and, when `sums` has a row
+    each and x at most PAIRWISE_BLOCK columns, each row's sum (np.add.reduce) added to it.
+    Returns (switch, level, new state, switched, moved, summed)."""
+    out, _, new, switched, moved = debounce(x, levels, reach, state, runs)
+    rest = scale[0]
+    factor = scale[1]
     rows, n = x.shape
+    summed = n <= PAIRWISE_BLOCK and sums.shape[0] == rows
+    if summed:
+        total = np.empty(1)
+        for p in range(rows):
+            _leaf_sums(x[p], 0, n, 1, total)
+            sums[p] += total[0]
     level = np.empty((rows, n))
     for p in range(rows):
         for i in range(n):
-            d = (x[p, i] - rest[p]) * scale[p]
+            d = (x[p, i] - rest[p]) * factor[p]
             level[p, i] = 0.0 if d < 0.0 else d
-    return out, level, new, switched
+    return out, level, new, switched, moved, summed
 
 
 @_jit  # type: ignore[misc]
@@ -335,7 +350,7 @@ def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     for i in range(n):
         x[0, i] = pct[i]
         x[1, i] = pct[i]
-    over, _, new, switched = debounce(x, levels, reach, state, runs)
+    over, _, new, switched, _ = debounce(x, levels, reach, state, runs)
     zone = np.empty(n, dtype=np.int8)
     for i in range(n):
         zone[i] = 2 if over[1, i] else (1 if over[0, i] else 0)

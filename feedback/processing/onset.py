@@ -323,17 +323,19 @@ class OnsetDetector:
             before = self._carry.state  # replaced, never edited, by the debounce
             on, off, carry = self._levels[0], self._levels[1], self._carry
             if self._kernels is not None:
-                state, above, new, switched = self._kernels.debounce(
+                state, above, new, switched, moved = self._kernels.debounce(
                     part, self._level_arrays, self._reach, before, carry.run_arrays()
                 )
                 if switched:
                     carry.state = new
+                if moved:
+                    events += self._edges(first, before, state)
             else:
                 if extremes is None:
                     extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
                 state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
                 above = part >= self.on_threshold[:, None]
-            events += self._edges(first, before, state)
+                events += self._edges(first, before, state)
         else:
             state, above = np.zeros(part.shape, dtype=bool), np.zeros(part.shape, dtype=bool)
         learning = self._learning
