@@ -543,14 +543,20 @@ class ActivationDetector:
         keep = min(self._k_ref, self._ring.shape[1])
         self._recent: list[deque[float]] = [deque(maxlen=keep) for _ in channels]
         self._recent_nan = [0] * c  # NaN frames among them (usually none: no masking then)
-        self._session_ref = [0.0] * c
+        self._session_ref: list[float] | np.ndarray = [0.0] * c
+        self._kernels = fused.kernels()
+        if self._kernels is not None:
+            # The compiled frame close (kernels.frame_close) keeps the same figures in arrays:
+            # each row's valid ring means sorted (and how many), the session reference.
+            width = self._ring.shape[1]
+            self._ordered = (np.empty((c, width)), np.zeros(c, dtype=np.int64))
+            self._session_ref = np.zeros(c)
         self.rest = np.full(c, np.nan)
         self.calibrated = np.zeros(c, dtype=bool)
         self.mvc = np.full(c, np.nan)
         self.on_level = np.full(c, np.inf)
         self.off_level = np.full(c, np.inf)
         self._carry = DebounceState.zeros(c)
-        self._kernels = fused.kernels()
         self._reach = (self.n_on, self.n_off)
         self._quiet_hb = np.full(c, -1, dtype=np.int64)  # last sample below Hodges-Bui's level
         self._settle = 0
@@ -804,6 +810,28 @@ class ActivationDetector:
             events.append(OnsetEvent(ch, "onset", max(at, d - self._lookback), d))
         return events
 
+    def _close_compiled(self) -> None:
+        """The frame close below and `_set_levels`, in one compiled call (same values)."""
+        assert self._kernels is not None and isinstance(self._session_ref, np.ndarray)
+        s = self.settings
+        ratios = (s.on_rest_ratio, s.on_fraction, s.off_rest_ratio, s.off_fraction)
+        levels = (self.rest, self.calibrated, self.mvc, self._floor, s.rest_percentile, ratios)
+        refs = (self._session_ref, self._k_ref, self._decay)
+        state = (self._sum, self._count, self._frame, self._filled)
+        rest, rest_now, ref_now, on, off, rest_col, scale_col, ready = (
+            self._kernels.frame_close(state, self._ring, self._ordered, levels, refs)
+        )
+        self._filled += 1
+        self._in_frame = 0
+        self.rest = rest
+        self._scales = (rest_col, scale_col)
+        self._rest_col, self._scale_col = rest_col[:, None], scale_col[:, None]
+        self._rest_now, self._reference_now = rest_now, ref_now
+        self.on_level, self.off_level = on, off
+        self._level_arrays = (on, off)
+        self._levels = (on.tolist(), off.tolist())
+        self._ready = bool(ready)
+
     def _learn(self, seg: np.ndarray, usable: np.ndarray | None, summed: bool = False) -> None:
         """Frame statistics from the segment (`summed`: its row sums are already in `_sum`,
         added by the compiled switch)."""
@@ -817,6 +845,9 @@ class ActivationDetector:
             self._count += usable.sum(axis=1)
         self._in_frame += seg.shape[1]
         if self._in_frame < self._frame:
+            return
+        if self._kernels is not None:
+            self._close_compiled()
             return
         # A frame mostly unusable (leads settling, electrode off) is no rest and no effort.
         # Per channel on plain floats (sum / count is numpy's float64 division to the bit).

@@ -439,3 +439,99 @@ def baseline_stats(
         windowed_sums(row, plan, 1, total)
         sd[p] = math.sqrt(total[0] / count)
     return True, mean, sd
+
+
+@_jit  # type: ignore[misc]
+def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: Any) -> Any:
+    """ActivationDetector._learn at a frame's close and the `_set_levels` after it, on the
+    same float operations in the same order (to the bit):
+
+    frame_state = (sums, counts, frame, filled): the frame means (NaN for a frame mostly
+    unusable) go into column filled % width of `ring`; ordered = (values, lengths): each
+    row's valid ring means kept sorted, the rest its `pct` percentile (lower rank);
+    refs = (session reference per row, edited; k_ref; decay): the mean of the valid ones
+    among the newest k_ref frames, decaying peak-hold;
+    levels = (rest, calibrated, mvc, floor, pct, (on_ratio, on_fraction, off_ratio,
+    off_fraction)).
+    Returns the new arrays (rest, rest now, reference now, on, off, rest column, scale
+    column) and whether every on level is finite; `sums` and `counts` are reset."""
+    sums, counts, frame, filled = frame_state
+    values, lengths = ordered
+    old_rest, calibrated, mvc, floor, pct, ratios = levels
+    session, k_ref, decay = refs
+    on_ratio, on_frac, off_ratio, off_frac = ratios
+    rows, width = ring.shape
+    col = filled % width
+    rest_new = np.empty(rows)
+    for p in range(rows):
+        mean = sums[p] / counts[p] if 2 * counts[p] > frame else np.nan
+        gone = ring[p, col] if filled >= width else np.nan
+        ring[p, col] = mean
+        sums[p] = 0.0
+        counts[p] = 0
+        n = lengths[p]
+        if gone == gone:  # out of the sorted means: the leftmost equal one
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if values[p, mid] < gone:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for m in range(lo, n - 1):
+                values[p, m] = values[p, m + 1]
+            n -= 1
+        if mean == mean:  # in, after the equal ones (bisect.insort)
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if mean < values[p, mid]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            for m in range(n, lo, -1):
+                values[p, m] = values[p, m - 1]
+            values[p, lo] = mean
+            n += 1
+        lengths[p] = n
+        rest = values[p, int(math.floor(pct / 100.0 * (n - 1)))] if n else np.nan
+        rest_new[p] = old_rest[p] if rest != rest else rest
+    filled += 1
+    for p in range(rows):
+        total, valid = 0.0, 0
+        for j in range(min(k_ref, filled)):
+            v = ring[p, (filled - 1 - j) % width]
+            if v == v:
+                total += v
+                valid += 1
+            else:
+                total += 0.0
+        effort = total / valid if valid else np.nan
+        held = session[p] * decay
+        session[p] = effort if held != held or effort > held else held
+    rest_now = np.empty(rows)
+    ref_now = np.empty(rows)
+    on_level = np.empty(rows)
+    off_level = np.empty(rows)
+    rest_col = np.empty(rows)
+    scale_col = np.empty(rows)
+    ready = True
+    for p in range(rows):
+        raw_rest = rest_new[p]
+        rest = raw_rest if raw_rest >= floor or raw_rest != raw_rest else floor
+        ref = mvc[p] if calibrated[p] else session[p]
+        ref = ref if ref >= rest or ref != ref else rest
+        span = ref - rest
+        a, b = on_ratio * rest, rest + on_frac * span
+        on = a if a >= b or a != a else b
+        a, b = off_ratio * rest, rest + off_frac * span
+        off = a if a >= b or a != a else b
+        known = span > 0
+        rest_col[p] = rest if known else 0.0
+        scale_col[p] = 100.0 / span if known else 0.0
+        rest_now[p] = rest
+        ref_now[p] = rest + span
+        on_level[p] = np.inf if on != on else on
+        off_level[p] = np.inf if off != off else off
+        ready &= on_level[p] != np.inf and on_level[p] != -np.inf
+    return rest_new, rest_now, ref_now, on_level, off_level, rest_col, scale_col, ready
