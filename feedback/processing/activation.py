@@ -713,7 +713,7 @@ class ActivationDetector:
         if self._kernels is not None:
             carry = self._carry
             state, level, new, switched, moved, summed = self._kernels.activation_switch(
-                seg,
+                np.ascontiguousarray(seg),  # (one compiled layout: a slice is copied)
                 self._level_arrays,
                 self._reach,
                 before,

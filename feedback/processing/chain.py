@@ -109,14 +109,15 @@ class EmgChain:
         k = self._kernels
         assert k is not None
         band = self._band
+        raw = np.ascontiguousarray(block.data)  # (one compiled layout: a slice is copied)
         if self._rms is not None:
             filtered, envelope, pct = k.chain_rms(
-                block.data, band.sos, band.state, self._squares, self._plan, self._rest_row, self._span_row
+                raw, band.sos, band.state, self._squares, self._plan, self._rest_row, self._span_row
             )
         else:
             lp = self._env_lp
             assert lp is not None
             filtered, envelope, pct = k.chain_lowpass(
-                block.data, band.sos, band.state, lp.sos, lp.state, self._rest_row, self._span_row
+                raw, band.sos, band.state, lp.sos, lp.state, self._rest_row, self._span_row
             )
         return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)

@@ -105,6 +105,7 @@ class _Baseline:
             at = -(-self.seen // self.stride)
             mask = _NO_MASK if usable is None else usable
             skip = -self.seen % self.stride
+            x, mask = np.ascontiguousarray(x), np.ascontiguousarray(mask)  # (one layout)
             self._kernels.baseline_add(x, mask, skip, self.stride, at, self._points, self._runs)
             self._last = x[:, n - 1].copy()
         elif n:
@@ -324,7 +325,11 @@ class OnsetDetector:
             on, off, carry = self._levels[0], self._levels[1], self._carry
             if self._kernels is not None:
                 state, above, new, switched, moved = self._kernels.debounce(
-                    part, self._level_arrays, self._reach, before, carry.run_arrays()
+                    np.ascontiguousarray(part),  # (one compiled layout: a slice is copied)
+                    self._level_arrays,
+                    self._reach,
+                    before,
+                    carry.run_arrays(),
                 )
                 if switched:
                     carry.state = new

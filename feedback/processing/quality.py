@@ -155,7 +155,7 @@ class SignalQuality:
         assert k is not None
         counts = (self._seen, self._warmup, self._flat_run, self._hold)
         flags = k.quality_flags(
-            raw,
+            np.ascontiguousarray(raw),  # (one compiled layout: a slice is copied)
             filtered,
             self._filters,
             self._states,
