@@ -818,8 +818,8 @@ class ActivationDetector:
         levels = (self.rest, self.calibrated, self.mvc, self._floor, s.rest_percentile, ratios)
         refs = (self._session_ref, self._k_ref, self._decay)
         state = (self._sum, self._count, self._frame, self._filled)
-        rest, rest_now, ref_now, on, off, rest_col, scale_col, ready = (
-            self._kernels.frame_close(state, self._ring, self._ordered, levels, refs)
+        rest, rest_now, ref_now, on, off, rest_col, scale_col, ready = self._kernels.frame_close(
+            state, self._ring, self._ordered, levels, refs
         )
         self._filled += 1
         self._in_frame = 0

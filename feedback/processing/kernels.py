@@ -137,9 +137,7 @@ def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
 
 
 @_jit  # type: ignore[misc]
-def chain_rms(
-    raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any, span: Any
-) -> Any:
+def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any, span: Any) -> Any:
     """Band-pass, moving RMS over `history.shape[1] + 1` samples (the squares of the last
     ones carried in `history`; `plan` the pairwise_plan of that width), % MVC. Returns
     (filtered, envelope, pct)."""
@@ -393,15 +391,13 @@ def baseline_add(
 
 
 @_jit  # type: ignore[misc]
-def baseline_stats(
-    points: Any, ordered: Any, plan: Any, mad_to_sd: float, spreads: float
-) -> Any:
+def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, spreads: float) -> Any:
     """onset._complete_mean_sd for a whole window given its points (arrival order) and the
     same points sorted per row, to the bit: the median, the MAD as the narrowest run of mid + 1
     sorted points around it, then the mean and SD of the points not above median + `spreads`
     robust SDs (all of them when the spread is not positive), summed in arrival order with
-    numpy's pairwise sum (`plan`: pairwise_plan of the width). Returns (ok, mean, sd); ok is False when a row has a NaN (an
-    unusable sample: the numpy path decides)."""
+    numpy's pairwise sum (`plan`: pairwise_plan of the width). Returns (ok, mean, sd); ok
+    is False when a row has a NaN (an unusable sample: the numpy path decides)."""
     rows, width = points.shape
     mean = np.empty(rows)
     sd = np.empty(rows)
@@ -442,6 +438,87 @@ def baseline_stats(
 
 
 @_jit  # type: ignore[misc]
+def _slide(values: Any, n: int, gone: float, new: float) -> int:
+    """activation._slide on one row of sorted `values` holding n means: `gone` out (the
+    leftmost equal one), `new` in after the equal ones (bisect.insort); NaN: none. Returns
+    the new count."""
+    if gone == gone:
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if values[mid] < gone:
+                lo = mid + 1
+            else:
+                hi = mid
+        for m in range(lo, n - 1):
+            values[m] = values[m + 1]
+        n -= 1
+    if new == new:
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if new < values[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        for m in range(n, lo, -1):
+            values[m] = values[m - 1]
+        values[lo] = new
+        n += 1
+    return n
+
+
+@_jit  # type: ignore[misc]
+def _newest_mean(ring: Any, p: int, filled: int, k_ref: int) -> float:
+    """The mean of the valid ones among the newest min(k_ref, filled) frames of row p, summed
+    newest first from 0.0 (activation._ordered_sum, 0.0 for a NaN frame); NaN if none."""
+    width = ring.shape[1]
+    total, valid = 0.0, 0
+    for j in range(min(k_ref, filled)):
+        v = ring[p, (filled - 1 - j) % width]
+        if v == v:
+            total += v
+            valid += 1
+        else:
+            total += 0.0
+    return total / valid if valid else np.nan
+
+
+@_jit  # type: ignore[misc]
+def _larger(a: float, b: float) -> float:
+    """activation._set_levels' inlined NaN max: NaN from `a`, else the larger, `a` on a tie."""
+    return a if a >= b or a != a else b
+
+
+@_jit  # type: ignore[misc]
+def _set_levels(rest_new: Any, calibrated: Any, mvc: Any, session: Any, floor: float,
+                ratios: Any) -> Any:  # fmt: skip
+    """ActivationDetector._set_levels on arrays: (rest now, reference now, on, off, rest
+    column, scale column, every on level finite)."""
+    on_ratio, on_frac, off_ratio, off_frac = ratios
+    rows = rest_new.shape[0]
+    rest_now, ref_now = np.empty(rows), np.empty(rows)
+    on_level, off_level = np.empty(rows), np.empty(rows)
+    rest_col, scale_col = np.empty(rows), np.empty(rows)
+    ready = True
+    for p in range(rows):
+        rest = _larger(rest_new[p], floor)
+        ref = _larger(mvc[p] if calibrated[p] else session[p], rest)
+        span = ref - rest
+        on = _larger(on_ratio * rest, rest + on_frac * span)
+        off = _larger(off_ratio * rest, rest + off_frac * span)
+        known = span > 0
+        rest_col[p] = rest if known else 0.0
+        scale_col[p] = 100.0 / span if known else 0.0
+        rest_now[p] = rest
+        ref_now[p] = rest + span
+        on_level[p] = np.inf if on != on else on
+        off_level[p] = np.inf if off != off else off
+        ready &= on_level[p] != np.inf and on_level[p] != -np.inf
+    return rest_now, ref_now, on_level, off_level, rest_col, scale_col, ready
+
+
+@_jit  # type: ignore[misc]
 def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: Any) -> Any:
     """ActivationDetector._learn at a frame's close and the `_set_levels` after it, on the
     same float operations in the same order (to the bit):
@@ -459,7 +536,6 @@ def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: An
     values, lengths = ordered
     old_rest, calibrated, mvc, floor, pct, ratios = levels
     session, k_ref, decay = refs
-    on_ratio, on_frac, off_ratio, off_frac = ratios
     rows, width = ring.shape
     col = filled % width
     rest_new = np.empty(rows)
@@ -469,69 +545,15 @@ def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: An
         ring[p, col] = mean
         sums[p] = 0.0
         counts[p] = 0
-        n = lengths[p]
-        if gone == gone:  # out of the sorted means: the leftmost equal one
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if values[p, mid] < gone:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            for m in range(lo, n - 1):
-                values[p, m] = values[p, m + 1]
-            n -= 1
-        if mean == mean:  # in, after the equal ones (bisect.insort)
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if mean < values[p, mid]:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            for m in range(n, lo, -1):
-                values[p, m] = values[p, m - 1]
-            values[p, lo] = mean
-            n += 1
-        lengths[p] = n
-        rest = values[p, int(math.floor(pct / 100.0 * (n - 1)))] if n else np.nan
+        n = lengths[p] = _slide(values[p], lengths[p], gone, mean)
+        rest = values[p, math.floor(pct / 100.0 * (n - 1))] if n else np.nan
         rest_new[p] = old_rest[p] if rest != rest else rest
     filled += 1
     for p in range(rows):
-        total, valid = 0.0, 0
-        for j in range(min(k_ref, filled)):
-            v = ring[p, (filled - 1 - j) % width]
-            if v == v:
-                total += v
-                valid += 1
-            else:
-                total += 0.0
-        effort = total / valid if valid else np.nan
+        effort = _newest_mean(ring, p, filled, k_ref)
         held = session[p] * decay
         session[p] = effort if held != held or effort > held else held
-    rest_now = np.empty(rows)
-    ref_now = np.empty(rows)
-    on_level = np.empty(rows)
-    off_level = np.empty(rows)
-    rest_col = np.empty(rows)
-    scale_col = np.empty(rows)
-    ready = True
-    for p in range(rows):
-        raw_rest = rest_new[p]
-        rest = raw_rest if raw_rest >= floor or raw_rest != raw_rest else floor
-        ref = mvc[p] if calibrated[p] else session[p]
-        ref = ref if ref >= rest or ref != ref else rest
-        span = ref - rest
-        a, b = on_ratio * rest, rest + on_frac * span
-        on = a if a >= b or a != a else b
-        a, b = off_ratio * rest, rest + off_frac * span
-        off = a if a >= b or a != a else b
-        known = span > 0
-        rest_col[p] = rest if known else 0.0
-        scale_col[p] = 100.0 / span if known else 0.0
-        rest_now[p] = rest
-        ref_now[p] = rest + span
-        on_level[p] = np.inf if on != on else on
-        off_level[p] = np.inf if off != off else off
-        ready &= on_level[p] != np.inf and on_level[p] != -np.inf
-    return rest_new, rest_now, ref_now, on_level, off_level, rest_col, scale_col, ready
+    rest_now, ref_now, on, off, rest_col, scale_col, ready = _set_levels(
+        rest_new, calibrated, mvc, session, floor, ratios
+    )
+    return rest_new, rest_now, ref_now, on, off, rest_col, scale_col, ready
