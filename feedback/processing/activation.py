@@ -383,12 +383,12 @@ class BandDetector:
     def process(self, pct: np.ndarray) -> np.ndarray:
         if self._kernels is not None:
             edges = self._edges
-            zone, state, switched = self._kernels.band_zone(
+            zones, state, switched = self._kernels.band_zone(
                 pct, self._level_arrays, self._reach, edges.state, edges.run_arrays()
             )
             if switched:
                 edges.state = state
-            out: np.ndarray = zone
+            out: np.ndarray = zones
             return out
         n = pct.shape[0]
         over = None

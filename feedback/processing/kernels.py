@@ -54,7 +54,7 @@ def pairwise_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(leaves, dtype=np.int64).reshape(-1, 2), np.array(ops, dtype=np.int64)
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _leaf_sums(a: Any, off: int, n: int, count: int, out: Any) -> None:
     """out[i] = numpy's pairwise sum of a[off + i : off + i + n] for i < count, n at most
     PAIRWISE_BLOCK (loops_utils.h.src), with the same operations in the same order.
@@ -86,7 +86,7 @@ def _leaf_sums(a: Any, off: int, n: int, count: int, out: Any) -> None:
         out[i] = res
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def windowed_sums(a: Any, plan: Any, count: int, out: Any) -> None:
     """out[i] = np.add.reduce(a[i : i + width]) for i < count, to the bit, with the plan
     `pairwise_plan(width)` gives."""
@@ -105,7 +105,7 @@ def windowed_sums(a: Any, plan: Any, count: int, out: Any) -> None:
         out[i] = stack[0, i]
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _section_step(sos: Any, state: Any, row: int, cur: float) -> float:
     """One sample through the cascade of `row` (state (rows, sections, 2), edited)."""
     for s in range(sos.shape[0]):
@@ -116,7 +116,7 @@ def _section_step(sos: Any, state: Any, row: int, cur: float) -> float:
     return cur
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def cascade(sos: Any, y: Any, state: Any) -> None:
     """scipy's `_sosfilt` on (rows, n) float64 `y` in place."""
     for p in range(y.shape[0]):
@@ -124,7 +124,7 @@ def cascade(sos: Any, y: Any, state: Any) -> None:
             y[p, i] = _section_step(sos, state, p, y[p, i])
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
     """100 · max(envelope − rest, 0) / span, as the numpy path computes it (NaN kept)."""
     for p in range(envelope.shape[0]):
@@ -136,7 +136,7 @@ def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
             pct[p, i] = d / span[p]
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any, span: Any) -> Any:
     """Band-pass, moving RMS over `history.shape[1] + 1` samples (the squares of the last
     ones carried in `history`; `plan` the pairwise_plan of that width), % MVC. Returns
@@ -168,7 +168,7 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any
     return filtered, envelope, pct
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def chain_lowpass(
     raw: Any, sos: Any, state: Any, lp_sos: Any, lp_state: Any, rest: Any, span: Any
 ) -> Any:
@@ -190,7 +190,7 @@ def chain_lowpass(
     return filtered, envelope, pct
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def quality_flags(
     raw: Any,
     filtered: Any,
@@ -266,7 +266,7 @@ def quality_flags(
     return out
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _switch_row(
     x: Any, p: int, levels: Any, reach: Any, state: Any, runs: Any, out: Any, above: Any
 ) -> None:
@@ -291,7 +291,7 @@ def _switch_row(
     runs[0][p], runs[1][p] = a, b
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     """The two-level switch with minimum times per row (levels = (on, off) arrays, reach =
     (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays); returns (switch,
@@ -313,7 +313,7 @@ def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     return out, above, new, switched, moved
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def activation_switch(
     x: Any, levels: Any, reach: Any, state: Any, runs: Any, scale: Any, sums: Any
 ) -> Any:
@@ -339,7 +339,7 @@ def activation_switch(
     return out, level, new, switched, moved, summed
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     """BandDetector.process: the low edge (row 0) and the high edge (row 1) switched on the
     same % MVC; zone 0 below, 1 in band, 2 above. Returns (zone int8, new state, switched)."""
@@ -355,7 +355,7 @@ def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
     return zone, new, switched
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def baseline_add(
     x: Any, usable: Any, skip: int, stride: int, at: int, points: Any, ordered: Any
 ) -> int:
@@ -390,7 +390,7 @@ def baseline_add(
     return taken
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, spreads: float) -> Any:
     """onset._complete_mean_sd for a whole window given its points (arrival order) and the
     same points sorted per row, to the bit: the median, the MAD as the narrowest run of mid + 1
@@ -437,7 +437,7 @@ def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, sprea
     return True, mean, sd
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _slide(values: Any, n: int, gone: float, new: float) -> int:
     """activation._slide on one row of sorted `values` holding n means: `gone` out (the
     leftmost equal one), `new` in after the equal ones (bisect.insort); NaN: none. Returns
@@ -468,7 +468,7 @@ def _slide(values: Any, n: int, gone: float, new: float) -> int:
     return n
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _newest_mean(ring: Any, p: int, filled: int, k_ref: int) -> float:
     """The mean of the valid ones among the newest min(k_ref, filled) frames of row p, summed
     newest first from 0.0 (activation._ordered_sum, 0.0 for a NaN frame); NaN if none."""
@@ -484,13 +484,13 @@ def _newest_mean(ring: Any, p: int, filled: int, k_ref: int) -> float:
     return total / valid if valid else np.nan
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _larger(a: float, b: float) -> float:
     """activation._set_levels' inlined NaN max: NaN from `a`, else the larger, `a` on a tie."""
     return a if a >= b or a != a else b
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def _set_levels(rest_new: Any, calibrated: Any, mvc: Any, session: Any, floor: float,
                 ratios: Any) -> Any:  # fmt: skip
     """ActivationDetector._set_levels on arrays: (rest now, reference now, on, off, rest
@@ -518,7 +518,7 @@ def _set_levels(rest_new: Any, calibrated: Any, mvc: Any, session: Any, floor: f
     return rest_now, ref_now, on_level, off_level, rest_col, scale_col, ready
 
 
-@_jit  # type: ignore[misc]
+@_jit
 def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: Any) -> Any:
     """ActivationDetector._learn at a frame's close and the `_set_levels` after it, on the
     same float operations in the same order (to the bit):
