@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -28,6 +29,10 @@ from numba import njit
 PAIRWISE_BLOCK = 128
 
 _jit = njit(cache=True, nogil=True)
+
+
+def numba_version() -> str:
+    return str(numba.__version__)
 
 
 def pairwise_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
