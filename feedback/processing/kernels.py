@@ -75,12 +75,13 @@ def _leaf_sums(a: Any, off: int, n: int, count: int, out: Any) -> None:
             out[i] = res
         return
     terms = n // 8
-    seq = np.empty(count + 7)
-    for t in range(count + 7):
-        acc = a[off + t]
-        for q in range(1, terms):
-            acc += a[off + t + 8 * q]
-        seq[t] = acc
+    # Term by term across the sequences (each still summed left to right): independent
+    # additions, which LLVM vectorises, instead of one long dependent chain per sequence.
+    seq = a[off : off + count + 7].copy()
+    for q in range(1, terms):
+        base = off + 8 * q
+        for t in range(count + 7):
+            seq[t] += a[base + t]
     stop = 8 * terms
     for i in range(count):
         res = ((seq[i] + seq[i + 1]) + (seq[i + 2] + seq[i + 3])) + (
@@ -111,22 +112,22 @@ def windowed_sums(a: Any, plan: Any, count: int, out: Any) -> None:
 
 
 @_jit
-def _section_step(sos: Any, state: Any, row: int, cur: float) -> float:
-    """One sample through the cascade of `row` (state (rows, sections, 2), edited)."""
-    for s in range(sos.shape[0]):
-        new = sos[s, 0] * cur + state[row, s, 0]
-        state[row, s, 0] = sos[s, 1] * cur - sos[s, 4] * new + state[row, s, 1]
-        state[row, s, 1] = sos[s, 2] * cur - sos[s, 5] * new
-        cur = new
-    return cur
-
-
-@_jit
 def cascade(sos: Any, y: Any, state: Any) -> None:
-    """scipy's `_sosfilt` on (rows, n) float64 `y` in place."""
+    """scipy's `_sosfilt` on (rows, n) float64 `y` in place, one section at a time over the
+    whole row (each section's output depends only on its input and its state, so the values
+    are those of the sample-major loop; its state stays in registers)."""
     for p in range(y.shape[0]):
-        for i in range(y.shape[1]):
-            y[p, i] = _section_step(sos, state, p, y[p, i])
+        row = y[p]
+        for s in range(sos.shape[0]):
+            b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
+            z0, z1 = state[p, s, 0], state[p, s, 1]
+            for i in range(row.shape[0]):
+                cur = row[i]
+                new = b0 * cur + z0
+                z0 = b1 * cur - a1 * new + z1
+                z1 = b2 * cur - a2 * new
+                row[i] = new
+            state[p, s, 0], state[p, s, 1] = z0, z1
 
 
 @_jit
@@ -196,6 +197,38 @@ def chain_lowpass(
 
 
 @_jit
+def _biquad(c: Any, z: Any, x: float) -> tuple[float, float, float]:
+    """One sample through one section (coefficients c, state z = (z0, z1) as scalars, so that
+    a row's states stay in registers); returns (y, z0, z1), the operations of `cascade`."""
+    y = c[0] * x + z[0]
+    return y, c[1] * x - c[4] * y + z[1], c[2] * x - c[5] * y
+
+
+@_jit
+def _held_flags(s0: int, s1: int, s2: int, s3: int, hold: int) -> int:
+    """FLAT | CLIP | MAINS | MOTION for the flags raised within `hold` samples."""
+    f = 0
+    if s0 <= hold:
+        f |= 1
+    if s1 <= hold:
+        f |= 2
+    if s2 <= hold:
+        f |= 4
+    if s3 <= hold:
+        f |= 8
+    return f
+
+
+@_jit
+def _over(power: float, band_power: float, ratio: float, floor: float) -> bool:
+    """power ≥ max(ratio · band power, floor), NaN failing (np.maximum keeps a NaN)."""
+    limit = ratio * band_power
+    if limit < floor:
+        limit = floor
+    return power >= limit
+
+
+@_jit
 def quality_flags(
     raw: Any,
     filtered: Any,
@@ -210,10 +243,11 @@ def quality_flags(
     """feedback.processing.quality.SignalQuality.process for one block; returns the held
     flags, uint8 (rows, n).
 
-    filters = (mains sos or an empty one, LF sos, smoothing sos) and states their (rows,
-    sections, 2) states, the smoothing's for 3·rows (band, mains, LF powers);
-    levels = (clip, flat power, mains ratio², motion ratio², mains floor, motion floor);
-    counts = (samples seen, warm-up, flat run, hold); last_raw, same, since: carried."""
+    filters = (mains sos (2 sections) or an empty one, LF sos (2 sections), smoothing sos
+    (1 section)) and states their (rows, sections, 2) states, the smoothing's for 3·rows
+    (band, mains, LF powers); levels = (clip, flat power, mains ratio², motion ratio², mains
+    floor, motion floor); counts = (samples seen, warm-up, flat run, hold); last_raw, same,
+    since: carried."""
     mains_sos, lf_sos, smooth_sos = filters
     mains_state, lf_state, smooth_state = states
     clip, flat_p, mains_r, motion_r, mains_floor, motion_floor = levels
@@ -221,29 +255,37 @@ def quality_flags(
     rows, n = raw.shape
     out = np.zeros((rows, n), dtype=np.uint8)
     has_mains = mains_sos.shape[0] > 0
+    m0 = mains_sos[0] if has_mains else smooth_sos[0]
+    m1 = mains_sos[1] if has_mains else smooth_sos[0]
+    l0, l1, sm = lf_sos[0], lf_sos[1], smooth_sos[0]
+    zero = np.zeros(2)
     for p in range(rows):
         prev = last_raw[p]
         run = same[p]
         s0, s1, s2, s3 = since[0, p], since[1, p], since[2, p], since[3, p]
+        zm0 = mains_state[p, 0] if has_mains else zero
+        zm1 = mains_state[p, 1] if has_mains else zero
+        a0, a1, b0, b1 = zm0[0], zm0[1], zm1[0], zm1[1]
+        c0, c1, d0, d1 = lf_state[p, 0, 0], lf_state[p, 0, 1], lf_state[p, 1, 0], lf_state[p, 1, 1]
+        e0, e1 = smooth_state[p, 0, 0], smooth_state[p, 0, 1]
+        f0, f1 = smooth_state[rows + p, 0, 0], smooth_state[rows + p, 0, 1]
+        g0, g1 = smooth_state[2 * rows + p, 0, 0], smooth_state[2 * rows + p, 0, 1]
         for i in range(n):
-            x = raw[p, i]
-            r = np.float64(x)
+            r = np.float64(raw[p, i])
             clipped = abs(r) >= clip
-            m = _section_step(mains_sos, mains_state, p, r) if has_mains else 0.0
-            lf = _section_step(lf_sos, lf_state, p, r)
+            m = 0.0
+            if has_mains:
+                m, a0, a1 = _biquad(m0, (a0, a1), r)
+                m, b0, b1 = _biquad(m1, (b0, b1), m)
+            lf, c0, c1 = _biquad(l0, (c0, c1), r)
+            lf, d0, d1 = _biquad(l1, (d0, d1), lf)
             b = filtered[p, i]
-            band_p = _section_step(smooth_sos, smooth_state, p, b * b)
-            mains_p = _section_step(smooth_sos, smooth_state, rows + p, m * m)
-            lf_p = _section_step(smooth_sos, smooth_state, 2 * rows + p, lf * lf)
+            band_p, e0, e1 = _biquad(sm, (e0, e1), b * b)
+            mains_p, f0, f1 = _biquad(sm, (f0, f1), m * m)
+            lf_p, g0, g1 = _biquad(sm, (g0, g1), lf * lf)
             flat = band_p < flat_p
-            limit = mains_r * band_p
-            if limit < mains_floor:  # np.maximum: NaN stays NaN
-                limit = mains_floor
-            mains = mains_p >= limit
-            limit = motion_r * band_p
-            if limit < motion_floor:
-                limit = motion_floor
-            motion = lf_p >= limit
+            mains = _over(mains_p, band_p, mains_r, mains_floor)
+            motion = _over(lf_p, band_p, motion_r, motion_floor)
             if seen + i < warmup:
                 flat = mains = motion = False
             run = run + 1 if r == prev else 0
@@ -254,16 +296,14 @@ def quality_flags(
             s1 = 0 if clipped else s1 + 1
             s2 = 0 if mains else s2 + 1
             s3 = 0 if motion else s3 + 1
-            f = 0
-            if s0 <= hold:
-                f |= 1
-            if s1 <= hold:
-                f |= 2
-            if s2 <= hold:
-                f |= 4
-            if s3 <= hold:
-                f |= 8
-            out[p, i] = f
+            out[p, i] = _held_flags(s0, s1, s2, s3, hold)
+        if has_mains:
+            mains_state[p, 0, 0], mains_state[p, 0, 1] = a0, a1
+            mains_state[p, 1, 0], mains_state[p, 1, 1] = b0, b1
+        lf_state[p, 0, 0], lf_state[p, 0, 1], lf_state[p, 1, 0], lf_state[p, 1, 1] = c0, c1, d0, d1
+        smooth_state[p, 0, 0], smooth_state[p, 0, 1] = e0, e1
+        smooth_state[rows + p, 0, 0], smooth_state[rows + p, 0, 1] = f0, f1
+        smooth_state[2 * rows + p, 0, 0], smooth_state[2 * rows + p, 0, 1] = g0, g1
         if n:
             last_raw[p] = prev
         same[p] = run
@@ -365,34 +405,40 @@ def baseline_add(
     x: Any, usable: Any, skip: int, stride: int, at: int, points: Any, ordered: Any
 ) -> int:
     """onset._Baseline.add: every `stride`-th sample of x from `skip` (NaN where `usable`,
-    when it has x's shape, is false) into points[:, at:], and each inserted into its row of
+    when it has x's shape, is false) into points[:, at:], and merged into each row of
     `ordered`, which stays sorted as np.sort sorts (NaN last): the window's end then needs no
     sort. Returns the number of points taken per row."""
     rows, n = x.shape
     masked = usable.shape[0] == rows and usable.shape[1] == n
-    taken = 0
+    taken = len(range(skip, n, stride))
+    new = np.empty(taken)
     for p in range(rows):
-        k = at
-        for j in range(skip, n, stride):
+        for k, j in enumerate(range(skip, n, stride)):
             v = x[p, j]
             if masked and not usable[p, j]:
                 v = np.nan
-            points[p, k] = v
-            lo, hi = 0, k  # bisect_left over ordered[p, :k]; a NaN there compares greater
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if ordered[p, mid] < v:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if v != v:  # NaN sorts last
-                lo = k
-            for m in range(k, lo, -1):
-                ordered[p, m] = ordered[p, m - 1]
-            ordered[p, lo] = v
-            k += 1
-        taken = k - at
+            points[p, at + k] = v
+            new[k] = v
+        new.sort()  # (NaN last, as np.sort)
+        # Merge from the end: each old point moves once, past the new ones above it.
+        old, dest = at - 1, at + taken - 1
+        for k in range(taken - 1, -1, -1):
+            v = new[k]
+            while old >= 0 and _after(ordered[p, old], v):
+                ordered[p, dest] = ordered[p, old]
+                old -= 1
+                dest -= 1
+            ordered[p, dest] = v
+            dest -= 1
     return taken
+
+
+@_jit
+def _after(a: float, b: float) -> bool:
+    """a sorts after b (NaN after every number)."""
+    if a != a:
+        return b == b
+    return a > b
 
 
 @_jit

@@ -90,6 +90,9 @@ class SignalQuality:
         self._raw_flags = np.empty((4, n_channels, 0), dtype=bool)
         # The compiled path (feedback.processing.fused): the same flags in one call a block.
         self._kernels = fused.kernels()
+        sections = (0 if self._mains is None else self._mains.sos.shape[0], self._lf.sos.shape[0])
+        if sections[0] not in (0, 2) or sections[1] != 2:  # (the kernel's fixed cascades)
+            self._kernels = None
         if self._kernels is not None:
             mains = self._mains
             self._filters = (
