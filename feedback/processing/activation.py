@@ -383,13 +383,13 @@ class BandDetector:
     def process(self, pct: np.ndarray) -> np.ndarray:
         if self._kernels is not None:
             edges = self._edges
-            zones, state, switched = self._kernels.band_zone(
-                pct, self._level_arrays, self._reach, edges.state, edges.run_arrays()
-            )
-            if switched:
+            zones, state = np.empty(pct.shape[0], dtype=np.int8), np.empty(2, dtype=bool)
+            out = (zones, state)
+            if self._kernels.band_zone(
+                pct, self._level_arrays, self._reach, edges.state, edges.run_arrays(), out
+            ):
                 edges.state = state
-            out: np.ndarray = zones
-            return out
+            return zones
         n = pct.shape[0]
         over = None
         if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
@@ -712,7 +712,9 @@ class ActivationDetector:
         moved, summed = True, False
         if self._kernels is not None:
             carry = self._carry
-            state, level, new, switched, moved, summed = self._kernels.activation_switch(
+            state, level = np.empty(seg.shape, dtype=bool), np.empty(seg.shape)
+            new = np.empty(before.shape, dtype=bool)
+            switched, moved, summed = self._kernels.activation_switch(
                 np.ascontiguousarray(seg),  # (one compiled layout: a slice is copied)
                 self._level_arrays,
                 self._reach,
@@ -720,6 +722,7 @@ class ActivationDetector:
                 carry.run_arrays(),
                 self._scales,
                 self._sum if usable is None else _NO_SUMS,
+                (state, level, new),
             )
             if switched:
                 carry.state = new

@@ -76,7 +76,7 @@ class EmgChain:
     def _set_scale(self, mvc: np.ndarray, rest: np.ndarray) -> None:
         self._mvc, self._rest = mvc, rest
         self._span = mvc - rest  # the divisor of %MVC, once per calibration, not per block
-        self._rest_row, self._span_row = self._rest[:, 0].copy(), self._span[:, 0].copy()
+        self._scale = (self._rest[:, 0].copy(), self._span[:, 0].copy())  # (the kernel's)
 
     def set_calibration(self, calibration: CalibrationSettings) -> None:
         """A calibration made during the session: %MVC uses it from the next block."""
@@ -110,14 +110,12 @@ class EmgChain:
         assert k is not None
         band = self._band
         raw = np.ascontiguousarray(block.data)  # (one compiled layout: a slice is copied)
+        shape = raw.shape
+        out = filtered, envelope, pct = np.empty(shape), np.empty(shape), np.empty(shape)
         if self._rms is not None:
-            filtered, envelope, pct = k.chain_rms(
-                raw, band.sos, band.state, self._squares, self._plan, self._rest_row, self._span_row
-            )
+            k.chain_rms(raw, band.sos, band.state, self._squares, self._plan, self._scale, out)
         else:
             lp = self._env_lp
             assert lp is not None
-            filtered, envelope, pct = k.chain_lowpass(
-                raw, band.sos, band.state, lp.sos, lp.state, self._rest_row, self._span_row
-            )
+            k.chain_lowpass(raw, band.sos, band.state, lp.sos, lp.state, self._scale, out)
         return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)

@@ -143,12 +143,15 @@ def _percent(envelope: Any, rest: Any, span: Any, pct: Any) -> None:
 
 
 @_jit
-def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any, span: Any) -> Any:
+def chain_rms(
+    raw: Any, sos: Any, state: Any, history: Any, plan: Any, scale: Any, out: Any
+) -> None:
     """Band-pass, moving RMS over `history.shape[1] + 1` samples (the squares of the last
-    ones carried in `history`; `plan` the pairwise_plan of that width), % MVC. Returns
-    (filtered, envelope, pct)."""
+    ones carried in `history`; `plan` the pairwise_plan of that width), % MVC (scale = (rest,
+    span) per row), into out = (filtered, envelope, pct), arrays the caller made (cheaper
+    than arrays made here and boxed on return)."""
     rows, n = raw.shape
-    filtered = np.empty((rows, n))
+    filtered, envelope, pct = out
     for p in range(rows):
         for i in range(n):
             filtered[p, i] = raw[p, i]
@@ -157,7 +160,6 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any
     width = keep + 1
     ext = np.empty(keep + n)
     sums = np.empty(n)
-    envelope = np.empty((rows, n))
     for p in range(rows):
         for k in range(keep):
             ext[k] = history[p, k]
@@ -169,31 +171,29 @@ def chain_rms(raw: Any, sos: Any, state: Any, history: Any, plan: Any, rest: Any
             envelope[p, i] = math.sqrt(sums[i] / width)
         for k in range(keep):
             history[p, k] = ext[n + k]
-    pct = np.empty((rows, n))
-    _percent(envelope, rest, span, pct)
-    return filtered, envelope, pct
+    _percent(envelope, scale[0], scale[1], pct)
 
 
 @_jit
 def chain_lowpass(
-    raw: Any, sos: Any, state: Any, lp_sos: Any, lp_state: Any, rest: Any, span: Any
-) -> Any:
-    """Band-pass, low-passed rectified envelope (never below 0), % MVC."""
+    raw: Any, sos: Any, state: Any, lp_sos: Any, lp_state: Any, scale: Any, out: Any
+) -> None:
+    """Band-pass, low-passed rectified envelope (never below 0), % MVC, as `chain_rms`."""
     rows, n = raw.shape
-    filtered = np.empty((rows, n))
+    filtered, envelope, pct = out
     for p in range(rows):
         for i in range(n):
             filtered[p, i] = raw[p, i]
     cascade(sos, filtered, state)
-    envelope = np.abs(filtered)
+    for p in range(rows):
+        for i in range(n):
+            envelope[p, i] = abs(filtered[p, i])
     cascade(lp_sos, envelope, lp_state)
     for p in range(rows):
         for i in range(n):
             if envelope[p, i] < 0.0:
                 envelope[p, i] = 0.0
-    pct = np.empty((rows, n))
-    _percent(envelope, rest, span, pct)
-    return filtered, envelope, pct
+    _percent(envelope, scale[0], scale[1], pct)
 
 
 @_jit
@@ -239,9 +239,10 @@ def quality_flags(
     last_raw: Any,
     same: Any,
     since: Any,
-) -> Any:
-    """feedback.processing.quality.SignalQuality.process for one block; returns the held
-    flags, uint8 (rows, n).
+    out: Any,
+) -> None:
+    """feedback.processing.quality.SignalQuality.process for one block: the held flags
+    into `out`, uint8 (rows, n), an array the caller made.
 
     filters = (mains sos (2 sections) or an empty one, LF sos (2 sections), smoothing sos
     (1 section)) and states their (rows, sections, 2) states, the smoothing's for 3·rows
@@ -253,7 +254,6 @@ def quality_flags(
     clip, flat_p, mains_r, motion_r, mains_floor, motion_floor = levels
     seen, warmup, flat_run, hold = counts
     rows, n = raw.shape
-    out = np.zeros((rows, n), dtype=np.uint8)
     has_mains = mains_sos.shape[0] > 0
     m0 = mains_sos[0] if has_mains else smooth_sos[0]
     m1 = mains_sos[1] if has_mains else smooth_sos[0]
@@ -308,7 +308,6 @@ def quality_flags(
             last_raw[p] = prev
         same[p] = run
         since[0, p], since[1, p], since[2, p], since[3, p] = s0, s1, s2, s3
-    return out
 
 
 @_jit
@@ -337,67 +336,70 @@ def _switch_row(
 
 
 @_jit
-def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
+def debounce(x: Any, levels: Any, reach: Any, state: Any, runs: Any, out: Any) -> Any:
     """The two-level switch with minimum times per row (levels = (on, off) arrays, reach =
-    (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays); returns (switch,
-    x >= on, new state, switched, moved): switched when the state at the end differs from
-    `state`, moved when any sample differs from it (an edge in the block). `state` is not
-    edited (callers compare with it); `runs` is."""
+    (n_on, n_off), each at least 1, runs = (run_on, run_off) int64 arrays, edited), into
+    out = (switch, x >= on, new state), arrays the caller made (cheaper than arrays boxed on
+    return). Returns (switched, moved): the state at the end differs from `state`, a sample
+    differs from it (an edge in the block). `state` is not edited (callers compare with it)."""
+    switch, above, new = out
     rows, n = x.shape
-    out = np.empty((rows, n), dtype=np.bool_)
-    above = np.empty((rows, n), dtype=np.bool_)
-    new = state.copy()
     for p in range(rows):
-        _switch_row(x, p, levels, reach, new, runs, out, above)
+        new[p] = state[p]
+        _switch_row(x, p, levels, reach, new, runs, switch, above)
     switched = False
     moved = False
     for p in range(rows):
         switched |= new[p] != state[p]
         for i in range(n):
-            moved |= out[p, i] != state[p]
-    return out, above, new, switched, moved
+            moved |= switch[p, i] != state[p]
+    return switched, moved
 
 
 @_jit
 def activation_switch(
-    x: Any, levels: Any, reach: Any, state: Any, runs: Any, scale: Any, sums: Any
+    x: Any, levels: Any, reach: Any, state: Any, runs: Any, scale: Any, sums: Any, out: Any
 ) -> Any:
-    """`debounce` and the activation level max((x − rest) · scale, 0) per row (scale = (rest,
-    scale) per row), as ActivationDetector._segment computes it, and, when `sums` has a row
-    each and x at most PAIRWISE_BLOCK columns, each row's sum (np.add.reduce) added to it.
-    Returns (switch, level, new state, switched, moved, summed)."""
-    out, _, new, switched, moved = debounce(x, levels, reach, state, runs)
+    """`debounce` into out = (switch, level, new state), the level being max((x − rest) ·
+    scale, 0) per row (scale = (rest, scale) per row), as ActivationDetector._segment
+    computes it, and, when `sums` has a row each and x at most PAIRWISE_BLOCK columns, each
+    row's sum (np.add.reduce) added to it. Returns (switched, moved, summed)."""
+    switch, level, new = out
+    rows, n = x.shape
+    above = np.empty((rows, n), dtype=np.bool_)
+    switched, moved = debounce(x, levels, reach, state, runs, (switch, above, new))
     rest = scale[0]
     factor = scale[1]
-    rows, n = x.shape
     summed = n <= PAIRWISE_BLOCK and sums.shape[0] == rows
     if summed:
         total = np.empty(1)
         for p in range(rows):
             _leaf_sums(x[p], 0, n, 1, total)
             sums[p] += total[0]
-    level = np.empty((rows, n))
     for p in range(rows):
         for i in range(n):
             d = (x[p, i] - rest[p]) * factor[p]
             level[p, i] = 0.0 if d < 0.0 else d
-    return out, level, new, switched, moved, summed
+    return switched, moved, summed
 
 
 @_jit
-def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any) -> Any:
+def band_zone(pct: Any, levels: Any, reach: Any, state: Any, runs: Any, out: Any) -> Any:
     """BandDetector.process: the low edge (row 0) and the high edge (row 1) switched on the
-    same % MVC; zone 0 below, 1 in band, 2 above. Returns (zone int8, new state, switched)."""
+    same % MVC, into out = (zone int8: 0 below, 1 in band, 2 above; new state). Returns
+    whether the state changed."""
+    zone, new = out
     n = pct.shape[0]
     x = np.empty((2, n))
     for i in range(n):
         x[0, i] = pct[i]
         x[1, i] = pct[i]
-    over, _, new, switched, _ = debounce(x, levels, reach, state, runs)
-    zone = np.empty(n, dtype=np.int8)
+    over = np.empty((2, n), dtype=np.bool_)
+    above = np.empty((2, n), dtype=np.bool_)
+    switched, _ = debounce(x, levels, reach, state, runs, (over, above, new))
     for i in range(n):
         zone[i] = 2 if over[1, i] else (1 if over[0, i] else 0)
-    return zone, new, switched
+    return switched
 
 
 @_jit

@@ -324,12 +324,15 @@ class OnsetDetector:
             before = self._carry.state  # replaced, never edited, by the debounce
             on, off, carry = self._levels[0], self._levels[1], self._carry
             if self._kernels is not None:
-                state, above, new, switched, moved = self._kernels.debounce(
+                state, above = np.empty(part.shape, dtype=bool), np.empty(part.shape, dtype=bool)
+                new = np.empty(before.shape, dtype=bool)
+                switched, moved = self._kernels.debounce(
                     np.ascontiguousarray(part),  # (one compiled layout: a slice is copied)
                     self._level_arrays,
                     self._reach,
                     before,
                     carry.run_arrays(),
+                    (state, above, new),
                 )
                 if switched:
                     carry.state = new

@@ -157,7 +157,8 @@ class SignalQuality:
         k = self._kernels
         assert k is not None
         counts = (self._seen, self._warmup, self._flat_run, self._hold)
-        flags = k.quality_flags(
+        flags = np.empty(raw.shape, dtype=np.uint8)
+        k.quality_flags(
             np.ascontiguousarray(raw),  # (one compiled layout: a slice is copied)
             filtered,
             self._filters,
@@ -167,6 +168,7 @@ class SignalQuality:
             self._last_raw,
             self._same,
             self._since,
+            flags,
         )
         self._seen += raw.shape[1]
         return QualityBlock(flags)

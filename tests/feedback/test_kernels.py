@@ -96,12 +96,12 @@ def test_one_ulp_in_one_envelope_sample_is_caught(monkeypatch: pytest.MonkeyPatc
     both the comparison with the numpy path and the stored reference."""
     real, calls = kernels.chain_rms, [0]
 
-    def off_by_one_ulp(*args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        filtered, envelope, pct = real(*args)
+    def off_by_one_ulp(*args: object) -> None:
+        real(*args)
+        _, envelope, _ = args[-1]  # type: ignore[misc]
         calls[0] += 1
         if calls[0] == 1500:  # one block of 2400, well after the first baseline window
             envelope[1, 5] = np.nextafter(envelope[1, 5], np.inf)
-        return filtered, envelope, pct
 
     monkeypatch.setattr(kernels, "chain_rms", off_by_one_ulp)
     with pytest.raises(AssertionError, match="fields differ"):
