@@ -821,9 +821,10 @@ class ActivationDetector:
         levels = (self.rest, self.calibrated, self.mvc, self._floor, s.rest_percentile, ratios)
         refs = (self._session_ref, self._k_ref, self._decay)
         state = (self._sum, self._count, self._frame, self._filled)
-        rest, rest_now, ref_now, on, off, rest_col, scale_col, ready = self._kernels.frame_close(
-            state, self._ring, self._ordered, levels, refs
-        )
+        # New arrays each close (handed out by the blocks, never edited): rows of one buffer.
+        out = np.empty((7, len(self.channels)))
+        ready = self._kernels.frame_close(state, self._ring, self._ordered, levels, refs, out)
+        rest, rest_now, ref_now, on, off, rest_col, scale_col = out
         self._filled += 1
         self._in_frame = 0
         self.rest = rest

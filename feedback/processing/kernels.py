@@ -545,14 +545,14 @@ def _larger(a: float, b: float) -> float:
 
 @_jit
 def _set_levels(rest_new: Any, calibrated: Any, mvc: Any, session: Any, floor: float,
-                ratios: Any) -> Any:  # fmt: skip
-    """ActivationDetector._set_levels on arrays: (rest now, reference now, on, off, rest
-    column, scale column, every on level finite)."""
+                ratios: Any, out: Any) -> bool:  # fmt: skip
+    """ActivationDetector._set_levels on arrays, into the rows 1..6 of `out` (rest now,
+    reference now, on, off, rest column, scale column); returns whether every on level is
+    finite."""
     on_ratio, on_frac, off_ratio, off_frac = ratios
     rows = rest_new.shape[0]
-    rest_now, ref_now = np.empty(rows), np.empty(rows)
-    on_level, off_level = np.empty(rows), np.empty(rows)
-    rest_col, scale_col = np.empty(rows), np.empty(rows)
+    rest_now, ref_now, on_level, off_level = out[1], out[2], out[3], out[4]
+    rest_col, scale_col = out[5], out[6]
     ready = True
     for p in range(rows):
         rest = _larger(rest_new[p], floor)
@@ -568,11 +568,11 @@ def _set_levels(rest_new: Any, calibrated: Any, mvc: Any, session: Any, floor: f
         on_level[p] = np.inf if on != on else on
         off_level[p] = np.inf if off != off else off
         ready &= on_level[p] != np.inf and on_level[p] != -np.inf
-    return rest_now, ref_now, on_level, off_level, rest_col, scale_col, ready
+    return ready
 
 
 @_jit
-def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: Any) -> Any:
+def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: Any, out: Any) -> Any:
     """ActivationDetector._learn at a frame's close and the `_set_levels` after it, on the
     same float operations in the same order (to the bit):
 
@@ -583,15 +583,16 @@ def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: An
     among the newest k_ref frames, decaying peak-hold;
     levels = (rest, calibrated, mvc, floor, pct, (on_ratio, on_fraction, off_ratio,
     off_fraction)).
-    Returns the new arrays (rest, rest now, reference now, on, off, rest column, scale
-    column) and whether every on level is finite; `sums` and `counts` are reset."""
+    Writes the rows of `out` (7, rows), made by the caller: rest, rest now, reference now,
+    on, off, rest column, scale column; returns whether every on level is finite. `sums` and
+    `counts` are reset."""
     sums, counts, frame, filled = frame_state
     values, lengths = ordered
     old_rest, calibrated, mvc, floor, pct, ratios = levels
     session, k_ref, decay = refs
     rows, width = ring.shape
     col = filled % width
-    rest_new = np.empty(rows)
+    rest_new = out[0]
     for p in range(rows):
         mean = sums[p] / counts[p] if 2 * counts[p] > frame else np.nan
         gone = ring[p, col] if filled >= width else np.nan
@@ -606,7 +607,4 @@ def frame_close(frame_state: Any, ring: Any, ordered: Any, levels: Any, refs: An
         effort = _newest_mean(ring, p, filled, k_ref)
         held = session[p] * decay
         session[p] = effort if held != held or effort > held else held
-    rest_now, ref_now, on, off, rest_col, scale_col, ready = _set_levels(
-        rest_new, calibrated, mvc, session, floor, ratios
-    )
-    return rest_new, rest_now, ref_now, on, off, rest_col, scale_col, ready
+    return _set_levels(rest_new, calibrated, mvc, session, floor, ratios, out)

@@ -93,9 +93,9 @@ def test_a_wrong_compiled_frame_close_would_be_caught(monkeypatch: pytest.Monkey
     real = kernels.frame_close
 
     def off(*args: object) -> object:
-        *rest, (session, k_ref, decay) = args  # refs = (session reference, k_ref, decay)
+        *rest, (session, k_ref, decay), out = args  # refs = (session reference, k_ref, decay)
         state, ring, ordered, levels = rest
-        return real(state, ring, ordered, levels, (session, k_ref, decay * (1 + 1e-15)))
+        return real(state, ring, ordered, levels, (session, k_ref, decay * (1 + 1e-15)), out)
 
     monkeypatch.setattr(kernels, "frame_close", off)
     with pytest.raises(AssertionError):
