@@ -93,6 +93,48 @@ def _leaf_sums(a: Any, off: int, n: int, count: int, out: Any) -> None:
 
 
 @_jit
+def _leaf_sum(a: Any, off: int, n: int) -> float:
+    """`_leaf_sums` for one window, its accumulators as scalars (no array made)."""
+    if n < 8:
+        res = 0.0
+        for k in range(n):
+            res += a[off + k]
+        return res
+    r0, r1, r2, r3 = a[off], a[off + 1], a[off + 2], a[off + 3]
+    r4, r5, r6, r7 = a[off + 4], a[off + 5], a[off + 6], a[off + 7]
+    stop = n - n % 8
+    for k in range(off + 8, off + stop, 8):
+        r0 += a[k]
+        r1 += a[k + 1]
+        r2 += a[k + 2]
+        r3 += a[k + 3]
+        r4 += a[k + 4]
+        r5 += a[k + 5]
+        r6 += a[k + 6]
+        r7 += a[k + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for k in range(off + stop, off + n):
+        res += a[k]
+    return res  # type: ignore[no-any-return]
+
+
+@_jit
+def plan_sum(a: Any, plan: Any, stack: Any) -> float:
+    """np.add.reduce(a[:width]) to the bit, with the plan `pairwise_plan(width)` gives and a
+    scratch `stack` of at least len(plan[1]) values."""
+    leaves, ops = plan
+    top = 0
+    for op in ops:
+        if op >= 0:
+            stack[top] = _leaf_sum(a, leaves[op, 0], leaves[op, 1])
+            top += 1
+        else:
+            stack[top - 2] += stack[top - 1]
+            top -= 1
+    return stack[0]  # type: ignore[no-any-return]
+
+
+@_jit
 def windowed_sums(a: Any, plan: Any, count: int, out: Any) -> None:
     """out[i] = np.add.reduce(a[i : i + width]) for i < count, to the bit, with the plan
     `pairwise_plan(width)` gives."""
@@ -456,7 +498,7 @@ def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, sprea
     sd = np.empty(rows)
     mid = (width - 1) // 2
     row = np.empty(width)
-    total = np.empty(1)
+    stack = np.empty(plan[1].shape[0])
     for p in range(rows):
         if ordered[p, width - 1] != ordered[p, width - 1]:
             return False, mean, sd
@@ -478,15 +520,13 @@ def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, sprea
             row[i] = points[p, i] if kept else 0.0
             count += kept
         count = max(count, 1)
-        windowed_sums(row, plan, 1, total)
-        m = total[0] / count
+        m = plan_sum(row, plan, stack) / count
         for i in range(width):
             v = points[p, i]
             d = v - m
             row[i] = d * d if keep_all or v <= limit else 0.0
         mean[p] = m
-        windowed_sums(row, plan, 1, total)
-        sd[p] = math.sqrt(total[0] / count)
+        sd[p] = math.sqrt(plan_sum(row, plan, stack) / count)
     return True, mean, sd
 
 

@@ -133,10 +133,12 @@ def test_one_wrong_coefficient_is_caught(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_windowed_sums_are_numpys_sums(width: int, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(width - 1 + count) ** 2 * 10.0 ** rng.integers(-8, 8)
-    got = np.empty(count)
-    kernels.windowed_sums(a, kernels.pairwise_plan(width), count, got)
+    got, plan = np.empty(count), kernels.pairwise_plan(width)
+    kernels.windowed_sums(a, plan, count, got)
     windows = np.lib.stride_tricks.sliding_window_view(a, width)
     np.testing.assert_array_equal(got, np.add.reduce(windows, axis=1))
+    one = kernels.plan_sum(a, plan, np.empty(plan[1].shape[0]))  # (one window, no arrays)
+    assert one.hex() == float(np.add.reduce(a[:width])).hex()
 
 
 def test_a_left_to_right_sum_is_not_numpys() -> None:
