@@ -363,8 +363,12 @@ class OnsetDetector:
             # relaxes. Otherwise both channels would "start" together at this sample.
             self._carry.state = learning.last() >= self.on_threshold
             return
-        quieter = (sd > 0) & (mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold)
-        if quieter.any():
+        # On plain floats (the same float64 operations): four numpy calls on a handful of
+        # values cost tens of microseconds in this once-a-second block, cold.
+        k = self.settings.k_sd
+        rows = zip(mean.tolist(), sd.tolist(), self._levels[0], strict=True)
+        quieter = [s > 0 and m + k * s < RELEARN_RATIO * on for m, s, on in rows]
+        if any(quieter):
             old_mean, old_sd = self.baseline
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
 
