@@ -107,6 +107,20 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
 
 
+def compile_kernels() -> bool:
+    """Fill numba's cache at install time (scripts/bootstrap.sh): the one compile of a fresh
+    machine (about 12 s) then happens there, not in a first session's or test's start. False:
+    no numba, the numpy path (nothing to compile)."""
+    from config import load_settings
+
+    settings = load_settings(environ={})
+    sim = settings.simulator
+    if fused.kernels() is None:
+        return False
+    _warm_kernels(settings, sim.rate_hz, tuple(sim.channels))
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolSwitch:
     """A protocol picked mid-session, waiting for its safe boundary (`at`; None: next block)."""
