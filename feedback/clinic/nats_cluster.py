@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedback.broker import free_port
+from feedback.clinic.nats_partitions import accounts_config
 
 CLUSTER_NAME = "vmf"
+LOGGER_USER, LOGGER_PASSWORD = "logger", "logger-test-only"
 
 
 def nats_server_binary() -> str | None:
@@ -30,9 +32,22 @@ def nats_server_binary() -> str | None:
 
 
 def node_config(
-    name: str, store: Path, client: int, route: int, mqtt: int, routes: list[int]
+    name: str,
+    store: Path,
+    client: int,
+    route: int,
+    mqtt: int,
+    routes: list[int],
+    partitions: int = 0,
 ) -> str:
+    """`partitions` > 0: the two-account layout of nats_partitions.py (the loggers' account
+    reached as LOGGER_USER); 0: one account for everyone, the stream unpartitioned."""
     peers = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+    accounts = (
+        accounts_config(partitions, f'"{LOGGER_PASSWORD}"', anonymous_stations=True)
+        if partitions
+        else ""
+    )
     return (
         f"server_name: {name}\n"
         f"listen: 127.0.0.1:{client}\n"
@@ -44,6 +59,7 @@ def node_config(
         # the replica count from the routes up when they are first used, 2 of 3 in practice:
         # then one node's loss leaves them without quorum and stalls every MQTT client.
         f"mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3, ack_wait: 10s }}\n"
+        f"{accounts}"
     )
 
 
@@ -97,9 +113,10 @@ class NatsNode:
 @dataclass
 class NatsCluster:
     nodes: list[NatsNode] = field(default_factory=list)
+    partitions: int = 0
 
     @classmethod
-    def create(cls, binary: str, workdir: Path, size: int = 3) -> NatsCluster:
+    def create(cls, binary: str, workdir: Path, size: int = 3, partitions: int = 0) -> NatsCluster:
         routes = [free_port() for _ in range(size)]
         nodes = []
         for i in range(size):
@@ -108,13 +125,22 @@ class NatsCluster:
             conf = workdir / f"{name}.conf"
             others = [p for j, p in enumerate(routes) if j != i]
             store = workdir / f"{name}-store"
-            conf.write_text(node_config(name, store, client, routes[i], mqtt, others))
+            conf.write_text(node_config(name, store, client, routes[i], mqtt, others, partitions))
             nodes.append(NatsNode(name, binary, conf, client, mqtt, workdir / f"{name}.log"))
-        return cls(nodes)
+        return cls(nodes, partitions)
 
     @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
+
+    @property
+    def logger_urls(self) -> list[str]:
+        """The loggers' account when partitioned (credentials in the URL, as nats-py takes
+        them); the one account otherwise."""
+        if not self.partitions:
+            return self.urls
+        auth = f"{LOGGER_USER}:{LOGGER_PASSWORD}@"
+        return [n.url.replace("nats://", f"nats://{auth}") for n in self.nodes]
 
     def start(self, timeout_s: float = 20.0) -> None:
         for node in self.nodes:
@@ -132,7 +158,7 @@ class NatsCluster:
         import nats
 
         deadline = time.monotonic() + timeout_s
-        nc = await nats.connect(servers=self.urls, max_reconnect_attempts=-1)
+        nc = await nats.connect(servers=self.logger_urls, max_reconnect_attempts=-1)
         try:
             while True:
                 try:

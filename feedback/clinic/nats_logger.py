@@ -26,6 +26,12 @@ subjects, so a node can die without losing what it acknowledged.
 - Read ahead (feedback/clinic/nats_pull.py): the next batch (`--ahead` batches at most) is
   requested while one is stored; not while the order gate finds another instance on the same
   sessions, which read-ahead would only make wait for each other more.
+- Partitioned (`--partitions N`, the servers configured for it: nats_partitions.py): the
+  stream holds each station's messages in one of N partitions, each with a durable consumer of
+  its own, and an instance reads only the partitions it holds a lease on (nats_lease.py), so
+  two instances never wait for each other's share of a session; a dead instance's partitions
+  go to the others once its leases age out (`--lease`). The order gate stays, for the moments
+  a lease changes hands.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +57,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from devices.backoff import Backoff
+from feedback.clinic import nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
+from feedback.clinic.nats_group import FeedSet
+from feedback.clinic.nats_lease import LEASE_S, Leases
 from feedback.clinic.nats_pull import PullFeed
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS
 from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
@@ -86,7 +97,12 @@ def subject_of(topic: str) -> str:
 
 def topic_of(subject: str) -> str:
     """The MQTT topic back: station and clinic ids hold no dot (validation refuses them)."""
+    if subject.startswith(PARTITIONED_PREFIX):
+        return nats_partitions.topic_of(subject)
     return subject.replace(".", "/")
+
+
+PARTITIONED_PREFIX = nats_partitions.ROOT + "."
 
 
 def stream_subjects(clinic: str = "*") -> list[str]:
@@ -97,7 +113,11 @@ def stream_subjects(clinic: str = "*") -> list[str]:
 
 
 async def ensure_stream(
-    js: JetStreamContext, name: str = STREAM, clinic: str = "*", replicas: int = 3
+    js: JetStreamContext,
+    name: str = STREAM,
+    clinic: str = "*",
+    replicas: int = 3,
+    partitioned: bool = False,
 ) -> None:
     """Create the clinic's stream if it is missing (an existing one is left as it is: its
     operator may have tuned it)."""
@@ -108,7 +128,7 @@ async def ensure_stream(
         pass
     config = StreamConfig(
         name=name,
-        subjects=stream_subjects(clinic),
+        subjects=(nats_partitions.stream_subjects if partitioned else stream_subjects)(clinic),
         num_replicas=replicas,
         storage=StorageType.FILE,
         max_age=STREAM_MAX_AGE_S,
@@ -118,9 +138,12 @@ async def ensure_stream(
         await js.add_stream(config)
 
 
-def consumer_config(durable: str, ack_wait_s: float) -> ConsumerConfig:
+def consumer_config(
+    durable: str, ack_wait_s: float, filter_subject: str | None = None
+) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=durable,
+        filter_subject=filter_subject,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait_s,
@@ -137,6 +160,7 @@ class NatsLoggerStats:
     held: int = 0  # given back by the order gate, to come again after their predecessors
     connects: int = 0
     rebinds: int = 0  # the consumer was lost and bound again
+    partitions_held: int = 0  # partitioned: how many this instance reads now
     fetch_errors: int = 0  # the cluster did not answer a fetch (a node lost, an election)
     db_errors: int = 0
     ingest_failures: int = 0
@@ -219,6 +243,8 @@ class NatsLogger:
         replicas: int = 3,
         name: str = "vmf-logger",
         metrics: NatsLoggerMetrics | None = None,
+        partitions: int = 0,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.servers = list(servers)
         self.store = store
@@ -231,13 +257,18 @@ class NatsLogger:
         self.create_stream = create_stream
         self.replicas = replicas
         self.name = name
+        self.partitions = partitions
+        self.lease_s = lease_s
+        # The lease names this process, not its configured name: a restarted instance is a
+        # new member, and its predecessor's leases age out as a dead one's do.
+        self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(3)
         self.stats = NatsLoggerStats()
         self.connected = asyncio.Event()
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
-        self._feed: PullFeed | None = None
+        self._feed: PullFeed | FeedSet | None = None
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -269,6 +300,8 @@ class NatsLogger:
         try:
             js = self._js = nc.jetstream(timeout=5.0)
             self.stats.connects += 1
+            if self.partitions:
+                await self._partitioned(nc, js)
             while True:
                 await self._bind(js)
                 feed = PullFeed(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
@@ -295,22 +328,98 @@ class NatsLogger:
             with contextlib.suppress(Exception):
                 await nc.close()
 
+    async def _partitioned(self, nc: NATS, js: JetStreamContext) -> None:
+        """Read the partitions this instance holds a lease on; renew the leases every
+        lease_s / 3 between batches, and follow what they say: read a partition taken, drain
+        and store one lost or given back."""
+        await self._bind(js, partition=None)
+        leases = self._leases(js)
+        await leases.open()
+        feeds = FeedSet(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
+        self._feed = feeds
+        self.connected.set()
+        renew_at = 0.0
+        try:
+            while True:
+                if time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + self.lease_s / 3
+                    await self._rebalance(nc, js, leases, feeds)
+                try:
+                    wait = min(1.0, max(renew_at - time.monotonic(), 0.01))
+                    msgs = await self._fetch(feeds, wait)
+                except nats.js.errors.APIError as exc:
+                    log.warning("a partition's consumer lost (%r); binding again", exc)
+                    self.stats.rebinds += 1
+                    await feeds.close()  # bound again at the next renewal
+                    renew_at = 0.0
+                    continue
+                if msgs:
+                    await self.handle(nc, msgs)
+        finally:
+            await feeds.close()
+            with contextlib.suppress(Exception):  # given back now rather than aged out
+                await asyncio.wait_for(leases.release_all(), 2.0)
+
+    def _leases(self, js: JetStreamContext) -> Leases:
+        return Leases(js, self.partitions, self.member, lease_s=self.lease_s,
+                      replicas=self.replicas)  # fmt: skip
+
+    async def _rebalance(
+        self, nc: NATS, js: JetStreamContext, leases: Leases, feeds: FeedSet
+    ) -> None:
+        try:
+            held, extra = await leases.renew()
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            # The cluster is busy (an election): keep reading what we have; a lease that ages
+            # out meanwhile is taken by another, and the order gate covers the overlap.
+            log.warning("lease renewal failed (%r); retrying", exc)
+            return
+        gone = set()
+        for k in feeds.feeds:  # a deleted consumer stays silent to pull requests
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                durable = nats_partitions.durable_name(self.durable, k)
+                try:
+                    await js.consumer_info(self.stream, durable)
+                except nats.js.errors.NotFoundError:
+                    log.warning("partition %d's consumer was deleted; binding again", k)
+                    self.stats.rebinds += 1
+                    gone.add(k)
+        for k in sorted(gone | (set(feeds.feeds) - (held - extra))):
+            msgs = await feeds.remove(k)
+            if msgs:
+                await self.handle(nc, msgs)
+            if k in extra:
+                await leases.release(k)
+        for k in sorted(held - extra - set(feeds.feeds)):
+            await self._bind(js, partition=k)
+            await feeds.add(k)
+        self.stats.partitions_held = len(feeds.feeds)
+
     async def _reconnected(self) -> None:
         self.stats.connects += 1
         log.warning("reconnected to the NATS cluster")
 
-    async def _bind(self, js: JetStreamContext) -> None:
+    async def _bind(self, js: JetStreamContext, partition: int | None = -1) -> None:
         """The stream and the durable consumer, created when missing; retried while the
-        cluster elects its leaders (seconds after a start or a node's loss)."""
+        cluster elects its leaders (seconds after a start or a node's loss). `partition`:
+        -1, the one consumer of an unpartitioned stream; None, the stream only; k, the
+        consumer of partition k."""
         delay = 0.2
+        durable, subject = self.durable, None
+        if partition is not None and partition >= 0:
+            durable = nats_partitions.durable_name(self.durable, partition)
+            subject = nats_partitions.filter_subject(partition)
         while True:
             try:
                 if self.create_stream:
-                    await ensure_stream(js, self.stream, self.clinic, self.replicas)
+                    await ensure_stream(js, self.stream, self.clinic, self.replicas,
+                                        partitioned=bool(self.partitions))  # fmt: skip
+                if partition is None:
+                    return
                 try:
-                    await js.consumer_info(self.stream, self.durable)
+                    await js.consumer_info(self.stream, durable)
                 except nats.js.errors.NotFoundError:
-                    config = consumer_config(self.durable, self.ack_wait_s)
+                    config = consumer_config(durable, self.ack_wait_s, subject)
                     with contextlib.suppress(nats.js.errors.BadRequestError):  # a race
                         await js.add_consumer(self.stream, config)
                 return
@@ -319,16 +428,16 @@ class NatsLogger:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    async def _fetch(self, feed: PullFeed) -> list[Msg]:
+    async def _fetch(self, feed: PullFeed | FeedSet, timeout_s: float = 1.0) -> list[Msg]:
         """The next batch (the feed raises ConsumerGone, an APIError, when the server says
-        the consumer was deleted); [] after a second without messages."""
+        the consumer was deleted); [] after `timeout_s` without messages."""
         unavailable = feed.unavailable
-        msgs = await feed.take(timeout_s=1.0)
+        msgs = await feed.take(timeout_s=timeout_s)
         if feed.unavailable > unavailable:  # a node lost, a leader being elected: it retries
             self.stats.fetch_errors += feed.unavailable - unavailable
             log.warning("the cluster did not serve %d pull requests; retrying",
                         feed.unavailable - unavailable)  # fmt: skip
-        if msgs:
+        if msgs or isinstance(feed, FeedSet):  # (partitions: checked at each renewal)
             return msgs
         # Nothing waiting, or no consumer any more: a deleted one may just stay silent.
         if self._js is not None and time.monotonic() - self._checked > CONSUMER_CHECK_S:
@@ -451,7 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="clinic.sqlite3", metavar="URL",
                    help="postgresql://user@host/db, sqlite:///PATH or a file path")  # fmt: skip
     p.add_argument("--clinic", default="*", help="clinic id the stream captures (default: all)")
-    p.add_argument("--stream", default=STREAM, help=f"JetStream stream (default {STREAM})")
+    p.add_argument("--stream", help=f"JetStream stream (default {STREAM}, partitioned "
+                   f"{nats_partitions.STREAM})")  # fmt: skip
+    p.add_argument("--partitions", type=int, default=0, metavar="N",
+                   help="the servers split the stream into N partitions (nats_partitions.py; "
+                   "docs/operations.md); 0: one consumer shared by every instance")  # fmt: skip
+    p.add_argument("--lease", type=float, default=LEASE_S, metavar="S",
+                   help="partitioned: seconds before a silent instance's partitions go to "
+                   "the others")  # fmt: skip
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
     p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
@@ -481,7 +597,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
     return NatsLogger(
         [u.strip() for u in args.nats.split(",") if u.strip()],
         ClinicStore(args.db, retention_days=args.retention_days),
-        stream=args.stream,
+        stream=args.stream or (nats_partitions.STREAM if args.partitions else STREAM),
         durable=args.durable,
         clinic=args.clinic,
         batch=args.batch,
@@ -491,6 +607,8 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         replicas=args.replicas,
         name=args.name,
         metrics=metrics,
+        partitions=max(0, args.partitions),
+        lease_s=args.lease,
     )
 
 

@@ -54,8 +54,10 @@ class PullFeed:
         ahead: int = 2,
         expires_s: float = 1.0,
         api_prefix: str = "$JS.API",
+        arrived: asyncio.Event | None = None,
     ) -> None:
         self.nc = nc
+        self.arrived = arrived  # set when a message lands or a request ends (FeedSet's wait)
         self.batch = batch
         self.ahead = ahead
         self.expires_s = expires_s
@@ -70,6 +72,7 @@ class PullFeed:
         self._pause_until = 0.0  # monotonic: no request before it
         self._shared_until = 0.0  # monotonic: until then, ask only when the buffer is empty
         self._gone: str | None = None  # why the consumer is gone, raised by `take`
+        self._draining = False  # no more requests: the partition is being given back
 
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
@@ -80,6 +83,19 @@ class PullFeed:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
         self._buffer.clear()
+
+    async def drain(self) -> list[Msg]:
+        """Stop asking; once the request in flight has ended (or been given up on), what it
+        and earlier ones delivered. Closing with a request in flight would leave what it
+        still delivers unacknowledged with nobody, until ack_wait."""
+        self._draining = True
+        deadline = time.monotonic() + self.expires_s + LOST_REQUEST_GRACE_S
+        while self._asked_at and time.monotonic() < deadline:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), max(deadline - time.monotonic(), 0))
+        out, self._buffer = self._buffer, []
+        return out
 
     @property
     def buffered(self) -> int:
@@ -130,7 +146,7 @@ class PullFeed:
         now = time.monotonic()
         if self._asked_at and now - self._asked_at > self.expires_s + LOST_REQUEST_GRACE_S:
             self._ended()  # its end never came (lost with a connection, or a node)
-        if self._asked_at or now < self._pause_until:
+        if self._asked_at or now < self._pause_until or self._draining:
             return
         ahead = self.ahead if now >= self._shared_until else 0
         if len(self._buffer) > max(ahead * self.batch - 1, 0):
@@ -146,6 +162,8 @@ class PullFeed:
     def _ended(self) -> None:
         self._owed, self._asked_at = 0, 0.0
         self._full.set()
+        if self.arrived is not None:
+            self.arrived.set()
 
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS) if msg.headers else None
@@ -156,6 +174,8 @@ class PullFeed:
                 self._ended()
             elif len(self._buffer) >= self.batch:
                 self._full.set()
+            if self.arrived is not None:
+                self.arrived.set()
             return
         if status == "100":  # an idle heartbeat (never asked for): not an answer
             return

@@ -2,9 +2,11 @@
 
   python tests/clinic/nats_logger_variants.py VARIANT SLOW_S <nats_logger arguments>
 
-VARIANT: `correct` (the logger as shipped) or `ack-first` (acknowledges a batch before storing
-it: the negative control). SLOW_S: a pause inside each
-store call, announced on stdout with a line `ingest`, so that a kill lands inside a batch.
+VARIANT: `correct` (the logger as shipped), `ack-first` (acknowledges a batch before storing
+it: the negative control) or `no-lease` (partitioned, but reads every partition whatever the
+leases say: the negative control of the partitioned group). SLOW_S: a pause inside each
+store call, announced on stdout with a line `ingest <stations of the batch>`, so that a kill
+lands inside a batch and a test sees which instance stored which station.
 `ready` is printed once the consumer is bound.
 """
 
@@ -20,8 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from feedback.clinic import nats_logger
+from feedback.clinic import nats_logger, nats_partitions
+from feedback.clinic.nats_lease import Leases
 from feedback.clinic.store import ClinicStore, Incoming, IngestResult
 
 
@@ -29,7 +33,8 @@ class SlowStore(ClinicStore):
     slow_s = 0.0
 
     def ingest(self, batch: list[Incoming]) -> IngestResult:
-        print("ingest", flush=True)
+        stations = sorted({item.topic.split("/")[3] for item in batch})
+        print("ingest", ",".join(stations), flush=True)
         time.sleep(self.slow_s)
         return super().ingest(batch)
 
@@ -44,9 +49,22 @@ class AckFirst(nats_logger.NatsLogger):
         pass
 
 
+class EveryPartition(Leases):
+    """Leases that always say this instance holds every partition."""
+
+    async def renew(self) -> tuple[set[int], set[int]]:
+        return set(range(self.partitions)), set()
+
+
+class NoLease(nats_logger.NatsLogger):
+    def _leases(self, js: JetStreamContext) -> Leases:
+        return EveryPartition(js, self.partitions, self.member, lease_s=self.lease_s)
+
+
 VARIANTS: dict[str, type[nats_logger.NatsLogger]] = {
     "correct": nats_logger.NatsLogger,
     "ack-first": AckFirst,
+    "no-lease": NoLease,
 }
 
 
@@ -56,7 +74,10 @@ async def run(variant: str, slow_s: float, argv: list[str]) -> None:
     kw: dict[str, Any] = {
         "stream": args.stream, "durable": args.durable, "clinic": args.clinic,
         "batch": args.batch, "ack_wait_s": args.ack_wait, "replicas": args.replicas,
+        "partitions": args.partitions, "lease_s": args.lease,
     }  # fmt: skip
+    if args.stream is None:
+        kw["stream"] = nats_partitions.STREAM if args.partitions else nats_logger.STREAM
     logger = VARIANTS[variant](args.nats.split(","), SlowStore(args.db), **kw)
     task = asyncio.create_task(nats_logger.amain(args, logger))
     await logger.connected.wait()

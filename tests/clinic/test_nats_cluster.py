@@ -119,6 +119,7 @@ class LoggerProcess:
         self.proc = proc
         self.ready = asyncio.Event()
         self.ingests = 0
+        self.stations: set[str] = set()  # of the batches it began storing
         self._ingest = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -129,6 +130,7 @@ class LoggerProcess:
                 self.ready.set()
             elif line.startswith(b"ingest"):
                 self.ingests += 1
+                self.stations.update(filter(None, line[6:].strip().decode().split(",")))
                 self._ingest.set()
 
     async def kill9_mid_batch(self) -> None:
@@ -147,12 +149,17 @@ class LoggerProcess:
 
 
 async def start_logger(
-    cluster: NatsCluster, db_url: str, name: str, variant: str = "correct", slow_s: float = 0.05
+    cluster: NatsCluster,
+    db_url: str,
+    name: str,
+    variant: str = "correct",
+    slow_s: float = 0.05,
+    extra: tuple[str, ...] = (),
 ) -> LoggerProcess:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(VARIANTS), variant, str(slow_s),
-        "--nats", ",".join(cluster.urls), "--db", db_url, "--durable", "clinic-loggers",
-        "--ack-wait", "3", "--batch", "200", "--name", name,
+        "--nats", ",".join(cluster.logger_urls), "--db", db_url, "--durable", "clinic-loggers",
+        "--ack-wait", "3", "--batch", "200", "--name", name, *extra,
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

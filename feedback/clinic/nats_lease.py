@@ -1,0 +1,144 @@
+"""Which logger instance reads which partition: leases in a JetStream key-value bucket.
+
+A partition's key (`p.<k>`) names its reader; only a create (no key yet) or an update at the
+revision the holder last wrote succeeds, so two instances never both believe they hold it. The
+bucket's age limit is the lease: a holder renews its keys every `lease_s / 3`; a holder
+killed with -9 stops renewing, its keys age out and the others take its partitions. Each
+instance also renews a member key (`m.<id>`), so that the instances can count each other and
+each takes its share, ceil(partitions / members), giving back the rest.
+
+The lease is for speed, not for safety: an instance that held a partition past its lease (a
+pause longer than `lease_s`) can still store a batch while the next holder starts; the order
+gate and the store's ledger keep that exactly once and in order, as with a shared consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import zlib
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+log = logging.getLogger(__name__)
+
+BUCKET = "vmf-logger-leases"
+LEASE_S = 6.0
+
+
+class PartitionCountMismatch(ValueError):
+    """This instance was started with another partition count than the group's."""
+
+
+class Leases:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        partitions: int,
+        member: str,
+        *,
+        lease_s: float = LEASE_S,
+        bucket: str = BUCKET,
+        replicas: int = 3,
+    ) -> None:
+        self.js = js
+        self.partitions = partitions
+        self.member = member  # unique per process: [A-Za-z0-9_-]
+        self.lease_s = lease_s
+        self.bucket = bucket
+        self.replicas = replicas
+        self.held: dict[int, int] = {}  # partition → revision of our last write
+        self.members = 0
+        self._kv: KeyValue | None = None
+
+    async def open(self) -> None:
+        try:
+            self._kv = await self.js.key_value(self.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            config = KeyValueConfig(
+                bucket=self.bucket, history=1, ttl=self.lease_s, replicas=self.replicas
+            )
+            try:
+                self._kv = await self.js.create_key_value(config)
+            except nats.js.errors.BadRequestError:  # another instance made it first
+                self._kv = await self.js.key_value(self.bucket)
+        await self._check_partition_count()
+
+    async def _check_partition_count(self) -> None:
+        """The count is the servers' (their import transforms); one instance with another
+        would leave partitions unread, or read ones that never fill. The first to come writes
+        it down; it ages out with the bucket, and is written again by every renewal."""
+        kv = self._kv
+        assert kv is not None
+        count = str(self.partitions).encode()
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            await kv.create("partitions", count)
+        entry = await kv.get("partitions")
+        if entry.value != count:
+            raise PartitionCountMismatch(
+                f"the logger group reads {entry.value!r} partitions; this one {self.partitions}"
+            )
+
+    async def renew(self) -> tuple[set[int], set[int]]:
+        """Renew, count the members, take what is free up to this instance's share.
+        Returns (held now, held beyond the share: to give back once drained)."""
+        kv = self._kv
+        assert kv is not None
+        await kv.put(f"m.{self.member}", b"1")
+        await kv.put("partitions", str(self.partitions).encode())
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            keys = []
+        self.members = max(1, sum(1 for k in keys if k.startswith("m.")))
+        share = math.ceil(self.partitions / self.members)
+        for k, revision in list(self.held.items()):
+            try:
+                self.held[k] = await kv.update(self._key(k), self._value, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                log.warning("lease on partition %d lost (expired, taken by another)", k)
+                del self.held[k]
+        free = [k for k in self._preference() if k not in self.held]
+        for k in free:
+            if len(self.held) >= share:
+                break
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                self.held[k] = await kv.create(self._key(k), self._value)
+                log.info("took partition %d (%d members)", k, self.members)
+        extra = set(sorted(self.held)[share:])
+        return set(self.held), extra
+
+    async def release(self, partition: int) -> None:
+        """Give a partition back at once (its reader is drained), instead of letting it age."""
+        kv = self._kv
+        revision = self.held.pop(partition, None)
+        if kv is None or revision is None:
+            return
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError, nats.errors.Error):
+            await kv.delete(self._key(partition), last=revision)
+
+    async def release_all(self) -> None:
+        for k in list(self.held):
+            await self.release(k)
+        if self._kv is not None:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await self._kv.delete(f"m.{self.member}")
+
+    def _preference(self) -> list[int]:
+        """Each member starts looking at another partition, so that two starting together
+        do not race for the same keys."""
+        start = zlib.crc32(self.member.encode()) % self.partitions
+        return [(start + i) % self.partitions for i in range(self.partitions)]
+
+    @staticmethod
+    def _key(partition: int) -> str:
+        return f"p.{partition}"
+
+    @property
+    def _value(self) -> bytes:
+        return self.member.encode()
