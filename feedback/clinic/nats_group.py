@@ -50,6 +50,11 @@ class FeedSet:
             with contextlib.suppress(Exception):
                 await feed.close()
 
+    async def drop(self, partition: int) -> None:
+        """Stop reading a partition whose consumer is gone: nothing more will come."""
+        with contextlib.suppress(Exception):
+            await self.feeds.pop(partition).close()
+
     async def close(self) -> None:
         for feed in self.feeds.values():
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ gate and the store's ledger keep that exactly once and in order, as with a share
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -55,6 +56,7 @@ class Leases:
         self.held: dict[int, int] = {}  # partition → revision of our last write
         self.members = 0
         self._kv: KeyValue | None = None
+        self._lock = asyncio.Lock()  # a renewal and a release do not interleave
 
     async def open(self) -> None:
         try:
@@ -87,6 +89,10 @@ class Leases:
     async def renew(self) -> tuple[set[int], set[int]]:
         """Renew, count the members, take what is free up to this instance's share.
         Returns (held now, held beyond the share: to give back once drained)."""
+        async with self._lock:
+            return await self._renew()
+
+    async def _renew(self) -> tuple[set[int], set[int]]:
         kv = self._kv
         assert kv is not None
         await kv.put(f"m.{self.member}", b"1")
@@ -115,6 +121,10 @@ class Leases:
 
     async def release(self, partition: int) -> None:
         """Give a partition back at once (its reader is drained), instead of letting it age."""
+        async with self._lock:
+            await self._release(partition)
+
+    async def _release(self, partition: int) -> None:
         kv = self._kv
         revision = self.held.pop(partition, None)
         if kv is None or revision is None:

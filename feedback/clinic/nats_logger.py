@@ -269,6 +269,8 @@ class NatsLogger:
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
         self._feed: PullFeed | FeedSet | None = None
+        self._leased: tuple[set[int], set[int]] = (set(), set())  # held, to give back
+        self._gone: set[int] = set()  # partitions held whose consumer was deleted
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -329,33 +331,38 @@ class NatsLogger:
                 await nc.close()
 
     async def _partitioned(self, nc: NATS, js: JetStreamContext) -> None:
-        """Read the partitions this instance holds a lease on; renew the leases every
-        lease_s / 3 between batches, and follow what they say: read a partition taken, drain
-        and store one lost or given back."""
+        """Read the partitions this instance holds a lease on. A task renews the leases every
+        lease_s / 3, whatever a batch costs (held messages can keep one for a second); the
+        reading loop follows what it says between batches: it reads a partition taken,
+        drains and stores one lost or given back."""
         await self._bind(js, partition=None)
         leases = self._leases(js)
         await leases.open()
         feeds = FeedSet(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
         self._feed = feeds
+        news = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(js, leases, feeds, news))
         self.connected.set()
-        renew_at = 0.0
         try:
             while True:
-                if time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + self.lease_s / 3
+                if renewing.done():
+                    renewing.result()  # a bug in it: raise here rather than read on unleased
+                if news.is_set():
+                    news.clear()
                     await self._rebalance(nc, js, leases, feeds)
                 try:
-                    wait = min(1.0, max(renew_at - time.monotonic(), 0.01))
-                    msgs = await self._fetch(feeds, wait)
+                    msgs = await self._fetch(feeds, 0.2 if not feeds.feeds else 1.0)
                 except nats.js.errors.APIError as exc:
                     log.warning("a partition's consumer lost (%r); binding again", exc)
                     self.stats.rebinds += 1
                     await feeds.close()  # bound again at the next renewal
-                    renew_at = 0.0
                     continue
                 if msgs:
                     await self.handle(nc, msgs)
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             await feeds.close()
             with contextlib.suppress(Exception):  # given back now rather than aged out
                 await asyncio.wait_for(leases.release_all(), 2.0)
@@ -364,36 +371,50 @@ class NatsLogger:
         return Leases(js, self.partitions, self.member, lease_s=self.lease_s,
                       replicas=self.replicas)  # fmt: skip
 
+    async def _renew(
+        self, js: JetStreamContext, leases: Leases, feeds: FeedSet, news: asyncio.Event
+    ) -> None:
+        while True:
+            try:
+                self._leased = await leases.renew()
+                self._gone = set()
+                for k in list(feeds.feeds):  # a deleted consumer stays silent to pull requests
+                    durable = nats_partitions.durable_name(self.durable, k)
+                    try:
+                        await js.consumer_info(self.stream, durable)
+                    except nats.js.errors.NotFoundError:
+                        log.warning("partition %d's consumer was deleted; binding again", k)
+                        self._gone.add(k)
+                news.set()
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                # The cluster is busy (an election): keep reading what we have; a lease that
+                # ages out meanwhile goes to another, and the order gate covers the overlap.
+                log.warning("lease renewal failed (%r); retrying", exc)
+            await asyncio.sleep(self.lease_s / 3)
+
     async def _rebalance(
         self, nc: NATS, js: JetStreamContext, leases: Leases, feeds: FeedSet
     ) -> None:
-        try:
-            held, extra = await leases.renew()
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            # The cluster is busy (an election): keep reading what we have; a lease that ages
-            # out meanwhile is taken by another, and the order gate covers the overlap.
-            log.warning("lease renewal failed (%r); retrying", exc)
-            return
-        gone = set()
-        for k in feeds.feeds:  # a deleted consumer stays silent to pull requests
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
-                durable = nats_partitions.durable_name(self.durable, k)
-                try:
-                    await js.consumer_info(self.stream, durable)
-                except nats.js.errors.NotFoundError:
-                    log.warning("partition %d's consumer was deleted; binding again", k)
-                    self.stats.rebinds += 1
-                    gone.add(k)
-        for k in sorted(gone | (set(feeds.feeds) - (held - extra))):
-            msgs = await feeds.remove(k)
-            if msgs:
-                await self.handle(nc, msgs)
+        held, extra = self._leased
+        before = len(feeds.feeds)
+        for k in self._gone & set(feeds.feeds):
+            self.stats.rebinds += 1
+            await feeds.drop(k)
+        self._gone = set()
+        leaving = sorted(set(feeds.feeds) - (held - extra))
+        drained = await asyncio.gather(*(feeds.remove(k) for k in leaving))  # at once: each
+        msgs = [m for part in drained for m in part]  # waits for its request in flight
+        if msgs:
+            await self.handle(nc, msgs)
+        for k in leaving:
             if k in extra:
                 await leases.release(k)
         for k in sorted(held - extra - set(feeds.feeds)):
             await self._bind(js, partition=k)
             await feeds.add(k)
         self.stats.partitions_held = len(feeds.feeds)
+        if len(feeds.feeds) != before:
+            log.info("reading partitions %s (%d instances)", sorted(feeds.feeds), leases.members)
 
     async def _reconnected(self) -> None:
         self.stats.connects += 1
@@ -408,7 +429,7 @@ class NatsLogger:
         durable, subject = self.durable, None
         if partition is not None and partition >= 0:
             durable = nats_partitions.durable_name(self.durable, partition)
-            subject = nats_partitions.filter_subject(partition)
+            subject = nats_partitions.filter_subject(partition, self.clinic)
         while True:
             try:
                 if self.create_stream:

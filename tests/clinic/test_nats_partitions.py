@@ -1,0 +1,150 @@
+"""The partitioned logger group against a real three-node cluster (nats_partitions.py): the
+servers sort each station's messages into one of N partitions, and logger instances read the
+partitions they hold a lease on (nats_lease.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import paho.mqtt.client as mqtt
+import pytest
+
+from feedback.clinic import nats_partitions
+from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_logger import topic_of
+from tests.clinic.conftest import wait_until
+from tests.clinic.test_nats_cluster import (
+    MqttFront,
+    check_exactly_once_in_order,
+    count,
+    start_logger,
+    stations,
+)
+from tests.conftest import missing_service
+
+PARTITIONS = 8
+LEASE = ("--partitions", str(PARTITIONS), "--lease", "2")
+
+
+@pytest.fixture
+async def partitioned(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    assert binary is not None
+    cluster = NatsCluster.create(binary, tmp_path, partitions=PARTITIONS)
+    cluster.start()
+    try:
+        await cluster.ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_partitioned_subject_gives_back_its_topic() -> None:
+    assert topic_of("vmfp.3.clinic-a.st_01.cmd.estop") == "vmf/v1/clinic-a/st_01/cmd/estop"
+    assert nats_partitions.filter_subject(3) == "vmfp.3.>"
+    subjects = nats_partitions.stream_subjects("clinic-a")
+    assert subjects == ["vmfp.*.clinic-a.>"] and nats_partitions.stream_subjects() == ["vmfp.>"]
+    assert nats_partitions.filter_subject(3, "clinic-a") == "vmfp.3.clinic-a.>"
+
+
+async def test_the_gateway_s_messages_are_partitioned_by_station_for_loggers_only(
+    partitioned: NatsCluster,
+) -> None:
+    """An MQTT publish reaches the loggers' account on `vmfp.<k>...`, k the same for every
+    leaf of a station, and the stations' account (dashboards, the station itself) on the
+    subject it was sent to. Control: the stations' account sees no partitioned subject."""
+    loggers = await nats.connect(servers=partitioned.logger_urls)
+    anyone = await nats.connect(servers=partitioned.urls)
+    seen: dict[str, list[str]] = {"loggers": [], "stations": []}
+    try:
+
+        async def to(name: str) -> object:
+            async def cb(m: nats.aio.msg.Msg) -> None:
+                seen[name].append(m.subject)
+
+            return cb
+
+        await loggers.subscribe(">", cb=await to("loggers"))  # type: ignore[arg-type]
+        await anyone.subscribe(">", cb=await to("stations"))  # type: ignore[arg-type]
+        await loggers.flush()
+        await anyone.flush()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="p-st",
+                             protocol=mqtt.MQTTv311)  # fmt: skip
+        client.connect("127.0.0.1", partitioned.nodes[1].mqtt_port)
+        client.loop_start()
+        try:
+            for k in range(12):
+                for leaf in ("cue", "rep", "cmd/estop"):
+                    info = client.publish(f"vmf/v1/c/st-{k:02d}/{leaf}", b"{}", qos=1)
+                    info.wait_for_publish(10)
+            await wait_until(lambda: len(seen["loggers"]) >= 36, 10, "all 36 partitioned")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        mine = [s for s in seen["loggers"] if s.startswith("vmfp.")]
+        part: dict[str, set[str]] = {}
+        for s in mine:
+            part.setdefault(s.split(".")[3], set()).add(s.split(".")[1])
+        assert len(part) == 12 and all(len(v) == 1 for v in part.values())  # one per station
+        assert len({next(iter(v)) for v in part.values()}) > 1  # spread over partitions
+        assert {topic_of(s) for s in mine} == {
+            f"vmf/v1/c/st-{k:02d}/{leaf}" for k in range(12) for leaf in ("cue", "rep", "cmd/estop")
+        }
+        ours = [s for s in seen["stations"] if s.startswith("vmf.v1.c.")]
+        assert len(ours) == 36 and not any(s.startswith("vmfp.") for s in seen["stations"])
+    finally:
+        await loggers.close()
+        await anyone.close()
+
+
+@pytest.mark.parametrize("variant", ["correct", "no-lease"])
+async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_partitions_over(
+    partitioned: NatsCluster, tmp_path: Path, variant: str
+) -> None:
+    """Two instances, eight partitions: each stores its own stations (no station stored by
+    both), both do work; one is killed -9 mid-batch, the other takes its partitions once its
+    leases age out and every message is stored exactly once, in order per session. Control:
+    instances that ignore the leases (every one reads every partition) store the same
+    stations side by side, and the disjointness check fails."""
+    db_url = str(tmp_path / "clinic.db")
+    n_stations, per_station = 12, 450  # 7.8 s of load before the tail waits for the kill
+    a = await start_logger(partitioned, db_url, "a", variant, extra=LEASE)
+    b = await start_logger(partitioned, db_url, "b", variant, extra=LEASE)
+    killed = asyncio.Event()
+    try:
+        async with (
+            MqttFront(partitioned) as front,
+            stations(
+                front.url, n_stations, per_station, receipts=True, tail_after=killed, tail=60
+            ) as (pubs, feeding),
+        ):
+            await wait_until(lambda: all(p.connected for p in pubs), 20, "stations connected")
+            await asyncio.sleep(2.5)  # the leases settle, four partitions each
+            a.stations.clear()
+            b.stations.clear()
+            await asyncio.sleep(1.5)
+            before = (set(a.stations), set(b.stations))
+            await a.kill9_mid_batch()
+            killed.set()
+            assert not feeding.done(), "the load ended before the kill: make it longer"
+            await asyncio.wait_for(feeding, 60)
+            await wait_until(lambda: all(p.backlog == 0 for p in pubs), 90, "every receipt")
+        total = n_stations * per_station
+        await wait_until(lambda: count(db_url, "SELECT count(*) FROM messages") >= total,
+                         30, "every message stored")  # fmt: skip
+    finally:
+        await a.stop()
+        await b.stop()
+    check_exactly_once_in_order(db_url, n_stations, per_station)
+    a_before, b_before = before
+    assert a_before and b_before, f"both doing work: {before}"
+    if variant == "no-lease":
+        assert a_before & b_before  # the control: the same stations on both
+        return
+    assert not a_before & b_before, f"stations stored by both: {a_before & b_before}"
+    assert a_before <= b.stations  # a's stations went to b after the kill
