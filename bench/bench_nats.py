@@ -6,11 +6,14 @@ clients spread over the nodes' MQTT ports, MQTT 3.1.1) publish N session message
 into the replicated stream (R3) before any reader starts. Then each reader drains the whole
 stream through a consumer of its own: the bare peer (fetch 500, ack each, nothing else), the
 logger (`python -m feedback.clinic.nats_logger`, own process) into a fresh SQLite file, and
-into a fresh PostgreSQL schema with one and with two instances. The logger's rate counts stored
+into a fresh PostgreSQL schema with one and with two instances; with --partitions N the servers
+split the stream by station (nats_partitions.py) and the instances share the partitions by
+lease (nats_lease.py), one reader per partition. The logger's rate counts stored
 messages over the span of their batch times, leaving interpreter start-up out; lost = published
 - distinct (session, msg_id) stored, duplicated = stored - distinct + quarantined.
 
-  python -m bench.bench_nats [--per-station N]     (JSON on stdout and bench/results/nats.json)
+  python -m bench.bench_nats [--per-station N] [--partitions N]
+      (JSON on stdout and bench/results/nats.json, or nats_partitioned.json)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import nats
 import nats.errors
 
 from bench.bench_clinic import _station_message
+from feedback.clinic import nats_partitions
 from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
@@ -77,13 +81,18 @@ async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
     }
 
 
+def stream_of(cluster: NatsCluster) -> str:
+    return nats_partitions.STREAM if cluster.partitions else STREAM
+
+
 async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
-    """A pull consumer of its own that only acknowledges: the ceiling for any reader."""
-    nc = await nats.connect(servers=cluster.urls)
+    """A pull consumer of its own (the whole stream) that only acknowledges: the ceiling for
+    any reader."""
+    nc = await nats.connect(servers=cluster.logger_urls)
     try:
         js = nc.jetstream()
-        await js.add_consumer(STREAM, consumer_config("bench-peer", 30.0))
-        sub = await js.pull_subscribe_bind("bench-peer", STREAM)
+        await js.add_consumer(stream_of(cluster), consumer_config("bench-peer", 30.0))
+        sub = await js.pull_subscribe_bind("bench-peer", stream_of(cluster))
         got, t0 = 0, time.perf_counter()
         while got < expected:
             try:
@@ -130,7 +139,9 @@ async def logger_run(
                 "-m",
                 "feedback.clinic.nats_logger",
                 "--nats",
-                ",".join(cluster.urls),
+                ",".join(cluster.logger_urls),
+                "--partitions",
+                str(cluster.partitions),
                 "--db",
                 db_url,
                 "--durable",
@@ -193,25 +204,31 @@ def pg_schema() -> Any:
         admin.close()
 
 
-async def run_async(per_station: int) -> dict[str, Any]:
+async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
     binary = nats_server_binary()
     if binary is None:
         return {"skipped": "nats-server is not installed"}
-    out: dict[str, Any] = {"stations": STATIONS, "messages_per_station": per_station}
+    out: dict[str, Any] = {
+        "stations": STATIONS,
+        "messages_per_station": per_station,
+        "partitions": partitions,
+    }
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        cluster = NatsCluster.create(binary, work)
+        cluster = NatsCluster.create(binary, work, partitions=partitions)
         cluster.start()
         try:
             await cluster.ready()
-            nc = await nats.connect(servers=cluster.urls)
-            await ensure_stream(nc.jetstream(timeout=10.0))
+            nc = await nats.connect(servers=cluster.logger_urls)
+            await ensure_stream(nc.jetstream(timeout=10.0), stream_of(cluster),
+                                partitioned=bool(partitions))  # fmt: skip
             await nc.close()
             out["publish"] = await publish_all(cluster, per_station)
             n = out["publish"]["published"]
             out["bare_nats_py_peer"] = await bare_peer(cluster, n)
             runs: dict[str, Any] = {}
             runs["sqlite_1"] = await logger_run(cluster, str(work / "a.db"), "sq1", 1, n)
+            runs["sqlite_2"] = await logger_run(cluster, str(work / "b.db"), "sq2", 2, n)
             for instances in (1, 2):
                 with pg_schema() as (url, skipped):
                     key = f"postgresql_{instances}"
@@ -228,21 +245,26 @@ async def run_async(per_station: int) -> dict[str, Any]:
     return out
 
 
-def run(per_station: int = 200) -> dict[str, Any]:
+def run(per_station: int = 200, partitions: int = 0) -> dict[str, Any]:
     return {
         "what": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
-        **asyncio.run(run_async(per_station)),
+        **asyncio.run(run_async(per_station, partitions)),
     }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_nats")
     p.add_argument("--per-station", type=int, default=200)
+    p.add_argument("--partitions", type=int, default=0, help="0: one shared consumer")
     args = p.parse_args()
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), **run(args.per_station)}
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **run(args.per_station, args.partitions),
+    }
     results = Path(__file__).with_name("results")
     results.mkdir(exist_ok=True)
-    (results / "nats.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "nats_partitioned.json" if args.partitions else "nats.json"
+    (results / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

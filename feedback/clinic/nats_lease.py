@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
-BUCKET = "vmf-logger-leases"
+BUCKET_PREFIX = "leases-"  # + the group's durable name: a bucket per consumer group
 LEASE_S = 6.0
 
 
@@ -44,14 +44,14 @@ class Leases:
         member: str,
         *,
         lease_s: float = LEASE_S,
-        bucket: str = BUCKET,
+        group: str = "vmf-loggers",
         replicas: int = 3,
     ) -> None:
         self.js = js
         self.partitions = partitions
         self.member = member  # unique per process: [A-Za-z0-9_-]
         self.lease_s = lease_s
-        self.bucket = bucket
+        self.bucket = BUCKET_PREFIX + group
         self.replicas = replicas
         self.held: dict[int, int] = {}  # partition → revision of our last write
         self.members = 0

@@ -369,7 +369,7 @@ class NatsLogger:
 
     def _leases(self, js: JetStreamContext) -> Leases:
         return Leases(js, self.partitions, self.member, lease_s=self.lease_s,
-                      replicas=self.replicas)  # fmt: skip
+                      group=self.durable, replicas=self.replicas)  # fmt: skip
 
     async def _renew(
         self, js: JetStreamContext, leases: Leases, feeds: FeedSet, news: asyncio.Event

@@ -58,7 +58,7 @@ class EveryPartition(Leases):
 
 class NoLease(nats_logger.NatsLogger):
     def _leases(self, js: JetStreamContext) -> Leases:
-        return EveryPartition(js, self.partitions, self.member, lease_s=self.lease_s)
+        return EveryPartition(js, self.partitions, self.member, group=self.durable)
 
 
 VARIANTS: dict[str, type[nats_logger.NatsLogger]] = {
