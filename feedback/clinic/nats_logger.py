@@ -409,8 +409,11 @@ class NatsLogger:
         for k in leaving:
             if k in extra:
                 await leases.release(k)
-        for k in sorted(held - extra - set(feeds.feeds)):
-            await self._bind(js, partition=k)
+        taken = sorted(held - extra - set(feeds.feeds))
+        # At once: creating a replicated consumer takes a round of the cluster's consensus
+        # (a second and more for eight, one after the other, on a loaded machine).
+        await asyncio.gather(*(self._bind(js, partition=k) for k in taken))
+        for k in taken:
             await feeds.add(k)
         self.stats.partitions_held = len(feeds.feeds)
         if len(feeds.feeds) != before:

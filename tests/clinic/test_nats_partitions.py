@@ -148,3 +148,18 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
         return
     assert not a_before & b_before, f"stations stored by both: {a_before & b_before}"
     assert a_before <= b.stations  # a's stations went to b after the kill
+
+
+def test_the_deployed_transforms_are_the_ones_the_tests_run() -> None:
+    """deploy/nats/n*.conf import every logged leaf with the partition transform the test
+    cluster uses, for the partition count the docs give the loggers (8)."""
+    expected = nats_partitions.accounts_config(8, '"x"', anonymous_stations=False)
+    transforms = sorted(line.split("to: ")[1] for line in expected.splitlines() if "to: " in line)
+    root = Path(__file__).resolve().parents[2]
+    for conf in sorted((root / "deploy" / "nats").glob("n*.conf")):
+        text = conf.read_text()
+        found = sorted(
+            line.split("to: ")[1].strip() for line in text.splitlines() if "to: " in line
+        )
+        assert found == [t.strip() for t in transforms], conf.name
+    assert "--partitions 8" in (root / "deploy" / "README.md").read_text()
