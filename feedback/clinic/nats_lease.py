@@ -86,6 +86,12 @@ class Leases:
                 f"the logger group reads {entry.value!r} partitions; this one {self.partitions}"
             )
 
+    async def announce(self) -> None:
+        """Be counted before taking anything: instances that start together then split the
+        partitions at once, rather than the first taking all and giving half back."""
+        assert self._kv is not None
+        await self._kv.put(f"m.{self.member}", b"1")
+
     async def renew(self) -> tuple[set[int], set[int]]:
         """Renew, count the members, take what is free up to this instance's share.
         Returns (held now, held beyond the share: to give back once drained)."""

@@ -374,6 +374,9 @@ class NatsLogger:
     async def _renew(
         self, js: JetStreamContext, leases: Leases, feeds: FeedSet, news: asyncio.Event
     ) -> None:
+        with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+            await leases.announce()
+            await asyncio.sleep(self.lease_s / 3)
         while True:
             try:
                 self._leased = await leases.renew()

@@ -29,6 +29,17 @@ PARTITIONS = 8
 LEASE = ("--partitions", str(PARTITIONS), "--lease", "2")
 
 
+async def stream_leader(cluster: NatsCluster) -> str:
+    nc = await nats.connect(servers=cluster.logger_urls)
+    try:
+        info = await nc.jetstream().stream_info(nats_partitions.STREAM)
+        assert info.cluster is not None and info.cluster.leader is not None
+        assert info.config.num_replicas == 3
+        return info.cluster.leader
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 async def partitioned(tmp_path: Path) -> AsyncIterator[NatsCluster]:
     binary = nats_server_binary()
@@ -107,8 +118,9 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
     partitioned: NatsCluster, tmp_path: Path, variant: str
 ) -> None:
     """Two instances, eight partitions: each stores its own stations (no station stored by
-    both), both do work; one is killed -9 mid-batch, the other takes its partitions once its
-    leases age out and every message is stored exactly once, in order per session. Control:
+    both), both do work; one is killed -9 mid-batch, then the stream's leader node; the other
+    instance takes the dead one's partitions once its leases age out and every message is
+    stored exactly once, in order per session. Control:
     instances that ignore the leases (every one reads every partition) store the same
     stations side by side, and the disjointness check fails."""
     db_url = str(tmp_path / "clinic.db")
@@ -130,6 +142,9 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
             await asyncio.sleep(1.5)
             before = (set(a.stations), set(b.stations))
             await a.kill9_mid_batch()
+            if variant == "correct":  # and a node: the one leading the stream
+                leader = await stream_leader(partitioned)
+                next(n for n in partitioned.nodes if n.name == leader).kill9()
             killed.set()
             assert not feeding.done(), "the load ended before the kill: make it longer"
             await asyncio.wait_for(feeding, 60)
