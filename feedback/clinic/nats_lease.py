@@ -101,6 +101,12 @@ class Leases:
     async def _renew(self) -> tuple[set[int], set[int]]:
         kv = self._kv
         assert kv is not None
+        for k, revision in list(self.held.items()):  # first: the ones that can run out
+            try:
+                self.held[k] = await kv.update(self._key(k), self._value, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                log.warning("lease on partition %d lost (expired, taken by another)", k)
+                del self.held[k]
         await kv.put(f"m.{self.member}", b"1")
         await kv.put("partitions", str(self.partitions).encode())
         try:
@@ -109,12 +115,6 @@ class Leases:
             keys = []
         self.members = max(1, sum(1 for k in keys if k.startswith("m.")))
         share = math.ceil(self.partitions / self.members)
-        for k, revision in list(self.held.items()):
-            try:
-                self.held[k] = await kv.update(self._key(k), self._value, last=revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                log.warning("lease on partition %d lost (expired, taken by another)", k)
-                del self.held[k]
         free = [k for k in self._preference() if k not in self.held]
         for k in free:
             if len(self.held) >= share:
