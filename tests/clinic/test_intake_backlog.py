@@ -147,15 +147,20 @@ def drain(access: BrokerAccess, max_waiting: int | None, n: int) -> Drained:
     return out
 
 
-def backlog_drained(clinic_broker: ClinicBroker, max_waiting: int | None) -> Drained:
+def with_backlog(clinic_broker: ClinicBroker, n: int = BACKLOG) -> BrokerAccess:
+    """The logger's session subscribed, then n messages queued for it while it is away."""
     access = BrokerAccess.from_url(f"mqtt://127.0.0.1:{clinic_broker.port}")
     subscribe_then_leave(access)
-    # In another process: its 50k messages' memory, freed here, would hide this one's growth.
+    # In another process: its messages' memory, freed here, would hide this one's growth.
     module = "tests.clinic.test_intake_backlog"  # pytest may import it under another name
-    code = f"from {module} import preload; preload({clinic_broker.port}, {BACKLOG})"
+    code = f"from {module} import preload; preload({clinic_broker.port}, {n})"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
-    return drain(access, max_waiting, BACKLOG)
+    return access
+
+
+def backlog_drained(clinic_broker: ClinicBroker, max_waiting: int | None) -> Drained:
+    return drain(with_backlog(clinic_broker), max_waiting, BACKLOG)
 
 
 def test_a_deep_backlog_waits_in_the_broker_not_in_the_logger(
@@ -178,3 +183,31 @@ def test_negative_control_without_the_bound_the_backlog_piles_up_in_the_logger(
     assert d.queue_peak > BOUND and d.queue_samples_max > BOUND  # what the bound rules out
     assert d.read_pauses == 0
     assert d.rss_growth_kb > RSS_GROWTH_KB, d.rss_growth_kb
+
+
+def test_receipts_confirm_on_their_own_link_while_the_intake_is_paused(
+    clinic_broker: ClinicBroker,
+) -> None:
+    """Why the receipts have a connection of their own: the broker's PUBACK of a receipt on the
+    intake's connection waits behind the backlog, which a paused intake does not read, and the
+    batch's ack waits for that PUBACK: a stall (negative control). On the receipts' link the
+    same receipt is confirmed at once."""
+    access = with_backlog(clinic_broker, 20_000)
+    intake, _ = new_intake(access, BOUND)
+    receipts = ReceiptLink(access, CLIENT_ID + "-receipts")
+    receipts.start()
+    intake.start()
+    try:
+        time.sleep(3.0)  # the backlog arrives; the intake pauses at the bound
+        assert intake.take(BATCH, 5)  # a batch committed...
+        time.sleep(0.5)  # (reading resumed at half, and paused again at the bound)
+        assert intake.client.reading_paused and intake.queued() == BOUND
+        on_intake = intake.publish("vmf/v1/c1/s1/receipt", b"1")
+        on_intake.wait_for_publish(3.0)  # ...whose receipt awaits its confirmation
+        assert not on_intake.is_published()  # behind ~18k unread messages
+        started = time.monotonic()
+        assert receipts.deliver([("vmf/v1/c1/s1/receipt", b"1")], lambda: True, 3.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        receipts.stop()
+        intake.stop()
