@@ -13,7 +13,7 @@ import pytest
 
 from config import load_settings
 from devices.registry import open_device
-from feedback.outputs.base import BlockDone, Item, Policy, idle
+from feedback.outputs.base import BlockDone, Item, Output, Policy, idle
 from feedback.outputs.bodies import cue_body
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.mqtt_session import MqttSessionOutput
@@ -65,7 +65,7 @@ async def cue_journal(tmp_path: Path) -> list[tuple[str, int, float]]:
     journal: list[tuple[str, int, float]] = []
     publisher = RecordingPublisher(journal)
     mqtt = MqttSessionOutput(publisher, publisher.topics, s.mqtt.live_hz)
-    outputs = [SlowWithBlocks(journal), mqtt]
+    outputs: list[Output] = [SlowWithBlocks(journal), mqtt]
     async with open_device("sim?speed=max", s) as device:
         session = Session(s, device, outputs, duration_s=12.0)
         await asyncio.wait_for(session.run(asyncio.Event()), 60)
