@@ -16,11 +16,13 @@ after it, so the product carries no timing code. Per block, the first cue's path
     written        `publish` returned: the socket has it (when the in-flight window had room)
 
 Each consecutive pair becomes a stage in the summary; a stage's wrappers cost about a
-microsecond, the same before and after a change.
+microsecond, the same before and after a change. The garbage collector's pauses are timed too
+(`gc.callbacks`): those inside a cue's path, and all of them per generation.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import time
 from collections import defaultdict
@@ -54,6 +56,9 @@ class CueStages:
         self._cue_seen = False
         self.paths: list[dict[str, float]] = []  # one per block with a cue
         self._undo: list[Callable[[], None]] = []
+        self._gc_start = 0.0
+        self._gc_in_block = 0.0  # seconds of collection since this block's arrival
+        self.gc_pauses_us: dict[int, list[float]] = defaultdict(list)  # generation → pauses
 
     def _stamp(self, name: str) -> None:
         self._block.setdefault(name, time.perf_counter())
@@ -62,6 +67,15 @@ class CueStages:
         now_perf, now_wall = time.perf_counter(), time.time()
         self._block = {"arrival": now_perf - (now_wall - t_arrival), "pipeline_in": now_perf}
         self._cue_seen = False
+        self._gc_in_block = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_start
+        self.gc_pauses_us[info["generation"]].append(pause * 1e6)
+        self._gc_in_block += pause
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
         original = getattr(owner, name)
@@ -77,6 +91,8 @@ class CueStages:
         self._patch(MqttPublisher, "publish", self._published)
         self._patch(mqtt_publisher, "encode", self._encoding)
         self._patch(MqttPublisher, "_pump_here", self._pumping)
+        gc.callbacks.append(self._on_gc)
+        self._undo.append(lambda: gc.callbacks.remove(self._on_gc))
 
     def _entered(self, split: bool) -> Callable[[Any], Any]:
         def make(original: Any) -> Any:
@@ -123,7 +139,7 @@ class CueStages:
                 if first:
                     self._in_cue = False
                     self._stamp("written")
-                    self.paths.append(dict(self._block))
+                    self.paths.append({**self._block, "gc": self._gc_in_block})
 
         return wrapper
 
@@ -156,4 +172,8 @@ class CueStages:
             for a, b in itertools.pairwise(names):
                 per[f"{a} -> {b}"].append((path[b] - path[a]) * 1e6)
             per["arrival -> written (total)"].append((path["written"] - path["arrival"]) * 1e6)
-        return {stage: summary(values, "us") for stage, values in per.items()}
+            per["of which garbage collection"].append(path["gc"] * 1e6)
+        out = {stage: summary(values, "us") for stage, values in per.items()}
+        for generation, pauses in sorted(self.gc_pauses_us.items()):
+            out[f"gc pauses, generation {generation}, whole run"] = summary(pauses, "us")
+        return out
