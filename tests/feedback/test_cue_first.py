@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from config import load_settings
 from devices.registry import open_device
-from feedback.outputs.base import BlockDone, Item, Output, Policy, idle
+from feedback.outputs.base import BlockDone, CuesDue, Item, Output, Policy, idle
 from feedback.outputs.bodies import cue_body
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.mqtt_session import MqttSessionOutput
@@ -105,3 +105,51 @@ async def test_cues_sent_with_their_block_are_caught(
     monkeypatch.setattr(MqttSessionOutput, "offer", with_the_block)
     with pytest.raises(AssertionError, match="waited for the block's outputs"):
         assert_cues_lead(await cue_journal(tmp_path))
+
+
+@dataclass
+class Items:
+    name: str = "items"
+    policy: Policy = Policy.LOSSLESS
+    restartable: bool = False
+    items: list[Item] = field(default_factory=list)
+
+    def offer(self, item: Item) -> None:
+        self.items.append(item)
+
+    async def run(self) -> None:
+        await idle()
+
+    async def drained(self, timeout_s: float) -> bool:
+        return True
+
+
+def assert_cues_match_their_tick(items: list[Item]) -> int:
+    """Each CuesDue comes before its block's BlockDone (the next one) and shows what the Tick
+    shows."""
+    checked = 0
+    for i, due in enumerate(items):
+        if isinstance(due, CuesDue):
+            done = next(b for b in items[i + 1 :] if isinstance(b, BlockDone))
+            tick = done.tick
+            assert due.cues == tick.cues and due.exercise is tick.exercise
+            assert (due.band, due.reps_total) == (tick.band, tick.reps_total), "not the Tick's"
+            checked += 1
+    assert checked == sum(isinstance(i, BlockDone) and bool(i.tick.cues) for i in items)
+    return checked
+
+
+async def test_the_early_cues_are_the_ticks_cues() -> None:
+    s = load_settings(environ={})
+    seen = Items()
+    async with open_device("sim?speed=max", s) as device:
+        session = Session(s, device, [seen], duration_s=12.0)
+        await asyncio.wait_for(session.run(asyncio.Event()), 60)
+    assert assert_cues_match_their_tick(seen.items) >= 3
+    # Negative control: a band read before the block's progression step is caught.
+    i = next(i for i, item in enumerate(seen.items) if isinstance(item, CuesDue))
+    due = seen.items[i]
+    assert isinstance(due, CuesDue)
+    seen.items[i] = replace(due, band=(due.band[0] + 1.0, due.band[1]))
+    with pytest.raises(AssertionError, match="not the Tick's"):
+        assert_cues_match_their_tick(seen.items)
