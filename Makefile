@@ -23,6 +23,7 @@ test: $(STAMP)
 	@bash scripts/browser-deps.sh
 	@bash scripts/firmware-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -23,7 +23,6 @@ from feedback.control.bus import CommandBus
 from feedback.control.commands import EmergencyStop
 from feedback.control.gate import CommandGate
 from feedback.outputs.broker_access import broker_access, describe
-from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.outbox import MemoryOutbox, SqliteOutbox
 from feedback.outputs.recorder import RecorderOutput
 from feedback.outputs.session_store import SessionStore
@@ -36,6 +35,7 @@ from feedback.supervision import Supervisor, describe_exit
 
 if TYPE_CHECKING:
     from feedback.dashboard.link import DashboardLink
+    from feedback.outputs.mqtt_publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
 # The supervisor's names for the outputs' tasks, as the report and the soak logs know them.
@@ -93,8 +93,8 @@ async def run(
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
         else:
-            # Offline: the publisher is built (the session hands it its messages) but never
-            # connects; the messages stay in memory, and only the session log keeps them.
+            # Offline there is no publisher at all (nor aiomqtt and paho in the process): only
+            # the session log keeps the messages.
             broker_url = "mqtt://127.0.0.1:1883" if offline else options.broker
         store = SessionStore(db_path_from(options.db))
         stack.callback(store.close)
@@ -120,7 +120,9 @@ async def run(
                 detail = {"task": task, "error": error, "restarts": restarts}
                 running[0].log_event("task_restarted", detail)
 
-        publisher = _publisher(settings, options, broker_url, outbox, gate, restarted)
+        publisher = (
+            None if offline else _publisher(settings, options, broker_url, outbox, gate, restarted)
+        )
         if options.metrics_port is not None:
             from feedback import metrics
 
@@ -138,19 +140,22 @@ async def run(
         )
         view = ViewState()
         # Offline, nothing is published: no MQTT outputs at all, only the session log keeps it.
-        outputs = station_outputs(
-            settings, None if offline else publisher, store, view=view, record=options.record
-        )
+        outputs = station_outputs(settings, publisher, store, view=view, record=options.record)
         session = Session(
             settings,
             device,
             outputs,
             duration_s=options.duration_s,
             commands=bus,
-            mqtt=None if offline else publisher,
+            mqtt=publisher,
         )
         # Every helper is watched: one that dies is said at once (feedback/supervision.py).
         children = Supervisor(console=console, view=view, event=session.log_event)
+        # A cancelled station (Ctrl-C twice, a test's teardown) must not leave its outputs'
+        # tasks running after the store and the outbox they write to are closed: they would
+        # fail, be restarted and keep a broker connection open in a loop nobody watches. The
+        # stack closes in reverse, so this runs before the outbox and the store close.
+        stack.push_async_callback(children.close)
         # Each output's own I/O task is watched. The publisher and the session log keep their
         # state outside the task (the outbox, the queue), so a restart loses nothing; the
         # recorder's files would not survive one (`restartable` says which is which).
@@ -177,7 +182,7 @@ async def run(
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
         report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
-        if not report["mqtt_flushed"]:
+        if publisher is not None and not report["mqtt_flushed"]:
             console.print(
                 f"[yellow]MQTT: {publisher.backlog} session messages not delivered "
                 f"({publisher.undelivered_reason()}); they stay in the outbox for the next "
@@ -213,6 +218,9 @@ def _publisher(
     gate: CommandGate,
     on_fault: Callable[[str, str, int], None],
 ) -> MqttPublisher:
+    # Imported here: aiomqtt and paho cost a headless replay's start-up and it never publishes.
+    from feedback.outputs.mqtt_publisher import MqttPublisher
+
     s = settings.session
     embedded = options.broker == "embedded"
     return MqttPublisher(
@@ -240,7 +248,7 @@ async def _close(
     recorder: RecorderOutput | None,
     dashboard: DashboardLink | None,
     children: Supervisor,
-    publisher: MqttPublisher,
+    publisher: MqttPublisher | None,
     store: SessionStore,
 ) -> tuple[dict[str, Any], str | None]:
     """Close the outputs (the recording and the window first, then each drains in list order:
@@ -252,8 +260,9 @@ async def _close(
     shot = None if dashboard is None else await _close_dashboard(dashboard, children)
     drained = {out.name: await out.drained(FLUSH_TIMEOUT_S) for out in session.outputs}
     await children.close()
-    result.mqtt_published = publisher.stats.published
-    result.mqtt_backlog = publisher.backlog
+    if publisher is not None:
+        result.mqtt_published = publisher.stats.published
+        result.mqtt_backlog = publisher.backlog
     report = result.report()
     report.update(db=str(store.path), mqtt_flushed=drained.get("mqtt", True))
     report["outputs_drained"] = drained

@@ -28,36 +28,44 @@ class Watched(Protocol):
 
 
 class StationMetrics(Collector):
-    def __init__(self, publisher: Watched, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, publisher: Watched | None, registry: CollectorRegistry | None = None
+    ) -> None:
         self.publisher = publisher
         self.registry = registry or CollectorRegistry()
         self.registry.register(self)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        p = self.publisher
-        stats = p.stats
-        for f in dataclasses.fields(stats):
-            value = getattr(stats, f.name)
-            if isinstance(value, int):
-                yield CounterMetricFamily(
-                    f"vmf_station_{f.name}", f"MQTT publisher: {f.name.replace('_', ' ')}",
-                    value=value,
-                )  # fmt: skip
-        yield CounterMetricFamily(
-            "vmf_station_reconnects", "Connections to the broker after the first",
-            value=max(0, int(getattr(stats, "connects", 0)) - 1),
-        )  # fmt: skip
+        p = self.publisher  # None: a station that publishes nothing (an offline replay)
+        if p is not None:
+            yield from _counters(p.stats)
         yield GaugeMetricFamily(
             "vmf_station_outbox_backlog",
             "Session messages in the outbox not yet confirmed (receipt or PUBACK)",
-            value=p.backlog,
+            value=0 if p is None else p.backlog,
         )
         yield GaugeMetricFamily(
-            "vmf_station_connected", "1 while connected to the broker", value=int(p.connected)
+            "vmf_station_connected",
+            "1 while connected to the broker",
+            value=0 if p is None else int(p.connected),
         )
 
 
-def serve(publisher: Watched, port: int, addr: str = "127.0.0.1") -> Callable[[], None]:
+def _counters(stats: Any) -> Iterator[CounterMetricFamily]:
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, int):
+            yield CounterMetricFamily(
+                f"vmf_station_{f.name}", f"MQTT publisher: {f.name.replace('_', ' ')}",
+                value=value,
+            )  # fmt: skip
+    yield CounterMetricFamily(
+        "vmf_station_reconnects", "Connections to the broker after the first",
+        value=max(0, int(getattr(stats, "connects", 0)) - 1),
+    )  # fmt: skip
+
+
+def serve(publisher: Watched | None, port: int, addr: str = "127.0.0.1") -> Callable[[], None]:
     """Serves http://addr:port/metrics in a daemon thread; returns what stops it."""
     metrics = StationMetrics(publisher)
     server, thread = start_http_server(port, addr=addr, registry=metrics.registry)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.settings import Settings
 from devices.base import Device
 from feedback.control.bus import CommandBus
 from feedback.outputs.base import Output
-from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.mqtt_session import MqttSessionOutput
 from feedback.outputs.session_log import SessionLogOutput
 from feedback.outputs.session_store import SessionStore
@@ -22,6 +22,10 @@ from feedback.outputs.terminal import ViewState
 from feedback.outputs.topics import Topics
 from feedback.outputs.view import ViewOutput
 from feedback.session import Session
+
+if TYPE_CHECKING:
+    # Annotations only: aiomqtt and paho are imported where a publisher is built (app).
+    from feedback.outputs.mqtt_publisher import MqttPublisher
 
 
 def station_outputs(

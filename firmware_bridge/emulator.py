@@ -332,4 +332,3 @@ class EmulatedFirmware:
     def _send(self, message: Message) -> bytes:
         self.stats.frames_sent += 1
         return self._conn.send(message)
-

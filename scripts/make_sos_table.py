@@ -25,13 +25,15 @@ from feedback.processing import lazy_signal  # noqa: E402
 TABLE = ROOT / "feedback" / "processing" / "sos_table.py"
 # Amplifiers and boards we know of (simulator 2 kHz, UCI 1 kHz, Santuz 4 kHz, OpenBCI, MyoWare).
 RATES = (250.0, 500.0, 512.0, 1000.0, 1024.0, 1500.0, 2000.0, 2048.0, 4000.0, 4096.0)
-# Not the mains notch (off by default): each harmonic is a design, dozens per rate; a station
-# with it on designs with scipy at its start.
+# The mains notch too (off by default): each harmonic below 0.45 × rate is an iirnotch and a
+# tf2sos entry, about 530 in all, so that a replay with the notch on needs no scipy.signal.
 VARIANTS: tuple[dict[str, Any], ...] = (
     {},
     {"processing.envelope": "lowpass"},
     {"processing.tkeo": True},
     {"quality.mains_hz": 60},
+    {"processing.notch_hz": 50},
+    {"processing.notch_hz": 60},
 )
 CHANNELS = ("VM", "VL")
 

@@ -9,7 +9,7 @@ dashboard never sees (latest wins) costs nothing but a skipped redraw.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,6 +90,14 @@ class DashFrame:
     note: str = ""
 
 
+class DisplayWindow(NamedTuple):
+    """The last WINDOW_S of display samples, oldest first; copies, as the ring keeps moving."""
+
+    raw: np.ndarray
+    envelope: np.ndarray
+    blanked: np.ndarray
+
+
 class DashboardFeed:
     def __init__(self, header: Header, rate_hz: float, display_hz: float = DISPLAY_HZ) -> None:
         self.header = header
@@ -164,7 +172,12 @@ class DashboardFeed:
             self._blank[:rest] = blank[first:]
         self._filled += n
 
-    def window(self, ring: np.ndarray) -> np.ndarray:
+    def display_window(self) -> DisplayWindow:
+        return DisplayWindow(
+            self._in_order(self._raw), self._in_order(self._env), self._in_order(self._blank)
+        )
+
+    def _in_order(self, ring: np.ndarray) -> np.ndarray:
         if self._filled < self.size:
             return ring[..., : self._filled].copy()
         pos = self._filled % self.size
@@ -177,13 +190,14 @@ class DashboardFeed:
             return None
         ex = tick.exercise
         s = {**self.status, **status}
+        shown = self.display_window()
         return DashFrame(
             header=self.header,
             t_end_s=(self._end_index - (self._origin or 0)) / self.rate_hz,
             display_hz=self.display_hz,
-            raw=self.window(self._raw),
-            envelope=self.window(self._env),
-            blanked=self.window(self._blank),
+            raw=shown.raw,
+            envelope=shown.envelope,
+            blanked=shown.blanked,
             pct_mvc=dict(tick.pct_mvc),
             band=tick.band,
             phase=ex.phase.name.lower(),

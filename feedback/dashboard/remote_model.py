@@ -161,10 +161,10 @@ class RemoteModel:
         p, feed = v.packet, v.feed
         assert p is not None and feed is not None
         age = self.clock() - v.received_at
+        shown = feed.display_window()
         return DashFrame(
             header=feed.header, t_end_s=v.end_index / p.rate_hz, display_hz=feed.display_hz,
-            raw=feed.window(feed._raw), envelope=feed.window(feed._env),
-            blanked=feed.window(feed._blank),
+            raw=shown.raw, envelope=shown.envelope, blanked=shown.blanked,
             pct_mvc=dict(zip(p.channels, p.pct_mvc, strict=True)), band=p.band, phase=p.phase,
             holding=p.holding, hold_progress=p.hold_progress, phase_left_s=p.phase_left_s,
             session_left_s=0.0, reps_done=p.reps_done, set_no=p.set_no,

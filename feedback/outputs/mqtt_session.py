@@ -8,7 +8,7 @@ sequence (`MessageNumberer`); live snapshots go on the latest-wins lane at `mqtt
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feedback.contraction_report import CONTRACT_V1_CUE_KINDS
 from feedback.outputs.base import (
@@ -22,9 +22,12 @@ from feedback.outputs.base import (
     SessionOpened,
 )
 from feedback.outputs.bodies import cue_body, onset_state
-from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.topics import MessageNumberer, Topics
 from feedback.snapshot import published_device, published_settings
+
+if TYPE_CHECKING:
+    # Annotations only: aiomqtt and paho are imported where a publisher is built (app).
+    from feedback.outputs.mqtt_publisher import MqttPublisher
 
 
 class MqttSessionOutput:

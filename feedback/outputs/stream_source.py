@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from feedback.outputs.base import BlockDone, Item, Policy, SessionOpened, idle
 from feedback.outputs.decimate import decimate
-from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.stream import DISPLAY_HZ, MAX_SAMPLES, StreamPacket, encode
 from feedback.pipeline import Tick
+
+if TYPE_CHECKING:
+    # Annotations only: aiomqtt and paho are imported where a publisher is built (app).
+    from feedback.outputs.mqtt_publisher import MqttPublisher
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@ needs it: importing it costs about 0.6 s of CPU (scipy parses and rewrites ~800 
 and pulls in scipy.stats), a third of a headless replay's whole process.
 
 - `butter`, `iirnotch`, `tf2sos`: the designs a pipeline asks for with the shipped settings at
-  common rates are in `sos_table` (made by scipy; tests/feedback/test_lazy_signal.py checks
-  every entry against scipy to the bit); any other design asks scipy.
+  common rates, the 50 and 60 Hz mains notch included, are in `sos_table` (made by scipy;
+  tests/feedback/test_lazy_signal.py checks every entry against scipy to the bit); any other
+  design asks scipy.
 - `sosfreqz` at given frequencies and `welch` with its defaults on 1-D float64: numpy doing the
   same operations, in the same order, as scipy 1.17 (the same test checks them to the bit on
   thousands of random cases); other arguments go to scipy.

@@ -233,6 +233,43 @@ def test_check_dataset_fails_a_broken_dataset(tmp_path: Path) -> None:
     assert [p.code for p in check_dataset(d.parents[2])] == ["SIDECAR_WITHOUT_DATAFILE"]
 
 
+def test_check_dataset_reports_each_rule_by_its_code(tmp_path: Path) -> None:
+    """Every rule of the checklist, one break each: a rule lost when the check was split into
+    functions (or a break reported under another code) fails here."""
+    good = exported(tmp_path)
+    emg = Path("sub-P0030") / "ses-1" / "emg"
+    stem = "sub-P0030_ses-1_task-demo"
+
+    def codes_after(name: str, breaking: Any) -> list[str]:
+        copy = tmp_path / name
+        shutil.copytree(good, copy)
+        breaking(copy, copy / emg)
+        return [p.code for p in check_dataset(copy)]
+
+    def rewrite_events(d: Path, column: str, value: str) -> None:
+        lines = (d / f"{stem}_events.tsv").read_text().splitlines(keepends=True)
+        head = lines[0].rstrip("\n").split("\t")
+        cells = lines[1].rstrip("\n").split("\t")
+        cells[head.index(column)] = value
+        lines[1] = "\t".join(cells) + "\n"
+        (d / f"{stem}_events.tsv").write_text("".join(lines))
+
+    breaks = {
+        "MISSING": lambda root, d: (root / "dataset_description.json").unlink(),
+        "UNREADABLE_DATA": lambda root, d: (d / f"{stem}_emg.edf").write_bytes(b"not an edf"),
+        "MISSING_SIDECAR": lambda root, d: (d / f"{stem}_emg.json").unlink(),
+        "MISSING_CHANNELS": lambda root, d: (d / f"{stem}_channels.tsv").unlink(),
+        "MISSING_EVENTS": lambda root, d: (d / f"{stem}_events.tsv").unlink(),
+        "EVENTS_MALFORMED": lambda root, d: rewrite_events(d, "onset", "soon"),
+        "EVENT_OUTSIDE_RECORDING": lambda root, d: rewrite_events(d, "onset", "100000"),
+        "PARTICIPANT_MISSING": lambda root, d: (root / "participants.tsv").write_text(
+            "participant_id\n"
+        ),
+    }
+    for code, breaking in breaks.items():
+        assert codes_after(code.lower(), breaking) == [code], code
+
+
 def test_bids_validator_accepts_the_export_and_rejects_a_missing_required_field(
     tmp_path: Path,
 ) -> None:

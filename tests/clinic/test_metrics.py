@@ -19,6 +19,7 @@ from feedback.broker import free_port
 from feedback.clinic.logger import ClinicLogger
 from feedback.clinic.metrics import LoggerMetrics, reason_kind
 from feedback.clinic.store import ClinicStore
+from feedback.metrics import StationMetrics
 from feedback.outputs.broker_access import BrokerAccess
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 from tests.clinic.conftest import ClinicBroker, station_settings, wait_until
@@ -127,3 +128,9 @@ async def test_station_metrics_over_http_during_a_session(
     with contextlib.suppress(OSError):
         scrape(port)
         raise AssertionError("metrics still served after the session")
+
+
+def test_an_offline_station_serves_metrics_without_a_publisher() -> None:
+    """A headless replay builds no publisher: the endpoint says nothing owed, not connected."""
+    offline = {m.name: m.samples[0].value for m in StationMetrics(None).collect()}
+    assert offline == {"vmf_station_outbox_backlog": 0, "vmf_station_connected": 0}

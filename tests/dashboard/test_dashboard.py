@@ -95,6 +95,23 @@ def test_feed_keeps_ten_seconds_at_display_rate() -> None:
     assert frame.reps and frame.reps[0].rep == 1 and frame.reps[0].peak_pct_mvc > 30.0
 
 
+def test_display_window_is_oldest_first_across_the_wrap_and_a_copy() -> None:
+    """What the remote model draws comes from `display_window`, not from the feed's ring."""
+    feed = DashboardFeed(Header(channels=("VM",)), 200.0)  # display rate = sample rate
+    n = feed.size + 7  # wrapped: the ring's write position is 7
+    ramp = np.arange(n, dtype=np.float32)[None, :]
+    blank = ramp[0] % 2 == 0
+    for start in range(0, n, 300):
+        stop = min(start + 300, n)
+        feed.write(ramp[:, start:stop], -ramp[:, start:stop], blank[start:stop])
+    shown = feed.display_window()
+    np.testing.assert_array_equal(shown.raw, ramp[:, -feed.size :])
+    np.testing.assert_array_equal(shown.envelope, -ramp[:, -feed.size :])
+    np.testing.assert_array_equal(shown.blanked, blank[-feed.size :])
+    shown.raw[:] = 0  # the caller owns what it got
+    assert feed.display_window().raw[0, -1] == n - 1
+
+
 def test_therapist_window_builds_updates_and_screenshots(qtbot: QtBot) -> None:
     controls: list[Control] = []
     win = TherapistWindow(on_control=controls.append)

@@ -91,7 +91,7 @@ def test_packets_carry_what_the_local_feed_draws() -> None:
     # Consecutive: each packet starts where the previous one ended.
     assert all(b.first_index == a.first_index + a.n * 10 for a, b in itertools.pairwise(packets))
     env = np.concatenate([p.envelope for p in packets], axis=1).astype(np.float32)
-    local = rec.feed.window(rec.feed._env)
+    local = rec.feed.display_window().envelope
     np.testing.assert_allclose(env, local[:, -env.shape[1] :], rtol=2e-3, atol=1e-4)
     last = packets[-1]
     assert last.stim_state == "armed" and last.phase in ("work", "rest")

@@ -15,6 +15,7 @@ import pytest
 from scipy import signal as scipy_signal
 
 from feedback.processing import lazy_signal
+from feedback.processing.filters import mains_notch
 from feedback.processing.sos_table import DESIGNS, SCIPY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # older one: everything then goes to scipy.signal, which the last test here checks).
 mirrored = pytest.mark.skipif(not lazy_signal.MIRRORED, reason=f"scipy is not {SCIPY}, the table's")
 Design = tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...], Any]
+SECTIONS = [stored for name, _, _, stored in DESIGNS if name != "iirnotch"]  # not (b, a)
 
 
 def table_mismatches(designs: tuple[Design, ...]) -> list[str]:
     """Entries that scipy does not design to the same bits."""
     bad = []
     for name, args, kwargs, stored in designs:
-        want = getattr(scipy_signal, name)(*args, **dict(kwargs))
+        want = np.asarray(getattr(scipy_signal, name)(*args, **dict(kwargs)))  # iirnotch: (b, a)
         got = np.array(stored, dtype=np.float64)
         if not (got.shape == want.shape and np.array_equal(got, want)):
             bad.append(f"{name}{args}{kwargs}")
@@ -41,24 +43,65 @@ def test_every_stored_design_is_scipys_to_the_bit() -> None:
     assert table_mismatches(DESIGNS) == []
 
 
+def _nudged(design: Design, row: int, column: int) -> Design:
+    """The design with one stored coefficient one ulp off."""
+    name, args, kwargs, stored = design
+    rows = [list(r) for r in stored]
+    rows[row][column] = float(np.nextafter(rows[row][column], np.inf))
+    return name, args, kwargs, tuple(tuple(r) for r in rows)
+
+
+def _first(name: str) -> int:
+    return next(i for i, d in enumerate(DESIGNS) if d[0] == name)
+
+
 @mirrored
 def test_the_table_check_catches_one_ulp() -> None:
-    name, args, kwargs, stored = DESIGNS[0]
-    rows = [list(r) for r in stored]
-    rows[0][4] = float(np.nextafter(rows[0][4], np.inf))
-    nudged = (name, args, kwargs, tuple(tuple(r) for r in rows))
-    assert table_mismatches((nudged, *DESIGNS[1:5])) == [f"{name}{args}{kwargs}"]
+    # One of each kind: a butter section, a notch's (b, a), a notch's section.
+    for i, row, column in ((0, 0, 4), (_first("iirnotch"), 1, 2), (_first("tf2sos"), 0, 1)):
+        name, args, kwargs, _ = DESIGNS[i]
+        nudged = _nudged(DESIGNS[i], row, column)
+        assert table_mismatches((nudged, *DESIGNS[1:5])) == [f"{name}{args}{kwargs}"]
+
+
+def _scipys_notch(mains_hz: float, rate_hz: float) -> np.ndarray:
+    """feedback.processing.filters.mains_notch, designed by scipy.signal alone."""
+    harmonics = np.arange(mains_hz, 0.45 * rate_hz, mains_hz)
+    return np.vstack([scipy_signal.tf2sos(*scipy_signal.iirnotch(f, 30.0, fs=rate_hz))
+                      for f in harmonics])  # fmt: skip
+
+
+def notch_mismatches() -> list[str]:
+    """Table rates and mains where the station's notch (through the table) is not scipy's."""
+    bad = []
+    for rate in _make_sos_table().RATES:
+        for mains in (50, 60):
+            got, want = mains_notch(mains, rate), _scipys_notch(mains, rate)
+            if not (got.shape == want.shape and np.array_equal(got, want)):
+                bad.append(f"{mains} Hz at {rate} Hz")
+    return bad
+
+
+@mirrored
+def test_the_mains_notch_comes_from_the_table_as_scipy_designs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    misses: list[str] = []
+    monkeypatch.setattr(lazy_signal, "on_table_miss", lambda name, *_: misses.append(name))
+    assert notch_mismatches() == [] and misses == []
+    # Negative control: one coefficient of one stored notch section one ulp off.
+    i = _first("tf2sos")
+    name, args, kwargs, _ = nudged = _nudged(DESIGNS[i], 0, 0)
+    key = lazy_signal.design_key(name, args, dict(kwargs))
+    monkeypatch.setitem(lazy_signal._TABLE, key, nudged[3])
+    assert notch_mismatches() != []
 
 
 @mirrored
 def test_the_table_covers_what_pipelines_ask_for() -> None:
     """The table is exactly what scripts/make_sos_table.py writes today: a setting or a call site
     that asks for a new design shows here (run the script)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import make_sos_table  # type: ignore[import-not-found,unused-ignore]
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    make_sos_table = _make_sos_table()
     calls = make_sos_table.wanted()
     assert make_sos_table.render(calls) == make_sos_table.TABLE.read_text()
     # Negative control: one design fewer is noticed.
@@ -85,9 +128,18 @@ def test_a_design_not_in_the_table_is_scipys(monkeypatch: pytest.MonkeyPatch) ->
     assert np.array_equal(again, want)
 
 
+def _make_sos_table() -> Any:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_sos_table  # type: ignore[import-not-found,unused-ignore]
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return make_sos_table
+
+
 def _random_sos(rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
-        return np.array(DESIGNS[int(rng.integers(len(DESIGNS)))][3])
+        return np.array(SECTIONS[int(rng.integers(len(SECTIONS)))])
     n = int(rng.integers(1, 5))
     return np.column_stack(
         [rng.normal(size=(n, 3)), np.ones(n), rng.uniform(-1.5, 1.5, n), rng.uniform(0, 0.9, n)]
@@ -210,8 +262,9 @@ from feedback.pipeline import Pipeline
 from feedback.processing.metrics import median_frequency
 from feedback.processing.filters import SOS_KERNEL
 rng = np.random.default_rng(0)
-for rate in (1000.0, 2000.0):
-    pipe = Pipeline(load_settings(environ={}, protocol="free"), rate, ("VM", "VL"))
+for rate, notch in ((1000.0, 0), (2000.0, 0), (1000.0, 50), (2000.0, 60)):
+    settings = load_settings(environ={}, protocol="free", overrides={"processing.notch_hz": notch})
+    pipe = Pipeline(settings, rate, ("VM", "VL"))
     for i in range(0, 4000, 500):
         pipe.process(SampleBlock(i, 0.0, rate, ("VM", "VL"), rng.standard_normal((2, 500))))
     median_frequency(rng.standard_normal(3000), rate)

@@ -20,6 +20,7 @@ from config import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from devices.registry import open_device
+from feedback.clinic.edf_header import read_header
 from feedback.outputs import edf_writer, recorder
 from feedback.outputs.record_check import (
     Expected,
@@ -246,6 +247,30 @@ def test_headers_say_what_the_signals_are(tmp_path: Path, sim_ticks: list[Tick])
     types = dict(zip(raw.ch_names, raw.get_channel_types(), strict=True))
     assert types["VM"] == types["VL"] == types["VM env"] == "emg"
     assert raw.info["highpass"] == 20.0 and raw.info["lowpass"] == 450.0
+
+
+LONGEST_ROLES = ("ABCD_L", "VMO")  # config.settings.CHANNEL_ROLE allows up to 6 characters
+
+
+def edf_labels(tmp_path: Path, channels: tuple[str, ...]) -> list[str]:
+    rec = recorder.Recorder(tmp_path / "labels.edf", rate_hz=1000.0, channels=channels,
+                            session_id="S1", patient="P-0001", group_delay_ms=0.0)  # fmt: skip
+    asyncio.run(rec.close())  # no data records: edflib refuses the file, the header is there
+    return [s.label for s in read_header(tmp_path / "labels.edf").signals]
+
+
+def test_labels_of_the_longest_roles_fit_edfs_16_characters_whole(tmp_path: Path) -> None:
+    """The derived signals keep their words ("active", "quality"): the BIDS export describes a
+    channel by them and replay names it by them. An EDF+ type prefix ("Event VMO quality", 17
+    characters) would be cut at 16, which is why these signals carry none."""
+    c1, c2 = LONGEST_ROLES
+    assert edf_labels(tmp_path, LONGEST_ROLES) == [
+        f"EMG {c1}", f"EMG {c2}", f"EMG {c1} env", f"EMG {c2} env",
+        f"{c1} active", f"{c2} active", f"{c1} quality", f"{c2} quality", "zone",
+    ]  # fmt: skip
+    # Negative control: the prefixed labels, cut as the writer must cut them, lose the words.
+    prefixed = [f"Event {c} {word}"[:16] for c in LONGEST_ROLES for word in ("active", "quality")]
+    assert not all(label.endswith(("active", "quality")) for label in prefixed)
 
 
 def test_bdf_suffix_and_format_agree(tmp_path: Path) -> None:

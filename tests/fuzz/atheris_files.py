@@ -4,19 +4,18 @@
 
 TARGET is one of tests/fuzz/file_targets.py: edf_header, brainflow, edf_writer (XDF runs in
 tests/fuzz/atheris_replay.py with the other replay readers). Without a corpus directory it
-starts from a few valid inputs (kept in .fuzz-corpus/TARGET, so a second run goes on from what
-the first found). A finding is an AssertionError or any exception other than the parser's
-typed refusal; libFuzzer stops and writes the input to crash-<hash> in the working directory.
+starts from a few valid inputs (tests/fuzz/atheris_main.py). A finding is an AssertionError or
+any exception other than the parser's typed refusal; libFuzzer stops and writes the input to
+crash-<hash> in the working directory.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-import sys
-from pathlib import Path
 
 import atheris
+
+from tests.fuzz.atheris_main import fuzz_main
 
 with atheris.instrument_imports():
     from tests.fuzz import file_targets
@@ -35,21 +34,7 @@ def seeds(name: str) -> list[bytes]:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
-        sys.exit(f"usage: python -m tests.fuzz.atheris_files {{{','.join(TARGETS)}}} ...")
-    name = sys.argv.pop(1)
-    if not any(not a.startswith("-") for a in sys.argv[1:]):  # no corpus given: the seeds
-        corpus = Path(".fuzz-corpus") / name
-        corpus.mkdir(parents=True, exist_ok=True)
-        for i, seed in enumerate(seeds(name)):
-            (corpus / f"seed-{i}").write_bytes(seed)
-        sys.argv.append(str(corpus))
-    logging.disable(logging.CRITICAL)  # the recorder's and pyxdf's complaints are noise here
-    atheris.Setup(sys.argv, TARGETS[name])
-    try:
-        atheris.Fuzz()
-    finally:
-        print(f"fuzz cases: {name} {CASES[name]}", file=sys.stderr)
+    fuzz_main("tests.fuzz.atheris_files", TARGETS, CASES, seeds)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,41 @@ def test_the_probe_sees_a_real_run_import_them() -> None:
     # Negative control: a command that does build a session does load them, so an empty
     # answer above is not the probe failing to look.
     assert "numpy" in heavy_imports("--config", "/nonexistent/vmf.toml", "--headless")
+
+
+REPLAY = ROOT / "tests" / "fixtures" / "data" / "4Nsen.txt.gz"
+MQTT_PROBE = """
+import runpy, sys
+for name in {preload!r}:
+    __import__(name)
+sys.argv = ["run_feedback.py", *{argv!r}]
+try:
+    runpy.run_path("run_feedback.py", run_name="__main__")
+except SystemExit:
+    pass
+mqtt = sorted({{m.split(".")[0] for m in sys.modules}} & {{"aiomqtt", "paho", "amqtt"}})
+print("MQTT=" + ",".join(mqtt), file=sys.stderr)
+"""
+
+
+def mqtt_imports_of_a_replay(db: Path, preload: tuple[str, ...] = ()) -> str:
+    """The MQTT libraries in the process after a headless replay at full speed (no broker)."""
+    argv = ["--headless", "--db", str(db), "--device", f"replay:{REPLAY}?speed=max"]
+    probe = MQTT_PROBE.format(argv=argv, preload=list(preload))
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "ended (device_ended)" in done.stderr, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("MQTT=")]
+    return line.removeprefix("MQTT=")
+
+
+def test_a_headless_replay_does_not_import_mqtt_clients(tmp_path: Path) -> None:
+    """Nothing is published, so neither aiomqtt nor paho (nor the amqtt broker) is loaded."""
+    assert mqtt_imports_of_a_replay(tmp_path / "log.db") == ""
+
+
+def test_the_probe_sees_an_eager_publisher_import(tmp_path: Path) -> None:
+    # Negative control: the publisher module imported up front, as app.py and station.py did
+    # before, and the same replay reports both clients.
+    eager = ("feedback.outputs.mqtt_publisher",)
+    assert mqtt_imports_of_a_replay(tmp_path / "log.db", eager) == "aiomqtt,paho"
