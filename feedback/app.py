@@ -177,8 +177,7 @@ async def run(
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
             await session.wait_for_start(stop)
         running.append(session)
-        with _startup_frozen():
-            await session.run(stop)
+        await _run_frozen(session, stop)
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
         report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
@@ -208,6 +207,11 @@ def _startup_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+async def _run_frozen(session: Session, stop: asyncio.Event) -> None:
+    with _startup_frozen():
+        await session.run(stop)
 
 
 def _publisher(
