@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,7 +176,7 @@ async def run(
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
             await session.wait_for_start(stop)
         running.append(session)
-        await _run_frozen(session, stop)
+        await session.run(stop)
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
         report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
@@ -192,26 +191,6 @@ async def run(
         _say_end(console, session, report)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-@contextlib.contextmanager
-def _startup_frozen() -> Iterator[None]:
-    """For the session: what start-up made (modules, settings, tables; about 100,000 objects,
-    alive as long as the process) is left out of garbage collection. A full collection then
-    walks only what the session made, about a millisecond, instead of 35-50 ms with the event
-    loop stopped and a cue waiting behind it (bench_latency times the pauses). Afterwards the
-    process collects as before."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-async def _run_frozen(session: Session, stop: asyncio.Event) -> None:
-    with _startup_frozen():
-        await session.run(stop)
 
 
 def _publisher(

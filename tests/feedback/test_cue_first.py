@@ -4,8 +4,6 @@ an output that is slow with the block, wherever it stands in the list, never del
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,21 +153,3 @@ async def test_the_early_cues_are_the_ticks_cues() -> None:
     seen.items[i] = replace(due, band=(due.band[0] + 1.0, due.band[1]))
     with pytest.raises(AssertionError, match="not the Tick's"):
         assert_cues_match_their_tick(seen.items)
-
-
-def frozen_during(context: Any) -> tuple[int, int]:
-    """Objects the collector leaves alone inside `context`, and after it."""
-    with context:
-        inside = gc.get_freeze_count()
-    return inside, gc.get_freeze_count()
-
-
-def test_start_up_objects_are_left_out_of_collections_during_the_session() -> None:
-    """A full collection walks every object: start-up's ~100,000 cost 35-50 ms with the event
-    loop stopped. Frozen for the session, they are not walked; afterwards all is as before."""
-    from feedback.app import _startup_frozen
-
-    inside, after = frozen_during(_startup_frozen())
-    assert inside > 10_000 and after == 0
-    # Negative control: without the freeze nothing is left out.
-    assert frozen_during(contextlib.nullcontext())[0] == 0
