@@ -217,10 +217,15 @@ class Broker:
 
 
 class Logger:
-    def __init__(self, broker_port: int, db_url: str, instance: str, log: Path) -> None:
+    def __init__(
+        self, broker_port: int, db_url: str, instance: str, log: Path, profile: str = ""
+    ) -> None:
         self.metrics_port = free_port()
+        # --profile: the logger under bench.profiled_logger (CPU per thread, cProfile)
+        wrap = ["bench.profiled_logger", *profile.split(","), "--"] if profile else []
+        module = wrap or ["feedback.clinic.logger"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "feedback.clinic.logger", "--broker",
+            [sys.executable, "-m", *module, "--broker",
              f"mqtt://127.0.0.1:{broker_port}", "--db", db_url, "--group", "lt", "--instance",
              instance, "--metrics-port", str(self.metrics_port)],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -256,6 +261,37 @@ class Logger:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def proc_cpu_s(pid: int | str) -> float:
+    """User + system CPU seconds of a process (all its threads); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(broker: Broker, loggers: list[Logger]) -> dict[str, float]:
+    """CPU seconds so far of the broker, every PostgreSQL process and the loggers: the
+    difference over the drain says where the cores went."""
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += proc_cpu_s(entry.name)
+            except OSError:
+                continue
+    busy = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return {
+        # everything but idle and iowait: the other helpers and this bench are in it too
+        "machine": sum(int(v) for i, v in enumerate(busy) if i not in (3, 4))
+        / os.sysconf("SC_CLK_TCK"),
+        "mosquitto": proc_cpu_s(broker.proc.pid),
+        "postgres": postgres,
+        "loggers": sum(proc_cpu_s(lg.proc.pid) for lg in loggers),
+    }
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -493,10 +529,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             peer = start_peer(broker.port, expected, persist=True)
             result["peer"] = finish_peer(peer, args.timeout)
             loggers = [
-                Logger(broker.port, db_url, str(i + 1), logs / f"logger-{i + 1}.log")
+                Logger(
+                    broker.port,
+                    db_url,
+                    str(i + 1),
+                    logs / f"logger-{i + 1}.log",
+                    getattr(args, "profile", ""),
+                )
                 for i in range(args.loggers)
             ]
-        samples, first_t, first_n, last_t, last_n = track(loggers, logged, args.timeout)
+        snap = lambda: cpu_snapshot(broker, loggers)  # noqa: E731
+        samples, first_t, first_n, last_t, last_n, cpu = track(loggers, logged, args.timeout,
+                                                               snap)  # fmt: skip
+        wall = last_t - first_t
+        if wall > 0:  # share of the machine's cores over the drain (1.0: all of them)
+            cores = os.cpu_count() or 1
+            cpu["other"] = cpu["machine"] - cpu["mosquitto"] - cpu["postgres"] - cpu["loggers"]
+            result["cpu_share"] = {k: round(v / wall / cores, 3) for k, v in cpu.items()}
+            # per message handled: what a process costs, however busy the machine is
+            handled = max(1.0, last_n - first_n)
+            result["cpu_us_per_msg"] = {k: round(v / handled * 1e6, 1) for k, v in cpu.items()}
         if args.mode == "live":
             result["peer"] = finish_peer(peer, args.timeout)
         result["peak_rss_mb"] = [lg.peak_rss_mb() for lg in loggers]
@@ -523,13 +575,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def track(
-    loggers: list[Logger], expected: int, timeout_s: float
-) -> tuple[list[dict[str, float]], float, float, float, float]:
+    loggers: list[Logger], expected: int, timeout_s: float, snapshot: Any = dict
+) -> tuple[list[dict[str, float]], float, float, float, float, dict[str, float]]:
     """Scrapes the loggers until all `expected` messages are handled (or nothing moves for
-    5 s, or timeout): the last samples and the (time, handled) of the first and last change."""
+    5 s, or timeout): the last samples, the (time, handled) of the first and last change, and
+    the CPU seconds `snapshot()` counted between them."""
     deadline = time.monotonic() + timeout_s
     first_t = last_t = 0.0
     first_n = last_n = 0.0
+    cpu0: dict[str, float] = {}
+    cpu1: dict[str, float] = {}
     samples: list[dict[str, float]] = []
     while time.monotonic() < deadline:
         try:
@@ -543,11 +598,13 @@ def track(
         if n > last_n:
             if first_t == 0.0:
                 first_t, first_n = now, n
+                cpu0 = snapshot()
             last_t, last_n = now, n
+            cpu1 = snapshot()
         if n >= expected or (last_t and now - last_t > 5):
             break
         time.sleep(0.05)
-    return samples, first_t, first_n, last_t, last_n
+    return samples, first_t, first_n, last_t, last_n, {k: v - cpu0[k] for k, v in cpu1.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["live", "drain"], default="live")
     p.add_argument("--max-messages", type=int, default=2_000_000, help="bound on ticks × N")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each wait, seconds")
+    p.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR[,cprofile]",
+        help="loggers under bench.profiled_logger: CPU per thread (and cProfile)",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loadtest.json"))
     args = p.parse_args(argv)
     result = run(args)

@@ -17,6 +17,7 @@ from devices.base import SampleBlock
 from feedback.calibration import Calibration, CalibrationResult, CalibrationStatus
 from feedback.cues import Cue, CueRules
 from feedback.exercise import Exercise, ExerciseState, Phase, PhaseChanged
+from feedback.processing import fused
 from feedback.processing.activation import (
     ActivationBlock,
     ActivationDetector,
@@ -106,6 +107,29 @@ def _snapshot(state: ExerciseState) -> ExerciseState:
     return copy
 
 
+_warmed: set[tuple[float, int]] = set()
+
+
+def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...]) -> None:
+    """Run a throwaway pipeline over a little noise, once per process and layout, so that the
+    compiled kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine
+    without one (about 10 s, once), here rather than inside the first blocks of a session:
+    20-sample float32 blocks through a baseline window and frames, then long float64 blocks
+    that cut windows (the sliced layouts)."""
+    key = (rate_hz, len(channels))
+    if key in _warmed:
+        return
+    _warmed.add(key)
+    pipe = Pipeline(settings, rate_hz, channels)
+    n = round(rate_hz * (settings.onset.baseline_s + 0.2))
+    noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n)) * 0.01
+    single = noise.astype(np.float32)
+    for i in range(0, n, 20):
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, single[:, i : i + 20]))
+    for i in range(n, 2 * n, 333):
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolSwitch:
     """A protocol picked mid-session, waiting for its safe boundary (`at`; None: next block)."""
@@ -181,6 +205,9 @@ class Pipeline:
         self._switch: ProtocolSwitch | None = None
         self._calibration: Calibration | None = None
         self._cal_end: int | None = None  # sample index where the running calibration ends
+        self._compiled = fused.kernels() is not None  # feedback.processing.fused
+        if self._compiled:
+            _warm_kernels(settings, rate_hz, channels)
 
     @property
     def reps_total(self) -> int:
@@ -305,7 +332,7 @@ class Pipeline:
         # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
         extremes = (
             (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
-            if env.shape[1]
+            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
             else None
         )
         hodges_bui = self.onset.process(

@@ -30,12 +30,12 @@ from typing import Any
 
 import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.backoff import Backoff
+from feedback.clinic.paho_reader import BatchReadingClient
 from feedback.outputs.broker_access import BrokerAccess
 
 log = logging.getLogger("feedback.clinic.intake")
@@ -123,7 +123,7 @@ class PahoIntake:
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         self._connect_props.SessionExpiryInterval = session_expiry_s
         self._connect_props.ReceiveMaximum = receive_maximum
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c = BatchReadingClient(client_id, self._on_publish_packet)
         c.manual_ack_set(True)
         c.max_inflight_messages_set(1000)  # receipts in flight to the broker
         c.max_queued_messages_set(0)
@@ -140,7 +140,6 @@ class PahoIntake:
         c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
         self.client = c
 
     def start(self) -> None:
@@ -169,15 +168,17 @@ class PahoIntake:
         return len(self._queue)
 
     def ack(self, batch: list[Received]) -> None:
-        """PUBACK what is committed, on the connection it came on only."""
+        """PUBACK what is committed, on the connection it came on only; one write a batch."""
         generation = self.generation
+        mids = []
         for m in batch:
             if m.qos == 0:
                 continue
             if m.generation != generation:
                 self.stats.stale_acks += 1
                 continue
-            self.client.ack(m.mid, m.qos)
+            mids.append(m.mid)
+        self.client.ack_many(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos)
@@ -226,15 +227,15 @@ class PahoIntake:
         log.warning("broker connection lost: %s", rc)
         self.on_lost()
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
+    def _on_publish_packet(self, topic: bytes, payload: bytes, qos: int, mid: int) -> None:
         with self._cond:
             q = self._queue
-            if m.qos == 0 and len(q) >= self.max_queued:
+            if qos == 0 and len(q) >= self.max_queued:
                 self.stats.dropped_qos0 += 1
                 return
-            # Not m.topic: it raises on bytes that are not UTF-8; the store quarantines those.
-            topic = m._topic.decode("utf-8", "backslashreplace")
-            q.append(Received(topic, bytes(m.payload), m.qos, m.mid, self.generation))
+            # Bytes that are not UTF-8 stay visible; the store quarantines them.
+            text = topic.decode("utf-8", "backslashreplace")
+            q.append(Received(text, payload, qos, mid, self.generation))
             self.stats.received += 1
             if len(q) > self.stats.queue_peak:
                 self.stats.queue_peak = len(q)

@@ -83,34 +83,45 @@ class Second:
         )
 
     def add(self, body: Mapping[str, Any]) -> None:
-        """Fold one live message (already checked against the contract, not a copy)."""
+        """Fold one live message (already checked against the contract, not a copy).
+        Comparisons and locals, not min()/max() and Stat.add calls: it runs for every live
+        message, ~90 % of the logger's intake (bench/fold: 13.7 -> 5 us a message)."""
         msg_id, t = int(body["msg_id"]), float(body["t"])
         if self.count == 0:
             self.msg_id_min = self.msg_id_max = msg_id
-        elif max(self.msg_id_max, msg_id) - min(self.msg_id_min, msg_id) >= MAX_SPAN:
-            raise LiveSpanError(
-                f"live msg_id {msg_id} is more than {MAX_SPAN} from the others of second "
-                f"{self.second} ({self.msg_id_min}–{self.msg_id_max})"
-            )
-        if msg_id < self.msg_id_min:
-            self.mask <<= self.msg_id_min - msg_id
-            self.msg_id_min = msg_id
+        else:
+            lo, hi = self.msg_id_min, self.msg_id_max
+            if (msg_id if msg_id > hi else hi) - (msg_id if msg_id < lo else lo) >= MAX_SPAN:
+                raise LiveSpanError(
+                    f"live msg_id {msg_id} is more than {MAX_SPAN} from the others of second "
+                    f"{self.second} ({lo}–{hi})"
+                )
+            if msg_id < lo:
+                self.mask <<= lo - msg_id
+                self.msg_id_min = msg_id
         self.mask |= 1 << (msg_id - self.msg_id_min)
         if msg_id >= self.msg_id_max:  # the latest message says the current phase and reps
             self.msg_id_max = msg_id
             self.phase, self.reps = body.get("phase"), body.get("reps")
         self.count += 1
-        self.t_first, self.t_last = min(self.t_first, t), max(self.t_last, t)
+        if t < self.t_first:
+            self.t_first = t
+        if t > self.t_last:
+            self.t_last = t
         if (index := body.get("index")) is not None:
-            self.index_min = index if self.index_min is None else min(self.index_min, index)
-            self.index_max = index if self.index_max is None else max(self.index_max, index)
+            if self.index_min is None or index < self.index_min:
+                self.index_min = index
+            if self.index_max is None or index > self.index_max:
+                self.index_max = index
         if (ratio := body.get("vm_vl_ratio")) is not None:
-            self.ratio.add(float(ratio))
+            _add(self.ratio, float(ratio))
         pct = self.pct
         for channel, value in body["pct_mvc"].items():
+            x = float(value)
             if (stat := pct.get(channel)) is None:  # not setdefault: a Stat made a call costs
-                stat = pct[channel] = Stat()
-            stat.add(float(value))
+                pct[channel] = Stat(1, x, x, x)
+            else:
+                _add(stat, x)
         self.dirty = True
 
     def row(self) -> tuple[Any, ...]:
@@ -134,6 +145,20 @@ class Second:
             r["reps"], Stat(int(r["ratio_n"]), r["ratio_min"], r["ratio_mean"], r["ratio_max"]),
             pct,
         )  # fmt: skip
+
+
+def _add(stat: Stat, x: float) -> None:
+    """Stat.add, inlined for the fold's loop (the same arithmetic, in the same order)."""
+    n = stat.n = stat.n + 1
+    lo, mean, hi = stat.lo, stat.mean, stat.hi
+    if lo is None or mean is None or hi is None:
+        stat.lo = stat.mean = stat.hi = x
+        return
+    if x < lo:
+        stat.lo = x
+    if x > hi:
+        stat.hi = x
+    stat.mean = mean + (x - mean) / n
 
 
 def second_of(t: float) -> int:
@@ -233,17 +258,29 @@ def _merge(
 ) -> list[str | None]:
     ids = [int(b["msg_id"]) for b in bodies]
     outcome: list[str | None] = [None] * len(bodies)
+    # A copy is a msg_id folded here before, or one a row read from the database holds: only
+    # a msg_id within their range can be one of those (in-order messages are all above it).
+    folded: set[int] = set()
+    lo = min((r.msg_id_min for r in known), default=0)
+    hi = max((r.msg_id_max for r in known), default=-1)
+    held = list(known)
+    second, row = None, None
     for i in sorted(range(len(bodies)), key=ids.__getitem__):
-        if any(r.has(ids[i]) for r in known):
-            outcome[i] = f"duplicate live ({session}, {ids[i]})"
+        msg_id = ids[i]
+        if msg_id in folded or (lo <= msg_id <= hi and any(r.has(msg_id) for r in held)):
+            outcome[i] = f"duplicate live ({session}, {msg_id})"
             continue
-        s = second_of(float(bodies[i]["t"]))
-        row = rows.get((session, s)) or Second(session, s)
+        s = math.floor(float(bodies[i]["t"]))
+        if s != second or row is None:
+            second, row = s, rows.get((session, s))
+            if row is None:
+                row = Second(session, s)
         try:
             row.add(bodies[i])
         except LiveSpanError as exc:
             outcome[i] = str(exc)
             continue
+        folded.add(msg_id)
         if (session, s) not in rows:
             rows[(session, s)] = row
             known.append(row)

@@ -4,7 +4,6 @@ Messages waiting at a disconnect are dropped (the broker still holds them)."""
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -17,14 +16,12 @@ OK = ReasonCode(PacketTypes.CONNACK, "Success")
 def intake_with_recorded_acks() -> tuple[PahoIntake, list[int]]:
     intake = PahoIntake(BrokerAccess.from_url("mqtt://127.0.0.1:1"), "t", ["vmf/#"])
     acked: list[int] = []
-    intake.client.ack = lambda mid, qos: acked.append(mid)  # type: ignore[method-assign,assignment,return-value]
+    intake.client.ack_many = acked.extend  # type: ignore[method-assign]
     return intake, acked
 
 
 def arrive(intake: PahoIntake, mid: int, qos: int = 1) -> None:
-    m = mqtt.MQTTMessage(mid, b"vmf/v1/c1/s1/event")
-    m.payload, m.qos = b"{}", qos
-    intake._on_message(intake.client, None, m)
+    intake._on_publish_packet(b"vmf/v1/c1/s1/event", b"{}", qos, mid)
 
 
 def test_acks_go_only_on_the_connection_the_message_came_on() -> None:

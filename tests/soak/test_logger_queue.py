@@ -4,8 +4,6 @@ all kept."""
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
-
 from feedback.clinic.intake import PahoIntake
 from feedback.clinic.logger import MAX_QUEUED, RECEIVE_MAXIMUM
 from feedback.outputs.broker_access import BrokerAccess
@@ -17,9 +15,7 @@ def flood(intake: PahoIntake, n: int = 20_000, every_qos1: int = 10) -> None:
     for i in range(n):
         qos = 1 if i % every_qos1 == 0 else 0
         leaf = "event" if qos else "live"
-        m = mqtt.MQTTMessage(i + 1, f"vmf/v1/c1/s1/{leaf}".encode())
-        m.payload, m.qos = b"{}", qos
-        intake._on_message(intake.client, None, m)
+        intake._on_publish_packet(f"vmf/v1/c1/s1/{leaf}".encode(), b"{}", qos, i + 1)
 
 
 def reader(max_queued: int = MAX_QUEUED) -> PahoIntake:

@@ -81,6 +81,7 @@ async def test_views_fit_every_screen_and_are_kept_as_screenshots(
             await asyncio.sleep(11)  # ten seconds of curves
             await therapist.screenshot(path=tmp_path / "therapist.png", full_page=True)
             assert therapist.errors == [], therapist.errors
+            await therapist.close()  # its MQTT-over-WebSocket client leaves before the broker
         finally:  # a failed check must not leave stations running (they catch SIGTERM)
             for task in stations:
                 task.cancel()
