@@ -20,6 +20,7 @@ from config import load_settings
 from devices.base import SampleBlock
 from devices.recording_formats import load_recording
 from feedback.pipeline import Pipeline
+from feedback.processing import fused
 from feedback.processing.chain import EmgChain
 
 RATE = 2000.0
@@ -34,14 +35,20 @@ def noise(seconds: float, rows: int = len(CHANNELS), seed: int = 0) -> np.ndarra
 
 
 def per_block(seconds: float) -> dict[str, Any]:
+    """The product's pipeline (the compiled kernels when numba is there), the same pipeline on
+    the numpy reference path (feedback.processing.fused.reference_path) and the peer, each
+    block timed for all three in turn, so that all see the same machine."""
     settings = load_settings(environ={})
     data = noise(seconds)
     n_blocks = data.shape[1] // BLOCK
     pipe = Pipeline(settings, RATE, CHANNELS)
+    with fused.reference_path():
+        reference = Pipeline(settings, RATE, CHANNELS)
     sos = signal.butter(4, (20, 450), btype="bandpass", fs=RATE, output="sos")
     zi = np.zeros((sos.shape[0], len(CHANNELS), 2))
-    wall: dict[str, list[float]] = {"pipeline": [], "peer": []}
-    cpu: dict[str, list[float]] = {"pipeline": [], "peer": []}
+    names = ("pipeline", "reference", "peer")
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     for i in range(n_blocks):
         chunk = data[:, i * BLOCK : (i + 1) * BLOCK]
@@ -49,27 +56,42 @@ def per_block(seconds: float) -> dict[str, Any]:
         c0, t0 = cpu_clock(), clock()
         pipe.process(block)
         t1, c1 = clock(), cpu_clock()
-        _, zi = signal.sosfilt(sos, chunk, axis=1, zi=zi)
+        reference.process(block)
         t2, c2 = clock(), cpu_clock()
-        wall["pipeline"].append((t1 - t0) / 1e3)
-        wall["peer"].append((t2 - t1) / 1e3)
-        cpu["pipeline"].append((c1 - c0) / 1e3)
-        cpu["peer"].append((c2 - c1) / 1e3)
-    full_s, peer_s = summary(wall["pipeline"], "us"), summary(wall["peer"], "us")
-    full_c, peer_c = summary(cpu["pipeline"], "us"), summary(cpu["peer"], "us")
+        _, zi = signal.sosfilt(sos, chunk, axis=1, zi=zi)
+        t3, c3 = clock(), cpu_clock()
+        for name, (a, b), (ca, cb) in zip(
+            names, ((t0, t1), (t1, t2), (t2, t3)), ((c0, c1), (c1, c2), (c2, c3)), strict=True
+        ):
+            wall[name].append((b - a) / 1e3)
+            cpu[name].append((cb - ca) / 1e3)
+    w = {name: summary(wall[name], "us") for name in names}
+    c = {name: summary(cpu[name], "us") for name in names}
     total_s = sum(wall["pipeline"]) / 1e6
+    kernels = fused.kernels()
     return {
         "what": f"Pipeline.process (chain, quality, onsets, activation, band, exercise, cues, "
         f"metrics) per {BLOCK}-sample block, {len(CHANNELS)} channels, {RATE:.0f} Hz, "
-        f"{n_blocks} blocks; peer = scipy sosfilt band-pass alone on the same blocks",
-        "pipeline_block_us": full_s,
-        "peer_sosfilt_block_us": peer_s,
-        "ratio_p50": _ratio(full_s, peer_s, "p50"),
-        "ratio_p99": _ratio(full_s, peer_s, "p99"),
-        "pipeline_block_cpu_us": full_c,
-        "peer_sosfilt_block_cpu_us": peer_c,
-        "cpu_ratio_p50": _ratio(full_c, peer_c, "p50"),
-        "cpu_ratio_p99": _ratio(full_c, peer_c, "p99"),
+        f"{n_blocks} blocks; reference = the same on the numpy path; peer = scipy sosfilt "
+        f"band-pass alone on the same blocks",
+        "kernel_path": "numpy (numba not installed or VMF_KERNELS=numpy)"
+        if kernels is None
+        else f"numba {kernels.numba_version()}",
+        "pipeline_block_us": w["pipeline"],
+        "reference_numpy_block_us": w["reference"],
+        "peer_sosfilt_block_us": w["peer"],
+        "ratio_p50": _ratio(w["pipeline"], w["peer"], "p50"),
+        "ratio_p99": _ratio(w["pipeline"], w["peer"], "p99"),
+        "reference_ratio_p50": _ratio(w["reference"], w["peer"], "p50"),
+        "reference_ratio_p99": _ratio(w["reference"], w["peer"], "p99"),
+        "pipeline_block_cpu_us": c["pipeline"],
+        "reference_numpy_block_cpu_us": c["reference"],
+        "peer_sosfilt_block_cpu_us": c["peer"],
+        "cpu_ratio_p50": _ratio(c["pipeline"], c["peer"], "p50"),
+        "cpu_ratio_p99": _ratio(c["pipeline"], c["peer"], "p99"),
+        "reference_cpu_ratio_p50": _ratio(c["reference"], c["peer"], "p50"),
+        "reference_cpu_ratio_p99": _ratio(c["reference"], c["peer"], "p99"),
+        "pipeline_over_reference_cpu_p50": _ratio(c["pipeline"], c["reference"], "p50"),
         "goal_us": {"p50": 80, "p99": 150},
         "realtime_budget_us": BLOCK / RATE * 1e6,
         "streaming_throughput_samples_per_s": round(n_blocks * BLOCK / total_s),

@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 
 from config.settings import ActivationSettings, CalibrationSettings
+from feedback.processing import fused
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,13 @@ class DebounceState:
             self._run_lists = (on.tolist(), off.tolist())
         on_list, off_list = self._run_lists
         return list(self._state_list), list(on_list), list(off_list)
+
+    def run_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """run_on and run_off as the arrays kept, for a caller that edits them in place (the
+        compiled switch, feedback.processing.kernels): the lists are dropped."""
+        runs = self._arrays()
+        self._run_lists = None
+        return runs
 
     def set_runs(self, run_on: list[int], run_off: list[int]) -> None:
         """New runs as lists (kept; arrays made if read)."""
@@ -357,8 +365,10 @@ class BandDetector:
         min_on: int = 1,
         min_off: int = 1,
     ) -> None:
+        self._kernels = fused.kernels()
         self.set_band(low_pct, high_pct, hysteresis_pct)
         self.min_on, self.min_off = min_on, min_off
+        self._reach = (max(min_on, 1), max(min_off, 1))
         # Row 0 the low edge, row 1 the high edge: one debounce call for both.
         self._edges = DebounceState.zeros(2)
 
@@ -368,8 +378,18 @@ class BandDetector:
         self.hysteresis_pct = hysteresis_pct
         lo, hi, h = low_pct, high_pct, hysteresis_pct
         self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
+        self._level_arrays = (np.array(self._levels[0]), np.array(self._levels[1]))
 
     def process(self, pct: np.ndarray) -> np.ndarray:
+        if self._kernels is not None:
+            edges = self._edges
+            zones, state = np.empty(pct.shape[0], dtype=np.int8), np.empty(2, dtype=bool)
+            out = (zones, state)
+            if self._kernels.band_zone(
+                pct, self._level_arrays, self._reach, edges.state, edges.run_arrays(), out
+            ):
+                edges.state = state
+            return zones
         n = pct.shape[0]
         over = None
         if n:  # the shortcut of debounce_within, on plain numbers: one signal, two edges
@@ -393,6 +413,7 @@ class BandDetector:
 
 
 ABOVE = int(Zone.ABOVE)  # (an IntEnum member looked up once, not per block)
+_NO_SUMS = np.zeros(0)  # (the compiled switch sums only when every sample is usable)
 
 
 def _empty() -> np.ndarray:
@@ -522,13 +543,21 @@ class ActivationDetector:
         keep = min(self._k_ref, self._ring.shape[1])
         self._recent: list[deque[float]] = [deque(maxlen=keep) for _ in channels]
         self._recent_nan = [0] * c  # NaN frames among them (usually none: no masking then)
-        self._session_ref = [0.0] * c
+        self._session_ref: list[float] | np.ndarray = [0.0] * c
+        self._kernels = fused.kernels()
+        if self._kernels is not None:
+            # The compiled frame close (kernels.frame_close) keeps the same figures in arrays:
+            # each row's valid ring means sorted (and how many), the session reference.
+            width = self._ring.shape[1]
+            self._ordered = (np.empty((c, width)), np.zeros(c, dtype=np.int64))
+            self._session_ref = np.zeros(c)
         self.rest = np.full(c, np.nan)
         self.calibrated = np.zeros(c, dtype=bool)
         self.mvc = np.full(c, np.nan)
         self.on_level = np.full(c, np.inf)
         self.off_level = np.full(c, np.inf)
         self._carry = DebounceState.zeros(c)
+        self._reach = (self.n_on, self.n_off)
         self._quiet_hb = np.full(c, -1, dtype=np.int64)  # last sample below Hodges-Bui's level
         self._settle = 0
         self._restart = False
@@ -599,10 +628,11 @@ class ActivationDetector:
             # No rest known yet (NaN): nothing can be judged, the channel stays inactive.
             on_lv.append(math.inf if math.isnan(on) else on)
             off_lv.append(math.inf if math.isnan(off) else off)
-        self._rest_col = np.array(rest_col)[:, None]
-        self._scale_col = np.array(scale_col)[:, None]
+        self._scales = (np.array(rest_col), np.array(scale_col))
+        self._rest_col, self._scale_col = self._scales[0][:, None], self._scales[1][:, None]
         self._rest_now, self._reference_now = np.array(rest_now), np.array(ref_now)
         self.on_level, self.off_level = np.array(on_lv), np.array(off_lv)
+        self._level_arrays = (self.on_level, self.off_level)
         self._levels = (on_lv, off_lv)  # the same, as lists for the per-block switch
         self._ready = all(math.isfinite(v) for v in on_lv)
 
@@ -679,15 +709,33 @@ class ActivationDetector:
         """Samples within one frame (levels fixed): the switch, the level, the edges, then
         learning from them (which may close the frame and move the levels)."""
         before = self._carry.state
-        if extremes is None:
-            extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
-        on, off = self._levels
-        state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
-        level = seg - self._rest_col
-        level *= self._scale_col
-        np.maximum(level, 0.0, out=level)
-        events += self._edges(first, seg, hb, before, state)
-        self._learn(seg, usable)
+        moved, summed = True, False
+        if self._kernels is not None:
+            carry = self._carry
+            state, level = np.empty(seg.shape, dtype=bool), np.empty(seg.shape)
+            new = np.empty(before.shape, dtype=bool)
+            switched, moved, summed = self._kernels.activation_switch(
+                np.ascontiguousarray(seg),  # (one compiled layout: a slice is copied)
+                self._level_arrays,
+                self._reach,
+                before,
+                carry.run_arrays(),
+                self._scales,
+                self._sum if usable is None else _NO_SUMS,
+                (state, level, new),
+            )
+            if switched:
+                carry.state = new
+        else:
+            if extremes is None:
+                extremes = (seg.min(axis=-1), seg.max(axis=-1)) if seg.shape[-1] else None
+            on, off = self._levels
+            state = debounce_within(seg, extremes, on, off, self.n_on, self.n_off, self._carry)
+            level = seg - self._rest_col
+            level *= self._scale_col
+            np.maximum(level, 0.0, out=level)
+        events += self._edges(first, seg, hb, before, state, moved)
+        self._learn(seg, usable, summed)
         return state, level
 
     def _frames(
@@ -734,7 +782,10 @@ class ActivationDetector:
         hb: np.ndarray | None,
         before: np.ndarray,
         state: np.ndarray,
+        moved: bool = True,
     ) -> list[OnsetEvent]:
+        """The onset and offset events of the block (`moved` False: the switch stayed where it
+        was, known without looking), after moving the last quiet Hodges-Bui sample."""
         # `_last_true` returns the carried array or a new one, never edits it: no copy needed.
         quiet_hb = self._quiet_hb
         if hb is not None and hb.shape[1]:
@@ -742,7 +793,7 @@ class ActivationDetector:
                 self._quiet_hb = np.full(quiet_hb.shape, first + hb.shape[1] - 1, np.int64)
             else:
                 self._quiet_hb = _last_true(~hb, first, quiet_hb)
-        if not state.shape[1] or not any_true(state != before[:, None]):
+        if not moved or not state.shape[1] or not any_true(state != before[:, None]):
             return []  # the usual block: no channel switched
         prev = np.concatenate([before[:, None], state[:, :-1]], axis=1)
         rows, cols = np.nonzero(state != prev)
@@ -762,8 +813,35 @@ class ActivationDetector:
             events.append(OnsetEvent(ch, "onset", max(at, d - self._lookback), d))
         return events
 
-    def _learn(self, seg: np.ndarray, usable: np.ndarray | None) -> None:
-        if usable is None or all_true(usable):
+    def _close_compiled(self) -> None:
+        """The frame close below and `_set_levels`, in one compiled call (same values)."""
+        assert self._kernels is not None and isinstance(self._session_ref, np.ndarray)
+        s = self.settings
+        ratios = (s.on_rest_ratio, s.on_fraction, s.off_rest_ratio, s.off_fraction)
+        levels = (self.rest, self.calibrated, self.mvc, self._floor, s.rest_percentile, ratios)
+        refs = (self._session_ref, self._k_ref, self._decay)
+        state = (self._sum, self._count, self._frame, self._filled)
+        # New arrays each close (handed out by the blocks, never edited): rows of one buffer.
+        out = np.empty((7, len(self.channels)))
+        ready = self._kernels.frame_close(state, self._ring, self._ordered, levels, refs, out)
+        rest, rest_now, ref_now, on, off, rest_col, scale_col = out
+        self._filled += 1
+        self._in_frame = 0
+        self.rest = rest
+        self._scales = (rest_col, scale_col)
+        self._rest_col, self._scale_col = rest_col[:, None], scale_col[:, None]
+        self._rest_now, self._reference_now = rest_now, ref_now
+        self.on_level, self.off_level = on, off
+        self._level_arrays = (on, off)
+        self._levels = (on.tolist(), off.tolist())
+        self._ready = bool(ready)
+
+    def _learn(self, seg: np.ndarray, usable: np.ndarray | None, summed: bool = False) -> None:
+        """Frame statistics from the segment (`summed`: its row sums are already in `_sum`,
+        added by the compiled switch)."""
+        if summed:
+            self._count += seg.shape[1]
+        elif usable is None or all_true(usable):
             self._sum += np.add.reduce(seg, axis=1)  # seg.sum(axis=1) without its wrapper
             self._count += seg.shape[1]
         else:
@@ -771,6 +849,9 @@ class ActivationDetector:
             self._count += usable.sum(axis=1)
         self._in_frame += seg.shape[1]
         if self._in_frame < self._frame:
+            return
+        if self._kernels is not None:
+            self._close_compiled()
             return
         # A frame mostly unusable (leads settling, electrode off) is no rest and no effort.
         # Per channel on plain floats (sum / count is numpy's float64 division to the bit).

@@ -8,6 +8,7 @@ import numpy as np
 
 from config.settings import CalibrationSettings, ProcessingSettings
 from devices.base import SampleBlock
+from feedback.processing import fused
 from feedback.processing.filters import (
     MovingAverage,
     SosFilter,
@@ -50,6 +51,8 @@ class EmgChain:
         if settings.envelope == "rms":
             width = max(1, round(settings.rms_window_ms * rate_hz / 1000.0))
             self._rms = MovingAverage(width, n)
+            # The compiled path's moving-RMS history: the last width - 1 squares per channel.
+            self._squares = np.zeros((n, width - 1))
             envelope_delay = (width - 1) / 2 / rate_hz
         else:
             self._env_lp = SosFilter(
@@ -65,10 +68,15 @@ class EmgChain:
         rest = [calibration.rest_mv.get(c, 0.0) for c in channels]
         self.uncalibrated = tuple(missing)
         self._set_scale(np.asarray(mvc)[:, None], np.asarray(rest)[:, None])
+        # The compiled path (feedback.processing.fused): the same values in one call a block.
+        self._kernels = fused.kernels()
+        if self._kernels is not None and self._rms is not None:
+            self._plan = self._kernels.pairwise_plan(self._rms.width)
 
     def _set_scale(self, mvc: np.ndarray, rest: np.ndarray) -> None:
         self._mvc, self._rest = mvc, rest
         self._span = mvc - rest  # the divisor of %MVC, once per calibration, not per block
+        self._scale = (self._rest[:, 0].copy(), self._span[:, 0].copy())  # (the kernel's)
 
     def set_calibration(self, calibration: CalibrationSettings) -> None:
         """A calibration made during the session: %MVC uses it from the next block."""
@@ -79,6 +87,8 @@ class EmgChain:
         )
 
     def process(self, block: SampleBlock) -> ProcessedBlock:
+        if self._kernels is not None:
+            return self._compiled(block)
         filtered = self._band.filter_own(np.array(block.data, dtype=np.float64, order="C"))
         if self._rms is not None:
             # A sum of squares is never negative, so the square root needs no clip.
@@ -93,4 +103,19 @@ class EmgChain:
         np.maximum(pct, 0.0, out=pct)
         pct *= 100.0
         pct /= self._span
+        return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)
+
+    def _compiled(self, block: SampleBlock) -> ProcessedBlock:
+        k = self._kernels
+        assert k is not None
+        band = self._band
+        raw = np.ascontiguousarray(block.data)  # (one compiled layout: a slice is copied)
+        shape = raw.shape
+        out = filtered, envelope, pct = np.empty(shape), np.empty(shape), np.empty(shape)
+        if self._rms is not None:
+            k.chain_rms(raw, band.sos, band.state, self._squares, self._plan, self._scale, out)
+        else:
+            lp = self._env_lp
+            assert lp is not None
+            k.chain_lowpass(raw, band.sos, band.state, lp.sos, lp.state, self._scale, out)
         return ProcessedBlock(block=block, filtered=filtered, envelope=envelope, pct_mvc=pct)

@@ -53,6 +53,12 @@ class SosFilter:
         # The kernel's layout: (n_channels, n_sections, 2), C-contiguous, updated in place.
         self._state = np.zeros((n_channels, sos.shape[0], 2))
 
+    @property
+    def state(self) -> np.ndarray:
+        """The carried state, (n_channels, n_sections, 2): the compiled kernels
+        (feedback.processing.kernels) update it in place, as scipy's kernel does."""
+        return self._state
+
     def process(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[0] != self._state.shape[0]:
             # Also what keeps the kernel inside its state array: it does not check.

@@ -18,9 +18,12 @@ about the samples that are lost.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from config.settings import OnsetSettings
+from feedback.processing import fused
 from feedback.processing.activation import (
     DebounceState,
     OnsetBlock,
@@ -58,6 +61,8 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # sorts in a few microseconds, a whole window of 500 several times slower), so the window's
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
+_NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
+_PLANS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # kernels.pairwise_plan by width
 
 
 class _Baseline:
@@ -76,8 +81,11 @@ class _Baseline:
     figures are the classic mean and SD of Hodges and Bui.
     """
 
-    def __init__(self, needed: int) -> None:
+    def __init__(self, needed: int, kernels: ModuleType | None = None) -> None:
         self.needed = needed
+        # The compiled path keeps each row's points sorted as they arrive (one insertion per
+        # point), so the window's end sorts and merges nothing: no spike in that block.
+        self._kernels = kernels
         self.seen = 0
         # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
         # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
@@ -93,7 +101,14 @@ class _Baseline:
         if self._points is None:
             self._points = np.empty((x.shape[0], -(-self.needed // self.stride)))
             self._runs = np.empty(self._points.shape)
-        if n:
+        if n and self._kernels is not None:
+            at = -(-self.seen // self.stride)
+            mask = _NO_MASK if usable is None else usable
+            skip = -self.seen % self.stride
+            x, mask = np.ascontiguousarray(x), np.ascontiguousarray(mask)  # (one layout)
+            self._kernels.baseline_add(x, mask, skip, self.stride, at, self._points, self._runs)
+            self._last = x[:, n - 1].copy()
+        elif n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
             take = x[:, skip :: self.stride]
             if usable is not None:
@@ -125,6 +140,15 @@ class _Baseline:
             return self._runs
         return np.sort(self._runs, axis=1, kind="stable")
 
+    def _plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """How numpy sums a row of the window's points (kernels.pairwise_plan), once a width."""
+        assert self._kernels is not None and self._points is not None
+        width = self._points.shape[1]
+        plan = _PLANS.get(width)
+        if plan is None:
+            plan = _PLANS[width] = self._kernels.pairwise_plan(width)
+        return plan
+
     def last(self) -> np.ndarray:
         assert self._last is not None and self.seen
         return self._last
@@ -135,7 +159,14 @@ class _Baseline:
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
-        if w.shape[1] == self._points.shape[1]:
+        if self._kernels is not None and w.shape[1] == self._points.shape[1]:
+            assert self._runs is not None  # (sorted as the points came)
+            ok, mean, sd = self._kernels.baseline_stats(
+                self._points, self._runs, self._plan(), MAD_TO_SD, OUTLIER_SPREADS
+            )
+            if ok:
+                return mean, sd
+        elif w.shape[1] == self._points.shape[1]:
             ordered = self._sorted()
             if not any_true(np.isnan(ordered[:, -1])):  # (NaN sorts last)
                 return _complete_mean_sd(w, ordered)
@@ -205,12 +236,15 @@ class OnsetDetector:
         self.n_on = max(1, round(settings.hold_ms * rate_hz / 1000.0))
         self.n_off = max(1, round(settings.min_off_ms * rate_hz / 1000.0))
         self._carry = DebounceState.zeros(len(channels))
+        self._reach = (self.n_on, self.n_off)
         self._window = max(1, round(settings.baseline_s * rate_hz))
-        self._learning: _Baseline | None = _Baseline(self._window)
+        self._kernels = fused.kernels()
+        self._learning: _Baseline | None = _Baseline(self._window, self._kernels)
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
         self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
+        self._level_arrays = (self.on_threshold, self.off_threshold)
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
         if baseline is not None:
             self.use_baseline(*baseline)
@@ -230,6 +264,7 @@ class OnsetDetector:
         self.on_threshold = np.where(usable, mean + s.k_sd * sd, np.inf)
         self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
         self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
+        self._level_arrays = (self.on_threshold, self.off_threshold)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and
@@ -239,7 +274,7 @@ class OnsetDetector:
         self._carry = DebounceState.zeros(len(self.channels))
         self._settle = settle
         if self._learning is not None:
-            self._learning = _Baseline(self._window)
+            self._learning = _Baseline(self._window, self._kernels)
 
     def process(
         self,
@@ -288,11 +323,27 @@ class OnsetDetector:
         if self.baseline is not None:
             before = self._carry.state  # replaced, never edited, by the debounce
             on, off, carry = self._levels[0], self._levels[1], self._carry
-            if extremes is None:
-                extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
-            state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
-            events += self._edges(first, before, state)
-            above = part >= self.on_threshold[:, None]
+            if self._kernels is not None:
+                state, above = np.empty(part.shape, dtype=bool), np.empty(part.shape, dtype=bool)
+                new = np.empty(before.shape, dtype=bool)
+                switched, moved = self._kernels.debounce(
+                    np.ascontiguousarray(part),  # (one compiled layout: a slice is copied)
+                    self._level_arrays,
+                    self._reach,
+                    before,
+                    carry.run_arrays(),
+                    (state, above, new),
+                )
+                if switched:
+                    carry.state = new
+                if moved:
+                    events += self._edges(first, before, state)
+            else:
+                if extremes is None:
+                    extremes = (part.min(axis=1), part.max(axis=1)) if part.shape[1] else None
+                state = debounce_within(part, extremes, on, off, self.n_on, self.n_off, carry)
+                above = part >= self.on_threshold[:, None]
+                events += self._edges(first, before, state)
         else:
             state, above = np.zeros(part.shape, dtype=bool), np.zeros(part.shape, dtype=bool)
         learning = self._learning
@@ -304,7 +355,7 @@ class OnsetDetector:
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
-        self._learning = _Baseline(self._window)
+        self._learning = _Baseline(self._window, self._kernels)
         if self.baseline is None:
             self._set_baseline(mean, sd)
             # A channel already above threshold started its contraction before anything could
@@ -312,8 +363,12 @@ class OnsetDetector:
             # relaxes. Otherwise both channels would "start" together at this sample.
             self._carry.state = learning.last() >= self.on_threshold
             return
-        quieter = (sd > 0) & (mean + self.settings.k_sd * sd < RELEARN_RATIO * self.on_threshold)
-        if quieter.any():
+        # On plain floats (the same float64 operations): four numpy calls on a handful of
+        # values cost tens of microseconds in this once-a-second block, cold.
+        k = self.settings.k_sd
+        rows = zip(mean.tolist(), sd.tolist(), self._levels[0], strict=True)
+        quieter = [s > 0 and m + k * s < RELEARN_RATIO * on for m, s, on in rows]
+        if any(quieter):
             old_mean, old_sd = self.baseline
             self._set_baseline(np.where(quieter, mean, old_mean), np.where(quieter, sd, old_sd))
 

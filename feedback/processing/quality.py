@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from config.settings import QualitySettings
+from feedback.processing import fused
 from feedback.processing import lazy_signal as signal
 from feedback.processing.activation import any_true, run_lengths
 from feedback.processing.filters import SosFilter
@@ -87,9 +88,35 @@ class SignalQuality:
         self._n = -1
         self._power = np.empty((3 * n_channels, 0))
         self._raw_flags = np.empty((4, n_channels, 0), dtype=bool)
+        # The compiled path (feedback.processing.fused): the same flags in one call a block.
+        self._kernels = fused.kernels()
+        sections = (0 if self._mains is None else self._mains.sos.shape[0], self._lf.sos.shape[0])
+        if sections[0] not in (0, 2) or sections[1] != 2:  # (the kernel's fixed cascades)
+            self._kernels = None
+        if self._kernels is not None:
+            mains = self._mains
+            self._filters = (
+                mains.sos if mains is not None else np.zeros((0, 6)),
+                self._lf.sos,
+                self._smooth.sos,
+            )
+            no_state = np.zeros((n_channels, 0, 2))
+            self._states = (
+                mains.state if mains is not None else no_state,
+                self._lf.state,
+                self._smooth.state,
+            )
+            self._levels = (
+                float(settings.clip_mv),
+                float((settings.flat_uv * 1e-3) ** 2),
+                *(float(v) for v in ratios),
+                *(float(v) for v in floors),
+            )
 
     def process(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
         """`raw` as it came from the device (mV), `filtered` the chain's band-passed signal."""
+        if self._kernels is not None:
+            return self._compiled(raw, filtered)
         s = self.settings
         c, n = self.n_channels, raw.shape[1]
         if n != self._n:
@@ -125,6 +152,26 @@ class SignalQuality:
         if constant is not None:
             raw_flags[0] |= constant
         return QualityBlock(self._held(raw_flags))
+
+    def _compiled(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
+        k = self._kernels
+        assert k is not None
+        counts = (self._seen, self._warmup, self._flat_run, self._hold)
+        flags = np.empty(raw.shape, dtype=np.uint8)
+        k.quality_flags(
+            np.ascontiguousarray(raw),  # (one compiled layout: a slice is copied)
+            filtered,
+            self._filters,
+            self._states,
+            self._levels,
+            counts,
+            self._last_raw,
+            self._same,
+            self._since,
+            flags,
+        )
+        self._seen += raw.shape[1]
+        return QualityBlock(flags)
 
     def _constant(self, raw: np.ndarray) -> np.ndarray | None:
         """True where the raw value has not changed for `flat_ms` (None: nowhere)."""

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import ActivationSettings
-from feedback.processing import activation
+from feedback.processing import activation, fused
 from feedback.processing.activation import ActivationDetector
 from feedback.processing.onset import _complete_mean_sd
 from tests.feedback.test_fast_paths import old_mean_sd
@@ -32,19 +32,28 @@ def batch_session_reference(det: ActivationDetector, before: np.ndarray) -> np.n
     return out
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize(
     ("rest_window_s", "frame_ms", "reference_window_ms"),
     [(20.0, 50.0, 500.0), (2.0, 20.0, 160.0), (2.0, 50.0, 5000.0), (2.0, 5.0, 50.0)],
 )
 def test_session_reference_equals_the_numpy_formula(
-    rest_window_s: float, frame_ms: float, reference_window_ms: float
+    rest_window_s: float, frame_ms: float, reference_window_ms: float, compiled: bool
 ) -> None:
-    """Plain floats per channel, as numpy summed the ring's columns: equal after every frame,
-    with unusable frames (NaN) and a reference window longer than the ring (read twice over)."""
+    """Plain floats per channel (or the compiled frame close, kernels.frame_close), as numpy
+    summed the ring's columns: equal after every frame, with unusable frames (NaN) and a
+    reference window longer than the ring (read twice over)."""
     s = ActivationSettings(
         rest_window_s=rest_window_s, frame_ms=frame_ms, reference_window_ms=reference_window_ms
     )
-    det = ActivationDetector(s, 1000.0, CHANNELS)
+    if compiled:
+        pytest.importorskip("numba")
+        det = ActivationDetector(s, 1000.0, CHANNELS)
+        assert det._kernels is not None
+    else:
+        with fused.reference_path():
+            det = ActivationDetector(s, 1000.0, CHANNELS)
+        assert det._kernels is None
     rng = np.random.default_rng(11)
     ref = np.zeros(len(CHANNELS))
     frames, pos, compared = 0, 0, 0
@@ -75,7 +84,22 @@ def test_a_compensated_sum_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> N
     gives, and the comparison above sees it."""
     monkeypatch.setattr(activation, "_ordered_sum", lambda values: math.fsum(values))
     with pytest.raises(AssertionError):
-        test_session_reference_equals_the_numpy_formula(2.0, 5.0, 50.0)
+        test_session_reference_equals_the_numpy_formula(2.0, 5.0, 50.0, compiled=False)
+
+
+def test_a_wrong_compiled_frame_close_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control for the compiled path: a decay off by one part in 10¹⁵."""
+    kernels = pytest.importorskip("feedback.processing.kernels")
+    real = kernels.frame_close
+
+    def off(*args: object) -> object:
+        *rest, (session, k_ref, decay), out = args  # refs = (session reference, k_ref, decay)
+        state, ring, ordered, levels = rest
+        return real(state, ring, ordered, levels, (session, k_ref, decay * (1 + 1e-15)), out)
+
+    monkeypatch.setattr(kernels, "frame_close", off)
+    with pytest.raises(AssertionError):
+        test_session_reference_equals_the_numpy_formula(2.0, 5.0, 50.0, compiled=True)
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from config.settings import ActivationSettings
-from feedback.processing import activation
+from feedback.processing import activation, fused
 from feedback.processing.activation import ActivationDetector, _low_percentile
 
 RATE = 1000.0
@@ -21,14 +21,23 @@ def _frames_done(det: ActivationDetector) -> int:
     return det._filled
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_incremental_rest_equals_the_batch_recomputation(seed: int) -> None:
-    compare_with_batch(seed)
+def test_incremental_rest_equals_the_batch_recomputation(seed: int, compiled: bool) -> None:
+    compare_with_batch(seed, compiled)
 
 
-def compare_with_batch(seed: int) -> None:
+def compare_with_batch(seed: int, compiled: bool = False) -> None:
+    """The numpy path's sorted lists, or the compiled frame close's sorted arrays
+    (feedback.processing.kernels.frame_close)."""
     settings = ActivationSettings(rest_window_s=2.0, frame_ms=20.0, rest_percentile=10.0)
-    det = ActivationDetector(settings, RATE, CHANNELS)
+    if compiled:
+        pytest.importorskip("numba")
+        det = ActivationDetector(settings, RATE, CHANNELS)
+        assert det._kernels is not None
+    else:
+        with fused.reference_path():
+            det = ActivationDetector(settings, RATE, CHANNELS)
     rng = np.random.default_rng(seed)
     width = det._ring.shape[1]
     expected = np.full(len(CHANNELS), np.nan)
@@ -51,7 +60,12 @@ def compare_with_batch(seed: int) -> None:
             # (A block may end several frames; the rest after the last is what is compared.)
             np.testing.assert_array_equal(det.rest, expected)
     assert frames_seen > 2 * width
-    for row, frames in zip(det._ring, det._sorted, strict=True):
+    if compiled:
+        values, lengths = det._ordered
+        kept = [values[i, : lengths[i]].tolist() for i in range(len(CHANNELS))]
+    else:
+        kept = det._sorted
+    for row, frames in zip(det._ring, kept, strict=True):
         assert frames == sorted(v for v in row.tolist() if not np.isnan(v))
 
 
@@ -66,3 +80,18 @@ def test_a_stale_frame_left_in_the_sorted_ring_is_caught(monkeypatch: pytest.Mon
     monkeypatch.setattr(activation, "_slide", forgetful)
     with pytest.raises(AssertionError):
         compare_with_batch(0)
+
+
+def test_a_stale_frame_in_the_compiled_ring_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control for the compiled path: a frame close that never sees the ring as full
+    (so it takes no frame out of the sorted means) fails the comparison."""
+    kernels = pytest.importorskip("feedback.processing.kernels")
+    real = kernels.frame_close
+
+    def forgetful(state: tuple[object, ...], ring: np.ndarray, *rest: object) -> object:
+        sums, counts, frame, filled = state
+        return real((sums, counts, frame, filled % ring.shape[1]), ring, *rest)
+
+    monkeypatch.setattr(kernels, "frame_close", forgetful)
+    with pytest.raises(AssertionError):
+        compare_with_batch(0, compiled=True)

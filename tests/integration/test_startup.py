@@ -16,7 +16,7 @@ try:
     runpy.run_path("run_feedback.py", run_name="__main__")
 except SystemExit:
     pass
-heavy = sorted(m for m in ("numpy", "scipy", "feedback.app", "amqtt") if m in sys.modules)
+heavy = sorted(m for m in ("numpy", "scipy", "numba", "feedback.app", "amqtt") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 """
 
@@ -28,7 +28,7 @@ def heavy_imports(*argv: str) -> str:
     return line.removeprefix("HEAVY=")
 
 
-def test_help_does_not_import_numpy_or_scipy() -> None:
+def test_help_does_not_import_numpy_scipy_or_numba() -> None:
     assert heavy_imports("--help") == ""
     assert heavy_imports("--no-such-option") == ""
 
