@@ -62,7 +62,7 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
 _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
-_PLANS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # kernels.pairwise_plan by width
+_PLANS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kernels.running_plan
 
 
 class _Baseline:
@@ -81,11 +81,18 @@ class _Baseline:
     figures are the classic mean and SD of Hodges and Bui.
     """
 
-    def __init__(self, needed: int, kernels: ModuleType | None = None) -> None:
+    def __init__(
+        self, needed: int, kernels: ModuleType | None = None, reuse: _Baseline | None = None
+    ) -> None:
+        """`reuse`: a finished window whose arrays this one fills again (every value is
+        written before it is read), so a new window allocates nothing."""
         self.needed = needed
         # The compiled path keeps each row's points sorted as they arrive (one insertion per
-        # point), so the window's end sorts and merges nothing: no spike in that block.
+        # point) and their sum running (kernels.baseline_add_running), so the window's end
+        # sorts, merges and sums nothing over the points: no spike in that block.
         self._kernels = kernels
+        self._window: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._running: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
         self.seen = 0
         # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
         # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
@@ -95,6 +102,9 @@ class _Baseline:
         self._runs: np.ndarray | None = None  # the points, each SORT_RUN of them sorted
         self._sorted_to = 0  # points sorted into `_runs` so far
         self._last: np.ndarray | None = None
+        if reuse is not None and reuse.needed == needed:
+            self._points, self._runs = reuse._points, reuse._runs
+            self._window, self._running = reuse._window, reuse._running
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         n = x.shape[1]
@@ -106,8 +116,9 @@ class _Baseline:
             mask = _NO_MASK if usable is None else usable
             skip = -self.seen % self.stride
             x, mask = np.ascontiguousarray(x), np.ascontiguousarray(mask)  # (one layout)
-            self._kernels.baseline_add(x, mask, skip, self.stride, at, self._points, self._runs)
-            self._last = x[:, n - 1].copy()
+            window, running = self._compiled_state()
+            self._kernels.baseline_add_running(x, mask, skip, self.stride, at, window, running)
+            self._last = window[2]
         elif n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
             take = x[:, skip :: self.stride]
@@ -140,14 +151,20 @@ class _Baseline:
             return self._runs
         return np.sort(self._runs, axis=1, kind="stable")
 
-    def _plan(self) -> tuple[np.ndarray, np.ndarray]:
-        """How numpy sums a row of the window's points (kernels.pairwise_plan), once a width."""
-        assert self._kernels is not None and self._points is not None
-        width = self._points.shape[1]
-        plan = _PLANS.get(width)
-        if plan is None:
-            plan = _PLANS[width] = self._kernels.pairwise_plan(width)
-        return plan
+    def _compiled_state(
+        self,
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, tuple[np.ndarray, ...]]]:
+        """The compiled path's arrays: (points, sorted points, last sample) and (running leaf
+        sums, plan of numpy's pairwise sum for the width, kernels.running_plan, once a width)."""
+        assert self._kernels is not None and self._points is not None and self._runs is not None
+        if self._window is None or self._running is None:
+            rows, width = self._points.shape
+            plan = _PLANS.get(width)
+            if plan is None:
+                plan = _PLANS[width] = self._kernels.running_plan(width)
+            self._window = (self._points, self._runs, np.empty(rows))
+            self._running = (np.empty((rows, plan[0].shape[0], 9)), plan)
+        return self._window, self._running
 
     def last(self) -> np.ndarray:
         assert self._last is not None and self.seen
@@ -161,8 +178,10 @@ class _Baseline:
         w = self._points[:, : -(-self.seen // self.stride)]
         if self._kernels is not None and w.shape[1] == self._points.shape[1]:
             assert self._runs is not None  # (sorted as the points came)
-            ok, mean, sd = self._kernels.baseline_stats(
-                self._points, self._runs, self._plan(), MAD_TO_SD, OUTLIER_SPREADS
+            window, running = self._compiled_state()
+            out = mean, sd = np.empty(w.shape[0]), np.empty(w.shape[0])
+            ok = self._kernels.baseline_stats_running(
+                self._points, self._runs, running, MAD_TO_SD, OUTLIER_SPREADS, out
             )
             if ok:
                 return mean, sd
@@ -355,7 +374,7 @@ class OnsetDetector:
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
-        self._learning = _Baseline(self._window, self._kernels)
+        self._learning = _Baseline(self._window, self._kernels, reuse=learning)
         if self.baseline is None:
             self._set_baseline(mean, sd)
             # A channel already above threshold started its contraction before anything could
