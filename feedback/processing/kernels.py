@@ -637,7 +637,7 @@ def _leaf_deviations(a: Any, off: int, n: int, m: float, limit: float, keep_all:
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     for k in range(off + stop, off + n):
         res += _deviation(a[k], m, limit, keep_all)
-    return res  # type: ignore[no-any-return]
+    return res
 
 
 @_jit

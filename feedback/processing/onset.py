@@ -65,6 +65,10 @@ _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usa
 _PLANS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kernels.running_plan
 
 
+_Window = tuple[np.ndarray, np.ndarray, np.ndarray]  # points, the same sorted, last sample
+_Running = tuple[np.ndarray, tuple[np.ndarray, ...]]  # running leaf sums, kernels.running_plan
+
+
 class _Baseline:
     """One window of `needed` samples of the detection signal, collected block by block.
 
@@ -91,8 +95,8 @@ class _Baseline:
         # point) and their sum running (kernels.baseline_add_running), so the window's end
         # sorts, merges and sums nothing over the points: no spike in that block.
         self._kernels = kernels
-        self._window: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._running: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
+        self._window: _Window | None = None
+        self._running: _Running | None = None
         self.seen = 0
         # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
         # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
@@ -115,8 +119,12 @@ class _Baseline:
             at = -(-self.seen // self.stride)
             mask = _NO_MASK if usable is None else usable
             skip = -self.seen % self.stride
-            x, mask = np.ascontiguousarray(x), np.ascontiguousarray(mask)  # (one layout)
-            window, running = self._compiled_state()
+            x = np.ascontiguousarray(x)  # (one compiled layout)
+            if usable is not None:
+                mask = np.ascontiguousarray(mask)
+            window, running = self._window, self._running
+            if window is None or running is None:
+                window, running = self._compiled_state()
             self._kernels.baseline_add_running(x, mask, skip, self.stride, at, window, running)
             self._last = window[2]
         elif n:
@@ -151,9 +159,7 @@ class _Baseline:
             return self._runs
         return np.sort(self._runs, axis=1, kind="stable")
 
-    def _compiled_state(
-        self,
-    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, tuple[np.ndarray, ...]]]:
+    def _compiled_state(self) -> tuple[_Window, _Running]:
         """The compiled path's arrays: (points, sorted points, last sample) and (running leaf
         sums, plan of numpy's pairwise sum for the width, kernels.running_plan, once a width)."""
         assert self._kernels is not None and self._points is not None and self._runs is not None
@@ -178,7 +184,7 @@ class _Baseline:
         w = self._points[:, : -(-self.seen // self.stride)]
         if self._kernels is not None and w.shape[1] == self._points.shape[1]:
             assert self._runs is not None  # (sorted as the points came)
-            window, running = self._compiled_state()
+            _, running = self._compiled_state()
             out = mean, sd = np.empty(w.shape[0]), np.empty(w.shape[0])
             ok = self._kernels.baseline_stats_running(
                 self._points, self._runs, running, MAD_TO_SD, OUTLIER_SPREADS, out
