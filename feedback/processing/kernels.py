@@ -27,6 +27,11 @@ from numba import njit
 
 # numpy's PW_BLOCKSIZE: up to this many values are summed with eight accumulators.
 PAIRWISE_BLOCK = 128
+# feedback.processing.onset's: the MAD of normal values times this estimates their SD;
+# points this many robust SDs above the median are no rest (onset imports them from here
+# only when compiled; a test checks the two agree).
+MAD_TO_SD = 1.4826
+OUTLIER_SPREADS = 5.0
 
 _jit = njit(cache=True, nogil=True)
 
@@ -599,6 +604,24 @@ def baseline_add_running(
         if n:
             last[p] = x[p, n - 1]
     return taken
+
+
+@_jit
+def baseline_add_window(
+    x: Any, usable: Any, skip: int, stride: int, at: int, window: Any, running: Any, stats: Any
+) -> int:
+    """`baseline_add_running`, and when the window's last point came in with x, its
+    statistics (`baseline_stats_running`) into stats = (mean, sd), made by the caller with a
+    value per row (else nothing is written), in the same call. Returns 0: the window's
+    points go on; 1: they are complete, `stats` written; 2: complete with a NaN point (the
+    numpy path decides)."""
+    points, ordered, _ = window
+    taken = baseline_add_running(x, usable, skip, stride, at, window, running)
+    if at + taken < points.shape[1] or stats[0].shape[0] != points.shape[0]:
+        return 0  # (or no room for them: the caller asks for them later)
+    if baseline_stats_running(points, ordered, running, MAD_TO_SD, OUTLIER_SPREADS, stats):
+        return 1
+    return 2
 
 
 @_jit

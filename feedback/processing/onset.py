@@ -62,6 +62,7 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
 _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
+_NO_STATS = (np.zeros(0), np.zeros(0))  # the compiled add's: the window does not end here
 _PLANS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kernels.running_plan
 
 
@@ -106,6 +107,7 @@ class _Baseline:
         self._runs: np.ndarray | None = None  # the points, each SORT_RUN of them sorted
         self._sorted_to = 0  # points sorted into `_runs` so far
         self._last: np.ndarray | None = None
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean, SD), compiled
         if reuse is not None and reuse.needed == needed:
             self._points, self._runs = reuse._points, reuse._runs
             self._window, self._running = reuse._window, reuse._running
@@ -125,7 +127,15 @@ class _Baseline:
             window, running = self._window, self._running
             if window is None or running is None:
                 window, running = self._compiled_state()
-            self._kernels.baseline_add_running(x, mask, skip, self.stride, at, window, running)
+            # The block that brings the window's last point computes its statistics in the
+            # same call (the window may end a few samples later, off the points' grid).
+            ends = -(-(self.seen + n) // self.stride) >= window[0].shape[1]
+            stats = (np.empty(x.shape[0]), np.empty(x.shape[0])) if ends else _NO_STATS
+            done = self._kernels.baseline_add_window(
+                x, mask, skip, self.stride, at, window, running, stats
+            )
+            if done == 1:
+                self._stats = stats
             self._last = window[2]
         elif n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
@@ -178,6 +188,8 @@ class _Baseline:
 
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
         assert self._points is not None
+        if self._stats is not None:  # (the compiled add that ended the window made them)
+            return self._stats
         # All channels at once, unusable samples (NaN) as +inf; the median and the MAD are
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.

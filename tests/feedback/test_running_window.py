@@ -112,3 +112,46 @@ def test_a_window_reused_gives_the_same_statistics() -> None:
     want_mean, want_sd = _complete_mean_sd(second, np.sort(second, axis=1))
     np.testing.assert_array_equal(mean, want_mean)
     np.testing.assert_array_equal(sd, want_sd)
+
+
+def test_the_window_ending_add_gives_the_statistics() -> None:
+    """kernels.baseline_add_window: nothing until the window's last point, then the
+    statistics of `baseline_stats_running` (hence numpy's) in the same call; the constants
+    it uses are onset's."""
+    assert (kernels.MAD_TO_SD, kernels.OUTLIER_SPREADS) == (MAD_TO_SD, OUTLIER_SPREADS)
+    x = np.random.default_rng(7).standard_normal((2, 200)) ** 2
+    width = 50
+    plan = kernels.running_plan(width)
+    window = (np.empty((2, width)), np.empty((2, width)), np.empty(2))
+    running = (np.empty((2, plan[0].shape[0], 9)), plan)
+    stats = mean, sd = np.full(2, -1.0), np.full(2, -1.0)
+    codes = []
+    for i in range(0, 200, 20):
+        part = np.ascontiguousarray(x[:, i : i + 20])
+        at = -(-i // 4)
+        codes.append(
+            kernels.baseline_add_window(part, NO_MASK, -i % 4, 4, at, window, running, stats)
+        )
+    assert codes == [0] * 9 + [1]
+    want_mean, want_sd = _complete_mean_sd(x[:, ::4], np.sort(x[:, ::4], axis=1))
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(sd, want_sd)
+    x[1, 196] = np.nan  # a NaN point (stride 4: sample 196 is one): the numpy path decides
+    window = (np.empty((2, width)), np.empty((2, width)), np.empty(2))
+    for i in range(0, 200, 20):
+        part = np.ascontiguousarray(x[:, i : i + 20])
+        code = kernels.baseline_add_window(
+            part, NO_MASK, -i % 4, 4, -(-i // 4), window, running, stats
+        )
+    assert code == 2
+
+
+def test_no_room_for_the_statistics_writes_none() -> None:
+    """The points complete with no arrays for the statistics (a caller that did not expect
+    the end there): nothing is written, the window reports that it goes on."""
+    x = np.random.default_rng(8).standard_normal((2, 40)) ** 2
+    plan = kernels.running_plan(40)
+    window = (np.empty((2, 40)), np.empty((2, 40)), np.empty(2))
+    running = (np.empty((2, plan[0].shape[0], 9)), plan)
+    none = (np.zeros(0), np.zeros(0))
+    assert kernels.baseline_add_window(x, NO_MASK, 0, 1, 0, window, running, none) == 0
