@@ -86,11 +86,7 @@ class _Baseline:
     figures are the classic mean and SD of Hodges and Bui.
     """
 
-    def __init__(
-        self, needed: int, kernels: ModuleType | None = None, reuse: _Baseline | None = None
-    ) -> None:
-        """`reuse`: a finished window whose arrays this one fills again (every value is
-        written before it is read), so a new window allocates nothing."""
+    def __init__(self, needed: int, kernels: ModuleType | None = None) -> None:
         self.needed = needed
         # The compiled path keeps each row's points sorted as they arrive (one insertion per
         # point) and their sum running (kernels.baseline_add_running), so the window's end
@@ -108,9 +104,13 @@ class _Baseline:
         self._sorted_to = 0  # points sorted into `_runs` so far
         self._last: np.ndarray | None = None
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean, SD), compiled
-        if reuse is not None and reuse.needed == needed:
-            self._points, self._runs = reuse._points, reuse._runs
-            self._window, self._running = reuse._window, reuse._running
+
+    def restart(self) -> _Baseline:
+        """The next window, in this one's arrays (each value is written before it is read):
+        the block that ends a window builds nothing."""
+        self.seen, self._sorted_to = 0, 0
+        self._last, self._stats = None, None
+        return self
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         n = x.shape[1]
@@ -392,14 +392,15 @@ class OnsetDetector:
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
-        self._learning = _Baseline(self._window, self._kernels, reuse=learning)
         if self.baseline is None:
             self._set_baseline(mean, sd)
             # A channel already above threshold started its contraction before anything could
             # be judged: it counts as on, without an onset (whose time is unknown), until it
             # relaxes. Otherwise both channels would "start" together at this sample.
             self._carry.state = learning.last() >= self.on_threshold
+            self._learning = learning.restart()
             return
+        self._learning = learning.restart()
         # On plain floats (the same float64 operations): four numpy calls on a handful of
         # values cost tens of microseconds in this once-a-second block, cold.
         k = self.settings.k_sd
