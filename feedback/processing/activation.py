@@ -838,7 +838,7 @@ class ActivationDetector:
         self._rest_now, self._reference_now = rest_now, ref_now
         self.on_level, self.off_level = on, off
         self._level_arrays = (on, off)
-        self._levels = (on.tolist(), off.tolist())
+        # (`_levels`, the lists, only the numpy path's switch reads: not made here.)
         self._ready = bool(ready)
 
     def _learn(self, seg: np.ndarray, usable: np.ndarray | None, summed: bool = False) -> None:
