@@ -28,6 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.cue_stages import CueStages
 from bench.stats import summary
 from config import load_settings
 from config.settings import Settings
@@ -114,10 +115,15 @@ async def run(seconds: float) -> dict[str, Any]:
             in_station_ms.append((time.time() - message["t_sample"]) * 1000)
 
     MqttPublisher.publish = timed  # type: ignore[method-assign]
+    stages = CueStages()
+    stages.install()
     try:
-        return await _run(settings, seconds, in_station_ms)
+        result = await _run(settings, seconds, in_station_ms)
     finally:
+        stages.remove()
         MqttPublisher.publish = publish  # type: ignore[method-assign]
+    result["cue_stages_us"] = stages.report()
+    return result
 
 
 async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -> dict[str, Any]:

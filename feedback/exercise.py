@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +91,11 @@ class Exercise:
             self._starts, self._work = self._starts[:1], np.iinfo(np.int64).max // 4
             self._total = np.iinfo(np.int64).max // 2
         self._start_list = self._starts.tolist()
+        self._end_list = self._ends.tolist()
+        self._reps, self._sets = protocol.reps, protocol.sets
+        # The run of sample offsets sharing one (phase, period), as (phase, period, from,
+        # to), of the last block: the usual block lies inside it and needs no lookup.
+        self._span: tuple[Phase, int, float, float] = (Phase.READY, 0, 0.0, -1.0)
         self._origin: int | None = None
         self._hold_run = 0
         self._counted_period = 0
@@ -160,6 +166,18 @@ class Exercise:
         work = rel - self._start_list[idx] < self._work
         return (Phase.WORK if work else Phase.REST), idx + 1
 
+    def _span_of(self, rel: int) -> tuple[Phase, int, float, float]:
+        """`_phase_of(rel)` and the offsets [from, to) that share its phase and period."""
+        if rel >= self._total:
+            return Phase.DONE, self.periods + 1, self._total, math.inf
+        idx = bisect.bisect_right(self._start_list, rel) - 1
+        if idx < 0:
+            return Phase.READY, 0, -math.inf, self._start_list[0]
+        start = self._start_list[idx]
+        if rel - start < self._work:
+            return Phase.WORK, idx + 1, start, start + self._work
+        return Phase.REST, idx + 1, start + self._work, self._end_list[idx]
+
     def _runs(self, rel0: int, in_band: np.ndarray) -> list[tuple[Phase, int, bool, int, int]]:
         """Runs of constant (phase, period, in band) as (phase, period, in band, start, end)."""
         n = in_band.shape[0]
@@ -182,14 +200,22 @@ class Exercise:
         rel0 = first_index - self._origin
         in_band = zone == IN_BAND
         events: list[ExerciseEvent] = []
-        # Walk runs of constant (phase, period, in_band): a handful per block at most.
-        for phase, period, band, s, e in self._runs(rel0, in_band) if n else []:
-            events.extend(self._run(phase, period, band, first_index + s, e - s))
         st = self.state
         if n:
-            st.phase, st.period = self._phase_of(rel0 + n - 1)
-            reps = self.protocol.reps
-            st.set_no = min(self.protocol.sets, max(1, (st.period - 1) // reps + 1))
+            span = self._span
+            if not span[2] <= rel0 < span[3]:
+                span = self._span = self._span_of(rel0)
+            banded = int(np.count_nonzero(in_band))
+            if rel0 + n <= span[3] and (banded == 0 or banded == n):
+                # The usual block: one phase, in or out of the band throughout (one run).
+                events = self._run(span[0], span[1], banded == n, first_index, n)
+                st.phase, st.period = span[0], span[1]
+            else:
+                # Walk runs of constant (phase, period, in_band): a handful per block at most.
+                for phase, period, band, s, e in self._runs(rel0, in_band):
+                    events.extend(self._run(phase, period, band, first_index + s, e - s))
+                st.phase, st.period = self._phase_of(rel0 + n - 1)
+            st.set_no = min(self._sets, max(1, (st.period - 1) // self._reps + 1))
             self._update_clocks(rel0 + n)
         st.holding = st.phase is Phase.WORK and bool(in_band[-1]) if n else False
         working = st.phase is Phase.WORK and not self.free
@@ -243,6 +269,6 @@ class Exercise:
             left = 0
         else:
             p = st.period - 1
-            work_end = int(self._starts[p]) + self._work
-            left = work_end - rel_next if st.phase is Phase.WORK else int(self._ends[p]) - rel_next
+            work_end = self._start_list[p] + self._work
+            left = work_end - rel_next if st.phase is Phase.WORK else self._end_list[p] - rel_next
         st.phase_left_s = max(0, left) / self.rate_hz

@@ -71,6 +71,29 @@ class Tick:
     activation: ActivationBlock | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CueStep:
+    """A block as far as its cues (`Pipeline.cue_step`): what the cues say, and what the rest of
+    the block (`Pipeline.complete`) goes on from. The fields a cue's message shows beside it
+    (exercise, band, reps_total) are the Tick's own values."""
+
+    processed: ProcessedBlock
+    zone: np.ndarray
+    exercise: ExerciseState  # snapshot after this block
+    cues: tuple[Cue, ...]
+    band: tuple[float, float]
+    reps_total: int
+    quality: QualityBlock
+    problems: dict[str, tuple[str, ...]]
+    onsets: ActivationBlock
+    blanked: np.ndarray
+    band_raised: tuple[BandRaised, ...]
+    switched_at: int | None
+    calibration: CalibrationStatus | None
+    calibrated: CalibrationResult | None
+    compute_s: float  # so far
+
+
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
 # inspection (a few microseconds a block): every field of ExerciseState is an init field.
 _STATE_FIELDS = tuple(f.name for f in fields(ExerciseState))
@@ -301,6 +324,11 @@ class Pipeline:
         return mean, np.array([c.rest_sd_mv[ch] for ch in channels])
 
     def process(self, block: SampleBlock) -> Tick:
+        return self.complete(self.cue_step(block))
+
+    def cue_step(self, block: SampleBlock) -> CueStep:
+        """The block up to its cues: what a runner hands on first (a cue's latency is the
+        product); `complete` must follow, before the next block, for the rest of the Tick."""
         t0 = time.perf_counter()
         if self._next_index is not None and block.first_index != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
@@ -364,34 +392,55 @@ class Pipeline:
         cues = self.cue_rules.update(
             state, last_zone, block.end_index - 1, block.t_arrival, withheld
         )
-        contractions = self.counter.process(
-            self._counter_input(block.first_index, processed, zone, onsets)
-        )
-        n = processed.pct_mvc.shape[1]
-        pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
-        snapshot = _snapshot(state)
-        return Tick(
+        return CueStep(
             processed,
             zone,
-            snapshot,
+            _snapshot(state),
             tuple(cues),
-            pct,
-            self._ratio(processed, last),
-            time.perf_counter() - t0,
+            (self.detector.low_pct, self.detector.high_pct),
+            self.reps_total,
             quality,
             problems,
             onsets,
+            held,
+            tuple(raised),
+            switch_at,
+            cal_status,
+            calibrated,
+            time.perf_counter() - t0,
+        )
+
+    def complete(self, step: CueStep) -> Tick:
+        """The rest of the block after its cues (the contraction counter, the ratios): its
+        Tick, the same as `process` gives."""
+        t0 = time.perf_counter()
+        processed, zone, onsets, last = step.processed, step.zone, step.onsets, step.quality.last
+        first = processed.block.first_index
+        contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
+        n = processed.pct_mvc.shape[1]
+        pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
+        return Tick(
+            processed,
+            zone,
+            step.exercise,
+            step.cues,
+            pct,
+            self._ratio(processed, last),
+            step.compute_s + time.perf_counter() - t0,
+            step.quality,
+            step.problems,
+            onsets,
             tuple(contractions),
             self._lsi(processed, last),
-            blanked=held,
-            band=(self.detector.low_pct, self.detector.high_pct),
-            band_raised=tuple(raised),
+            blanked=step.blanked,
+            band=step.band,
+            band_raised=step.band_raised,
             protocol=self.protocol.name,
-            reps_total=self.reps_total,
+            reps_total=step.reps_total,
             sets=self.protocol.sets,
-            switched_at=switch_at,
-            calibration=cal_status,
-            calibrated=calibrated,
+            switched_at=step.switched_at,
+            calibration=step.calibration,
+            calibrated=step.calibrated,
             contracting=self.counter.contracting,
             contraction_count=self.counter.count,
             activation=onsets,

@@ -1,12 +1,14 @@
 """The session runner: device → pipeline → a list of outputs (feedback.outputs.base).
 
-Per block the runner processes the samples, keeps the session's result, builds the station
-status once, and offers what happened (events, reps, the block) to each output; `offer` never
-blocks, so no output can stall the loop. Therapist commands arrive as typed values on the
-`CommandBus` (feedback.control), the same from MQTT and from the dashboard. Which outputs a
-station has is decided where it is composed (feedback.station), not here. What a command does,
-band and protocol changes, a mid-session calibration and the result's bookkeeping are parts it
-composes: feedback.session_commands, .prescription, .calibration_live and .session_tally.
+Per block the runner processes the samples up to their cues and offers those at once (a cue's
+latency is the product), then the rest of the block: it keeps the session's result, builds the
+station status once, and offers what happened (events, reps, the block) to each output;
+`offer` never blocks, so no output can stall the loop. Therapist commands arrive as typed
+values on the `CommandBus` (feedback.control), the same from MQTT and from the dashboard. Which
+outputs a station has is decided where it is composed (feedback.station), not here. What a
+command does, band and protocol changes, a mid-session calibration and the result's
+bookkeeping are parts it composes: feedback.session_commands, .prescription, .calibration_live
+and .session_tally.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from feedback.control.bus import CommandBus
 from feedback.control.gate import Verdict
 from feedback.outputs.base import (
     BlockDone,
+    CuesDue,
     DeviceSummary,
     Item,
     MqttHealth,
@@ -215,7 +218,11 @@ class Session:
                 self.log_event("gap", {"from_index": last_end, "missing": missing})
             last_end = block.end_index
             self.stim.take_device_events()  # to the interlocks, and described in the log
-            tick = pipeline.process(block)
+            step = pipeline.cue_step(block)
+            if step.cues:  # to the patient first: the rest of the block's work comes after
+                cues = CuesDue(step.cues, step.exercise, step.band, step.reps_total, time.time())
+                self._offer(cues)
+            tick = pipeline.complete(step)
             if tick.switched_at is not None:  # a picked protocol took over in this block
                 self.stim.new_timeline()  # the stimulation's periods restart with it
                 self.tally.protocol_switched(pipeline)
@@ -242,7 +249,7 @@ class Session:
         free = pipeline.exercise.free
         counted, reps = self.tally.block(tick, free=free)
         t = self.tally
-        # The block first (its cues and live snapshot lead the MQTT queue; the LSL marker clock
+        # The block first (its live snapshot leads the MQTT queue; the LSL marker clock
         # knows the block's samples before a contraction or a rep names one of them), then
         # what it completed.
         now = time.time()

@@ -11,8 +11,14 @@ queue item; here paho's thread appends to a deque and the writer takes up to `ma
   means nothing (or something else) to the broker, so it is not acknowledged; the broker
   redelivers it and the store drops the copy (counted as a duplicate). Messages waiting in the
   deque at a disconnect are dropped for the same reason: the broker still holds them.
-- QoS 0 (live snapshots, latest wins) past `max_queued` waiting are dropped and counted; QoS 1
-  are bounded by the broker's receive maximum and always kept.
+- Memory is bounded whatever the broker's backlog: at `max_waiting` messages waiting, paho's
+  thread stops reading the socket (TCP then holds the broker back) until the writer has taken
+  them down to half. Mosquitto 2.0.11 ignores the receive maximum and sends a reconnected logger
+  its whole backlog (30k-62k waiting seen, 161 MB with a 136k backlog). Writes go on meanwhile:
+  acks, pings, and the receipts, which go on a link of their own (`ReceiptLink`) because their
+  PUBACKs on this one would wait behind the unread backlog.
+- QoS 0 (live snapshots, latest wins) past `max_queued` waiting are dropped and counted (without
+  `max_waiting`); QoS 1 ones are always kept.
 - Reconnects: paho's own loop reconnects, but its delay doubles without jitter; before each wait
   the delay is set from `devices.backoff.Backoff` (full jitter), as every reconnecting client does,
   so a clinic's loggers do not meet a restarted broker in lock-step.
@@ -94,6 +100,7 @@ class IntakeStats:
     dropped_on_disconnect: int = 0  # waiting when the link broke: the broker redelivers them
     stale_acks: int = 0  # stored after a reconnect: not acked, redelivered, dropped as a copy
     queue_peak: int = 0
+    read_pauses: int = 0  # times max_waiting were waiting and reading stopped
 
 
 class PahoIntake:
@@ -107,6 +114,7 @@ class PahoIntake:
         receive_maximum: int = 2000,
         session_expiry_s: int = 7 * 24 * 3600,
         max_queued: int = 4000,
+        max_waiting: int | None = None,
         on_ready: Callable[[], None] = lambda: None,
         on_lost: Callable[[], None] = lambda: None,
     ) -> None:
@@ -114,6 +122,8 @@ class PahoIntake:
         self.topics = topics
         self.unsubscribe = unsubscribe or []
         self.max_queued = max_queued
+        self.max_waiting = max_waiting
+        self._resume_at = -1 if max_waiting is None else max_waiting // 2
         self.on_ready, self.on_lost = on_ready, on_lost
         self.stats = IntakeStats()
         share_property_tables()
@@ -162,7 +172,10 @@ class PahoIntake:
             if not self._queue:
                 self._cond.wait(timeout_s)
             q = self._queue
-            return [q.popleft() for _ in range(min(max_n, len(q)))]
+            taken = [q.popleft() for _ in range(min(max_n, len(q)))]
+            if len(q) <= self._resume_at and self.client.reading_paused:
+                self.client.resume_reading()
+            return taken
 
     def queued(self) -> int:
         return len(self._queue)
@@ -222,6 +235,7 @@ class PahoIntake:
         with self._cond:
             self.stats.dropped_on_disconnect += len(self._queue)
             self._queue.clear()
+            self.client.resume_reading()  # the next connection starts reading
         self.stats.disconnects += 1
         self._next_wait(client)
         log.warning("broker connection lost: %s", rc)
@@ -241,6 +255,9 @@ class PahoIntake:
                 self.stats.queue_peak = len(q)
             if len(q) == 1:
                 self._cond.notify()
+            if self.max_waiting is not None and len(q) >= self.max_waiting:
+                self.client.pause_reading()
+                self.stats.read_pauses += 1
 
 
 def _no_delay(_c: mqtt.Client, _u: Any, sock: Any) -> None:

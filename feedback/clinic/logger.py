@@ -33,13 +33,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-from paho.mqtt.client import MQTTMessageInfo
-
 from config import ConfigError, load_settings
 from feedback.clinic.intake import PahoIntake, Received
 from feedback.clinic.metrics import LoggerMetrics
 from feedback.clinic.migrations import MigrationError
 from feedback.clinic.partitions import RETENTION_DEFAULT_DAYS, RETENTION_RANGE_DAYS
+from feedback.clinic.receipt_link import Outgoing, ReceiptLink
 from feedback.clinic.service import ingest_until_stored, run_until_signalled, service_main
 from feedback.clinic.store import (
     ClinicStore,
@@ -66,9 +65,13 @@ MAX_BATCH = 1000
 # latest wins) has no such limit, and piled up while the database lagged (20k seen). Past this
 # many queued, QoS 0 messages are dropped and counted; QoS 1 ones are always kept.
 MAX_QUEUED = 2 * RECEIVE_MAXIMUM
+# Mosquitto 2.0.11 ignores the receive maximum and sends a reconnected logger its whole backlog:
+# past this many waiting, the intake stops reading the socket (161 MB with a 136k backlog
+# before). Two batches: the writer always finds a full one while it resumes reading.
+MAX_WAITING = 2 * MAX_BATCH
 LOGGED_LEAVES = tuple(sorted(LOGGED))  # every leaf with a schema, cmd/estop too
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0  # spacing of resend requests for a session's hole
-RECEIPT_WAIT_S = 10.0  # for the broker's PUBACK of the receipts, before the batch is acked
+RECEIPT_WAIT_S = 10.0  # for the broker's PUBACK of the receipts, before publishing them again
 ACKS_IN_FLIGHT = 4  # committed batches whose receipts may still await the broker's PUBACK
 
 
@@ -111,6 +114,7 @@ class ClinicLogger:
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
         self.connected = asyncio.Event()
         self.intake: PahoIntake | None = None
+        self.receipts: ReceiptLink | None = None
 
     def queued(self) -> int:
         """Messages waiting for the database (for the soak test and the metrics)."""
@@ -133,6 +137,7 @@ class ClinicLogger:
             receive_maximum=RECEIVE_MAXIMUM,
             session_expiry_s=SESSION_EXPIRY_S,
             max_queued=MAX_QUEUED,
+            max_waiting=MAX_WAITING,
             on_ready=ready,
             on_lost=lost,
         )
@@ -146,7 +151,9 @@ class ClinicLogger:
         """Subscribe, store, acknowledge; paho reconnects on its own; runs until cancelled.
         A batch is acknowledged once committed and its receipts confirmed by the broker; that
         wait (a round trip through a busy broker) overlaps the next batches' transactions, up
-        to ACKS_IN_FLIGHT batches."""
+        to ACKS_IN_FLIGHT batches. The receipts have a connection of their own (ReceiptLink)."""
+        receipts = self.receipts = ReceiptLink(self.access, f"{self.client_id}-receipts")
+        receipts.start()
         intake = self.intake = self.new_intake()
         intake.start()
         acking: collections.deque[asyncio.Task[None]] = collections.deque()
@@ -154,9 +161,9 @@ class ClinicLogger:
             while True:
                 batch = await asyncio.to_thread(intake.take, MAX_BATCH, 0.5)
                 if batch:
-                    infos = await self._handle(intake, batch)
+                    sends = await self._handle(intake, batch)
                     acking.append(asyncio.create_task(
-                        asyncio.to_thread(self._confirm_and_ack, intake, infos, batch)
+                        asyncio.to_thread(self._confirm_and_ack, intake, receipts, sends, batch)
                     ))  # fmt: skip
                 while acking and (len(acking) > ACKS_IN_FLIGHT or acking[0].done()):
                     await acking.popleft()
@@ -166,13 +173,14 @@ class ClinicLogger:
             # Stopping (not killed): what is stored gets its ack, or it would come again.
             if acking:
                 await asyncio.wait(acking, timeout=RECEIPT_WAIT_S)
+            await asyncio.to_thread(receipts.stop)  # ends the waits that are left
             await asyncio.to_thread(intake.stop)
 
-    async def _handle(self, intake: PahoIntake, batch: list[Received]) -> list[MQTTMessageInfo]:
+    async def _handle(self, intake: PahoIntake, batch: list[Received]) -> list[Outgoing]:
         now = time.time()
         items = [Incoming(m.topic, m.payload, now) for m in batch]
         result = await self._ingest(items)
-        infos = self._answer(intake, result.deliveries)
+        sends = self._answer(result.deliveries)
         self.stats.received += len(batch)
         self.stats.batches += 1
         assert self.stats.totals is not None
@@ -181,18 +189,18 @@ class ClinicLogger:
             log.warning("quarantined: %s", reason)
         if self.metrics is not None:
             self.metrics.batch(items, result, time.time(), intake.queued())
-        return infos
+        return sends
 
-    def _answer(self, intake: PahoIntake, deliveries: list[Delivery]) -> list[MQTTMessageInfo]:
+    def _answer(self, deliveries: list[Delivery]) -> list[Outgoing]:
         """Receipts for what is now stored, and requests for the holes; confirmed by the broker
         before the batch is acknowledged, so that a broker lost meanwhile redelivers the batch
         and they go out again."""
-        sends = []
+        sends: list[Outgoing] = []
         now = time.monotonic()
         for d in deliveries:
             topic = f"{TOPIC_ROOT}/{d.clinic}/{d.station}/receipt"
             receipt = encode_receipt(Receipt(d.session, d.through, d.stored))
-            sends.append(intake.publish(topic, receipt))
+            sends.append((topic, receipt))
             self.stats.receipts_sent += 1
             if not d.missing:
                 self._asked.pop(d.session, None)
@@ -204,7 +212,7 @@ class ClinicLogger:
                 self._asked.clear()  # bounded; at worst a request goes out early
             spacing = min(RESEND_MAX_S, spacing * 2)
             self._asked[d.session] = (now + spacing, spacing)
-            sends.append(intake.publish(topic, encode_resend(Resend(d.session, d.missing))))
+            sends.append((topic, encode_resend(Resend(d.session, d.missing))))
             self.stats.resend_requests += 1
             log.info("session %s misses msg_ids %s; asked %s/%s", d.session, d.missing,
                      d.clinic, d.station)  # fmt: skip
@@ -212,19 +220,17 @@ class ClinicLogger:
 
     @staticmethod
     def _confirm_and_ack(
-        intake: PahoIntake, sends: list[MQTTMessageInfo], batch: list[Received]
+        intake: PahoIntake, receipts: ReceiptLink, sends: list[Outgoing], batch: list[Received]
     ) -> None:
-        deadline = time.monotonic() + RECEIPT_WAIT_S
-        for info in sends:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as exc:  # not queued: the link is down
-                log.warning("receipt not sent (%s): the batch stays unacknowledged", exc)
-                return
-            if not info.is_published():
-                log.warning("receipts unconfirmed: the batch stays unacknowledged")
-                return
-        intake.ack(batch)
+        generation = batch[-1].generation
+
+        def ackable() -> bool:  # after a reconnect the broker redelivers the batch instead
+            return intake.generation == generation
+
+        if receipts.deliver(sends, ackable, RECEIPT_WAIT_S):
+            intake.ack(batch)
+        else:
+            log.warning("receipts unconfirmed: the batch stays unacknowledged")
 
     async def _ingest(self, items: list[Incoming]) -> IngestResult:
         return await ingest_until_stored(self.store, items, self.stats)

@@ -20,6 +20,8 @@ tests/clinic/test_paho_reader.py decodes the same packets both ways, cut at ever
 
 from __future__ import annotations
 
+import contextlib
+import select
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -83,14 +85,36 @@ class BatchReadingClient(mqtt.Client):
         super().__init__(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self._on_publish_packet = on_publish_packet
         self._read_buffer = bytearray()
+        # Set by the reader's owner from the callback (paho's thread) and cleared from any
+        # thread with resume_reading(); the only transitions, both under the owner's lock.
+        self._reading_paused = False
+        self._held = False  # whole packets left in the read buffer at a pause
+
+    def pause_reading(self) -> None:
+        """Read no more from the socket (call it from on_publish_packet): what follows stays in
+        the kernel's buffer and then the broker's, so TCP holds the broker back. Writes (acks,
+        receipts, pings) go on."""
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._sockpairW is not None:  # wake paho's select, which does not watch the socket
+            with contextlib.suppress(BlockingIOError):
+                self._sockpairW.send(b"0")
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
 
     # what was buffered belongs to the connection that ended
     def _sock_close(self) -> None:
         self._read_buffer.clear()
+        self._held = False
         super()._sock_close()
 
     def reconnect(self) -> MQTTErrorCode:
         self._read_buffer.clear()
+        self._held = False
         return super().reconnect()
 
     def ack_many(self, mids: Iterable[int]) -> None:
@@ -113,8 +137,13 @@ class BatchReadingClient(mqtt.Client):
             return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
+        self._read_buffer += data
+        return self._take_buffered(sock)
+
+    def _take_buffered(self, sock: Any) -> MQTTErrorCode:
+        """Hand on the whole packets in the read buffer, up to a pause; keep the rest."""
         buf = self._read_buffer
-        buf += data
+        self._held = False
         try:
             used, rc = self._handle_packets(buf, sock)
         except MalformedPublish:
@@ -145,11 +174,47 @@ class BatchReadingClient(mqtt.Client):
             pos = stop
             if header & 0xF0 == PUBLISH and (header >> 1) & 3 < 2:
                 on_publish(*split_publish(header, body))
+                if self._reading_paused:
+                    self._held = pos < end
+                    break
                 continue
             rc = self._paho_packet(header, length, body)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is not sock:
                 return pos, rc
         return pos, MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        """paho's loop, but while reading is paused: wait for writes and the resume only."""
+        sock = self._sock
+        if sock is None:
+            return super()._loop(timeout)
+        if self._held and not self._reading_paused:
+            rc = self._take_buffered(sock)  # what a pause left in the buffer comes first
+            if rc or self._sock is None:
+                return rc
+        if not self._reading_paused:
+            return super()._loop(timeout)
+        wake = [] if self._sockpairR is None else [self._sockpairR]
+        try:
+            readable, writable, _ = select.select(wake, [sock] if self.want_write() else [],
+                                                  [], timeout)  # fmt: skip
+            # Bytes waiting unread are the broker heard from: no keepalive timeout while the
+            # pause (not the broker) keeps its PINGRESP unread.
+            heard = bool(select.select([sock], [], [], 0)[0])
+        except (TypeError, ValueError, OSError):  # the socket closed meanwhile
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                self._sockpairR.recv(10000)  # type: ignore[union-attr]
+        if heard:
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+            self._ping_t = 0
+        if writable:
+            rc = self.loop_write()
+            if rc or self._sock is None:
+                return rc
+        return self.loop_misc()
 
     def _paho_packet(self, header: int, length: int, body: bytes) -> MQTTErrorCode:
         """One whole packet through paho's own handler, set up as its `_packet_read` leaves

@@ -235,8 +235,17 @@ def parse_json(
 
 
 def check(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
-    """The message, or InvalidMessage (counted in `refusals`); never any other exception."""
-    return conform(decode(topic, payload, max_bytes))
+    """The message, or InvalidMessage (counted in `refusals`); never any other exception.
+    Both halves in one `try`: the logger checks every message, and decode(conform()) with a
+    closure and a `try` each cost ~1 us of ~10 (15 interleaved runs of 15k live, cue and rep
+    messages: median 15.3 -> 13.8 us, min 9.0 -> 8.0, on a loaded machine)."""
+    try:
+        return _conform(_decode(topic, payload, max_bytes))
+    except InvalidMessage as exc:
+        refusals[exc.kind] += 1
+        raise
+    except Exception as exc:  # a bug or a library surprise: still a refusal, and loud
+        raise _internal(topic, exc) from None
 
 
 def decode(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
@@ -257,10 +266,13 @@ def _counted(topic: str, step: Callable[[], Message]) -> Message:
         refusals[exc.kind] += 1
         raise
     except Exception as exc:  # a bug or a library surprise: still a refusal, and loud
-        refusals["internal"] += 1
-        log.exception("checking a message on %r failed", topic[:200])
-        raise InvalidMessage(f"could not be checked: {type(exc).__name__}: {exc}"[:300],
-                             "internal") from None  # fmt: skip
+        raise _internal(topic, exc) from None
+
+
+def _internal(topic: str, exc: Exception) -> InvalidMessage:
+    refusals["internal"] += 1
+    log.exception("checking a message on %r failed", topic[:200])
+    return InvalidMessage(f"could not be checked: {type(exc).__name__}: {exc}"[:300], "internal")
 
 
 def _decode(topic: str, payload: bytes, max_bytes: int) -> Message:

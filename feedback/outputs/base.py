@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 if TYPE_CHECKING:
     from config.settings import Settings
     from devices.base import DeviceInfo, LinkStats
+    from feedback.cues import Cue
+    from feedback.exercise import ExerciseState
     from feedback.pipeline import Tick
 
 
@@ -142,6 +144,20 @@ class RepDone:
 
 
 @dataclass(frozen=True, slots=True)
+class CuesDue:
+    """A block's cues, offered the moment they are decided: before the rest of the block's work
+    (contractions, reps, the status) and before its `BlockDone`, whose Tick carries the same
+    cues for the outputs that log or show them with the block. What a patient acts on (the MQTT
+    cue messages) goes from here; `exercise`, `band` and `reps_total` are the Tick's values."""
+
+    cues: tuple[Cue, ...]
+    exercise: ExerciseState
+    band: tuple[float, float]
+    reps_total: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
 class BlockDone:
     tick: Tick
     status: StationStatus
@@ -158,7 +174,7 @@ class SessionClosed:
     t: float
 
 
-Item = SessionOpened | SessionEvent | RepDone | BlockDone | SessionClosed
+Item = SessionOpened | SessionEvent | RepDone | CuesDue | BlockDone | SessionClosed
 
 
 @runtime_checkable

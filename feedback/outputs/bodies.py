@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from feedback.cues import Cue
+    from feedback.exercise import ExerciseState
     from feedback.pipeline import Tick
 
 
-def cue_body(cue: Cue, tick: Tick) -> dict[str, Any]:
+class CueContext(Protocol):
+    """What a cue's message shows beside it: a Tick has it, and so has the `CuesDue` item that
+    carries the cues ahead of their Tick."""
+
+    @property
+    def exercise(self) -> ExerciseState: ...
+    @property
+    def band(self) -> tuple[float, float]: ...
+    @property
+    def reps_total(self) -> int: ...
+
+
+def cue_body(cue: Cue, tick: CueContext) -> dict[str, Any]:
     """A cue and what a tablet or buzzer needs besides it to show the patient's state."""
     ex = tick.exercise
     return {

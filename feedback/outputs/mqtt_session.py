@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from feedback.contraction_report import CONTRACT_V1_CUE_KINDS
 from feedback.outputs.base import (
     BlockDone,
+    CuesDue,
     Item,
     Policy,
     RepDone,
@@ -42,7 +43,9 @@ class MqttSessionOutput:
         self.numberer: MessageNumberer | None = None
 
     def offer(self, item: Item) -> None:
-        if isinstance(item, BlockDone):
+        if isinstance(item, CuesDue):
+            self._cues(item)
+        elif isinstance(item, BlockDone):
             self._block(item)
         elif isinstance(item, SessionEvent):
             self._message(self.topics.event, item.kind, item.detail)
@@ -90,11 +93,14 @@ class MqttSessionOutput:
             },
         )
 
+    def _cues(self, due: CuesDue) -> None:
+        # Only from here, not again from the block's Tick: a cue leaves before the block's rest.
+        for cue in due.cues:
+            if cue.kind in CONTRACT_V1_CUE_KINDS:
+                self._message(self.topics.cue, "cue", cue_body(cue, due))
+
     def _block(self, b: BlockDone) -> None:
         tick = b.tick
-        for cue in tick.cues:
-            if cue.kind in CONTRACT_V1_CUE_KINDS:
-                self._message(self.topics.cue, "cue", cue_body(cue, tick))
         now = time.monotonic()
         if now < self._next_live:
             return

@@ -27,6 +27,11 @@ from numba import njit
 
 # numpy's PW_BLOCKSIZE: up to this many values are summed with eight accumulators.
 PAIRWISE_BLOCK = 128
+# feedback.processing.onset's: the MAD of normal values times this estimates their SD;
+# points this many robust SDs above the median are no rest (onset imports them from here
+# only when compiled; a test checks the two agree).
+MAD_TO_SD = 1.4826
+OUTLIER_SPREADS = 5.0
 
 _jit = njit(cache=True, nogil=True)
 
@@ -528,6 +533,197 @@ def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, sprea
         mean[p] = m
         sd[p] = math.sqrt(plan_sum(row, plan, stack) / count)
     return True, mean, sd
+
+
+def running_plan(width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pairwise_plan(width)` and, per point, the leaf it falls in: what `baseline_add_running`
+    needs to sum a window's points as they arrive."""
+    leaves, ops = pairwise_plan(width)
+    leaf_of = np.repeat(np.arange(leaves.shape[0], dtype=np.int64), leaves[:, 1])
+    return leaves, ops, leaf_of
+
+
+@_jit
+def _running_add(run: Any, leaves: Any, leaf_of: Any, i: int, v: float) -> None:
+    """Point i (arrival order) of a row into its leaf's running sum: `run` (leaves, 9) holds
+    each leaf's eight accumulators and, in column 8, its sum, built with the operations of
+    `_leaf_sum` in its order (the accumulators seeded by the first eight values, the next
+    ones added in turn, the eight combined once the last full group of 8 is in, the tail
+    added after), so the window's sum is ready when its last point is."""
+    leaf = leaf_of[i]
+    q = i - leaves[leaf, 0]
+    n = leaves[leaf, 1]
+    r = run[leaf]
+    if n < 8:
+        if q == 0:
+            r[8] = 0.0
+        r[8] += v
+        return
+    stop = n - n % 8
+    if q >= stop:
+        r[8] += v
+        return
+    if q < 8:
+        r[q] = v
+    else:
+        r[q % 8] += v
+    if q == stop - 1:
+        r[8] = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+
+
+@_jit
+def _running_total(run: Any, ops: Any, stack: Any) -> float:
+    """The leaves' sums of `run` combined as `plan_sum` combines its leaves."""
+    top = 0
+    for op in ops:
+        if op >= 0:
+            stack[top] = run[op, 8]
+            top += 1
+        else:
+            stack[top - 2] += stack[top - 1]
+            top -= 1
+    return stack[0]  # type: ignore[no-any-return]
+
+
+@_jit
+def baseline_add_running(
+    x: Any, usable: Any, skip: int, stride: int, at: int, window: Any, running: Any
+) -> int:
+    """`baseline_add` into window = (points, ordered, last), which also sums each row's points
+    as they arrive into `running` (rows, leaves, 9) with the plan running = (leaves, ops,
+    leaf_of) of `running_plan(width)` (see `_running_add`), and keeps each row's last sample
+    of x in `last` (the window's end reads it)."""
+    points, ordered, last = window
+    run, plan = running
+    leaves, _, leaf_of = plan
+    taken = baseline_add(x, usable, skip, stride, at, points, ordered)
+    rows, n = x.shape
+    for p in range(rows):
+        for k in range(taken):
+            _running_add(run[p], leaves, leaf_of, at + k, points[p, at + k])
+        if n:
+            last[p] = x[p, n - 1]
+    return taken
+
+
+@_jit
+def baseline_add_window(
+    x: Any, usable: Any, skip: int, stride: int, at: int, window: Any, running: Any, stats: Any
+) -> int:
+    """`baseline_add_running`, and when the window's last point came in with x, its
+    statistics (`baseline_stats_running`) into stats = (mean, sd), made by the caller with a
+    value per row (else nothing is written), in the same call. Returns 0: the window's
+    points go on; 1: they are complete, `stats` written; 2: complete with a NaN point (the
+    numpy path decides)."""
+    points, ordered, _ = window
+    taken = baseline_add_running(x, usable, skip, stride, at, window, running)
+    if at + taken < points.shape[1] or stats[0].shape[0] != points.shape[0]:
+        return 0  # (or no room for them: the caller asks for them later)
+    if baseline_stats_running(points, ordered, running, MAD_TO_SD, OUTLIER_SPREADS, stats):
+        return 1
+    return 2
+
+
+@_jit
+def _deviation(v: float, m: float, limit: float, keep_all: bool) -> float:
+    """A point's term of the SD sum in `baseline_stats`: (v − m)² if kept, else 0.0."""
+    d = v - m
+    return d * d if keep_all or v <= limit else 0.0
+
+
+@_jit
+def _leaf_deviations(a: Any, off: int, n: int, m: float, limit: float, keep_all: bool) -> float:
+    """`_leaf_sum` of the `_deviation` terms of a[off : off + n], without writing them out."""
+    if n < 8:
+        res = 0.0
+        for k in range(n):
+            res += _deviation(a[off + k], m, limit, keep_all)
+        return res
+    r0 = _deviation(a[off], m, limit, keep_all)
+    r1 = _deviation(a[off + 1], m, limit, keep_all)
+    r2 = _deviation(a[off + 2], m, limit, keep_all)
+    r3 = _deviation(a[off + 3], m, limit, keep_all)
+    r4 = _deviation(a[off + 4], m, limit, keep_all)
+    r5 = _deviation(a[off + 5], m, limit, keep_all)
+    r6 = _deviation(a[off + 6], m, limit, keep_all)
+    r7 = _deviation(a[off + 7], m, limit, keep_all)
+    stop = n - n % 8
+    for k in range(off + 8, off + stop, 8):
+        r0 += _deviation(a[k], m, limit, keep_all)
+        r1 += _deviation(a[k + 1], m, limit, keep_all)
+        r2 += _deviation(a[k + 2], m, limit, keep_all)
+        r3 += _deviation(a[k + 3], m, limit, keep_all)
+        r4 += _deviation(a[k + 4], m, limit, keep_all)
+        r5 += _deviation(a[k + 5], m, limit, keep_all)
+        r6 += _deviation(a[k + 6], m, limit, keep_all)
+        r7 += _deviation(a[k + 7], m, limit, keep_all)
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for k in range(off + stop, off + n):
+        res += _deviation(a[k], m, limit, keep_all)
+    return res
+
+
+@_jit
+def _deviations_sum(a: Any, plan: Any, stack: Any, m: float, limit: float, keep_all: bool) -> float:
+    """`plan_sum` of the `_deviation` terms of `a` (the row `baseline_stats` writes out)."""
+    leaves, ops = plan
+    top = 0
+    for op in ops:
+        if op >= 0:
+            stack[top] = _leaf_deviations(a, leaves[op, 0], leaves[op, 1], m, limit, keep_all)
+            top += 1
+        else:
+            stack[top - 2] += stack[top - 1]
+            top -= 1
+    return stack[0]  # type: ignore[no-any-return]
+
+
+@_jit
+def baseline_stats_running(
+    points: Any, ordered: Any, running: Any, mad_to_sd: float, spreads: float, out: Any
+) -> bool:
+    """`baseline_stats` with each row's sum of points already made as they arrived
+    (`baseline_add_running`; running = (run, plan)): when a row keeps every point (the usual
+    rest window) its mean is that sum / width, and the SD's sum runs over the points without
+    a row written out. The same values to the bit; out = (mean, sd), arrays the caller
+    made. Returns ok (False: a row has a NaN, the numpy path decides)."""
+    run, plan = running
+    leaves, ops, _ = plan
+    mean, sd = out
+    rows, width = points.shape
+    mid = (width - 1) // 2
+    row = np.empty(width)
+    stack = np.empty(ops.shape[0])
+    for p in range(rows):
+        if ordered[p, width - 1] != ordered[p, width - 1]:
+            return False
+    for p in range(rows):
+        level = ordered[p, mid]
+        best = np.inf
+        for lo in range(mid + 1):
+            low_end = level - ordered[p, lo]
+            high_end = ordered[p, lo + mid] - level
+            end = high_end if high_end > low_end else low_end  # np.maximum
+            if end < best:  # np.minimum.reduce (no NaN here)
+                best = end
+        spread = mad_to_sd * best
+        limit = level + spreads * spread
+        keep_all = not spread > 0
+        if keep_all or ordered[p, width - 1] <= limit:  # every point kept
+            count = width
+            m = _running_total(run[p], ops, stack) / count
+        else:
+            count = 0
+            for i in range(width):
+                kept = points[p, i] <= limit
+                row[i] = points[p, i] if kept else 0.0
+                count += kept
+            count = max(count, 1)
+            m = plan_sum(row, (leaves, ops), stack) / count
+        mean[p] = m
+        total = _deviations_sum(points[p], (leaves, ops), stack, m, limit, keep_all)
+        sd[p] = math.sqrt(total / count)
+    return True
 
 
 @_jit

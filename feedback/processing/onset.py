@@ -62,7 +62,12 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 # end only merges runs: its median and MAD are then lookups.
 SORT_RUN = 256
 _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
-_PLANS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # kernels.pairwise_plan by width
+_NO_STATS = (np.zeros(0), np.zeros(0))  # the compiled add's: the window does not end here
+_PLANS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kernels.running_plan
+
+
+_Window = tuple[np.ndarray, np.ndarray, np.ndarray]  # points, the same sorted, last sample
+_Running = tuple[np.ndarray, tuple[np.ndarray, ...]]  # running leaf sums, kernels.running_plan
 
 
 class _Baseline:
@@ -84,8 +89,11 @@ class _Baseline:
     def __init__(self, needed: int, kernels: ModuleType | None = None) -> None:
         self.needed = needed
         # The compiled path keeps each row's points sorted as they arrive (one insertion per
-        # point), so the window's end sorts and merges nothing: no spike in that block.
+        # point) and their sum running (kernels.baseline_add_running), so the window's end
+        # sorts, merges and sums nothing over the points: no spike in that block.
         self._kernels = kernels
+        self._window: _Window | None = None
+        self._running: _Running | None = None
         self.seen = 0
         # Every `stride`-th sample of the window: the envelope barely changes within a few ms,
         # so ~STATS_POINTS points give the window's rest figures as well as all of them do.
@@ -95,6 +103,14 @@ class _Baseline:
         self._runs: np.ndarray | None = None  # the points, each SORT_RUN of them sorted
         self._sorted_to = 0  # points sorted into `_runs` so far
         self._last: np.ndarray | None = None
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean, SD), compiled
+
+    def restart(self) -> _Baseline:
+        """The next window, in this one's arrays (each value is written before it is read):
+        the block that ends a window builds nothing."""
+        self.seen, self._sorted_to = 0, 0
+        self._last, self._stats = None, None
+        return self
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         n = x.shape[1]
@@ -105,9 +121,22 @@ class _Baseline:
             at = -(-self.seen // self.stride)
             mask = _NO_MASK if usable is None else usable
             skip = -self.seen % self.stride
-            x, mask = np.ascontiguousarray(x), np.ascontiguousarray(mask)  # (one layout)
-            self._kernels.baseline_add(x, mask, skip, self.stride, at, self._points, self._runs)
-            self._last = x[:, n - 1].copy()
+            x = np.ascontiguousarray(x)  # (one compiled layout)
+            if usable is not None:
+                mask = np.ascontiguousarray(mask)
+            window, running = self._window, self._running
+            if window is None or running is None:
+                window, running = self._compiled_state()
+            # The block that brings the window's last point computes its statistics in the
+            # same call (the window may end a few samples later, off the points' grid).
+            ends = -(-(self.seen + n) // self.stride) >= window[0].shape[1]
+            stats = (np.empty(x.shape[0]), np.empty(x.shape[0])) if ends else _NO_STATS
+            done = self._kernels.baseline_add_window(
+                x, mask, skip, self.stride, at, window, running, stats
+            )
+            if done == 1:
+                self._stats = stats
+            self._last = window[2]
         elif n:
             skip = -self.seen % self.stride  # the first point of the grid in this part
             take = x[:, skip :: self.stride]
@@ -140,14 +169,18 @@ class _Baseline:
             return self._runs
         return np.sort(self._runs, axis=1, kind="stable")
 
-    def _plan(self) -> tuple[np.ndarray, np.ndarray]:
-        """How numpy sums a row of the window's points (kernels.pairwise_plan), once a width."""
-        assert self._kernels is not None and self._points is not None
-        width = self._points.shape[1]
-        plan = _PLANS.get(width)
-        if plan is None:
-            plan = _PLANS[width] = self._kernels.pairwise_plan(width)
-        return plan
+    def _compiled_state(self) -> tuple[_Window, _Running]:
+        """The compiled path's arrays: (points, sorted points, last sample) and (running leaf
+        sums, plan of numpy's pairwise sum for the width, kernels.running_plan, once a width)."""
+        assert self._kernels is not None and self._points is not None and self._runs is not None
+        if self._window is None or self._running is None:
+            rows, width = self._points.shape
+            plan = _PLANS.get(width)
+            if plan is None:
+                plan = _PLANS[width] = self._kernels.running_plan(width)
+            self._window = (self._points, self._runs, np.empty(rows))
+            self._running = (np.empty((rows, plan[0].shape[0], 9)), plan)
+        return self._window, self._running
 
     def last(self) -> np.ndarray:
         assert self._last is not None and self.seen
@@ -155,14 +188,18 @@ class _Baseline:
 
     def mean_sd(self) -> tuple[np.ndarray, np.ndarray]:
         assert self._points is not None
+        if self._stats is not None:  # (the compiled add that ended the window made them)
+            return self._stats
         # All channels at once, unusable samples (NaN) as +inf; the median and the MAD are
         # order statistics, found by selection (np.partition, linear) rather than a full sort:
         # the same values, a fraction of the time at the window's end.
         w = self._points[:, : -(-self.seen // self.stride)]
         if self._kernels is not None and w.shape[1] == self._points.shape[1]:
             assert self._runs is not None  # (sorted as the points came)
-            ok, mean, sd = self._kernels.baseline_stats(
-                self._points, self._runs, self._plan(), MAD_TO_SD, OUTLIER_SPREADS
+            _, running = self._compiled_state()
+            out = mean, sd = np.empty(w.shape[0]), np.empty(w.shape[0])
+            ok = self._kernels.baseline_stats_running(
+                self._points, self._runs, running, MAD_TO_SD, OUTLIER_SPREADS, out
             )
             if ok:
                 return mean, sd
@@ -355,14 +392,15 @@ class OnsetDetector:
 
     def _window_done(self, learning: _Baseline) -> None:
         mean, sd = learning.mean_sd()
-        self._learning = _Baseline(self._window, self._kernels)
         if self.baseline is None:
             self._set_baseline(mean, sd)
             # A channel already above threshold started its contraction before anything could
             # be judged: it counts as on, without an onset (whose time is unknown), until it
             # relaxes. Otherwise both channels would "start" together at this sample.
             self._carry.state = learning.last() >= self.on_threshold
+            self._learning = learning.restart()
             return
+        self._learning = learning.restart()
         # On plain floats (the same float64 operations): four numpy calls on a handful of
         # values cost tens of microseconds in this once-a-second block, cold.
         k = self.settings.k_sd
