@@ -182,7 +182,9 @@ def test_negative_control_without_the_bound_the_backlog_piles_up_in_the_logger(
     assert d.seqs == list(range(BACKLOG))
     assert d.queue_peak > BOUND and d.queue_samples_max > BOUND  # what the bound rules out
     assert d.read_pauses == 0
-    assert d.rss_growth_kb > RSS_GROWTH_KB, d.rss_growth_kb
+    # No RSS check here: in the test process the 50k messages may land in arenas earlier tests
+    # freed (CI saw 6.8 MB of growth with the full 50k queued), so only the queue, which the
+    # bound rules, is the controlled check; the RSS bound above is a coarse upper guard.
 
 
 def test_receipts_confirm_on_their_own_link_while_the_intake_is_paused(
