@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from config.settings import Settings
+from devices.base import Device
 from devices.registry import open_device
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
@@ -27,6 +28,7 @@ from feedback.outputs.recorder import RecorderOutput
 from feedback.outputs.session_store import SessionStore
 from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
+from feedback.pipeline import compile_kernels
 from feedback.processing.chain import EmgChain
 from feedback.session import Session, default_db_path
 from feedback.station import station_outputs
@@ -126,7 +128,7 @@ async def run(
             from feedback import metrics
 
             stack.callback(metrics.serve(publisher, options.metrics_port))
-        device = open_device(options.device, settings)
+        device = _kernels_then_device(options.device, settings)
         await stack.enter_async_context(device)
         settings, calibration_note = await calibrated_settings(
             settings,
@@ -191,6 +193,14 @@ async def run(
         _say_end(console, session, report)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _kernels_then_device(spec: str, settings: Settings) -> Device:
+    """Numba's kernels load before the device streams: loading them once a serial device was
+    open left a gap in a session against the AVR firmware under simavr (its UART buffer
+    overflowed while the first Pipeline warmed up)."""
+    compile_kernels(settings)
+    return open_device(spec, settings)
 
 
 def _publisher(

@@ -130,13 +130,15 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
 
 
-def compile_kernels() -> bool:
+def compile_kernels(settings: Settings | None = None) -> bool:
     """Fill numba's cache at install time (scripts/bootstrap.sh): the one compile of a fresh
-    machine (about 12 s) then happens there, not in a first session's or test's start. False:
-    no numba, the numpy path (nothing to compile)."""
-    from config import load_settings
+    machine (about 12 s) then happens there, not in a first session's or test's start; a
+    station calls it before its device streams, so loading the kernels (about 0.7 s) cannot
+    overflow a device's buffer. False: no numba, the numpy path (nothing to compile)."""
+    if settings is None:
+        from config import load_settings
 
-    settings = load_settings(environ={})
+        settings = load_settings(environ={})
     sim = settings.simulator
     if fused.kernels() is None:
         return False
