@@ -161,3 +161,21 @@ def test_ack_many_writes_pahos_pubacks_in_one_packet() -> None:
     for mid in (1, 300, 65535):
         client.ack(mid, 1)  # paho's own, one packet each
     assert queued[0] == b"".join(queued[1:])
+
+
+def test_negative_control_the_fuzz_target_catches_a_reader_that_keeps_the_properties(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tests/fuzz's mqtt_publish target compares the reader with paho's decoder: a reader that
+    leaves the properties in the payload fails it on the seed."""
+    from tests.fuzz.targets import mqtt_publish, publish_example
+
+    mqtt_publish(publish_example())  # the real reader agrees with paho
+
+    def keeps_properties(header: int, body: bytes) -> tuple[bytes, bytes, int, int]:
+        topic, payload, qos, mid = split_publish(header, body)
+        return topic, body[len(body) - len(payload) - 6 :], qos, mid
+
+    monkeypatch.setattr(paho_reader, "split_publish", keeps_properties)
+    with pytest.raises(AssertionError):
+        mqtt_publish(publish_example())

@@ -16,6 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from feedback.clinic import paho_reader
+from feedback.clinic.paho_reader import MalformedPublish
 from feedback.clinic.validation import InvalidMessage, check
 from feedback.control.gate import CommandBus, CommandGate, Verdict, make_command
 from feedback.dashboard.remote_model import RemoteModel
@@ -36,6 +41,12 @@ def stream_example() -> bytes:
     return bytes.fromhex("".join(re.sub(r"^[0-9a-f]{4}  ", "", ln) for ln in block.split("\n")))
 
 
+def publish_example() -> bytes:
+    """A QoS 1 PUBLISH body with a property, after its flags byte (the mqtt_publish target)."""
+    topic, props = b"vmf/v1/clinic-a/st-1/rep", b"\x02\x02\x00\x00\x00\x1e"  # expiry 30 s
+    return b"\x02" + len(topic).to_bytes(2, "big") + topic + b"\x00\x07" + props + b'{"v":1}'
+
+
 def _seeds() -> list[bytes]:
     """Valid inputs to start from (the same every call: hypothesis needs that)."""
     fixed: dict[str, Any] = {"msg_id": 1_800_000_000_000, "t": 1.8e9}
@@ -48,6 +59,7 @@ def _seeds() -> list[bytes]:
         make_command("stop", issuer="T-01", session="S1", pain_after=3, **fixed),
         json.dumps(gap).encode(),
         stream_example(),
+        publish_example(),
     ]
 
 
@@ -97,9 +109,27 @@ def remote(data: bytes) -> None:
     _MODEL.on_message(f"vmf/v1/clinic-a/st-1/{leaf}", data[1:])
 
 
+def mqtt_publish(data: bytes) -> None:
+    """A PUBLISH as the clinic logger's reader splits it (the first byte's low bits: the
+    header's flags): its parts or MalformedPublish, and where paho's own decoder reads the
+    same packet, the same parts (the reader skips properties paho would look into)."""
+    CASES["mqtt_publish"] += 1
+    header, body = 0x30 | (data[0] & 0x0F if data else 0), data[1:]
+    try:
+        got = paho_reader.split_publish(header, body)
+    except MalformedPublish:
+        return
+    try:
+        p = _packet.decode_publish(header, body, MQTTProtocolVersion.MQTTv5)
+    except Exception:  # paho refuses what the reader reads past: properties it checks
+        return
+    assert got == (bytes(p.topic), bytes(p.payload), p.qos, p.mid), (got, p)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "command": command,
     "contract": contract,
     "stream": stream,
     "remote": remote,
+    "mqtt_publish": mqtt_publish,
 }
