@@ -491,6 +491,23 @@ def _after(a: float, b: float) -> bool:
 
 
 @_jit
+def _rest_limit(ordered: Any, mid: int, mad_to_sd: float, spreads: float) -> tuple[float, bool]:
+    """One sorted row's outlier limit: the median plus `spreads` robust SDs, the MAD taken as
+    the narrowest run of mid + 1 sorted points around the median; keep_all when the spread is
+    not positive (every point is rest)."""
+    level = ordered[mid]
+    best = np.inf
+    for lo in range(mid + 1):
+        low_end = level - ordered[lo]
+        high_end = ordered[lo + mid] - level
+        end = high_end if high_end > low_end else low_end  # np.maximum
+        if end < best:  # np.minimum.reduce (no NaN here)
+            best = end
+    spread = mad_to_sd * best
+    return level + spreads * spread, not spread > 0
+
+
+@_jit
 def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, spreads: float) -> Any:
     """onset._complete_mean_sd for a whole window given its points (arrival order) and the
     same points sorted per row, to the bit: the median, the MAD as the narrowest run of mid + 1
@@ -508,17 +525,7 @@ def baseline_stats(points: Any, ordered: Any, plan: Any, mad_to_sd: float, sprea
         if ordered[p, width - 1] != ordered[p, width - 1]:
             return False, mean, sd
     for p in range(rows):
-        level = ordered[p, mid]
-        best = np.inf
-        for lo in range(mid + 1):
-            low_end = level - ordered[p, lo]
-            high_end = ordered[p, lo + mid] - level
-            end = high_end if high_end > low_end else low_end  # np.maximum
-            if end < best:  # np.minimum.reduce (no NaN here)
-                best = end
-        spread = mad_to_sd * best
-        limit = level + spreads * spread
-        keep_all = not spread > 0
+        limit, keep_all = _rest_limit(ordered[p], mid, mad_to_sd, spreads)
         count = 0
         for i in range(width):
             kept = keep_all or points[p, i] <= limit
@@ -698,17 +705,7 @@ def baseline_stats_running(
         if ordered[p, width - 1] != ordered[p, width - 1]:
             return False
     for p in range(rows):
-        level = ordered[p, mid]
-        best = np.inf
-        for lo in range(mid + 1):
-            low_end = level - ordered[p, lo]
-            high_end = ordered[p, lo + mid] - level
-            end = high_end if high_end > low_end else low_end  # np.maximum
-            if end < best:  # np.minimum.reduce (no NaN here)
-                best = end
-        spread = mad_to_sd * best
-        limit = level + spreads * spread
-        keep_all = not spread > 0
+        limit, keep_all = _rest_limit(ordered[p], mid, mad_to_sd, spreads)
         if keep_all or ordered[p, width - 1] <= limit:  # every point kept
             count = width
             m = _running_total(run[p], ops, stack) / count
