@@ -107,19 +107,22 @@ def _snapshot(state: ExerciseState) -> ExerciseState:
     return copy
 
 
-_warmed: set[tuple[float, int]] = set()
+_warmed = False
 
 
 def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...]) -> None:
-    """Run a throwaway pipeline over a little noise, once per process and layout, so that the
-    compiled kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine
-    without one (about 10 s, once), here rather than inside the first blocks of a session:
-    20-sample float32 blocks through a baseline window and frames, then long float64 blocks
-    that cut windows (the sliced layouts)."""
-    key = (rate_hz, len(channels))
-    if key in _warmed:
+    """Run a throwaway pipeline over a little noise, once per process, so that the compiled
+    kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine without one
+    (about 10 s, once), here rather than inside the first blocks of a session: 20-sample
+    float32 blocks through a baseline window and frames, then long float64 blocks that cut
+    windows (the sliced layouts). Once is enough: numba specialises a kernel by its
+    arguments' types and layouts, not by the rate or the number of channels, so another
+    device's pipeline (the station warms with the simulator's before the device opens) finds
+    every kernel loaded."""
+    global _warmed
+    if _warmed:
         return
-    _warmed.add(key)
+    _warmed = True
     pipe = Pipeline(settings, rate_hz, channels)
     n = round(rate_hz * (settings.onset.baseline_s + 0.2))
     noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n)) * 0.01
