@@ -106,6 +106,8 @@ class LoggerMetrics(Collector):
                           intake.dropped_qos0)  # fmt: skip
             yield _counter("vmf_logger_stale_acks", "Stored after a reconnect, left unacked",
                           intake.stale_acks)  # fmt: skip
+            yield _counter("vmf_logger_read_pauses", "Times reading stopped: the queue was full",
+                          intake.read_pauses)  # fmt: skip
         yield GaugeMetricFamily("vmf_logger_queue", "Messages waiting for the database",
                                 value=lg.queued())  # fmt: skip
         yield GaugeMetricFamily("vmf_logger_queue_peak", "Most messages ever waiting",

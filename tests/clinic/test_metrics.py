@@ -77,6 +77,7 @@ async def test_logger_metrics_move_with_the_messages(
     assert after["vmf_logger_lag_seconds_count"] == 21  # every message with an envelope `t`
     assert 0 <= after["vmf_logger_last_lag_seconds"] < 10
     assert after["vmf_logger_receipts_total"] >= 1
+    assert after["vmf_logger_read_pauses_total"] == 0  # 22 messages never fill the queue
 
 
 def test_every_quarantine_reason_has_its_label() -> None:
