@@ -17,7 +17,8 @@ after it, so the product carries no timing code. Per block, the first cue's path
 
 Each consecutive pair becomes a stage in the summary; a stage's wrappers cost about a
 microsecond, the same before and after a change. The garbage collector's pauses are timed too
-(`gc.callbacks`): those inside a cue's path, and all of them per generation.
+(`gc.callbacks`): those inside a cue's path, and all of them per generation, before the
+session's first block (start-up) and in the session.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class CueStages:
         self._gc_start = 0.0
         self._gc_in_block = 0.0  # seconds of collection since this block's arrival
         self.gc_pauses_us: dict[int, list[float]] = defaultdict(list)  # generation → pauses
+        self.gc_before_us: dict[int, list[float]] = defaultdict(list)  # before the first block
+        self._in_session = False
 
     def _stamp(self, name: str) -> None:
         self._block.setdefault(name, time.perf_counter())
@@ -68,13 +71,15 @@ class CueStages:
         self._block = {"arrival": now_perf - (now_wall - t_arrival), "pipeline_in": now_perf}
         self._cue_seen = False
         self._gc_in_block = 0.0
+        self._in_session = True
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_start = time.perf_counter()
             return
         pause = time.perf_counter() - self._gc_start
-        self.gc_pauses_us[info["generation"]].append(pause * 1e6)
+        pauses = self.gc_pauses_us if self._in_session else self.gc_before_us
+        pauses[info["generation"]].append(pause * 1e6)
         self._gc_in_block += pause
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
@@ -174,6 +179,10 @@ class CueStages:
             per["arrival -> written (total)"].append((path["written"] - path["arrival"]) * 1e6)
             per["of which garbage collection"].append(path["gc"] * 1e6)
         out = {stage: summary(values, "us") for stage, values in per.items()}
+        for generation, pauses in sorted(self.gc_before_us.items()):
+            out[f"gc pauses, generation {generation}, before the first block"] = summary(
+                pauses, "us"
+            )
         for generation, pauses in sorted(self.gc_pauses_us.items()):
-            out[f"gc pauses, generation {generation}, whole run"] = summary(pauses, "us")
+            out[f"gc pauses, generation {generation}, in the session"] = summary(pauses, "us")
         return out
