@@ -62,6 +62,7 @@ class CueStages:
         self.gc_pauses_us: dict[int, list[float]] = defaultdict(list)  # generation → pauses
         self.gc_before_us: dict[int, list[float]] = defaultdict(list)  # before the first block
         self._in_session = False
+        self.behind_paho = 0  # first cues that found paho's queue not empty
 
     def _stamp(self, name: str) -> None:
         self._block.setdefault(name, time.perf_counter())
@@ -138,6 +139,10 @@ class CueStages:
             if first:
                 self._cue_seen = self._in_cue = True
                 self._stamp("publish_in")
+                # paho has bytes of its own waiting (a live message, a PINGREQ): the cue queues
+                # behind them until the write watch fires.
+                client = pub._client
+                self.behind_paho += client is not None and client.want_write()
             try:
                 return original(pub, topic, message, **kw)
             finally:
@@ -178,7 +183,8 @@ class CueStages:
                 per[f"{a} -> {b}"].append((path[b] - path[a]) * 1e6)
             per["arrival -> written (total)"].append((path["written"] - path["arrival"]) * 1e6)
             per["of which garbage collection"].append(path["gc"] * 1e6)
-        out = {stage: summary(values, "us") for stage, values in per.items()}
+        out: dict[str, Any] = {stage: summary(values, "us") for stage, values in per.items()}
+        out["cues behind paho's own queued bytes"] = self.behind_paho
         for generation, pauses in sorted(self.gc_before_us.items()):
             out[f"gc pauses, generation {generation}, before the first block"] = summary(
                 pauses, "us"
