@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from bench.bench_estop import FloodedStation, flood, station_settings
-from config import load_settings
+from config.loader import load_settings
 from feedback.control.gate import make_command
 from feedback.outputs.broker_access import BrokerAccess
 from tests.conftest import MosquittoProcess, missing_service, mosquitto_binary
