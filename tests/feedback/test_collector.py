@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.pipeline import Pipeline
 
