@@ -59,9 +59,11 @@ class CueStages:
         self._undo: list[Callable[[], None]] = []
         self._gc_start = 0.0
         self._gc_in_block = 0.0  # seconds of collection since this block's arrival
-        self.gc_pauses_us: dict[int, list[float]] = defaultdict(list)  # generation → pauses
-        self.gc_before_us: dict[int, list[float]] = defaultdict(list)  # before the first block
-        self._in_session = False
+        # (end, generation, pause): placed before, between or after the session's blocks at
+        # the report (after the last block the bench parses its subscriber's output, and the
+        # station has unfrozen its start-up objects: those collections are not the session's)
+        self.gc_pauses: list[tuple[float, int, float]] = []
+        self._first_block = self._last_block = 0.0
         self.behind_paho = 0  # first cues that found paho's queue not empty
 
     def _stamp(self, name: str) -> None:
@@ -72,15 +74,15 @@ class CueStages:
         self._block = {"arrival": now_perf - (now_wall - t_arrival), "pipeline_in": now_perf}
         self._cue_seen = False
         self._gc_in_block = 0.0
-        self._in_session = True
+        self._first_block = self._first_block or now_perf
+        self._last_block = now_perf
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_start = time.perf_counter()
             return
         pause = time.perf_counter() - self._gc_start
-        pauses = self.gc_pauses_us if self._in_session else self.gc_before_us
-        pauses[info["generation"]].append(pause * 1e6)
+        self.gc_pauses.append((time.perf_counter(), info["generation"], pause * 1e6))
         self._gc_in_block += pause
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
@@ -185,10 +187,16 @@ class CueStages:
             per["of which garbage collection"].append(path["gc"] * 1e6)
         out: dict[str, Any] = {stage: summary(values, "us") for stage, values in per.items()}
         out["cues behind paho's own queued bytes"] = self.behind_paho
-        for generation, pauses in sorted(self.gc_before_us.items()):
-            out[f"gc pauses, generation {generation}, before the first block"] = summary(
-                pauses, "us"
-            )
-        for generation, pauses in sorted(self.gc_pauses_us.items()):
-            out[f"gc pauses, generation {generation}, in the session"] = summary(pauses, "us")
+        when: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for end, generation, pause in self.gc_pauses:
+            if end < self._first_block:
+                span = "before the first block"
+            elif end <= self._last_block:
+                span = "in the session"
+            else:
+                span = "after the last block"
+            when[span][generation].append(pause)
+        for span, pauses in when.items():
+            for generation, values in sorted(pauses.items()):
+                out[f"gc pauses, generation {generation}, {span}"] = summary(values, "us")
         return out
