@@ -60,8 +60,8 @@ class CueStages:
         self._gc_start = 0.0
         self._gc_in_block = 0.0  # seconds of collection since this block's arrival
         # (end, generation, pause): placed before, between or after the session's blocks at
-        # the report (after the last block the bench parses its subscriber's output, and the
-        # station has unfrozen its start-up objects: those collections are not the session's)
+        # the report (after the last block the bench parses its subscriber's output: those
+        # collections are not the session's)
         self.gc_pauses: list[tuple[float, int, float]] = []
         self._first_block = self._last_block = 0.0
         self.behind_paho = 0  # first cues that found paho's queue not empty

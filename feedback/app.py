@@ -19,7 +19,6 @@ from devices.base import Device
 from devices.registry import open_device
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
-from feedback.collector import startup_frozen
 from feedback.control.bus import CommandBus
 from feedback.control.commands import EmergencyStop
 from feedback.control.gate import CommandGate
@@ -179,7 +178,7 @@ async def run(
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
             await session.wait_for_start(stop)
         running.append(session)
-        await _run_session(session, stop)
+        await session.run(stop)
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
         report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
@@ -194,11 +193,6 @@ async def run(
         _say_end(console, session, report)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _run_session(session: Session, stop: asyncio.Event) -> None:
-    with startup_frozen():  # no full collection walks start-up's objects mid-session
-        await session.run(stop)
 
 
 def _kernels_then_device(spec: str, settings: Settings) -> Device:

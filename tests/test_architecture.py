@@ -53,7 +53,6 @@ UNITS = {
     "feedback.clinic.validation": "contract",
     "feedback.dashboard": "dashboard",
     "feedback.app": "composition",
-    "feedback.collector": "composition",
     "feedback.metrics": "composition",
     "feedback.cli": "composition",
     "feedback.broker": "broker",
