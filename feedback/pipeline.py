@@ -26,6 +26,7 @@ from feedback.processing.activation import (
     any_true,
 )
 from feedback.processing.blanking import Blanker
+from feedback.processing.block_step import BlockSteps
 from feedback.processing.chain import EmgChain, ProcessedBlock
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
 from feedback.processing.metrics import Contraction, limb_symmetry_index
@@ -224,7 +225,16 @@ class Pipeline:
         self._switch: ProtocolSwitch | None = None
         self._calibration: Calibration | None = None
         self._cal_end: int | None = None  # sample index where the running calibration ends
-        self._compiled = fused.kernels() is not None  # feedback.processing.fused
+        kernels = fused.kernels()  # feedback.processing.fused
+        self._compiled = kernels is not None
+        self._env_sums: np.ndarray | None = None  # each row's envelope sum, from BlockSteps
+        # The usual block's numeric steps in one compiled call (not for the TKEO detector,
+        # whose input is not the envelope).
+        self._steps = (
+            BlockSteps(kernels, self.chain, self.quality, self.onset, self.activation, self.blanker)
+            if kernels is not None and self.tkeo is None and self.quality._kernels is not None
+            else None
+        )
         if self._compiled:
             _warm_kernels(settings, rate_hz, channels)
 
@@ -340,24 +350,12 @@ class Pipeline:
             self.activation.gap(self._settle)
             self.counter.gap()
         self._next_index = block.end_index
-        clean, held = self.blanker.zero(block)
-        processed = self.blanker.hold(self.chain.process(clean), held)
-        quality = self.quality.process(clean.data, processed.filtered)
-        detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        flagged = any_true(quality.flags)  # usually not: then every sample is usable
-        usable = (quality.flags & FLAT) == 0 if flagged else None
-        env = processed.envelope
-        # Both detectors test the envelope against their levels: its extremes found once.
-        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
-        extremes = (
-            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
-            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
-            else None
-        )
-        hodges_bui = self.onset.process(
-            block.first_index, detect, usable, extremes if self.tkeo is None else None
-        )
-        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
+        fast = None if self._steps is None else self._steps.run(block)
+        if fast is not None:
+            processed, held, quality, onsets, flagged, self._env_sums = fast
+        else:
+            processed, held, quality, onsets, flagged = self._step_by_step(block)
+            self._env_sums = None
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
@@ -415,13 +413,44 @@ class Pipeline:
             time.perf_counter() - t0,
         )
 
+    def _step_by_step(
+        self, block: SampleBlock
+    ) -> tuple[ProcessedBlock, np.ndarray, QualityBlock, ActivationBlock, bool]:
+        """The numeric steps one by one (the numpy path, or a block `BlockSteps` does not take):
+        (processed, blanked, quality, activation, flagged)."""
+        clean, held = self.blanker.zero(block)
+        processed = self.blanker.hold(self.chain.process(clean), held)
+        quality = self.quality.process(clean.data, processed.filtered)
+        detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
+        flagged = any_true(quality.flags)  # usually not: then every sample is usable
+        usable = (quality.flags & FLAT) == 0 if flagged else None
+        env = processed.envelope
+        # Both detectors test the envelope against their levels: its extremes found once.
+        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
+        extremes = (
+            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
+            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
+            else None
+        )
+        hodges_bui = self.onset.process(
+            block.first_index, detect, usable, extremes if self.tkeo is None else None
+        )
+        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
+        return processed, held, quality, onsets, flagged
+
     def complete(self, step: CueStep) -> Tick:
         """The rest of the block after its cues (the contraction counter, the ratios): its
         Tick, the same as `process` gives."""
         t0 = time.perf_counter()
         processed, zone, onsets, last = step.processed, step.zone, step.onsets, step.quality.last
         first = processed.block.first_index
-        contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
+        contractions: list[Contraction] = []
+        # The usual block at rest (no contraction open, no activation, no onset) changes
+        # nothing in the counter: its input is not even made.
+        if onsets.events or self.counter.open or any_true(onsets.active[self._target]):
+            contractions = self.counter.process(
+                self._counter_input(first, processed, zone, onsets)
+            )
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
         return Tick(
@@ -477,7 +506,11 @@ class Pipeline:
         n = env.shape[1]
         if not n:
             return None
-        num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
+        sums = self._env_sums  # (the compiled block's np.add.reduce of each row, if made)
+        if sums is not None:
+            num, den = float(sums[vm]), float(sums[vl]) / n
+        else:
+            num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
         return num / n / den if den > 0 else None
 
     def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
