@@ -448,9 +448,7 @@ class Pipeline:
         # The usual block at rest (no contraction open, no activation, no onset) changes
         # nothing in the counter: its input is not even made.
         if onsets.events or self.counter.open or any_true(onsets.active[self._target]):
-            contractions = self.counter.process(
-                self._counter_input(first, processed, zone, onsets)
-            )
+            contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
         return Tick(
