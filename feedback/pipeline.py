@@ -116,7 +116,7 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine without one
     (about 10 s, once), here rather than inside the first blocks of a session: 20-sample
     float32 blocks through a baseline window and frames, then long float64 blocks that cut
-    windows (the sliced layouts). Once is enough: numba specialises a kernel by its
+    windows (the sliced layouts), then short float64 blocks (the fused block's other type). Once is enough: numba specialises a kernel by its
     arguments' types and layouts, not by the rate or the number of channels, so another
     device's pipeline (the station warms with the simulator's before the device opens) finds
     every kernel loaded."""
@@ -126,12 +126,16 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     _warmed = True
     pipe = Pipeline(settings, rate_hz, channels)
     n = round(rate_hz * (settings.onset.baseline_s + 0.2))
-    noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n)) * 0.01
+    noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n + 200)) * 0.01
     single = noise.astype(np.float32)
     for i in range(0, n, 20):
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, single[:, i : i + 20]))
     for i in range(n, 2 * n, 333):
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
+    # Short float64 blocks too: the fused block (feedback.processing.block_step) is compiled
+    # per sample type, and a device may deliver either.
+    for i in range(2 * n, 2 * n + 200, 20):
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 20]))
 
 
 def compile_kernels(settings: Settings | None = None) -> bool:
@@ -232,7 +236,7 @@ class Pipeline:
         # whose input is not the envelope).
         self._steps = (
             BlockSteps(kernels, self.chain, self.quality, self.onset, self.activation, self.blanker)
-            if kernels is not None and self.tkeo is None and self.quality._kernels is not None
+            if kernels is not None and self.tkeo is None and self.quality.fused_state() is not None
             else None
         )
         if self._compiled:
@@ -350,12 +354,6 @@ class Pipeline:
             self.activation.gap(self._settle)
             self.counter.gap()
         self._next_index = block.end_index
-        fast = None if self._steps is None else self._steps.run(block)
-        if fast is not None:
-            processed, held, quality, onsets, flagged, self._env_sums = fast
-        else:
-            processed, held, quality, onsets, flagged = self._step_by_step(block)
-            self._env_sums = None
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
@@ -364,9 +362,22 @@ class Pipeline:
             self._band_changes = [BandRaised(sw.low_pct, sw.high_pct, switch_at, 0)]
         # Without a calibration a % MVC band would rest on a made-up MVC: a rep is then a
         # sustained activation (as in the onset mode), and no zone is cued (CueRules).
-        if self.settings.target.mode == "band" and self.counter.calibrated:
-            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+        banded = self.settings.target.mode == "band" and self.counter.calibrated
+        zone = None
+        if self._steps is None:
+            fast = None
+        else:  # (the zone in the same call, when the band holds for the whole block)
+            changes = self._band_changes
+            steady = banded and (not changes or changes[0].from_index >= block.end_index)
+            fast = self._steps.run(block, (self.detector, ti) if steady else None)
+        if fast is not None:
+            processed, held, quality, onsets, flagged, self._env_sums, zone = fast
         else:
+            processed, held, quality, onsets, flagged = self._step_by_step(block)
+            self._env_sums = None
+        if zone is None and banded:
+            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+        elif zone is None:
             # IN_BAND is 1 and BELOW 0: the bool row as int8 is that zone (np.where with enum
             # members costs ten times as much on a 20-sample block).
             zone = onsets.active[ti].astype(np.int8)

@@ -18,21 +18,32 @@ from typing import Any
 import numpy as np
 
 from devices.base import SampleBlock
-from feedback.processing.activation import ActivationBlock, ActivationDetector
+from feedback.processing.activation import ActivationBlock, ActivationDetector, BandDetector
 from feedback.processing.blanking import Blanker
 from feedback.processing.chain import EmgChain, ProcessedBlock
-from feedback.processing.onset import OnsetDetector, OnsetEvent, _Baseline
+from feedback.processing.onset import OnsetDetector
 from feedback.processing.quality import Flag, QualityBlock, SignalQuality
 
 FLAT = int(Flag.FLAT)
-_NO_WINDOW = (0, 0, 1)  # (point index, skip, stride) of no rest window
 
-# (processed, blanked, quality, activation, flagged, each row's envelope sum or None)
-Fast = tuple[ProcessedBlock, np.ndarray, QualityBlock, ActivationBlock, bool, np.ndarray | None]
+# (processed, blanked, quality, activation, flagged, each row's envelope sum or None, the
+# target's zone or None)
+Fast = tuple[
+    ProcessedBlock,
+    np.ndarray,
+    QualityBlock,
+    ActivationBlock,
+    bool,
+    np.ndarray | None,
+    np.ndarray | None,
+]
 
 
 class BlockSteps:
-    """`run` a block through the steps in one call, or None: take them one by one."""
+    """`run` a block through the steps in one call, or None: take them one by one. Each step
+    tells what the call needs (`fused_state`: its long-lived arrays, bound once; `fused_args`:
+    the rest, per block, or None when the block is not usual for it) and does its own
+    bookkeeping after it (`fused_done`)."""
 
     def __init__(
         self,
@@ -47,125 +58,61 @@ class BlockSteps:
         self.chain, self.quality, self.onset, self.activation = chain, quality, onset, activation
         self.blanker = blanker
         self._state: Any = None  # kernels.BlockState, bound to the steps' arrays
-        self._bound: tuple[object, object] = (None, None)  # (chain scale, rest window) bound
+        self._bound: tuple[object, object] = (None, None)  # the chain's and onset's states bound
+        i1, b1 = np.zeros(0, np.int64), np.zeros(0, bool)
+        # No zone asked for: arguments of the types the zone's would have.
+        self._no_band = (np.zeros(0), np.zeros(0), b1, i1, i1, (1, 1), np.zeros(0, np.int8), b1)
 
-    def _bind(self, learning: _Baseline | None) -> None:
-        """A BlockState over the arrays the steps keep (a calibration replaces the chain's
-        scale, a gap the rest window: then it is bound again)."""
-        c, q, o, a = self.chain, self.quality, self.onset, self.activation
-        rows = len(c.channels)
-        rms = c._rms is not None
-        lp = c._env_lp
-        plan = c._plan if rms else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
-        chain = (
-            rms,
-            c._band.sos,
-            c._band.state,
-            c._squares if rms else np.zeros((rows, 0)),
-            *plan,
-            lp.sos if lp is not None else np.zeros((0, 6)),
-            lp.state if lp is not None else np.zeros((rows, 0, 2)),
-            *c._scale,
-        )
-        counts = np.array([q._warmup, q._flat_run, q._hold], dtype=np.int64)
-        quality = (q._filters, q._states, np.array(q._levels), counts, q._last_raw, q._same)
-        if learning is not None:
-            assert learning._window is not None and learning._running is not None
-            points, ordered, last = learning._window
-            run, (leaves, ops, leaf_of) = learning._running
-        else:
-            points = ordered = np.zeros((rows, 0))
-            last, run = np.zeros(rows), np.zeros((rows, 0, 9))
-            leaves, ops, leaf_of = np.zeros((0, 2), np.int64), *np.zeros((2, 0), np.int64)
-        window = (o._reach, points, ordered, last, run, (ops, leaf_of), leaves)
-        self._state = self._k.bind_block(
-            chain, (*quality, q._since), window, (a._reach, a._sum, a._count)
-        )
-        self._bound = (c._scale, learning)
+    def _bind(self, chain: tuple[Any, ...], window: tuple[Any, ...]) -> None:
+        """A BlockState over the arrays the steps keep (a calibration gives the chain a new
+        scale, a gap the onset detector a new rest window: then it is bound again)."""
+        quality = self.quality.fused_state()
+        assert quality is not None
+        self._state = self._k.bind_block(chain, quality, window, self.activation.fused_state())
+        self._bound = (chain, window)
 
-    def run(self, block: SampleBlock) -> Fast | None:
-        """`Fast`, or None for a block that is not usual."""
+    def run(self, block: SampleBlock, band: tuple[BandDetector, int] | None = None) -> Fast | None:
+        """`Fast`, or None for a block that is not usual; `band`: (detector, row) whose zone
+        to find in the same call (its band unchanged throughout the block)."""
         data = block.data
         rows, n = data.shape
-        onset, act, learning = self.onset, self.activation, self.onset._learning
-        if (
-            not n
-            or self.blanker._windows
-            or onset._settle
-            or act._settle
-            or act._restart
-            or n > act._frame - act._in_frame
-        ):
+        if not n or not self.blanker.idle:
             return None
-        if learning is not None and (n > learning.needed - learning.seen or not learning._window):
-            return None  # (a new window's first block makes its arrays, step by step)
-        if self._bound[0] is not self.chain._scale or self._bound[1] is not learning:
-            self._bind(learning)
+        onset_args, act_args = self.onset.fused_args(n), self.activation.fused_args(n)
+        chain, window = self.chain.fused_state(), self.onset.fused_state()
+        if onset_args is None or act_args is None or window is None:
+            return None
+        if self._bound[0] is not chain or self._bound[1] is not window:
+            self._bind(chain, window)
         raw = data if data.flags.c_contiguous else np.ascontiguousarray(data)
         floats = np.empty((4, rows, n))
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)
         sums = np.empty((3, rows))
-        first = block.first_index
-        if learning is not None:
-            seen, stride = learning.seen, learning.stride
-            window = (first, self.quality._seen, True, -(-seen // stride), -seen % stride, stride)
-        else:
-            window = (first, self.quality._seen, False, *_NO_WINDOW)
-        o_carry, a_carry = onset._carry, act._carry
-        o_before, a_before = o_carry.state, a_carry.state
-        quiet = act._quiet_hb
+        zoned = band[0].compiled_args(n) if band is not None else self._no_band
         code = self._k.block_step(
             raw,
             self._state,
-            (*onset._level_arrays, o_before, *o_carry.run_arrays(), onset.baseline is not None),
-            (*act._level_arrays, *act._scales, a_before, *a_carry.run_arrays(), quiet),
-            window,
+            onset_args[0],
+            act_args,
+            (band is not None, 0 if band is None else band[1], *zoned),
+            (block.first_index, self.quality.seen, *onset_args[1]),
             (floats, flags, switches, sums),
         )
-        self.quality._seen += n
+        self.quality.advance(n)
         envelope, pct = floats[1], floats[2]
-        hb, above, active = switches[0], switches[1], switches[2]
+        above, active = switches[1], switches[2]
         flagged = bool(code & 32)
-        # The onset detector's `_segment`. (Its events are not needed: the pipeline hands on
-        # the activation's, which take the Hodges-Bui instants from `above`.)
-        if code & 1:
-            o_carry.state = hb[:, n - 1].copy()  # (the switch's state at the block's end)
-        if learning is not None:
-            if code >> 8 == 1:  # the window's statistics, made in the same call
-                learning._stats = (sums[0], sums[1])
-            learning._last = learning._window[2]  # type: ignore[index]
-            learning.seen += n
-            if learning.seen >= learning.needed:
-                onset._window_done(learning)
-        # The activation detector's `_segment` and the end of its `process`.
-        if code & 4:
-            a_carry.state = active[:, n - 1].copy()
-        found: list[OnsetEvent] = []
-        if code & 8:  # (else the kernel moved the last quiet sample)
-            found = act._edges(first, envelope, above, a_before, active)
-        if code & 16:  # (the kernel added the sums and counts)
-            act._in_frame += n
-            if act._in_frame >= act._frame:
-                act._close_compiled()
-        else:
-            act._learn(envelope, (flags & FLAT) == 0 if flagged else None)
-        onsets = ActivationBlock(
-            active,
-            tuple(found),
-            act._ready,
-            above,
-            act._rest_now,
-            act._reference_now,
-            act.on_level,
-            act.off_level,
-            act.calibrated,
-            floats[3],
+        self.onset.fused_done(code, switches[0], sums)
+        usable = (flags & FLAT) == 0 if flagged and not code & 16 else None
+        onsets = self.activation.fused_done(
+            block.first_index, code, (envelope, above, active, floats[3]), usable
         )
-        # The blanker's `zero` and `hold` with no window: nothing held, the last values kept.
-        blanked = np.zeros(n, dtype=bool)
-        self.blanker._unheld = blanked
-        self.blanker._env, self.blanker._pct = envelope[:, n - 1], pct[:, n - 1]
+        blanked = self.blanker.passed(envelope, pct)
         processed = ProcessedBlock(block, floats[0], envelope, pct)
         env_sums = sums[2] if code & 64 else None
-        return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums
+        zone = None
+        if band is not None:
+            band[0].compiled_done(bool(code & 128), zoned[-1])
+            zone = zoned[-2]
+        return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums, zone

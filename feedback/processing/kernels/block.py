@@ -25,7 +25,7 @@ from feedback.processing.kernels.chain import chain_lowpass, chain_rms
 from feedback.processing.kernels.common import PAIRWISE_BLOCK, jit
 from feedback.processing.kernels.quality import quality_flags
 from feedback.processing.kernels.sums import _leaf_sums
-from feedback.processing.kernels.switch import activation_switch, debounce
+from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
 
 
 @structref.register
@@ -141,7 +141,7 @@ def _frame_tail(envelope: Any, above: Any, first: int, moved: bool, summed: bool
 
 
 @jit
-def block_step(raw: Any, st: Any, onset: Any, act: Any, window: Any, outs: Any) -> int:
+def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, outs: Any) -> int:
     """One block through the chain, the quality, the Hodges-Bui switch and rest window, and
     the activation switch: outs = (floats (4, rows, n): filtered, envelope, % MVC, activation
     level; flags uint8 (rows, n); switches bool (3, rows, n): Hodges-Bui state, above its
@@ -152,11 +152,14 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, window: Any, outs: Any) 
     quality samples seen, learning, point index, skip, stride). The runs, the frame sums and
     counts are edited, the states not (a switch's new state is its last sample), and the last
     quiet sample too unless the activation moved (its onsets need the one before the block:
-    ActivationDetector._edges then moves it).
+    ActivationDetector._edges then moves it). band = (whether to, target row, on, off,
+    state, run_on, run_off, reach, zone out int8 (n), new state out (2)): the target band's
+    zone on that row's % MVC (BandDetector.process).
 
     Returns a bit set: 1 Hodges-Bui switched, 2 it moved within the block, 4 activation
     switched, 8 it moved, 16 the frame sums were added, 32 a quality flag is up, 64 the
-    envelope sums were made, and the rest window's code (baseline_add_window) << 8."""
+    envelope sums were made, 128 the band's state changed, and the rest window's code
+    (baseline_add_window) << 8."""
     floats, flags, switches, sums = outs
     filtered, envelope, pct, level = floats[0], floats[1], floats[2], floats[3]
     rows, n = raw.shape
@@ -200,4 +203,8 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, window: Any, outs: Any) 
     _frame_tail(envelope, above, first, moved, summed, (st.a_counts, quiet, sums[2]))
     if n <= PAIRWISE_BLOCK:
         code |= 64
+    zoned, row, b_on, b_off, b_state, b_run_on, b_run_off, b_reach, zone, b_new = band
+    if zoned and band_zone(pct[row], (b_on, b_off), b_reach, b_state, (b_run_on, b_run_off),
+                           (zone, b_new)):  # fmt: skip
+        code |= 128
     return code
