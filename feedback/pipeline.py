@@ -116,8 +116,9 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine without one
     (about 10 s, once), here rather than inside the first blocks of a session: 20-sample
     float32 blocks through a baseline window and frames, then long float64 blocks that cut
-    windows (the sliced layouts), then short float64 blocks (the fused block's other type). Once is enough: numba specialises a kernel by its
-    arguments' types and layouts, not by the rate or the number of channels, so another
+    windows (the sliced layouts), then short float64 blocks (the fused block's other type).
+    Once is enough: numba specialises a kernel by its arguments' types and layouts, not by
+    the rate or the number of channels, so another
     device's pipeline (the station warms with the simulator's before the device opens) finds
     every kernel loaded."""
     global _warmed
