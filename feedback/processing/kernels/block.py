@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba.core import types
-from numba.experimental import structref
+from numba.core import types as numba_types
+from numba.experimental import structref as numba_structref
 
 from feedback.processing.kernels.baseline import baseline_add_window
 from feedback.processing.kernels.chain import chain_lowpass, chain_rms
@@ -27,9 +27,13 @@ from feedback.processing.kernels.quality import quality_flags
 from feedback.processing.kernels.sums import _leaf_sums
 from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
 
+# numba's typing API is only partly annotated: used as Any here.
+types: Any = numba_types
+structref: Any = numba_structref
+
 
 @structref.register
-class BlockStateType(types.StructRef):
+class BlockStateType(types.StructRef):  # type: ignore[misc]
     def preprocess_fields(self, fields: Any) -> Any:
         return tuple((name, types.unliteral(t)) for name, t in fields)
 
