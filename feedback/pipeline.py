@@ -132,7 +132,7 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     for i in range(0, n, 20):
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, single[:, i : i + 20]))
     for i in range(n, 2 * n, 333):
-        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : min(i + 333, 2 * n)]))
     # Short float64 blocks too: the fused block (feedback.processing.block_step) is compiled
     # per sample type, and a device may deliver either.
     for i in range(2 * n, 2 * n + 200, 20):

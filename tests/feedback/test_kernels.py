@@ -248,3 +248,28 @@ def test_importing_the_pipeline_does_not_import_numba() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.stdout.strip() == "False", done.stderr
+
+
+def unwarmed_sample_types(signatures: list[tuple[object, ...]]) -> set[str]:
+    """Sample types (of the raw block, the first argument) a fused-block dispatcher has not
+    been compiled for."""
+    have = {str(sig[0]) for sig in signatures}
+    return {f"array({t}, 2d, C)" for t in ("float32", "float64")} - have
+
+
+def test_the_warm_up_compiles_the_fused_block_for_both_sample_types() -> None:
+    """A device may deliver float32 or float64 blocks: the warm-up (before a station opens
+    its device) leaves neither to be compiled inside a session."""
+    probe = (
+        "from feedback.pipeline import compile_kernels; compile_kernels(); "
+        "from feedback.processing import kernels; "
+        "print('|'.join(str(sig[0]) for sig in kernels.block_step.signatures))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    warmed = [(t,) for t in out.stdout.strip().split("|")]  # (a fresh process: the warm-up's)
+    assert unwarmed_sample_types(warmed) == set(), warmed
+    # Negative control: a warm-up that ran float32 blocks only is caught.
+    only_float32 = [sig for sig in warmed if "float32" in sig[0]]
+    assert unwarmed_sample_types(only_float32) == {"array(float64, 2d, C)"}
