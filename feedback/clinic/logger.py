@@ -157,31 +157,52 @@ class ClinicLogger:
         intake = self.intake = self.new_intake()
         intake.start()
         acking: collections.deque[asyncio.Task[None]] = collections.deque()
+        storing: tuple[asyncio.Task[list[Outgoing]], list[Received]] | None = None
+
+        def ack_when_confirmed(sends: list[Outgoing], batch: list[Received]) -> None:
+            acking.append(asyncio.create_task(
+                asyncio.to_thread(self._confirm_and_ack, intake, receipts, sends, batch)
+            ))  # fmt: skip
+
         try:
             while True:
-                batch = await asyncio.to_thread(intake.take, MAX_BATCH, 0.5)
+                # While a batch is being stored, take only what is waiting (its ack should
+                # not wait for the next message).
+                batch = await asyncio.to_thread(intake.take, MAX_BATCH,
+                                                0.5 if storing is None else 0.0)  # fmt: skip
+                items: list[Incoming] = []
                 if batch:
-                    sends = await self._handle(intake, batch)
-                    acking.append(asyncio.create_task(
-                        asyncio.to_thread(self._confirm_and_ack, intake, receipts, sends, batch)
-                    ))  # fmt: skip
+                    now = time.time()
+                    items = [Incoming(m.topic, m.payload, now) for m in batch]
+                    # Meanwhile the previous batch's statements and commit go on.
+                    await asyncio.to_thread(self.store.check_ahead, items)
+                if storing is not None:
+                    task, stored = storing
+                    # shielded: a stop meanwhile lets it commit, and `finally` acks it
+                    ack_when_confirmed(await asyncio.shield(task), stored)
+                    storing = None
+                if batch:
+                    storing = (asyncio.create_task(self._handle(intake, items)), batch)
                 while acking and (len(acking) > ACKS_IN_FLIGHT or acking[0].done()):
                     await acking.popleft()
                 self.stats.dropped_qos0 = intake.stats.dropped_qos0
                 self.stats.queue_peak = intake.stats.queue_peak
         finally:
             # Stopping (not killed): what is stored gets its ack, or it would come again.
+            if storing is not None:
+                task, stored = storing
+                await asyncio.wait([task], timeout=RECEIPT_WAIT_S)
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    ack_when_confirmed(task.result(), stored)
             if acking:
                 await asyncio.wait(acking, timeout=RECEIPT_WAIT_S)
             await asyncio.to_thread(receipts.stop)  # ends the waits that are left
             await asyncio.to_thread(intake.stop)
 
-    async def _handle(self, intake: PahoIntake, batch: list[Received]) -> list[Outgoing]:
-        now = time.time()
-        items = [Incoming(m.topic, m.payload, now) for m in batch]
+    async def _handle(self, intake: PahoIntake, items: list[Incoming]) -> list[Outgoing]:
         result = await self._ingest(items)
         sends = self._answer(result.deliveries)
-        self.stats.received += len(batch)
+        self.stats.received += len(items)
         self.stats.batches += 1
         assert self.stats.totals is not None
         self.stats.totals.add(result)
