@@ -139,7 +139,7 @@ def compile_kernels(settings: Settings | None = None) -> bool:
     station calls it before its device streams, so loading the kernels (about 0.7 s) cannot
     overflow a device's buffer. False: no numba, the numpy path (nothing to compile)."""
     if settings is None:
-        from config import load_settings
+        from config.loader import load_settings
 
         settings = load_settings(environ={})
     sim = settings.simulator

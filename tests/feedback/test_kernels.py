@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline, Tick
 from feedback.processing import fused
