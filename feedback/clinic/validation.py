@@ -94,7 +94,7 @@ LOGGED_LEAVES = ALL_LEAVES - {"ack"}
 EVENT_TYPES = frozenset(t for t, leaf in TOPIC_OF_TYPE.items() if leaf == "event")
 _TOPIC = re.compile(
     rf"^{re.escape(TOPIC_ROOT)}/([A-Za-z0-9_-]{{1,32}})/([A-Za-z0-9_-]{{1,32}})/"
-    r"([a-z]+(?:/[a-z]+)?)$"
+    r"([a-z]+(?:/[a-z]+)?)\Z"  # \Z, not $: $ also matches before a final newline
 )
 # A JSON string (escapes included, unrolled so that an unterminated one cannot backtrack), or
 # a bracket: what the depth scan steps through.
