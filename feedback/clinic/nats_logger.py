@@ -257,6 +257,7 @@ class NatsLogger:
         metrics: NatsLoggerMetrics | None = None,
         partitions: int = 0,
         lease_s: float = LEASE_S,
+        explicit_acks: bool = False,
     ) -> None:
         self.servers = list(servers)
         self.store = store
@@ -271,6 +272,7 @@ class NatsLogger:
         self.name = name
         self.partitions = partitions
         self.lease_s = lease_s
+        self.explicit_acks = explicit_acks  # partition consumers it creates: AckPolicy
         # The lease names this process, not its configured name: a restarted instance is a
         # new member, and its predecessor's leases age out as a dead one's do.
         self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(3)
@@ -459,8 +461,8 @@ class NatsLogger:
                 try:
                     info = await js.consumer_info(self.stream, durable)
                 except nats.js.errors.NotFoundError:
-                    config = consumer_config(durable, self.ack_wait_s, subject,
-                                             ack_all=subject is not None)  # fmt: skip
+                    ack_all = subject is not None and not self.explicit_acks
+                    config = consumer_config(durable, self.ack_wait_s, subject, ack_all=ack_all)
                     try:
                         info = await js.add_consumer(self.stream, config)
                     except nats.js.errors.BadRequestError:  # another instance won the race
@@ -643,6 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, default=LEASE_S, metavar="S",
                    help="partitioned: seconds before a silent instance's partitions go to "
                    "the others")  # fmt: skip
+    p.add_argument("--explicit-acks", action="store_true",
+                   help="partitioned: create the partitions' consumers with AckPolicy.EXPLICIT "
+                   "(an ack per message) instead of ALL (one per batch: nats_ackall.py); an "
+                   "existing consumer keeps its policy")  # fmt: skip
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
     p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
@@ -684,6 +690,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         metrics=metrics,
         partitions=max(0, args.partitions),
         lease_s=args.lease,
+        explicit_acks=args.explicit_acks,
     )
 
 
