@@ -131,6 +131,7 @@ async def bare_partitions(
             await feed.start()
             feeds.append(feed)
         got, idle, t0 = 0, 0, time.perf_counter()
+        cpu0, servers0 = time.process_time(), servers_cpu_s(cluster)
         while got < expected and idle < 40:
             before = got
             for feed in feeds:
@@ -148,9 +149,30 @@ async def bare_partitions(
                 idle = 0
         elapsed = time.perf_counter() - t0 - (0.05 * idle)
         await nc.flush()
+        cpu, servers = time.process_time() - cpu0, servers_cpu_s(cluster) - servers0
     finally:
         await nc.close()
-    return {"received": got, "msgs_per_s": round(got / elapsed)}
+    return {
+        "received": got,
+        "msgs_per_s": round(got / elapsed),
+        "reader_cpu_us_per_msg": round(cpu / max(got, 1) * 1e6, 1),
+        "servers_cpu_us_per_msg": round(servers / max(got, 1) * 1e6, 1),
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def servers_cpu_s(cluster: NatsCluster) -> float:
+    """CPU the three nodes have used: per message, the servers' cost of a reader, which
+    the other helpers' load on the machine changes much less than a rate."""
+    return sum(_cpu_s(n.proc.pid) for n in cluster.nodes if n.proc is not None)
 
 
 def _count(db_url: str, sql: str) -> float:
@@ -208,6 +230,7 @@ async def logger_run(
         for i in range(instances)
     ]
     start = time.perf_counter()
+    servers0 = servers_cpu_s(cluster)
     done = 0.0
     try:
         while done < expected and time.perf_counter() - start < 120:
@@ -216,6 +239,8 @@ async def logger_run(
         wall_s = time.perf_counter() - start
         await asyncio.sleep(0.5)
         peaks = [_peak_rss_mb(p.pid) for p in procs]
+        cpu = sum(_cpu_s(p.pid) for p in procs)
+        servers = servers_cpu_s(cluster) - servers0
     finally:
         for p in procs:
             p.terminate()
@@ -236,6 +261,9 @@ async def logger_run(
         "ingest_span_s": round(span, 2),
         "wall_s_including_start": round(wall_s, 2),
         "peak_rss_mb": peaks,
+        # Start-up included (about 1 s of imports each): compare runs with the same instances.
+        "loggers_cpu_us_per_msg": round(cpu / max(stored, 1) * 1e6, 1),
+        "servers_cpu_us_per_msg": round(servers / max(stored, 1) * 1e6, 1),
     }
 
 
@@ -278,12 +306,14 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
             n = out["publish"]["published"]
             out["bare_nats_py_peer"] = await bare_peer(cluster, n)
             bare: dict[str, list[int]] = {}
+            bare_runs: dict[str, list[dict[str, Any]]] = {}
             if partitions:  # each twice, in turn: the later readers find the stream cached
                 for i, ack_all in enumerate((False, True, True, False)):
                     key = "ack_all" if ack_all else "explicit"
                     r = await bare_partitions(cluster, n, f"bare{i}", ack_all)
                     bare.setdefault(key, []).append(r["msgs_per_s"])
-                out["bare_partitions_msgs_per_s"] = bare
+                    bare_runs.setdefault(key, []).append(r)
+                out["bare_partitions"] = bare_runs
             runs: dict[str, Any] = {}
             runs["sqlite_1"] = await logger_run(cluster, str(work / "a.db"), "sq1", 1, n)
             if partitions:
