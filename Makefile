@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	@# the kernels' cache is stale after kernels.py changed: refill it before the timed tests
+	@# the kernels' cache is stale after feedback/processing/kernels/ changed: refill it before the timed tests
 	$(BIN)/python -c 'from feedback.pipeline import compile_kernels; compile_kernels()'
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

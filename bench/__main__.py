@@ -20,6 +20,7 @@ from bench import (
     bench_processing,
     bench_remote,
     bench_replay,
+    bench_startup,
     bench_stim_dashboard,
 )
 
@@ -31,6 +32,7 @@ def main() -> None:
     p.add_argument(
         "--only",
         choices=[
+            "startup",
             "processing",
             "latency",
             "replay",
@@ -51,6 +53,7 @@ def main() -> None:
     args = p.parse_args()
     RESULTS.mkdir(exist_ok=True)
     chosen = args.only or [
+        "startup",
         "processing",
         "latency",
         "replay",
@@ -65,6 +68,8 @@ def main() -> None:
         "machine": platform.machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if "startup" in chosen:  # first: it measures whole processes, before this one is busy
+        write("startup", {**meta, **bench_startup.measure(30)})
     if "processing" in chosen:
         write("processing", {**meta, **bench_processing.run(args.seconds)})
     if "latency" in chosen:

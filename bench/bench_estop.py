@@ -39,7 +39,7 @@ import aiomqtt
 
 from bench.bench_clinic import _wait_port
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.simulator import SimulatedDevice
 from feedback.broker import free_port

@@ -30,7 +30,7 @@ from rich.console import Console
 
 from bench.cue_stages import CueStages
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from feedback import app
 from feedback.broker import EmbeddedBroker, free_port

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import signal
 
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from devices.recording_formats import load_recording
 from feedback.pipeline import Pipeline

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from bench.bench_clinic import _wait_port
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.broker import free_port
 from feedback.dashboard.remote import RemoteClient

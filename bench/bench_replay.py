@@ -31,7 +31,7 @@ import numpy as np
 from rich.console import Console
 from scipy import signal
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from devices.registry import MAX_SPEED_BLOCK_MS, open_device
 from feedback import app
@@ -132,7 +132,7 @@ NEUROKIT_PROCESS = """
 import asyncio, sys
 import numpy as np
 import neurokit2 as nk
-from config import load_settings
+from config.loader import load_settings
 from devices.registry import open_device
 device = open_device(f"replay:{sys.argv[1]}?speed=max", load_settings(environ={}))
 async def read():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from devices.base import LinkStats, SampleBlock
 from devices.framed_stream import FramedSampleStream
 from devices.simulator import SimulatedDevice, build_firmware

@@ -34,7 +34,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from rich.console import Console
 
 from bench.stats import summary
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.broker import EmbeddedBroker
 from feedback.outputs.stream import StreamPacket, decode, encode

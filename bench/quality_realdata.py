@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from devices.recording_formats import Recording, load_recording

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import CalibrationSettings, Settings
 from devices.base import SampleBlock
 from devices.recording_formats import Recording

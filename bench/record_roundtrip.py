@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from devices.registry import open_device

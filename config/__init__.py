@@ -1,6 +1,3 @@
-"""Typed settings for a feedback station: loaded from TOML, overridden by VMF_* variables."""
-
-from config.loader import ConfigError, load_settings
-from config.settings import Settings
-
-__all__ = ["ConfigError", "Settings", "load_settings"]
+"""Typed settings for a feedback station: loaded from TOML (`config.loader.load_settings`),
+overridden by VMF_* variables. Nothing is imported here, so that `config.names` (what the command
+line needs before settings load) stays free of pydantic."""

@@ -10,14 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from config.names import ConfigError
 from config.settings import Settings
+
+__all__ = ["ConfigError", "load_settings"]  # ConfigError lives in config.names
 
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "VMF_"
-
-
-class ConfigError(Exception):
-    """A setting is missing, malformed or out of range. The message names field, value and range."""
 
 
 def load_settings(

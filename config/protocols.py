@@ -8,14 +8,13 @@ table (the starting band). `load_settings(protocol=NAME)` layers it over the sta
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from config.names import PROTOCOL_DIR, available_protocols
 from config.settings import ProtocolSettings, TargetSettings
 
-PROTOCOL_DIR = Path(__file__).with_name("protocols")
 ALLOWED_TABLES = frozenset({"protocol", "target"})
 REACTION_S = 0.3  # the simulated patient starts contracting this long after the work cue
 # Simulator keys that make up its contraction script, by what the protocol would set.
@@ -25,10 +24,6 @@ SCRIPT_LEVEL = frozenset({"contraction_pct"})
 
 class ProtocolError(ValueError):
     """An unknown protocol name or a malformed protocol file."""
-
-
-def available_protocols() -> list[str]:
-    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.toml"))
 
 
 def read_protocol(name: str) -> dict[str, Any]:

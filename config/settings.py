@@ -20,23 +20,11 @@ from pydantic import (
     model_validator,
 )
 
-# Pseudonymous identifiers only: letters, digits, '-' and '_'. A space is refused on purpose,
-# because "Jane Doe" is the most likely thing to be typed into a patient field by mistake.
-PSEUDONYM = r"^[A-Za-z0-9_-]{1,32}$"
-# A patient id must also hold a digit: a pragmatic guard that no plain name ("JaneDoe") passes.
-PATIENT_ID = r"^[A-Za-z_-]*[0-9][A-Za-z0-9_-]*$"
+from config.names import PATIENT_ID, PSEUDONYM, check_patient_id
+
+__all__ = ["PATIENT_ID", "PSEUDONYM", "check_patient_id"]  # re-exported for the settings' users
 CHANNEL_ROLE = r"^[A-Z]{2,4}(_[LR])?$"
 Pseudonym = Annotated[str, StringConstraints(pattern=PSEUDONYM)]
-
-
-def check_patient_id(value: str) -> str:
-    """The patient id as given, or ValueError saying what a pseudonymous id looks like."""
-    if not re.fullmatch(PATIENT_ID, value) or len(value) > 32:
-        raise ValueError(
-            f"patient id {value!r} must be a pseudonym, never a name: letters, digits, - and _ "
-            "with at least one digit, at most 32 characters (e.g. P-0042)"
-        )
-    return value
 
 
 class _Section(BaseModel):

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import os
 import sys
 from pathlib import Path
 
-from config import ConfigError, load_settings
-from config.protocols import available_protocols
-from config.settings import check_patient_id
+from config.names import ConfigError, available_protocols, check_patient_id
 
 EXIT_CONFIG = 2
 EXIT_INCOMPLETE = 1  # the session ran, but something asked for was not done (e.g. a screenshot)
@@ -218,7 +215,11 @@ def _configure_logging(verbose: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Imported only now, so that `--help` and a bad option answer without numpy or scipy.
+    # Imported only now, so that `--help` and a bad option answer without pydantic, numpy,
+    # scipy or asyncio (tests/test_startup_imports.py).
+    import asyncio
+
+    from config.loader import load_settings
     from devices.base import DeviceError
     from feedback import app
     from feedback.calibration_flow import EXIT_INTERRUPTED, CalibrationInterrupted

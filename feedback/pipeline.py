@@ -26,6 +26,7 @@ from feedback.processing.activation import (
     any_true,
 )
 from feedback.processing.blanking import Blanker
+from feedback.processing.block_step import BlockSteps
 from feedback.processing.chain import EmgChain, ProcessedBlock
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
 from feedback.processing.metrics import Contraction, limb_symmetry_index
@@ -115,8 +116,9 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine without one
     (about 10 s, once), here rather than inside the first blocks of a session: 20-sample
     float32 blocks through a baseline window and frames, then long float64 blocks that cut
-    windows (the sliced layouts). Once is enough: numba specialises a kernel by its
-    arguments' types and layouts, not by the rate or the number of channels, so another
+    windows (the sliced layouts), then short float64 blocks (the fused block's other type).
+    Once is enough: numba specialises a kernel by its arguments' types and layouts, not by
+    the rate or the number of channels, so another
     device's pipeline (the station warms with the simulator's before the device opens) finds
     every kernel loaded."""
     global _warmed
@@ -125,12 +127,16 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
     _warmed = True
     pipe = Pipeline(settings, rate_hz, channels)
     n = round(rate_hz * (settings.onset.baseline_s + 0.2))
-    noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n)) * 0.01
+    noise = np.random.default_rng(0).standard_normal((len(channels), 2 * n + 200)) * 0.01
     single = noise.astype(np.float32)
     for i in range(0, n, 20):
         pipe.process(SampleBlock(i, 0.0, rate_hz, channels, single[:, i : i + 20]))
     for i in range(n, 2 * n, 333):
-        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 333]))
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : min(i + 333, 2 * n)]))
+    # Short float64 blocks too: the fused block (feedback.processing.block_step) is compiled
+    # per sample type, and a device may deliver either.
+    for i in range(2 * n, 2 * n + 200, 20):
+        pipe.process(SampleBlock(i, 0.0, rate_hz, channels, noise[:, i : i + 20]))
 
 
 def compile_kernels(settings: Settings | None = None) -> bool:
@@ -139,7 +145,7 @@ def compile_kernels(settings: Settings | None = None) -> bool:
     station calls it before its device streams, so loading the kernels (about 0.7 s) cannot
     overflow a device's buffer. False: no numba, the numpy path (nothing to compile)."""
     if settings is None:
-        from config import load_settings
+        from config.loader import load_settings
 
         settings = load_settings(environ={})
     sim = settings.simulator
@@ -224,7 +230,16 @@ class Pipeline:
         self._switch: ProtocolSwitch | None = None
         self._calibration: Calibration | None = None
         self._cal_end: int | None = None  # sample index where the running calibration ends
-        self._compiled = fused.kernels() is not None  # feedback.processing.fused
+        kernels = fused.kernels()  # feedback.processing.fused
+        self._compiled = kernels is not None
+        self._env_sums: np.ndarray | None = None  # each row's envelope sum, from BlockSteps
+        # The usual block's numeric steps in one compiled call (not for the TKEO detector,
+        # whose input is not the envelope).
+        self._steps = (
+            BlockSteps(kernels, self.chain, self.quality, self.onset, self.activation, self.blanker)
+            if kernels is not None and self.tkeo is None and self.quality.fused_state() is not None
+            else None
+        )
         if self._compiled:
             _warm_kernels(settings, rate_hz, channels)
 
@@ -340,24 +355,6 @@ class Pipeline:
             self.activation.gap(self._settle)
             self.counter.gap()
         self._next_index = block.end_index
-        clean, held = self.blanker.zero(block)
-        processed = self.blanker.hold(self.chain.process(clean), held)
-        quality = self.quality.process(clean.data, processed.filtered)
-        detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
-        flagged = any_true(quality.flags)  # usually not: then every sample is usable
-        usable = (quality.flags & FLAT) == 0 if flagged else None
-        env = processed.envelope
-        # Both detectors test the envelope against their levels: its extremes found once.
-        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
-        extremes = (
-            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
-            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
-            else None
-        )
-        hodges_bui = self.onset.process(
-            block.first_index, detect, usable, extremes if self.tkeo is None else None
-        )
-        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
         ti = self._target
         switch_at = self._switch_index(block.first_index, block.end_index)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
@@ -366,9 +363,22 @@ class Pipeline:
             self._band_changes = [BandRaised(sw.low_pct, sw.high_pct, switch_at, 0)]
         # Without a calibration a % MVC band would rest on a made-up MVC: a rep is then a
         # sustained activation (as in the onset mode), and no zone is cued (CueRules).
-        if self.settings.target.mode == "band" and self.counter.calibrated:
-            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+        banded = self.settings.target.mode == "band" and self.counter.calibrated
+        zone = None
+        if self._steps is None:
+            fast = None
+        else:  # (the zone in the same call, when the band holds for the whole block)
+            changes = self._band_changes
+            steady = banded and (not changes or changes[0].from_index >= block.end_index)
+            fast = self._steps.run(block, (self.detector, ti) if steady else None)
+        if fast is not None:
+            processed, held, quality, onsets, flagged, self._env_sums, zone = fast
         else:
+            processed, held, quality, onsets, flagged = self._step_by_step(block)
+            self._env_sums = None
+        if zone is None and banded:
+            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+        elif zone is None:
             # IN_BAND is 1 and BELOW 0: the bool row as int8 is that zone (np.where with enum
             # members costs ten times as much on a 20-sample block).
             zone = onsets.active[ti].astype(np.int8)
@@ -415,13 +425,42 @@ class Pipeline:
             time.perf_counter() - t0,
         )
 
+    def _step_by_step(
+        self, block: SampleBlock
+    ) -> tuple[ProcessedBlock, np.ndarray, QualityBlock, ActivationBlock, bool]:
+        """The numeric steps one by one (the numpy path, or a block `BlockSteps` does not take):
+        (processed, blanked, quality, activation, flagged)."""
+        clean, held = self.blanker.zero(block)
+        processed = self.blanker.hold(self.chain.process(clean), held)
+        quality = self.quality.process(clean.data, processed.filtered)
+        detect = processed.envelope if self.tkeo is None else self.tkeo.process(processed.filtered)
+        flagged = any_true(quality.flags)  # usually not: then every sample is usable
+        usable = (quality.flags & FLAT) == 0 if flagged else None
+        env = processed.envelope
+        # Both detectors test the envelope against their levels: its extremes found once.
+        # (The ufunc reductions ndarray.min/max call, without their Python wrappers.)
+        extremes = (
+            (np.minimum.reduce(env, axis=1), np.maximum.reduce(env, axis=1))
+            if env.shape[1] and not self._compiled  # (the compiled switch needs none)
+            else None
+        )
+        hodges_bui = self.onset.process(
+            block.first_index, detect, usable, extremes if self.tkeo is None else None
+        )
+        onsets = self.activation.process(block.first_index, env, hodges_bui, usable, extremes)
+        return processed, held, quality, onsets, flagged
+
     def complete(self, step: CueStep) -> Tick:
         """The rest of the block after its cues (the contraction counter, the ratios): its
         Tick, the same as `process` gives."""
         t0 = time.perf_counter()
         processed, zone, onsets, last = step.processed, step.zone, step.onsets, step.quality.last
         first = processed.block.first_index
-        contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
+        contractions: list[Contraction] = []
+        # The usual block at rest (no contraction open, no activation, no onset) changes
+        # nothing in the counter: its input is not even made.
+        if onsets.events or self.counter.open or any_true(onsets.active[self._target]):
+            contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
         return Tick(
@@ -477,7 +516,11 @@ class Pipeline:
         n = env.shape[1]
         if not n:
             return None
-        num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
+        sums = self._env_sums  # (the compiled block's np.add.reduce of each row, if made)
+        if sums is not None:
+            num, den = float(sums[vm]), float(sums[vl]) / n
+        else:
+            num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
         return num / n / den if den > 0 else None
 
     def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:

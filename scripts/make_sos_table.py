@@ -18,8 +18,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import load_settings  # noqa: E402
-from config.protocols import available_protocols  # noqa: E402
+from config.loader import load_settings  # noqa: E402
+from config.names import available_protocols  # noqa: E402
 from feedback.processing import lazy_signal  # noqa: E402
 
 TABLE = ROOT / "feedback" / "processing" / "sos_table.py"

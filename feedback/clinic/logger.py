@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 from feedback.clinic.intake import PahoIntake, Received
 from feedback.clinic.metrics import LoggerMetrics
 from feedback.clinic.migrations import MigrationError

@@ -9,7 +9,8 @@ import logging
 import time
 from dataclasses import replace
 
-from config.protocols import available_protocols, prescribed_reps
+from config.names import available_protocols
+from config.protocols import prescribed_reps
 from config.settings import Settings
 from devices.base import DeviceInfo
 from feedback.calibration import CalibrationResult

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from config import ConfigError, load_settings
+    from config.loader import ConfigError, load_settings
     from feedback.outputs.broker_access import broker_access
 
     args = build_parser().parse_args(argv)

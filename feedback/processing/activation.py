@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -380,6 +380,19 @@ class BandDetector:
         self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
         self._level_arrays = (np.array(self._levels[0]), np.array(self._levels[1]))
 
+    def compiled_args(self, n: int) -> tuple[Any, ...]:
+        """What kernels.block_step needs to find the zone of n samples in the same call (after
+        the whether-to and the row): levels, state, runs, reach, and the zone and new state
+        it writes; `compiled_done` takes the new state if it changed."""
+        edges = self._edges
+        on, off = self._level_arrays
+        out = (np.empty(n, dtype=np.int8), np.empty(2, dtype=bool))
+        return (on, off, edges.state, *edges.run_arrays(), self._reach, *out)
+
+    def compiled_done(self, switched: bool, new: np.ndarray) -> None:
+        if switched:
+            self._edges.state = new
+
     def process(self, pct: np.ndarray) -> np.ndarray:
         if self._kernels is not None:
             edges = self._edges
@@ -637,6 +650,56 @@ class ActivationDetector:
         self._level_arrays = (self.on_level, self.off_level)
         self._levels = (on_lv, off_lv)  # the same, as lists for the per-block switch
         self._ready = all(math.isfinite(v) for v in on_lv)
+
+    def fused_state(self) -> tuple[Any, ...]:
+        """(reach, frame sums, frame counts) for the fused block (kernels.bind_block)."""
+        return self._reach, self._sum, self._count
+
+    def fused_args(self, n: int) -> tuple[Any, ...] | None:
+        """For a usual block of n samples (inside one frame, no settling): the switch's (on,
+        off, rest, scale, state, runs, last quiet Hodges-Bui sample); None for another."""
+        if self._settle or self._restart or n > self._frame - self._in_frame:
+            return None
+        carry = self._carry
+        levels = (*self._level_arrays, *self._scales)
+        return (*levels, carry.state, *carry.run_arrays(), self._quiet_hb)
+
+    def fused_done(
+        self,
+        first: int,
+        code: int,
+        block: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        usable: np.ndarray | None,
+    ) -> ActivationBlock:
+        """`process`'s end after the fused block: block = (envelope, above Hodges-Bui, active,
+        level) it made, `code` its kernels.block_step code (the switch's state, edges, frame
+        sums), `usable` as for `process` (only read when the frame sums were not added)."""
+        envelope, above, active, level = block
+        n = envelope.shape[1]
+        before = self._carry.state
+        if code & 4:
+            self._carry.state = active[:, n - 1].copy()
+        found: list[OnsetEvent] = []
+        if code & 8:  # (else the kernel moved the last quiet sample)
+            found = self._edges(first, envelope, above, before, active)
+        if code & 16:  # (the kernel added the sums and counts)
+            self._in_frame += n
+            if self._in_frame >= self._frame:
+                self._close_compiled()
+        else:
+            self._learn(envelope, usable)
+        return ActivationBlock(
+            active,
+            tuple(found),
+            self._ready,
+            above,
+            self._rest_now,
+            self._reference_now,
+            self.on_level,
+            self.off_level,
+            self.calibrated,
+            level,
+        )
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: the switch restarts inactive and the

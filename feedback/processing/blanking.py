@@ -36,6 +36,19 @@ class Blanker:
         if end > start:
             self._windows.append((start, end))
 
+    @property
+    def idle(self) -> bool:
+        """No blank pending nor being held: `passed` may stand for `zero` and `hold`."""
+        return not self._windows
+
+    def passed(self, envelope: np.ndarray, pct: np.ndarray) -> np.ndarray:
+        """`zero` and `hold` for a block while idle (done by the fused block): nothing held,
+        the block's last values kept; returns the all-false held mask."""
+        n = envelope.shape[1]
+        self._unheld = np.zeros(n, dtype=bool)
+        self._env, self._pct = envelope[:, n - 1], pct[:, n - 1]
+        return self._unheld
+
     def _mask(self, first: int, n: int, extra: int) -> np.ndarray:
         idx = first + np.arange(n)
         mask = np.zeros(n, dtype=bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,27 @@ class EmgChain:
         self._mvc, self._rest = mvc, rest
         self._span = mvc - rest  # the divisor of %MVC, once per calibration, not per block
         self._scale = (self._rest[:, 0].copy(), self._span[:, 0].copy())  # (the kernel's)
+        self._fused: tuple[Any, ...] | None = None
+
+    def fused_state(self) -> tuple[Any, ...]:
+        """The chain's arrays for the fused block (kernels.bind_block: rms, band-pass sos and
+        state, squares, plan, low-pass sos and state, rest, span), the very arrays this chain
+        keeps; a new tuple after a calibration, so a caller knows to bind again."""
+        if self._fused is None:
+            rows = len(self.channels)
+            rms, lp = self._rms is not None, self._env_lp
+            plan = self._plan if rms else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+            self._fused = (
+                rms,
+                self._band.sos,
+                self._band.state,
+                self._squares if rms else np.zeros((rows, 0)),
+                *plan,
+                lp.sos if lp is not None else np.zeros((0, 6)),
+                lp.state if lp is not None else np.zeros((rows, 0, 2)),
+                *self._scale,
+            )
+        return self._fused
 
     def set_calibration(self, calibration: CalibrationSettings) -> None:
         """A calibration made during the session: %MVC uses it from the next block."""

@@ -159,6 +159,12 @@ class ContractionCounter:
         """A contraction is open and already long enough to count (a live "push" state)."""
         return self._start is not None and self._end - self._start >= self._shortest
 
+    @property
+    def open(self) -> bool:
+        """A contraction has started and not yet ended: a block without activation and
+        without onsets changes nothing while none is (`process` may then be skipped)."""
+        return self._start is not None
+
     def gap(self) -> None:
         """Samples were lost: a contraction in progress has no known end, so it is dropped
         rather than reported with the lost time inside it."""

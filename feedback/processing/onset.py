@@ -19,6 +19,7 @@ about the samples that are lost.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,29 @@ class _Baseline:
         self.seen, self._sorted_to = 0, 0
         self._last, self._stats = None, None
         return self
+
+    def fused_state(self) -> tuple[np.ndarray, ...] | None:
+        """The window's arrays for the fused block (kernels.bind_block: points, sorted
+        points, last sample, running sums, (ops, leaf_of), leaves), or None until a first
+        block (step by step, compiled) has made them."""
+        if self._window is None or self._running is None:
+            return None
+        run, (leaves, ops, leaf_of) = self._running
+        return (*self._window, run, (ops, leaf_of), leaves)  # type: ignore[return-value]
+
+    def fused_args(self) -> tuple[bool, int, int, int]:
+        """(learning, point index, skip, stride) of the next block, for the fused block."""
+        seen, stride = self.seen, self.stride
+        return True, -(-seen // stride), -seen % stride, stride
+
+    def fused_done(self, n: int, done: int, sums: np.ndarray) -> None:
+        """`add`'s bookkeeping after the fused block took n samples; `done`: the code of
+        kernels.baseline_add_window (1: the window's statistics are in sums[:2])."""
+        if done == 1:
+            self._stats = (sums[0], sums[1])
+        assert self._window is not None
+        self._last = self._window[2]
+        self.seen += n
 
     def add(self, x: np.ndarray, usable: np.ndarray | None) -> None:
         n = x.shape[1]
@@ -277,6 +301,8 @@ class OnsetDetector:
         self._window = max(1, round(settings.baseline_s * rate_hz))
         self._kernels = fused.kernels()
         self._learning: _Baseline | None = _Baseline(self._window, self._kernels)
+        self._fused: tuple[_Baseline | None, tuple[Any, ...]] | None = None  # fused_state's
+        self._no_window: tuple[Any, ...] | None = None
         self._settle = 0  # samples still to ignore after a gap
         self.on_threshold = np.full(len(channels), np.inf)
         self.off_threshold = np.full(len(channels), np.inf)
@@ -302,6 +328,56 @@ class OnsetDetector:
         self.off_threshold = np.where(usable, mean + s.off_k_sd * sd, np.inf)
         self._levels = (self.on_threshold.tolist(), self.off_threshold.tolist())
         self._level_arrays = (self.on_threshold, self.off_threshold)
+
+    def fused_state(self) -> tuple[Any, ...] | None:
+        """(reach, the rest window's arrays, `_Baseline.fused_state`) for the fused block
+        (kernels.bind_block), the same tuple while the window is the same (else bind again);
+        None: the window's arrays are not made yet."""
+        learning = self._learning
+        if learning is None:
+            if self._no_window is None:
+                rows = len(self.channels)
+                no_plan = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+                empty = (np.zeros((rows, 0)), np.zeros((rows, 0)), np.zeros(rows))
+                self._no_window = (
+                    *empty,
+                    np.zeros((rows, 0, 9)),
+                    no_plan,
+                    np.zeros((0, 2), np.int64),
+                )
+            window: tuple[Any, ...] | None = self._no_window
+        else:
+            window = learning.fused_state()
+        if window is None:
+            return None
+        if self._fused is None or self._fused[0] is not learning:
+            self._fused = (learning, (self._reach, *window))
+        return self._fused[1]
+
+    def fused_args(self, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+        """For a usual block of n samples (no settling, inside one rest window): the switch's
+        (on, off, state, runs, whether a baseline is known) and the window's (learning,
+        point index, skip, stride); None for another block (step by step)."""
+        learning = self._learning
+        if self._settle or (learning is not None and n > learning.needed - learning.seen):
+            return None
+        carry = self._carry
+        switch = (*self._level_arrays, carry.state, *carry.run_arrays(), self.baseline is not None)
+        window = (False, 0, 0, 1) if learning is None else learning.fused_args()
+        return switch, window
+
+    def fused_done(self, code: int, hb: np.ndarray, sums: np.ndarray) -> None:
+        """After the fused block (kernels.block_step's `code`, its Hodges-Bui switch `hb`,
+        its `sums`): the switch's new state, the window's bookkeeping and end. (The block's
+        events are not made: the pipeline hands on the activation's.)"""
+        n = hb.shape[1]
+        if code & 1:
+            self._carry.state = hb[:, n - 1].copy()  # (the switch's state at the block's end)
+        learning = self._learning
+        if learning is not None:
+            learning.fused_done(n, code >> 8, sums)
+            if learning.seen >= learning.needed:
+                self._window_done(learning)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,33 @@ class SignalQuality:
                 *(float(v) for v in ratios),
                 *(float(v) for v in floors),
             )
+
+    def fused_state(self) -> tuple[Any, ...] | None:
+        """The arrays for the fused block (kernels.bind_block: sos and states of the mains,
+        LF and smoothing filters, levels, (warm-up, flat run, hold), last raw, run of equal
+        values, samples since each flag), or None: no compiled path."""
+        if self._kernels is None:
+            return None
+        counts = np.array([self._warmup, self._flat_run, self._hold], dtype=np.int64)
+        levels = np.array(self._levels)
+        return (
+            self._filters,
+            self._states,
+            levels,
+            counts,
+            self._last_raw,
+            self._same,
+            self._since,
+        )
+
+    @property
+    def seen(self) -> int:
+        """Samples judged so far (the warm-up counts them)."""
+        return self._seen
+
+    def advance(self, n: int) -> None:
+        """n samples judged by the fused block."""
+        self._seen += n
 
     def process(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
         """`raw` as it came from the device (mV), `filtered` the chain's band-passed signal."""

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from config import load_settings
+    from config.loader import load_settings
     from feedback.outputs.broker_access import broker_access
 
     config: dict[str, object] = {"clinic": args.clinic, "login": True}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from feedback import app
 from feedback.clinic.logger import ClinicLogger

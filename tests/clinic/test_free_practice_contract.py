@@ -9,7 +9,7 @@ import json
 import secrets
 from pathlib import Path
 
-from config import load_settings
+from config.loader import load_settings
 from feedback.clinic.db import connect
 from feedback.outputs.broker_access import BrokerAccess
 from tests.clinic.conftest import ClinicBroker, run_station, running_logger

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 
 
 def test_defaults_load_and_match_the_documented_file() -> None:

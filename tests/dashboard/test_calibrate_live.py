@@ -11,7 +11,7 @@ from typing import Any
 
 from control_rig import run_pressing
 
-from config import load_settings
+from config.loader import load_settings
 from feedback.clinic.validation import check
 from feedback.dashboard.controls import Calibrate
 from feedback.exercise import Phase, PhaseChanged, RepCompleted

@@ -21,7 +21,7 @@ import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import LinkStats
 from devices.framed_stream import FramedSampleStream
 from devices.simulator import build_firmware

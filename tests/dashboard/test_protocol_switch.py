@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from control_rig import run_pressing
 
-from config import load_settings
+from config.loader import load_settings
 from config.protocols import load_protocol
 from devices.base import SampleBlock
 from feedback.clinic.validation import check

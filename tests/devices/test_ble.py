@@ -20,7 +20,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, SampleBlock
 from devices.ble import DEVICE_TO_HOST_UUID, HOST_TO_DEVICE_UUID, SERVICE_UUID, open_ble
 from devices.firmware_pty import default_firmware

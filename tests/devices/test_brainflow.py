@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, SampleBlock
 from devices.brainflow_device import BrainflowDevice, load_brainflow
 from devices.registry import open_device

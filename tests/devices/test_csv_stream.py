@@ -9,7 +9,7 @@ import tty
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, LinkStats, SampleBlock
 from devices.csv_stream import CsvSampleStream, CsvSettings
 from devices.registry import open_device

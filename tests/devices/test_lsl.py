@@ -13,7 +13,7 @@ import pylsl
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, SampleBlock
 from devices.registry import open_device
 from feedback import app

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, SampleBlock
 from devices.recording_formats import load_recording
 from devices.registry import open_device

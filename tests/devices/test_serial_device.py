@@ -15,7 +15,7 @@ import pytest
 from conftest import PluggableEmulator  # type: ignore[import-not-found]
 from serial.tools.list_ports_common import ListPortInfo
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import DeviceError, LinkState, SampleBlock
 from devices.registry import open_device
 from devices.serial_device import PortQuery, find_port, open_serial

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import ActivationSettings, CalibrationSettings
 from feedback.processing.activation import ActivationBlock, ActivationDetector
 from feedback.processing.onset import OnsetDetector

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import CalibrationSettings, Settings
 from devices.base import SampleBlock
 from feedback.calibration import Calibration, Step

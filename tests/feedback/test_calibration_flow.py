@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from devices.simulator import SimulatedDevice
 from feedback.calibration_flow import calibrated_settings
 from feedback.profiles import profile_path

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from feedback.calibration import CalibrationResult
 from feedback.calibration_recording import REST_WINDOW_S, from_envelope, replay_spec
 

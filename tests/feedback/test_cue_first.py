@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.registry import open_device
 from feedback.outputs.base import BlockDone, CuesDue, Item, Output, Policy, idle
 from feedback.outputs.bodies import cue_body

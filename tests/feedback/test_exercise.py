@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import load_settings
+from config.loader import load_settings
 from feedback.exercise import Exercise, Phase, PhaseChanged, RepCompleted
 from feedback.processing.activation import Zone
 

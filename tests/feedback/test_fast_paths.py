@@ -250,7 +250,7 @@ def test_incremental_rest_percentile_through_gaps_and_an_effort() -> None:
     several times, one channel makes an effort: after every block the rest equals the batch
     recomputation over the ring (`_low_percentile`, NaN left out; the old rest kept where a
     channel has no valid frame). See also tests/feedback/test_incremental_rest.py."""
-    from config import load_settings
+    from config.loader import load_settings
     from feedback.processing.activation import ActivationDetector, _low_percentile
 
     s = load_settings(environ={}).activation.model_copy(

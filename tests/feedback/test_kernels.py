@@ -1,4 +1,4 @@
-"""The compiled kernels (feedback/processing/kernels.py, numba) against the numpy path they
+"""The compiled kernels (feedback/processing/kernels/, numba) against the numpy path they
 replace (issue 12, item 4): the same values to the bit, block by block, in every Tick field,
 so the stored reference digests (test_pipeline_reference.py) hold for both paths.
 
@@ -19,10 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline, Tick
 from feedback.processing import fused
+from feedback.processing.block_step import BlockSteps
 from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, _complete_mean_sd
 from tests.feedback import test_pipeline_reference as ref
 
@@ -92,20 +93,31 @@ def test_the_lowpass_envelope_and_the_notch_agree_too(dtype: str) -> None:
 
 
 def test_one_ulp_in_one_envelope_sample_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Negative control: a chain kernel wrong by one ulp in one sample of one block fails
-    both the comparison with the numpy path and the stored reference."""
-    real, calls = kernels.chain_rms, [0]
+    """Negative control: a chain kernel wrong by one ulp in one sample of one block (the usual
+    block's fused call, kernels.block_step, or the chain's own) fails both the comparison
+    with the numpy path and the stored reference."""
+    real, real_block, calls = kernels.chain_rms, kernels.block_step, [0]
+
+    def nudge(envelope: np.ndarray) -> None:
+        calls[0] += 1
+        if calls[0] == 1500:  # one block of 2400, well after the first baseline window
+            envelope[1, 5] = np.nextafter(envelope[1, 5], np.inf)
 
     def off_by_one_ulp(*args: object) -> None:
         real(*args)
         out = args[-1]  # (filtered, envelope, pct)
         assert isinstance(out, tuple)
-        envelope = out[1]
-        calls[0] += 1
-        if calls[0] == 1500:  # one block of 2400, well after the first baseline window
-            envelope[1, 5] = np.nextafter(envelope[1, 5], np.inf)
+        nudge(out[1])
+
+    def block_off_by_one_ulp(*args: object) -> int:
+        code = real_block(*args)
+        outs = args[-1]  # (floats: filtered, envelope, ...; flags; switches; sums)
+        assert isinstance(outs, tuple)
+        nudge(outs[0][1])
+        return int(code)
 
     monkeypatch.setattr(kernels, "chain_rms", off_by_one_ulp)
+    monkeypatch.setattr(kernels, "block_step", block_off_by_one_ulp)
     with pytest.raises(AssertionError, match="fields differ"):
         test_compiled_and_numpy_paths_give_the_same_ticks("band", "20")
     calls[0] = 0
@@ -114,18 +126,65 @@ def test_one_ulp_in_one_envelope_sample_is_caught(monkeypatch: pytest.MonkeyPatc
 
 
 def test_one_wrong_coefficient_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Negative control: the compiled band-pass with one coefficient off by 1e-12 fails the
-    stored reference (which the numpy path meets)."""
-    real = kernels.chain_rms
+    """Negative control: the compiled band-pass with one coefficient off by 1e-12 (in the
+    chain's kernel and in the fused block's) fails the stored reference (which the numpy
+    path meets)."""
+    real, real_block = kernels.chain_rms, kernels.block_step
 
     def perturbed(raw: np.ndarray, sos: np.ndarray, *rest: object) -> object:
         wrong = sos.copy()
         wrong[2, 1] *= 1 + 1e-12
         return real(raw, wrong, *rest)
 
+    def block_perturbed(raw: np.ndarray, state: object, *rest: object) -> object:
+        sos = kernels.block_sos(state)  # (the chain's own array: put back after the call)
+        right = sos[2, 1]
+        sos[2, 1] *= 1 + 1e-12
+        try:
+            return real_block(raw, state, *rest)
+        finally:
+            sos[2, 1] = right
+
     monkeypatch.setattr(kernels, "chain_rms", perturbed)
+    monkeypatch.setattr(kernels, "block_step", block_perturbed)
     with pytest.raises(AssertionError, match="fields differ"):
         ref.test_every_tick_field_equals_the_reference("band", "20")
+
+
+def test_the_usual_block_takes_the_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled pipeline runs nearly every 20-sample block in one call (kernels.
+    block_step), and the blocks it does not take (a window's first, a gap's settling) go
+    step by step: both counted, so a fast path that silently stopped applying would show."""
+    real_block, real_chain, fused_calls, chain_calls = (
+        kernels.block_step,
+        kernels.chain_rms,
+        [0],
+        [0],
+    )
+
+    def count_block(*args: object) -> int:
+        fused_calls[0] += 1
+        return int(real_block(*args))
+
+    def count_chain(*args: object) -> None:
+        chain_calls[0] += 1
+        real_chain(*args)
+
+    def counted() -> tuple[int, int]:
+        fused_calls[0] = chain_calls[0] = 0
+        blocks = int(ref.run("band", "20")["blocks"])
+        assert fused_calls[0] + chain_calls[0] == blocks
+        return fused_calls[0], blocks
+
+    Pipeline(load_settings(environ={}), ref.RATE, ref.CHANNELS)  # (the warm-up, uncounted)
+    monkeypatch.setattr(kernels, "block_step", count_block)
+    monkeypatch.setattr(kernels, "chain_rms", count_chain)
+    fast, blocks = counted()
+    assert fast > 0.95 * blocks, (fast, blocks)
+    # Negative control: a fused path that never applies is seen (and changes no result).
+    monkeypatch.setattr(BlockSteps, "run", lambda *args: None)
+    fast, blocks = counted()
+    assert fast == 0 and blocks > 1000
 
 
 @settings(max_examples=200, deadline=None)
@@ -189,3 +248,28 @@ def test_importing_the_pipeline_does_not_import_numba() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.stdout.strip() == "False", done.stderr
+
+
+def unwarmed_sample_types(signatures: list[tuple[object, ...]]) -> set[str]:
+    """Sample types (of the raw block, the first argument) a fused-block dispatcher has not
+    been compiled for."""
+    have = {str(sig[0]) for sig in signatures}
+    return {f"array({t}, 2d, C)" for t in ("float32", "float64")} - have
+
+
+def test_the_warm_up_compiles_the_fused_block_for_both_sample_types() -> None:
+    """A device may deliver float32 or float64 blocks: the warm-up (before a station opens
+    its device) leaves neither to be compiled inside a session."""
+    probe = (
+        "from feedback.pipeline import compile_kernels; compile_kernels(); "
+        "from feedback.processing import kernels; "
+        "print('|'.join(str(sig[0]) for sig in kernels.block_step.signatures))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    warmed = [(t,) for t in out.stdout.strip().split("|")]  # (a fresh process: the warm-up's)
+    assert unwarmed_sample_types(warmed) == set(), warmed
+    # Negative control: a warm-up that ran float32 blocks only is caught.
+    only_float32 = [sig for sig in warmed if "float32" in sig[0]]
+    assert unwarmed_sample_types(only_float32) == {"array(float64, 2d, C)"}

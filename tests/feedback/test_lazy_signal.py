@@ -255,7 +255,7 @@ def test_the_kernel_loads_and_a_wrong_one_is_refused() -> None:
 FRESH = """
 import sys
 import numpy as np
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback import app  # noqa: F401  (everything a station imports)
 from feedback.pipeline import Pipeline

@@ -17,7 +17,7 @@ import pylsl
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.base import Device, SampleBlock
 from devices.registry import open_device

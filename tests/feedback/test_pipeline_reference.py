@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import CalibrationSettings, Settings
 from devices.base import SampleBlock
 from devices.formats import load_recording

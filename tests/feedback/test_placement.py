@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import SENIAM_VM, PlacementSettings, Settings
 from feedback.clinic.validation import InvalidMessage, check
 from feedback.outputs.topics import MessageNumberer, Topics, encode

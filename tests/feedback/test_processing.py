@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.processing.activation import BandDetector, Zone, hysteresis
 from feedback.processing.chain import EmgChain

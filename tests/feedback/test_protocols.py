@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 from config.protocols import available_protocols, load_protocol, prescribed_reps
 from devices.base import SampleBlock
 from feedback.cli import main

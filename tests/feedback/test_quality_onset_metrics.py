@@ -8,7 +8,7 @@ from dataclasses import astuple
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline, Tick

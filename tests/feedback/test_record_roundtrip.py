@@ -16,7 +16,7 @@ import numpy as np
 import pyedflib
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from devices.registry import open_device

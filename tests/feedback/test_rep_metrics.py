@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import LinkStats
 from devices.framed_stream import FramedSampleStream
 from devices.simulator import build_firmware

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.registry import open_device
 from feedback.control import commands as cmd
 from feedback.dashboard import controls

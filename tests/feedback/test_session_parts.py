@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from config.protocols import ProtocolError
 from feedback.calibration import CalibrationResult
 from feedback.calibration_live import LiveCalibration

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from feedback.snapshot import local_settings, public_spec, published_settings
 
 

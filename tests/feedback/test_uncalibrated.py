@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline, Tick
 from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 from config.settings import Settings
 
 TMP = Path(tempfile.mkdtemp(prefix="fuzz-config-"))

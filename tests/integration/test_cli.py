@@ -171,7 +171,7 @@ def test_session_lines_are_not_highlighted_on_a_colour_terminal(tmp_path: Path) 
 
     from rich.console import Console
 
-    from config import load_settings
+    from config.loader import load_settings
     from feedback import app
 
     out = io.StringIO()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from devices.registry import MAX_SPEED_BLOCK_MS, open_device
 from devices.replay import ReplayDevice
 from feedback import app, cli

@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.outputs.mqtt_publisher import parse_broker_url
 from feedback.outputs.stream import StreamPacket, decode

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.supervision import Supervisor
 

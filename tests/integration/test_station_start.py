@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config import load_settings
+from config.loader import load_settings
 from feedback import app
 from feedback.processing import fused
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench.quality_realdata import flags_of, recordings
-from config import load_settings
+from config.loader import load_settings
 from devices.recording_formats import Recording, load_recording
 from feedback.processing.quality import Flag
 

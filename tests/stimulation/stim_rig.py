@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import LinkState, LinkStats
 from devices.framed_stream import FramedSampleStream
 from feedback.stimulation import (

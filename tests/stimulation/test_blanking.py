@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import load_settings
+from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from stim_rig import StimRig, of
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 from feedback.stimulation import Abort, BurstEnded, EStop, Fire, Rearm, Refusal, Refused, TickView
 from firmware_bridge import StimState
 from firmware_bridge.emulator import FirmwareLimits

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from stim_rig import stim_settings
 
-from config import ConfigError, load_settings
+from config.loader import ConfigError, load_settings
 from devices.simulator import SimulatedDevice
 from feedback import cli
 from feedback.stimulation.driver import StimChannelError, StimDriver

@@ -85,7 +85,7 @@ async def test_run_feedback_web_serves_the_patient_view(tmp_path: Path) -> None:
 
 
 def test_the_page_relay_lends_the_browser_none_of_the_stations_identity(tmp_path: Path) -> None:
-    from config import load_settings
+    from config.loader import load_settings
     from feedback.web.demo import page_relay
 
     station = {

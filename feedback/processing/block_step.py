@@ -1,0 +1,118 @@
+"""The numeric steps of a usual block in one compiled call (kernels.block_step): the chain, the
+signal quality, the Hodges-Bui onset switch and its rest window, the activation switch.
+
+A usual block lies inside one onset rest window and one activation frame (either may end at
+its last sample), after any settling and with no stimulation blank near it: then each step's
+per-block Python work reduces to a few counters and the events, and the one call replaces six
+(whose argument unboxing alone cost more than their arithmetic). Any other block takes the
+steps one by one, as on the numpy path; both edit the same state arrays, so a session may
+switch between them at any block, and the values are the same to the bit either way
+(tests/feedback/test_kernels.py compares every Tick with the numpy path's).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from devices.base import SampleBlock
+from feedback.processing.activation import ActivationBlock, ActivationDetector, BandDetector
+from feedback.processing.blanking import Blanker
+from feedback.processing.chain import EmgChain, ProcessedBlock
+from feedback.processing.onset import OnsetDetector
+from feedback.processing.quality import Flag, QualityBlock, SignalQuality
+
+FLAT = int(Flag.FLAT)
+
+# (processed, blanked, quality, activation, flagged, each row's envelope sum or None, the
+# target's zone or None)
+Fast = tuple[
+    ProcessedBlock,
+    np.ndarray,
+    QualityBlock,
+    ActivationBlock,
+    bool,
+    np.ndarray | None,
+    np.ndarray | None,
+]
+
+
+class BlockSteps:
+    """`run` a block through the steps in one call, or None: take them one by one. Each step
+    tells what the call needs (`fused_state`: its long-lived arrays, bound once; `fused_args`:
+    the rest, per block, or None when the block is not usual for it) and does its own
+    bookkeeping after it (`fused_done`)."""
+
+    def __init__(
+        self,
+        kernels: ModuleType,
+        chain: EmgChain,
+        quality: SignalQuality,
+        onset: OnsetDetector,
+        activation: ActivationDetector,
+        blanker: Blanker,
+    ) -> None:
+        self._k = kernels
+        self.chain, self.quality, self.onset, self.activation = chain, quality, onset, activation
+        self.blanker = blanker
+        self._state: Any = None  # kernels.BlockState, bound to the steps' arrays
+        self._bound: tuple[object, object] = (None, None)  # the chain's and onset's states bound
+        i1, b1 = np.zeros(0, np.int64), np.zeros(0, bool)
+        # No zone asked for: arguments of the types the zone's would have.
+        self._no_band = (np.zeros(0), np.zeros(0), b1, i1, i1, (1, 1), np.zeros(0, np.int8), b1)
+
+    def _bind(self, chain: tuple[Any, ...], window: tuple[Any, ...]) -> None:
+        """A BlockState over the arrays the steps keep (a calibration gives the chain a new
+        scale, a gap the onset detector a new rest window: then it is bound again)."""
+        quality = self.quality.fused_state()
+        assert quality is not None
+        self._state = self._k.bind_block(chain, quality, window, self.activation.fused_state())
+        self._bound = (chain, window)
+
+    def run(self, block: SampleBlock, band: tuple[BandDetector, int] | None = None) -> Fast | None:
+        """`Fast`, or None for a block that is not usual; `band`: (detector, row) whose zone
+        to find in the same call (its band unchanged throughout the block)."""
+        data = block.data
+        rows, n = data.shape
+        if not n or not self.blanker.idle:
+            return None
+        onset_args, act_args = self.onset.fused_args(n), self.activation.fused_args(n)
+        chain, window = self.chain.fused_state(), self.onset.fused_state()
+        if onset_args is None or act_args is None or window is None:
+            return None
+        if self._bound[0] is not chain or self._bound[1] is not window:
+            self._bind(chain, window)
+        raw = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        floats = np.empty((4, rows, n))
+        flags = np.empty((rows, n), dtype=np.uint8)
+        switches = np.empty((3, rows, n), dtype=bool)
+        sums = np.empty((3, rows))
+        zoned = band[0].compiled_args(n) if band is not None else self._no_band
+        code = self._k.block_step(
+            raw,
+            self._state,
+            onset_args[0],
+            act_args,
+            (band is not None, 0 if band is None else band[1], *zoned),
+            (block.first_index, self.quality.seen, *onset_args[1]),
+            (floats, flags, switches, sums),
+        )
+        self.quality.advance(n)
+        envelope, pct = floats[1], floats[2]
+        above, active = switches[1], switches[2]
+        flagged = bool(code & 32)
+        self.onset.fused_done(code, switches[0], sums)
+        usable = (flags & FLAT) == 0 if flagged and not code & 16 else None
+        onsets = self.activation.fused_done(
+            block.first_index, code, (envelope, above, active, floats[3]), usable
+        )
+        blanked = self.blanker.passed(envelope, pct)
+        processed = ProcessedBlock(block, floats[0], envelope, pct)
+        env_sums = sums[2] if code & 64 else None
+        zone = None
+        if band is not None:
+            band[0].compiled_done(bool(code & 128), zoned[-1])
+            zone = zoned[-2]
+        return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums, zone

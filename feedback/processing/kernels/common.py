@@ -1,0 +1,21 @@
+"""What every kernel module shares: the jit options and numpy's summation constants."""
+
+from __future__ import annotations
+
+import numba
+from numba import njit
+
+# numpy's PW_BLOCKSIZE: up to this many values are summed with eight accumulators.
+PAIRWISE_BLOCK = 128
+# feedback.processing.onset's: the MAD of normal values times this estimates their SD;
+# points this many robust SDs above the median are no rest (onset imports them from here
+# only when compiled; a test checks the two agree).
+MAD_TO_SD = 1.4826
+OUTLIER_SPREADS = 5.0
+
+# Compiled once per machine and cached on disk; nogil: a station's other threads run meanwhile.
+jit = njit(cache=True, nogil=True)
+
+
+def numba_version() -> str:
+    return str(numba.__version__)
