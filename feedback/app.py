@@ -16,7 +16,7 @@ from rich.console import Console
 
 from config.settings import Settings
 from devices.base import Device
-from devices.registry import open_device
+from devices.registry import open_device, split_spec
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
 from feedback.control.bus import CommandBus
@@ -29,6 +29,7 @@ from feedback.outputs.session_store import SessionStore
 from feedback.outputs.terminal import ViewState, run_terminal_view
 from feedback.outputs.topics import Topics
 from feedback.pipeline import compile_kernels
+from feedback.processing import fused
 from feedback.processing.chain import EmgChain
 from feedback.session import Session, default_db_path
 from feedback.station import station_outputs
@@ -128,7 +129,7 @@ async def run(
             from feedback import metrics
 
             stack.callback(metrics.serve(publisher, options.metrics_port))
-        device = _kernels_then_device(options.device, settings)
+        device = _kernels_then_device(options.device, settings, stack)
         await stack.enter_async_context(device)
         settings, calibration_note = await calibrated_settings(
             settings,
@@ -195,11 +196,20 @@ async def run(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _kernels_then_device(spec: str, settings: Settings) -> Device:
+def _kernels_then_device(spec: str, settings: Settings, stack: contextlib.AsyncExitStack) -> Device:
     """Numba's kernels load before the device streams: loading them once a serial device was
     open left a gap in a session against the AVR firmware under simavr (its UART buffer
-    overflowed while the first Pipeline warmed up)."""
-    compile_kernels(settings)
+    overflowed while the first Pipeline warmed up).
+
+    A file replayed at speed=max is the exception: nobody waits for its blocks, which are
+    500 ms long, where the numpy path costs what the kernels cost, while loading the kernels
+    (2-3 s on the development machine) would be most of the run. It takes the numpy path,
+    which gives the same bits (tests/feedback/test_kernels.py)."""
+    kind, _target, options = split_spec(spec)
+    if kind == "replay" and options.get("speed") == "max":
+        stack.enter_context(fused.reference_path())
+    else:
+        compile_kernels(settings)
     return open_device(spec, settings)
 
 

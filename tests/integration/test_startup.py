@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import runpy, sys
@@ -77,3 +79,35 @@ def test_the_probe_sees_an_eager_publisher_import(tmp_path: Path) -> None:
     # before, and the same replay reports both clients.
     eager = ("feedback.outputs.mqtt_publisher",)
     assert mqtt_imports_of_a_replay(tmp_path / "log.db", eager) == "aiomqtt,paho"
+
+
+NUMBA_PROBE = """
+import runpy, sys
+sys.argv = ["run_feedback.py", *{argv!r}]
+try:
+    runpy.run_path("run_feedback.py", run_name="__main__")
+except SystemExit:
+    pass
+print("NUMBA=" + str("numba" in sys.modules), file=sys.stderr)
+"""
+
+
+def numba_loaded_by(device: str, db: Path, *extra: str) -> bool:
+    argv = ["--headless", "--db", str(db), "--broker", "none", "--device", device, *extra]
+    done = subprocess.run([sys.executable, "-c", NUMBA_PROBE.format(argv=argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("NUMBA=")]
+    return line == "NUMBA=True"
+
+
+def test_a_replay_at_full_speed_takes_the_numpy_path_and_loads_no_kernels(tmp_path: Path) -> None:
+    """Its 500 ms blocks cost numpy what they cost the kernels; loading them would be most of
+    the run (feedback.app._kernels_then_device). Same bits either way (test_kernels.py)."""
+    assert not numba_loaded_by(f"replay:{REPLAY}?speed=max", tmp_path / "log.db")
+
+
+def test_the_numba_probe_sees_a_simulated_session_load_the_kernels(tmp_path: Path) -> None:
+    # Negative control: a session whose blocks are short warms the kernels before its device
+    # opens, and the probe reports it (skipped where numba is not installed).
+    pytest.importorskip("numba")
+    assert numba_loaded_by("sim?speed=max", tmp_path / "log.db", "--duration", "1")
