@@ -32,6 +32,7 @@ from feedback.processing.contraction_counter import ContractionCounter, CounterI
 from feedback.processing.metrics import Contraction, limb_symmetry_index
 from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
 from feedback.processing.quality import Flag, QualityBlock, SignalQuality, describe
+from feedback.processing.records import record
 from feedback.progression import BandRaised, Progression
 
 # Enum members looked up once: an IntEnum/IntFlag attribute costs about a microsecond a time.
@@ -41,7 +42,7 @@ ZONES = tuple(Zone)
 assert (int(Zone.BELOW), int(Zone.IN_BAND)) == (0, 1)  # the int8 zone from a bool row
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class Tick:
     processed: ProcessedBlock
     zone: np.ndarray  # per sample, target channel
@@ -72,7 +73,7 @@ class Tick:
     activation: ActivationBlock | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class CueStep:
     """A block as far as its cues (`Pipeline.cue_step`): what the cues say, and what the rest of
     the block (`Pipeline.complete`) goes on from. The fields a cue's message shows beside it
