@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -97,14 +98,15 @@ class CueStep:
 
 
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
-# inspection (a few microseconds a block): every field of ExerciseState is an init field.
-_STATE_FIELDS = tuple(f.name for f in fields(ExerciseState))
+# inspection (a few microseconds a block): every field of ExerciseState is an init field, read
+# in one C call.
+_state_fields = attrgetter(*(f.name for f in fields(ExerciseState)))
 assert all(f.init for f in fields(ExerciseState))
 
 
 def _snapshot(state: ExerciseState) -> ExerciseState:
     """A copy of the exercise state with its own events list (the live one is reused)."""
-    copy = ExerciseState(*[getattr(state, name) for name in _STATE_FIELDS])
+    copy = ExerciseState(*_state_fields(state))
     copy.events = list(state.events)
     return copy
 
@@ -351,13 +353,14 @@ class Pipeline:
         """The block up to its cues: what a runner hands on first (a cue's latency is the
         product); `complete` must follow, before the next block, for the rest of the Tick."""
         t0 = time.perf_counter()
-        if self._next_index is not None and block.first_index != self._next_index:
+        first, end = block.first_index, block.end_index
+        if self._next_index is not None and first != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
             self.activation.gap(self._settle)
             self.counter.gap()
-        self._next_index = block.end_index
+        self._next_index = end
         ti = self._target
-        switch_at = self._switch_index(block.first_index, block.end_index)
+        switch_at = None if self._switch is None else self._switch_index(first, end)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
             sw = self._switch
             assert sw is not None
@@ -370,7 +373,7 @@ class Pipeline:
             fast = None
         else:  # (the zone in the same call, when the band holds for the whole block)
             changes = self._band_changes
-            steady = banded and (not changes or changes[0].from_index >= block.end_index)
+            steady = banded and (not changes or changes[0].from_index >= end)
             fast = self._steps.run(block, (self.detector, ti) if steady else None)
         if fast is not None:
             processed, held, quality, onsets, flagged, self._env_sums, zone = fast
@@ -378,7 +381,7 @@ class Pipeline:
             processed, held, quality, onsets, flagged = self._step_by_step(block)
             self._env_sums = None
         if zone is None and banded:
-            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+            zone = self._detect(processed.pct_mvc[ti], first)
         elif zone is None:
             # IN_BAND is 1 and BELOW 0: the bool row as int8 is that zone (np.where with enum
             # members costs ten times as much on a 20-sample block).
@@ -388,16 +391,17 @@ class Pipeline:
             zone[bad] = BELOW  # a bad signal never counts as effort
         cal_status, calibrated = None, None
         if self._calibration is not None:
-            state, cal_status, calibrated = self._calibrate(block.first_index, processed, zone)
+            state, cal_status, calibrated = self._calibrate(first, processed, zone)
         else:
-            state = self._exercise(block.first_index, zone, switch_at)
-        # After a switch, the new protocol's progression judges only its own reps.
-        mine = [e for e in state.events if switch_at is None or e.at_index >= switch_at]
-        raised = self.progression.update(mine, self.exercise)
-        self._band_changes.extend(raised)
-        last = quality.last
+            state = self._exercise(first, zone, switch_at)
+        raised: list[BandRaised] = []
+        if state.events:  # (the usual block has none: nothing to judge)
+            # After a switch, the new protocol's progression judges only its own reps.
+            mine = [e for e in state.events if switch_at is None or e.at_index >= switch_at]
+            raised = self.progression.update(mine, self.exercise)
+            self._band_changes.extend(raised)
         problems = (
-            {c: describe(f) for c, f in zip(self.channels, last.tolist(), strict=True) if f}
+            {c: describe(f) for c, f in zip(self.channels, quality.last.tolist(), strict=True) if f}
             if flagged
             else {}
         )
@@ -405,9 +409,7 @@ class Pipeline:
         if self.target in problems:
             withheld = f"{self.target}: {', '.join(problems[self.target])}"
         last_zone = ZONES[int(zone[-1])] if zone.shape[0] else Zone.BELOW
-        cues = self.cue_rules.update(
-            state, last_zone, block.end_index - 1, block.t_arrival, withheld
-        )
+        cues = self.cue_rules.update(state, last_zone, end - 1, block.t_arrival, withheld)
         return CueStep(
             processed,
             zone,
