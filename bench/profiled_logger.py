@@ -65,7 +65,7 @@ def _count_stages() -> None:
         setattr(owner, name, wrapper)
 
     counted(store.ClinicStore, "ingest", "stage:store.ingest")
-    counted(store.ClinicStore, "_check", "stage:store.check (validation)")
+    counted(store.ClinicStore, "check_ahead", "stage:store.check_ahead (validation)")
     counted(store.ClinicStore, "_fold_live", "stage:store.fold_live")
     counted(store.ClinicStore, "_claim_all", "stage:store.claim_all")
     counted(store.ClinicStore, "_deliveries", "stage:store.deliveries")

@@ -77,7 +77,7 @@ class SimulatorSettings(_Section):
 
     @model_validator(mode="after")
     def _roles_are_known(self) -> SimulatorSettings:
-        bad = [c for c in self.channels if not re.match(CHANNEL_ROLE, c)]
+        bad = [c for c in self.channels if not re.fullmatch(CHANNEL_ROLE, c)]
         if bad:
             raise ValueError(f"channel roles must look like VM, VL or VM_L; got {bad}")
         return self
@@ -450,7 +450,7 @@ class PlacementSettings(_Section):
     @field_validator("electrodes")
     @classmethod
     def _roles(cls, v: dict[str, ElectrodePlacement]) -> dict[str, ElectrodePlacement]:
-        bad = [r for r in v if not re.match(CHANNEL_ROLE, r)]
+        bad = [r for r in v if not re.fullmatch(CHANNEL_ROLE, r)]
         if bad:
             raise ValueError(f"placement roles must look like VM, VL or VM_L; got {bad}")
         return v

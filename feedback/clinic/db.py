@@ -10,6 +10,7 @@ Both are synchronous: the logger calls them from a worker thread, one call at a 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
@@ -140,8 +141,12 @@ class PostgresBackend:
     def __init__(self, url: str) -> None:
         import psycopg  # the optional 'postgres' extra
 
+        self._idle = psycopg.pq.TransactionStatus.IDLE
+
         self.url = url
         self._db = psycopg.connect(url, autocommit=True)
+        self._scratch: set[str] = set()  # temporary tables this connection has (`relation`)
+        self._filled: set[str] = set()  # of them, filled in this transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._db.cursor() as cur:
@@ -177,27 +182,68 @@ class PostgresBackend:
     def relation(
         self, name: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
     ) -> tuple[str, list[Any]]:
-        """`name (columns) AS (SELECT * FROM unnest(?::type[], ...))`: one array a column,
-        each value made the column's Python type (psycopg types a list by its first item)."""
+        """`name (columns) AS (SELECT columns FROM <a temporary table>)`, the rows copied into
+        it now (COPY: formatted in C) and read by the statement that comes next. Was one array
+        a column to unnest, which psycopg dumps in Python: 150 rows of `live_seconds` took
+        8.0 ms of CPU, by COPY 1.6 (and half the wall time). The table (one per column list,
+        a connection's own) is emptied at each commit, and before it is filled again.
+        Int and real values are made the column's type (COPY reads 3.0 as no bigint)."""
         if not rows:
             raise ValueError("a relation needs at least one row")
-        arrays = ", ".join(f"?::{_PG_ARRAY[t]}" for _, t in columns)
+        if self._db.info.transaction_status == self._idle:  # autocommit: emptied once copied
+            raise RuntimeError("a relation is read in the transaction that made it")
+        table = self._scratch_table(columns)
+        if table in self._filled:
+            self.execute(f"DELETE FROM {table}")
+        convert = [(i, _PY_TYPE[t]) for i, (_, t) in enumerate(columns) if t in ("int", "real")]
+        with self._db.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
+            for row in rows:
+                if convert:
+                    row = list(row)
+                    for i, to in convert:
+                        if row[i] is not None:
+                            row[i] = to(row[i])
+                copy.write_row(row)
+        self._filled.add(table)
         cols = ", ".join(c for c, _ in columns)
-        params = [
-            [None if r[i] is None else _PY_TYPE[t](r[i]) for r in rows]
-            for i, (_, t) in enumerate(columns)
-        ]
-        return f"{name} ({cols}) AS (SELECT * FROM unnest({arrays}))", params
+        return f"{name} ({cols}) AS (SELECT {cols} FROM {table})", []
+
+    def _scratch_table(self, columns: Sequence[Column]) -> str:
+        spec = ", ".join(f"{c} {_PG_TYPE[t]}" for c, t in columns)
+        table = "vmf_rows_" + hashlib.sha1(spec.encode()).hexdigest()[:12]
+        if table not in self._scratch:
+            # Made in the transaction: gone again if it rolls back (`_rolled_back`).
+            self.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({spec}) ON COMMIT DELETE ROWS"
+            )
+            self._scratch.add(table)
+        return table
+
+    def _rolled_back(self) -> None:
+        # Made again (IF NOT EXISTS) when next used. `_filled` stays: a savepoint rolled back
+        # brings back the rows copied before it, so the next fill must empty the table first.
+        self._scratch.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._db.transaction():
-            yield
+        self._filled.clear()
+        try:
+            with self._db.transaction():
+                yield
+        except BaseException:
+            self._rolled_back()
+            raise
+        finally:
+            self._filled.clear()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        with self._db.transaction():  # nested inside a transaction, psycopg makes a savepoint
-            yield
+        try:
+            with self._db.transaction():  # nested in a transaction, psycopg makes a savepoint
+                yield
+        except BaseException:
+            self._rolled_back()
+            raise
 
     def lock_for_migration(self) -> None:
         # Several logger instances may start together; one migrates, the others wait for it.
@@ -208,7 +254,7 @@ class PostgresBackend:
 
 
 _PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) (?:\(([\w, ]+)\) )?VALUES \([?, ]+\)")
-_PG_ARRAY = {"text": "text[]", "int": "bigint[]", "real": "float8[]", "blob": "bytea[]"}
+_PG_TYPE = {"text": "text", "int": "bigint", "real": "float8", "blob": "bytea"}
 _PY_TYPE: dict[str, Any] = {"text": str, "int": int, "real": float, "blob": bytes}
 
 

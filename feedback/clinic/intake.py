@@ -82,7 +82,7 @@ def share_property_tables() -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: ~1.7 us less a message (validation.Message says why)
 class Received:
     topic: str
     payload: bytes

@@ -55,11 +55,14 @@ UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: ~1.7 us less a message (validation.Message says why)
 class Incoming:
     topic: str
     payload: bytes
     received_at: float
+    # The contract's verdict (the message, or why it is refused) when checked ahead of the
+    # transaction (`ClinicStore.check_ahead`); None: the store checks it.
+    verdict: Message | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,14 +354,28 @@ class ClinicStore:
         self._flush()
         self._fold_live(live, result)
 
-    def _check(self, item: Incoming, result: IngestResult) -> Message | None:
+    def check_ahead(self, batch: Sequence[Incoming]) -> None:
+        """Check the messages against the contract now (each `verdict`), before `ingest`: CPU
+        only, no database, no lock. The logger checks the next batch while this one's
+        statements and commit wait for PostgreSQL (psycopg waits without the GIL): the check
+        is about a third of the store's CPU, and the wait as much again."""
+        for item in batch:
+            item.verdict = self._verdict(item)
+
+    def _verdict(self, item: Incoming) -> Message | str:
         try:
             return check(item.topic, item.payload, self.max_payload_bytes)
         except InvalidMessage as exc:
-            self._quarantine(item, exc.reason, result)
+            return exc.reason
         except Exception as exc:  # whatever the parser raised, it is this message's fault
-            self._quarantine(item, f"could not be checked: {_describe(exc)}", result)
-        return None
+            return f"could not be checked: {_describe(exc)}"
+
+    def _check(self, item: Incoming, result: IngestResult) -> Message | None:
+        verdict = self._verdict(item) if item.verdict is None else item.verdict
+        if isinstance(verdict, str):
+            self._quarantine(item, verdict, result)
+            return None
+        return verdict
 
     def _fold_live(self, live: list[tuple[Incoming, Message]], result: IngestResult) -> None:
         """The batch's live messages into their sessions' 1 Hz rows; a copy of a stored

@@ -37,6 +37,8 @@ def test_a_valid_rep_passes() -> None:
         (T.rep, b'{"type": "selfie"}', "unknown message type"),
         (T.cue, encode(rep_body()), "belongs on .../rep"),
         ("vmf/v1/clinic a/st/rep", encode(rep_body()), "is not vmf/v1"),
+        # `$` would match before a final newline: a station id stored with "\n" on its end
+        (T.rep + "\n", encode(rep_body()), "is not vmf/v1"),
         (T.rep, json.dumps({**rep_body(), "peak_pct_mvc": "high"}).encode(), "peak_pct_mvc"),
         (T.rep, json.dumps({**rep_body(), "msg_id": 0}).encode(), "msg_id"),
         (T.rep, json.dumps({**rep_body(), "hold_s": math.nan}).encode(), "NaN"),

@@ -6,10 +6,12 @@ reason is `other`, not silently one of the named ones."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from rich.console import Console
@@ -17,7 +19,7 @@ from rich.console import Console
 from feedback import app
 from feedback.broker import free_port
 from feedback.clinic.logger import ClinicLogger
-from feedback.clinic.metrics import LoggerMetrics, reason_kind
+from feedback.clinic.metrics import CountingHistogram, LoggerMetrics, reason_kind
 from feedback.clinic.store import ClinicStore
 from feedback.metrics import StationMetrics
 from feedback.outputs.broker_access import BrokerAccess
@@ -135,3 +137,59 @@ def test_an_offline_station_serves_metrics_without_a_publisher() -> None:
     """A headless replay builds no publisher: the endpoint says nothing owed, not connected."""
     offline = {m.name: m.samples[0].value for m in StationMetrics(None).collect()}
     assert offline == {"vmf_station_outbox_backlog": 0, "vmf_station_connected": 0}
+
+
+def histogram_lines(values: list[float], counting: type[CountingHistogram]) -> dict[str, float]:
+    """The text Prometheus reads of `values` observed one at a time by prometheus_client and in
+    one batch by `counting`: (theirs, ours)."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    buckets = (0.01, 0.1, 1.0)
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("lag", "doc", buckets=buckets, registry=theirs)
+    for v in values:
+        reference.observe(max(0.0, v))
+    batched = counting("lag", "doc", buckets)
+
+    class Family:
+        def collect(self) -> Any:
+            yield batched.family()
+
+    ours.register(Family())  # type: ignore[arg-type]
+    batched.observe_many(values)
+
+    def lines(registry: CollectorRegistry) -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        return {
+            name: float(value)
+            for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if name.startswith("lag_") and "_created" not in name
+        }
+
+    return lines(theirs) | {f"ours {k}": v for k, v in lines(ours).items()}
+
+
+LAG_VALUES = [-0.5, 0.0, 0.005, 0.01, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 30.0]  # on bounds too
+
+
+def test_the_batched_lag_histogram_counts_as_prometheus_client_does() -> None:
+    got = histogram_lines(LAG_VALUES, CountingHistogram)
+    theirs = {k: v for k, v in got.items() if not k.startswith("ours ")}
+    ours = {k.removeprefix("ours "): v for k, v in got.items() if k.startswith("ours ")}
+    assert ours == theirs
+    assert theirs['lag_bucket{le="0.01"}'] == 5  # a value on a bound counts in its bucket
+
+
+def test_negative_control_a_histogram_that_puts_bound_values_above() -> None:
+    """bisect_right puts a value equal to a bound in the next bucket: the comparison sees it."""
+
+    class Above(CountingHistogram):
+        def observe_many(self, values: list[float]) -> None:
+            for v in values:
+                self._counts[bisect.bisect_right(self.bounds, max(0.0, v))] += 1
+            self._sum += sum(max(0.0, v) for v in values)
+
+    got = histogram_lines(LAG_VALUES, Above)
+    theirs = {k: v for k, v in got.items() if not k.startswith("ours ")}
+    ours = {k.removeprefix("ours "): v for k, v in got.items() if k.startswith("ours ")}
+    assert ours != theirs

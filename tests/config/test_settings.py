@@ -71,3 +71,10 @@ def test_unknown_key_and_bad_toml_are_errors(tmp_path: Path) -> None:
 def test_band_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="high_pct"):
         load_settings(environ={}, overrides={"target.low_pct": 50, "target.high_pct": 40})
+
+
+@pytest.mark.parametrize("role", ["VM\n", "vm", "VMOOO", "VM_X"])
+def test_a_channel_role_with_a_trailing_newline_or_a_wrong_shape_is_refused(role: str) -> None:
+    # "VM\n" passes re.match with a `$` pattern: the roles are checked whole (re.fullmatch).
+    with pytest.raises(ConfigError, match="channel roles"):
+        load_settings(environ={}, overrides={"simulator.channels": [role, "VL"]})
