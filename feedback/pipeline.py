@@ -457,7 +457,10 @@ class Pipeline:
         """The rest of the block after its cues (the contraction counter, the ratios): its
         Tick, the same as `process` gives."""
         t0 = time.perf_counter()
-        processed, zone, onsets, last = step.processed, step.zone, step.onsets, step.quality.last
+        processed, zone, onsets = step.processed, step.zone, step.onsets
+        # `problems` names every channel with a flag up at the block's end: none named, none
+        # up, and the ratios need not look at the flags.
+        last = step.quality.last if step.problems else None
         first = processed.block.first_index
         contractions: list[Contraction] = []
         # The usual block at rest (no contraction open, no activation, no onset) changes
@@ -509,9 +512,10 @@ class Pipeline:
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
         )
 
-    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray | None) -> float | None:
+        """`flags`: at the block's last sample, None when none is up."""
         vm, vl = self._vm, self._vl
-        if vm is None or vl is None or flags[vm] or flags[vl]:
+        if vm is None or vl is None or (flags is not None and (flags[vm] or flags[vl])):
             return None
         # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
         # (np.add.reduce: what ndarray.sum calls, without its Python wrapper.)
@@ -526,9 +530,9 @@ class Pipeline:
             num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
         return num / n / den if den > 0 else None
 
-    def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+    def _lsi(self, processed: ProcessedBlock, flags: np.ndarray | None) -> float | None:
         me, other = self._target, self._other
-        if other is None or flags[me] or flags[other]:
+        if other is None or (flags is not None and (flags[me] or flags[other])):
             return None
         return limb_symmetry_index(
             float(processed.pct_mvc[me].mean()), float(processed.pct_mvc[other].mean())
