@@ -4,11 +4,14 @@ durable consumer group) against a bare nats-py pull consumer in the same run.
 A three-node cluster (JetStream, MQTT gateway) on loopback; STATIONS simulated stations (aiomqtt
 clients spread over the nodes' MQTT ports, MQTT 3.1.1) publish N session messages each at QoS 1
 into the replicated stream (R3) before any reader starts. Then each reader drains the whole
-stream through a consumer of its own: the bare peer (fetch 500, ack each, nothing else), the
-logger (`python -m feedback.clinic.nats_logger`, own process) into a fresh SQLite file, and
+stream through a consumer of its own: the bare peer (fetch 500, ack each, nothing else; with
+--partitions also one reader of every partition through the logger's pull feeds, its
+consumers acking each message or, AckPolicy.ALL, the last of each batch, each twice in turn),
+the logger (`python -m feedback.clinic.nats_logger`, own process) into a fresh SQLite file, and
 into a fresh PostgreSQL schema with one and with two instances; with --partitions N the servers
 split the stream by station (nats_partitions.py) and the instances share the partitions by
-lease (nats_lease.py), one reader per partition. The logger's rate counts stored
+lease (nats_lease.py), one reader per partition, acking with AckPolicy.ALL (nats_ackall.py;
+SQLite with one instance also with --explicit-acks). The logger's rate counts stored
 messages over the span of their batch times, leaving interpreter start-up out; lost = published
 - distinct (session, msg_id) stored, duplicated = stored - distinct + quarantined.
 
@@ -40,6 +43,7 @@ from feedback.clinic import nats_partitions
 from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
+from feedback.clinic.nats_pull import PullFeed
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +112,69 @@ async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
     return {"received": got, "msgs_per_s": round(got / elapsed)}
 
 
+async def bare_partitions(
+    cluster: NatsCluster, expected: int, group: str, ack_all: bool
+) -> dict[str, Any]:
+    """One reader of every partition through the logger's own pull feeds (nats_pull.py,
+    batch 500, 2 ahead), storing nothing: the ceiling for the partitioned logger, with the
+    partitions' consumers acking each message (EXPLICIT) or the last of each batch (ALL)."""
+    nc = await nats.connect(servers=cluster.logger_urls)
+    try:
+        js = nc.jetstream(timeout=10.0)
+        feeds = []
+        for k in range(cluster.partitions):
+            durable = nats_partitions.durable_name(group, k)
+            config = consumer_config(durable, 30.0, nats_partitions.filter_subject(k),
+                                     ack_all=ack_all)  # fmt: skip
+            await js.add_consumer(nats_partitions.STREAM, config)
+            feed = PullFeed(nc, nats_partitions.STREAM, durable, batch=500, ahead=2)
+            await feed.start()
+            feeds.append(feed)
+        got, idle, t0 = 0, 0, time.perf_counter()
+        cpu0, servers0 = time.process_time(), servers_cpu_s(cluster)
+        while got < expected and idle < 40:
+            before = got
+            for feed in feeds:
+                msgs = await feed.take(0.0)
+                got += len(msgs)
+                if msgs and ack_all:
+                    await msgs[-1].ack()
+                else:
+                    for m in msgs:
+                        await m.ack()
+            if got == before:
+                idle += 1
+                await asyncio.sleep(0.05)
+            else:
+                idle = 0
+        elapsed = time.perf_counter() - t0 - (0.05 * idle)
+        await nc.flush()
+        cpu, servers = time.process_time() - cpu0, servers_cpu_s(cluster) - servers0
+    finally:
+        await nc.close()
+    return {
+        "received": got,
+        "msgs_per_s": round(got / elapsed),
+        "reader_cpu_us_per_msg": round(cpu / max(got, 1) * 1e6, 1),
+        "servers_cpu_us_per_msg": round(servers / max(got, 1) * 1e6, 1),
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def servers_cpu_s(cluster: NatsCluster) -> float:
+    """CPU the three nodes have used: per message, the servers' cost of a reader, which
+    the other helpers' load on the machine changes much less than a rate."""
+    return sum(_cpu_s(n.proc.pid) for n in cluster.nodes if n.proc is not None)
+
+
 def _count(db_url: str, sql: str) -> float:
     try:
         db = connect(db_url)
@@ -130,7 +197,12 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 
 async def logger_run(
-    cluster: NatsCluster, db_url: str, durable: str, instances: int, expected: int
+    cluster: NatsCluster,
+    db_url: str,
+    durable: str,
+    instances: int,
+    expected: int,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     procs = [
         subprocess.Popen(
@@ -148,6 +220,7 @@ async def logger_run(
                 durable,
                 "--name",
                 f"{durable}-{i}",
+                *extra,
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -157,6 +230,7 @@ async def logger_run(
         for i in range(instances)
     ]
     start = time.perf_counter()
+    servers0 = servers_cpu_s(cluster)
     done = 0.0
     try:
         while done < expected and time.perf_counter() - start < 120:
@@ -165,6 +239,8 @@ async def logger_run(
         wall_s = time.perf_counter() - start
         await asyncio.sleep(0.5)
         peaks = [_peak_rss_mb(p.pid) for p in procs]
+        cpu = sum(_cpu_s(p.pid) for p in procs)
+        servers = servers_cpu_s(cluster) - servers0
     finally:
         for p in procs:
             p.terminate()
@@ -185,6 +261,9 @@ async def logger_run(
         "ingest_span_s": round(span, 2),
         "wall_s_including_start": round(wall_s, 2),
         "peak_rss_mb": peaks,
+        # Start-up included (about 1 s of imports each): compare runs with the same instances.
+        "loggers_cpu_us_per_msg": round(cpu / max(stored, 1) * 1e6, 1),
+        "servers_cpu_us_per_msg": round(servers / max(stored, 1) * 1e6, 1),
     }
 
 
@@ -226,8 +305,21 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
             out["publish"] = await publish_all(cluster, per_station)
             n = out["publish"]["published"]
             out["bare_nats_py_peer"] = await bare_peer(cluster, n)
+            bare: dict[str, list[int]] = {}
+            bare_runs: dict[str, list[dict[str, Any]]] = {}
+            if partitions:  # each twice, in turn: the later readers find the stream cached
+                for i, ack_all in enumerate((False, True, True, False)):
+                    key = "ack_all" if ack_all else "explicit"
+                    r = await bare_partitions(cluster, n, f"bare{i}", ack_all)
+                    bare.setdefault(key, []).append(r["msgs_per_s"])
+                    bare_runs.setdefault(key, []).append(r)
+                out["bare_partitions"] = bare_runs
             runs: dict[str, Any] = {}
             runs["sqlite_1"] = await logger_run(cluster, str(work / "a.db"), "sq1", 1, n)
+            if partitions:
+                runs["sqlite_1_explicit_acks"] = await logger_run(
+                    cluster, str(work / "e.db"), "sqe", 1, n, ("--explicit-acks",)
+                )
             runs["sqlite_2"] = await logger_run(cluster, str(work / "b.db"), "sq2", 2, n)
             for instances in (1, 2):
                 with pg_schema() as (url, skipped):
@@ -236,9 +328,15 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
                         cluster, url, f"pg{instances}", instances, n
                     )  # fmt: skip
             peer = out["bare_nats_py_peer"]["msgs_per_s"]
-            for r in runs.values():
+            for key, r in runs.items():
                 if "ingest_msgs_per_s" in r:
                     r["ratio_to_bare_peer"] = round(r["ingest_msgs_per_s"] / max(peer, 1), 3)
+                    same = "explicit" if "explicit" in key else "ack_all"
+                    if bare.get(same):
+                        best = max(bare[same])
+                        r["ratio_to_bare_partitions_same_acks"] = round(
+                            r["ingest_msgs_per_s"] / max(best, 1), 3
+                        )
             out["logger"] = runs
         finally:
             cluster.stop()

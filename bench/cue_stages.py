@@ -17,7 +17,8 @@ after it, so the product carries no timing code. Per block, the first cue's path
 
 Each consecutive pair becomes a stage in the summary; a stage's wrappers cost about a
 microsecond, the same before and after a change. The garbage collector's pauses are timed too
-(`gc.callbacks`): those inside a cue's path, and all of them per generation.
+(`gc.callbacks`): those inside a cue's path, and all of them per generation, before the
+session's first block (start-up) and in the session.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ class CueStages:
         self._undo: list[Callable[[], None]] = []
         self._gc_start = 0.0
         self._gc_in_block = 0.0  # seconds of collection since this block's arrival
-        self.gc_pauses_us: dict[int, list[float]] = defaultdict(list)  # generation → pauses
+        # (end, generation, pause): placed before, between or after the session's blocks at
+        # the report (after the last block the bench parses its subscriber's output: those
+        # collections are not the session's)
+        self.gc_pauses: list[tuple[float, int, float]] = []
+        self._first_block = self._last_block = 0.0
+        self.behind_paho = 0  # first cues that found paho's queue not empty
 
     def _stamp(self, name: str) -> None:
         self._block.setdefault(name, time.perf_counter())
@@ -68,13 +74,15 @@ class CueStages:
         self._block = {"arrival": now_perf - (now_wall - t_arrival), "pipeline_in": now_perf}
         self._cue_seen = False
         self._gc_in_block = 0.0
+        self._first_block = self._first_block or now_perf
+        self._last_block = now_perf
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_start = time.perf_counter()
             return
         pause = time.perf_counter() - self._gc_start
-        self.gc_pauses_us[info["generation"]].append(pause * 1e6)
+        self.gc_pauses.append((time.perf_counter(), info["generation"], pause * 1e6))
         self._gc_in_block += pause
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
@@ -133,6 +141,10 @@ class CueStages:
             if first:
                 self._cue_seen = self._in_cue = True
                 self._stamp("publish_in")
+                # paho has bytes of its own waiting (a live message, a PINGREQ): the cue queues
+                # behind them until the write watch fires.
+                client = pub._client
+                self.behind_paho += client is not None and client.want_write()
             try:
                 return original(pub, topic, message, **kw)
             finally:
@@ -173,7 +185,18 @@ class CueStages:
                 per[f"{a} -> {b}"].append((path[b] - path[a]) * 1e6)
             per["arrival -> written (total)"].append((path["written"] - path["arrival"]) * 1e6)
             per["of which garbage collection"].append(path["gc"] * 1e6)
-        out = {stage: summary(values, "us") for stage, values in per.items()}
-        for generation, pauses in sorted(self.gc_pauses_us.items()):
-            out[f"gc pauses, generation {generation}, whole run"] = summary(pauses, "us")
+        out: dict[str, Any] = {stage: summary(values, "us") for stage, values in per.items()}
+        out["cues behind paho's own queued bytes"] = self.behind_paho
+        when: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for end, generation, pause in self.gc_pauses:
+            if end < self._first_block:
+                span = "before the first block"
+            elif end <= self._last_block:
+                span = "in the session"
+            else:
+                span = "after the last block"
+            when[span][generation].append(pause)
+        for span, pauses in when.items():
+            for generation, values in sorted(pauses.items()):
+                out[f"gc pauses, generation {generation}, {span}"] = summary(values, "us")
         return out

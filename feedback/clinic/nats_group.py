@@ -15,7 +15,9 @@ import time
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerInfo
 
+from feedback.clinic.nats_ackall import AckFloor
 from feedback.clinic.nats_partitions import durable_name
 from feedback.clinic.nats_pull import LINGER_S, PullFeed
 
@@ -28,6 +30,9 @@ class FeedSet:
         self.batch = batch
         self.ahead = ahead
         self.feeds: dict[int, PullFeed] = {}
+        # By durable name, kept after a partition is given back: its drained messages are
+        # acknowledged after the feed has gone.
+        self.floors: dict[str, AckFloor] = {}
         self.arrived = asyncio.Event()
         self._turn = 0
 
@@ -35,9 +40,17 @@ class FeedSet:
     def unavailable(self) -> int:
         return sum(f.unavailable for f in self.feeds.values())
 
-    async def add(self, partition: int) -> None:
-        feed = PullFeed(self.nc, self.stream, durable_name(self.group, partition),
-                        batch=self.batch, ahead=self.ahead, arrived=self.arrived)  # fmt: skip
+    async def add(self, partition: int, info: ConsumerInfo | None = None) -> None:
+        """`info`: the consumer as bound, before this reader asked it for anything (an
+        AckPolicy.ALL consumer is acked through an AckFloor that starts from it)."""
+        durable = durable_name(self.group, partition)
+        floor = None
+        if info is not None and info.config.ack_policy == AckPolicy.ALL:
+            floor = self.floors[durable] = AckFloor(info)
+        else:
+            self.floors.pop(durable, None)
+        feed = PullFeed(self.nc, self.stream, durable, batch=self.batch, ahead=self.ahead,
+                        arrived=self.arrived, floor=floor)  # fmt: skip
         await feed.start()
         self.feeds[partition] = feed
 

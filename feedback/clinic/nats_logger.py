@@ -54,11 +54,20 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from devices.backoff import Backoff
 from feedback.clinic import nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
+from feedback.clinic.nats_ackall import CHECK_S as ACK_CHECK_S
+from feedback.clinic.nats_ackall import AckFloor
 from feedback.clinic.nats_group import FeedSet
 from feedback.clinic.nats_lease import LEASE_S, Leases
 from feedback.clinic.nats_pull import PullFeed
@@ -139,12 +148,15 @@ async def ensure_stream(
 
 
 def consumer_config(
-    durable: str, ack_wait_s: float, filter_subject: str | None = None
+    durable: str, ack_wait_s: float, filter_subject: str | None = None, *, ack_all: bool = False
 ) -> ConsumerConfig:
+    """`ack_all`: one ack covers every message below it (a partition's consumer, which has
+    one reader at a time: nats_ackall.py); the consumer shared by every instance of an
+    unpartitioned group needs an ack per message."""
     return ConsumerConfig(
         durable_name=durable,
         filter_subject=filter_subject,
-        ack_policy=AckPolicy.EXPLICIT,
+        ack_policy=AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait_s,
         max_deliver=-1,  # the order gate gives messages back: never give up on one
@@ -245,6 +257,7 @@ class NatsLogger:
         metrics: NatsLoggerMetrics | None = None,
         partitions: int = 0,
         lease_s: float = LEASE_S,
+        explicit_acks: bool = False,
     ) -> None:
         self.servers = list(servers)
         self.store = store
@@ -259,6 +272,7 @@ class NatsLogger:
         self.name = name
         self.partitions = partitions
         self.lease_s = lease_s
+        self.explicit_acks = explicit_acks  # partition consumers it creates: AckPolicy
         # The lease names this process, not its configured name: a restarted instance is a
         # new member, and its predecessor's leases age out as a dead one's do.
         self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(3)
@@ -415,9 +429,9 @@ class NatsLogger:
         taken = sorted(held - extra - set(feeds.feeds))
         # At once: creating a replicated consumer takes a round of the cluster's consensus
         # (a second and more for eight, one after the other, on a loaded machine).
-        await asyncio.gather(*(self._bind(js, partition=k) for k in taken))
-        for k in taken:
-            await feeds.add(k)
+        infos = await asyncio.gather(*(self._bind(js, partition=k) for k in taken))
+        for k, info in zip(taken, infos, strict=True):
+            await feeds.add(k, info)
         self.stats.partitions_held = len(feeds.feeds)
         if len(feeds.feeds) != before:
             log.info("reading partitions %s (%d instances)", sorted(feeds.feeds), leases.members)
@@ -426,7 +440,7 @@ class NatsLogger:
         self.stats.connects += 1
         log.warning("reconnected to the NATS cluster")
 
-    async def _bind(self, js: JetStreamContext, partition: int | None = -1) -> None:
+    async def _bind(self, js: JetStreamContext, partition: int | None = -1) -> ConsumerInfo | None:
         """The stream and the durable consumer, created when missing; retried while the
         cluster elects its leaders (seconds after a start or a node's loss). `partition`:
         -1, the one consumer of an unpartitioned stream; None, the stream only; k, the
@@ -442,14 +456,18 @@ class NatsLogger:
                     await ensure_stream(js, self.stream, self.clinic, self.replicas,
                                         partitioned=bool(self.partitions))  # fmt: skip
                 if partition is None:
-                    return
+                    return None
+                info: ConsumerInfo
                 try:
-                    await js.consumer_info(self.stream, durable)
+                    info = await js.consumer_info(self.stream, durable)
                 except nats.js.errors.NotFoundError:
-                    config = consumer_config(durable, self.ack_wait_s, subject)
-                    with contextlib.suppress(nats.js.errors.BadRequestError):  # a race
-                        await js.add_consumer(self.stream, config)
-                return
+                    ack_all = subject is not None and not self.explicit_acks
+                    config = consumer_config(durable, self.ack_wait_s, subject, ack_all=ack_all)
+                    try:
+                        info = await js.add_consumer(self.stream, config)
+                    except nats.js.errors.BadRequestError:  # another instance won the race
+                        info = await js.consumer_info(self.stream, durable)
+                return info
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("stream or consumer not ready (%r); retrying", exc)
                 await asyncio.sleep(delay)
@@ -500,6 +518,9 @@ class NatsLogger:
             self.stats.held += len(gated.hold)
             await self._ask(nc, gated.missing)
             for m in gated.hold:
+                floor = self._floor(m)
+                if floor is not None:
+                    floor.hold(m)  # no ack may cover it until it is stored
                 await m.nak(delay=HOLD_S)
 
     async def _gate(self, msgs: list[Msg]) -> Gated:
@@ -522,8 +543,37 @@ class NatsLogger:
         await self.acknowledge(msgs)
 
     async def acknowledge(self, msgs: list[Msg]) -> None:
+        """After the commit: each message of an AckPolicy.EXPLICIT consumer; for an
+        AckPolicy.ALL one, what its floor says one ack may cover (nats_ackall.py)."""
+        floors: dict[str, AckFloor] = {}
         for m in msgs:
+            floor = self._floor(m)
+            if floor is None:
+                await m.ack()
+            else:
+                floor.store(m)
+                floors[m.metadata.consumer] = floor
+        for durable, floor in floors.items():
+            await self._ack_floor(durable, floor)
+
+    def _floor(self, m: Msg) -> AckFloor | None:
+        feed = self._feed
+        if not isinstance(feed, FeedSet) or not feed.floors:
+            return None
+        return feed.floors.get(m.metadata.consumer)
+
+    async def _ack_floor(self, durable: str, floor: AckFloor) -> None:
+        if not floor.safe and self._js is not None:
+            now = time.monotonic()
+            if now - floor.checked_at >= ACK_CHECK_S:
+                floor.checked_at = now
+                # The cluster busy: checked again after a later batch.
+                with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+                    floor.check(await self._js.consumer_info(self.stream, durable))
+        m = floor.due()
+        if m is not None:
             await m.ack()
+            floor.acked(m)
 
     async def _with_db(self, call: Any, default: Any) -> Any:
         try:
@@ -595,6 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, default=LEASE_S, metavar="S",
                    help="partitioned: seconds before a silent instance's partitions go to "
                    "the others")  # fmt: skip
+    p.add_argument("--explicit-acks", action="store_true",
+                   help="partitioned: create the partitions' consumers with AckPolicy.EXPLICIT "
+                   "(an ack per message) instead of ALL (one per batch: nats_ackall.py); an "
+                   "existing consumer keeps its policy")  # fmt: skip
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
     p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
@@ -636,6 +690,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         metrics=metrics,
         partitions=max(0, args.partitions),
         lease_s=args.lease,
+        explicit_acks=args.explicit_acks,
     )
 
 

@@ -31,6 +31,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from feedback.clinic.nats_ackall import AckFloor
+
 STATUS = "Status"
 PENDING = "Nats-Pending-Messages"
 LINGER_S = 0.005  # once some messages are here: how long to wait for the rest of a batch
@@ -55,8 +57,11 @@ class PullFeed:
         expires_s: float = 1.0,
         api_prefix: str = "$JS.API",
         arrived: asyncio.Event | None = None,
+        floor: AckFloor | None = None,
     ) -> None:
         self.nc = nc
+        self.durable = durable
+        self.floor = floor  # AckPolicy.ALL: what one ack may cover (nats_ackall.py)
         self.arrived = arrived  # set when a message lands or a request ends (FeedSet's wait)
         self.batch = batch
         self.ahead = ahead
@@ -168,6 +173,8 @@ class PullFeed:
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is None:
+            if self.floor is not None:
+                self.floor.arrived(msg)
             self._buffer.append(msg)
             self._owed -= 1
             if self._owed <= 0:

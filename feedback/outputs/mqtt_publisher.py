@@ -37,6 +37,8 @@ are matched to messages by packet id in paho's callback; a message leaves the ou
 own acknowledgement (or receipt), so a broker crash with messages in flight loses nothing: the
 reconnect sends again everything unacknowledged. The drain task only starts what `publish` could
 not (after a reconnect, a hold or a resend request) and watches for PUBACKs that never come.
+The packet itself is written by `paho_direct`, paho's bookkeeping kept but not its slower send
+path.
 
 With MQTT 5 the PUBACK says whether anyone took the message. "No matching subscribers" means
 nobody holds it, not even a logger's persistent session: Mosquitto 2.0 does not restore shared
@@ -67,6 +69,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.backoff import Backoff
+from feedback.outputs import paho_direct
 from feedback.outputs.broker_access import BrokerAccess, parse_broker_url
 from feedback.outputs.outbox import MemoryOutbox, Outbox, Pending
 from feedback.outputs.receipts import Receipt, ReceiptError, Resend, decode
@@ -423,7 +426,8 @@ class MqttPublisher:
         try:
             if mid is not None:
                 self._acknowledged(mid, rc)
-            elif self._pump() and self._client is not None:
+            elif self._pump() and self._client is not None and not paho_direct.DIRECT:
+                # (paho_direct has written the socket already, and added no write watch.)
                 # Write the socket now rather than at the event loop's next poll, which comes
                 # only after the rest of the session's block (paho's write is non-blocking;
                 # what the socket does not take waits for the poll as before).
@@ -469,9 +473,11 @@ class MqttPublisher:
         sent = 0
         while len(self._in_flight) < self._window and (item := self._next()) is not None:
             resend = bool(self._resends) and self._resends[0] is item
-            info = client.publish(item.topic, item.payload, 1, item.retain)
-            if info.rc != 0:  # not connected any more: the drain task reconnects
-                self._send_error = aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+            rc, mid = paho_direct.publish_qos1(
+                client, item.topic, item.payload, item.retain, mqtt5=self.mqtt5
+            )
+            if rc != 0:  # not connected any more: the drain task reconnects
+                self._send_error = aiomqtt.MqttCodeError(rc, "Could not publish message")
                 self._wakeup.set()
                 return sent
             sent += 1
@@ -479,7 +485,7 @@ class MqttPublisher:
                 self._resends.popleft()
             else:
                 self._cursor = item.id
-            self._in_flight[info.mid] = (item, resend, time.monotonic())
+            self._in_flight[mid] = (item, resend, time.monotonic())
             self.stats.sent += 1
             if item.id <= self._highest_sent:
                 self.stats.resent += 1

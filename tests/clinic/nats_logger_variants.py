@@ -3,8 +3,10 @@
   python tests/clinic/nats_logger_variants.py VARIANT SLOW_S <nats_logger arguments>
 
 VARIANT: `correct` (the logger as shipped), `ack-first` (acknowledges a batch before storing
-it: the negative control) or `no-lease` (partitioned, but reads every partition whatever the
-leases say: the negative control of the partitioned group). SLOW_S: a pause inside each
+it: the negative control), `no-lease` (partitioned, but reads every partition whatever the
+leases say: the negative control of the partitioned group) or `ack-last` (partitioned, acks
+the last message of each batch on each AckPolicy.ALL consumer, held ones included: the
+negative control of the ack floor). SLOW_S: a pause inside each
 store call, announced on stdout with a line `ingest <stations of the batch>`, so that a kill
 lands inside a batch and a test sees which instance stored which station.
 `ready` is printed once the consumer is bound.
@@ -49,6 +51,18 @@ class AckFirst(nats_logger.NatsLogger):
         pass
 
 
+class AckLast(nats_logger.NatsLogger):
+    """After each batch, acks its last message on each consumer, held ones included: the
+    naive use of AckPolicy.ALL (the negative control of nats_ackall.py's floor)."""
+
+    async def handle(self, nc: NATS, msgs: list[Msg]) -> None:
+        await super().handle(nc, msgs)
+        last = {m.metadata.consumer: m for m in msgs}
+        for m in last.values():
+            if m.reply:
+                await nc.publish(m.reply, b"+ACK")  # (nats-py refuses a second ack)
+
+
 class EveryPartition(Leases):
     """Leases that always say this instance holds every partition."""
 
@@ -65,6 +79,7 @@ VARIANTS: dict[str, type[nats_logger.NatsLogger]] = {
     "correct": nats_logger.NatsLogger,
     "ack-first": AckFirst,
     "no-lease": NoLease,
+    "ack-last": AckLast,
 }
 
 

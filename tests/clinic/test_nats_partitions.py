@@ -11,6 +11,7 @@ from pathlib import Path
 import nats
 import paho.mqtt.client as mqtt
 import pytest
+from nats.js.api import AckPolicy
 
 from feedback.clinic import nats_partitions
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
@@ -163,6 +164,53 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
         return
     assert not a_before & b_before, f"stations stored by both: {a_before & b_before}"
     assert a_before <= b.stations  # a's stations went to b after the kill
+
+
+@pytest.mark.parametrize("variant", ["correct", "ack-last"])
+async def test_an_ack_all_partition_redelivers_the_tail_a_killed_logger_had_taken(
+    partitioned: NatsCluster, tmp_path: Path, variant: str
+) -> None:
+    """The partitions' consumers ack with AckPolicy.ALL (one ack covers a batch). Stations
+    without receipts, so only the consumers keep what a logger had taken: one is killed -9
+    mid-batch and the next instance, started after, stores the unacked tail once it is
+    redelivered (after ack_wait), every message once and in order. Control: a logger that
+    acks the last message of each batch (held ones included, as the order gate holds the
+    next messages of the killed batch's sessions) covers the killed batch, which is lost."""
+    db_url = str(tmp_path / "clinic.db")
+    n_stations, per_station = 6, 150
+    args = (*LEASE, "--ack-wait", "8")
+    a = await start_logger(partitioned, db_url, "a", variant, slow_s=0.3, extra=args)
+    async with (
+        MqttFront(partitioned) as front,
+        stations(front.url, n_stations, per_station, receipts=False) as (pubs, feeding),
+    ):
+        await wait_until(lambda: all(p.connected for p in pubs), 20, "stations connected")
+        await asyncio.sleep(1.0)
+        await a.kill9_mid_batch()
+        b = await start_logger(partitioned, db_url, "b", variant, extra=args)
+        await asyncio.wait_for(feeding, 60)
+        await wait_until(lambda: all(p.backlog == 0 for p in pubs), 30, "every PUBACK")
+    try:
+        nc = await nats.connect(servers=partitioned.logger_urls)
+        try:
+            info = await nc.jetstream().consumer_info(
+                nats_partitions.STREAM, nats_partitions.durable_name("clinic-loggers", 0)
+            )
+        finally:
+            await nc.close()
+        assert info.config.ack_policy == AckPolicy.ALL
+        total = n_stations * per_station
+        if variant == "correct":
+            await wait_until(lambda: count(db_url, "SELECT count(*) FROM messages") >= total,
+                             45, "every message stored")  # fmt: skip
+            check_exactly_once_in_order(db_url, n_stations, per_station)
+            return
+        await asyncio.sleep(20.0)  # ack_wait twice over: anything redelivered is in by now
+        with pytest.raises(AssertionError, match=r"exactly once in order|never stored"):
+            check_exactly_once_in_order(db_url, n_stations, per_station)
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 def test_the_deployed_transforms_are_the_ones_the_tests_run() -> None:

@@ -1,0 +1,104 @@
+"""When one acknowledgement may stand for a partition's whole batch (AckPolicy.ALL).
+
+Each explicit ack is a consumer-state update the cluster replicates on three nodes; a partition's
+consumer has one reader at a time (the lease), which receives in delivery order and acks only
+after its commit, so one ack per batch could do. But with AckPolicy.ALL the server takes an ack
+of stream sequence S as an ack of EVERY message still pending on the consumer at or below S,
+whoever received it. Acking the last stored message is right only when every such message is
+stored; it is wrong (a message lost for good) when one below S is:
+
+- held by the order gate (NAKed, to come back after its predecessors): the barrier below;
+- delivered to someone else: the previous holder of the partition, killed mid-batch (its
+  batch waits for ack_wait, then comes here), or a second reader while a lease changes hands;
+- lost on the way (a node died with the delivery in flight, to come back after ack_wait).
+
+The floor knows none of these happened when the deliveries it received are contiguous in the
+consumer's delivery sequence from a point where nothing was pending with anyone else: from the
+bind, if the consumer had nothing pending then, or from a check (`check`): at a snapshot of the
+consumer, every message pending is one this reader received. Until then it acks nothing, and a
+check runs after each batch (at most every CHECK_S): a dead holder's batch is redelivered here
+after ack_wait and stored, and then the check passes.
+"""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerInfo
+
+CHECK_S = 0.5
+
+
+class AckFloor:
+    def __init__(self, info: ConsumerInfo) -> None:
+        self.safe = not info.num_ack_pending
+        self.next_dseq = (info.delivered.consumer_seq or 0) + 1 if info.delivered else 1
+        self.received: set[int] = set()  # stream sequences received, not yet covered by an ack
+        self.late: set[int] = set()  # delivery sequences received while not safe
+        self.held: set[int] = set()  # stream sequences given back by the order gate
+        self.stored: dict[int, Msg] = {}  # stream sequence -> a stored delivery of it
+        self.acked_dseq = 0
+        self.checked_at = 0.0
+        self.acks = 0
+
+    def arrived(self, m: Msg) -> None:
+        """Every delivery, in the order it came (the feed's subscription callback)."""
+        seq = m.metadata.sequence
+        self.received.add(seq.stream)
+        if self.safe and seq.consumer == self.next_dseq:
+            self.next_dseq += 1
+            return
+        self.safe = False  # a delivery went elsewhere, or was lost on the way
+        self.late.add(seq.consumer)
+
+    def hold(self, m: Msg) -> None:
+        self.held.add(m.metadata.sequence.stream)
+
+    def store(self, m: Msg) -> None:
+        """After the commit."""
+        s = m.metadata.sequence.stream
+        self.held.discard(s)
+        self.stored[s] = m
+
+    def due(self) -> Msg | None:
+        """The delivery to ack, covering every stored message below any held one; None when
+        nothing may be acked yet."""
+        if not self.safe or not self.stored:
+            return None
+        barrier = min(self.held) if self.held else None
+        below = [s for s in self.stored if barrier is None or s < barrier]
+        if not below:
+            return None
+        m = self.stored[max(below)]
+        # The server ignores an ack whose delivery is older than the last one acked: what it
+        # covers stays pending and comes back after ack_wait (the store drops the copies).
+        return m if m.metadata.sequence.consumer > self.acked_dseq else None
+
+    def acked(self, m: Msg) -> None:
+        seq = m.metadata.sequence
+        self.acked_dseq = max(self.acked_dseq, seq.consumer)
+        self.acks += 1
+        self._cover(seq.stream)
+
+    def _cover(self, through: int) -> None:
+        self.received = {s for s in self.received if s > through}
+        self.stored = {s: m for s, m in self.stored.items() if s > through}
+        self.held = {s for s in self.held if s > through}
+
+    def check(self, info: ConsumerInfo) -> None:
+        """A snapshot of the consumer: safe again when every message pending on it is one this
+        reader received, and it has received every delivery since (none went elsewhere)."""
+        floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+        last = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        dseq = info.delivered.consumer_seq if info.delivered and info.delivered.consumer_seq else 0
+        self._cover(floor)  # acked by another reader's ack
+        mine = sum(1 for s in self.received if s <= last)
+        self.late = {d for d in self.late if d > dseq}
+        if mine != (info.num_ack_pending or 0):
+            return
+        nxt = dseq + 1
+        while nxt in self.late:
+            nxt += 1
+        if any(d > nxt for d in self.late):
+            return  # a delivery since the snapshot went elsewhere
+        self.safe, self.next_dseq = True, nxt
+        self.late.clear()

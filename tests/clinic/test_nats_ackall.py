@@ -1,0 +1,207 @@
+"""What one AckPolicy.ALL ack may cover (nats_ackall.py), without a cluster: the server deletes
+every pending message at or below the acked stream sequence, so the floor must never ack past
+one that is held, or was delivered elsewhere, or lost on the way. Each rule has a wrong floor
+that breaks it (the negative controls); the cluster test is in test_nats_partitions.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerInfo
+
+from feedback.clinic.nats_ackall import AckFloor
+
+
+class Consumer:
+    """The server's side of an AckPolicy.ALL consumer, as far as the floor meets it."""
+
+    def __init__(self) -> None:
+        self.dseq = 0
+        self.pending: set[int] = set()  # stream sequences delivered, not acked
+        self.ack_floor = (0, 0)  # (consumer, stream)
+        self.last_sseq = 0
+
+    def deliver(self, sseq: int) -> Msg:
+        self.dseq += 1
+        self.pending.add(sseq)
+        self.last_sseq = max(self.last_sseq, sseq)
+        seq = SimpleNamespace(stream=sseq, consumer=self.dseq)
+        return cast(Msg, SimpleNamespace(metadata=SimpleNamespace(sequence=seq, consumer="c")))
+
+    def ack(self, m: Msg) -> None:
+        s, d = m.metadata.sequence.stream, m.metadata.sequence.consumer
+        if d <= self.ack_floor[0] or s <= self.ack_floor[1]:
+            return
+        self.ack_floor = (d, s)
+        self.pending = {p for p in self.pending if p > s}
+
+    def info(self) -> ConsumerInfo:
+        return cast(ConsumerInfo, SimpleNamespace(
+            num_ack_pending=len(self.pending),
+            delivered=SimpleNamespace(consumer_seq=self.dseq, stream_seq=self.last_sseq),
+            ack_floor=SimpleNamespace(consumer_seq=self.ack_floor[0],
+                                      stream_seq=self.ack_floor[1]),
+        ))  # fmt: skip
+
+
+class Trusting(AckFloor):
+    """Wrong: takes the consumer as its own from the start and never doubts it."""
+
+    def __init__(self, info: ConsumerInfo) -> None:
+        super().__init__(info)
+        self.safe = True
+        self.next_dseq = info.delivered.consumer_seq + 1
+
+    def arrived(self, m: Msg) -> None:
+        self.received.add(m.metadata.sequence.stream)
+
+
+class SnapshotOnly(AckFloor):
+    """Wrong: a check that forgets the deliveries since its snapshot."""
+
+    def check(self, info: ConsumerInfo) -> None:
+        self.late.clear()
+        super().check(info)
+
+
+class NoBarrier(AckFloor):
+    """Wrong: acks the last stored message, held ones below it or not."""
+
+    def hold(self, m: Msg) -> None:
+        pass
+
+
+FLOORS: dict[str, type[AckFloor]] = {
+    "correct": AckFloor,
+    "trusting": Trusting,
+    "no-barrier": NoBarrier,
+    "snapshot-only": SnapshotOnly,
+}
+
+
+def settle(c: Consumer, floor: AckFloor, stored: set[int], msgs: list[Msg]) -> None:
+    """Store `msgs` (the reader's commit), let the floor check and ack; `stored` gathers what
+    the database has, and every message the server forgot must be in it."""
+    for m in msgs:
+        stored.add(m.metadata.sequence.stream)
+        floor.store(m)
+    if not floor.safe:
+        floor.check(c.info())
+    m = floor.due()
+    if m is not None:
+        c.ack(m)
+        floor.acked(m)
+
+
+def forgotten_unstored(c: Consumer, delivered: set[int], stored: set[int]) -> set[int]:
+    return {s for s in delivered - c.pending if s not in stored}
+
+
+@pytest.mark.parametrize("variant", ["correct", "trusting"])
+def test_a_dead_holder_s_batch_is_not_covered_by_the_next_reader_s_ack(variant: str) -> None:
+    """The partition's previous reader died with messages 1-5 taken, not stored: the next
+    reader stores 6-10 and may not ack them until 1-5 came back to it (after ack_wait) and
+    were stored. Control: a floor that trusts the consumer acks 10 at once, and 1-5 are gone."""
+    c = Consumer()
+    delivered = set(range(1, 11))
+    for s in range(1, 6):
+        c.deliver(s)  # to the reader killed -9
+    floor = FLOORS[variant](c.info())
+    stored: set[int] = set()
+    batch = [c.deliver(s) for s in range(6, 11)]
+    for m in batch:
+        floor.arrived(m)
+    settle(c, floor, stored, batch)
+    if variant == "trusting":
+        assert forgotten_unstored(c, delivered, stored) == {1, 2, 3, 4, 5}
+        return
+    assert c.pending == delivered and floor.due() is None
+    again = [c.deliver(s) for s in range(1, 6)]  # ack_wait: redelivered here
+    for m in again:
+        floor.arrived(m)
+    settle(c, floor, stored, again)
+    assert not c.pending and floor.safe and not forgotten_unstored(c, delivered, stored)
+    nxt = [c.deliver(11)]  # and from now on one ack a batch, without a check
+    floor.arrived(nxt[0])
+    assert floor.safe
+    settle(c, floor, stored, nxt)
+    assert not c.pending and floor.acks == 2
+
+
+@pytest.mark.parametrize("variant", ["correct", "no-barrier"])
+def test_a_held_message_is_not_covered_until_it_is_stored(variant: str) -> None:
+    """3 is held by the order gate (NAKed); 1, 2, 4, 5 are stored: the ack covers 1-2 only,
+    and 4-5 once 3 is stored. Control: acking the last stored message forgets 3."""
+    c = Consumer()
+    floor = FLOORS[variant](c.info())
+    assert floor.safe
+    batch = [c.deliver(s) for s in range(1, 6)]
+    for m in batch:
+        floor.arrived(m)
+    floor.hold(batch[2])
+    stored: set[int] = set()
+    settle(c, floor, stored, [m for m in batch if m is not batch[2]])
+    if variant == "no-barrier":
+        assert forgotten_unstored(c, set(range(1, 6)), stored) == {3}
+        return
+    assert c.pending == {3, 4, 5}
+    again = c.deliver(3)
+    floor.arrived(again)
+    assert floor.safe  # its redelivery is the next delivery: no other reader took one
+    settle(c, floor, stored, [again])
+    assert not c.pending and not forgotten_unstored(c, set(range(1, 6)), stored)
+
+
+@pytest.mark.parametrize("variant", ["correct", "trusting"])
+def test_a_delivery_lost_on_the_way_stops_the_acks_until_it_comes_back(variant: str) -> None:
+    """Delivery 3 never arrived (a node died with it in flight): 1, 2, 4, 5 are stored, and
+    no ack may cover 3 until its redelivery is stored. Control: the trusting floor acks 5."""
+    c = Consumer()
+    floor = FLOORS[variant](c.info())
+    msgs = [c.deliver(s) for s in range(1, 6)]
+    got = [m for m in msgs if m.metadata.sequence.stream != 3]
+    for m in got:
+        floor.arrived(m)
+    stored: set[int] = set()
+    settle(c, floor, stored, got)
+    if variant == "trusting":
+        assert forgotten_unstored(c, set(range(1, 6)), stored) == {3}
+        return
+    assert c.pending == {1, 2, 3, 4, 5}
+    again = c.deliver(3)
+    floor.arrived(again)
+    settle(c, floor, stored, [again])
+    assert not c.pending and stored == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("variant", ["correct", "snapshot-only"])
+def test_a_check_is_not_fooled_by_a_delivery_elsewhere_since_its_snapshot(variant: str) -> None:
+    """At the snapshot every pending message is this reader's; before the answer comes, the
+    next delivery goes to another reader (a lease changing hands) and the one after here. The
+    floor stays unsafe. Control: a check that trusts the snapshot alone acks past it."""
+    c = Consumer()
+    c.deliver(1)  # to the reader killed -9
+    floor = FLOORS[variant](c.info())
+    assert not floor.safe
+    again = c.deliver(1)  # ack_wait: here
+    floor.arrived(again)
+    snapshot = c.info()
+    c.deliver(2)  # to the other reader, which dies with it
+    third = c.deliver(3)
+    floor.arrived(third)
+    stored: set[int] = set()
+    for m in (again, third):
+        stored.add(m.metadata.sequence.stream)
+        floor.store(m)
+    floor.check(snapshot)
+    m = floor.due()
+    if m is not None:
+        c.ack(m)
+    lost = forgotten_unstored(c, {1, 2, 3}, stored)
+    if variant == "snapshot-only":
+        assert lost == {2}
+        return
+    assert not floor.safe and m is None and not lost
