@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from feedback.processing.contraction_counter import ContractionCounter, CounterI
 from feedback.processing.metrics import Contraction, limb_symmetry_index
 from feedback.processing.onset import OnsetBlock, OnsetDetector, Tkeo
 from feedback.processing.quality import Flag, QualityBlock, SignalQuality, describe
+from feedback.processing.records import record
 from feedback.progression import BandRaised, Progression
 
 # Enum members looked up once: an IntEnum/IntFlag attribute costs about a microsecond a time.
@@ -41,7 +43,7 @@ ZONES = tuple(Zone)
 assert (int(Zone.BELOW), int(Zone.IN_BAND)) == (0, 1)  # the int8 zone from a bool row
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class Tick:
     processed: ProcessedBlock
     zone: np.ndarray  # per sample, target channel
@@ -72,7 +74,7 @@ class Tick:
     activation: ActivationBlock | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class CueStep:
     """A block as far as its cues (`Pipeline.cue_step`): what the cues say, and what the rest of
     the block (`Pipeline.complete`) goes on from. The fields a cue's message shows beside it
@@ -96,14 +98,15 @@ class CueStep:
 
 
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
-# inspection (a few microseconds a block): every field of ExerciseState is an init field.
-_STATE_FIELDS = tuple(f.name for f in fields(ExerciseState))
+# inspection (a few microseconds a block): every field of ExerciseState is an init field, read
+# in one C call.
+_state_fields = attrgetter(*(f.name for f in fields(ExerciseState)))
 assert all(f.init for f in fields(ExerciseState))
 
 
 def _snapshot(state: ExerciseState) -> ExerciseState:
     """A copy of the exercise state with its own events list (the live one is reused)."""
-    copy = ExerciseState(*[getattr(state, name) for name in _STATE_FIELDS])
+    copy = ExerciseState(*_state_fields(state))
     copy.events = list(state.events)
     return copy
 
@@ -350,13 +353,14 @@ class Pipeline:
         """The block up to its cues: what a runner hands on first (a cue's latency is the
         product); `complete` must follow, before the next block, for the rest of the Tick."""
         t0 = time.perf_counter()
-        if self._next_index is not None and block.first_index != self._next_index:
+        first, end = block.first_index, block.end_index
+        if self._next_index is not None and first != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
             self.activation.gap(self._settle)
             self.counter.gap()
-        self._next_index = block.end_index
+        self._next_index = end
         ti = self._target
-        switch_at = self._switch_index(block.first_index, block.end_index)
+        switch_at = None if self._switch is None else self._switch_index(first, end)
         if switch_at is not None:  # the new band from the switch sample; old raises are void
             sw = self._switch
             assert sw is not None
@@ -369,7 +373,7 @@ class Pipeline:
             fast = None
         else:  # (the zone in the same call, when the band holds for the whole block)
             changes = self._band_changes
-            steady = banded and (not changes or changes[0].from_index >= block.end_index)
+            steady = banded and (not changes or changes[0].from_index >= end)
             fast = self._steps.run(block, (self.detector, ti) if steady else None)
         if fast is not None:
             processed, held, quality, onsets, flagged, self._env_sums, zone = fast
@@ -377,7 +381,7 @@ class Pipeline:
             processed, held, quality, onsets, flagged = self._step_by_step(block)
             self._env_sums = None
         if zone is None and banded:
-            zone = self._detect(processed.pct_mvc[ti], block.first_index)
+            zone = self._detect(processed.pct_mvc[ti], first)
         elif zone is None:
             # IN_BAND is 1 and BELOW 0: the bool row as int8 is that zone (np.where with enum
             # members costs ten times as much on a 20-sample block).
@@ -387,16 +391,17 @@ class Pipeline:
             zone[bad] = BELOW  # a bad signal never counts as effort
         cal_status, calibrated = None, None
         if self._calibration is not None:
-            state, cal_status, calibrated = self._calibrate(block.first_index, processed, zone)
+            state, cal_status, calibrated = self._calibrate(first, processed, zone)
         else:
-            state = self._exercise(block.first_index, zone, switch_at)
-        # After a switch, the new protocol's progression judges only its own reps.
-        mine = [e for e in state.events if switch_at is None or e.at_index >= switch_at]
-        raised = self.progression.update(mine, self.exercise)
-        self._band_changes.extend(raised)
-        last = quality.last
+            state = self._exercise(first, zone, switch_at)
+        raised: list[BandRaised] = []
+        if state.events:  # (the usual block has none: nothing to judge)
+            # After a switch, the new protocol's progression judges only its own reps.
+            mine = [e for e in state.events if switch_at is None or e.at_index >= switch_at]
+            raised = self.progression.update(mine, self.exercise)
+            self._band_changes.extend(raised)
         problems = (
-            {c: describe(f) for c, f in zip(self.channels, last.tolist(), strict=True) if f}
+            {c: describe(f) for c, f in zip(self.channels, quality.last.tolist(), strict=True) if f}
             if flagged
             else {}
         )
@@ -404,9 +409,7 @@ class Pipeline:
         if self.target in problems:
             withheld = f"{self.target}: {', '.join(problems[self.target])}"
         last_zone = ZONES[int(zone[-1])] if zone.shape[0] else Zone.BELOW
-        cues = self.cue_rules.update(
-            state, last_zone, block.end_index - 1, block.t_arrival, withheld
-        )
+        cues = self.cue_rules.update(state, last_zone, end - 1, block.t_arrival, withheld)
         return CueStep(
             processed,
             zone,
@@ -454,7 +457,10 @@ class Pipeline:
         """The rest of the block after its cues (the contraction counter, the ratios): its
         Tick, the same as `process` gives."""
         t0 = time.perf_counter()
-        processed, zone, onsets, last = step.processed, step.zone, step.onsets, step.quality.last
+        processed, zone, onsets = step.processed, step.zone, step.onsets
+        # `problems` names every channel with a flag up at the block's end: none named, none
+        # up, and the ratios need not look at the flags.
+        last = step.quality.last if step.problems else None
         first = processed.block.first_index
         contractions: list[Contraction] = []
         # The usual block at rest (no contraction open, no activation, no onset) changes
@@ -506,9 +512,10 @@ class Pipeline:
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
         )
 
-    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray | None) -> float | None:
+        """`flags`: at the block's last sample, None when none is up."""
         vm, vl = self._vm, self._vl
-        if vm is None or vl is None or flags[vm] or flags[vl]:
+        if vm is None or vl is None or (flags is not None and (flags[vm] or flags[vl])):
             return None
         # Sums over the same count: the ratio of the means (np.mean is the sum / n, bit for bit).
         # (np.add.reduce: what ndarray.sum calls, without its Python wrapper.)
@@ -523,9 +530,9 @@ class Pipeline:
             num, den = float(np.add.reduce(env[vm])), float(np.add.reduce(env[vl])) / n
         return num / n / den if den > 0 else None
 
-    def _lsi(self, processed: ProcessedBlock, flags: np.ndarray) -> float | None:
+    def _lsi(self, processed: ProcessedBlock, flags: np.ndarray | None) -> float | None:
         me, other = self._target, self._other
-        if other is None or flags[me] or flags[other]:
+        if other is None or (flags is not None and (flags[me] or flags[other])):
             return None
         return limb_symmetry_index(
             float(processed.pct_mvc[me].mean()), float(processed.pct_mvc[other].mean())

@@ -44,6 +44,7 @@ import numpy as np
 
 from config.settings import ActivationSettings, CalibrationSettings
 from feedback.processing import fused
+from feedback.processing.records import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class OnsetEvent:
     detected_index: int
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class OnsetBlock:
     active: np.ndarray  # bool (n_channels, n)
     events: tuple[OnsetEvent, ...]
@@ -433,7 +434,7 @@ def _empty() -> np.ndarray:
     return np.zeros(0)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class ActivationBlock(OnsetBlock):
     """The activation state of one block (see the module docstring for each field)."""
 

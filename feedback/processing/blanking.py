@@ -28,6 +28,9 @@ class Blanker:
         self._windows: list[tuple[int, int]] = []
         self._env = np.zeros(n_channels)  # last trusted envelope and % MVC, per channel
         self._pct = np.zeros(n_channels)
+        # The arrays of the last block `passed` (never edited): their last column is the value
+        # to hold, taken only when a blank needs it (two slices a block saved).
+        self._ends: tuple[np.ndarray, np.ndarray] | None = None
         self.samples_blanked = 0
         self._unheld: np.ndarray | None = None  # the all-false mask `zero` last returned
 
@@ -46,8 +49,15 @@ class Blanker:
         the block's last values kept; returns the all-false held mask."""
         n = envelope.shape[1]
         self._unheld = np.zeros(n, dtype=bool)
-        self._env, self._pct = envelope[:, n - 1], pct[:, n - 1]
+        self._ends = (envelope, pct)
         return self._unheld
+
+    def _carried(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last trusted envelope and % MVC, per channel."""
+        if self._ends is not None:
+            env, pct = self._ends
+            self._env, self._pct, self._ends = env[:, -1], pct[:, -1], None
+        return self._env, self._pct
 
     def _mask(self, first: int, n: int, extra: int) -> np.ndarray:
         idx = first + np.arange(n)
@@ -75,11 +85,13 @@ class Blanker:
     def hold(self, processed: ProcessedBlock, held: np.ndarray) -> ProcessedBlock:
         env, pct = processed.envelope, processed.pct_mvc
         if held is not self._unheld and any_true(held):  # (`zero`'s all-false mask: nothing)
-            env = _forward_fill(env, held, self._env)
-            pct = _forward_fill(pct, held, self._pct)
+            carried_env, carried_pct = self._carried()
+            env = _forward_fill(env, held, carried_env)
+            pct = _forward_fill(pct, held, carried_pct)
             processed = replace(processed, envelope=env, pct_mvc=pct)
         if env.shape[1]:
             self._env, self._pct = env[:, -1].copy(), pct[:, -1].copy()
+            self._ends = None
         return processed
 
 

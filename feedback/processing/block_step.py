@@ -84,7 +84,9 @@ class BlockSteps:
             return None
         if self._bound[0] is not chain or self._bound[1] is not window:
             self._bind(chain, window)
-        raw = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        # (one compiled layout; the array itself when contiguous, checked in C: reading
+        # `data.flags` makes a flags object each block)
+        raw = np.ascontiguousarray(data)
         floats = np.empty((4, rows, n))
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)

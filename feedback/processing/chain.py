@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,12 +16,13 @@ from feedback.processing.filters import (
     lowpass,
     mains_notch,
 )
+from feedback.processing.records import record
 
 # Surface-EMG power sits around 50–150 Hz; the band-pass delay is quoted there.
 EMG_REFERENCE_HZ = 100.0
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class ProcessedBlock:
     block: SampleBlock
     filtered: np.ndarray  # band-passed EMG, mV

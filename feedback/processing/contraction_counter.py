@@ -29,6 +29,7 @@ import numpy as np
 from feedback.processing.activation import Zone, run_starts
 from feedback.processing.contractions import MERGE_GAP_S, MIN_ON_S
 from feedback.processing.metrics import MAX_CONTRACTION_S, Contraction, median_frequency
+from feedback.processing.records import record
 
 __all__ = ["MERGE_GAP_S", "MIN_ON_S", "ContractionCounter", "CounterInput"]
 
@@ -108,7 +109,7 @@ class _Stretch:
             self.kept -= self.raw.pop(0).shape[0]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class CounterInput:
     """One block as the counter reads it; every array covers the same samples."""
 

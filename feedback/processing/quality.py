@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from feedback.processing import fused
 from feedback.processing import lazy_signal as signal
 from feedback.processing.activation import any_true, run_lengths
 from feedback.processing.filters import SosFilter
+from feedback.processing.records import record
 
 
 class Flag(enum.IntFlag):
@@ -41,7 +41,7 @@ def describe(flags: int) -> tuple[str, ...]:
     return tuple(text for flag, text in REASONS.items() if flags & flag)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@record
 class QualityBlock:
     flags: np.ndarray  # uint8 (n_channels, n): a bitwise OR of `Flag`s per sample
 

@@ -7,6 +7,7 @@ import numpy as np
 from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline
+from feedback.processing import fused
 
 RATE = 2000.0
 CHANNELS = ("VM", "VL")
@@ -69,3 +70,27 @@ def test_any_block_split_gives_the_same_blanked_output() -> None:
         pct, held = run(data, size, (2100, 3100))
         np.testing.assert_allclose(pct, ref, rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(held, ref_held)
+
+
+def run_blank_added_late(data: np.ndarray, blank: tuple[int, int]) -> np.ndarray:
+    """As a stimulator does: blocks flow (the fused block while nothing is blanked), then a
+    blank is announced just before the burst."""
+    pipe = Pipeline(load_settings(environ={}), RATE, CHANNELS)
+    pct = []
+    for start in range(0, data.shape[1], 20):
+        if start == blank[0]:  # (the block before was a fused one)
+            pipe.blanker.add(*blank)
+        chunk = data[:, start : start + 20]
+        pct.append(pipe.process(SampleBlock(start, 0.0, RATE, CHANNELS, chunk)).processed.pct_mvc)
+    return np.concatenate(pct, axis=1)
+
+
+def test_a_blank_after_fused_blocks_holds_their_last_value_on_either_path() -> None:
+    data = signal_with_artefact()
+    pct = run_blank_added_late(data, (2000, 4000))
+    with fused.reference_path():
+        reference = run_blank_added_late(data, (2000, 4000))
+    before = pct[0, 1999]
+    assert 5.0 < before < 40.0  # a real value: holding zeros (or anything else) fails below
+    np.testing.assert_array_equal(pct[:, 2000:], np.repeat(pct[:, 1999:2000], 2000, axis=1))
+    np.testing.assert_array_equal(pct, reference)
