@@ -4,6 +4,7 @@ Counted in imported modules, not seconds: a timed test would measure the machine
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,23 +13,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
-import runpy, sys
+import json, runpy, sys
+for name in {preload!r}:
+    __import__(name)
 sys.argv = ["run_feedback.py", *{argv!r}]
 try:
     runpy.run_path("run_feedback.py", run_name="__main__")
 except SystemExit:
     pass
-HEAVY = ("numpy", "scipy", "numba", "feedback.app", "amqtt", "pydantic", "asyncio")
-heavy = sorted(m for m in HEAVY if m in sys.modules)
-print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
+HEAVY = ("numpy", "scipy", "numba", "feedback.app", "amqtt", "pydantic", "asyncio")
+
+
+def modules_after(
+    argv: list[str], preload: tuple[str, ...] = (), timeout_s: float = 60.0
+) -> tuple[set[str], str]:
+    """The modules in a fresh process after `run_feedback.py ARGV`, and its stderr."""
+    probe = PROBE.format(argv=argv, preload=list(preload))
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("MODULES=")]
+    return set(json.loads(line.removeprefix("MODULES="))), done.stderr
 
 
 def heavy_imports(*argv: str) -> str:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv))], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    (line,) = [x for x in done.stderr.splitlines() if x.startswith("HEAVY=")]
-    return line.removeprefix("HEAVY=")
+    modules, _ = modules_after(list(argv))
+    return ",".join(sorted(m for m in HEAVY if m in modules))
 
 
 def test_help_does_not_import_pydantic_asyncio_or_the_numeric_stack() -> None:
@@ -44,29 +55,14 @@ def test_the_probe_sees_a_real_run_import_them() -> None:
 
 
 REPLAY = ROOT / "tests" / "fixtures" / "data" / "4Nsen.txt.gz"
-MQTT_PROBE = """
-import runpy, sys
-for name in {preload!r}:
-    __import__(name)
-sys.argv = ["run_feedback.py", *{argv!r}]
-try:
-    runpy.run_path("run_feedback.py", run_name="__main__")
-except SystemExit:
-    pass
-mqtt = sorted({{m.split(".")[0] for m in sys.modules}} & {{"aiomqtt", "paho", "amqtt"}})
-print("MQTT=" + ",".join(mqtt), file=sys.stderr)
-"""
 
 
 def mqtt_imports_of_a_replay(db: Path, preload: tuple[str, ...] = ()) -> str:
     """The MQTT libraries in the process after a headless replay at full speed (no broker)."""
     argv = ["--headless", "--db", str(db), "--device", f"replay:{REPLAY}?speed=max"]
-    probe = MQTT_PROBE.format(argv=argv, preload=list(preload))
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert "ended (device_ended)" in done.stderr, done.stderr[-2000:]
-    (line,) = [x for x in done.stderr.splitlines() if x.startswith("MQTT=")]
-    return line.removeprefix("MQTT=")
+    modules, stderr = modules_after(argv, preload, timeout_s=120.0)
+    assert "ended (device_ended)" in stderr, stderr[-2000:]
+    return ",".join(sorted({m.split(".")[0] for m in modules} & {"aiomqtt", "paho", "amqtt"}))
 
 
 def test_a_headless_replay_does_not_import_mqtt_clients(tmp_path: Path) -> None:
@@ -81,23 +77,10 @@ def test_the_probe_sees_an_eager_publisher_import(tmp_path: Path) -> None:
     assert mqtt_imports_of_a_replay(tmp_path / "log.db", eager) == "aiomqtt,paho"
 
 
-NUMBA_PROBE = """
-import runpy, sys
-sys.argv = ["run_feedback.py", *{argv!r}]
-try:
-    runpy.run_path("run_feedback.py", run_name="__main__")
-except SystemExit:
-    pass
-print("NUMBA=" + str("numba" in sys.modules), file=sys.stderr)
-"""
-
-
 def numba_loaded_by(device: str, db: Path, *extra: str) -> bool:
     argv = ["--headless", "--db", str(db), "--broker", "none", "--device", device, *extra]
-    done = subprocess.run([sys.executable, "-c", NUMBA_PROBE.format(argv=argv)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
-    (line,) = [x for x in done.stderr.splitlines() if x.startswith("NUMBA=")]
-    return line == "NUMBA=True"
+    modules, _ = modules_after(argv, timeout_s=180.0)
+    return "numba" in modules
 
 
 def test_a_replay_at_full_speed_takes_the_numpy_path_and_loads_no_kernels(tmp_path: Path) -> None:
