@@ -7,7 +7,8 @@ of stream sequence S as an ack of EVERY message still pending on the consumer at
 whoever received it. Acking the last stored message is right only when every such message is
 stored; it is wrong (a message lost for good) when one below S is:
 
-- held by the order gate (NAKed, to come back after its predecessors): the barrier below;
+- received here and not stored (yet): held by the order gate (NAKed, to come back after its
+  predecessors), or still on its way through this batch's commit: the barrier below;
 - delivered to someone else: the previous holder of the partition, killed mid-batch (its
   batch waits for ack_wait, then comes here), or a second reader while a lease changes hands;
 - lost on the way (a node died with the delivery in flight, to come back after ack_wait).
@@ -34,7 +35,6 @@ class AckFloor:
         self.next_dseq = (info.delivered.consumer_seq or 0) + 1 if info.delivered else 1
         self.received: set[int] = set()  # stream sequences received, not yet covered by an ack
         self.late: set[int] = set()  # delivery sequences received while not safe
-        self.held: set[int] = set()  # stream sequences given back by the order gate
         self.stored: dict[int, Msg] = {}  # stream sequence -> a stored delivery of it
         self.acked_dseq = 0
         self.checked_at = 0.0
@@ -50,21 +50,16 @@ class AckFloor:
         self.safe = False  # a delivery went elsewhere, or was lost on the way
         self.late.add(seq.consumer)
 
-    def hold(self, m: Msg) -> None:
-        self.held.add(m.metadata.sequence.stream)
-
     def store(self, m: Msg) -> None:
         """After the commit."""
-        s = m.metadata.sequence.stream
-        self.held.discard(s)
-        self.stored[s] = m
+        self.stored[m.metadata.sequence.stream] = m
 
     def due(self) -> Msg | None:
-        """The delivery to ack, covering every stored message below any held one; None when
-        nothing may be acked yet."""
+        """The delivery to ack, covering every stored message below the first one received and
+        not stored; None when nothing may be acked yet."""
         if not self.safe or not self.stored:
             return None
-        barrier = min(self.held) if self.held else None
+        barrier = self._barrier()
         below = [s for s in self.stored if barrier is None or s < barrier]
         if not below:
             return None
@@ -72,6 +67,13 @@ class AckFloor:
         # The server ignores an ack whose delivery is older than the last one acked: what it
         # covers stays pending and comes back after ack_wait (the store drops the copies).
         return m if m.metadata.sequence.consumer > self.acked_dseq else None
+
+    def _barrier(self) -> int | None:
+        """The lowest stream sequence received and not stored. Derived, not kept: a message the
+        order gate will hold is unstored from the moment it arrives, before the gate decides,
+        so a commit of its batch's other messages cannot be acked past it."""
+        waiting = self.received - self.stored.keys()
+        return min(waiting) if waiting else None
 
     def acked(self, m: Msg) -> None:
         seq = m.metadata.sequence
@@ -82,7 +84,6 @@ class AckFloor:
     def _cover(self, through: int) -> None:
         self.received = {s for s in self.received if s > through}
         self.stored = {s: m for s, m in self.stored.items() if s > through}
-        self.held = {s for s in self.held if s > through}
 
     def check(self, info: ConsumerInfo) -> None:
         """A snapshot of the consumer: safe again when every message pending on it is one this

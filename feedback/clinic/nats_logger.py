@@ -517,10 +517,7 @@ class NatsLogger:
         if gated.hold:
             self.stats.held += len(gated.hold)
             await self._ask(nc, gated.missing)
-            for m in gated.hold:
-                floor = self._floor(m)
-                if floor is not None:
-                    floor.hold(m)  # no ack may cover it until it is stored
+            for m in gated.hold:  # unstored: no AckAll ack covers it (AckFloor._barrier)
                 await m.nak(delay=HOLD_S)
 
     async def _gate(self, msgs: list[Msg]) -> Gated:
