@@ -185,14 +185,14 @@ class PostgresBackend:
         """`name (columns) AS (SELECT columns FROM <a temporary table>)`, the rows copied into
         it now (COPY: formatted in C) and read by the statement that comes next. Was one array
         a column to unnest, which psycopg dumps in Python: 150 rows of `live_seconds` took
-        8.0 ms of CPU, by COPY 1.6 (and half the wall time). The table (one per column list,
-        a connection's own) is emptied at each commit, and before it is filled again.
+        8.0 ms of CPU, by COPY 1.6 (and half the wall time). The table (one per name and column
+        list, a connection's own) is emptied at each commit, and before it is filled again.
         Int and real values are made the column's type (COPY reads 3.0 as no bigint)."""
         if not rows:
             raise ValueError("a relation needs at least one row")
         if self._db.info.transaction_status == self._idle:  # autocommit: emptied once copied
             raise RuntimeError("a relation is read in the transaction that made it")
-        table = self._scratch_table(columns)
+        table = self._scratch_table(name, columns)
         if table in self._filled:
             self.execute(f"DELETE FROM {table}")
         convert = [(i, _PY_TYPE[t]) for i, (_, t) in enumerate(columns) if t in ("int", "real")]
@@ -208,9 +208,11 @@ class PostgresBackend:
         cols = ", ".join(c for c, _ in columns)
         return f"{name} ({cols}) AS (SELECT {cols} FROM {table})", []
 
-    def _scratch_table(self, columns: Sequence[Column]) -> str:
+    def _scratch_table(self, name: str, columns: Sequence[Column]) -> str:
         spec = ", ".join(f"{c} {_PG_TYPE[t]}" for c, t in columns)
-        table = "vmf_rows_" + hashlib.sha1(spec.encode()).hexdigest()[:12]
+        # By name too: two relations of one statement with the same columns must not share
+        # (the second fill would empty the first).
+        table = "vmf_rows_" + hashlib.sha1(f"{name}: {spec}".encode()).hexdigest()[:12]
         if table not in self._scratch:
             # Made in the transaction: gone again if it rolls back (`_rolled_back`).
             self.execute(

@@ -60,6 +60,8 @@ def publish_qos1(
     if sock is None:
         return MQTT_ERR_NO_CONN, 0
     topic_bytes = topic.encode()
+    if len(topic_bytes) > 65535:  # as paho's publish: the length field has two bytes
+        raise ValueError("a topic must be shorter than 65,536 bytes")
     mid = client._mid_generate()
     message = MQTTMessage(mid, topic_bytes)
     message.timestamp = time.monotonic()

@@ -193,3 +193,11 @@ def test_negative_control_a_histogram_that_puts_bound_values_above() -> None:
     theirs = {k: v for k, v in got.items() if not k.startswith("ours ")}
     ours = {k.removeprefix("ours "): v for k, v in got.items() if k.startswith("ours ")}
     assert ours != theirs
+
+
+def test_the_batch_size_histogram_reaches_the_largest_batch() -> None:
+    # Batches above the last bucket land only in +Inf: the largest batch must have a bucket.
+    from feedback.clinic.logger import MAX_BATCH
+    from feedback.clinic.metrics import BATCH_BUCKETS
+
+    assert BATCH_BUCKETS[-1] >= MAX_BATCH

@@ -186,3 +186,12 @@ def test_no_connection_is_pahos_error() -> None:
     client = Client(CallbackAPIVersion.VERSION2)
     assert publish_qos1(client, TOPIC, b"cue", False, mqtt5=False)[0] == 4
     assert client.publish(TOPIC, b"cue", 1).rc == 4
+
+
+def test_a_topic_too_long_for_its_length_field_is_refused() -> None:
+    # The packet's topic length has two bytes: a longer topic would make a packet the broker
+    # misreads. paho's own publish refuses it too.
+    client = Client(CallbackAPIVersion.VERSION2)
+    client._sock = object()  # type: ignore[assignment]  # any socket: checked before a write
+    with pytest.raises(ValueError, match="65,536"):
+        publish_qos1(client, "t" * 65536, b"x", False, mqtt5=False)
