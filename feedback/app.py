@@ -203,8 +203,8 @@ def _kernels_then_device(spec: str, settings: Settings, stack: contextlib.AsyncE
 
     A file replayed at speed=max is the exception: nobody waits for its blocks, which are
     500 ms long, where the numpy path costs what the kernels cost, while loading the kernels
-    (2-3 s on the development machine) would be most of the run. It takes the numpy path,
-    which gives the same bits (tests/feedback/test_kernels.py)."""
+    (1-3 s on the development machine, `compile_kernels`) would be most of the run. It takes
+    the numpy path, which gives the same bits (tests/feedback/test_kernels.py)."""
     kind, _target, options = split_spec(spec)
     if kind == "replay" and options.get("speed") == "max":
         stack.enter_context(fused.reference_path())

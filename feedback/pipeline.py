@@ -116,9 +116,9 @@ _warmed = False
 
 def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...]) -> None:
     """Run a throwaway pipeline over a little noise, once per process, so that the compiled
-    kernels are loaded from numba's cache (about 0.5 s), or compiled on a machine without one
-    (about 10 s, once), here rather than inside the first blocks of a session: 20-sample
-    float32 blocks through a baseline window and frames, then long float64 blocks that cut
+    kernels are loaded from numba's cache, or compiled on a machine without one (see
+    `compile_kernels` for how long), here rather than inside the first blocks of a session:
+    20-sample float32 blocks through a baseline window and frames, then long float64 blocks that cut
     windows (the sliced layouts), then short float64 blocks (the fused block's other type).
     Once is enough: numba specialises a kernel by its arguments' types and layouts, not by
     the rate or the number of channels, so another
@@ -144,9 +144,10 @@ def _warm_kernels(settings: Settings, rate_hz: float, channels: tuple[str, ...])
 
 def compile_kernels(settings: Settings | None = None) -> bool:
     """Fill numba's cache at install time (scripts/bootstrap.sh): the one compile of a fresh
-    machine (about 12 s) then happens there, not in a first session's or test's start; a
-    station calls it before its device streams, so loading the kernels (about 0.7 s) cannot
-    overflow a device's buffer. False: no numba, the numpy path (nothing to compile)."""
+    machine (15-20 s on the 2-core development machine) then happens there, not in a first
+    session's or test's start; a station calls it before its device streams, so loading the
+    kernels (1-3 s there since the fused block has two sample types) cannot overflow a device's
+    buffer. False: no numba, the numpy path (nothing to compile)."""
     if settings is None:
         from config.loader import load_settings
 

@@ -28,6 +28,6 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -c "$constraints" -e ".[${extras}]"
-# Compile the per-block kernels into numba's cache now (about 15 s, once): a first session or
+# Compile the per-block kernels into numba's cache now (15-20 s, once): a first session or
 # test would otherwise pay it at its start (feedback/processing/fused.py).
 "$venv/bin/python" -c 'from feedback.pipeline import compile_kernels; compile_kernels()'

@@ -689,18 +689,7 @@ class ActivationDetector:
                 self._close_compiled()
         else:
             self._learn(envelope, usable)
-        return ActivationBlock(
-            active,
-            tuple(found),
-            self._ready,
-            above,
-            self._rest_now,
-            self._reference_now,
-            self.on_level,
-            self.off_level,
-            self.calibrated,
-            level,
-        )
+        return self._result(active, found, above, level)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: the switch restarts inactive and the
@@ -749,6 +738,15 @@ class ActivationDetector:
                 state, lvl = self._segment(first_index + pos, seg, hb, ok, events)
                 active[:, pos:end], level[:, pos:end] = state, lvl
                 pos = end
+        return self._result(active, events, above, level)
+
+    def _result(
+        self,
+        active: np.ndarray,
+        events: list[OnsetEvent],
+        above: np.ndarray | None,
+        level: np.ndarray,
+    ) -> ActivationBlock:
         # The level arrays are replaced, never edited, when they change: no copies needed.
         # (Positional: the fields in their order, rest_mv … level_pct; keywords cost ~1 us.)
         return ActivationBlock(
