@@ -17,8 +17,11 @@ after it, so the product carries no timing code. Per block, the first cue's path
 
 Each consecutive pair becomes a stage in the summary; a stage's wrappers cost about a
 microsecond, the same before and after a change. The garbage collector's pauses are timed too
-(`gc.callbacks`): those inside a cue's path, and all of them per generation, before the
-session's first block (start-up) and in the session.
+(`gc.callbacks`): those inside a cue's path, and all of them per generation, before, in and
+after the session. The session is `Session.run`, not the span of `Pipeline` blocks: the
+station's start-up runs blocks of its own through a throwaway pipeline to load numba's kernels
+(`compile_kernels`), and on a cold cache that compile makes a dozen full collections of
+100-750 ms, which counted as the session's when its first block was the warm-up's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from feedback.outputs import mqtt_publisher
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.mqtt_session import MqttSessionOutput
 from feedback.pipeline import Pipeline
+from feedback.session import Session
 
 ORDER = (
     "arrival",
@@ -59,11 +63,10 @@ class CueStages:
         self._undo: list[Callable[[], None]] = []
         self._gc_start = 0.0
         self._gc_in_block = 0.0  # seconds of collection since this block's arrival
-        # (end, generation, pause): placed before, between or after the session's blocks at
-        # the report (after the last block the bench parses its subscriber's output: those
-        # collections are not the session's)
+        # (end, generation, pause): placed before, in or after `Session.run` at the report
+        # (before it the kernels load; after it the bench parses its subscriber's output)
         self.gc_pauses: list[tuple[float, int, float]] = []
-        self._first_block = self._last_block = 0.0
+        self._session_start = self._session_end = 0.0
         self.behind_paho = 0  # first cues that found paho's queue not empty
 
     def _stamp(self, name: str) -> None:
@@ -74,8 +77,6 @@ class CueStages:
         self._block = {"arrival": now_perf - (now_wall - t_arrival), "pipeline_in": now_perf}
         self._cue_seen = False
         self._gc_in_block = 0.0
-        self._first_block = self._first_block or now_perf
-        self._last_block = now_perf
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -99,6 +100,7 @@ class CueStages:
         self._patch(MqttPublisher, "publish", self._published)
         self._patch(mqtt_publisher, "encode", self._encoding)
         self._patch(MqttPublisher, "_pump_here", self._pumping)
+        self._patch(Session, "run", self._session)
         gc.callbacks.append(self._on_gc)
         self._undo.append(lambda: gc.callbacks.remove(self._on_gc))
 
@@ -114,6 +116,16 @@ class CueStages:
             return wrapper
 
         return make
+
+    def _session(self, original: Any) -> Any:
+        async def wrapper(session: Session, *args: Any, **kw: Any) -> Any:
+            self._session_start = time.perf_counter()
+            try:
+                return await original(session, *args, **kw)
+            finally:
+                self._session_end = time.perf_counter()
+
+        return wrapper
 
     def _decided(self, original: Any) -> Any:
         def wrapper(rules: CueRules, *args: Any, **kw: Any) -> Any:
@@ -172,6 +184,14 @@ class CueStages:
 
         return wrapper
 
+    def span(self, t: float) -> str:
+        """Where a moment (perf_counter) falls: before, in or after the session."""
+        if not self._session_start or t < self._session_start:
+            return "before the session"
+        if not self._session_end or t <= self._session_end:
+            return "in the session"
+        return "after the session"
+
     def remove(self) -> None:
         while self._undo:
             self._undo.pop()()
@@ -189,13 +209,7 @@ class CueStages:
         out["cues behind paho's own queued bytes"] = self.behind_paho
         when: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for end, generation, pause in self.gc_pauses:
-            if end < self._first_block:
-                span = "before the first block"
-            elif end <= self._last_block:
-                span = "in the session"
-            else:
-                span = "after the last block"
-            when[span][generation].append(pause)
+            when[self.span(end)][generation].append(pause)
         for span, pauses in when.items():
             for generation, values in sorted(pauses.items()):
                 out[f"gc pauses, generation {generation}, {span}"] = summary(values, "us")
