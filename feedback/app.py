@@ -19,6 +19,7 @@ from devices.base import Device
 from devices.registry import open_device, split_spec
 from feedback.broker import EmbeddedBroker
 from feedback.calibration_flow import calibrated_settings
+from feedback.collector import collect_start_up, start_up_frozen
 from feedback.control.bus import CommandBus
 from feedback.control.commands import EmergencyStop
 from feedback.control.gate import CommandGate
@@ -179,7 +180,7 @@ async def run(
             console.print("waiting for a therapist's start command (Ctrl-C to give up)")
             await session.wait_for_start(stop)
         running.append(session)
-        await session.run(stop)
+        await _run_session(session, stop)
         report, shot = await _close(session, recorder, dashboard, children, publisher, store)
         report.update(broker=NO_BROKER if offline else broker_url, device=options.device)
         _dashboard_report(report, dashboard, shot, options, console)
@@ -196,6 +197,11 @@ async def run(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def _run_session(session: Session, stop: asyncio.Event) -> None:
+    with start_up_frozen():  # a full collection in the session walks only its own objects
+        await session.run(stop)
+
+
 def _kernels_then_device(spec: str, settings: Settings, stack: contextlib.AsyncExitStack) -> Device:
     """Numba's kernels load before the device streams: loading them once a serial device was
     open left a gap in a session against the AVR firmware under simavr (its UART buffer
@@ -210,6 +216,7 @@ def _kernels_then_device(spec: str, settings: Settings, stack: contextlib.AsyncE
         stack.enter_context(fused.reference_path())
     else:
         compile_kernels(settings)
+        collect_start_up()  # before the device streams: the pause costs no sample
     return open_device(spec, settings)
 
 

@@ -53,6 +53,7 @@ UNITS = {
     "feedback.clinic.validation": "contract",
     "feedback.dashboard": "dashboard",
     "feedback.app": "composition",
+    "feedback.collector": "composition",
     "feedback.metrics": "composition",
     "feedback.cli": "composition",
     "feedback.broker": "broker",
