@@ -1,19 +1,21 @@
 """The garbage collector around a station's session: start-up's objects frozen out of it.
 
-Start-up leaves about 175,000 tracked objects alive for the whole process (modules; numba's,
+Start-up leaves about 184,000 tracked objects alive for the whole process (modules; numba's,
 scipy's and paho's tables; settings). A full (generation 2) collection walks every one of them
-with the event loop stopped: 50-100 ms on an idle machine, 250 ms and more on a loaded one, and
-a cue due meanwhile waits. CPython 3.11 makes one once ten generation-1 collections have passed
-and the objects promoted since the last full one outnumber a quarter of those it kept. Start-up's
-last full collection came in the middle of loading the kernels, and what was built after it
-(the rest of numba's loading, the publisher, the device, the outputs: about 35,000 objects) is
-already that quarter when the session begins: the first full collection of the whole heap came
-minutes into a session, at about the tenth generation-1 collection.
+with the event loop stopped (50-120 ms measured on the 2-core development machine, more under
+load), and a cue due meanwhile waits. CPython 3.11 makes one at the eleventh generation-1
+collection after the last full one, once the objects promoted since then reach a quarter of
+those it kept. The session grows by a few objects a second and makes almost no cyclic garbage
+(tests/feedback/test_session_garbage.py), so generation-1 collections are rare in it (one in 1-8
+minutes measured); but start-up's last full collection comes in the middle of loading the
+kernels, and what is built after it (22,000-35,000 objects measured) leaves the count at or near
+the quarter when the session begins. Sessions of 2-9 minutes measured none; a longer one can
+meet one, and with start-up frozen that collection walks only the session's objects (about 600
+at its start).
 
-The session itself makes almost no cyclic garbage (tests/feedback/test_session_garbage.py) and
-few lasting objects, so with start-up frozen a full collection walks only what the session made.
-Start-up's garbage is collected first, after the kernels load and before a device streams, when
-a pause costs no sample and no cue.
+Start-up's garbage is collected first, after the kernels load and before a device streams,
+when a pause costs no sample and no cue; what is frozen with start-up is then little more
+than live objects.
 """
 
 from __future__ import annotations
