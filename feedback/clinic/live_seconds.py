@@ -183,7 +183,9 @@ UPSERT_ROWS = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
 )
 BOUNDS = (("sid", "text"), ("lo_s", "int"), ("hi_s", "int"), ("lo_id", "int"), ("hi_id", "int"))
-ROWS_PER_STATEMENT = 400  # SQLite's VALUES: 32,766 bound values at most
+# The write's rows a statement: SQLite binds a relation's values (32,766 at most, 17 a row), so
+# a batch of store.MAX_BATCH messages in as many seconds needs two; PostgreSQL's go by COPY.
+ROWS_PER_STATEMENT = 1900
 
 DEDUPE_WINDOW_S = 86_400  # a copy is looked for among the rows of a day either side of its time
 _LS = ", ".join(f"ls.{c}" for c in COLUMNS)
@@ -220,22 +222,20 @@ def fold(
     # batch's msg_ids (by msg_id_max: in-order messages find only the latest). The constant
     # time bounds let PostgreSQL read only a few days' partitions.
     rows: dict[tuple[str, int], Second] = {}
-    for i in range(0, len(bounds), ROWS_PER_STATEMENT):
-        chunk = bounds[i : i + ROWS_PER_STATEMENT]
-        lo = min(b[1] for b in chunk) - DEDUPE_WINDOW_S
-        hi = max(b[2] for b in chunk) + DEDUPE_WINDOW_S
-        q, params = db.relation("q", BOUNDS, chunk)
-        for row in db.query(
-            f"WITH {q} SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-            " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
-            f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-            " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
-            f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S}"
-            f" AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S} WHERE ls.second BETWEEN ? AND ?",
-            (*params, lo, hi, lo, hi),
-        ):
-            r = Second.from_row(row)
-            rows[(r.session_id, r.second)] = r
+    lo = min(b[1] for b in bounds) - DEDUPE_WINDOW_S
+    hi = max(b[2] for b in bounds) + DEDUPE_WINDOW_S
+    q, params = db.relation("q", BOUNDS, bounds)
+    for row in db.query(
+        f"WITH {q} SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
+        f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
+        f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S}"
+        f" AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S} WHERE ls.second BETWEEN ? AND ?",
+        (*params, lo, hi, lo, hi),
+    ):
+        r = Second.from_row(row)
+        rows[(r.session_id, r.second)] = r
     known: dict[str, list[Second]] = {}
     for r in rows.values():
         known.setdefault(r.session_id, []).append(r)
