@@ -525,6 +525,8 @@ class ClinicStore:
         )}  # fmt: skip
 
     def _stored_digests(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        if not keys:  # the batch's copies were all of messages it claimed itself
+            return {}
         return {
             (str(session), int(msg_id)): str(digest)
             for session, msg_id, digest in self.db.query(
