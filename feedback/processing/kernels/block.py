@@ -22,7 +22,7 @@ from numba.experimental import structref as numba_structref
 
 from feedback.processing.kernels.baseline import baseline_add_window
 from feedback.processing.kernels.chain import chain_lowpass, chain_rms
-from feedback.processing.kernels.common import PAIRWISE_BLOCK, jit
+from feedback.processing.kernels.common import FLAT, PAIRWISE_BLOCK, jit
 from feedback.processing.kernels.quality import quality_flags
 from feedback.processing.kernels.sums import _leaf_sums
 from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
@@ -115,7 +115,7 @@ def _usable(flags: Any) -> Any:
     if flagged:
         for p in range(rows):
             for i in range(n):
-                usable[p, i] = (flags[p, i] & 1) == 0
+                usable[p, i] = (flags[p, i] & FLAT) == 0
     return usable
 
 
