@@ -239,8 +239,9 @@ class Pipeline:
         self._env_sums: np.ndarray | None = None  # each row's envelope sum, from BlockSteps
         # The usual block's numeric steps in one compiled call (not for the TKEO detector,
         # whose input is not the envelope).
+        steps = (self.chain, self.quality, self.onset, self.activation, self.detector)
         self._steps = (
-            BlockSteps(kernels, self.chain, self.quality, self.onset, self.activation, self.blanker)
+            BlockSteps(kernels, steps, self.blanker)
             if kernels is not None and self.tkeo is None and self.quality.fused_state() is not None
             else None
         )
@@ -375,7 +376,7 @@ class Pipeline:
         else:  # (the zone in the same call, when the band holds for the whole block)
             changes = self._band_changes
             steady = banded and (not changes or changes[0].from_index >= end)
-            fast = self._steps.run(block, (self.detector, ti) if steady else None)
+            fast = self._steps.run(block, ti if steady else None)
         if fast is not None:
             processed, held, quality, onsets, flagged, self._env_sums, zone = fast
         else:
