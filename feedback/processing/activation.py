@@ -128,9 +128,10 @@ class DebounceState:
     `state` is always an array, replaced (never edited) when it changes; its list is cached
     against that array. The two run arrays are the same for the object's life (the setters
     and `reset` write into them), so the fused block (feedback.processing.block_step) binds
-    them once. The shortcut for a few rows (`_uniform_small`, the numpy path only) works on
-    plain lists: it keeps the runs as lists, written into the arrays only when something reads
-    them (the general path), so the usual block converts nothing."""
+    them once and edits them every block. The shortcut for a few rows (`_uniform_small`, the
+    numpy path only: the compiled path never reads the lists, which the kernels' edits would
+    leave behind) works on plain lists: it keeps the runs as lists, written into the arrays
+    only when something reads them (the general path), so the usual block converts nothing."""
 
     __slots__ = ("_listed", "_run_lists", "_runs", "_stale", "_state_list", "state")
 
