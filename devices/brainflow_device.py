@@ -104,6 +104,35 @@ def load_brainflow() -> Any:
     return board_shim
 
 
+@functools.cache
+def owned_shim_class() -> Any:
+    """`BoardShim` whose finaliser releases only the session it opened.
+
+    `BoardShim.__del__` releases whatever session is prepared under its board and parameters.
+    Once a device has released its own, that is the *next* device's with the same file or port
+    (a reopen, a reconnect). The last reference to a closed shim can die late, in the worker
+    thread that ran its `release_session`, and so killed the new session between its
+    `prepare_session` and its next call (`BOARD_NOT_CREATED_ERROR`)."""
+    bf = load_brainflow()
+
+    class OwnedBoardShim(bf.BoardShim):  # type: ignore[misc,name-defined]
+        owns_session = False
+
+        def prepare_session(self) -> None:
+            super().prepare_session()
+            self.owns_session = True
+
+        def release_session(self) -> None:
+            self.owns_session = False
+            super().release_session()
+
+        def __del__(self) -> None:
+            if self.owns_session:
+                super().__del__()
+
+    return OwnedBoardShim
+
+
 def board_id(text: str) -> int:
     bf = load_brainflow()
     ids = {b.name: int(b.value) for b in bf.BoardIds}
@@ -175,7 +204,7 @@ class BrainflowDevice:
         params = bf.BrainFlowInputParams()
         for key, value in self.params.items():
             setattr(params, key, int(value) if key in _INT_PARAMS else value)
-        shim = bf.BoardShim(self.board, params)
+        shim = owned_shim_class()(self.board, params)
         try:
             await asyncio.to_thread(shim.prepare_session)
             if self.board == int(bf.BoardIds.PLAYBACK_FILE_BOARD):

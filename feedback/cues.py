@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from feedback.exercise import ExerciseState, Phase, PhaseChanged, RepCompleted
+from feedback.exercise import WORK, ExerciseState, PhaseChanged, RepCompleted
 from feedback.processing.activation import Zone
 
 
@@ -53,7 +53,7 @@ class CueRules:
             self._withheld = withheld
             self._zone = None
             cues.append(Cue("quality", withheld or "ok", index, t_sample))
-        working = state.phase is Phase.WORK
+        working = state.phase is WORK  # (the member looked up once: feedback.exercise)
         if not self.band:
             if working and not self._asked:
                 self._asked = True

@@ -41,6 +41,11 @@ class Phase(enum.IntEnum):
     CALIBRATING = 4  # paused for a calibration during the session: no reps, cues or stimulation
 
 
+# The members the usual block compares with, looked up once: `Phase.WORK` goes through the
+# enum's class attribute lookup (0.2 µs, ten times a global's) and a block makes six of them.
+READY, WORK, DONE = Phase.READY, Phase.WORK, Phase.DONE
+
+
 @dataclass(frozen=True, slots=True)
 class RepCompleted:
     rep: int
@@ -224,8 +229,8 @@ class Exercise:
                 st.phase, st.period = self._phase_of(rel0 + n - 1)
             st.set_no = min(self._sets, max(1, (st.period - 1) // self._reps + 1))
             self._update_clocks(rel0 + n)
-        st.holding = st.phase is Phase.WORK and int(zone[n - 1]) == IN_BAND if n else False
-        working = st.phase is Phase.WORK and not self.free
+        st.holding = st.phase is WORK and int(zone[n - 1]) == IN_BAND if n else False
+        working = st.phase is WORK and not self.free
         st.hold_progress = min(1.0, self._hold_run / self._hold) if working else 0.0
         st.events = events
         return st
@@ -238,7 +243,7 @@ class Exercise:
             self._last_phase = (phase, period)
             self._hold_run = 0
             events.append(PhaseChanged(phase, period, at))
-        if phase is not Phase.WORK:
+        if phase is not WORK:
             return events
         if not in_band:
             self._hold_run = 0
@@ -270,12 +275,12 @@ class Exercise:
             st.phase_left_s = max(0, self._ready - rel_next) / self.rate_hz
             return
         st.session_left_s = max(0, self._total - rel_next) / self.rate_hz
-        if st.phase is Phase.READY:
+        if st.phase is READY:
             left = self._ready - rel_next
-        elif st.phase is Phase.DONE:
+        elif st.phase is DONE:
             left = 0
         else:
             p = st.period - 1
             work_end = self._start_list[p] + self._work
-            left = work_end - rel_next if st.phase is Phase.WORK else self._end_list[p] - rel_next
+            left = work_end - rel_next if st.phase is WORK else self._end_list[p] - rel_next
         st.phase_left_s = max(0, left) / self.rate_hz

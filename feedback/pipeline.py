@@ -95,6 +95,7 @@ class CueStep:
     calibration: CalibrationStatus | None
     calibrated: CalibrationResult | None
     compute_s: float  # so far
+    env_sums: np.ndarray | None  # each row's envelope sum (np.add.reduce) if the fused call made it
 
 
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
@@ -236,11 +237,11 @@ class Pipeline:
         self._cal_end: int | None = None  # sample index where the running calibration ends
         kernels = fused.kernels()  # feedback.processing.fused
         self._compiled = kernels is not None
-        self._env_sums: np.ndarray | None = None  # each row's envelope sum, from BlockSteps
         # The usual block's numeric steps in one compiled call (not for the TKEO detector,
         # whose input is not the envelope).
+        steps = (self.chain, self.quality, self.onset, self.activation, self.detector)
         self._steps = (
-            BlockSteps(kernels, self.chain, self.quality, self.onset, self.activation, self.blanker)
+            BlockSteps(kernels, steps, self.blanker)
             if kernels is not None and self.tkeo is None and self.quality.fused_state() is not None
             else None
         )
@@ -375,12 +376,12 @@ class Pipeline:
         else:  # (the zone in the same call, when the band holds for the whole block)
             changes = self._band_changes
             steady = banded and (not changes or changes[0].from_index >= end)
-            fast = self._steps.run(block, (self.detector, ti) if steady else None)
+            fast = self._steps.run(block, ti if steady else None)
         if fast is not None:
-            processed, held, quality, onsets, flagged, self._env_sums, zone = fast
+            processed, held, quality, onsets, flagged, env_sums, zone = fast
         else:
             processed, held, quality, onsets, flagged = self._step_by_step(block)
-            self._env_sums = None
+            env_sums = None
         if zone is None and banded:
             zone = self._detect(processed.pct_mvc[ti], first)
         elif zone is None:
@@ -427,6 +428,7 @@ class Pipeline:
             cal_status,
             calibrated,
             time.perf_counter() - t0,
+            env_sums,
         )
 
     def _step_by_step(
@@ -476,7 +478,7 @@ class Pipeline:
             step.exercise,
             step.cues,
             pct,
-            self._ratio(processed, last),
+            self._ratio(processed, last, step.env_sums),
             step.compute_s + time.perf_counter() - t0,
             step.quality,
             step.problems,
@@ -513,8 +515,11 @@ class Pipeline:
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
         )
 
-    def _ratio(self, processed: ProcessedBlock, flags: np.ndarray | None) -> float | None:
-        """`flags`: at the block's last sample, None when none is up."""
+    def _ratio(
+        self, processed: ProcessedBlock, flags: np.ndarray | None, sums: np.ndarray | None
+    ) -> float | None:
+        """`flags`: at the block's last sample, None when none is up; `sums`: each row's
+        envelope sum (np.add.reduce), when known."""
         vm, vl = self._vm, self._vl
         if vm is None or vl is None or (flags is not None and (flags[vm] or flags[vl])):
             return None
@@ -524,7 +529,6 @@ class Pipeline:
         n = env.shape[1]
         if not n:
             return None
-        sums = self._env_sums  # (the compiled block's np.add.reduce of each row, if made)
         if sums is not None:
             num, den = float(sums[vm]), float(sums[vl]) / n
         else:

@@ -19,16 +19,13 @@ queue item; here paho's thread appends to a deque and the writer takes up to `ma
   PUBACKs on this one would wait behind the unread backlog.
 - QoS 0 (live snapshots, latest wins) past `max_queued` waiting are dropped and counted (without
   `max_waiting`); QoS 1 ones are always kept.
-- Reconnects: paho's own loop reconnects, but its delay doubles without jitter; before each wait
-  the delay is set from `devices.backoff.Backoff` (full jitter), as every reconnecting client does,
-  so a clinic's loggers do not meet a restarted broker in lock-step.
+- Reconnects: paho's own loop, paced with jitter (`Redial`, redial.py).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +37,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.backoff import Backoff
 from feedback.clinic.paho_reader import BatchReadingClient
+from feedback.clinic.redial import Redial
 from feedback.outputs.broker_access import BrokerAccess
 
 log = logging.getLogger("feedback.clinic.intake")
@@ -142,12 +139,8 @@ class PahoIntake:
         context = access.ssl_context()
         if context is not None:
             c.tls_set_context(context)
-        # A clinic has one or two loggers, not a herd: a short ceiling gets them back soon.
-        self._backoff = Backoff(initial_s=0.2, max_s=2.0)
-        self._next_wait(c)
-        c.on_socket_open = _no_delay
+        self._redial = Redial(c)
         c.on_connect = self._on_connect
-        c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         self.client = c
@@ -198,14 +191,6 @@ class PahoIntake:
 
     # paho's network thread from here on
 
-    def _next_wait(self, client: mqtt.Client) -> None:
-        """The delay paho waits before its next attempt: the backoff's, jittered."""
-        delay = self._backoff.next()
-        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]  # typed int, sleeps a float
-
-    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
-        self._next_wait(client)
-
     def _on_connect(
         self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
@@ -226,7 +211,7 @@ class PahoIntake:
         for topic in self.unsubscribe:
             client.unsubscribe(topic)
         self.stats.connects += 1
-        self._backoff.reset()
+        self._redial.reset()
         self.on_ready()
 
     def _on_disconnect(
@@ -237,7 +222,7 @@ class PahoIntake:
             self._queue.clear()
             self.client.resume_reading()  # the next connection starts reading
         self.stats.disconnects += 1
-        self._next_wait(client)
+        self._redial.lost()
         log.warning("broker connection lost: %s", rc)
         self.on_lost()
 
@@ -258,8 +243,3 @@ class PahoIntake:
             if self.max_waiting is not None and len(q) >= self.max_waiting:
                 self.client.pause_reading()
                 self.stats.read_pauses += 1
-
-
-def _no_delay(_c: mqtt.Client, _u: Any, sock: Any) -> None:
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

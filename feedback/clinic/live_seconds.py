@@ -5,7 +5,7 @@ A row says how many messages fell in that second, which (`msg_id_min`, `msg_id_m
 set of the msg_ids received, so a copy is recognised and counted once), and for each field a
 report draws the minimum, mean and maximum (% MVC per channel, the VM:VL ratio), with the
 phase and rep count of the latest message. Rows merge exactly: folding messages one by one,
-in any order and any batching, gives the same row.
+in any order and any batching, gives the same row (the means to their rounding).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,17 @@ class Stat:
             return
         self.lo, self.hi = min(self.lo, x), max(self.hi, x)
         self.mean += (x - self.mean) / self.n
+
+    def merge(self, other: Stat) -> None:
+        if other.n == 0 or other.lo is None or other.mean is None or other.hi is None:
+            return
+        if self.n == 0 or self.lo is None or self.mean is None or self.hi is None:
+            self.n, self.lo, self.mean, self.hi = other.n, other.lo, other.mean, other.hi
+            return
+        n = self.n + other.n
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+        self.mean += (other.mean - self.mean) * other.n / n
+        self.n = n
 
     def as_list(self) -> list[Any]:
         return [self.n, self.lo, self.mean, self.hi]
@@ -124,6 +135,28 @@ class Second:
                 _add(stat, x)
         self.dirty = True
 
+    def merge(self, other: Second) -> None:
+        """Fold another row of the same second, whose msg_ids this one does not hold: as if
+        its messages were added one by one, but for the means' rounding."""
+        if other.msg_id_min < self.msg_id_min:
+            self.mask = self.mask << (self.msg_id_min - other.msg_id_min) | other.mask
+            self.msg_id_min = other.msg_id_min
+        else:
+            self.mask |= other.mask << (other.msg_id_min - self.msg_id_min)
+        if other.msg_id_max > self.msg_id_max:
+            self.msg_id_max, self.phase, self.reps = other.msg_id_max, other.phase, other.reps
+        self.count += other.count
+        self.t_first, self.t_last = min(self.t_first, other.t_first), max(self.t_last, other.t_last)
+        self.index_min = _least(min, self.index_min, other.index_min)
+        self.index_max = _least(max, self.index_max, other.index_max)
+        self.ratio.merge(other.ratio)
+        for channel, stat in other.pct.items():
+            if (mine := self.pct.get(channel)) is None:
+                self.pct[channel] = Stat(stat.n, stat.lo, stat.mean, stat.hi)
+            else:
+                mine.merge(stat)
+        self.dirty = True
+
     def row(self) -> tuple[Any, ...]:
         bits = self.mask.to_bytes((self.mask.bit_length() + 7) // 8 or 1, "little")
         pct = {ch: s.as_list() for ch, s in sorted(self.pct.items())}
@@ -161,6 +194,11 @@ def _add(stat: Stat, x: float) -> None:
     stat.mean = mean + (x - mean) / n
 
 
+def _least(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    """min or max of two values either of which may be None (no index)."""
+    return b if a is None else a if b is None else pick(a, b)
+
+
 def second_of(t: float) -> int:
     return math.floor(t)
 
@@ -183,7 +221,9 @@ UPSERT_ROWS = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
 )
 BOUNDS = (("sid", "text"), ("lo_s", "int"), ("hi_s", "int"), ("lo_id", "int"), ("hi_id", "int"))
-ROWS_PER_STATEMENT = 400  # SQLite's VALUES: 32,766 bound values at most
+# The write's rows a statement: SQLite binds a relation's values (32,766 at most, 17 a row), so
+# a batch of store.MAX_BATCH messages in as many seconds needs two; PostgreSQL's go by COPY.
+ROWS_PER_STATEMENT = 1900
 
 DEDUPE_WINDOW_S = 86_400  # a copy is looked for among the rows of a day either side of its time
 _LS = ", ".join(f"ls.{c}" for c in COLUMNS)
@@ -205,9 +245,13 @@ def fold(
     Read, merge, write: on PostgreSQL a transaction lock per session keeps two loggers (a
     shared subscription splits a session's messages between them) from losing each other's
     update, taken in one order (by key) so two batches never wait on each other in a circle;
-    SQLite's BEGIN IMMEDIATE already serialises writers."""
+    SQLite's BEGIN IMMEDIATE already serialises writers. The other logger waits for that lock
+    (two loggers' batches hold the same sessions), so the per-message work comes before it:
+    each session's messages are folded among themselves first (`Batch`), and under the lock
+    only these rows meet the stored ones."""
     if not pending:
         return {}
+    batches = {session: Batch(session, bodies) for session, bodies in pending.items()}
     if db.dialect == "postgresql":
         keys = sorted({lock_key(s) for s in pending})
         db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", (keys,))
@@ -220,34 +264,81 @@ def fold(
     # batch's msg_ids (by msg_id_max: in-order messages find only the latest). The constant
     # time bounds let PostgreSQL read only a few days' partitions.
     rows: dict[tuple[str, int], Second] = {}
-    for i in range(0, len(bounds), ROWS_PER_STATEMENT):
-        chunk = bounds[i : i + ROWS_PER_STATEMENT]
-        lo = min(b[1] for b in chunk) - DEDUPE_WINDOW_S
-        hi = max(b[2] for b in chunk) + DEDUPE_WINDOW_S
-        q, params = db.relation("q", BOUNDS, chunk)
-        for row in db.query(
-            f"WITH {q} SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-            " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
-            f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
-            " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
-            f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S}"
-            f" AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S} WHERE ls.second BETWEEN ? AND ?",
-            (*params, lo, hi, lo, hi),
-        ):
-            r = Second.from_row(row)
-            rows[(r.session_id, r.second)] = r
+    lo = min(b[1] for b in bounds) - DEDUPE_WINDOW_S
+    hi = max(b[2] for b in bounds) + DEDUPE_WINDOW_S
+    q, params = db.relation("q", BOUNDS, bounds)
+    for row in db.query(
+        f"WITH {q} SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.second >= q.lo_s AND ls.second <= q.hi_s WHERE ls.second BETWEEN ? AND ?"
+        f" UNION ALL SELECT {_LS} FROM live_seconds ls JOIN q ON ls.session_id = q.sid"
+        " AND ls.msg_id_max >= q.lo_id AND ls.msg_id_min <= q.hi_id"
+        f" AND ls.second >= q.lo_s - {DEDUPE_WINDOW_S}"
+        f" AND ls.second <= q.hi_s + {DEDUPE_WINDOW_S} WHERE ls.second BETWEEN ? AND ?",
+        (*params, lo, hi, lo, hi),
+    ):
+        r = Second.from_row(row)
+        rows[(r.session_id, r.second)] = r
     known: dict[str, list[Second]] = {}
     for r in rows.values():
         known.setdefault(r.session_id, []).append(r)
     outcomes: dict[str, list[str | None]] = {}
-    for session, bodies in pending.items():
-        outcomes[session] = _merge(session, bodies, known.get(session, []), rows)
+    for session, batch in batches.items():
+        outcomes[session] = batch.fold_into(known.get(session, []), rows)
     changed = sorted(r.row() for r in rows.values() if r.dirty)  # in key order: the lock order
     for i in range(0, len(changed), ROWS_PER_STATEMENT):
         rel, params = db.relation("r", tuple(zip(COLUMNS, TYPES, strict=True)),
                                 changed[i : i + ROWS_PER_STATEMENT])  # fmt: skip
         db.execute(f"WITH {rel}{UPSERT_ROWS}", params)
     return outcomes
+
+
+class Batch:
+    """One session's messages of a batch folded among themselves, without the stored rows:
+    their copies within the batch and their spans already refused (`_merge`)."""
+
+    def __init__(self, session: str, bodies: Sequence[Mapping[str, Any]]) -> None:
+        self.session, self.bodies = session, bodies
+        self.rows: dict[tuple[str, int], Second] = {}
+        self.outcome = _merge(session, bodies, [], self.rows)
+
+    def fold_into(
+        self, known: list[Second], rows: dict[tuple[str, int], Second]
+    ) -> list[str | None]:
+        """Into the session's stored rows (`known`, also in `rows` by key, where new rows go
+        too): each of this batch's rows merged into the stored row of its second. If a stored
+        row holds one of the batch's msg_ids (a copy) or a merged row would span too many,
+        message by message instead, as without the batch's rows, so that exactly those
+        messages are refused."""
+        if self._clashes(known, rows):
+            return _merge(self.session, self.bodies, known, rows)
+        for key, mine in self.rows.items():
+            if (stored := rows.get(key)) is None:
+                rows[key] = mine
+                known.append(mine)
+            else:
+                stored.merge(mine)
+        return self.outcome
+
+    def _clashes(self, known: list[Second], rows: dict[tuple[str, int], Second]) -> bool:
+        return any(
+            _too_wide(mine, rows.get(key)) or any(_overlap(mine, stored) for stored in known)
+            for key, mine in self.rows.items()
+        )
+
+
+def _overlap(a: Second, b: Second) -> bool:
+    """Whether two rows hold a msg_id in common."""
+    if a.msg_id_max < b.msg_id_min or b.msg_id_max < a.msg_id_min:
+        return False
+    if a.msg_id_min >= b.msg_id_min:
+        return bool(a.mask << (a.msg_id_min - b.msg_id_min) & b.mask)
+    return bool(b.mask << (b.msg_id_min - a.msg_id_min) & a.mask)
+
+
+def _too_wide(a: Second, b: Second | None) -> bool:
+    return b is not None and (
+        max(a.msg_id_max, b.msg_id_max) - min(a.msg_id_min, b.msg_id_min) >= MAX_SPAN
+    )
 
 
 def _merge(

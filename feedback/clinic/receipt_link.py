@@ -14,7 +14,6 @@ once it is back (`deliver`), as long as the batch it answers can still be acknow
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.backoff import Backoff
+from feedback.clinic.redial import Redial
 from feedback.outputs.broker_access import BrokerAccess
 
 log = logging.getLogger("feedback.clinic.receipt_link")
@@ -45,11 +44,8 @@ class ReceiptLink:
         context = access.ssl_context()
         if context is not None:
             c.tls_set_context(context)
-        self._backoff = Backoff(initial_s=0.2, max_s=2.0)
-        self._next_wait(c)
-        c.on_socket_open = _no_delay  # a PUBACK held back by Nagle holds back a batch's ack
+        self._redial = Redial(c)
         c.on_connect = self._on_connect
-        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         self.client = c
 
@@ -89,31 +85,19 @@ class ReceiptLink:
 
     # paho's network thread from here on
 
-    def _next_wait(self, client: mqtt.Client) -> None:
-        delay = self._backoff.next()
-        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]  # typed int, sleeps a float
-
-    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
-        self._next_wait(client)
-
     def _on_connect(
         self, _c: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
         if rc.is_failure:
             log.warning("broker refused the receipts' connection: %s", rc)
             return
-        self._backoff.reset()
+        self._redial.reset()
         self.connected.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
         self.connected.clear()
-        self._next_wait(client)
+        self._redial.lost()
         if not self._closed.is_set():
             log.warning("receipts' connection lost: %s", rc)
-
-
-def _no_delay(_c: mqtt.Client, _u: Any, sock: Any) -> None:
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -23,9 +23,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from feedback.clinic import live_seconds, partitions
 from feedback.clinic.db import Backend, connect
@@ -40,7 +40,6 @@ from feedback.clinic.validation import (
 from feedback.outputs.receipts import Range, holes, ranges
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ENVELOPE = ("v", "type", "session", "msg_id", "t")
 OWNERS_CACHED = 100_000  # sessions whose owner is kept in memory (then the cache starts over)
@@ -50,7 +49,12 @@ LEDGER = (
     ("station", "text"), ("t", "real"), ("received_at", "real"), ("sha256", "text"),
 )  # fmt: skip
 WATERMARKS = (("sid", "text"), ("dup", "int"), ("through", "int"))
-PARAMS_PER_STATEMENT = 8_000  # SQLite allows 32,766 bound values, PostgreSQL 65,535
+# The most messages one batch may hold. Each statement carries a whole batch, so its bound
+# values stay below SQLite's limit (32,766 since 3.32; the ledger's 8 values a row, 32,000)
+# and PostgreSQL's (65,535), whose relations go by COPY and bind none. The loggers' batches
+# are smaller (logger.MAX_BATCH, nats_logger.MAX_BATCH); a larger one is refused, not split
+# into several statements.
+MAX_BATCH = 4000
 UPKEEP_EVERY_S = 3600  # partitions ahead and retention (partitions.py)
 QUARANTINE_KEEP_BYTES = 4096  # enough to see what it was; the hash identifies the whole
 
@@ -188,7 +192,9 @@ class ClinicStore:
         caller retries with the batch unacknowledged. Anything else a message causes, whatever
         its type (RecursionError from a deeply nested payload, MemoryError, a NUL that
         PostgreSQL's text refuses), quarantines that message: one message never stops the
-        logger."""
+        logger. A batch holds at most MAX_BATCH messages (ValueError)."""
+        if len(batch) > MAX_BATCH:
+            raise ValueError(f"a batch holds at most {MAX_BATCH} messages, not {len(batch)}")
         with self._lock:
             self._upkeep_if_due()
             return self._ingest_locked(batch)
@@ -263,22 +269,22 @@ class ClinicStore:
         touched = sorted(result.touched.items())
         through: dict[str, int] = {}
         above: dict[str, list[int]] = {}
-        sessions = [(session,) for (_, _, session), _ in touched]
-        for chunk in _chunks(sessions, 1):
-            q, params = self.db.relation("q", (("sid", "text"),), chunk)
-            for session, mark, msg_id in self.db.query(
-                f"WITH {q}, o AS (SELECT session_id, stored_through FROM session_owners"
-                f" JOIN q ON session_id = q.sid ORDER BY session_id{self.db.row_lock}),"
-                " a AS (SELECT m.session_id, m.msg_id, row_number() OVER"
-                " (PARTITION BY m.session_id ORDER BY m.msg_id) AS n FROM messages m"
-                " JOIN o ON m.session_id = o.session_id AND m.msg_id > o.stored_through)"
-                " SELECT o.session_id, o.stored_through, a.msg_id FROM o LEFT JOIN a"
-                f" ON a.session_id = o.session_id AND a.n <= {ABOVE_READ} ORDER BY 1, 3",
-                params,
-            ):
-                through[str(session)] = int(mark)
-                if msg_id is not None:
-                    above.setdefault(str(session), []).append(int(msg_id))
+        if not touched:
+            return
+        q, params = self.db.relation("q", (("sid", "text"),), [(s,) for (_, _, s), _ in touched])
+        for session, mark, msg_id in self.db.query(
+            f"WITH {q}, o AS (SELECT session_id, stored_through FROM session_owners"
+            f" JOIN q ON session_id = q.sid ORDER BY session_id{self.db.row_lock}),"
+            " a AS (SELECT m.session_id, m.msg_id, row_number() OVER"
+            " (PARTITION BY m.session_id ORDER BY m.msg_id) AS n FROM messages m"
+            " JOIN o ON m.session_id = o.session_id AND m.msg_id > o.stored_through)"
+            " SELECT o.session_id, o.stored_through, a.msg_id FROM o LEFT JOIN a"
+            f" ON a.session_id = o.session_id AND a.n <= {ABOVE_READ} ORDER BY 1, 3",
+            params,
+        ):
+            through[str(session)] = int(mark)
+            if msg_id is not None:
+                above.setdefault(str(session), []).append(int(msg_id))
         updates = []
         for (clinic, station, session), duplicates in touched:
             mark = through.get(session, 0)
@@ -294,14 +300,13 @@ class ClinicStore:
                     clinic, station, session, mark, tuple(ranges(ids)), tuple(holes(mark, ids))
                 )
             )
-        for marks in _chunks(updates, 3):
-            u, params = self.db.relation("u", WATERMARKS, marks)
-            self.db.execute(
-                f"WITH {u} UPDATE session_owners SET duplicates = duplicates + u.dup,"
-                " stored_through = CASE WHEN stored_through < u.through THEN u.through"
-                " ELSE stored_through END FROM u WHERE session_owners.session_id = u.sid",
-                params,
-            )
+        u, params = self.db.relation("u", WATERMARKS, updates)
+        self.db.execute(
+            f"WITH {u} UPDATE session_owners SET duplicates = duplicates + u.dup,"
+            " stored_through = CASE WHEN stored_through < u.through THEN u.through"
+            " ELSE stored_through END FROM u WHERE session_owners.session_id = u.sid",
+            params,
+        )
 
     def _ingest_all(self, batch: list[Incoming], *, isolate: bool) -> IngestResult:
         result = IngestResult()
@@ -445,22 +450,20 @@ class ClinicStore:
         if not first:
             return {}
         keys = sorted(first)
-        for chunk in _chunks(keys, len(columns)):
-            self.db.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
-                f" {_values(len(chunk), len(columns))} ON CONFLICT DO NOTHING",
-                [v for k in chunk for v in (k, *first[k])],
-            )
-        bound: dict[str, tuple[Any, ...]] = {}
+        self.db.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+            f" {_values(len(keys), len(columns))} ON CONFLICT DO NOTHING",
+            [v for k in keys for v in (k, *first[k])],
+        )
         read = ", ".join(columns[1:-1])
-        for chunk in _chunks(keys, 1):
+        return {
+            str(key): tuple(values)
             for key, *values in self.db.query(
                 f"SELECT {columns[0]}, {read} FROM {table}"
-                f" WHERE {columns[0]} IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ):
-                bound[str(key)] = tuple(values)
-        return bound
+                f" WHERE {columns[0]} IN ({', '.join('?' * len(keys))})",
+                keys,
+            )
+        }
 
     def _claim_all(self, claims: list[tuple[Incoming, Message]], result: IngestResult) -> None:
         """Claim each message's (session, msg_id) in the ledger, then store what was claimed.
@@ -508,32 +511,30 @@ class ClinicStore:
     ) -> set[tuple[str, int]]:
         """One insert for the batch's (session, msg_id)s, in key order (the lock order, and
         `seq`'s order within a batch); returns those claimed now."""
-        claimed: set[tuple[str, int]] = set()
         rows = []
         for key in sorted(firsts):
             item, msg, digest, _ = firsts[key]
             rows.append((*key, msg.type, msg.clinic, msg.station, msg.body["t"],
                          item.received_at, digest))  # fmt: skip
-        for chunk in _chunks(rows, len(LEDGER)):
-            r, params = self.db.relation("r", LEDGER, chunk)
-            claimed.update((str(s), int(i)) for s, i in self.db.query(
-                f"WITH {r} INSERT INTO messages ({', '.join(c for c, _ in LEDGER)})"
-                " SELECT * FROM r ORDER BY session_id, msg_id ON CONFLICT DO NOTHING"
-                " RETURNING session_id, msg_id",
-                params,
-            ))  # fmt: skip
-        return claimed
+        r, params = self.db.relation("r", LEDGER, rows)
+        return {(str(s), int(i)) for s, i in self.db.query(
+            f"WITH {r} INSERT INTO messages ({', '.join(c for c, _ in LEDGER)})"
+            " SELECT * FROM r ORDER BY session_id, msg_id ON CONFLICT DO NOTHING"
+            " RETURNING session_id, msg_id",
+            params,
+        )}  # fmt: skip
 
     def _stored_digests(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        out: dict[tuple[str, int], str] = {}
-        for chunk in _chunks(keys, 2):
+        if not keys:  # the batch's copies were all of messages it claimed itself
+            return {}
+        return {
+            (str(session), int(msg_id)): str(digest)
             for session, msg_id, digest in self.db.query(
                 "SELECT session_id, msg_id, sha256 FROM messages WHERE (session_id, msg_id)"
-                f" IN (VALUES {_values(len(chunk), 2)})",
-                [v for key in chunk for v in key],
-            ):
-                out[(str(session), int(msg_id))] = str(digest)
-        return out
+                f" IN (VALUES {_values(len(keys), 2)})",
+                [v for key in keys for v in key],
+            )
+        }
 
     def _claim_command(self, msg: Message, item: Incoming) -> bool:
         b = msg.body
@@ -652,12 +653,6 @@ def _session_of(msg: Message) -> str | None:
     if msg.type == "command" or not isinstance(session, str) or msg.body["msg_id"] == 0:
         return None
     return session
-
-
-def _chunks(rows: Sequence[T], params_per_row: int) -> Iterator[Sequence[T]]:
-    step = max(1, PARAMS_PER_STATEMENT // params_per_row)
-    for i in range(0, len(rows), step):
-        yield rows[i : i + step]
 
 
 def _values(rows: int, columns: int) -> str:

@@ -125,18 +125,21 @@ class DebounceState:
     """The switch carried from one block to the next, per row: `state` (bool), and the runs
     of `on` and `off` samples ending at the last sample (`run_on`, `run_off`, int64).
 
-    The shortcut for a few rows (`_uniform_small`) works on plain lists: it keeps the runs as
-    lists, and the arrays are made only when something reads them (the general path), so
-    the usual block converts nothing. `state` is always an array, replaced (never edited)
-    when it changes; its list is cached against that array."""
+    `state` is always an array, replaced (never edited) when it changes; its list is cached
+    against that array. The two run arrays are the same for the object's life (the setters
+    and `reset` write into them), so the fused block (feedback.processing.block_step) binds
+    them once and edits them every block. The shortcut for a few rows (`_uniform_small`, the
+    numpy path only: the compiled path never reads the lists, which the kernels' edits would
+    leave behind) works on plain lists: it keeps the runs as lists, written into the arrays
+    only when something reads them (the general path), so the usual block converts nothing."""
 
-    __slots__ = ("_listed", "_run_lists", "_run_off", "_run_on", "_state_list", "state")
+    __slots__ = ("_listed", "_run_lists", "_runs", "_stale", "_state_list", "state")
 
     def __init__(self, state: np.ndarray, run_on: np.ndarray, run_off: np.ndarray) -> None:
         self.state = state
-        self._run_on: np.ndarray | None = run_on
-        self._run_off: np.ndarray | None = run_off
+        self._runs = (run_on, run_off)
         self._run_lists: tuple[list[int], list[int]] | None = None
+        self._stale = False  # the lists are newer than the arrays
         self._state_list: list[bool] = []
         self._listed: np.ndarray | None = None  # the state array `_state_list` was made from
 
@@ -145,13 +148,19 @@ class DebounceState:
         z = np.zeros(rows, dtype=np.int64)
         return cls(np.zeros(rows, dtype=bool), z, z.copy())
 
+    def reset(self) -> None:
+        """Inactive, no runs (a gap): `zeros`, in the same run arrays."""
+        self.state = np.zeros(self.state.shape, dtype=bool)
+        self._runs[0].fill(0)
+        self._runs[1].fill(0)
+        self._run_lists, self._stale = None, False
+
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._run_on is None or self._run_off is None:
+        if self._stale:
             assert self._run_lists is not None
-            on, off = self._run_lists
-            self._run_on = np.array(on, dtype=np.int64)
-            self._run_off = np.array(off, dtype=np.int64)
-        return self._run_on, self._run_off
+            self._runs[0][:], self._runs[1][:] = self._run_lists
+            self._stale = False
+        return self._runs
 
     @property
     def run_on(self) -> np.ndarray:
@@ -159,8 +168,8 @@ class DebounceState:
 
     @run_on.setter
     def run_on(self, value: np.ndarray) -> None:
-        self._run_off = self._arrays()[1]
-        self._run_on, self._run_lists = value, None
+        self._arrays()[0][:] = value
+        self._run_lists = None
 
     @property
     def run_off(self) -> np.ndarray:
@@ -168,15 +177,15 @@ class DebounceState:
 
     @run_off.setter
     def run_off(self, value: np.ndarray) -> None:
-        self._run_on = self._arrays()[0]
-        self._run_off, self._run_lists = value, None
+        self._arrays()[1][:] = value
+        self._run_lists = None
 
     def lists(self) -> tuple[list[bool], list[int], list[int]]:
         """State, run_on and run_off as new lists (the caller may change them)."""
         if self._listed is not self.state:
             self._state_list, self._listed = self.state.tolist(), self.state
         if self._run_lists is None:
-            on, off = self._arrays()
+            on, off = self._runs
             self._run_lists = (on.tolist(), off.tolist())
         on_list, off_list = self._run_lists
         return list(self._state_list), list(on_list), list(off_list)
@@ -189,8 +198,8 @@ class DebounceState:
         return runs
 
     def set_runs(self, run_on: list[int], run_off: list[int]) -> None:
-        """New runs as lists (kept; arrays made if read)."""
-        self._run_lists, self._run_on, self._run_off = (run_on, run_off), None, None
+        """New runs as lists (kept; written into the arrays if these are read)."""
+        self._run_lists, self._stale = (run_on, run_off), True
 
 
 def debounce(
@@ -215,8 +224,8 @@ def debounce(
     out = np.where(last >= 0, picked, carry.state[:, None])
     if n:
         carry.state = out[:, -1].copy()
-        carry.run_on = run_on[:, -1].copy()
-        carry.run_off = run_off[:, -1].copy()
+        carry.run_on = run_on[:, -1]  # (copied into the carried arrays)
+        carry.run_off = run_off[:, -1]
     return out
 
 
@@ -381,14 +390,17 @@ class BandDetector:
         self._levels = ([lo, hi + h], [lo - h, hi])  # (on, off) of each edge
         self._level_arrays = (np.array(self._levels[0]), np.array(self._levels[1]))
 
+    def fused_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The two edges' runs, for the fused block (kernels.bind_block)."""
+        return self._edges.run_arrays()
+
     def compiled_args(self, n: int) -> tuple[Any, ...]:
         """What kernels.block_step needs to find the zone of n samples in the same call (after
-        the whether-to and the row): levels, state, runs, reach, and the zone and new state
-        it writes; `compiled_done` takes the new state if it changed."""
-        edges = self._edges
+        the whether-to and the row): levels, state, reach, and the zone and new state it
+        writes; `compiled_done` takes the new state if it changed."""
         on, off = self._level_arrays
         out = (np.empty(n, dtype=np.int8), np.empty(2, dtype=bool))
-        return (on, off, edges.state, *edges.run_arrays(), self._reach, *out)
+        return (on, off, self._edges.state, self._reach, *out)
 
     def compiled_done(self, switched: bool, new: np.ndarray) -> None:
         if switched:
@@ -653,17 +665,17 @@ class ActivationDetector:
         self._ready = all(math.isfinite(v) for v in on_lv)
 
     def fused_state(self) -> tuple[Any, ...]:
-        """(reach, frame sums, frame counts) for the fused block (kernels.bind_block)."""
-        return self._reach, self._sum, self._count
+        """(reach, the switch's runs, frame sums, frame counts) for the fused block
+        (kernels.bind_block)."""
+        return self._reach, self._carry.run_arrays(), self._sum, self._count
 
     def fused_args(self, n: int) -> tuple[Any, ...] | None:
         """For a usual block of n samples (inside one frame, no settling): the switch's (on,
-        off, rest, scale, state, runs, last quiet Hodges-Bui sample); None for another."""
+        off, rest, scale, state, last quiet Hodges-Bui sample); None for another."""
         if self._settle or self._restart or n > self._frame - self._in_frame:
             return None
-        carry = self._carry
         levels = (*self._level_arrays, *self._scales)
-        return (*levels, carry.state, *carry.run_arrays(), self._quiet_hb)
+        return (*levels, self._carry.state, self._quiet_hb)
 
     def fused_done(
         self,
@@ -695,7 +707,7 @@ class ActivationDetector:
         """The next samples do not follow the last ones: the switch restarts inactive and the
         first `settle` samples (the envelope refilling) are neither judged nor learnt from.
         Rest and reference are kept: the muscle and the electrodes are the same."""
-        self._carry = DebounceState.zeros(len(self.channels))
+        self._carry.reset()
         self._settle = settle
         self._restart = True
         self._in_frame, self._sum[:], self._count[:] = 0, 0.0, 0

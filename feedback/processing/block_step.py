@@ -48,32 +48,32 @@ class BlockSteps:
     def __init__(
         self,
         kernels: ModuleType,
-        chain: EmgChain,
-        quality: SignalQuality,
-        onset: OnsetDetector,
-        activation: ActivationDetector,
+        steps: tuple[EmgChain, SignalQuality, OnsetDetector, ActivationDetector, BandDetector],
         blanker: Blanker,
     ) -> None:
+        """`steps`: the chain, the quality, the two switches and the target band's."""
         self._k = kernels
-        self.chain, self.quality, self.onset, self.activation = chain, quality, onset, activation
+        self.chain, self.quality, self.onset, self.activation, self.band = steps
         self.blanker = blanker
         self._state: Any = None  # kernels.BlockState, bound to the steps' arrays
         self._bound: tuple[object, object] = (None, None)  # the chain's and onset's states bound
-        i1, b1 = np.zeros(0, np.int64), np.zeros(0, bool)
+        b1 = np.zeros(0, bool)
         # No zone asked for: arguments of the types the zone's would have.
-        self._no_band = (np.zeros(0), np.zeros(0), b1, i1, i1, (1, 1), np.zeros(0, np.int8), b1)
+        self._no_band = (np.zeros(0), np.zeros(0), b1, (1, 1), np.zeros(0, np.int8), b1)
 
     def _bind(self, chain: tuple[Any, ...], window: tuple[Any, ...]) -> None:
         """A BlockState over the arrays the steps keep (a calibration gives the chain a new
         scale, a gap the onset detector a new rest window: then it is bound again)."""
         quality = self.quality.fused_state()
         assert quality is not None
-        self._state = self._k.bind_block(chain, quality, window, self.activation.fused_state())
+        act, band = self.activation.fused_state(), self.band.fused_state()
+        self._state = self._k.bind_block(chain, quality, window, act, band)
         self._bound = (chain, window)
 
-    def run(self, block: SampleBlock, band: tuple[BandDetector, int] | None = None) -> Fast | None:
-        """`Fast`, or None for a block that is not usual; `band`: (detector, row) whose zone
-        to find in the same call (its band unchanged throughout the block)."""
+    def run(self, block: SampleBlock, row: int | None = None) -> Fast | None:
+        """`Fast`, or None for a block that is not usual; `row`: the channel whose zone in
+        the target band to find in the same call (the band unchanged throughout the
+        block)."""
         data = block.data
         rows, n = data.shape
         if not n or not self.blanker.idle:
@@ -91,13 +91,13 @@ class BlockSteps:
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)
         sums = np.empty((3, rows))
-        zoned = band[0].compiled_args(n) if band is not None else self._no_band
+        zoned = self.band.compiled_args(n) if row is not None else self._no_band
         code = self._k.block_step(
             raw,
             self._state,
             onset_args[0],
             act_args,
-            (band is not None, 0 if band is None else band[1], *zoned),
+            (row is not None, 0 if row is None else row, *zoned),
             (block.first_index, self.quality.seen, *onset_args[1]),
             (floats, flags, switches, sums),
         )
@@ -114,7 +114,7 @@ class BlockSteps:
         processed = ProcessedBlock(block, floats[0], envelope, pct)
         env_sums = sums[2] if code & 64 else None
         zone = None
-        if band is not None:
-            band[0].compiled_done(bool(code & 128), zoned[-1])
+        if row is not None:
+            self.band.compiled_done(bool(code & 128), zoned[-1])
             zone = zoned[-2]
         return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums, zone

@@ -330,9 +330,9 @@ class OnsetDetector:
         self._level_arrays = (self.on_threshold, self.off_threshold)
 
     def fused_state(self) -> tuple[Any, ...] | None:
-        """(reach, the rest window's arrays, `_Baseline.fused_state`) for the fused block
-        (kernels.bind_block), the same tuple while the window is the same (else bind again);
-        None: the window's arrays are not made yet."""
+        """(reach, the switch's runs, the rest window's arrays: `_Baseline.fused_state`) for
+        the fused block (kernels.bind_block), the same tuple while the window is the same (else
+        bind again); None: the window's arrays are not made yet."""
         learning = self._learning
         if learning is None:
             if self._no_window is None:
@@ -351,18 +351,17 @@ class OnsetDetector:
         if window is None:
             return None
         if self._fused is None or self._fused[0] is not learning:
-            self._fused = (learning, (self._reach, *window))
+            self._fused = (learning, (self._reach, self._carry.run_arrays(), *window))
         return self._fused[1]
 
     def fused_args(self, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
         """For a usual block of n samples (no settling, inside one rest window): the switch's
-        (on, off, state, runs, whether a baseline is known) and the window's (learning,
-        point index, skip, stride); None for another block (step by step)."""
+        (on, off, state, whether a baseline is known) and the window's (learning, point
+        index, skip, stride); None for another block (step by step)."""
         learning = self._learning
         if self._settle or (learning is not None and n > learning.needed - learning.seen):
             return None
-        carry = self._carry
-        switch = (*self._level_arrays, carry.state, *carry.run_arrays(), self.baseline is not None)
+        switch = (*self._level_arrays, self._carry.state, self.baseline is not None)
         window = (False, 0, 0, 1) if learning is None else learning.fused_args()
         return switch, window
 
@@ -384,7 +383,7 @@ class OnsetDetector:
         the first `settle` samples after it are ignored while the envelope, still holding
         samples from before the hole, refills (the filters keep their state: resetting them
         would turn an amplifier's DC offset into a step and a false onset)."""
-        self._carry = DebounceState.zeros(len(self.channels))
+        self._carry.reset()
         self._settle = settle
         if self._learning is not None:
             self._learning = _Baseline(self._window, self._kernels)

@@ -4,6 +4,7 @@ batches and against rows already stored."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -130,4 +131,69 @@ def test_fast_fold_equals_the_plain_one(seed: int) -> None:
 def test_negative_control_missing_a_copy_in_the_batch_is_seen() -> None:
     differs = [fold_all(forgetting_copies_in_batch, seed) != fold_all(plain_merge, seed)
                for seed in range(20)]  # fmt: skip
+    assert any(differs)
+
+
+def batch_first(session: str, bodies: Sequence[Mapping[str, Any]], known: list[Second],
+                rows: dict[tuple[str, int], Second]) -> list[str | None]:  # fmt: skip
+    """What fold() does: the batch folded among itself before the lock, then into the rows."""
+    return live_seconds.Batch(session, bodies).fold_into(known, rows)
+
+
+class BlindBatch(live_seconds.Batch):
+    """The mistake the comparison must catch: stored rows never checked for copies."""
+
+    def _clashes(self, known: list[Second], rows: dict[tuple[str, int], Second]) -> bool:
+        return False
+
+
+def close_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    """same_rows, the means (merged from partial means) to rounding, the JSON ones too."""
+
+    def unpacked(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [(*r[:-1], *(v for _, stat in sorted(json.loads(r[-1]).items()) for v in stat))
+                for r in rows]  # fmt: skip
+
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(
+            math.isclose(u, v, rel_tol=1e-12) if isinstance(u, float) or isinstance(v, float)
+            else u == v for u, v in zip(x, y, strict=True))
+        for x, y in zip(unpacked(a), unpacked(b), strict=True)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batch_folded_first_equals_the_plain_fold(seed: int) -> None:
+    rows, out = fold_all(batch_first, seed)
+    plain_rows, plain_out = fold_all(plain_merge, seed)
+    assert out == plain_out
+    assert close_rows(rows, plain_rows)
+
+
+def test_the_comparison_runs_both_paths(monkeypatch: Any) -> None:
+    """Rows merged whole into stored ones, and message by message after a stored copy."""
+    paths = {"merged": 0, "one by one": 0}
+    merge, one_by_one = live_seconds.Second.merge, live_seconds._merge
+
+    def counted_merge(self: Second, other: Second) -> None:
+        paths["merged"] += 1
+        merge(self, other)
+
+    def counted_one_by_one(session: str, bodies: Any, known: list[Second], rows: Any) -> Any:
+        paths["one by one"] += bool(known)  # the fallback: with the stored rows
+        return one_by_one(session, bodies, known, rows)
+
+    monkeypatch.setattr(live_seconds.Second, "merge", counted_merge)
+    monkeypatch.setattr(live_seconds, "_merge", counted_one_by_one)
+    for seed in range(20):
+        fold_all(batch_first, seed)
+    assert paths["merged"] > 20 and paths["one by one"] > 20, paths
+
+
+def test_negative_control_a_batch_blind_to_stored_copies_is_seen() -> None:
+    def blind(session: str, bodies: Sequence[Mapping[str, Any]], known: list[Second],
+              rows: dict[tuple[str, int], Second]) -> list[str | None]:  # fmt: skip
+        return BlindBatch(session, bodies).fold_into(known, rows)
+
+    differs = [fold_all(blind, seed)[1] != fold_all(plain_merge, seed)[1] for seed in range(20)]
     assert any(differs)

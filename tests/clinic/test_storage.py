@@ -9,6 +9,7 @@ import json
 import math
 import random
 import re
+import sqlite3
 import statistics
 import threading
 import time
@@ -28,7 +29,7 @@ from feedback.clinic.migrations import (
     migrate,
 )
 from feedback.clinic.report import live_envelopes, session_report
-from feedback.clinic.store import ClinicStore, Incoming
+from feedback.clinic.store import MAX_BATCH, ClinicStore, Incoming
 from feedback.outputs.topics import Topics, encode
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "clinic" / "v3_clinic.json"
@@ -185,8 +186,8 @@ def test_two_loggers_fold_one_session_without_losing_an_update(postgres_url: str
         s.close()
 
 
-def event(msg_id: int, missing: int = 1) -> Incoming:
-    body = {"v": 1, "type": "gap", "session": SID, "msg_id": msg_id, "t": NOW,
+def event(msg_id: int, missing: int = 1, session: str = SID) -> Incoming:
+    body = {"v": 1, "type": "gap", "session": session, "msg_id": msg_id, "t": NOW,
             "from_index": msg_id, "missing": missing}  # fmt: skip
     return Incoming(TOPICS.event, encode(body), NOW)
 
@@ -244,6 +245,31 @@ def test_a_whole_session_in_one_batch_is_written_in_bulk(
     assert bytes(payload) == bad
     [d] = result.deliveries
     assert (d.through, d.missing, d.stored) == (29, (), ())
+    store.close()
+
+
+def test_the_largest_batches_fit_sqlites_default_bound(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each statement carries a whole batch: MAX_BATCH messages in as many new sessions (the
+    ledger's 8 values a row) and MAX_BATCH live messages in as many seconds (17 a row: the
+    write is split) go in one transaction each under SQLite's usual limit of 32,766 bound
+    values (this build allows more); one message more is refused."""
+    store = ClinicStore(url)
+    if store.db.dialect == "sqlite":
+        store.db._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)  # type: ignore[attr-defined]
+    sessions = [f"S20261201-030000-{i:06x}" for i in range(MAX_BATCH)]
+    events = store.ingest([event(1, session=s) for s in sessions])
+    assert (events.stored, events.invalid, len(events.deliveries)) == (MAX_BATCH, 0, MAX_BATCH)
+    t0 = math.floor(NOW) - MAX_BATCH
+    lives = store.ingest([live(i, t0 + i) for i in range(1, MAX_BATCH + 1)])
+    assert (lives.stored, lives.invalid) == (MAX_BATCH, 0)
+    assert "message by message" not in caplog.text
+    db = store.db
+    assert db.query("SELECT count(*) FROM messages") == [(MAX_BATCH,)]
+    assert db.query("SELECT count(*) FROM live_seconds") == [(MAX_BATCH,)]
+    with pytest.raises(ValueError, match="at most"):
+        store.ingest([event(2)] * (MAX_BATCH + 1))
     store.close()
 
 

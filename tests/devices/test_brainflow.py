@@ -4,6 +4,7 @@ that BrainFlow's own DataFilter.write_file wrote."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import sys
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from config.loader import load_settings
+from devices import brainflow_device
 from devices.base import DeviceError, SampleBlock
 from devices.brainflow_device import BrainflowDevice, load_brainflow
 from devices.registry import open_device
@@ -115,6 +117,35 @@ async def test_a_hole_in_the_package_counter_is_a_gap_of_the_right_size(tmp_path
     # counter=0 ignores the counter: the same file then plays as if nothing were lost
     blocks, device = await collect(spec + "&counter=0", ref.shape[1])
     assert device.stats.gaps == 0 and blocks[-1].end_index == ref.shape[1]
+
+
+@pytest.mark.parametrize("owned", [True, False], ids=["owned-shim", "control-plain-BoardShim"])
+async def test_a_closed_board_dropped_late_leaves_the_next_session_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owned: bool
+) -> None:
+    """The flake this guards: the last reference to a closed device's shim died in the worker
+    thread after the next device (same file) had prepared its session, and BrainFlow's
+    `BoardShim.__del__` released that one. Here the first shim is kept and dropped on purpose
+    while the second device is open. The control builds plain BoardShims: its second session
+    must die, or this test could not see the fault."""
+    path = tmp_path / "rec.csv"
+    ref = record_synthetic(path, 0.5)
+    spec = f"brainflow:PLAYBACK_FILE_BOARD?file={path}&master_board=-1&channels=VM"
+    made: list[Any] = []
+    shim_class = brainflow_device.owned_shim_class() if owned else brainflow().BoardShim
+
+    def keep(*args: Any) -> Any:
+        made.append(shim_class(*args))
+        return made[-1]
+
+    monkeypatch.setattr(brainflow_device, "owned_shim_class", lambda: keep)
+    await collect(spec, ref.shape[1])
+    device = open_device(spec, SETTINGS)
+    async with device:
+        assert made[1].is_prepared()
+        del made[0]
+        gc.collect()
+        assert made[0].is_prepared() is owned
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from feedback.pipeline import Pipeline, Tick
 from feedback.processing import fused
 from feedback.processing.block_step import BlockSteps
 from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, _complete_mean_sd
+from feedback.processing.quality import Flag
 from tests.feedback import test_pipeline_reference as ref
 
 kernels = pytest.importorskip("feedback.processing.kernels")  # (numba installed)
@@ -46,6 +47,12 @@ def test_the_paths_are_what_they_say() -> None:
     assert compiled._compiled and compiled.chain._kernels is kernels
     assert not numpy_path._compiled and numpy_path.chain._kernels is None
     assert numpy_path.quality._kernels is None and numpy_path.activation._kernels is None
+
+
+def test_the_kernels_flag_bits_are_the_quality_flags() -> None:
+    """The kernels write and read the flags with their own copy of the bits."""
+    got = (kernels.FLAT, kernels.CLIP, kernels.MAINS, kernels.MOTION)
+    assert got == (Flag.FLAT, Flag.CLIP, Flag.MAINS, Flag.MOTION)
 
 
 @pytest.mark.parametrize("scenario", list(ref.SCENARIOS))

@@ -32,7 +32,11 @@ from feedback.processing.kernels.baseline import (
 from feedback.processing.kernels.block import BlockState, bind_block, block_sos, block_step
 from feedback.processing.kernels.chain import cascade, chain_lowpass, chain_rms
 from feedback.processing.kernels.common import (
+    CLIP,
+    FLAT,
     MAD_TO_SD,
+    MAINS,
+    MOTION,
     OUTLIER_SPREADS,
     PAIRWISE_BLOCK,
     numba_version,
@@ -43,7 +47,11 @@ from feedback.processing.kernels.sums import pairwise_plan, plan_sum, windowed_s
 from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
 
 __all__ = [
+    "CLIP",
+    "FLAT",
     "MAD_TO_SD",
+    "MAINS",
+    "MOTION",
     "OUTLIER_SPREADS",
     "PAIRWISE_BLOCK",
     "BlockState",

@@ -2,14 +2,14 @@
 Hodges-Bui switch with its rest window, and the activation switch with its frame sums
 (feedback.processing.block_step decides when a block is usual).
 
-Calling numba costs about 0.4 µs per array argument (each is unboxed) besides the call: the six
-calls a block made before, with some sixty arrays, cost more than their arithmetic. Here the
-arrays that live as long as the steps (filter coefficients and states, the quality's counters,
-the rest window's points) are held in one `BlockState`, a numba structref unboxed as one
-pointer, bound once (`bind_block`) to the very arrays the steps keep, so the per-step path
-and this one carry the same state. The arrays a step replaces rather than edits (levels,
-switch states) come with each call. Each step is the kernel its own path calls, with the
-same arguments, in the pipeline's order, so the values are the same to the bit.
+Calling numba costs about 0.1-0.4 µs per array argument (each is unboxed) besides the call:
+the six calls a block made before, with some sixty arrays, cost more than their arithmetic.
+Here the arrays that live as long as the steps (filter coefficients and states, the quality's
+counters, the rest window's points, the switches' runs) are held in one `BlockState`, a numba
+structref unboxed as one pointer, bound once (`bind_block`) to the very arrays the steps keep,
+so the per-step path and this one carry the same state. The arrays a step replaces rather than
+edits (levels, switch states) come with each call. Each step is the kernel its own path calls,
+with the same arguments, in the pipeline's order, so the values are the same to the bit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from numba.experimental import structref as numba_structref
 
 from feedback.processing.kernels.baseline import baseline_add_window
 from feedback.processing.kernels.chain import chain_lowpass, chain_rms
-from feedback.processing.kernels.common import PAIRWISE_BLOCK, jit
+from feedback.processing.kernels.common import FLAT, PAIRWISE_BLOCK, jit
 from feedback.processing.kernels.quality import quality_flags
 from feedback.processing.kernels.sums import _leaf_sums
 from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
@@ -66,6 +66,7 @@ BLOCK_STATE = BlockStateType(
         ("q_same", _I1),
         ("q_since", _I2),
         ("o_reach", types.UniTuple(types.int64, 2)),
+        ("o_runs", types.UniTuple(_I1, 2)),
         ("o_points", _F2),
         ("o_ordered", _F2),
         ("o_last", _F1),
@@ -73,26 +74,31 @@ BLOCK_STATE = BlockStateType(
         ("o_plan", types.UniTuple(_I1, 2)),
         ("o_leaves", _I2),
         ("a_reach", types.UniTuple(types.int64, 2)),
+        ("a_runs", types.UniTuple(_I1, 2)),
         ("a_sums", _F1),
         ("a_counts", _I1),
+        ("b_runs", types.UniTuple(_I1, 2)),
     )
 )
 
 
 @jit
-def bind_block(chain: Any, quality: Any, onset: Any, activation: Any) -> Any:
+def bind_block(chain: Any, quality: Any, onset: Any, activation: Any, band: Any) -> Any:
     """A BlockState over the steps' arrays (not copies): chain = (rms, band sos, band state,
     squares, plan leaves, plan ops, low-pass sos, low-pass state, rest, span); quality =
     (3 sos, 3 states, 6 levels, (warm-up, flat run, hold), last raw, same, since); onset =
-    (reach, points, ordered, last, running sums, (ops, leaf_of), leaves); activation =
-    (reach, sums, counts)."""
+    (reach, runs, points, ordered, last, running sums, (ops, leaf_of), leaves); activation =
+    (reach, runs, sums, counts); band = the runs of the band's two edges. Runs: (run_on,
+    run_off) of a switch, edited in place."""
     st = structref.new(BLOCK_STATE)
     st.rms, st.band_sos, st.band_state, st.squares, st.leaves, st.ops = chain[:6]
     st.lp_sos, st.lp_state, st.rest, st.span = chain[6:]
     st.q_sos, st.q_state, st.q_levels, st.q_counts = quality[:4]
     st.q_last_raw, st.q_same, st.q_since = quality[4:]
-    st.o_reach, st.o_points, st.o_ordered, st.o_last, st.o_run, st.o_plan, st.o_leaves = onset
-    st.a_reach, st.a_sums, st.a_counts = activation
+    st.o_reach, st.o_runs, st.o_points, st.o_ordered, st.o_last = onset[:5]
+    st.o_run, st.o_plan, st.o_leaves = onset[5:]
+    st.a_reach, st.a_runs, st.a_sums, st.a_counts = activation
+    st.b_runs = band
     return st
 
 
@@ -115,7 +121,7 @@ def _usable(flags: Any) -> Any:
     if flagged:
         for p in range(rows):
             for i in range(n):
-                usable[p, i] = (flags[p, i] & 1) == 0
+                usable[p, i] = (flags[p, i] & FLAT) == 0
     return usable
 
 
@@ -151,14 +157,13 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
     level; flags uint8 (rows, n); switches bool (3, rows, n): Hodges-Bui state, above its
     on-level, activation state; sums (3, rows): the rest window's mean and SD when it ends
     here, and each row's envelope sum (np.add.reduce) when n ≤ PAIRWISE_BLOCK);
-    onset = (on, off, state, run_on, run_off, has baseline); act = (on, off, rest, scale,
-    state, run_on, run_off, last quiet Hodges-Bui sample); window = (first sample index,
-    quality samples seen, learning, point index, skip, stride). The runs, the frame sums and
-    counts are edited, the states not (a switch's new state is its last sample), and the last
-    quiet sample too unless the activation moved (its onsets need the one before the block:
-    ActivationDetector._edges then moves it). band = (whether to, target row, on, off,
-    state, run_on, run_off, reach, zone out int8 (n), new state out (2)): the target band's
-    zone on that row's % MVC (BandDetector.process).
+    onset = (on, off, state, has baseline); act = (on, off, rest, scale, state, last quiet
+    Hodges-Bui sample); window = (first sample index, quality samples seen, learning, point
+    index, skip, stride). The runs (in `st`), the frame sums and counts are edited, the states
+    not (a switch's new state is its last sample), and the last quiet sample too unless the
+    activation moved (its onsets need the one before the block: ActivationDetector._edges
+    then moves it). band = (whether to, target row, on, off, state, reach, zone out int8 (n),
+    new state out (2)): the target band's zone on that row's % MVC (BandDetector.process).
 
     Returns a bit set: 1 Hodges-Bui switched, 2 it moved within the block, 4 activation
     switched, 8 it moved, 16 the frame sums were added, 32 a quality flag is up, 64 the
@@ -181,12 +186,12 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
     usable = _usable(flags)
     flagged = usable.shape[0] > 0
     code = 32 if flagged else 0
-    on, off, o_state, o_run_on, o_run_off, has_baseline = onset
+    on, off, o_state, has_baseline = onset
     hb, above = switches[0], switches[1]
     if has_baseline:
         new = np.empty(rows, dtype=np.bool_)
-        switched, moved = debounce(envelope, (on, off), st.o_reach, o_state,
-                                   (o_run_on, o_run_off), (hb, above, new))  # fmt: skip
+        switched, moved = debounce(envelope, (on, off), st.o_reach, o_state, st.o_runs,
+                                   (hb, above, new))  # fmt: skip
         code |= (1 if switched else 0) | (2 if moved else 0)
     else:
         hb[:] = False
@@ -197,18 +202,18 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
                                    (st.o_run, (st.o_leaves, st.o_plan[0], st.o_plan[1])),
                                    (sums[0], sums[1]))  # fmt: skip
         code |= done << 8
-    a_on, a_off, rest, scale, a_state, a_run_on, a_run_off, quiet = act
+    a_on, a_off, rest, scale, a_state, quiet = act
     new_a = np.empty(rows, dtype=np.bool_)
     switched, moved, summed = activation_switch(
-        envelope, (a_on, a_off), st.a_reach, a_state, (a_run_on, a_run_off), (rest, scale),
+        envelope, (a_on, a_off), st.a_reach, a_state, st.a_runs, (rest, scale),
         st.a_sums[:0] if flagged else st.a_sums, (switches[2], level, new_a),
     )  # fmt: skip
     code |= (4 if switched else 0) | (8 if moved else 0) | (16 if summed else 0)
     _frame_tail(envelope, above, first, moved, summed, (st.a_counts, quiet, sums[2]))
     if n <= PAIRWISE_BLOCK:
         code |= 64
-    zoned, row, b_on, b_off, b_state, b_run_on, b_run_off, b_reach, zone, b_new = band
-    if zoned and band_zone(pct[row], (b_on, b_off), b_reach, b_state, (b_run_on, b_run_off),
+    zoned, row, b_on, b_off, b_state, b_reach, zone, b_new = band
+    if zoned and band_zone(pct[row], (b_on, b_off), b_reach, b_state, st.b_runs,
                            (zone, b_new)):  # fmt: skip
         code |= 128
     return code

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback.processing.kernels.common import jit
+from feedback.processing.kernels.common import CLIP, FLAT, MAINS, MOTION, jit
 
 
 @jit
@@ -24,13 +24,13 @@ def _held_flags(s0: int, s1: int, s2: int, s3: int, hold: int) -> int:
     """FLAT | CLIP | MAINS | MOTION for the flags raised within `hold` samples."""
     f = 0
     if s0 <= hold:
-        f |= 1
+        f |= FLAT
     if s1 <= hold:
-        f |= 2
+        f |= CLIP
     if s2 <= hold:
-        f |= 4
+        f |= MAINS
     if s3 <= hold:
-        f |= 8
+        f |= MOTION
     return f
 
 
