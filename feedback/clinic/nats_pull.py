@@ -68,6 +68,8 @@ class PullFeed:
         self.expires_s = expires_s
         self.subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.unavailable = 0  # 503s and conflicts: the cluster had no consumer leader to ask
+        self.received = 0  # messages delivered, all requests together
+        self._looked_at = 0  # `received` when `delivered_since_last_look` last asked
         self._buffer: list[Msg] = []
         self._full = asyncio.Event()  # a batch is buffered, or a request ended
         self._inbox = ""
@@ -105,6 +107,12 @@ class PullFeed:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def delivered_since_last_look(self) -> bool:
+        """Whether messages came since the last call: then the consumer exists, and asking the
+        servers (CONSUMER.INFO) would only slow it down (nats_logger.py, `_renew`)."""
+        came, self._looked_at = self.received != self._looked_at, self.received
+        return came
 
     def shared(self) -> None:
         """Another instance pulls the same sessions (the order gate held some of this batch):
@@ -173,6 +181,7 @@ class PullFeed:
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is None:
+            self.received += 1
             if self.floor is not None:
                 self.floor.arrived(msg)
             self._buffer.append(msg)

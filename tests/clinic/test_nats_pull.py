@@ -4,6 +4,7 @@ is stored, and stops reading ahead once told another instance shares the session
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import nats
 
@@ -48,3 +49,26 @@ async def test_the_feed_reads_ahead_unless_the_sessions_are_shared(
         assert await feed_after_two_batches("shared", shared=True) == 0
     finally:
         await nc.close()
+
+
+class _Delivery:
+    headers = None  # a message, not a status
+
+
+class _Status:
+    headers: ClassVar[dict[str, str]] = {"Status": "408", "Description": "Request Timeout"}
+
+
+async def test_a_feed_tells_whether_messages_came_since_it_was_last_asked() -> None:
+    """The lease renewal looks up (CONSUMER.INFO) only the consumers of silent feeds: on
+    nats-server 2.9 a look-up can leave a delivering consumer rescanning its stream block at
+    every delivery (docs/notes/nats_logger_profile.md). A status (a request's end) is not a
+    message. Control: a feed that does not count its deliveries fails (shown by hand)."""
+    feed = PullFeed(None, "S", "d", batch=10)  # type: ignore[arg-type]  # no connection used
+    assert not feed.delivered_since_last_look()  # nothing yet: looked up
+    await feed._on_msg(_Delivery())  # type: ignore[arg-type]
+    await feed._on_msg(_Delivery())  # type: ignore[arg-type]
+    assert feed.delivered_since_last_look()
+    assert not feed.delivered_since_last_look()  # nothing since
+    await feed._on_msg(_Status())  # type: ignore[arg-type]
+    assert not feed.delivered_since_last_look()
