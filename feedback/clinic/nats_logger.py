@@ -67,7 +67,7 @@ from devices.backoff import Backoff
 from feedback.clinic import nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
 from feedback.clinic.nats_ackall import CHECK_S as ACK_CHECK_S
-from feedback.clinic.nats_ackall import AckFloor
+from feedback.clinic.nats_ackall import AckFloor, delivery
 from feedback.clinic.nats_group import FeedSet
 from feedback.clinic.nats_lease import LEASE_S, Leases
 from feedback.clinic.nats_pull import PullFeed
@@ -80,7 +80,7 @@ from feedback.clinic.store import (
     IngestResult,
     is_connection_fault,
 )
-from feedback.clinic.validation import LOGGED_LEAVES, decode
+from feedback.clinic.validation import LOGGED_LEAVES, Message
 from feedback.outputs.receipts import Range, Receipt, Resend, encode_receipt, encode_resend
 from feedback.outputs.topics import TOPIC_ROOT
 
@@ -224,19 +224,18 @@ def gate(
     return Gated(passed, held, missing)
 
 
-def ledger_key(m: Msg) -> LedgerKey | None:
-    """(session, msg_id, clinic, station) of a session message; None for anything else."""
-    try:
-        msg = decode(topic_of(m.subject), m.data)
-    except Exception:
-        return None  # the store quarantines it, with the reason
-    b = msg.body
+def ledger_key(verdict: Message | str | None) -> LedgerKey | None:
+    """(session, msg_id, clinic, station) of a session message, from the store's verdict on it
+    (`ClinicStore.check_ahead`); None for anything else (a refused one is quarantined)."""
+    if not isinstance(verdict, Message):
+        return None
+    b = verdict.body
     session, msg_id = b.get("session"), b.get("msg_id")
-    if msg.type in ("live", "command") or not isinstance(session, str):
+    if verdict.type in ("live", "command") or not isinstance(session, str):
         return None
     if type(msg_id) is not int or msg_id < 1:
         return None
-    return session, msg_id, msg.clinic, msg.station
+    return session, msg_id, verdict.clinic, verdict.station
 
 
 class NatsLogger:
@@ -279,6 +278,9 @@ class NatsLogger:
         self.stats = NatsLoggerStats()
         self.connected = asyncio.Event()
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
+        # The batch's messages as the store takes them, checked once (gate and store share the
+        # verdict), by id() of the Msg (nats-py's Msg is unhashable); emptied after each batch.
+        self._items: dict[int, Incoming] = {}
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._checked = 0.0  # monotonic time the consumer was last seen to exist
@@ -506,6 +508,15 @@ class NatsLogger:
         """Gate, store, answer the stations, then acknowledge (held messages go back)."""
         self.stats.received += len(msgs)
         self.stats.batches += 1
+        items = [Incoming(topic_of(m.subject), m.data, 0.0) for m in msgs]
+        self.store.check_ahead(items)
+        self._items = {id(m): item for m, item in zip(msgs, items, strict=True)}
+        try:
+            await self._handle(nc, msgs)
+        finally:
+            self._items = {}
+
+    async def _handle(self, nc: NATS, msgs: list[Msg]) -> None:
         gated = await self._gate(msgs)
         if gated.hold and self._feed is not None:
             self._feed.shared()
@@ -528,14 +539,16 @@ class NatsLogger:
                 await m.nak(delay=HOLD_S)
 
     async def _gate(self, msgs: list[Msg]) -> Gated:
-        keys = [ledger_key(m) for m in msgs]
+        keys = [ledger_key(self._item(m).verdict) for m in msgs]
         sessions = sorted({k[0] for k in keys if k is not None})
         marks = await self._with_db(lambda: self.store.stored_through(sessions), {})
         return gate(msgs, keys, marks)
 
     async def store_then_ack(self, nc: NATS, msgs: list[Msg]) -> None:
         now = time.time()
-        items = [Incoming(topic_of(m.subject), m.data, now) for m in msgs]
+        items = [self._item(m) for m in msgs]
+        for item in items:
+            item.received_at = now
         result = await self._ingest(items)
         self.stats.stored_batches += 1
         self.stats.totals.add(result)
@@ -546,25 +559,30 @@ class NatsLogger:
         await self._answer(nc, result.deliveries)
         await self.acknowledge(msgs)
 
+    def _item(self, m: Msg) -> Incoming:
+        item = self._items.get(id(m))
+        if item is None:  # not from `handle` (a subclass's call): checked here, as it would be
+            item = Incoming(topic_of(m.subject), m.data, 0.0)
+            self.store.check_ahead([item])
+        return item
+
     async def acknowledge(self, msgs: list[Msg]) -> None:
         """After the commit: each message of an AckPolicy.EXPLICIT consumer; for an
         AckPolicy.ALL one, what its floor says one ack may cover (nats_ackall.py)."""
+        feed = self._feed
+        known = feed.floors if isinstance(feed, FeedSet) else {}
         floors: dict[str, AckFloor] = {}
         for m in msgs:
-            floor = self._floor(m)
+            # The consumer's name from the reply subject: nats-py's `metadata` costs ~4 us.
+            consumer = delivery(m)[0] if known else ""
+            floor = known.get(consumer)
             if floor is None:
                 await m.ack()
             else:
                 floor.store(m)
-                floors[m.metadata.consumer] = floor
+                floors[consumer] = floor
         for durable, floor in floors.items():
             await self._ack_floor(durable, floor)
-
-    def _floor(self, m: Msg) -> AckFloor | None:
-        feed = self._feed
-        if not isinstance(feed, FeedSet) or not feed.floors:
-            return None
-        return feed.floors.get(m.metadata.consumer)
 
     async def _ack_floor(self, durable: str, floor: AckFloor) -> None:
         if not floor.safe and self._js is not None:

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
 
-from feedback.clinic.nats_ackall import AckFloor
+from feedback.clinic.nats_ackall import AckFloor, delivery
 
 
 class Consumer:
@@ -205,3 +205,19 @@ def test_a_check_is_not_fooled_by_a_delivery_elsewhere_since_its_snapshot(varian
         assert lost == {2}
         return
     assert not floor.safe and m is None and not lost
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.VMFP.vmf-loggers-p3.2.12345.6789.1764615000123456789.400",
+        "$JS.ACK._.ACCHASH.VMFP.vmf-loggers-p3.2.12345.6789.1764615000123456789.400.tok",
+        "$JS.ACK.hub.ACCHASH.VMFP.vmf-loggers-p3.2.12345.6789.1764615000123456789.400",
+    ],
+)
+def test_delivery_reads_the_reply_subject_as_nats_py_does(reply: str) -> None:
+    """The floor's sequences come from the cheap parse; nats-py's metadata is the reference
+    (a parse with the v1 indices on a v2 subject gives (ACCHASH, ...): shown to fail)."""
+    m = Msg(_client=None, subject="x", reply=reply, data=b"")  # type: ignore[arg-type]
+    meta = m.metadata
+    assert delivery(m) == (meta.consumer, meta.sequence.stream, meta.sequence.consumer)
