@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, _complete_mean_sd
+from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, RELEARN_RATIO, _complete_mean_sd
 
 kernels = pytest.importorskip("feedback.processing.kernels")  # (numba installed)
 NO_MASK = np.zeros((0, 0), dtype=bool)
@@ -119,6 +119,7 @@ def test_the_window_ending_add_gives_the_statistics() -> None:
     statistics of `baseline_stats_running` (hence numpy's) in the same call; the constants
     it uses are onset's."""
     assert (kernels.MAD_TO_SD, kernels.OUTLIER_SPREADS) == (MAD_TO_SD, OUTLIER_SPREADS)
+    assert kernels.RELEARN_RATIO == RELEARN_RATIO
     x = np.random.default_rng(7).standard_normal((2, 200)) ** 2
     width = 50
     plan = kernels.running_plan(width)
