@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ PG_URL = os.environ.get("VMF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.
 STATIONS = 50
 
 
-async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
+async def publish_all(
+    cluster: NatsCluster, per_station: int, stations: int = STATIONS
+) -> dict[str, Any]:
     async def station(k: int) -> int:
         node = cluster.nodes[k % len(cluster.nodes)]
         topics = Topics("bench", f"st-{k:03d}")
@@ -78,7 +81,7 @@ async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
         return per_station
 
     t0 = time.perf_counter()
-    published = sum(await asyncio.gather(*(station(k) for k in range(STATIONS))))
+    published = sum(await asyncio.gather(*(station(k) for k in range(stations))))
     return {
         "published": published,
         "publish_msgs_per_s": round(published / (time.perf_counter() - t0)),
@@ -87,6 +90,24 @@ async def publish_all(cluster: NatsCluster, per_station: int) -> dict[str, Any]:
 
 def stream_of(cluster: NatsCluster) -> str:
     return nats_partitions.STREAM if cluster.partitions else STREAM
+
+
+@contextlib.asynccontextmanager
+async def cluster_with_stream(
+    binary: str, work: Path, partitions: int
+) -> AsyncIterator[NatsCluster]:
+    """A started three-node cluster with the (partitioned) stream, stopped on exit."""
+    cluster = NatsCluster.create(binary, work, partitions=partitions)
+    cluster.start()
+    try:
+        await cluster.ready()
+        nc = await nats.connect(servers=cluster.logger_urls)
+        await ensure_stream(nc.jetstream(timeout=10.0), stream_of(cluster),
+                            partitioned=bool(partitions))  # fmt: skip
+        await nc.close()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
@@ -203,6 +224,7 @@ async def logger_run(
     instances: int,
     expected: int,
     extra: tuple[str, ...] = (),
+    timeout_s: float = 120.0,
 ) -> dict[str, Any]:
     procs = [
         subprocess.Popen(
@@ -233,7 +255,7 @@ async def logger_run(
     servers0 = servers_cpu_s(cluster)
     done = 0.0
     try:
-        while done < expected and time.perf_counter() - start < 120:
+        while done < expected and time.perf_counter() - start < timeout_s:
             await asyncio.sleep(0.3)
             done = _count(db_url, "SELECT count(*) FROM messages")
         wall_s = time.perf_counter() - start
@@ -294,14 +316,7 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        cluster = NatsCluster.create(binary, work, partitions=partitions)
-        cluster.start()
-        try:
-            await cluster.ready()
-            nc = await nats.connect(servers=cluster.logger_urls)
-            await ensure_stream(nc.jetstream(timeout=10.0), stream_of(cluster),
-                                partitioned=bool(partitions))  # fmt: skip
-            await nc.close()
+        async with cluster_with_stream(binary, work, partitions) as cluster:
             out["publish"] = await publish_all(cluster, per_station)
             n = out["publish"]["published"]
             out["bare_nats_py_peer"] = await bare_peer(cluster, n)
@@ -338,9 +353,32 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
                             r["ingest_msgs_per_s"] / max(best, 1), 3
                         )
             out["logger"] = runs
-        finally:
-            cluster.stop()
     return out
+
+
+async def one_store(
+    stations: int, per_station: int, store: str, instances: int, timeout_s: float
+) -> dict[str, Any]:
+    """One logger run (`store`: sqlite or postgres, 1 or 2 instances) after the bare peer,
+    as in run_async: what `make loadtest --broker nats` measures."""
+    binary = nats_server_binary()
+    if binary is None:
+        raise RuntimeError("nats-server is not installed: apt-get install -y nats-server")
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        async with cluster_with_stream(binary, work, 0) as cluster:
+            publish = await publish_all(cluster, per_station, stations)
+            n = publish["published"]
+            peer = await bare_peer(cluster, n)
+            with contextlib.ExitStack() as stack:
+                url = str(work / "clinic.db")
+                if store != "sqlite":
+                    pg, skipped = stack.enter_context(pg_schema())
+                    if pg is None:
+                        raise RuntimeError(skipped)
+                    url = pg
+                run = await logger_run(cluster, url, "lt", instances, n, timeout_s=timeout_s)
+    return {"publish": publish, "bare_nats_py_peer": peer, "logger": run}
 
 
 def run(per_station: int = 200, partitions: int = 0) -> dict[str, Any]:

@@ -21,6 +21,10 @@ a rep every 3 s (QoS 1), session_end. Two modes:
 Lost = logged messages published - stored - live snapshots the logger dropped on purpose
 (counted); duplicated = copies dropped by the store plus quarantined replays, and a check of
 the ledger (one row per (session, msg_id)). Prints and writes JSON (--out).
+
+--broker nats (drain only): the same stations and per-station count through the three-node
+NATS JetStream cluster of bench/bench_nats.py (its cue/rep mix over MQTT 3.1.1) into the NATS
+logger; rate, peer_rate (bare nats-py pull consumer), ratio_to_peer, lost, duplicated, RSS.
 """
 
 from __future__ import annotations
@@ -484,7 +488,42 @@ def outcomes_of(
     }  # fmt: skip
 
 
+def ticks_of(args: argparse.Namespace) -> int:
+    return int(min(args.seconds * args.hz, args.max_messages // max(1, 2 * args.stations)))
+
+
+def run_nats(args: argparse.Namespace) -> dict[str, Any]:
+    """The drain through the NATS cluster, by bench_nats; as many messages per station as a
+    Mosquitto drain with the same options logs."""
+    if args.mode != "drain":
+        raise ValueError("--broker nats measures a drain only: add --mode drain")
+    import asyncio
+
+    from bench import bench_nats
+
+    ticks = ticks_of(args)
+    per_station = ticks + 3 + ticks // args.hz + ticks // (3 * args.hz)
+    r = asyncio.run(bench_nats.one_store(args.stations, per_station, args.store, args.loggers,
+                                         args.timeout))  # fmt: skip
+    lg, published = r["logger"], r["publish"]["published"]
+    peer_rate = r["bare_nats_py_peer"]["msgs_per_s"]
+    result: dict[str, Any] = {
+        "broker": "nats", "mode": "drain", "stations": args.stations,
+        "messages_per_station": per_station, "store": args.store, "loggers": args.loggers,
+        "published": published, "logged_published": published,
+        "offered_rate": r["publish"]["publish_msgs_per_s"], "stored": lg["stored"],
+        "lost": lg["lost"], "duplicated": lg["duplicated"], "rate": lg["ingest_msgs_per_s"],
+        "peer": r["bare_nats_py_peer"], "peer_rate": peer_rate,
+        "peak_rss_mb": lg["peak_rss_mb"], "nats_logger": lg,
+    }  # fmt: skip
+    if peer_rate:
+        result["ratio_to_peer"] = round(lg["ingest_msgs_per_s"] / peer_rate, 3)
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "broker", "mosquitto") == "nats":
+        return run_nats(args)
     workdir = Path(tempfile.mkdtemp(prefix="vmf-loadtest-"))
     logs = Path(args.out).parent  # the loggers' own reports, next to the result
     logs.mkdir(parents=True, exist_ok=True)
@@ -504,7 +543,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for lg in loggers:
             lg.wait_subscribed()
-        ticks = min(args.seconds * args.hz, args.max_messages // max(1, 2 * args.stations))
+        ticks = ticks_of(args)
         expected = args.stations * (ticks + 3 + ticks // args.hz + ticks // (3 * args.hz))
         if args.mode == "drain":
             for lg in loggers:  # persistent sessions stay; the broker queues for them
@@ -620,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--loggers", type=int, choices=[1, 2], default=1)
     p.add_argument("--mode", choices=["live", "drain"], default="live")
+    p.add_argument("--broker", choices=["mosquitto", "nats"], default="mosquitto",
+                   help="nats: three-node JetStream cluster, NATS logger (drain only)")  # fmt: skip
     p.add_argument("--max-messages", type=int, default=2_000_000, help="bound on ticks × N")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each wait, seconds")
     p.add_argument(
@@ -630,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loadtest.json"))
     args = p.parse_args(argv)
+    if args.broker == "nats" and args.mode != "drain":
+        p.error("--broker nats measures a drain only: add --mode drain")
     result = run(args)
     print(json.dumps(result, indent=2))
     out = Path(args.out)

@@ -41,7 +41,7 @@ _REASONS = (
 # `"t": <seconds>` of the envelope (it comes before any nested object in every v1 message).
 _T = re.compile(rb'"t":\s*([0-9]+(?:\.[0-9]+)?)')
 LAG_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)  # to MAX_BATCH
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)  # to logger.MAX_BATCH
 
 
 def reason_kind(reason: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import loadtest
+from feedback.clinic.nats_cluster import nats_server_binary
 from tests.conftest import missing_service, mosquitto_binary
 
 
@@ -29,3 +30,25 @@ def test_loadtest_stores_everything_once(mode: str, tmp_path: Path) -> None:
     assert all(m > 0 for m in r["peak_rss_mb"])
     if mode == "live":  # a drain of 140 messages is too short to time
         assert r["rate"] > 0 and r["peer_rate"] > 0
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_loadtest_through_nats_stores_everything_once(store: str, tmp_path: Path) -> None:
+    if nats_server_binary() is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    args = argparse.Namespace(
+        stations=4, seconds=1, hz=10, store=store, loggers=2 if store == "sqlite" else 1,
+        mode="drain", broker="nats", max_messages=10_000, timeout=60.0,
+        out=str(tmp_path / "loadtest.json"),
+    )  # fmt: skip
+    r = loadtest.run(args)
+    assert r["broker"] == "nats" and r["messages_per_station"] == 10 + 3 + 1
+    assert r["published"] == 4 * 14 == r["stored"]
+    assert r["lost"] == 0 and r["duplicated"] == 0
+    assert all(m > 0 for m in r["peak_rss_mb"])
+
+
+def test_loadtest_nats_is_drain_only() -> None:
+    args = argparse.Namespace(broker="nats", mode="live")
+    with pytest.raises(ValueError, match="drain only"):
+        loadtest.run(args)
