@@ -330,7 +330,7 @@ class OnsetDetector:
         self._level_arrays = (self.on_threshold, self.off_threshold)
 
     def fused_state(self) -> tuple[Any, ...] | None:
-        """(reach, the switch's runs, the rest window's arrays: `_Baseline.fused_state`) for
+        """(reach, the switch's runs, the rest window's arrays: `_Baseline.fused_state`, k_sd) for
         the fused block (kernels.bind_block), the same tuple while the window is the same (else
         bind again); None: the window's arrays are not made yet."""
         learning = self._learning
@@ -351,6 +351,7 @@ class OnsetDetector:
         if window is None:
             return None
         if self._fused is None or self._fused[0] is not learning:
+            window = (*window, float(self.settings.k_sd))  # (the relearn test's k)
             self._fused = (learning, (self._reach, self._carry.run_arrays(), *window))
         return self._fused[1]
 
@@ -373,10 +374,19 @@ class OnsetDetector:
         if code & 1:
             self._carry.state = hb[:, n - 1].copy()  # (the switch's state at the block's end)
         learning = self._learning
-        if learning is not None:
-            learning.fused_done(n, code >> 8, sums)
-            if learning.seen >= learning.needed:
-                self._window_done(learning)
+        if learning is None:
+            return
+        done = (code >> 8) & 3
+        ends = done == 1 and learning.seen + n >= learning.needed
+        if ends and self.baseline is not None and not code & 1024:
+            # The window ends here and the kernel found no row quieter than the baseline in
+            # force (`_window_done`'s test): nothing changes but the next window, and this
+            # once-a-second block runs no cold Python.
+            self._learning = learning.restart()
+            return
+        learning.fused_done(n, done, sums)
+        if learning.seen >= learning.needed:
+            self._window_done(learning)
 
     def gap(self, settle: int) -> None:
         """The next samples do not follow the last ones: no run continues across the hole, and

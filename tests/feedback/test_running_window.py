@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, _complete_mean_sd
+from feedback.processing.onset import MAD_TO_SD, OUTLIER_SPREADS, RELEARN_RATIO, _complete_mean_sd
 
 kernels = pytest.importorskip("feedback.processing.kernels")  # (numba installed)
 NO_MASK = np.zeros((0, 0), dtype=bool)
@@ -119,6 +119,7 @@ def test_the_window_ending_add_gives_the_statistics() -> None:
     statistics of `baseline_stats_running` (hence numpy's) in the same call; the constants
     it uses are onset's."""
     assert (kernels.MAD_TO_SD, kernels.OUTLIER_SPREADS) == (MAD_TO_SD, OUTLIER_SPREADS)
+    assert kernels.RELEARN_RATIO == RELEARN_RATIO
     x = np.random.default_rng(7).standard_normal((2, 200)) ** 2
     width = 50
     plan = kernels.running_plan(width)
@@ -155,3 +156,22 @@ def test_no_room_for_the_statistics_writes_none() -> None:
     running = (np.empty((2, plan[0].shape[0], 9)), plan)
     none = (np.zeros(0), np.zeros(0))
     assert kernels.baseline_add_window(x, NO_MASK, 0, 1, 0, window, running, none) == 0
+
+
+def test_the_kernels_relearn_test_is_the_window_ends() -> None:
+    """kernels.block._quieter, which spares the window's end its Python when no row would
+    relearn, says what OnsetDetector._window_done's test says, at the boundary too (a
+    window's on-threshold exactly RELEARN_RATIO of the one in force does not replace it)."""
+    from feedback.processing.kernels.block import _quieter
+
+    k = 3.0
+    rng = np.random.default_rng(11)
+    cases = [rng.random((3, 4)) for _ in range(200)]
+    mean, sd = np.array([1.0, 0.5]), np.array([0.25, 0.0])
+    at = (mean + k * sd) / RELEARN_RATIO  # on-levels exactly at the boundary (exact in binary)
+    cases += [np.stack([mean, sd, at]), np.stack([mean, sd, np.nextafter(at, np.inf)])]
+    for m, s, on in cases:
+        rows = zip(m.tolist(), s.tolist(), on.tolist(), strict=True)
+        want = any(v > 0 and u + k * v < RELEARN_RATIO * o for u, v, o in rows)
+        assert _quieter(m, s, on, k) == want
+    assert not _quieter(*cases[-2], k) and _quieter(*cases[-1], k)

@@ -39,6 +39,7 @@ from feedback.processing.kernels.common import (
     MOTION,
     OUTLIER_SPREADS,
     PAIRWISE_BLOCK,
+    RELEARN_RATIO,
     numba_version,
 )
 from feedback.processing.kernels.frames import frame_close
@@ -54,6 +55,7 @@ __all__ = [
     "MOTION",
     "OUTLIER_SPREADS",
     "PAIRWISE_BLOCK",
+    "RELEARN_RATIO",
     "BlockState",
     "_running_total",
     "activation_switch",

@@ -22,7 +22,7 @@ from numba.experimental import structref as numba_structref
 
 from feedback.processing.kernels.baseline import baseline_add_window
 from feedback.processing.kernels.chain import chain_lowpass, chain_rms
-from feedback.processing.kernels.common import FLAT, PAIRWISE_BLOCK, jit
+from feedback.processing.kernels.common import FLAT, PAIRWISE_BLOCK, RELEARN_RATIO, jit
 from feedback.processing.kernels.quality import quality_flags
 from feedback.processing.kernels.sums import _leaf_sums
 from feedback.processing.kernels.switch import activation_switch, band_zone, debounce
@@ -73,6 +73,7 @@ BLOCK_STATE = BlockStateType(
         ("o_run", _F3),
         ("o_plan", types.UniTuple(_I1, 2)),
         ("o_leaves", _I2),
+        ("o_k", types.float64),
         ("a_reach", types.UniTuple(types.int64, 2)),
         ("a_runs", types.UniTuple(_I1, 2)),
         ("a_sums", _F1),
@@ -87,7 +88,7 @@ def bind_block(chain: Any, quality: Any, onset: Any, activation: Any, band: Any)
     """A BlockState over the steps' arrays (not copies): chain = (rms, band sos, band state,
     squares, plan leaves, plan ops, low-pass sos, low-pass state, rest, span); quality =
     (3 sos, 3 states, 6 levels, (warm-up, flat run, hold), last raw, same, since); onset =
-    (reach, runs, points, ordered, last, running sums, (ops, leaf_of), leaves); activation =
+    (reach, runs, points, ordered, last, running sums, (ops, leaf_of), leaves, k_sd); activation =
     (reach, runs, sums, counts); band = the runs of the band's two edges. Runs: (run_on,
     run_off) of a switch, edited in place."""
     st = structref.new(BLOCK_STATE)
@@ -96,7 +97,7 @@ def bind_block(chain: Any, quality: Any, onset: Any, activation: Any, band: Any)
     st.q_sos, st.q_state, st.q_levels, st.q_counts = quality[:4]
     st.q_last_raw, st.q_same, st.q_since = quality[4:]
     st.o_reach, st.o_runs, st.o_points, st.o_ordered, st.o_last = onset[:5]
-    st.o_run, st.o_plan, st.o_leaves = onset[5:]
+    st.o_run, st.o_plan, st.o_leaves, st.o_k = onset[5:]
     st.a_reach, st.a_runs, st.a_sums, st.a_counts = activation
     st.b_runs = band
     return st
@@ -123,6 +124,18 @@ def _usable(flags: Any) -> Any:
             for i in range(n):
                 usable[p, i] = (flags[p, i] & FLAT) == 0
     return usable
+
+
+@jit
+def _quieter(mean: Any, sd: Any, on: Any, k: float) -> bool:
+    """Whether a row of a rest window (mean, sd) would replace the baseline in force, whose
+    on-levels are `on` (OnsetDetector._window_done's test, the same float64 operations):
+    the window's end then needs no Python unless one does."""
+    for p in range(mean.shape[0]):
+        s = sd[p]
+        if s > 0 and mean[p] + k * s < RELEARN_RATIO * on[p]:
+            return True
+    return False
 
 
 @jit
@@ -167,8 +180,9 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
 
     Returns a bit set: 1 Hodges-Bui switched, 2 it moved within the block, 4 activation
     switched, 8 it moved, 16 the frame sums were added, 32 a quality flag is up, 64 the
-    envelope sums were made, 128 the band's state changed, and the rest window's code
-    (baseline_add_window) << 8."""
+    envelope sums were made, 128 the band's state changed, the rest window's code
+    (baseline_add_window) << 8, and 1024 a row of the window that ended here is quieter than
+    the baseline in force (`_quieter`: it replaces it)."""
     floats, flags, switches, sums = outs
     filtered, envelope, pct, level = floats[0], floats[1], floats[2], floats[3]
     rows, n = raw.shape
@@ -202,6 +216,8 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
                                    (st.o_run, (st.o_leaves, st.o_plan[0], st.o_plan[1])),
                                    (sums[0], sums[1]))  # fmt: skip
         code |= done << 8
+        if done == 1 and has_baseline and _quieter(sums[0], sums[1], on, st.o_k):
+            code |= 1024
     a_on, a_off, rest, scale, a_state, quiet = act
     new_a = np.empty(rows, dtype=np.bool_)
     switched, moved, summed = activation_switch(

@@ -12,6 +12,9 @@ PAIRWISE_BLOCK = 128
 # only when compiled; a test checks the two agree).
 MAD_TO_SD = 1.4826
 OUTLIER_SPREADS = 5.0
+# onset's too: a rest window whose on-threshold is below this share of the one in force
+# replaces it.
+RELEARN_RATIO = 0.5
 # feedback.processing.quality.Flag's bits as the kernels write and read them (the kernels
 # import nothing from outside this package; a test checks the two agree).
 FLAT, CLIP, MAINS, MOTION = 1, 2, 4, 8
