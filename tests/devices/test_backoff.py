@@ -35,9 +35,12 @@ def test_a_thousand_stations_do_not_retry_in_lock_step() -> None:
 
 def test_every_reconnecting_client_uses_it() -> None:
     clients = ["devices/link.py", "feedback/outputs/mqtt_publisher.py",
-               "feedback/clinic/intake.py", "feedback/dashboard/remote.py"]  # fmt: skip
+               "feedback/clinic/redial.py", "feedback/dashboard/remote.py"]  # fmt: skip
     for path in clients:
         text = (ROOT / path).read_text()
         assert re.search(r"from devices.backoff import Backoff\b", text), path
         # the broker or device reconnect loop waits what Backoff says
         assert re.search(r"backoff\.next\(\)", text), path
+    # the logger's two paho connections pace their reconnects through redial.py
+    for path in ("feedback/clinic/intake.py", "feedback/clinic/receipt_link.py"):
+        assert re.search(r"\bRedial\(", (ROOT / path).read_text()), path
