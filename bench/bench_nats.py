@@ -239,7 +239,9 @@ async def logger_run(
     expected: int,
     extra: tuple[str, ...] = (),
     timeout_s: float = 120.0,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
+    """`root`: the checkout whose logger runs (an A/B of two on the same cluster)."""
     procs = [
         subprocess.Popen(
             [
@@ -258,8 +260,8 @@ async def logger_run(
                 f"{durable}-{i}",
                 *extra,
             ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -319,7 +321,17 @@ def pg_schema() -> Any:
         admin.close()
 
 
-async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
+RUNS = ("sqlite_1", "sqlite_1_explicit_acks", "sqlite_2", "postgresql_1", "postgresql_2")
+
+
+async def run_async(
+    per_station: int,
+    partitions: int = 0,
+    only: tuple[str, ...] = RUNS,
+    roots: tuple[Path, ...] = (ROOT,),
+) -> dict[str, Any]:
+    """`only`: the logger runs to make (the bare readers run once each then); `roots`: with
+    more than one, each run is made with each checkout's logger in turn (keys `<run>@<i>`)."""
     binary = nats_server_binary()
     if binary is None:
         return {"skipped": "nats-server is not installed"}
@@ -337,25 +349,32 @@ async def run_async(per_station: int, partitions: int = 0) -> dict[str, Any]:
             bare: dict[str, list[int]] = {}
             bare_runs: dict[str, list[dict[str, Any]]] = {}
             if partitions:  # each twice, in turn: the later readers find the stream cached
-                for i, ack_all in enumerate((False, True, True, False)):
+                order = (False, True, True, False) if only == RUNS else (True, True)
+                for i, ack_all in enumerate(order):
                     key = "ack_all" if ack_all else "explicit"
                     r = await bare_partitions(cluster, n, f"bare{i}", ack_all)
                     bare.setdefault(key, []).append(r["msgs_per_s"])
                     bare_runs.setdefault(key, []).append(r)
                 out["bare_partitions"] = bare_runs
             runs: dict[str, Any] = {}
-            runs["sqlite_1"] = await logger_run(cluster, str(work / "a.db"), "sq1", 1, n)
-            if partitions:
-                runs["sqlite_1_explicit_acks"] = await logger_run(
-                    cluster, str(work / "e.db"), "sqe", 1, n, ("--explicit-acks",)
-                )
-            runs["sqlite_2"] = await logger_run(cluster, str(work / "b.db"), "sq2", 2, n)
-            for instances in (1, 2):
-                with pg_schema() as (url, skipped):
-                    key = f"postgresql_{instances}"
-                    runs[key] = {"skipped": skipped} if url is None else await logger_run(
-                        cluster, url, f"pg{instances}", instances, n
-                    )  # fmt: skip
+            for key in RUNS:
+                if key not in only or (key == "sqlite_1_explicit_acks" and not partitions):
+                    continue
+                instances = 2 if key.endswith("_2") else 1
+                extra = ("--explicit-acks",) if "explicit" in key else ()
+                for i, root in enumerate(roots):
+                    name = key if len(roots) == 1 else f"{key}@{i}"
+                    durable = name.replace("_", "").replace("@", "v")
+                    if key.startswith("sqlite"):
+                        db = str(work / f"{durable}.db")
+                        runs[name] = await logger_run(
+                            cluster, db, durable, instances, n, extra, root=root
+                        )
+                        continue
+                    with pg_schema() as (url, skipped):
+                        runs[name] = {"skipped": skipped} if url is None else await logger_run(
+                            cluster, url, durable, instances, n, extra, root=root
+                        )  # fmt: skip
             peer = out["bare_nats_py_peer"]["msgs_per_s"]
             for key, r in runs.items():
                 if "ingest_msgs_per_s" in r:
@@ -395,10 +414,15 @@ async def one_store(
     return {"publish": publish, "bare_nats_py_peer": peer, "logger": run}
 
 
-def run(per_station: int = 200, partitions: int = 0) -> dict[str, Any]:
+def run(
+    per_station: int = 200,
+    partitions: int = 0,
+    only: tuple[str, ...] = RUNS,
+    roots: tuple[Path, ...] = (ROOT,),
+) -> dict[str, Any]:
     return {
         "what": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
-        **asyncio.run(run_async(per_station, partitions)),
+        **asyncio.run(run_async(per_station, partitions, only, roots)),
     }
 
 
@@ -406,14 +430,27 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_nats")
     p.add_argument("--per-station", type=int, default=200)
     p.add_argument("--partitions", type=int, default=0, help="0: one shared consumer")
+    p.add_argument("--only", default=",".join(RUNS), metavar="RUNS",
+                   help="logger runs, comma-separated (default: all of RUNS)")  # fmt: skip
+    p.add_argument("--roots", default=str(ROOT), metavar="DIRS",
+                   help="checkouts whose loggers run, comma-separated: an A/B on one cluster, "
+                   "each run made with each in turn")  # fmt: skip
     args = p.parse_args()
+    only = tuple(k for k in args.only.split(",") if k)
+    unknown = set(only) - set(RUNS)
+    if unknown:
+        p.error(f"unknown runs {sorted(unknown)}; known: {', '.join(RUNS)}")
+    roots = tuple(Path(r).resolve() for r in args.roots.split(",") if r)
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **run(args.per_station, args.partitions),
+        "roots": [str(r) for r in roots],
+        **run(args.per_station, args.partitions, only, roots),
     }
     results = Path(__file__).with_name("results")
     results.mkdir(exist_ok=True)
     name = "nats_partitioned.json" if args.partitions else "nats.json"
+    if only != RUNS or len(roots) > 1:
+        name = name.replace(".json", "_ab.json")  # not the full bench: kept apart
     (results / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
