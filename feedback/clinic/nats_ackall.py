@@ -15,18 +15,21 @@ stored; it is wrong (a message lost for good) when one below S is:
 
 The floor knows none of these happened when the deliveries it received are contiguous in the
 consumer's delivery sequence from a point where nothing was pending with anyone else: from the
-bind, if the consumer had nothing pending then, or from a check (`check`): at a snapshot of the
-consumer, every message pending is one this reader received. Until then it acks nothing, and a
-check runs after each batch (at most every CHECK_S): a dead holder's batch is redelivered here
-after ack_wait and stored, and then the check passes.
+bind, if the consumer had nothing pending then. Otherwise it acks nothing until every message
+pending with someone else has come here: it counts them (`unknown`: pending at the bind, plus
+one per delivery sequence it never received since) and the redeliveries it receives of stream
+sequences it never had (each one of those; a dead holder's batch comes back after ack_wait),
+and is safe again once as many came back as there were. It learns this from its deliveries
+alone: asking the server (CONSUMER.INFO) makes nats-server 2.9 recount the consumer's pending
+messages at every later delivery (docs/notes/nats_logger_profile.md). A snapshot (`check`)
+also makes it safe, and is used when the consumer is silent anyway (a count that cannot
+complete: the previous holder, still alive, acked some of what was pending at the bind).
 """
 
 from __future__ import annotations
 
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
-
-CHECK_S = 0.5
 
 
 def delivery(m: Msg) -> tuple[str, int, int]:
@@ -45,6 +48,16 @@ def delivery(m: Msg) -> tuple[str, int, int]:
     return meta.consumer, meta.sequence.stream, meta.sequence.consumer
 
 
+def redelivered(m: Msg) -> bool:
+    """Whether the server delivered this message before (to anyone), off the reply subject."""
+    reply = getattr(m, "reply", None)
+    if reply:
+        t = reply.split(".")
+        if len(t) >= 9 and t[0] == "$JS" and t[1] == "ACK":
+            return bool(t[4 if len(t) == 9 else 6] != "1")
+    return bool(m.metadata.num_delivered > 1)
+
+
 class AckFloor:
     def __init__(self, info: ConsumerInfo) -> None:
         self.safe = not info.num_ack_pending
@@ -53,18 +66,41 @@ class AckFloor:
         self.late: set[int] = set()  # delivery sequences received while not safe
         self.stored: dict[int, Msg] = {}  # stream sequence -> a stored delivery of it
         self.acked_dseq = 0
-        self.checked_at = 0.0
+        self.covered = 0  # stream sequence every message at or below which is acked
         self.acks = 0
+        # While not safe: messages pending with someone else (at the bind, then per delivery
+        # sequence missed from `since` on), and those of them that came here since.
+        self.unknown = info.num_ack_pending or 0
+        self.since = self.next_dseq
+        self.counted = 0  # deliveries received with a delivery sequence >= since
+        self.top = self.next_dseq - 1  # highest delivery sequence received
+        self.came_back: set[int] = set()
 
     def arrived(self, m: Msg) -> None:
         """Every delivery, in the order it came (the feed's subscription callback)."""
         _, sseq, dseq = delivery(m)
-        self.received.add(sseq)
         if self.safe and dseq == self.next_dseq:
+            self.received.add(sseq)
             self.next_dseq += 1
             return
-        self.safe = False  # a delivery went elsewhere, or was lost on the way
+        if self.safe:  # a delivery went elsewhere, or was lost on the way
+            self.safe = False
+            self.unknown, self.since, self.counted = 0, self.next_dseq, 0
+            self.top, self.came_back = self.next_dseq - 1, set()
+        # A message pending with someone else is one delivered before and never here; not one
+        # acked (an ack crossing its redelivery sends it anyway).
+        if sseq not in self.received and sseq > self.covered and redelivered(m):
+            self.came_back.add(sseq)
+        self.received.add(sseq)
         self.late.add(dseq)
+        if dseq >= self.since:
+            self.counted += 1
+            self.top = max(self.top, dseq)
+        missed = self.top - self.since + 1 - self.counted
+        # came_back holds distinct messages each pending elsewhere, of which there are at
+        # most unknown + missed: as many means every one of them is here.
+        if len(self.came_back) >= self.unknown + missed:
+            self._safe_from(self.top + 1)
 
     def store(self, m: Msg) -> None:
         """After the commit."""
@@ -98,6 +134,7 @@ class AckFloor:
         self._cover(sseq)
 
     def _cover(self, through: int) -> None:
+        self.covered = max(self.covered, through)
         self.received = {s for s in self.received if s > through}
         self.stored = {s: m for s, m in self.stored.items() if s > through}
 
@@ -117,5 +154,9 @@ class AckFloor:
             nxt += 1
         if any(d > nxt for d in self.late):
             return  # a delivery since the snapshot went elsewhere
-        self.safe, self.next_dseq = True, nxt
+        self._safe_from(nxt)
+
+    def _safe_from(self, next_dseq: int) -> None:
+        self.safe, self.next_dseq = True, next_dseq
         self.late.clear()
+        self.came_back = set()

@@ -66,7 +66,6 @@ from nats.js.api import (
 from devices.backoff import Backoff
 from feedback.clinic import nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
-from feedback.clinic.nats_ackall import CHECK_S as ACK_CHECK_S
 from feedback.clinic.nats_ackall import AckFloor, delivery
 from feedback.clinic.nats_group import FeedSet
 from feedback.clinic.nats_lease import LEASE_S, Leases
@@ -407,10 +406,13 @@ class NatsLogger:
                         continue
                     durable = nats_partitions.durable_name(self.durable, k)
                     try:
-                        await js.consumer_info(self.stream, durable)
+                        info = await js.consumer_info(self.stream, durable)
                     except nats.js.errors.NotFoundError:
                         log.warning("partition %d's consumer was deleted; binding again", k)
                         self._gone.add(k)
+                        continue
+                    if feed.floor is not None and not feed.floor.safe:
+                        feed.floor.check(info)  # (a count its deliveries cannot complete)
                 news.set()
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
                 # The cluster is busy (an election): keep reading what we have; a lease that
@@ -560,11 +562,8 @@ class NatsLogger:
         await self.acknowledge(msgs)
 
     def _item(self, m: Msg) -> Incoming:
-        item = self._items.get(id(m))
-        if item is None:  # not from `handle` (a subclass's call): checked here, as it would be
-            item = Incoming(topic_of(m.subject), m.data, 0.0)
-            self.store.check_ahead([item])
-        return item
+        """Every message gated or stored came through `handle`, which checked it."""
+        return self._items[id(m)]
 
     async def acknowledge(self, msgs: list[Msg]) -> None:
         """After the commit: each message of an AckPolicy.EXPLICIT consumer; for an
@@ -585,13 +584,8 @@ class NatsLogger:
             await self._ack_floor(durable, floor)
 
     async def _ack_floor(self, durable: str, floor: AckFloor) -> None:
-        if not floor.safe and self._js is not None:
-            now = time.monotonic()
-            if now - floor.checked_at >= ACK_CHECK_S:
-                floor.checked_at = now
-                # The cluster busy: checked again after a later batch.
-                with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-                    floor.check(await self._js.consumer_info(self.stream, durable))
+        # Not safe: no CONSUMER.INFO here, on a consumer delivering (the floor learns from its
+        # deliveries, or from the renewal's look at a silent consumer: nats_ackall.py).
         m = floor.due()
         if m is not None:
             await m.ack()

@@ -6,13 +6,15 @@ that breaks it (the negative controls); the cluster test is in test_nats_partiti
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
 
-from feedback.clinic.nats_ackall import AckFloor, delivery
+from feedback.clinic.nats_ackall import AckFloor, delivery, redelivered
+from feedback.clinic.nats_group import FeedSet
+from feedback.clinic.nats_logger import NatsLogger
 
 
 class Consumer:
@@ -23,13 +25,16 @@ class Consumer:
         self.pending: set[int] = set()  # stream sequences delivered, not acked
         self.ack_floor = (0, 0)  # (consumer, stream)
         self.last_sseq = 0
+        self.times: dict[int, int] = {}  # stream sequence -> deliveries of it
 
     def deliver(self, sseq: int) -> Msg:
         self.dseq += 1
         self.pending.add(sseq)
         self.last_sseq = max(self.last_sseq, sseq)
+        self.times[sseq] = self.times.get(sseq, 0) + 1
         seq = SimpleNamespace(stream=sseq, consumer=self.dseq)
-        return cast(Msg, SimpleNamespace(metadata=SimpleNamespace(sequence=seq, consumer="c")))
+        meta = SimpleNamespace(sequence=seq, consumer="c", num_delivered=self.times[sseq])
+        return cast(Msg, SimpleNamespace(metadata=meta))
 
     def ack(self, m: Msg) -> None:
         s, d = m.metadata.sequence.stream, m.metadata.sequence.consumer
@@ -74,21 +79,44 @@ class NoBarrier(AckFloor):
         return None
 
 
+class MissesNotCounted(AckFloor):
+    """Wrong: counts only what was pending at the bind, not the deliveries missed since."""
+
+    def arrived(self, m: Msg) -> None:
+        super().arrived(m)
+        if not self.safe and len(self.came_back) >= self.unknown:
+            self._safe_from(self.top + 1)
+
+
+class AckedCounted(AckFloor):
+    """Wrong: takes any redelivery of a message it never had as one pending elsewhere, even
+    one its own ack covered (the ack crossed the redelivery)."""
+
+    def arrived(self, m: Msg) -> None:
+        self.covered = 0
+        super().arrived(m)
+
+
 FLOORS: dict[str, type[AckFloor]] = {
     "correct": AckFloor,
     "trusting": Trusting,
     "no-barrier": NoBarrier,
     "snapshot-only": SnapshotOnly,
+    "misses-not-counted": MissesNotCounted,
+    "acked-counted": AckedCounted,
 }
 
 
-def settle(c: Consumer, floor: AckFloor, stored: set[int], msgs: list[Msg]) -> None:
-    """Store `msgs` (the reader's commit), let the floor check and ack; `stored` gathers what
-    the database has, and every message the server forgot must be in it."""
+def settle(
+    c: Consumer, floor: AckFloor, stored: set[int], msgs: list[Msg], *, check: bool = True
+) -> None:
+    """Store `msgs` (the reader's commit), let the floor check (unless `check` is False: the
+    logger asks no snapshot of a delivering consumer) and ack; `stored` gathers what the
+    database has, and every message the server forgot must be in it."""
     for m in msgs:
         stored.add(m.metadata.sequence.stream)
         floor.store(m)
-    if not floor.safe:
+    if check and not floor.safe:
         floor.check(c.info())
     m = floor.due()
     if m is not None:
@@ -207,6 +235,125 @@ def test_a_check_is_not_fooled_by_a_delivery_elsewhere_since_its_snapshot(varian
     assert not floor.safe and m is None and not lost
 
 
+@pytest.mark.parametrize("variant", ["correct", "trusting"])
+def test_a_dead_holder_s_batch_coming_back_makes_the_floor_safe_without_a_check(
+    variant: str,
+) -> None:
+    """As above, with no snapshot at all (the logger asks none of a delivering consumer):
+    the floor acks nothing until the dead holder's 1-5 came back here, then everything.
+    Control: the trusting floor acks 10 at once, and 1-5 are gone."""
+    c = Consumer()
+    delivered = set(range(1, 13))
+    for s in range(1, 6):
+        c.deliver(s)  # to the reader killed -9
+    floor = FLOORS[variant](c.info())
+    stored: set[int] = set()
+    for s in range(6, 11):
+        batch = [c.deliver(s)]
+        floor.arrived(batch[0])
+        settle(c, floor, stored, batch, check=False)
+    if variant == "trusting":
+        assert forgotten_unstored(c, set(range(1, 11)), stored) == {1, 2, 3, 4, 5}
+        return
+    assert c.pending == set(range(1, 11)) and not floor.safe
+    again = [c.deliver(s) for s in (1, 2, 3, 4)]  # ack_wait: redelivered here
+    for m in again:
+        floor.arrived(m)
+    settle(c, floor, stored, again, check=False)
+    assert not floor.safe and c.pending == set(range(1, 11))  # 5 is still out
+    last = [c.deliver(5), c.deliver(11), c.deliver(12)]
+    for m in last:
+        floor.arrived(m)
+    assert floor.safe
+    settle(c, floor, stored, last, check=False)
+    assert not c.pending and not forgotten_unstored(c, delivered, stored)
+
+
+@pytest.mark.parametrize("variant", ["correct", "misses-not-counted"])
+def test_a_delivery_elsewhere_after_the_bind_is_waited_for_too(variant: str) -> None:
+    """1 was pending with a dead holder at the bind; after it, delivery 2 goes to another
+    reader (a lease changing hands), 3 comes here, then 1's redelivery: 2 is still out, so
+    no ack may cover it until it came back. Control: a floor that waits only for what was
+    pending at the bind acks 3, and 2 is gone."""
+    c = Consumer()
+    c.deliver(1)  # to the reader killed -9
+    floor = FLOORS[variant](c.info())
+    c.deliver(2)  # to the other reader, which dies with it
+    stored: set[int] = set()
+    got = [c.deliver(3), c.deliver(1)]
+    for m in got:
+        floor.arrived(m)
+    settle(c, floor, stored, got, check=False)
+    lost = forgotten_unstored(c, {1, 2, 3}, stored)
+    if variant == "misses-not-counted":
+        assert lost == {2}
+        return
+    assert not floor.safe and not lost and c.pending == {1, 2, 3}
+    again = [c.deliver(2)]
+    floor.arrived(again[0])
+    assert floor.safe
+    settle(c, floor, stored, again, check=False)
+    assert not c.pending and stored == {1, 2, 3}
+
+
+@pytest.mark.parametrize("variant", ["correct", "acked-counted"])
+def test_a_redelivery_of_a_message_already_acked_is_not_counted(variant: str) -> None:
+    """1-2 stored and acked here; delivery 3 goes elsewhere; then a redelivery of 1 that
+    crossed the ack arrives, then 4: 3 is still out. Control: counting the acked 1 as one
+    that came back acks 4, and 3 is gone."""
+    c = Consumer()
+    floor = FLOORS[variant](c.info())
+    stored: set[int] = set()
+    first = [c.deliver(1), c.deliver(2)]
+    for m in first:
+        floor.arrived(m)
+    settle(c, floor, stored, first, check=False)
+    assert not c.pending and floor.covered == 2
+    c.deliver(3)  # to another reader, which dies with it
+    stale = c.deliver(1)
+    c.pending.discard(1)  # acked: the server sent it as the ack came in
+    later = [stale, c.deliver(4)]
+    for m in later:
+        floor.arrived(m)
+    settle(c, floor, stored, later, check=False)
+    lost = forgotten_unstored(c, {1, 2, 3, 4}, stored)
+    if variant == "acked-counted":
+        assert lost == {3}
+        return
+    assert not floor.safe and not lost
+
+
+class CountingJetStream:
+    def __init__(self) -> None:
+        self.infos = 0
+
+    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
+        self.infos += 1
+        raise AssertionError("not expected to answer")
+
+
+async def test_the_logger_asks_no_consumer_info_of_a_delivering_partition() -> None:
+    """A partition taken with a dead holder's batch pending: the logger stores what comes
+    and acks nothing, without asking CONSUMER.INFO after each batch (nats-server 2.9 would
+    recount the consumer's pending messages at every later delivery). Negative control: the
+    logger before this change (a check every 0.5 s while not safe) asked once per batch."""
+    c = Consumer()
+    for s in range(1, 6):
+        c.deliver(s)  # to the reader killed -9
+    logger = NatsLogger(["nats://127.0.0.1:1"], cast(Any, None))
+    js = CountingJetStream()
+    logger._js = cast(Any, js)
+    feeds = FeedSet(cast(Any, None), "S", "g", batch=10, ahead=1)
+    floor = feeds.floors["c"] = AckFloor(c.info())
+    logger._feed = feeds
+    for s in range(6, 11):
+        m = c.deliver(s)
+        floor.arrived(m)
+        floor.store(m)
+        await logger.acknowledge([m])
+    assert js.infos == 0 and not floor.safe and c.pending == set(range(1, 11))
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -221,3 +368,4 @@ def test_delivery_reads_the_reply_subject_as_nats_py_does(reply: str) -> None:
     m = Msg(_client=None, subject="x", reply=reply, data=b"")  # type: ignore[arg-type]
     meta = m.metadata
     assert delivery(m) == (meta.consumer, meta.sequence.stream, meta.sequence.consumer)
+    assert redelivered(m) == (meta.num_delivered > 1)
