@@ -190,6 +190,18 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_s() -> float:
+    """CPU of every PostgreSQL process on the machine (the loggers' backends among them; the
+    other users of the server too, so read it next to a peer of the same run)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += _cpu_s(int(d.name))
+    return total
+
+
 def servers_cpu_s(cluster: NatsCluster) -> float:
     """CPU the three nodes have used: per message, the servers' cost of a reader, which
     the other helpers' load on the machine changes much less than a rate."""
@@ -271,6 +283,8 @@ async def logger_run(
     servers0 = servers_cpu_s(cluster)
     done = 0.0
     samples: list[tuple[float, float]] = []
+    pg = db_url.startswith("postgresql")
+    pg0 = postgres_cpu_s() if pg else 0.0
     try:
         while done < expected and time.perf_counter() - start < timeout_s:
             await asyncio.sleep(0.3)
@@ -280,6 +294,7 @@ async def logger_run(
         await asyncio.sleep(0.5)
         peaks = [_peak_rss_mb(p.pid) for p in procs]
         servers = servers_cpu_s(cluster) - servers0
+        postgres = postgres_cpu_s() - pg0 if pg else 0.0
     finally:
         for p in procs:
             p.terminate()
@@ -302,6 +317,8 @@ async def logger_run(
         "peak_rss_mb": peaks,
         "loggers_cpu_us_per_msg": round(drain_cpu_s(samples, expected) / max(stored, 1) * 1e6, 1),
         "servers_cpu_us_per_msg": round(servers / max(stored, 1) * 1e6, 1),
+        # Start-up included (a few backends' connects), and whatever else used the server.
+        **({"postgres_cpu_us_per_msg": round(postgres / max(stored, 1) * 1e6, 1)} if pg else {}),
     }
 
 
