@@ -4,10 +4,12 @@ is stored, and stops reading ahead once told another instance shares the session
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import nats
+from nats.aio.msg import Msg
 
+from feedback.clinic import nats_pull
 from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
 from feedback.clinic.nats_pull import PullFeed
@@ -72,3 +74,37 @@ async def test_a_feed_tells_whether_messages_came_since_it_was_last_asked() -> N
     assert not feed.delivered_since_last_look()  # nothing since
     await feed._on_msg(_Status())  # type: ignore[arg-type]
     assert not feed.delivered_since_last_look()
+
+
+class FakeClient:
+    """What the feeds' direct path meets of a nats-py client: its message entry point."""
+
+    def __init__(self) -> None:
+        self.stats = {"in_msgs": 0, "in_bytes": 0}
+        self.through_nats_py: list[tuple[int, bytes]] = []
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        self.through_nats_py.append((sid, headers))
+
+
+async def test_deliveries_skip_nats_py_and_statuses_do_not() -> None:
+    """A delivery to a feed's inbox (with the MQTT gateway's headers) reaches the feed at once,
+    without its headers; a status (a request's 408, a heartbeat) and another subscription's
+    messages go through nats-py, where the feed's callback reads the status. Negative control:
+    with the status test taken out of `process_msg`, the 408 is taken for a delivery (shown
+    by editing it out: the first assertion on `through_nats_py` fails)."""
+    nc = FakeClient()
+    got: list[Msg] = []
+    nats_pull._direct(cast(Any, nc))[7] = got.append
+    process = nc._process_msg  # the direct path, installed on this client
+    reply = b"$JS.ACK.VMFP.g-p0.1.10.3.1764615000123456789.5"
+    await process(7, b"_INBOX.x", reply, b"{}", b"NATS/1.0\r\nNmqtt-Pub: 1\r\n\r\n")
+    await process(7, b"_INBOX.x", b"", b"", b"NATS/1.0 408 Request Timeout\r\n\r\n")
+    await process(8, b"other", b"", b"x", b"")
+    assert nc.through_nats_py == [(7, b"NATS/1.0 408 Request Timeout\r\n\r\n"), (8, b"")]
+    assert [(m.subject, m.reply, m.data, m.headers) for m in got] == [
+        ("_INBOX.x", reply.decode(), b"{}", None)
+    ]
+    assert nc.stats == {"in_msgs": 1, "in_bytes": 2}
