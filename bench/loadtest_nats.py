@@ -66,6 +66,7 @@ async def drain(
     database and each instance's counters say."""
     loggers = start_loggers(cluster, db_url, instances)
     start = time.perf_counter()
+    servers0 = bench_nats.servers_cpu_s(cluster)
     done = 0.0
     try:
         while done < expected and time.perf_counter() - start < timeout_s:
@@ -74,6 +75,8 @@ async def drain(
         await asyncio.sleep(0.5)  # the last batch's counters
         samples = [scrape(port) for _, port in loggers]
         peaks = [bench_nats._peak_rss_mb(p.pid) for p, _ in loggers]
+        cpu = sum(bench_nats._cpu_s(p.pid) for p, _ in loggers)
+        servers = bench_nats.servers_cpu_s(cluster) - servers0
     finally:
         for p, _ in loggers:
             p.terminate()
@@ -97,6 +100,12 @@ async def drain(
         "per_logger_stored": per,
         "idle_loggers": idle,
         "peak_rss_mb": peaks,
+        # Per message: what a process costs however busy the machine is; the loggers' share
+        # includes their start-up (about 1 s of imports each).
+        "cpu_us_per_msg": {
+            "loggers": round(cpu / max(stored, 1) * 1e6, 1),
+            "nats_servers": round(servers / max(stored, 1) * 1e6, 1),
+        },
     }
 
 
