@@ -73,14 +73,15 @@ async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
         proc.wait(5)
 
 
-# The subscriber: one line per message, "<receipt time> <topic> <payload>", until killed.
+# The subscriber: one line per message, "<receipt time> <topic> <payload>", until killed;
+# it makes the file named by its second argument once subscribed.
 SUBSCRIBER = """
 import asyncio, sys, time, aiomqtt
 async def main():
     async with aiomqtt.Client("127.0.0.1", int(sys.argv[1])) as sub:
         await sub.subscribe("vmf/v1/#", qos=1)
         await sub.subscribe("peer/#", qos=1)
-        print("ready", flush=True)
+        open(sys.argv[2], "w").close()  # subscribed: the run may begin
         async for msg in sub.messages:
             now = time.time()
             if msg.topic.matches("vmf/v1/+/+/stream"):
@@ -101,6 +102,16 @@ async def main():
             await asyncio.sleep(0.01)
 asyncio.run(main())
 """
+
+
+async def _wait_ready(flag: Path, sub: asyncio.subprocess.Process) -> None:
+    for _ in range(200):
+        if flag.exists():
+            return
+        if sub.returncode is not None:
+            raise RuntimeError(f"the subscriber exited ({sub.returncode}) before subscribing")
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the subscriber did not subscribe within 10 s")
 
 
 async def run(seconds: float) -> dict[str, Any]:
@@ -140,19 +151,15 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
     peer_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with mosquitto(Path(tmp)) as (url, port, broker_name):
-            sub = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", SUBSCRIBER, str(port), stdout=asyncio.subprocess.PIPE
-            )
-            assert sub.stdout is not None
-            await asyncio.wait_for(sub.stdout.readline(), 10)  # "ready": subscribed
-            lines: list[bytes] = []
-
-            async def drain(stdout: asyncio.StreamReader) -> None:
-                # Read as it comes: a full pipe would stall the subscriber, and its stamps.
-                while line := await stdout.readline():
-                    lines.append(line)
-
-            reader = asyncio.create_task(drain(sub.stdout))
+            # The subscriber writes its lines to a file, read after the run: reading a pipe
+            # here would wake the station's own event loop at every message it receives.
+            received = Path(tmp) / "received.txt"
+            with received.open("wb") as out:
+                ready = received.with_suffix(".ready")
+                sub = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", SUBSCRIBER, str(port), str(ready), stdout=out
+                )
+            await _wait_ready(ready, sub)
             # The peer publishes from a process of its own while the session runs: it meets the
             # same machine (load, broker, subscriber) at the same time.
             peer_proc = await asyncio.create_subprocess_exec(
@@ -172,8 +179,8 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
             await asyncio.sleep(0.5)
             sub.terminate()
             await sub.wait()
-            await reader
-        for line in b"".join(lines).decode().splitlines():
+            text = received.read_text()
+        for line in text.splitlines():
             now, topic, payload = [*line.split(" ", 2), ""][:3]
             if not payload.startswith("{"):
                 continue  # e.g. a retained message cleared (empty payload)
