@@ -7,7 +7,7 @@ message on receipt with the same wall clock. The peer, in the same run and throu
 broker, is a bare aiomqtt QoS 1 publish → subscribe round trip, so the ratio shows what the
 station adds. Without a Mosquitto binary the embedded broker stands in, and the result says so.
 
-    python -m bench.bench_latency --seconds 20
+    python -m bench.bench_latency --seconds 20 [--split-cores]
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ CUE_RICH = {"protocol.work_s": 1.0, "protocol.rest_s": 1.0, "protocol.hold_s": 0
 
 
 @contextlib.asynccontextmanager
-async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
+async def mosquitto(
+    workdir: Path, cpus: set[int] | None = None
+) -> AsyncIterator[tuple[str, int, str]]:
     """(url, port, what) of a private Mosquitto, or of the embedded broker without one."""
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -63,6 +65,7 @@ async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
     )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
+    _pin(proc.pid, cpus)
     try:
         for _ in range(200):
             try:
@@ -119,7 +122,27 @@ async def _wait_ready(flag: Path, sub: asyncio.subprocess.Process) -> None:
     raise TimeoutError("the subscriber did not subscribe within 10 s")
 
 
-async def run(seconds: float) -> dict[str, Any]:
+def _split_cores(enabled: bool) -> tuple[set[int] | None, str]:
+    """With `enabled` and two or more CPUs: the station on the first, everything else (broker,
+    subscriber, peer) on the rest, as when the station is a machine of its own and the tablet
+    another; else everyone shares every CPU, as on a one-box demo."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None, f"shared: all processes on CPUs {cpus}"
+    os.sched_setaffinity(0, {cpus[0]})
+    others = set(cpus[1:])
+    return (
+        others,
+        f"split: station on CPU {cpus[0]}, broker, subscriber and peer on {sorted(others)}",
+    )
+
+
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(pid, cpus)
+
+
+async def run(seconds: float, split_cores: bool = False) -> dict[str, Any]:
     settings = load_settings(environ={}, overrides={"session.station": "bench", **CUE_RICH})
     # The station's share: from the sample's arrival to the cue handed to the connection
     # (`publish` returns once the socket has it), stamped in-process with the same clock.
@@ -141,7 +164,9 @@ async def run(seconds: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         compile_kernels(settings)
         kernels_s = time.perf_counter() - t0
-        result = await _run(settings, seconds, in_station_ms)
+        others, placement = _split_cores(split_cores)
+        result = await _run(settings, seconds, in_station_ms, others)
+        result["placement"] = placement
     finally:
         stages.remove()
         MqttPublisher.publish = publish  # type: ignore[method-assign]
@@ -150,12 +175,14 @@ async def run(seconds: float) -> dict[str, Any]:
     return result
 
 
-async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -> dict[str, Any]:
+async def _run(
+    settings: Settings, seconds: float, in_station_ms: list[float], others: set[int] | None
+) -> dict[str, Any]:
     cue_ms: list[float] = []
     live_ms: list[float] = []
     peer_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with mosquitto(Path(tmp)) as (url, port, broker_name):
+        async with mosquitto(Path(tmp), others) as (url, port, broker_name):
             # The subscriber writes its lines to a file, read after the run: reading a pipe
             # here would wake the station's own event loop at every message it receives.
             received = Path(tmp) / "received.txt"
@@ -164,12 +191,14 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
                 sub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", SUBSCRIBER, str(port), str(ready), stdout=out
                 )
+                _pin(sub.pid, others)
             await _wait_ready(ready, sub)
             # The peer publishes from a process of its own while the session runs: it meets the
             # same machine (load, broker, subscriber) at the same time.
             peer_proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", PEER, str(port), str(seconds)
             )
+            _pin(peer_proc.pid, others)
             with open(os.devnull, "w") as devnull:
                 options = app.RunOptions(
                     device="sim",
@@ -221,7 +250,13 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_latency")
     p.add_argument("--seconds", type=float, default=20.0)
-    print(json.dumps(asyncio.run(run(p.parse_args().seconds)), indent=2))
+    p.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="the station on one CPU, broker, subscriber and peer on the others",
+    )
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(run(args.seconds, args.split_cores)), indent=2))
 
 
 if __name__ == "__main__":
