@@ -39,7 +39,8 @@ bench: $(VENV)/.installed-bench
 
 # The clinic logger under N simulated stations (bench/loadtest.py; loopback, bounded; JSON in
 # bench/results/loadtest.json), e.g. make loadtest ARGS="--mode drain --store postgres --loggers 2".
-# --broker nats --mode drain: through the three-node NATS JetStream cluster (bench/bench_nats.py).
+# --broker nats --mode drain: through the three-node NATS JetStream cluster (bench/loadtest_nats.py),
+# --partitions N: the stream split by station, the loggers sharing the partitions by lease.
 loadtest: $(STAMP)
 	$(BIN)/python -m bench.loadtest $(ARGS)
 

@@ -7,7 +7,7 @@ message on receipt with the same wall clock. The peer, in the same run and throu
 broker, is a bare aiomqtt QoS 1 publish → subscribe round trip, so the ratio shows what the
 station adds. Without a Mosquitto binary the embedded broker stands in, and the result says so.
 
-    python -m bench.bench_latency --seconds 20
+    python -m bench.bench_latency --seconds 20 [--split-cores]
 """
 
 from __future__ import annotations
@@ -38,10 +38,17 @@ from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.pipeline import compile_kernels
 
 GOAL_MS = {"p50": 1.0, "p99": 3.0}
+# One-second work and rest periods: about four times the demo protocol's cues a second, so a
+# run of a few minutes holds enough cues for its p99 to be more than its largest value. A cue
+# block does the same work whichever protocol timed it; 200 reps outlast a 400 s run.
+CUE_RICH = {"protocol.work_s": 1.0, "protocol.rest_s": 1.0, "protocol.hold_s": 0.5,
+            "protocol.reps": 200}  # fmt: skip
 
 
 @contextlib.asynccontextmanager
-async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
+async def mosquitto(
+    workdir: Path, cpus: set[int] | None = None
+) -> AsyncIterator[tuple[str, int, str]]:
     """(url, port, what) of a private Mosquitto, or of the embedded broker without one."""
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -58,6 +65,7 @@ async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
     )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
+    _pin(proc.pid, cpus)
     try:
         for _ in range(200):
             try:
@@ -73,14 +81,15 @@ async def mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int, str]]:
         proc.wait(5)
 
 
-# The subscriber: one line per message, "<receipt time> <topic> <payload>", until killed.
+# The subscriber: one line per message, "<receipt time> <topic> <payload>", until killed;
+# it makes the file named by its second argument once subscribed.
 SUBSCRIBER = """
 import asyncio, sys, time, aiomqtt
 async def main():
     async with aiomqtt.Client("127.0.0.1", int(sys.argv[1])) as sub:
         await sub.subscribe("vmf/v1/#", qos=1)
         await sub.subscribe("peer/#", qos=1)
-        print("ready", flush=True)
+        open(sys.argv[2], "w").close()  # subscribed: the run may begin
         async for msg in sub.messages:
             now = time.time()
             if msg.topic.matches("vmf/v1/+/+/stream"):
@@ -103,8 +112,38 @@ asyncio.run(main())
 """
 
 
-async def run(seconds: float) -> dict[str, Any]:
-    settings = load_settings(environ={}, overrides={"session.station": "bench"})
+async def _wait_ready(flag: Path, sub: asyncio.subprocess.Process) -> None:
+    for _ in range(200):
+        if flag.exists():
+            return
+        if sub.returncode is not None:
+            raise RuntimeError(f"the subscriber exited ({sub.returncode}) before subscribing")
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the subscriber did not subscribe within 10 s")
+
+
+def _split_cores(enabled: bool) -> tuple[set[int] | None, str]:
+    """With `enabled` and two or more CPUs: the station on the first, everything else (broker,
+    subscriber, peer) on the rest, as when the station is a machine of its own and the tablet
+    another; else everyone shares every CPU, as on a one-box demo."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None, f"shared: all processes on CPUs {cpus}"
+    os.sched_setaffinity(0, {cpus[0]})
+    others = set(cpus[1:])
+    return (
+        others,
+        f"split: station on CPU {cpus[0]}, broker, subscriber and peer on {sorted(others)}",
+    )
+
+
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(pid, cpus)
+
+
+async def run(seconds: float, split_cores: bool = False) -> dict[str, Any]:
+    settings = load_settings(environ={}, overrides={"session.station": "bench", **CUE_RICH})
     # The station's share: from the sample's arrival to the cue handed to the connection
     # (`publish` returns once the socket has it), stamped in-process with the same clock.
     in_station_ms: list[float] = []
@@ -125,7 +164,9 @@ async def run(seconds: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         compile_kernels(settings)
         kernels_s = time.perf_counter() - t0
-        result = await _run(settings, seconds, in_station_ms)
+        others, placement = _split_cores(split_cores)
+        result = await _run(settings, seconds, in_station_ms, others)
+        result["placement"] = placement
     finally:
         stages.remove()
         MqttPublisher.publish = publish  # type: ignore[method-assign]
@@ -134,30 +175,30 @@ async def run(seconds: float) -> dict[str, Any]:
     return result
 
 
-async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -> dict[str, Any]:
+async def _run(
+    settings: Settings, seconds: float, in_station_ms: list[float], others: set[int] | None
+) -> dict[str, Any]:
     cue_ms: list[float] = []
     live_ms: list[float] = []
     peer_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with mosquitto(Path(tmp)) as (url, port, broker_name):
-            sub = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", SUBSCRIBER, str(port), stdout=asyncio.subprocess.PIPE
-            )
-            assert sub.stdout is not None
-            await asyncio.wait_for(sub.stdout.readline(), 10)  # "ready": subscribed
-            lines: list[bytes] = []
-
-            async def drain(stdout: asyncio.StreamReader) -> None:
-                # Read as it comes: a full pipe would stall the subscriber, and its stamps.
-                while line := await stdout.readline():
-                    lines.append(line)
-
-            reader = asyncio.create_task(drain(sub.stdout))
+        async with mosquitto(Path(tmp), others) as (url, port, broker_name):
+            # The subscriber writes its lines to a file, read after the run: reading a pipe
+            # here would wake the station's own event loop at every message it receives.
+            received = Path(tmp) / "received.txt"
+            with received.open("wb") as out:
+                ready = received.with_suffix(".ready")
+                sub = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", SUBSCRIBER, str(port), str(ready), stdout=out
+                )
+                _pin(sub.pid, others)
+            await _wait_ready(ready, sub)
             # The peer publishes from a process of its own while the session runs: it meets the
             # same machine (load, broker, subscriber) at the same time.
             peer_proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", PEER, str(port), str(seconds)
             )
+            _pin(peer_proc.pid, others)
             with open(os.devnull, "w") as devnull:
                 options = app.RunOptions(
                     device="sim",
@@ -172,8 +213,8 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
             await asyncio.sleep(0.5)
             sub.terminate()
             await sub.wait()
-            await reader
-        for line in b"".join(lines).decode().splitlines():
+            text = received.read_text()
+        for line in text.splitlines():
             now, topic, payload = [*line.split(" ", 2), ""][:3]
             if not payload.startswith("{"):
                 continue  # e.g. a retained message cleared (empty payload)
@@ -186,7 +227,8 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
                 live_ms.append((float(now) - body["t_sample"]) * 1000)
     cue, peer = summary(cue_ms, "ms"), summary(peer_ms, "ms")
     return {
-        "what": f"{seconds:.0f} s real-time simulated session through {broker_name}, "
+        "what": f"{seconds:.0f} s real-time simulated session (1 s work and rest periods) "
+        f"through {broker_name}, "
         "subscriber in its own process; latency = receipt time - arrival time of the causing "
         "sample; "
         "peer = bare aiomqtt QoS 1 publish every 10 ms to the same subscriber through the same "
@@ -208,7 +250,13 @@ async def _run(settings: Settings, seconds: float, in_station_ms: list[float]) -
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_latency")
     p.add_argument("--seconds", type=float, default=20.0)
-    print(json.dumps(asyncio.run(run(p.parse_args().seconds)), indent=2))
+    p.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="the station on one CPU, broker, subscriber and peer on the others",
+    )
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(run(args.seconds, args.split_cores)), indent=2))
 
 
 if __name__ == "__main__":

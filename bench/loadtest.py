@@ -22,9 +22,15 @@ Lost = logged messages published - stored - live snapshots the logger dropped on
 (counted); duplicated = copies dropped by the store plus quarantined replays, and a check of
 the ledger (one row per (session, msg_id)). Prints and writes JSON (--out).
 
---broker nats (drain only): the same stations and per-station count through the three-node
-NATS JetStream cluster of bench/bench_nats.py (its cue/rep mix over MQTT 3.1.1) into the NATS
-logger; rate, peer_rate (bare nats-py pull consumer), ratio_to_peer, lost, duplicated, RSS.
+--broker nats (drain only, bench/loadtest_nats.py): the same stations and per-station count
+through the three-node NATS JetStream cluster of bench/bench_nats.py (its cue/rep mix over MQTT
+3.1.1) into the NATS logger; rate, peer_rate (bare nats-py pull consumer), ratio_to_peer, lost,
+duplicated, per_logger_stored, RSS. --partitions N: the stream split by station into N
+partitions that the loggers share by lease, with a second peer reading every partition
+(partitions_peer_rate, ratio_to_partitions_peer).
+
+Both brokers: per_logger_stored lists what each instance stored, idle_loggers the instances
+that stored nothing (a logger left out of the sharing).
 """
 
 from __future__ import annotations
@@ -473,6 +479,7 @@ def outcomes_of(
     dropped = sum(s.get("vmf_logger_dropped_qos0_total", 0) for s in samples)
     first_t, first_n, last_t, last_n = seen
     rows, distinct, session_msgs = ledger
+    per, idle = per_logger(samples)
     if live:  # what was offered, if all of it was stored
         rate = stored / publish_s
     else:  # from the first batch seen to the last: interpreter start-up left out
@@ -482,10 +489,17 @@ def outcomes_of(
         "lost": int(logged - stored - dropped), "duplicated": int(dups + replays),
         "quarantined": int(quarantined), "ledger_rows": rows,
         "ledger_duplicates": rows - distinct, "ledger_lost": session_msgs - distinct,
-        "per_logger_stored": [int(s.get('vmf_logger_messages_total{outcome="stored"}', 0))
-                              for s in samples],
+        "per_logger_stored": per, "idle_loggers": idle,
         "rate": round(rate), "lag_p99_s_le": lag_p99(samples),
     }  # fmt: skip
+
+
+def per_logger(samples: list[dict[str, float]]) -> tuple[list[int], list[int]]:
+    """Messages each logger instance stored (its last scrape), and the instances (1-based)
+    that stored none: an instance left out of the shared subscription or without a partition
+    is visible here rather than hidden in the total."""
+    per = [int(s.get('vmf_logger_messages_total{outcome="stored"}', 0)) for s in samples]
+    return per, [i + 1 for i, n in enumerate(per) if n == 0]
 
 
 def ticks_of(args: argparse.Namespace) -> int:
@@ -493,32 +507,16 @@ def ticks_of(args: argparse.Namespace) -> int:
 
 
 def run_nats(args: argparse.Namespace) -> dict[str, Any]:
-    """The drain through the NATS cluster, by bench_nats; as many messages per station as a
-    Mosquitto drain with the same options logs."""
+    """The drain through the NATS cluster (bench/loadtest_nats.py); as many messages per
+    station as a Mosquitto drain with the same options logs."""
     if args.mode != "drain":
         raise ValueError("--broker nats measures a drain only: add --mode drain")
-    import asyncio
-
-    from bench import bench_nats
+    from bench import loadtest_nats
 
     ticks = ticks_of(args)
     per_station = ticks + 3 + ticks // args.hz + ticks // (3 * args.hz)
-    r = asyncio.run(bench_nats.one_store(args.stations, per_station, args.store, args.loggers,
-                                         args.timeout))  # fmt: skip
-    lg, published = r["logger"], r["publish"]["published"]
-    peer_rate = r["bare_nats_py_peer"]["msgs_per_s"]
-    result: dict[str, Any] = {
-        "broker": "nats", "mode": "drain", "stations": args.stations,
-        "messages_per_station": per_station, "store": args.store, "loggers": args.loggers,
-        "published": published, "logged_published": published,
-        "offered_rate": r["publish"]["publish_msgs_per_s"], "stored": lg["stored"],
-        "lost": lg["lost"], "duplicated": lg["duplicated"], "rate": lg["ingest_msgs_per_s"],
-        "peer": r["bare_nats_py_peer"], "peer_rate": peer_rate,
-        "peak_rss_mb": lg["peak_rss_mb"], "nats_logger": lg,
-    }  # fmt: skip
-    if peer_rate:
-        result["ratio_to_peer"] = round(lg["ingest_msgs_per_s"] / peer_rate, 3)
-    return result
+    return loadtest_nats.run(args.stations, per_station, args.store, args.loggers,
+                             getattr(args, "partitions", 0), args.timeout)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -661,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["live", "drain"], default="live")
     p.add_argument("--broker", choices=["mosquitto", "nats"], default="mosquitto",
                    help="nats: three-node JetStream cluster, NATS logger (drain only)")  # fmt: skip
+    p.add_argument("--partitions", type=int, default=0, metavar="N",
+                   help="nats: the servers split the stream into N partitions, which the "
+                   "loggers share by lease (0: one consumer shared by every instance)")  # fmt: skip
     p.add_argument("--max-messages", type=int, default=2_000_000, help="bound on ticks × N")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each wait, seconds")
     p.add_argument(
@@ -673,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.broker == "nats" and args.mode != "drain":
         p.error("--broker nats measures a drain only: add --mode drain")
+    if args.partitions and args.broker != "nats":
+        p.error("--partitions is for --broker nats (Mosquitto shares by $share subscription)")
     result = run(args)
     print(json.dumps(result, indent=2))
     out = Path(args.out)

@@ -158,19 +158,8 @@ class Exercise:
         rel = int(self._starts[p - 1]) + self._work if p else 0
         self._origin = at - rel
 
-    def phase_at(self, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Phase and 1-based period number for sample offsets from the session start."""
-        idx = np.searchsorted(self._starts, rel, side="right") - 1
-        into = rel - self._starts[np.maximum(idx, 0)]
-        phase = np.where(into < self._work, Phase.WORK, Phase.REST)
-        phase = np.where(idx < 0, Phase.READY, phase)
-        done = rel >= self._total
-        phase = np.where(done, Phase.DONE, phase)
-        period = np.where(done, self.periods + 1, idx + 1)
-        return phase, period
-
     def _phase_of(self, rel: int) -> tuple[Phase, int]:
-        """`phase_at` for one sample offset, without arrays."""
+        """Phase and 1-based period number of one sample offset from the session start."""
         if rel >= self._total:
             return Phase.DONE, self.periods + 1
         idx = bisect.bisect_right(self._start_list, rel) - 1
@@ -194,15 +183,17 @@ class Exercise:
     def _runs(self, rel0: int, in_band: np.ndarray) -> list[tuple[Phase, int, bool, int, int]]:
         """Runs of constant (phase, period, in band) as (phase, period, in band, start, end)."""
         n = in_band.shape[0]
-        first, last = self._phase_of(rel0), self._phase_of(rel0 + n - 1)
-        band_cuts = run_starts(in_band)
-        if first == last and len(band_cuts) == 1:  # the usual block: one run
-            return [(*first, bool(in_band[0]), 0, n)]
-        phase, period = self.phase_at(rel0 + np.arange(n))
-        key = phase.astype(np.int64) * 1_000_000 + period * 2 + in_band
-        starts = run_starts(key)
+        cuts = set(run_starts(in_band))
+        # Where the phase or the period changes, from the timeline's lists: a cue block holds
+        # one or two such cuts, and walking them costs less than a phase per sample in numpy.
+        s = 0
+        while s < n:
+            cuts.add(s)
+            to = self._span_of(rel0 + s)[3]
+            s = n if to >= rel0 + n else int(to) - rel0
+        starts = sorted(cuts)
         return [
-            (Phase(int(phase[s])), int(period[s]), bool(in_band[s]), s, e)
+            (*self._phase_of(rel0 + s), bool(in_band[s]), s, e)
             for s, e in zip(starts, [*starts[1:], n], strict=True)
         ]
 

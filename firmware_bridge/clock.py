@@ -65,16 +65,23 @@ class ClockMapper:
         x = (device_time_us - self._ref_device_us) * 1e-6
         y = (host_time_s - self._ref_host_s) - x
         index = int(x // self._segment_s)
-        last = self._segments[-1] if self._segments else None
+        segments = self._segments
+        last = segments[-1] if segments else None
         if last is not None and last.index == index:
+            # A lower point in the newest segment: the fit changes only while it includes the
+            # newest segment (two segments or fewer). Otherwise the fit, once made, stands
+            # until a segment is added, so a frame's mapping is not a fresh least-squares fit
+            # (half of a block's decode time when it was).
             if y < last.y:
                 last.x, last.y = x, y
+                if len(segments) <= 2:
+                    self._fit = None
         else:
-            self._segments.append(_Segment(index, x, y))
+            segments.append(_Segment(index, x, y))
+            self._fit = None
         oldest_kept = index - int(self.window_s / self._segment_s)
-        while self._segments[0].index < oldest_kept:
-            self._segments.popleft()
-        self._fit = None
+        while segments[0].index < oldest_kept:
+            segments.popleft()  # (only ever after an append, which made the fit stale)
 
     def to_host(self, device_time_us: int) -> float:
         """Host time at which the device's clock read `device_time_us`."""

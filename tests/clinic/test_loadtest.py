@@ -46,6 +46,47 @@ def test_loadtest_through_nats_stores_everything_once(store: str, tmp_path: Path
     assert r["published"] == 4 * 14 == r["stored"]
     assert r["lost"] == 0 and r["duplicated"] == 0
     assert all(m > 0 for m in r["peak_rss_mb"])
+    # 56 messages: one instance may take them all in one batch, so no idle check here
+    assert len(r["per_logger_stored"]) == args.loggers
+    assert sum(r["per_logger_stored"]) == r["stored"]
+
+
+@pytest.mark.parametrize("partitions", [4, 1])
+def test_loadtest_through_nats_partitions_reports_each_logger(
+    partitions: int, tmp_path: Path
+) -> None:
+    """Two loggers sharing the partitions by lease: each stores its own, and what each
+    stored is in the result. Negative control: one partition for two loggers, so one of them
+    holds no lease and stores nothing, and `idle_loggers` names it."""
+    if nats_server_binary() is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    args = argparse.Namespace(
+        stations=20, seconds=1, hz=10, store="sqlite", loggers=2, mode="drain", broker="nats",
+        partitions=partitions, max_messages=10_000, timeout=60.0,
+        out=str(tmp_path / "loadtest.json"),
+    )  # fmt: skip
+    r = loadtest.run(args)
+    assert r["partitions"] == partitions and r["published"] == 20 * 14 == r["stored"]
+    assert r["lost"] == 0 and r["duplicated"] == 0
+    assert sum(r["per_logger_stored"]) == r["stored"]
+    assert r["partitions_peer"]["received"] == r["published"]
+    if partitions == 1:
+        assert sorted(r["per_logger_stored"]) == [0, r["stored"]]
+        assert len(r["idle_loggers"]) == 1
+        return
+    assert r["idle_loggers"] == [] and all(n > 0 for n in r["per_logger_stored"])
+
+
+def test_a_logger_that_stored_nothing_is_flagged() -> None:
+    stored = 'vmf_logger_messages_total{outcome="stored"}'
+    assert loadtest.per_logger([{stored: 7.0}, {stored: 3.0}]) == ([7, 3], [])
+    assert loadtest.per_logger([{stored: 7.0}, {}]) == ([7, 0], [2])  # the control
+
+
+def test_partitions_are_for_nats_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        loadtest.main(["--partitions", "4"])
+    assert "--partitions is for --broker nats" in capsys.readouterr().err
 
 
 def test_loadtest_nats_is_drain_only() -> None:

@@ -108,3 +108,70 @@ def test_the_timed_control_counts_reps_on_the_same_zones() -> None:
     ex = protocol(ready_s=1.0, work_s=5.0, rest_s=5.0, hold_s=2.0, reps=3)
     zones = scripted_zones(60_000, [(2.0, 10.0), (20.0, 30.0)])
     assert [e for e in run(ex, zones, 250) if isinstance(e, RepCompleted)]
+
+
+def _reference_runs(ex: Exercise, rel0: int, in_band: np.ndarray) -> list[tuple[object, ...]]:
+    """The runs by brute force: every sample's phase and period looked up in numpy, then
+    runs of equal (phase, period, in band) (the way `_runs` found them before it walked the
+    timeline's cuts)."""
+    rel = rel0 + np.arange(in_band.shape[0])
+    starts, work = ex._starts, ex._work
+    idx = np.searchsorted(starts, rel, side="right") - 1
+    into = rel - starts[np.maximum(idx, 0)]
+    phase = np.where(into < work, Phase.WORK, Phase.REST)
+    phase = np.where(idx < 0, Phase.READY, phase)
+    done = rel >= ex._total
+    phase = np.where(done, Phase.DONE, phase)
+    period = np.where(done, ex.periods + 1, idx + 1)
+    key = phase.astype(np.int64) * 1_000_000 + period * 2 + in_band
+    cuts = [0, *(np.flatnonzero(key[1:] != key[:-1]) + 1).tolist()]
+    return [
+        (Phase(int(phase[s])), int(period[s]), bool(in_band[s]), s, e)
+        for s, e in zip(cuts, [*cuts[1:], len(key)], strict=True)
+    ]
+
+
+def _random_blocks(seed: int) -> list[tuple[Exercise, int, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(300):
+        ex = protocol(
+            ready_s=float(rng.choice([0.0, 0.5, 1.0])),
+            work_s=float(rng.choice([0.6, 1.0, 2.0])),
+            rest_s=float(rng.choice([0.0, 0.3, 1.0])),
+            hold_s=0.5,
+            reps=int(rng.integers(1, 4)),
+            sets=int(rng.integers(1, 3)),
+            set_rest_s=float(rng.choice([0.0, 2.0])),
+            kind=str(rng.choice(["timed", "timed", "free"])),
+        )
+        n = int(rng.choice([1, 20, 333, 4000]))
+        # Near a phase boundary half the time: where the runs are split.
+        edge = int(rng.choice(ex._start_list)) + int(
+            rng.choice([0, ex._work if not ex.free else 0])
+        )
+        rel0 = (
+            max(0, edge - int(rng.integers(0, n + 1)))
+            if rng.random() < 0.5
+            else int(rng.integers(0, ex._end_list[-1] + 2000))
+        )
+        cases.append((ex, rel0, rng.random(n) < rng.random()))
+    return cases
+
+
+def test_a_blocks_runs_agree_with_a_phase_per_sample() -> None:
+    for ex, rel0, in_band in _random_blocks(seed=7):
+        assert ex._runs(rel0, in_band) == _reference_runs(ex, rel0, in_band), (rel0, len(in_band))
+
+
+def test_the_runs_check_catches_a_missed_phase_change() -> None:
+    # Control: runs cut only where the band changes (no phase or period cut) disagree.
+    def band_cuts_only(ex: Exercise, rel0: int, in_band: np.ndarray) -> list[tuple[object, ...]]:
+        starts = [0, *(np.flatnonzero(in_band[1:] != in_band[:-1]) + 1).tolist()]
+        return [
+            (*ex._phase_of(rel0 + s), bool(in_band[s]), s, e)
+            for s, e in zip(starts, [*starts[1:], len(in_band)], strict=True)
+        ]
+
+    cases = _random_blocks(seed=7)
+    assert any(band_cuts_only(*c) != _reference_runs(*c) for c in cases)

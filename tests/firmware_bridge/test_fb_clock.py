@@ -73,3 +73,43 @@ def test_to_host_before_any_update_is_an_error() -> None:
     with pytest.raises(ValueError):
         ClockMapper().to_host(0)
     assert ClockMapper().offset_s == 0.0
+
+
+class _RefitEveryTime(ClockMapper):
+    """The reference: a fresh least-squares fit at every mapping, as before the fit was kept."""
+
+    def _line(self) -> tuple[float, float]:
+        return self._fit_lower_envelope()
+
+
+class _NeverRefitOnNewPoint(ClockMapper):
+    """A wrong cache: keeps the first fit until a segment is added, even while the fit still
+    includes the newest segment (the first two segments)."""
+
+    def update(self, device_time_us: int, host_time_s: float) -> None:
+        fit, segments = self._fit, len(self._segments)
+        super().update(device_time_us, host_time_s)
+        if len(self._segments) == segments and self._ref_device_us is not None:
+            self._fit = fit
+
+
+def _mappings(mapper: ClockMapper, seed: int) -> list[float]:
+    """Every frame's mapped time over 100 s of jittered arrivals with a device restart."""
+    rng = np.random.default_rng(seed)
+    out: list[float] = []
+    for start_us in (5_000_000, 1_000):  # the second run: the device clock went back
+        for i in range(5000):
+            device_us = start_us + i * 10_000
+            mapper.update(device_us, 1.7e9 + i * 0.01 + rng.exponential(0.003))
+            out.append(mapper.to_host(device_us))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_kept_fit_maps_exactly_as_a_fresh_fit_would(seed: int) -> None:
+    assert _mappings(ClockMapper(), seed) == _mappings(_RefitEveryTime(), seed)
+
+
+def test_the_comparison_catches_a_fit_kept_too_long() -> None:
+    # Control: a cache that misses the newest segment's lower points maps differently.
+    assert _mappings(_NeverRefitOnNewPoint(), 0) != _mappings(_RefitEveryTime(), 0)
