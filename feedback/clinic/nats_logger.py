@@ -64,7 +64,7 @@ from nats.js.api import (
 )
 
 from devices.backoff import Backoff
-from feedback.clinic import nats_partitions
+from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
 from feedback.clinic.nats_ackall import AckFloor, delivery
 from feedback.clinic.nats_group import FeedSet
@@ -304,8 +304,8 @@ class NatsLogger:
             await asyncio.sleep(backoff.next())
 
     async def _connection(self) -> None:
-        nc = await nats.connect(
-            servers=self.servers,
+        nc = await nats_connect.connect(
+            self.servers,
             name=self.name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
@@ -325,8 +325,8 @@ class NatsLogger:
                 await feed.start()
                 self._feed = feed
                 self.connected.set()
-                log.info("pulling %s/%s from %s", self.stream, self.durable,
-                         ",".join(self.servers))  # fmt: skip
+                bare, _ = nats_connect.split_credentials(self.servers)  # no password in logs
+                log.info("pulling %s/%s from %s", self.stream, self.durable, ",".join(bare))
                 try:
                     while True:
                         msgs = await self._fetch(feed)
