@@ -109,11 +109,7 @@ class Leases:
                 del self.held[k]
         await kv.put(f"m.{self.member}", b"1")
         await kv.put("partitions", str(self.partitions).encode())
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
-        self.members = max(1, sum(1 for k in keys if k.startswith("m.")))
+        self.members = max(1, await self._count_members())
         share = math.ceil(self.partitions / self.members)
         free = [k for k in self._preference() if k not in self.held]
         for k in free:
@@ -124,6 +120,14 @@ class Leases:
                 log.info("took partition %d (%d members)", k, self.members)
         extra = set(sorted(self.held)[share:])
         return set(self.held), extra
+
+    async def _count_members(self) -> int:
+        """The members' keys, from the stream's count per subject: one request to the stream's
+        leader. Not `kv.keys()`: that creates an ephemeral R1 consumer, which nats-server 2.9
+        can place on a replica that is down; after a node's loss one listing in three to five
+        then timed out (5 s), longer than a lease, and every renewal it failed lost them all."""
+        info = await self.js.stream_info(self._stream, subjects_filter=self._subject("m.*"))
+        return len(info.state.subjects or {})
 
     async def release(self, partition: int) -> None:
         """Give a partition back at once (its reader is drained), instead of letting it age."""
@@ -141,15 +145,22 @@ class Leases:
     async def release_all(self) -> None:
         for k in list(self.held):
             await self.release(k)
-        if self._kv is not None:
+        if self._kv is not None:  # purged, not deleted: a delete marker would still count
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await self._kv.delete(f"m.{self.member}")
+                await self.js.purge_stream(self._stream, subject=self._subject(f"m.{self.member}"))
 
     def _preference(self) -> list[int]:
         """Each member starts looking at another partition, so that two starting together
         do not race for the same keys."""
         start = zlib.crc32(self.member.encode()) % self.partitions
         return [(start + i) % self.partitions for i in range(self.partitions)]
+
+    @property
+    def _stream(self) -> str:
+        return f"KV_{self.bucket}"
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self.bucket}.{key}"
 
     @staticmethod
     def _key(partition: int) -> str:

@@ -1,0 +1,125 @@
+"""The partitions' leases against a real three-node cluster (nats_lease.py): renewals that go
+on when a node is lost, and a member count that follows the members."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_lease import Leases
+from tests.conftest import missing_service
+
+PARTITIONS = 8
+
+
+class ListingLeases(Leases):
+    """Counts the members as the leases did before: `kv.keys()`, an ephemeral consumer."""
+
+    async def _count_members(self) -> int:
+        assert self._kv is not None
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return 0
+        return sum(1 for k in keys if k.startswith("m."))
+
+
+class DeletingLeases(Leases):
+    """Gives its member key back with a KV delete (a marker stays) instead of a purge."""
+
+    async def release_all(self) -> None:
+        for k in list(self.held):
+            await self.release(k)
+        assert self._kv is not None
+        await self._kv.delete(f"m.{self.member}")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("nats-server is not installed: apt-get install -y nats-server")
+    assert binary is not None
+    cluster = NatsCluster.create(binary, tmp_path)
+    cluster.start()
+    try:
+        await cluster.ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def connect(cluster: NatsCluster) -> NATS:
+    return await nats.connect(servers=cluster.urls, max_reconnect_attempts=-1)
+
+
+@pytest.mark.parametrize("variant", ["correct", "listing"])
+async def test_renewals_go_on_after_a_node_s_loss(cluster: NatsCluster, variant: str) -> None:
+    """A node that neither leads the bucket nor carries the connection is killed -9; twenty
+    renewals in a row then keep every partition, as the bucket's stream still has a quorum.
+    Control: members counted by `kv.keys()`, whose ephemeral consumer nats-server 2.9 can
+    place on the dead node: a renewal times out (5 s, more than a lease) within the twenty
+    (each listing did so with a chance of one in five to one in two in trials)."""
+    nc = await connect(cluster)
+    try:
+        js = nc.jetstream(timeout=5.0)
+        kind = ListingLeases if variant == "listing" else Leases
+        leases = kind(js, PARTITIONS, "solo", lease_s=6.0, group="t")
+        await leases.open()
+        await leases.announce()
+        held, _ = await leases.renew()
+        assert held == set(range(PARTITIONS)) and leases.members == 1
+        info = await js.stream_info(leases._stream)
+        assert info.cluster is not None and info.config.num_replicas == 3
+        assert nc.connected_url is not None
+        port, leader = nc.connected_url.port, info.cluster.leader
+        victim = next(n for n in cluster.nodes if n.name != leader and n.client_port != port)
+        victim.kill9()
+
+        async def twenty() -> None:
+            for _ in range(20):
+                held, _ = await leases.renew()
+                assert held == set(range(PARTITIONS)) and leases.members == 1
+
+        if variant == "listing":
+            with pytest.raises(TimeoutError):
+                await twenty()
+            return
+        await twenty()
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("variant", ["correct", "deleting"])
+async def test_a_member_that_leaves_is_no_longer_counted(
+    cluster: NatsCluster, variant: str
+) -> None:
+    """Two members share the partitions; one releases everything (a logger's clean stop) and
+    the other's next renewal counts one member and takes all eight. Control: the member key
+    deleted rather than purged leaves a marker that the count still sees."""
+    nc = await connect(cluster)
+    try:
+        js = nc.jetstream(timeout=5.0)
+        kind = DeletingLeases if variant == "deleting" else Leases
+        a = kind(js, PARTITIONS, "a", group="t")
+        b = Leases(js, PARTITIONS, "b", group="t")
+        for x in (a, b):
+            await x.open()
+            await x.announce()
+        held_a, _ = await a.renew()
+        held_b, _ = await b.renew()
+        assert a.members == b.members == 2 and len(held_a) == len(held_b) == PARTITIONS // 2
+        await a.release_all()
+        held_b, _ = await b.renew()
+        if variant == "deleting":
+            assert b.members == 2 and len(held_b) == PARTITIONS // 2
+            return
+        assert b.members == 1 and held_b == set(range(PARTITIONS))
+    finally:
+        await nc.close()
