@@ -45,11 +45,15 @@ from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
 from feedback.clinic.nats_pull import PullFeed
+from feedback.outputs.mqtt_publisher import PUBACK_TIMEOUT_S
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("VMF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STATIONS = 50
+
+
+ATTEMPTS = 20  # connections per station (each retry waits a second): a busy cluster refuses some
 
 
 async def publish_all(
@@ -61,10 +65,15 @@ async def publish_all(
         numberer = MessageNumberer(f"S-nbench-{k:03d}-{secrets.token_hex(2)}")
         messages = [_station_message(numberer, i) for i in range(per_station)]
         sent = 0
-        for attempt in range(5):
+        for attempt in range(ATTEMPTS):
             try:
+                # nats-server 2.9 closes an MQTT connection whose JetStream store failed or
+                # timed out (its PR 8415 says so), and aiomqtt's wait for a PUBACK is not
+                # ended by a disconnection, only by its timeout: 60 s stalled the publish
+                # phase in 6 of 11 loaded runs. The station's publisher gives a PUBACK 5 s
+                # (PUBACK_TIMEOUT_S) before it reconnects and sends again; so does the bench.
                 async with aiomqtt.Client(
-                    "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=60
+                    "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=PUBACK_TIMEOUT_S
                 ) as c:
                     while sent < per_station:
                         leaf, body = messages[sent]
@@ -75,7 +84,7 @@ async def publish_all(
                 # The gateway refuses connections while it creates its own streams (the first
                 # clients after a cluster's start, on a loaded machine): connect again. A
                 # message whose PUBACK was lost is sent again; the logger drops the copy.
-                if attempt == 4:
+                if attempt == ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(1.0)
         return per_station
