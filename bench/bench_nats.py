@@ -415,31 +415,6 @@ async def run_async(
     return out
 
 
-async def one_store(
-    stations: int, per_station: int, store: str, instances: int, timeout_s: float
-) -> dict[str, Any]:
-    """One logger run (`store`: sqlite or postgres, 1 or 2 instances) after the bare peer,
-    as in run_async: what `make loadtest --broker nats` measures."""
-    binary = nats_server_binary()
-    if binary is None:
-        raise RuntimeError("nats-server is not installed: apt-get install -y nats-server")
-    with tempfile.TemporaryDirectory() as d:
-        work = Path(d)
-        async with cluster_with_stream(binary, work, 0) as cluster:
-            publish = await publish_all(cluster, per_station, stations)
-            n = publish["published"]
-            peer = await bare_peer(cluster, n)
-            with contextlib.ExitStack() as stack:
-                url = str(work / "clinic.db")
-                if store != "sqlite":
-                    pg, skipped = stack.enter_context(pg_schema())
-                    if pg is None:
-                        raise RuntimeError(skipped)
-                    url = pg
-                run = await logger_run(cluster, url, "lt", instances, n, timeout_s=timeout_s)
-    return {"publish": publish, "bare_nats_py_peer": peer, "logger": run}
-
-
 def run(
     per_station: int = 200,
     partitions: int = 0,
