@@ -231,6 +231,24 @@ def drain_cpu_s(samples: list[tuple[float, float]], expected: int) -> float:
     return max(cpu1 - cpu0, 0.0)
 
 
+def ledger_counts(db_url: str, expected: int) -> dict[str, Any]:
+    """What the ledger holds after a drain: stored, lost, duplicated, and the rate over the
+    span of the batches' commit times (interpreter start-up and lease settling left out)."""
+    stored = int(_count(db_url, "SELECT count(*) FROM messages"))
+    distinct = int(_count(
+        db_url, "SELECT count(*) FROM (SELECT DISTINCT session_id, msg_id FROM messages) d"
+    ))  # fmt: skip
+    quarantined = int(_count(db_url, "SELECT count(*) FROM quarantine"))
+    span = _count(db_url, "SELECT max(received_at) - min(received_at) FROM messages")
+    return {
+        "stored": stored,
+        "lost": expected - distinct,
+        "duplicated": stored - distinct + quarantined,
+        "rate": round(stored / max(span, 1e-3)),
+        "ingest_span_s": round(span, 2),
+    }
+
+
 def _count(db_url: str, sql: str) -> float:
     try:
         db = connect(db_url)
@@ -309,19 +327,12 @@ async def logger_run(
             p.terminate()
         for p in procs:
             p.wait(20)
-    stored = int(_count(db_url, "SELECT count(*) FROM messages"))
-    distinct = int(_count(
-        db_url, "SELECT count(*) FROM (SELECT DISTINCT session_id, msg_id FROM messages) d"
-    ))  # fmt: skip
-    quarantined = int(_count(db_url, "SELECT count(*) FROM quarantine"))
-    span = _count(db_url, "SELECT max(received_at) - min(received_at) FROM messages")
+    ledger = ledger_counts(db_url, expected)
+    stored, rate = ledger["stored"], ledger.pop("rate")
     return {
         "instances": instances,
-        "stored": stored,
-        "lost": expected - distinct,
-        "duplicated": stored - distinct + quarantined,
-        "ingest_msgs_per_s": round(stored / max(span, 1e-3)),
-        "ingest_span_s": round(span, 2),
+        **ledger,
+        "ingest_msgs_per_s": rate,
         "wall_s_including_start": round(wall_s, 2),
         "peak_rss_mb": peaks,
         "loggers_cpu_us_per_msg": round(drain_cpu_s(samples, expected) / max(stored, 1) * 1e6, 1),
