@@ -68,40 +68,32 @@ async def drain(
     start = time.perf_counter()
     servers0 = bench_nats.servers_cpu_s(cluster)
     done = 0.0
+    cpu_samples: list[tuple[float, float]] = []  # (stored so far, the loggers' CPU so far)
     try:
         while done < expected and time.perf_counter() - start < timeout_s:
             await asyncio.sleep(0.3)
             done = bench_nats._count(db_url, "SELECT count(*) FROM messages")
+            cpu_samples.append((done, sum(bench_nats._cpu_s(p.pid) for p, _ in loggers)))
         await asyncio.sleep(0.5)  # the last batch's counters
         samples = [scrape(port) for _, port in loggers]
         peaks = [bench_nats._peak_rss_mb(p.pid) for p, _ in loggers]
-        cpu = sum(bench_nats._cpu_s(p.pid) for p, _ in loggers)
+        cpu = bench_nats.drain_cpu_s(cpu_samples, expected)
         servers = bench_nats.servers_cpu_s(cluster) - servers0
     finally:
         for p, _ in loggers:
             p.terminate()
         for p, _ in loggers:
             p.wait(20)
-    count = bench_nats._count
-    stored = int(count(db_url, "SELECT count(*) FROM messages"))
-    distinct = int(count(
-        db_url, "SELECT count(*) FROM (SELECT DISTINCT session_id, msg_id FROM messages) d"
-    ))  # fmt: skip
-    quarantined = int(count(db_url, "SELECT count(*) FROM quarantine"))
-    span = count(db_url, "SELECT max(received_at) - min(received_at) FROM messages")
     per, idle = per_logger(samples)
+    ledger = bench_nats.ledger_counts(db_url, expected)
+    stored = ledger["stored"]
     return {
-        "stored": stored,
-        "lost": expected - distinct,
-        "duplicated": stored - distinct + quarantined,
-        # From the batches' commit times: interpreter start-up and lease settling left out.
-        "rate": round(stored / max(span, 1e-3)),
-        "ingest_span_s": round(span, 2),
+        **ledger,
         "per_logger_stored": per,
         "idle_loggers": idle,
         "peak_rss_mb": peaks,
         # Per message: what a process costs however busy the machine is; the loggers' share
-        # includes their start-up (about 1 s of imports each).
+        # over the drain only (bench_nats.drain_cpu_s), the servers' over the whole run.
         "cpu_us_per_msg": {
             "loggers": round(cpu / max(stored, 1) * 1e6, 1),
             "nats_servers": round(servers / max(stored, 1) * 1e6, 1),

@@ -128,8 +128,14 @@ class FramedSampleStream:
             return []
         info = self.device_info
         frames, self._pending = self._pending, []
-        counts = np.concatenate([f.samples for f in frames], axis=1)
-        data = (counts.astype(np.float32) * np.float32(info.lsb_nv * 1e-6)).astype(np.float32)
+        # (A block is usually one frame: no concatenation then, and one scaling ufunc whose
+        # float32 result equals casting first and multiplying after.)
+        counts = (
+            frames[0].samples
+            if len(frames) == 1
+            else np.concatenate([f.samples for f in frames], axis=1)
+        )
+        data = np.multiply(counts, np.float32(info.lsb_nv * 1e-6), dtype=np.float32)
         first = frames[0]
         if self._last_raw is not None and first.sample_counter < self._last_raw - 2**31:
             self._epoch += 2**32

@@ -35,6 +35,7 @@ from feedback.clinic.nats_logger import (
 from feedback.outputs.mqtt_publisher import MqttPublisher
 from feedback.outputs.topics import MessageNumberer, Topics
 from tests.clinic.conftest import wait_until
+from tests.clinic.nats_running import running_cluster
 from tests.conftest import missing_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,17 +45,8 @@ CLINIC = "clinic-n"
 
 @pytest.fixture
 async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    binary = nats_server_binary()
-    if binary is None:
-        missing_service("nats-server is not installed: apt-get install -y nats-server")
-    assert binary is not None
-    cluster = NatsCluster.create(binary, tmp_path)
-    cluster.start()
-    try:
-        await cluster.ready()
+    async with running_cluster(tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 class MqttFront:

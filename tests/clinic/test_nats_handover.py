@@ -29,10 +29,11 @@ import pytest
 from nats.js.api import ConsumerInfo
 
 from feedback.clinic import nats_partitions
-from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_lease import BUCKET_PREFIX
 from feedback.clinic.nats_logger import consumer_config, ensure_stream
 from feedback.outputs.topics import MessageNumberer, encode
+from tests.clinic.nats_running import running_cluster
 from tests.clinic.test_nats_cluster import (
     CLINIC,
     check_exactly_once_in_order,
@@ -40,7 +41,6 @@ from tests.clinic.test_nats_cluster import (
     start_logger,
     station_message,
 )
-from tests.conftest import missing_service
 
 GROUP = "clinic-loggers"  # start_logger's --durable
 DURABLE = nats_partitions.durable_name(GROUP, 0)
@@ -54,17 +54,8 @@ ARGS = ("--partitions", "1", "--lease", str(LEASE_S), "--batch", str(MAX_ACK_PEN
 
 @pytest.fixture
 async def one_partition(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    binary = nats_server_binary()
-    if binary is None:
-        missing_service("nats-server is not installed: apt-get install -y nats-server")
-    assert binary is not None
-    cluster = NatsCluster.create(binary, tmp_path, partitions=1)
-    cluster.start()
-    try:
-        await cluster.ready()
+    async with running_cluster(tmp_path, partitions=1) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def prepare(cluster: NatsCluster, ack_wait_s: float) -> None:

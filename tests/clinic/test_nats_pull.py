@@ -108,3 +108,12 @@ async def test_deliveries_skip_nats_py_and_statuses_do_not() -> None:
         ("_INBOX.x", reply.decode(), b"{}", None)
     ]
     assert nc.stats == {"in_msgs": 1, "in_bytes": 2}
+
+
+def test_written_against_the_pinned_nats_py() -> None:
+    """An upgrade of nats-py turns the direct path off (nats-py's own path instead) and fails
+    here, so that `Client._process_msg` is read again before NATS_PY is raised."""
+    from nats.aio.client import __version__
+
+    assert __version__ == nats_pull.NATS_PY
+    assert nats_pull.DIRECT
