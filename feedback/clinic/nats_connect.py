@@ -13,7 +13,7 @@ Credentials given as options hold for every server, listed or discovered.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -29,7 +29,7 @@ def split_credentials(servers: list[str]) -> tuple[list[str], dict[str, str]]:
         if parts.username is not None:
             found.add((unquote(parts.username), unquote(parts.password or "") or None))
             host = parts.netloc.rsplit("@", 1)[1]
-            parts = parts._replace(netloc=host)
+            parts = SplitResult(parts.scheme, host, parts.path, parts.query, parts.fragment)
         bare.append(urlunsplit(parts))
     if len(found) > 1:
         raise ValueError("the NATS URLs carry different credentials")
