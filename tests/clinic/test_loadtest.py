@@ -69,7 +69,9 @@ def test_loadtest_through_nats_partitions_reports_each_logger(
     assert r["partitions"] == partitions and r["published"] == 20 * 14 == r["stored"]
     assert r["lost"] == 0 and r["duplicated"] == 0
     assert sum(r["per_logger_stored"]) == r["stored"]
-    assert r["partitions_peer"]["received"] == r["published"]
+    # The peer only reads: under load a batch it had not acked within ack_wait comes again,
+    # so it may receive more (286 of 280 in one CI run), never fewer.
+    assert r["partitions_peer"]["received"] >= r["published"]
     if partitions == 1:
         assert sorted(r["per_logger_stored"]) == [0, r["stored"]]
         assert len(r["idle_loggers"]) == 1

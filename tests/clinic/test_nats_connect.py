@@ -60,6 +60,22 @@ async def in_urls(servers: list[str]) -> NATS:
     return await nats.connect(servers=servers, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
 
 
+async def create_bucket(nc: NATS, bucket: str) -> None:
+    """A three-replica bucket, once the meta leader knows every peer: just after the cluster
+    formed it may answer "no suitable peers for placement" (err_code 10005) for a moment."""
+    for _ in range(100):
+        try:
+            await nc.jetstream(timeout=5.0).create_key_value(
+                KeyValueConfig(bucket=bucket, replicas=3)
+            )
+            return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10005:
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError("no placement for a three-replica bucket within 20 s")
+
+
 @pytest.mark.parametrize("variant", ["options", "in-urls"])
 async def test_a_reconnect_to_a_node_the_servers_told_of_keeps_the_logger_s_account(
     partitioned: NatsCluster, variant: str
@@ -74,9 +90,7 @@ async def test_a_reconnect_to_a_node_the_servers_told_of_keeps_the_logger_s_acco
     first = partitioned.nodes[0]
     nc = await connect([partitioned.logger_urls[0]])
     try:
-        await nc.jetstream(timeout=5.0).create_key_value(
-            KeyValueConfig(bucket="reconnect-check", replicas=3)
-        )
+        await create_bucket(nc, "reconnect-check")
         assert await in_loggers_account(nc, "KV_reconnect-check")
         reconnects = nc.stats["reconnects"]
         first.kill9()
