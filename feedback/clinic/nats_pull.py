@@ -64,13 +64,16 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
         return table
     table = {}
     original = nc._process_msg
-    handlers = table
 
     async def process_msg(
         sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:
-        handler = handlers.get(sid)
-        if handler is None or (headers and headers[HEADER_LINE_SIZE] == SPACE):
+        handler = table.get(sid)
+        # (A slice, not an index: a header block cut short goes to nats-py's own path, whose
+        # parser says what is wrong with it, instead of raising here in its read loop.)
+        if handler is None or (
+            headers and headers[HEADER_LINE_SIZE : HEADER_LINE_SIZE + 1] != b"\r"
+        ):
             await original(sid, subject, reply, data, headers)
             return
         nc.stats["in_msgs"] += 1
@@ -84,7 +87,6 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
 
 
 HEADER_LINE_SIZE = len(b"NATS/1.0")  # then " <status>" for a status, CRLF for headers only
-SPACE = ord(" ")
 
 
 class ConsumerGone(nats.js.errors.APIError):

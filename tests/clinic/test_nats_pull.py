@@ -117,3 +117,23 @@ def test_written_against_the_pinned_nats_py() -> None:
 
     assert __version__ == nats_pull.NATS_PY
     assert nats_pull.DIRECT
+
+
+async def test_a_header_block_cut_short_goes_to_nats_py_not_to_the_feed() -> None:
+    """Hostile or truncated header bytes on a feed's inbox: the direct path must neither raise
+    in nats-py's read loop nor take them for a delivery; nats-py's own parser gets them.
+    Negative control: indexing the byte after "NATS/1.0" (the first version) raises
+    IndexError on the first of these, shown by putting the index back."""
+    nc = FakeClient()
+    got: list[Msg] = []
+    nats_pull._direct(cast(Any, nc))[7] = got.append
+    process = nc._process_msg
+    for headers in (b"NATS/1.0", b"NATS/1", b"\x00" * 8 + b"x", b"NATS/1.0 40"):
+        await process(7, b"_INBOX.x", b"", b"{}", headers)
+    assert got == []
+    assert [h for _, h in nc.through_nats_py] == [
+        b"NATS/1.0",
+        b"NATS/1",
+        b"\x00" * 8 + b"x",
+        b"NATS/1.0 40",
+    ]
