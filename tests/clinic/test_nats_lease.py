@@ -11,9 +11,9 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_lease import Leases
-from tests.conftest import missing_service
+from tests.clinic.nats_running import running_cluster
 
 PARTITIONS = 8
 
@@ -42,17 +42,8 @@ class DeletingLeases(Leases):
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    binary = nats_server_binary()
-    if binary is None:
-        missing_service("nats-server is not installed: apt-get install -y nats-server")
-    assert binary is not None
-    cluster = NatsCluster.create(binary, tmp_path)
-    cluster.start()
-    try:
-        await cluster.ready()
+    async with running_cluster(tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def connect(cluster: NatsCluster) -> NATS:

@@ -14,9 +14,10 @@ import pytest
 from nats.js.api import AckPolicy
 
 from feedback.clinic import nats_partitions
-from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
+from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_logger import topic_of
 from tests.clinic.conftest import wait_until
+from tests.clinic.nats_running import running_cluster
 from tests.clinic.test_nats_cluster import (
     MqttFront,
     check_exactly_once_in_order,
@@ -24,7 +25,6 @@ from tests.clinic.test_nats_cluster import (
     start_logger,
     stations,
 )
-from tests.conftest import missing_service
 
 PARTITIONS = 8
 LEASE = ("--partitions", str(PARTITIONS), "--lease", "2")
@@ -43,17 +43,8 @@ async def stream_leader(cluster: NatsCluster) -> str:
 
 @pytest.fixture
 async def partitioned(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    binary = nats_server_binary()
-    if binary is None:
-        missing_service("nats-server is not installed: apt-get install -y nats-server")
-    assert binary is not None
-    cluster = NatsCluster.create(binary, tmp_path, partitions=PARTITIONS)
-    cluster.start()
-    try:
-        await cluster.ready()
+    async with running_cluster(tmp_path, partitions=PARTITIONS) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_partitioned_subject_gives_back_its_topic() -> None:
