@@ -101,23 +101,46 @@ class Leases:
     async def _renew(self) -> tuple[set[int], set[int]]:
         kv = self._kv
         assert kv is not None
-        for k, revision in list(self.held.items()):  # first: the ones that can run out
-            try:
-                self.held[k] = await kv.update(self._key(k), self._value, last=revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
+        # At once, not one after the other: each write is a round of the bucket's consensus,
+        # and on a loaded machine (a CI run on 2 cores) eight of them in a row took longer
+        # than two thirds of a 2 s lease, so a renewal let the keys it came last to age out.
+        held = list(self.held.items())  # first: the ones that can run out
+        renewed = await asyncio.gather(
+            *(kv.update(self._key(k), self._value, last=revision) for k, revision in held),
+            return_exceptions=True,
+        )
+        failed: list[BaseException] = []
+        for (k, _), outcome in zip(held, renewed, strict=True):
+            if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
                 log.warning("lease on partition %d lost (expired, taken by another)", k)
                 del self.held[k]
-        await kv.put(f"m.{self.member}", b"1")
-        await kv.put("partitions", str(self.partitions).encode())
+            elif isinstance(outcome, BaseException):
+                failed.append(outcome)
+            else:
+                self.held[k] = outcome
+        if failed:  # the cluster is busy: the caller retries, with every revision written kept
+            raise failed[0]
+        await asyncio.gather(
+            kv.put(f"m.{self.member}", b"1"), kv.put("partitions", str(self.partitions).encode())
+        )
         self.members = max(1, await self._count_members())
         share = math.ceil(self.partitions / self.members)
         free = [k for k in self._preference() if k not in self.held]
-        for k in free:
-            if len(self.held) >= share:
-                break
-            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                self.held[k] = await kv.create(self._key(k), self._value)
+        while free and len(self.held) < share and not failed:  # rounds: some may be taken
+            wanted, free = free[: share - len(self.held)], free[share - len(self.held) :]
+            created = await asyncio.gather(
+                *(kv.create(self._key(k), self._value) for k in wanted), return_exceptions=True
+            )
+            for k, outcome in zip(wanted, created, strict=True):
+                if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
+                    continue
+                if isinstance(outcome, BaseException):
+                    failed.append(outcome)
+                    continue
+                self.held[k] = outcome
                 log.info("took partition %d (%d members)", k, self.members)
+        if failed:
+            raise failed[0]
         extra = set(sorted(self.held)[share:])
         return set(self.held), extra
 

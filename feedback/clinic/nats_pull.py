@@ -86,6 +86,18 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
     return table
 
 
+_FEEDS = "_vmf_pull_feeds"  # on the client: its started feeds, whose buffers share one budget
+
+
+def _feeds(nc: NATS) -> set[PullFeed]:
+    """The feeds reading on one client: one logger instance's (the partitions it holds)."""
+    feeds: set[PullFeed] | None = getattr(nc, _FEEDS, None)
+    if feeds is None:
+        feeds = set()
+        setattr(nc, _FEEDS, feeds)
+    return feeds
+
+
 HEADER_LINE_SIZE = len(b"NATS/1.0")  # then " <status>" for a status, CRLF for headers only
 
 
@@ -134,8 +146,10 @@ class PullFeed:
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
         if DIRECT:
             _direct(self.nc)[self._sub._id] = self._arrive
+        _feeds(self.nc).add(self)
 
     async def close(self) -> None:
+        _feeds(self.nc).discard(self)
         if self._sub is not None:
             sub, self._sub = self._sub, None
             if DIRECT:
@@ -215,6 +229,12 @@ class PullFeed:
             return
         ahead = self.ahead if now >= self._shared_until else 0
         if len(self._buffer) > max(ahead * self.batch - 1, 0):
+            return
+        # The read-ahead is the instance's, not each partition's: eight partitions held, each
+        # with `ahead` batches buffered, were more than a loaded machine stored within
+        # ack_wait, and what waited that long came again, ahead of anything new (the server
+        # redelivers first): the logger spent its time dropping its own copies.
+        if ahead and sum(f.buffered for f in _feeds(self.nc)) > ahead * self.batch - 1:
             return
         request = {"batch": self.batch, "expires": int(self.expires_s * 1e9)}
         try:
