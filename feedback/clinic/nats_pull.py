@@ -174,6 +174,10 @@ class PullFeed:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def waiting(self) -> list[Msg]:
+        """The messages delivered and not yet taken by the logger."""
+        return list(self._buffer)
+
     def delivered_since_last_look(self) -> bool:
         """Whether messages came since the last call: then the consumer exists, and asking the
         servers (CONSUMER.INFO) would only slow it down (nats_logger.py, `_renew`)."""
