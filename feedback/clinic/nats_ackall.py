@@ -106,10 +106,6 @@ class AckFloor:
         """After the commit."""
         self.stored[delivery(m)[1]] = m
 
-    def unacked(self) -> list[Msg]:
-        """Stored and not yet covered by an ack (the floor waits to be safe, or for a barrier)."""
-        return list(self.stored.values())
-
     def due(self) -> Msg | None:
         """The delivery to ack, covering every stored message below the first one received and
         not stored; None when nothing may be acked yet."""

@@ -355,13 +355,16 @@ class NatsLogger:
 
     async def _keep_in_progress(self) -> None:
         """Every ack_wait / 4, an in-progress ack (+WPI) for each message it holds unacked
-        since the last look: read ahead, in the batch being stored (or held by the order
-        gate), stored and waiting for its AckPolicy.ALL floor. On a loaded machine these can
-        outlast ack_wait; the server would then deliver them again, ahead of anything new,
-        and the logger would spend its time dropping its own copies (seen: 30k deliveries
-        for 4k messages, on 2 loaded cores). Nothing for a logger that keeps up: a message
-        is acked before the second look. A dead instance sends nothing, so what it held still
-        comes back after ack_wait."""
+        since the last look: read ahead, or in the batch being stored (or held by the order
+        gate). On a loaded machine these can outlast ack_wait; the server would then deliver
+        them again, ahead of anything new, and the logger would spend its time dropping its
+        own copies (seen: 30k deliveries for 4k messages, on 2 loaded cores). Nothing for a
+        logger that keeps up: a message is acked before the second look. A dead instance
+        sends nothing, so what it held still comes back after ack_wait. Not the messages
+        stored and waiting for an AckPolicy.ALL floor to be safe: each +WPI is a consensus
+        round, and an unsafe floor can hold thousands for as long as a partition's previous
+        holder's batch takes to come back (100k+ +WPI in a loaded run); they come again
+        once, as copies the store drops. What is read ahead is bounded (nats_pull.py)."""
         seen: set[int] = set()
         while True:
             await asyncio.sleep(self.ack_wait_s / 4)
@@ -380,8 +383,6 @@ class NatsLogger:
         feeds = list(feed.feeds.values()) if isinstance(feed, FeedSet) else [feed] if feed else []
         for f in feeds:
             held.extend(f.waiting())
-            if f.floor is not None:
-                held.extend(f.floor.unacked())
         return held
 
     async def _partitioned(self, nc: NATS, js: JetStreamContext) -> None:
