@@ -1,6 +1,7 @@
-"""A logger slower than ack_wait against a real three-node cluster: what it holds unacked
-(read ahead, in the batch being stored) is kept its own with in-progress acks (+WPI), so the
-server does not hand it copies ahead of anything new (nats_logger.py, `_keep_in_progress`)."""
+"""A logger on a loaded machine: what it holds unacked (read ahead, in the batch being stored)
+is kept its own with in-progress acks (+WPI), so that the server does not hand it copies ahead
+of anything new (nats_logger.py, `_keep_in_progress`, against a real three-node cluster); and
+what it reads ahead is bounded per instance, not per partition held (nats_pull.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
+from feedback.clinic import nats_pull
 from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_logger import NatsLogger, ensure_stream, subject_of
+from feedback.clinic.nats_pull import PullFeed
 from feedback.clinic.store import ClinicStore, Incoming, IngestResult
 from feedback.outputs.topics import MessageNumberer
 from tests.clinic.conftest import wait_until
@@ -82,3 +88,52 @@ async def test_a_logger_slower_than_ack_wait_is_not_handed_its_own_copies(
         return
     assert logger.stats.received == total, logger.stats
     assert logger.stats.in_progress > 0
+
+
+class RecordingClient:
+    """What a feed meets of a nats-py client, recording its pull requests."""
+
+    def __init__(self) -> None:
+        self.stats = {"in_msgs": 0, "in_bytes": 0}
+        self.requests: list[str] = []
+        self._sids = 0
+
+    def new_inbox(self) -> str:
+        return f"_INBOX.{self._sids}"
+
+    async def subscribe(self, subject: str, cb: object) -> object:
+        self._sids += 1
+        return SimpleNamespace(_id=self._sids, unsubscribe=self._nothing)
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        self.requests.append(subject.rsplit(".", 1)[1])
+
+    async def _process_msg(self, *args: object) -> None:
+        raise AssertionError("nothing delivered here")
+
+    @staticmethod
+    async def _nothing() -> None:
+        pass
+
+
+@pytest.mark.parametrize("variant", ["correct", "per-partition"])
+async def test_the_read_ahead_is_the_instance_s_not_each_partition_s(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two partitions' feeds on one connection, two batches read ahead on the first: the
+    second asks for nothing more until the logger has taken some. Control: a budget per feed
+    (as before) lets each partition read two batches ahead, eight partitions sixteen."""
+    if variant == "per-partition":
+        monkeypatch.setattr(nats_pull, "_feeds", lambda nc: set())
+    nc = RecordingClient()
+    p0 = PullFeed(cast(Any, nc), "S", "g-p0", batch=10, ahead=2)
+    p1 = PullFeed(cast(Any, nc), "S", "g-p1", batch=10, ahead=2)
+    for feed in (p0, p1):
+        await feed.start()
+    assert nc.requests == []
+    await p0.take(0.0)  # asks for the first batch
+    for i in range(20):  # it came, and the next: two batches buffered
+        await p0._on_msg(Msg(_client=cast(Any, nc), subject="_INBOX.1", reply=f"r{i}"))
+    await p1.take(0.0)
+    expected = ["g-p0"] if variant == "correct" else ["g-p0", "g-p1"]
+    assert nc.requests == expected
