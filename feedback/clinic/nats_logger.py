@@ -15,6 +15,9 @@ subjects, so a node can die without losing what it acknowledged.
 - Acknowledged only after the commit: a batch is stored in one transaction (`ClinicStore`), the
   receipts go to the stations, then its messages are acknowledged. A copy delivered again (an
   ack lost with a node, a station's resend) is dropped by the store's ledger and counted.
+- Kept while slow: what an instance holds unacked for over a quarter of `--ack-wait` (read
+  ahead, or in a batch still being stored) gets an in-progress ack (+WPI), so that a loaded
+  machine is not handed its own messages again, ahead of anything new.
 - Order per session: the store's `stored_through` is the highest msg_id below which the session
   has no hole. A session message above the next one expected is not stored yet: held for up
   to HOLD_LOCAL_S (another instance is likely committing its predecessor), then given back to
