@@ -261,6 +261,31 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def spawn_logger(
+    cluster: NatsCluster,
+    db_url: str,
+    durable: str,
+    name: str,
+    extra: tuple[str, ...] = (),
+    root: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    """One logger instance (`python -m feedback.clinic.nats_logger`, own process) on the
+    cluster's logger account, run from the checkout `root`; the bench and the load test both
+    start theirs here."""
+    command = [
+        sys.executable, "-m", "feedback.clinic.nats_logger",
+        "--nats", ",".join(cluster.logger_urls), "--partitions", str(cluster.partitions),
+        "--db", db_url, "--durable", durable, "--name", name, *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def logger_run(
     cluster: NatsCluster,
     db_url: str,
@@ -273,28 +298,7 @@ async def logger_run(
 ) -> dict[str, Any]:
     """`root`: the checkout whose logger runs (an A/B of two on the same cluster)."""
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "feedback.clinic.nats_logger",
-                "--nats",
-                ",".join(cluster.logger_urls),
-                "--partitions",
-                str(cluster.partitions),
-                "--db",
-                db_url,
-                "--durable",
-                durable,
-                "--name",
-                f"{durable}-{i}",
-                *extra,
-            ],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spawn_logger(cluster, db_url, durable, f"{durable}-{i}", extra, root)
         for i in range(instances)
     ]
     start = time.perf_counter()

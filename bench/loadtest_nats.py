@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_nats
-from bench.loadtest import ROOT, free_port, parse_metrics, per_logger
+from bench.loadtest import free_port, parse_metrics, per_logger
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 
 DURABLE = "lt"
@@ -37,14 +35,8 @@ def start_loggers(
     out = []
     for i in range(instances):
         port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "feedback.clinic.nats_logger", "--nats",
-             ",".join(cluster.logger_urls), "--partitions", str(cluster.partitions), "--db",
-             db_url, "--durable", DURABLE, "--name", f"{DURABLE}-{i + 1}", "--metrics-port",
-             str(port)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        metrics = ("--metrics-port", str(port))
+        proc = bench_nats.spawn_logger(cluster, db_url, DURABLE, f"{DURABLE}-{i + 1}", metrics)
         out.append((proc, port))
     return out
 
