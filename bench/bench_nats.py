@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import nats
 import nats.errors
 
 from bench.bench_clinic import _station_message
-from feedback.clinic import nats_partitions
+from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
@@ -101,7 +100,7 @@ async def cluster_with_stream(
     cluster.start()
     try:
         await cluster.ready()
-        nc = await nats.connect(servers=cluster.logger_urls)
+        nc = await nats_connect.connect(cluster.logger_urls)
         await ensure_stream(nc.jetstream(timeout=10.0), stream_of(cluster),
                             partitioned=bool(partitions))  # fmt: skip
         await nc.close()
@@ -113,7 +112,7 @@ async def cluster_with_stream(
 async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
     """A pull consumer of its own (the whole stream) that only acknowledges: the ceiling for
     any reader."""
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         js = nc.jetstream()
         await js.add_consumer(stream_of(cluster), consumer_config("bench-peer", 30.0))
@@ -139,7 +138,7 @@ async def bare_partitions(
     """One reader of every partition through the logger's own pull feeds (nats_pull.py,
     batch 500, 2 ahead), storing nothing: the ceiling for the partitioned logger, with the
     partitions' consumers acking each message (EXPLICIT) or the last of each batch (ALL)."""
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         js = nc.jetstream(timeout=10.0)
         feeds = []
