@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -63,11 +64,13 @@ async def publish_all(
     cluster: NatsCluster, per_station: int, stations: int = STATIONS
 ) -> tuple[dict[str, Any], frozenset[Key]]:
     """Every station's messages, each until its PUBACK came: the summary (distinct messages
-    published, publishes sent including resends, rate) and the published keys. A resend whose
-    first copy was stored leaves two in the stream (the broker's at-least-once); the keys, not
-    the stream, are what the ledger must hold once each."""
+    published, publishes sent including resends, connections lost or refused, rate) and the
+    published keys. A resend whose first copy was stored leaves two in the stream (the
+    broker's at-least-once); the keys, not the stream, are what the ledger must hold once
+    each."""
     keys: set[Key] = set()
     sends = 0
+    reconnects: Counter[str] = Counter()  # why a connection was lost or refused
 
     async def station(k: int) -> None:
         nonlocal sends
@@ -93,12 +96,13 @@ async def publish_all(
                         keys.add((body["session"], body["msg_id"]))
                         sent += 1
                 return
-            except aiomqtt.MqttError:
+            except aiomqtt.MqttError as exc:
                 # The gateway refuses connections while it creates its own streams (the first
                 # clients after a cluster's start, on a loaded machine): connect again. A
                 # message whose PUBACK was lost is sent again; the logger drops the copy.
                 if attempt == ATTEMPTS - 1:
                     raise
+                reconnects[str(exc)] += 1
                 await asyncio.sleep(1.0)
 
     t0 = time.perf_counter()
@@ -107,6 +111,7 @@ async def publish_all(
     summary = {
         "published": len(keys),
         "sends": sends,
+        "reconnects": dict(reconnects),
         "publish_msgs_per_s": round(len(keys) / elapsed),
     }
     return summary, frozenset(keys)

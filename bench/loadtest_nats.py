@@ -154,7 +154,8 @@ def run(
         "broker": "nats", "mode": "drain", "stations": stations,
         "messages_per_station": per_station, "store": store, "loggers": loggers,
         "partitions": partitions, "published": published, "logged_published": published,
-        "sends": r["publish"]["sends"], "stream": r["stream"],
+        "sends": r["publish"]["sends"], "reconnects": r["publish"]["reconnects"],
+        "stream": r["stream"],
         "offered_rate": r["publish"]["publish_msgs_per_s"], **lg,
         "peer": r["peer"], "peer_rate": peer_rate,
     }  # fmt: skip
