@@ -82,10 +82,12 @@ async def publish_all(
         for attempt in range(ATTEMPTS):
             try:
                 # nats-server 2.9 closes an MQTT connection whose JetStream store failed or
-                # timed out, and aiomqtt's wait for a PUBACK is not ended by a disconnection,
-                # only by its timeout: 60 s stalled the publish phase in 6 of 11 loaded runs.
+                # timed out, or that came while the gateway was not ready; aiomqtt's waits for
+                # a PUBACK and for a CONNACK are not ended by a disconnection (its on_disconnect
+                # ignores one before the CONNACK), only by `timeout`: 60 s stalled the publish
+                # phase of most loaded runs (the timeouts seen were CONNACK waits: no resend).
                 # The station's publisher gives a PUBACK PUBACK_TIMEOUT_S before it reconnects
-                # and sends again; so does the bench.
+                # and sends again; so does the bench, for both waits.
                 async with aiomqtt.Client(
                     "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=PUBACK_TIMEOUT_S
                 ) as c:
