@@ -472,6 +472,9 @@ class Pipeline:
             contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
+        protocol, counter = self.protocol, self.counter
+        # Every field positional, in the order Tick declares them (keywords cost about a
+        # microsecond a block; tests/feedback/test_pipeline_tick.py checks the order).
         return Tick(
             processed,
             zone,
@@ -485,18 +488,18 @@ class Pipeline:
             onsets,
             tuple(contractions),
             self._lsi(processed, last),
-            blanked=step.blanked,
-            band=step.band,
-            band_raised=step.band_raised,
-            protocol=self.protocol.name,
-            reps_total=step.reps_total,
-            sets=self.protocol.sets,
-            switched_at=step.switched_at,
-            calibration=step.calibration,
-            calibrated=step.calibrated,
-            contracting=self.counter.contracting,
-            contraction_count=self.counter.count,
-            activation=onsets,
+            step.blanked,
+            step.band,
+            step.band_raised,
+            protocol.name,
+            step.reps_total,
+            protocol.sets,
+            step.switched_at,
+            step.calibration,
+            step.calibrated,
+            counter.contracting,
+            counter.count,
+            onsets,
         )
 
     def _counter_input(
