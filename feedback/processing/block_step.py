@@ -102,16 +102,18 @@ class BlockSteps:
             zoned = self.band.compiled_args(n)
             band = (True, row, *zoned)
         first = block.first_index
+        # (advanced before the call: nothing between can fail but the kernel itself, and a
+        # kernel that raised leaves the session's state half-made either way)
+        seen = self.quality.advance(n)
         code = self._k.block_step(
             raw,
             self._state,
             onset_args,
             act_args,
             band,
-            (first, self.quality.seen, *learning),
+            (first, seen, *learning),
             (floats, flags, switches, sums),
         )
-        self.quality.advance(n)
         envelope, pct = floats[1], floats[2]
         flagged = bool(code & 32)
         self.onset.fused_done(code, switches[0], sums)
