@@ -481,7 +481,7 @@ class Pipeline:
             contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
-        protocol, counter = self.protocol, self.counter
+        protocol, counter = self._protocol, self.counter
         # Every field positional, in the order Tick declares them (keywords cost about a
         # microsecond a block; tests/feedback/test_pipeline_tick.py checks the order).
         return Tick(
