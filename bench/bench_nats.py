@@ -12,8 +12,10 @@ into a fresh PostgreSQL schema with one and with two instances; with --partition
 split the stream by station (nats_partitions.py) and the instances share the partitions by
 lease (nats_lease.py), one reader per partition, acking with AckPolicy.ALL (nats_ackall.py;
 SQLite with one instance also with --explicit-acks). The logger's rate counts stored
-messages over the span of their batch times, leaving interpreter start-up out; lost = published
-- distinct (session, msg_id) stored, duplicated = stored - distinct + quarantined.
+messages over the span of their batch times, leaving interpreter start-up out. Counts are of
+distinct (session, msg_id): published = acknowledged by the broker, lost = published and not in
+the ledger, duplicated = ledger rows beyond one per key + quarantined; a station resends after
+PUBACK_TIMEOUT_S without a PUBACK, so the stream may hold copies, reported apart (stream.copies).
 
   python -m bench.bench_nats [--per-station N] [--partitions N]
       (JSON on stdout and bench/results/nats.json, or nats_partitioned.json)
@@ -31,20 +33,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import nats
 import nats.errors
 
 from bench.bench_clinic import _station_message
-from feedback.clinic import nats_partitions
+from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.db import connect
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 from feedback.clinic.nats_logger import STREAM, consumer_config, ensure_stream
 from feedback.clinic.nats_pull import PullFeed
+from feedback.outputs.mqtt_publisher import PUBACK_TIMEOUT_S
 from feedback.outputs.topics import MessageNumberer, Topics, encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,40 +56,79 @@ PG_URL = os.environ.get("VMF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.
 STATIONS = 50
 
 
+Key = tuple[str, int]  # (session, msg_id): what the ledger keeps once
+ATTEMPTS = 20  # connections per station (each retry waits a second): a busy cluster refuses some
+
+
 async def publish_all(
     cluster: NatsCluster, per_station: int, stations: int = STATIONS
-) -> dict[str, Any]:
-    async def station(k: int) -> int:
+) -> tuple[dict[str, Any], frozenset[Key]]:
+    """Every station's messages, each until its PUBACK came: the summary (distinct messages
+    published, publishes sent including resends, connections lost or refused, rate) and the
+    published keys. A resend whose first copy was stored leaves two in the stream (the
+    broker's at-least-once); the keys, not the stream, are what the ledger must hold once
+    each."""
+    keys: set[Key] = set()
+    sends = 0
+    reconnects: Counter[str] = Counter()  # why a connection was lost or refused
+
+    async def station(k: int) -> None:
+        nonlocal sends
         node = cluster.nodes[k % len(cluster.nodes)]
         topics = Topics("bench", f"st-{k:03d}")
         numberer = MessageNumberer(f"S-nbench-{k:03d}-{secrets.token_hex(2)}")
         messages = [_station_message(numberer, i) for i in range(per_station)]
         sent = 0
-        for attempt in range(5):
+        for attempt in range(ATTEMPTS):
             try:
+                # nats-server 2.9 closes an MQTT connection whose JetStream store failed or
+                # timed out, or that came while the gateway was not ready; aiomqtt's waits for
+                # a PUBACK and for a CONNACK are not ended by a disconnection (its on_disconnect
+                # ignores one before the CONNACK), only by `timeout`: 60 s stalled the publish
+                # phase of most loaded runs (the timeouts seen were CONNACK waits: no resend).
+                # The station's publisher gives a PUBACK PUBACK_TIMEOUT_S before it reconnects
+                # and sends again; so does the bench, for both waits.
                 async with aiomqtt.Client(
-                    "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=60
+                    "127.0.0.1", node.mqtt_port, identifier=f"nb-{k}", timeout=PUBACK_TIMEOUT_S
                 ) as c:
                     while sent < per_station:
                         leaf, body = messages[sent]
+                        sends += 1
                         await c.publish(f"{topics.base}/{leaf}", encode(body), qos=1)
+                        keys.add((body["session"], body["msg_id"]))
                         sent += 1
-                return per_station
-            except aiomqtt.MqttError:
+                return
+            except aiomqtt.MqttError as exc:
                 # The gateway refuses connections while it creates its own streams (the first
                 # clients after a cluster's start, on a loaded machine): connect again. A
                 # message whose PUBACK was lost is sent again; the logger drops the copy.
-                if attempt == 4:
+                if attempt == ATTEMPTS - 1:
                     raise
+                reconnects[str(exc)] += 1
                 await asyncio.sleep(1.0)
-        return per_station
 
     t0 = time.perf_counter()
-    published = sum(await asyncio.gather(*(station(k) for k in range(stations))))
-    return {
-        "published": published,
-        "publish_msgs_per_s": round(published / (time.perf_counter() - t0)),
+    await asyncio.gather(*(station(k) for k in range(stations)))
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "published": len(keys),
+        "sends": sends,
+        "reconnects": dict(reconnects),
+        "publish_msgs_per_s": round(len(keys) / elapsed),
     }
+    return summary, frozenset(keys)
+
+
+async def stream_report(cluster: NatsCluster, published: int) -> dict[str, int]:
+    """Messages in the stream, copies from resends included (what a reader of it receives),
+    and the copies: the broker's at-least-once, reported apart from the ledger's counts."""
+    nc = await nats_connect.connect(cluster.logger_urls)
+    try:
+        info = await nc.jetstream(timeout=10.0).stream_info(stream_of(cluster))
+    finally:
+        await nc.close()
+    messages = int(info.state.messages)
+    return {"messages": messages, "copies": messages - published}
 
 
 def stream_of(cluster: NatsCluster) -> str:
@@ -101,7 +144,7 @@ async def cluster_with_stream(
     cluster.start()
     try:
         await cluster.ready()
-        nc = await nats.connect(servers=cluster.logger_urls)
+        nc = await nats_connect.connect(cluster.logger_urls)
         await ensure_stream(nc.jetstream(timeout=10.0), stream_of(cluster),
                             partitioned=bool(partitions))  # fmt: skip
         await nc.close()
@@ -113,7 +156,7 @@ async def cluster_with_stream(
 async def bare_peer(cluster: NatsCluster, expected: int) -> dict[str, Any]:
     """A pull consumer of its own (the whole stream) that only acknowledges: the ceiling for
     any reader."""
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         js = nc.jetstream()
         await js.add_consumer(stream_of(cluster), consumer_config("bench-peer", 30.0))
@@ -139,7 +182,7 @@ async def bare_partitions(
     """One reader of every partition through the logger's own pull feeds (nats_pull.py,
     batch 500, 2 ahead), storing nothing: the ceiling for the partitioned logger, with the
     partitions' consumers acking each message (EXPLICIT) or the last of each batch (ALL)."""
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         js = nc.jetstream(timeout=10.0)
         feeds = []
@@ -222,22 +265,47 @@ def drain_cpu_s(samples: list[tuple[float, float]], expected: int) -> float:
     return max(cpu1 - cpu0, 0.0)
 
 
-def ledger_counts(db_url: str, expected: int) -> dict[str, Any]:
-    """What the ledger holds after a drain: stored, lost, duplicated, and the rate over the
-    span of the batches' commit times (interpreter start-up and lease settling left out)."""
-    stored = int(_count(db_url, "SELECT count(*) FROM messages"))
-    distinct = int(_count(
-        db_url, "SELECT count(*) FROM (SELECT DISTINCT session_id, msg_id FROM messages) d"
-    ))  # fmt: skip
+def ledger_counts(db_url: str, published: AbstractSet[Key]) -> dict[str, Any]:
+    """What the ledger holds after a drain, against the published keys (ledger_outcome), and
+    the rate over the span of the batches' commit times (interpreter start-up and lease
+    settling left out)."""
+    rows = _keys(db_url)
     quarantined = int(_count(db_url, "SELECT count(*) FROM quarantine"))
     span = _count(db_url, "SELECT max(received_at) - min(received_at) FROM messages")
     return {
-        "stored": stored,
-        "lost": expected - distinct,
-        "duplicated": stored - distinct + quarantined,
-        "rate": round(stored / max(span, 1e-3)),
+        **ledger_outcome(published, rows, quarantined),
+        "rate": round(len(rows) / max(span, 1e-3)),
         "ingest_span_s": round(span, 2),
     }
+
+
+def ledger_outcome(
+    published: AbstractSet[Key], rows: list[Key], quarantined: int
+) -> dict[str, int]:
+    """stored: distinct keys in the ledger; lost: published keys not among them; duplicated:
+    ledger rows beyond one per key, plus quarantined messages (a replay of a key with other
+    content); unexpected: stored keys nobody published. Copies in the stream are not
+    duplicates: the logger drops them, and a row stored twice shows here."""
+    stored = set(rows)
+    return {
+        "stored": len(stored),
+        "lost": len(published - stored),
+        "duplicated": len(rows) - len(stored) + quarantined,
+        "unexpected": len(stored - published),
+    }
+
+
+def _keys(db_url: str) -> list[Key]:
+    try:
+        db = connect(db_url)
+    except Exception:
+        return []
+    try:
+        return [(str(s), int(m)) for s, m in db.query("SELECT session_id, msg_id FROM messages")]
+    except Exception:
+        return []
+    finally:
+        db.close()
 
 
 def _count(db_url: str, sql: str) -> float:
@@ -261,40 +329,45 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def spawn_logger(
+    cluster: NatsCluster,
+    db_url: str,
+    durable: str,
+    name: str,
+    extra: tuple[str, ...] = (),
+    root: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    """One logger instance (`python -m feedback.clinic.nats_logger`, own process) on the
+    cluster's logger account, run from the checkout `root`; the bench and the load test both
+    start theirs here."""
+    command = [
+        sys.executable, "-m", "feedback.clinic.nats_logger",
+        "--nats", ",".join(cluster.logger_urls), "--partitions", str(cluster.partitions),
+        "--db", db_url, "--durable", durable, "--name", name, *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def logger_run(
     cluster: NatsCluster,
     db_url: str,
     durable: str,
     instances: int,
-    expected: int,
+    published: AbstractSet[Key],
     extra: tuple[str, ...] = (),
     timeout_s: float = 120.0,
     root: Path = ROOT,
 ) -> dict[str, Any]:
     """`root`: the checkout whose logger runs (an A/B of two on the same cluster)."""
+    expected = len(published)
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "feedback.clinic.nats_logger",
-                "--nats",
-                ",".join(cluster.logger_urls),
-                "--partitions",
-                str(cluster.partitions),
-                "--db",
-                db_url,
-                "--durable",
-                durable,
-                "--name",
-                f"{durable}-{i}",
-                *extra,
-            ],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spawn_logger(cluster, db_url, durable, f"{durable}-{i}", extra, root)
         for i in range(instances)
     ]
     start = time.perf_counter()
@@ -318,7 +391,7 @@ async def logger_run(
             p.terminate()
         for p in procs:
             p.wait(20)
-    ledger = ledger_counts(db_url, expected)
+    ledger = ledger_counts(db_url, published)
     stored, rate = ledger["stored"], ledger.pop("rate")
     return {
         "instances": instances,
@@ -371,8 +444,9 @@ async def run_async(
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         async with cluster_with_stream(binary, work, partitions) as cluster:
-            out["publish"] = await publish_all(cluster, per_station)
-            n = out["publish"]["published"]
+            out["publish"], keys = await publish_all(cluster, per_station)
+            out["stream"] = await stream_report(cluster, len(keys))
+            n = out["stream"]["messages"]  # the peers read every copy
             out["bare_nats_py_peer"] = await bare_peer(cluster, n)
             bare: dict[str, list[int]] = {}
             bare_runs: dict[str, list[dict[str, Any]]] = {}
@@ -396,12 +470,12 @@ async def run_async(
                     if key.startswith("sqlite"):
                         db = str(work / f"{durable}.db")
                         runs[name] = await logger_run(
-                            cluster, db, durable, instances, n, extra, root=root
+                            cluster, db, durable, instances, keys, extra, root=root
                         )
                         continue
                     with pg_schema() as (url, skipped):
                         runs[name] = {"skipped": skipped} if url is None else await logger_run(
-                            cluster, url, durable, instances, n, extra, root=root
+                            cluster, url, durable, instances, keys, extra, root=root
                         )  # fmt: skip
             peer = out["bare_nats_py_peer"]["msgs_per_s"]
             for key, r in runs.items():

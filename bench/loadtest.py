@@ -25,9 +25,10 @@ the ledger (one row per (session, msg_id)). Prints and writes JSON (--out).
 --broker nats (drain only, bench/loadtest_nats.py): the same stations and per-station count
 through the three-node NATS JetStream cluster of bench/bench_nats.py (its cue/rep mix over MQTT
 3.1.1) into the NATS logger; rate, peer_rate (bare nats-py pull consumer), ratio_to_peer, lost,
-duplicated, per_logger_stored, RSS. --partitions N: the stream split by station into N
-partitions that the loggers share by lease, with a second peer reading every partition
-(partitions_peer_rate, ratio_to_partitions_peer).
+duplicated (both of distinct (session, msg_id)), per_logger_stored, RSS, and apart from them the
+copies that stations' resends left in the stream (stream.copies: the broker's at-least-once).
+--partitions N: the stream split by station into N partitions that the loggers share by lease,
+with a second peer reading every partition (partitions_peer_rate, ratio_to_partitions_peer).
 
 Both brokers: per_logger_stored lists what each instance stored, idle_loggers the instances
 that stored nothing (a logger left out of the sharing).

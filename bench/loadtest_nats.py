@@ -9,23 +9,28 @@ each instance stored comes from the same counter as on the Mosquitto path. `part
 the servers split the stream by station (nats_partitions.py), the instances share the
 partitions by lease, and a second peer reads every partition through the logger's pull feeds
 (AckPolicy.ALL, as the logger's partition consumers ack): the ceiling for that layout.
+
+Counts are of distinct (session, msg_id) (bench_nats.ledger_outcome): published = acknowledged
+by the broker, lost = published and not in the ledger, duplicated = ledger rows beyond one per
+key + quarantined. A station resends what had no PUBACK within PUBACK_TIMEOUT_S, so the stream
+may hold copies (`stream.copies`, the broker's at-least-once); the peers read them all, and the
+logger drops them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 from bench import bench_nats
-from bench.loadtest import ROOT, free_port, parse_metrics, per_logger
+from bench.loadtest import free_port, parse_metrics, per_logger
 from feedback.clinic.nats_cluster import NatsCluster, nats_server_binary
 
 DURABLE = "lt"
@@ -37,14 +42,8 @@ def start_loggers(
     out = []
     for i in range(instances):
         port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "feedback.clinic.nats_logger", "--nats",
-             ",".join(cluster.logger_urls), "--partitions", str(cluster.partitions), "--db",
-             db_url, "--durable", DURABLE, "--name", f"{DURABLE}-{i + 1}", "--metrics-port",
-             str(port)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        metrics = ("--metrics-port", str(port))
+        proc = bench_nats.spawn_logger(cluster, db_url, DURABLE, f"{DURABLE}-{i + 1}", metrics)
         out.append((proc, port))
     return out
 
@@ -60,10 +59,15 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def drain(
-    cluster: NatsCluster, db_url: str, instances: int, expected: int, timeout_s: float
+    cluster: NatsCluster,
+    db_url: str,
+    instances: int,
+    published: AbstractSet[bench_nats.Key],
+    timeout_s: float,
 ) -> dict[str, Any]:
-    """The loggers until `expected` messages are in the ledger (or timeout), then what the
+    """The loggers until every published message is in the ledger (or timeout), then what the
     database and each instance's counters say."""
+    expected = len(published)
     loggers = start_loggers(cluster, db_url, instances)
     start = time.perf_counter()
     servers0 = bench_nats.servers_cpu_s(cluster)
@@ -85,7 +89,7 @@ async def drain(
         for p, _ in loggers:
             p.wait(20)
     per, idle = per_logger(samples)
-    ledger = bench_nats.ledger_counts(db_url, expected)
+    ledger = bench_nats.ledger_counts(db_url, published)
     stored = ledger["stored"]
     return {
         **ledger,
@@ -116,8 +120,9 @@ async def run_async(
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         async with bench_nats.cluster_with_stream(binary, work, partitions) as cluster:
-            out["publish"] = await bench_nats.publish_all(cluster, per_station, stations)
-            n = out["publish"]["published"]
+            out["publish"], keys = await bench_nats.publish_all(cluster, per_station, stations)
+            out["stream"] = await bench_nats.stream_report(cluster, len(keys))
+            n = out["stream"]["messages"]  # the peers read every copy
             out["peer"] = await bench_nats.bare_peer(cluster, n)
             if partitions:
                 out["partitions_peer"] = await bench_nats.bare_partitions(
@@ -130,7 +135,7 @@ async def run_async(
                     if pg is None:
                         raise RuntimeError(skipped)
                     url = pg
-                out["logger"] = await drain(cluster, url, instances, n, timeout_s)
+                out["logger"] = await drain(cluster, url, instances, keys, timeout_s)
     return out
 
 
@@ -149,6 +154,8 @@ def run(
         "broker": "nats", "mode": "drain", "stations": stations,
         "messages_per_station": per_station, "store": store, "loggers": loggers,
         "partitions": partitions, "published": published, "logged_published": published,
+        "sends": r["publish"]["sends"], "reconnects": r["publish"]["reconnects"],
+        "stream": r["stream"],
         "offered_rate": r["publish"]["publish_msgs_per_s"], **lg,
         "peer": r["peer"], "peer_rate": peer_rate,
     }  # fmt: skip

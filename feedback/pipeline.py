@@ -230,8 +230,9 @@ class Pipeline:
         self.progression = Progression(settings.protocol.progression, t.low_pct, t.high_pct)
         self._band_changes: list[BandRaised] = []
         self._next_index: int | None = None  # where the next block should start
-        self.protocol = settings.protocol
+        self._protocol = settings.protocol
         self._reps_before = 0  # reps done under earlier protocols of this session
+        self._reps_total = prescribed_reps(self._protocol)
         self._switch: ProtocolSwitch | None = None
         self._calibration: Calibration | None = None
         self._cal_end: int | None = None  # sample index where the running calibration ends
@@ -249,8 +250,15 @@ class Pipeline:
             _warm_kernels(settings, rate_hz, channels)
 
     @property
+    def protocol(self) -> ProtocolSettings:
+        """The protocol in force (`change_protocol` picks another)."""
+        return self._protocol
+
+    @property
     def reps_total(self) -> int:
-        return self._reps_before + prescribed_reps(self.protocol)
+        """Reps done before the protocol in force + its reps × sets (made when the protocol
+        changes, not each block)."""
+        return self._reps_total
 
     def finish(self) -> list[Contraction]:
         """The session ends: a contraction still in progress is counted (its end is the last
@@ -330,7 +338,8 @@ class Pipeline:
         before = list(self.exercise.process(first, zone[:cut]).events) if cut else []
         old = self.exercise.state
         self._reps_before = old.reps_done
-        self.protocol = sw.protocol
+        self._protocol = sw.protocol
+        self._reps_total = self._reps_before + prescribed_reps(sw.protocol)
         self.exercise = Exercise(sw.protocol, self.exercise.rate_hz, after=old)
         self.progression = Progression(sw.protocol.progression, sw.low_pct, sw.high_pct)
         state = self.exercise.process(at, zone[cut:])
@@ -418,7 +427,7 @@ class Pipeline:
             _snapshot(state),
             tuple(cues),
             (self.detector.low_pct, self.detector.high_pct),
-            self.reps_total,
+            self._reps_total,
             quality,
             problems,
             onsets,
@@ -472,6 +481,9 @@ class Pipeline:
             contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
+        protocol, counter = self._protocol, self.counter
+        # Every field positional, in the order Tick declares them (keywords cost about a
+        # microsecond a block; tests/feedback/test_pipeline_tick.py checks the order).
         return Tick(
             processed,
             zone,
@@ -484,19 +496,19 @@ class Pipeline:
             step.problems,
             onsets,
             tuple(contractions),
-            self._lsi(processed, last),
-            blanked=step.blanked,
-            band=step.band,
-            band_raised=step.band_raised,
-            protocol=self.protocol.name,
-            reps_total=step.reps_total,
-            sets=self.protocol.sets,
-            switched_at=step.switched_at,
-            calibration=step.calibration,
-            calibrated=step.calibrated,
-            contracting=self.counter.contracting,
-            contraction_count=self.counter.count,
-            activation=onsets,
+            None if self._other is None else self._lsi(processed, last),
+            step.blanked,
+            step.band,
+            step.band_raised,
+            protocol.name,
+            step.reps_total,
+            protocol.sets,
+            step.switched_at,
+            step.calibration,
+            step.calibrated,
+            counter.contracting,
+            counter.count,
+            onsets,
         )
 
     def _counter_input(

@@ -199,6 +199,24 @@ MIGRATIONS.append(Migration(
     step=_v4_live_seconds,
 ))  # fmt: skip
 
+
+def _v5_ledger_key(db: Backend) -> None:
+    """The ledger's primary key is its (session_id, msg_id), no longer `seq`. Every claim
+    inserted into both indexes (PostgreSQL), and nothing looks a row up by `seq`: it keeps
+    the arrival order (its sequence's default), without an index. SQLite's `seq` is the rowid
+    and costs nothing: unchanged."""
+    if db.dialect == "postgresql":
+        db.execute(
+            "ALTER TABLE messages DROP CONSTRAINT messages_pkey,"
+            " DROP CONSTRAINT messages_session_id_msg_id_key,"
+            " ADD CONSTRAINT messages_pkey PRIMARY KEY (session_id, msg_id)"
+        )
+
+
+MIGRATIONS.append(
+    Migration(5, "the message ledger keyed by (session_id, msg_id)", step=_v5_ledger_key)
+)
+
 LATEST = MIGRATIONS[-1].version
 
 

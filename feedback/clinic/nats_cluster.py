@@ -155,10 +155,10 @@ class NatsCluster:
     async def ready(self, timeout_s: float = 60.0) -> None:
         """Wait until JetStream answers (the cluster has elected its metadata leader): before
         that, the MQTT gateway accepts connections it cannot serve."""
-        import nats
+        from feedback.clinic.nats_connect import connect
 
         deadline = time.monotonic() + timeout_s
-        nc = await nats.connect(servers=self.logger_urls, max_reconnect_attempts=-1)
+        nc = await connect(self.logger_urls, max_reconnect_attempts=-1)
         try:
             while True:
                 try:

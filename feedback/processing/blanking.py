@@ -32,7 +32,7 @@ class Blanker:
         # to hold, taken only when a blank needs it (two slices a block saved).
         self._ends: tuple[np.ndarray, np.ndarray] | None = None
         self.samples_blanked = 0
-        self._unheld: np.ndarray | None = None  # the all-false mask `zero` last returned
+        self._unheld: np.ndarray | None = None  # the all-false mask last handed out
 
     def add(self, start: int, end: int) -> None:
         """Blank raw samples [start, end) and hold the envelope until end + tail."""
@@ -46,11 +46,22 @@ class Blanker:
 
     def passed(self, envelope: np.ndarray, pct: np.ndarray) -> np.ndarray:
         """`zero` and `hold` for a block while idle (done by the fused block): nothing held,
-        the block's last values kept; returns the all-false held mask."""
-        n = envelope.shape[1]
-        self._unheld = np.zeros(n, dtype=bool)
+        the block's last values kept; returns the all-false held mask (read-only: the same
+        array for every block of the same length)."""
         self._ends = (envelope, pct)
-        return self._unheld
+        unheld = self._unheld
+        n = envelope.shape[1]
+        return unheld if unheld is not None and unheld.shape[0] == n else self._all_false(n)
+
+    def _all_false(self, n: int) -> np.ndarray:
+        """The all-false held mask of n samples: one for every block of this length (a
+        device's blocks all have one), read-only since every Tick hands it out (a new one
+        each block cost half a microsecond)."""
+        unheld = self._unheld
+        if unheld is None or unheld.shape[0] != n:
+            unheld = self._unheld = np.zeros(n, dtype=bool)
+            unheld.flags.writeable = False
+        return unheld
 
     def _carried(self) -> tuple[np.ndarray, np.ndarray]:
         """The last trusted envelope and % MVC, per channel."""
@@ -71,8 +82,7 @@ class Blanker:
         # Windows entirely in the past are done with; keep the list short.
         self._windows = [w for w in self._windows if w[1] + self.tail > block.first_index]
         if not self._windows:
-            self._unheld = np.zeros(block.n_samples, dtype=bool)
-            return block, self._unheld
+            return block, self._all_false(block.n_samples)
         raw = self._mask(block.first_index, block.n_samples, 0)
         held = self._mask(block.first_index, block.n_samples, self.tail)
         if raw.any():

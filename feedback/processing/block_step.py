@@ -42,7 +42,8 @@ Fast = tuple[
 class BlockSteps:
     """`run` a block through the steps in one call, or None: take them one by one. Each step
     tells what the call needs (`fused_state`: its long-lived arrays, bound once; `fused_args`:
-    the rest, per block, or None when the block is not usual for it) and does its own
+    the rest, per block, or None when the block is not usual for it; the onset detector's
+    also hands its `fused_state`, to bind again when its window changed) and does its own
     bookkeeping after it (`fused_done`)."""
 
     def __init__(
@@ -60,6 +61,7 @@ class BlockSteps:
         b1 = np.zeros(0, bool)
         # No zone asked for: arguments of the types the zone's would have.
         self._no_band = (np.zeros(0), np.zeros(0), b1, (1, 1), np.zeros(0, np.int8), b1)
+        self._no_band_args = (False, 0, *self._no_band)  # block_step's `band`, built once
 
     def _bind(self, chain: tuple[Any, ...], window: tuple[Any, ...]) -> None:
         """A BlockState over the arrays the steps keep (a calibration gives the chain a new
@@ -78,11 +80,14 @@ class BlockSteps:
         rows, n = data.shape
         if not n or not self.blanker.idle:
             return None
-        onset_args, act_args = self.onset.fused_args(n), self.activation.fused_args(n)
-        chain, window = self.chain.fused_state(), self.onset.fused_state()
-        if onset_args is None or act_args is None or window is None:
+        onset = self.onset.fused_args(n)
+        act_args = self.activation.fused_args(n)
+        if onset is None or act_args is None:
             return None
-        if self._bound[0] is not chain or self._bound[1] is not window:
+        window, onset_args, learning = onset
+        chain = self.chain.fused_state()
+        bound = self._bound
+        if bound[0] is not chain or bound[1] is not window:
             self._bind(chain, window)
         # (one compiled layout; the array itself when contiguous, checked in C: reading
         # `data.flags` makes a flags object each block)
@@ -91,24 +96,30 @@ class BlockSteps:
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)
         sums = np.empty((3, rows))
-        zoned = self.band.compiled_args(n) if row is not None else self._no_band
+        if row is None:
+            zoned, band = self._no_band, self._no_band_args
+        else:
+            zoned = self.band.compiled_args(n)
+            band = (True, row, *zoned)
+        first = block.first_index
+        # (advanced before the call: nothing between can fail but the kernel itself, and a
+        # kernel that raised leaves the session's state half-made either way)
+        seen = self.quality.advance(n)
         code = self._k.block_step(
             raw,
             self._state,
-            onset_args[0],
+            onset_args,
             act_args,
-            (row is not None, 0 if row is None else row, *zoned),
-            (block.first_index, self.quality.seen, *onset_args[1]),
+            band,
+            (first, seen, *learning),
             (floats, flags, switches, sums),
         )
-        self.quality.advance(n)
         envelope, pct = floats[1], floats[2]
-        above, active = switches[1], switches[2]
         flagged = bool(code & 32)
         self.onset.fused_done(code, switches[0], sums)
         usable = (flags & FLAT) == 0 if flagged and not code & 16 else None
         onsets = self.activation.fused_done(
-            block.first_index, code, (envelope, above, active, floats[3]), usable
+            first, code, (envelope, switches[1], switches[2], floats[3]), usable
         )
         blanked = self.blanker.passed(envelope, pct)
         processed = ProcessedBlock(block, floats[0], envelope, pct)

@@ -64,6 +64,7 @@ STATS_POINTS = 500  # about this many samples of a baseline window enter its sta
 SORT_RUN = 256
 _NO_MASK = np.zeros((0, 0), dtype=bool)  # the compiled path's "every sample usable"
 _NO_STATS = (np.zeros(0), np.zeros(0))  # the compiled add's: the window does not end here
+_NOT_LEARNING = (False, 0, 0, 1)  # the fused block's window arguments once none is learnt
 _PLANS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # kernels.running_plan
 
 
@@ -355,16 +356,23 @@ class OnsetDetector:
             self._fused = (learning, (self._reach, self._carry.run_arrays(), *window))
         return self._fused[1]
 
-    def fused_args(self, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
-        """For a usual block of n samples (no settling, inside one rest window): the switch's
-        (on, off, state, whether a baseline is known) and the window's (learning, point
-        index, skip, stride); None for another block (step by step)."""
+    def fused_args(self, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]] | None:
+        """For a usual block of n samples (no settling, inside one rest window): `fused_state`,
+        the switch's (on, off, state, whether a baseline is known) and the window's (learning,
+        point index, skip, stride); None for another block (step by step), or while the
+        window's arrays are not made."""
         learning = self._learning
         if self._settle or (learning is not None and n > learning.needed - learning.seen):
             return None
+        # The bound state, unless the window changed: one call a block, not two, and no
+        # tuple of the window's arrays built only to be compared.
+        fused = self._fused
+        state = fused[1] if fused is not None and fused[0] is learning else self.fused_state()
+        if state is None:
+            return None
         switch = (*self._level_arrays, self._carry.state, self.baseline is not None)
-        window = (False, 0, 0, 1) if learning is None else learning.fused_args()
-        return switch, window
+        window = _NOT_LEARNING if learning is None else learning.fused_args()
+        return state, switch, window
 
     def fused_done(self, code: int, hb: np.ndarray, sums: np.ndarray) -> None:
         """After the fused block (kernels.block_step's `code`, its Hodges-Bui switch `hb`,

@@ -137,9 +137,12 @@ class SignalQuality:
         """Samples judged so far (the warm-up counts them)."""
         return self._seen
 
-    def advance(self, n: int) -> None:
-        """n samples judged by the fused block."""
-        self._seen += n
+    def advance(self, n: int) -> int:
+        """n samples judged by the fused block: the samples judged before them (what the
+        block is told as `seen`; one call a block, not a read and a call)."""
+        seen = self._seen
+        self._seen = seen + n
+        return seen
 
     def process(self, raw: np.ndarray, filtered: np.ndarray) -> QualityBlock:
         """`raw` as it came from the device (mV), `filtered` the chain's band-passed signal."""

@@ -5,6 +5,7 @@ that breaks it (the negative controls); the cluster test is in test_nats_partiti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -124,6 +125,23 @@ def settle(
         floor.acked(m)
 
 
+def take(c: Consumer, floor: AckFloor, seqs: Iterable[int]) -> list[Msg]:
+    """The server delivers `seqs` in this order, and they all reach this reader."""
+    batch = [c.deliver(s) for s in seqs]
+    for m in batch:
+        floor.arrived(m)
+    return batch
+
+
+def after_a_dead_holder(variant: str) -> tuple[Consumer, AckFloor]:
+    """The partition's previous reader died (killed -9) with 1-5 delivered to it and not
+    stored; the next reader binds with a `variant` floor."""
+    c = Consumer()
+    for s in range(1, 6):
+        c.deliver(s)
+    return c, FLOORS[variant](c.info())
+
+
 def forgotten_unstored(c: Consumer, delivered: set[int], stored: set[int]) -> set[int]:
     return {s for s in delivered - c.pending if s not in stored}
 
@@ -133,27 +151,17 @@ def test_a_dead_holder_s_batch_is_not_covered_by_the_next_reader_s_ack(variant: 
     """The partition's previous reader died with messages 1-5 taken, not stored: the next
     reader stores 6-10 and may not ack them until 1-5 came back to it (after ack_wait) and
     were stored. Control: a floor that trusts the consumer acks 10 at once, and 1-5 are gone."""
-    c = Consumer()
+    c, floor = after_a_dead_holder(variant)
     delivered = set(range(1, 11))
-    for s in range(1, 6):
-        c.deliver(s)  # to the reader killed -9
-    floor = FLOORS[variant](c.info())
     stored: set[int] = set()
-    batch = [c.deliver(s) for s in range(6, 11)]
-    for m in batch:
-        floor.arrived(m)
-    settle(c, floor, stored, batch)
+    settle(c, floor, stored, take(c, floor, range(6, 11)))
     if variant == "trusting":
         assert forgotten_unstored(c, delivered, stored) == {1, 2, 3, 4, 5}
         return
     assert c.pending == delivered and floor.due() is None
-    again = [c.deliver(s) for s in range(1, 6)]  # ack_wait: redelivered here
-    for m in again:
-        floor.arrived(m)
-    settle(c, floor, stored, again)
+    settle(c, floor, stored, take(c, floor, range(1, 6)))  # ack_wait: redelivered here
     assert not c.pending and floor.safe and not forgotten_unstored(c, delivered, stored)
-    nxt = [c.deliver(11)]  # and from now on one ack a batch, without a check
-    floor.arrived(nxt[0])
+    nxt = take(c, floor, [11])  # and from now on one ack a batch, without a check
     assert floor.safe
     settle(c, floor, stored, nxt)
     assert not c.pending and floor.acks == 2
@@ -166,9 +174,7 @@ def test_a_held_message_is_not_covered_until_it_is_stored(variant: str) -> None:
     c = Consumer()
     floor = FLOORS[variant](c.info())
     assert floor.safe
-    batch = [c.deliver(s) for s in range(1, 6)]
-    for m in batch:
-        floor.arrived(m)
+    batch = take(c, floor, range(1, 6))
     # 3 held: received and not stored (the gate's NAK comes after the others' commit and ack)
     stored: set[int] = set()
     settle(c, floor, stored, [m for m in batch if m is not batch[2]])
@@ -176,10 +182,9 @@ def test_a_held_message_is_not_covered_until_it_is_stored(variant: str) -> None:
         assert forgotten_unstored(c, set(range(1, 6)), stored) == {3}
         return
     assert c.pending == {3, 4, 5}
-    again = c.deliver(3)
-    floor.arrived(again)
+    again = take(c, floor, [3])
     assert floor.safe  # its redelivery is the next delivery: no other reader took one
-    settle(c, floor, stored, [again])
+    settle(c, floor, stored, again)
     assert not c.pending and not forgotten_unstored(c, set(range(1, 6)), stored)
 
 
@@ -199,9 +204,7 @@ def test_a_delivery_lost_on_the_way_stops_the_acks_until_it_comes_back(variant: 
         assert forgotten_unstored(c, set(range(1, 6)), stored) == {3}
         return
     assert c.pending == {1, 2, 3, 4, 5}
-    again = c.deliver(3)
-    floor.arrived(again)
-    settle(c, floor, stored, [again])
+    settle(c, floor, stored, take(c, floor, [3]))
     assert not c.pending and stored == {1, 2, 3, 4, 5}
 
 
@@ -242,28 +245,18 @@ def test_a_dead_holder_s_batch_coming_back_makes_the_floor_safe_without_a_check(
     """As above, with no snapshot at all (the logger asks none of a delivering consumer):
     the floor acks nothing until the dead holder's 1-5 came back here, then everything.
     Control: the trusting floor acks 10 at once, and 1-5 are gone."""
-    c = Consumer()
+    c, floor = after_a_dead_holder(variant)
     delivered = set(range(1, 13))
-    for s in range(1, 6):
-        c.deliver(s)  # to the reader killed -9
-    floor = FLOORS[variant](c.info())
     stored: set[int] = set()
     for s in range(6, 11):
-        batch = [c.deliver(s)]
-        floor.arrived(batch[0])
-        settle(c, floor, stored, batch, check=False)
+        settle(c, floor, stored, take(c, floor, [s]), check=False)
     if variant == "trusting":
         assert forgotten_unstored(c, set(range(1, 11)), stored) == {1, 2, 3, 4, 5}
         return
     assert c.pending == set(range(1, 11)) and not floor.safe
-    again = [c.deliver(s) for s in (1, 2, 3, 4)]  # ack_wait: redelivered here
-    for m in again:
-        floor.arrived(m)
-    settle(c, floor, stored, again, check=False)
+    settle(c, floor, stored, take(c, floor, (1, 2, 3, 4)), check=False)  # ack_wait: here
     assert not floor.safe and c.pending == set(range(1, 11))  # 5 is still out
-    last = [c.deliver(5), c.deliver(11), c.deliver(12)]
-    for m in last:
-        floor.arrived(m)
+    last = take(c, floor, (5, 11, 12))
     assert floor.safe
     settle(c, floor, stored, last, check=False)
     assert not c.pending and not forgotten_unstored(c, delivered, stored)
@@ -280,17 +273,13 @@ def test_a_delivery_elsewhere_after_the_bind_is_waited_for_too(variant: str) -> 
     floor = FLOORS[variant](c.info())
     c.deliver(2)  # to the other reader, which dies with it
     stored: set[int] = set()
-    got = [c.deliver(3), c.deliver(1)]
-    for m in got:
-        floor.arrived(m)
-    settle(c, floor, stored, got, check=False)
+    settle(c, floor, stored, take(c, floor, (3, 1)), check=False)
     lost = forgotten_unstored(c, {1, 2, 3}, stored)
     if variant == "misses-not-counted":
         assert lost == {2}
         return
     assert not floor.safe and not lost and c.pending == {1, 2, 3}
-    again = [c.deliver(2)]
-    floor.arrived(again[0])
+    again = take(c, floor, [2])
     assert floor.safe
     settle(c, floor, stored, again, check=False)
     assert not c.pending and stored == {1, 2, 3}
@@ -304,10 +293,7 @@ def test_a_redelivery_of_a_message_already_acked_is_not_counted(variant: str) ->
     c = Consumer()
     floor = FLOORS[variant](c.info())
     stored: set[int] = set()
-    first = [c.deliver(1), c.deliver(2)]
-    for m in first:
-        floor.arrived(m)
-    settle(c, floor, stored, first, check=False)
+    settle(c, floor, stored, take(c, floor, (1, 2)), check=False)
     assert not c.pending and floor.covered == 2
     c.deliver(3)  # to another reader, which dies with it
     stale = c.deliver(1)
@@ -337,20 +323,17 @@ async def test_the_logger_asks_no_consumer_info_of_a_delivering_partition() -> N
     and acks nothing, without asking CONSUMER.INFO after each batch (nats-server 2.9 would
     recount the consumer's pending messages at every later delivery). Negative control: the
     logger before this change (a check every 0.5 s while not safe) asked once per batch."""
-    c = Consumer()
-    for s in range(1, 6):
-        c.deliver(s)  # to the reader killed -9
+    c, floor = after_a_dead_holder("correct")
     logger = NatsLogger(["nats://127.0.0.1:1"], cast(Any, None))
     js = CountingJetStream()
     logger._js = cast(Any, js)
     feeds = FeedSet(cast(Any, None), "S", "g", batch=10, ahead=1)
-    floor = feeds.floors["c"] = AckFloor(c.info())
+    feeds.floors["c"] = floor
     logger._feed = feeds
     for s in range(6, 11):
-        m = c.deliver(s)
-        floor.arrived(m)
-        floor.store(m)
-        await logger.acknowledge([m])
+        batch = take(c, floor, [s])
+        floor.store(batch[0])
+        await logger.acknowledge(batch)
     assert js.infos == 0 and not floor.safe and c.pending == set(range(1, 11))
 
 

@@ -5,6 +5,7 @@ database of the previous schema (filled by the previous logger from real runs) i
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import random
@@ -339,7 +340,7 @@ def test_migration_from_schema_3_keeps_every_row(url: str, tmp_path: Path) -> No
             assert same(stored_seconds(db, session), expected_seconds(items)), session
         assert db.query("SELECT sum(count) FROM live_seconds") == [(len(live_rows),)]
         versions = db.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
-        assert [v for v, _ in versions] == [1, 2, 3, 4]
+        assert [v for v, _ in versions] == [1, 2, 3, 4, 5]
         assert [c for _, c in versions] == [m.checksum() for m in migrations.MIGRATIONS]
         # The bit sets came across: an old message sent again is a copy, a new one is stored.
         session, items = next(iter(by_session.items()))
@@ -373,7 +374,7 @@ def test_a_changed_or_unknown_migration_is_refused(
 ) -> None:
     db = connect(url)
     try:
-        assert migrate(db) == [1, 2, 3, 4]
+        assert migrate(db) == [1, 2, 3, 4, 5]
         ms = migrations.MIGRATIONS
         edited = migrations.Migration(2, ms[1].description, ms[1].sql.replace("started_at", "t"))
         monkeypatch.setattr(migrations, "MIGRATIONS", [ms[0], edited, *ms[2:]])
@@ -388,11 +389,89 @@ def test_a_changed_or_unknown_migration_is_refused(
         db.close()
 
 
+def check_ledger_upgraded(store: ClinicStore, before: list[tuple[Any, ...]]) -> None:
+    """After migration 5: the ledger's rows and their arrival order as before, (session_id,
+    msg_id) still refuses a second row, new rows come after the old ones, and the store tells
+    a copy (same bytes) from a forgery (other bytes) of a message stored before the upgrade."""
+    db = store.db
+    cols = "seq, session_id, msg_id, type, clinic, station, t, received_at, sha256"
+    assert db.query(f"SELECT {cols} FROM messages ORDER BY seq") == before
+    seq, sid, msg_id, *rest = before[-1]
+    try:
+        with db.transaction():
+            db.execute(f"INSERT INTO messages ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (seq + 100, sid, msg_id, *rest))  # fmt: skip
+        refused = ""
+    except Exception as exc:
+        refused = str(exc)
+    assert re.search("(?i)unique|duplicate key", refused), "a second row of one key was taken"
+    old = event(msg_id, session=sid)
+    result = store.ingest(
+        [old, event(msg_id, missing=9, session=sid), event(msg_id + 1, session=sid)]
+    )
+    assert (result.stored, result.duplicates, result.invalid) == (1, 1, 1), result.reasons
+    assert db.query("SELECT msg_id FROM messages WHERE seq > ?", (seq,)) == [(msg_id + 1,)]
+    if db.dialect == "postgresql":  # the key that the claims' ON CONFLICT finds, and no other
+        [(primary, definition)] = db.query(
+            "SELECT indisprimary, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indrelid = 'messages'::regclass"
+        )
+        assert primary and definition.endswith("(session_id, msg_id)"), definition
+
+
+@pytest.mark.parametrize("step", ["migration 5", "control: key dropped, none made"])
+def test_the_ledger_key_upgrades_in_place_with_its_rows(
+    url: str, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = connect(url)
+    assert migrate(db, upto=4) == [1, 2, 3, 4]
+    items = [event(i) for i in (1, 2, 4, 3)] + [event(i, session=SID + "x") for i in (1, 2)]
+    with db.transaction():  # the rows as schema 4's store wrote them: seq in arrival order
+        for item in items:
+            b = json.loads(item.payload)
+            db.execute(
+                "INSERT INTO messages (session_id, msg_id, type, clinic, station, t,"
+                " received_at, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (b["session"], b["msg_id"], b["type"], "c1", "st-a", b["t"], item.received_at,
+                 hashlib.sha256(item.payload).hexdigest()),
+            )  # fmt: skip
+        db.execute(
+            "INSERT INTO session_owners (session_id, clinic, station, bound_at, stored_through)"
+            " VALUES (?, 'c1', 'st-a', 0, 4), (?, 'c1', 'st-a', 0, 2)",
+            (SID, SID + "x"),
+        )
+    cols = "seq, session_id, msg_id, type, clinic, station, t, received_at, sha256"
+    before = db.query(f"SELECT {cols} FROM messages ORDER BY seq")
+    assert [r[2] for r in before] == [1, 2, 4, 3, 1, 2]
+    db.close()
+    if step != "migration 5":
+        if not url.startswith("postgresql"):
+            pytest.skip("SQLite's migration 5 changes nothing (its seq is the rowid)")
+        wrong = (
+            "ALTER TABLE messages DROP CONSTRAINT messages_pkey,"
+            " DROP CONSTRAINT messages_session_id_msg_id_key"
+        )
+        ms = migrations.MIGRATIONS
+        monkeypatch.setattr(
+            migrations, "MIGRATIONS", [*ms[:4], migrations.Migration(5, ms[4].description, wrong)]
+        )
+    store = ClinicStore(url)
+    try:
+        assert current_version(store.db) == LATEST == 5
+        if step == "migration 5":
+            check_ledger_upgraded(store, before)
+        else:
+            with pytest.raises(AssertionError, match="second row of one key"):
+                check_ledger_upgraded(store, before)
+    finally:
+        store.close()
+
+
 def test_checksums_are_recorded_for_a_database_that_had_none(tmp_path: Path) -> None:
     db = connect(str(tmp_path / "old.db"))
     migrate(db, upto=3)
     db.execute("UPDATE schema_migrations SET checksum = NULL")
-    assert migrate(db) == [4]
+    assert migrate(db) == [4, 5]
     assert all(c for (c,) in db.query("SELECT checksum FROM schema_migrations"))
     db.close()
 

@@ -38,12 +38,6 @@ class BlockStateType(types.StructRef):  # type: ignore[misc]
         return tuple((name, types.unliteral(t)) for name, t in fields)
 
 
-class BlockState(structref.StructRefProxy):  # type: ignore[misc]
-    """The steps' long-lived arrays, as one argument (see the module docstring)."""
-
-
-structref.define_boxing(BlockStateType, BlockState)
-
 _F1, _F2, _F3 = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1]
 _I1, _I2 = types.int64[::1], types.int64[:, ::1]
 BLOCK_STATE = BlockStateType(
@@ -81,6 +75,17 @@ BLOCK_STATE = BlockStateType(
         ("b_runs", types.UniTuple(_I1, 2)),
     )
 )
+
+
+class BlockState(structref.StructRefProxy):  # type: ignore[misc]
+    """The steps' long-lived arrays, as one argument (see the module docstring)."""
+
+    # Every BlockState has this one type: a class attribute, where numba's dispatcher looks
+    # for it on each call (StructRefProxy's is a property, two Python calls a block).
+    _numba_type_ = BLOCK_STATE
+
+
+structref.define_boxing(BlockStateType, BlockState)
 
 
 @jit
