@@ -159,12 +159,12 @@ def run(
         "offered_rate": r["publish"]["publish_msgs_per_s"], **lg,
         "peer": r["peer"], "peer_rate": peer_rate,
     }  # fmt: skip
-    if peer_rate:
+    if peer_rate and lg["rate"] is not None:  # no rate for a drain stored in one batch
         result["ratio_to_peer"] = round(lg["rate"] / peer_rate, 3)
     if partitions:
         result["partitions_peer"] = r["partitions_peer"]
         rate = r["partitions_peer"]["msgs_per_s"]
         result["partitions_peer_rate"] = rate
-        if rate:
+        if rate and lg["rate"] is not None:
             result["ratio_to_partitions_peer"] = round(lg["rate"] / rate, 3)
     return result

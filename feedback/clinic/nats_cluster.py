@@ -135,8 +135,11 @@ class NatsCluster:
 
     @property
     def logger_urls(self) -> list[str]:
-        """The loggers' account when partitioned (credentials in the URL, as nats-py takes
-        them); the one account otherwise."""
+        """The loggers' account when partitioned, credentials written in the URLs as the
+        logger's --nats option takes them; connect through `nats_connect.connect`, which makes
+        them connection options (nats-py would keep them for the written URLs only, and a
+        reconnect to an announced node would land in the stations' account). The one account
+        otherwise."""
         if not self.partitions:
             return self.urls
         auth = f"{LOGGER_USER}:{LOGGER_PASSWORD}@"

@@ -45,14 +45,15 @@ def test_a_stored_key_nobody_published_is_unexpected() -> None:
     assert (r["unexpected"], r["lost"], r["stored"]) == (1, 0, 4)
 
 
-def _ledger(path: Path, rows: list[Key], quarantined: int = 0) -> str:
-    """A ledger without the unique key, so that a store that writes twice shows."""
+def _ledger(path: Path, rows: list[Key], quarantined: int = 0, step_s: float = 1.0) -> str:
+    """A ledger without the unique key, so that a store that writes twice shows; its rows
+    committed step_s apart (0: all in one batch)."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE messages (session_id TEXT, msg_id INTEGER, received_at REAL)")
     db.execute("CREATE TABLE quarantine (id INTEGER)")
     db.executemany(
         "INSERT INTO messages VALUES (?, ?, ?)",
-        [(s, m, 100.0 + i) for i, (s, m) in enumerate(rows)],
+        [(s, m, 100.0 + i * step_s) for i, (s, m) in enumerate(rows)],
     )
     db.executemany("INSERT INTO quarantine VALUES (?)", [(i,) for i in range(quarantined)])
     db.commit()
@@ -68,3 +69,12 @@ def test_ledger_counts_reads_the_database(tmp_path: Path) -> None:
     twice = [*sorted(PUBLISHED), ("S-b", 1)]
     doubled = ledger_counts(_ledger(tmp_path / "twice.db", twice, quarantined=1), PUBLISHED)
     assert (doubled["lost"], doubled["duplicated"]) == (0, 2)
+
+
+def test_a_drain_in_one_batch_has_no_rate(tmp_path: Path) -> None:
+    # It had 1,000,000 msg/s (the rows over a span floored at 1 ms); the control, rows a
+    # second apart, has its rate.
+    one = ledger_counts(_ledger(tmp_path / "one.db", sorted(PUBLISHED), step_s=0.0), PUBLISHED)
+    assert one["rate"] is None and one["stored"] == 3
+    spread = ledger_counts(_ledger(tmp_path / "spread.db", sorted(PUBLISHED)), PUBLISHED)
+    assert spread["rate"] == round(3 / 2.0)

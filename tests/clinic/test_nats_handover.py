@@ -28,7 +28,7 @@ import nats
 import pytest
 from nats.js.api import ConsumerInfo
 
-from feedback.clinic import nats_partitions
+from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_lease import BUCKET_PREFIX
 from feedback.clinic.nats_logger import consumer_config, ensure_stream
@@ -61,7 +61,7 @@ async def one_partition(tmp_path: Path) -> AsyncIterator[NatsCluster]:
 async def prepare(cluster: NatsCluster, ack_wait_s: float) -> None:
     """The partitioned stream, the partition's consumer (small max_ack_pending), and every
     session published before any logger starts."""
-    loggers = await nats.connect(servers=cluster.logger_urls)
+    loggers = await nats_connect.connect(cluster.logger_urls)
     stations = await nats.connect(servers=cluster.urls)
     try:
         js = loggers.jetstream(timeout=10.0)
@@ -87,7 +87,7 @@ async def prepare(cluster: NatsCluster, ack_wait_s: float) -> None:
 
 
 async def consumer(cluster: NatsCluster) -> ConsumerInfo:
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         return await nc.jetstream(timeout=10.0).consumer_info(nats_partitions.STREAM, DURABLE)
     finally:
@@ -95,7 +95,7 @@ async def consumer(cluster: NatsCluster) -> ConsumerInfo:
 
 
 async def lease_holder(cluster: NatsCluster) -> str:
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         kv = await nc.jetstream(timeout=10.0).key_value(BUCKET_PREFIX + GROUP)
         try:

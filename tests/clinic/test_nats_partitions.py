@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from nats.js.api import AckPolicy
 
-from feedback.clinic import nats_partitions
+from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.nats_cluster import NatsCluster
 from feedback.clinic.nats_logger import consumer_config, ensure_stream, topic_of
 from tests.clinic.conftest import wait_until
@@ -37,7 +37,7 @@ async def explicit_ack_consumers(cluster: NatsCluster, group: str) -> None:
     AckPolicy.ALL two readers of a partition leave each one's ack floor unsafe (nats_ackall.py),
     nothing is acked until one is left, and every message comes again each ack_wait: on a
     loaded machine the control then drowned in copies instead of failing its check."""
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         js = nc.jetstream(timeout=10.0)
         await ensure_stream(js, nats_partitions.STREAM, partitioned=True)
@@ -50,7 +50,7 @@ async def explicit_ack_consumers(cluster: NatsCluster, group: str) -> None:
 
 
 async def stream_leader(cluster: NatsCluster) -> str:
-    nc = await nats.connect(servers=cluster.logger_urls)
+    nc = await nats_connect.connect(cluster.logger_urls)
     try:
         info = await nc.jetstream().stream_info(nats_partitions.STREAM)
         assert info.cluster is not None and info.cluster.leader is not None
@@ -80,7 +80,7 @@ async def test_the_gateway_s_messages_are_partitioned_by_station_for_loggers_onl
     """An MQTT publish reaches the loggers' account on `vmfp.<k>...`, k the same for every
     leaf of a station, and the stations' account (dashboards, the station itself) on the
     subject it was sent to. Control: the stations' account sees no partitioned subject."""
-    loggers = await nats.connect(servers=partitioned.logger_urls)
+    loggers = await nats_connect.connect(partitioned.logger_urls)
     anyone = await nats.connect(servers=partitioned.urls)
     seen: dict[str, list[str]] = {"loggers": [], "stations": []}
     try:
@@ -203,7 +203,7 @@ async def test_an_ack_all_partition_redelivers_the_tail_a_killed_logger_had_take
         await asyncio.wait_for(feeding, 60)
         await wait_until(lambda: all(p.backlog == 0 for p in pubs), 30, "every PUBACK")
     try:
-        nc = await nats.connect(servers=partitioned.logger_urls)
+        nc = await nats_connect.connect(partitioned.logger_urls)
         try:
             info = await nc.jetstream().consumer_info(
                 nats_partitions.STREAM, nats_partitions.durable_name("clinic-loggers", 0)
