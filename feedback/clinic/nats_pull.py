@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import Callable
 
 import nats.errors
@@ -86,16 +87,14 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
     return table
 
 
-_FEEDS = "_vmf_pull_feeds"  # on the client: its started feeds, whose buffers share one budget
+# Each client's started feeds, whose buffers share one budget; kept beside the client, not
+# written onto nats-py's object, and gone with it.
+_FEEDS: weakref.WeakKeyDictionary[NATS, set[PullFeed]] = weakref.WeakKeyDictionary()
 
 
 def _feeds(nc: NATS) -> set[PullFeed]:
     """The feeds reading on one client: one logger instance's (the partitions it holds)."""
-    feeds: set[PullFeed] | None = getattr(nc, _FEEDS, None)
-    if feeds is None:
-        feeds = set()
-        setattr(nc, _FEEDS, feeds)
-    return feeds
+    return _FEEDS.setdefault(nc, set())
 
 
 HEADER_LINE_SIZE = len(b"NATS/1.0")  # then " <status>" for a status, CRLF for headers only
