@@ -22,6 +22,7 @@ from feedback.broker import free_port
 from feedback.clinic.nats_partitions import accounts_config
 
 CLUSTER_NAME = "vmf"
+READY_PROBE = "vmf-ready-probe"  # a stream placed on every node and deleted, by `ready`
 LOGGER_USER, LOGGER_PASSWORD = "logger", "logger-test-only"
 
 
@@ -156,16 +157,26 @@ class NatsCluster:
             node.stop()
 
     async def ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until JetStream answers (the cluster has elected its metadata leader): before
-        that, the MQTT gateway accepts connections it cannot serve."""
+        """Wait until JetStream answers (the cluster has elected its metadata leader: before
+        that, the MQTT gateway accepts connections it cannot serve) and a stream with a
+        replica on every node can be placed: for a moment after the election the leader may
+        not know every peer yet and refuses a three-replica stream ("no suitable peers for
+        placement", err_code 10005), which a test or a logger starting then would meet."""
+        from nats.js.api import StorageType, StreamConfig
+
         from feedback.clinic.nats_connect import connect
 
         deadline = time.monotonic() + timeout_s
         nc = await connect(self.logger_urls, max_reconnect_attempts=-1)
+        probe = StreamConfig(name=READY_PROBE, subjects=[READY_PROBE],
+                             num_replicas=len(self.nodes), storage=StorageType.MEMORY)  # fmt: skip
         try:
             while True:
                 try:
-                    await nc.jetstream(timeout=2.0).account_info()
+                    js = nc.jetstream(timeout=2.0)
+                    await js.account_info()
+                    await js.add_stream(probe)
+                    await js.delete_stream(READY_PROBE)
                     return
                 except Exception:
                     if time.monotonic() > deadline:
