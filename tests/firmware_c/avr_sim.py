@@ -53,6 +53,16 @@ class AvrSim:
     def contact(self, channel: int, ok: bool) -> None:
         self._ask(f"contact {channel} {int(ok)}")
 
+    def wait_input_taken(self, host: PtyHost, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Until every byte the host sent has reached the UART, then 5 ms more of simulated
+        time (the UART's own queue at 500 kbaud): nothing queued ahead of what comes next. On a
+        loaded machine the simulated clock lags the wall and heartbeats pile up meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while (stats := self.stats())["uart_in"] < host.bytes_sent:
+            assert time.monotonic() < deadline, f"{stats['uart_in']} of {host.bytes_sent} taken"
+            time.sleep(0.01)
+        return self.wait_sim_time(stats["t_s"] + 0.005, timeout_s)
+
     def wait_sim_time(self, t_s: float, timeout_s: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -95,9 +105,12 @@ class PtyHost:
         self.conn = Connection(Role.HOST)
         self.events: list[object] = []
         self.beats = 0
+        self.bytes_sent = 0
 
     def send(self, message: Message) -> None:
-        os.write(self.fd, self.conn.send(message))
+        data = self.conn.send(message)
+        os.write(self.fd, data)
+        self.bytes_sent += len(data)
 
     def pump(self, seconds: float, heartbeat_s: float | None = 0.05) -> None:
         """Read for `seconds` of wall time, sending heartbeats every `heartbeat_s`."""
