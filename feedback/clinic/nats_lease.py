@@ -19,6 +19,8 @@ import contextlib
 import logging
 import math
 import zlib
+from collections.abc import Coroutine
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -104,45 +106,45 @@ class Leases:
         # At once, not one after the other: each write is a round of the bucket's consensus,
         # and on a loaded machine (a CI run on 2 cores) eight of them in a row took longer
         # than two thirds of a 2 s lease, so a renewal let the keys it came last to age out.
-        held = list(self.held.items())  # first: the ones that can run out
-        renewed = await asyncio.gather(
-            *(kv.update(self._key(k), self._value, last=revision) for k, revision in held),
-            return_exceptions=True,
-        )
-        failed: list[BaseException] = []
-        for (k, _), outcome in zip(held, renewed, strict=True):
-            if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
-                log.warning("lease on partition %d lost (expired, taken by another)", k)
-                del self.held[k]
-            elif isinstance(outcome, BaseException):
-                failed.append(outcome)
-            else:
-                self.held[k] = outcome
-        if failed:  # the cluster is busy: the caller retries, with every revision written kept
-            raise failed[0]
+        # First the ones held: they can run out.
+        renewed = {
+            k: kv.update(self._key(k), self._value, last=rev) for k, rev in self.held.items()
+        }
+        await self._write_at_once(renewed)
         await asyncio.gather(
             kv.put(f"m.{self.member}", b"1"), kv.put("partitions", str(self.partitions).encode())
         )
         self.members = max(1, await self._count_members())
         share = math.ceil(self.partitions / self.members)
         free = [k for k in self._preference() if k not in self.held]
-        while free and len(self.held) < share and not failed:  # rounds: some may be taken
+        while free and len(self.held) < share:  # in rounds: another member may take some
             wanted, free = free[: share - len(self.held)], free[share - len(self.held) :]
-            created = await asyncio.gather(
-                *(kv.create(self._key(k), self._value) for k in wanted), return_exceptions=True
-            )
-            for k, outcome in zip(wanted, created, strict=True):
-                if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
-                    continue
-                if isinstance(outcome, BaseException):
-                    failed.append(outcome)
-                    continue
-                self.held[k] = outcome
+            created = {k: kv.create(self._key(k), self._value) for k in wanted}
+            for k in await self._write_at_once(created):
                 log.info("took partition %d (%d members)", k, self.members)
-        if failed:
-            raise failed[0]
         extra = set(sorted(self.held)[share:])
         return set(self.held), extra
+
+    async def _write_at_once(self, writes: dict[int, Coroutine[Any, Any, int]]) -> set[int]:
+        """The lease keys' writes (renewals or takes) at once; returns the keys written. First
+        `held` is brought up to date: each revision written kept, each key whose revision had
+        moved (expired, or another member has it) dropped; then the first other failure is
+        raised (the cluster is busy: the caller retries)."""
+        outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
+        written: set[int] = set()
+        failed: list[BaseException] = []
+        for k, outcome in zip(writes, outcomes, strict=True):
+            if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
+                if self.held.pop(k, None) is not None:
+                    log.warning("lease on partition %d lost (expired, taken by another)", k)
+            elif isinstance(outcome, BaseException):
+                failed.append(outcome)
+            else:
+                self.held[k] = outcome
+                written.add(k)
+        if failed:
+            raise failed[0]
+        return written
 
     async def _count_members(self) -> int:
         """The members' keys, from the stream's count per subject: one request to the stream's

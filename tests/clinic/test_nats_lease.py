@@ -3,8 +3,10 @@ on when a node is lost, and a member count that follows the members."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any, cast
 
 import nats
 import nats.js.errors
@@ -114,3 +116,46 @@ async def test_a_member_that_leaves_is_no_longer_counted(
         assert b.members == 1 and held_b == set(range(PARTITIONS))
     finally:
         await nc.close()
+
+
+class RaiseFirstLeases(Leases):
+    """Writes at once, but raises at the first failure before keeping what was written."""
+
+    async def _write_at_once(self, writes: dict[int, Coroutine[Any, Any, int]]) -> set[int]:
+        outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        self.held.update(zip(writes, cast(list[int], outcomes), strict=True))
+        return set(writes)
+
+
+async def _revision(revision: int) -> int:
+    return revision
+
+
+async def _raises(exc: BaseException) -> int:
+    raise exc
+
+
+@pytest.mark.parametrize("variant", ["correct", "raise-first"])
+async def test_a_renewal_that_partly_fails_keeps_what_it_wrote(variant: str) -> None:
+    """Three renewals at once: one written (revision 7), one whose key had moved (expired or
+    taken), one timed out (the cluster busy). The timeout is raised for the caller to retry,
+    and `held` already has the new revision and no longer the moved key: the retry renews
+    with the revision the bucket has. Control: raising first leaves the old revision, which
+    the retry's update would be refused as moved, losing a lease this member still had."""
+    kind = RaiseFirstLeases if variant == "raise-first" else Leases
+    leases = kind(cast(Any, None), PARTITIONS, "m1")
+    leases.held = {0: 1, 1: 2, 2: 3}
+    writes = {
+        0: _revision(7),
+        1: _raises(nats.js.errors.KeyWrongLastSequenceError()),
+        2: _raises(TimeoutError()),
+    }
+    with pytest.raises((TimeoutError, nats.js.errors.KeyWrongLastSequenceError)):
+        await leases._write_at_once(writes)
+    if variant == "raise-first":
+        assert leases.held == {0: 1, 1: 2, 2: 3}
+        return
+    assert leases.held == {0: 7, 2: 3}
