@@ -297,27 +297,25 @@ def ledger_outcome(
 
 
 def _keys(db_url: str) -> list[Key]:
-    try:
-        db = connect(db_url)
-    except Exception:
-        return []
-    try:
-        return [(str(s), int(m)) for s, m in db.query("SELECT session_id, msg_id FROM messages")]
-    except Exception:
-        return []
-    finally:
-        db.close()
+    return [(str(s), int(m)) for s, m in _rows(db_url, "SELECT session_id, msg_id FROM messages")]
 
 
 def _count(db_url: str, sql: str) -> float:
+    rows = _rows(db_url, sql)
+    return float(rows[0][0] or 0) if rows else 0.0
+
+
+def _rows(db_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The query's rows; none while the database or its tables are not there yet (the
+    loggers make them as they start, and the drain loop asks before)."""
     try:
         db = connect(db_url)
     except Exception:
-        return 0
+        return []
     try:
-        return float(db.query(sql)[0][0] or 0)
+        return [tuple(r) for r in db.query(sql)]
     except Exception:
-        return 0
+        return []
     finally:
         db.close()
 
