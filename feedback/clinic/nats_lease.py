@@ -7,6 +7,12 @@ killed with -9 stops renewing, its keys age out and the others take its partitio
 instance also renews a member key (`m.<id>`), so that the instances can count each other and
 each takes its share, ceil(partitions / members), giving back the rest.
 
+Every request a renewal makes waits at most a quarter of the lease, and a failed renewal is
+tried again at once: when a node is killed, the answer to a request its stream leader had taken
+is lost, and waiting the client's usual 5 s for it let a short lease age out. A write that was
+stored but whose answer was lost is found again: a key that holds this member's name is its own
+(no other process writes that name), whatever revision it is at.
+
 The lease is for speed, not for safety: an instance that held a partition past its lease (a
 pause longer than `lease_s`) can still store a batch while the next holder starts; the order
 gate and the store's ledger keep that exactly once and in order, as with a shared consumer.
@@ -24,7 +30,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BUCKET_PREFIX = "leases-"  # + the group's durable name: a bucket per consumer group
 LEASE_S = 6.0
+SETUP_TIMEOUT_S = 5.0  # finding or creating the bucket, once at the start: not in a hurry
 
 
 class PartitionCountMismatch(ValueError):
@@ -41,7 +48,7 @@ class PartitionCountMismatch(ValueError):
 class Leases:
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         partitions: int,
         member: str,
         *,
@@ -49,7 +56,8 @@ class Leases:
         group: str = "vmf-loggers",
         replicas: int = 3,
     ) -> None:
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream(timeout=lease_s / 4)
         self.partitions = partitions
         self.member = member  # unique per process: [A-Za-z0-9_-]
         self.lease_s = lease_s
@@ -61,16 +69,16 @@ class Leases:
         self._lock = asyncio.Lock()  # a renewal and a release do not interleave
 
     async def open(self) -> None:
+        setup = self.nc.jetstream(timeout=SETUP_TIMEOUT_S)
         try:
-            self._kv = await self.js.key_value(self.bucket)
+            await setup.key_value(self.bucket)
         except nats.js.errors.BucketNotFoundError:
             config = KeyValueConfig(
                 bucket=self.bucket, history=1, ttl=self.lease_s, replicas=self.replicas
             )
-            try:
-                self._kv = await self.js.create_key_value(config)
-            except nats.js.errors.BadRequestError:  # another instance made it first
-                self._kv = await self.js.key_value(self.bucket)
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # another made it first
+                await setup.create_key_value(config)
+        self._kv = await self.js.key_value(self.bucket)  # its requests bounded by the lease
         await self._check_partition_count()
 
     async def _check_partition_count(self) -> None:
@@ -128,23 +136,52 @@ class Leases:
     async def _write_at_once(self, writes: dict[int, Coroutine[Any, Any, int]]) -> set[int]:
         """The lease keys' writes (renewals or takes) at once; returns the keys written. First
         `held` is brought up to date: each revision written kept, each key whose revision had
-        moved (expired, or another member has it) dropped; then the first other failure is
-        raised (the cluster is busy: the caller retries)."""
+        moved kept at its new revision if it is still ours, dropped if it expired or another
+        member has it; then the first other failure is raised (the cluster is busy: the
+        caller retries)."""
         outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
+        refused = [
+            k
+            for k, outcome in zip(writes, outcomes, strict=True)
+            if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError)
+        ]
+        owners = dict(zip(refused, await self._owned_revisions(refused), strict=True))
         written: set[int] = set()
         failed: list[BaseException] = []
         for k, outcome in zip(writes, outcomes, strict=True):
-            if isinstance(outcome, nats.js.errors.KeyWrongLastSequenceError):
+            result = owners.get(k, outcome)
+            if result is None:
                 if self.held.pop(k, None) is not None:
                     log.warning("lease on partition %d lost (expired, taken by another)", k)
-            elif isinstance(outcome, BaseException):
-                failed.append(outcome)
+            elif isinstance(result, BaseException):
+                failed.append(result)
             else:
-                self.held[k] = outcome
+                self.held[k] = result
                 written.add(k)
         if failed:
             raise failed[0]
         return written
+
+    async def _owned_revisions(self, keys: list[int]) -> list[int | BaseException | None]:
+        """For keys a write was refused on (its revision had moved): the revision a key is at
+        if it holds this member's name (an earlier write of ours was stored though its answer
+        was lost, e.g. timed out in an election), None if it is gone or another's; an error
+        if the bucket could not be read (kept for the retry)."""
+        kv = self._kv
+        assert kv is not None
+        entries = await asyncio.gather(
+            *(kv.get(self._key(k)) for k in keys), return_exceptions=True
+        )
+        return [self._revision_if_ours(e) for e in entries]
+
+    def _revision_if_ours(
+        self, entry: KeyValue.Entry | BaseException
+    ) -> int | BaseException | None:
+        if isinstance(entry, nats.js.errors.KeyNotFoundError):  # aged out, or given back
+            return None
+        if isinstance(entry, BaseException):
+            return entry
+        return entry.revision if entry.value == self._value else None
 
     async def _count_members(self) -> int:
         """The members' keys, from the stream's count per subject: one request to the stream's

@@ -394,7 +394,7 @@ class NatsLogger:
         reading loop follows what it says between batches: it reads a partition taken,
         drains and stores one lost or given back."""
         await self._bind(js, partition=None)
-        leases = self._leases(js)
+        leases = self._leases(nc)
         await leases.open()
         feeds = FeedSet(nc, self.stream, self.durable, batch=self.batch, ahead=self.ahead)
         self._feed = feeds
@@ -425,8 +425,8 @@ class NatsLogger:
             with contextlib.suppress(Exception):  # given back now rather than aged out
                 await asyncio.wait_for(leases.release_all(), 2.0)
 
-    def _leases(self, js: JetStreamContext) -> Leases:
-        return Leases(js, self.partitions, self.member, lease_s=self.lease_s,
+    def _leases(self, nc: NATS) -> Leases:
+        return Leases(nc, self.partitions, self.member, lease_s=self.lease_s,
                       group=self.durable, replicas=self.replicas)  # fmt: skip
 
     async def _renew(
@@ -438,30 +438,43 @@ class NatsLogger:
         while True:
             try:
                 self._leased = await leases.renew()
-                self._gone = set()
-                # A deleted consumer stays silent to pull requests, so a silent feed's consumer
-                # is looked up. Not one that delivers: nats-server 2.9's CONSUMER.INFO on a
-                # partition's consumer past the middle of the stream's block can leave it
-                # recounting its pending messages, a scan of the block, at every delivery from
-                # then on (docs/notes/nats_logger_profile.md): 1-2k msg/s instead of 10k+.
-                for k, feed in list(feeds.feeds.items()):
-                    if feed.delivered_since_last_look():
-                        continue
-                    durable = nats_partitions.durable_name(self.durable, k)
-                    try:
-                        info = await js.consumer_info(self.stream, durable)
-                    except nats.js.errors.NotFoundError:
-                        log.warning("partition %d's consumer was deleted; binding again", k)
-                        self._gone.add(k)
-                        continue
-                    if feed.floor is not None and not feed.floor.safe:
-                        feed.floor.check(info)  # (a count its deliveries cannot complete)
-                news.set()
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                # The cluster is busy (an election): keep reading what we have; a lease that
-                # ages out meanwhile goes to another, and the order gate covers the overlap.
+                # The cluster is busy (an election): keep reading what we have and try again
+                # soon, while the keys are still alive (each request waits lease / 4 at most);
+                # a lease that ages out meanwhile goes to another, and the order gate covers
+                # the overlap.
                 log.warning("lease renewal failed (%r); retrying", exc)
+                await asyncio.sleep(self.lease_s / 12)
+                continue
+            self._gone = await self._deleted_consumers(js, feeds)
+            news.set()
             await asyncio.sleep(self.lease_s / 3)
+
+    async def _deleted_consumers(self, js: JetStreamContext, feeds: FeedSet) -> set[int]:
+        """A deleted consumer stays silent to pull requests, so a silent feed's consumer is
+        looked up. Not one that delivers: nats-server 2.9's CONSUMER.INFO on a partition's
+        consumer past the middle of the stream's block can leave it recounting its pending
+        messages, a scan of the block, at every delivery from then on
+        (docs/notes/nats_logger_profile.md): 1-2k msg/s instead of 10k+. Each look is bounded
+        by a third of the lease, so that it cannot hold back the next renewal; one that does
+        not answer is looked at again next time."""
+        gone: set[int] = set()
+        for k, feed in list(feeds.feeds.items()):
+            if feed.delivered_since_last_look():
+                continue
+            durable = nats_partitions.durable_name(self.durable, k)
+            try:
+                info = await js.consumer_info(self.stream, durable, timeout=self.lease_s / 3)
+            except nats.js.errors.NotFoundError:
+                log.warning("partition %d's consumer was deleted; binding again", k)
+                gone.add(k)
+                continue
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("partition %d's consumer did not answer (%r)", k, exc)
+                continue
+            if feed.floor is not None and not feed.floor.safe:
+                feed.floor.check(info)  # (a count its deliveries cannot complete)
+        return gone
 
     async def _rebalance(
         self, nc: NATS, js: JetStreamContext, leases: Leases, feeds: FeedSet

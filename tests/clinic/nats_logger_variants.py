@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from feedback.clinic import nats_logger, nats_partitions
 from feedback.clinic.nats_lease import Leases
@@ -71,8 +70,8 @@ class EveryPartition(Leases):
 
 
 class NoLease(nats_logger.NatsLogger):
-    def _leases(self, js: JetStreamContext) -> Leases:
-        return EveryPartition(js, self.partitions, self.member, group=self.durable)
+    def _leases(self, nc: NATS) -> Leases:
+        return EveryPartition(nc, self.partitions, self.member, group=self.durable)
 
 
 VARIANTS: dict[str, type[nats_logger.NatsLogger]] = {

@@ -63,7 +63,7 @@ async def test_renewals_go_on_after_a_node_s_loss(cluster: NatsCluster, variant:
     try:
         js = nc.jetstream(timeout=5.0)
         kind = ListingLeases if variant == "listing" else Leases
-        leases = kind(js, PARTITIONS, "solo", lease_s=6.0, group="t")
+        leases = kind(nc, PARTITIONS, "solo", lease_s=6.0, group="t")
         await leases.open()
         await leases.announce()
         held, _ = await leases.renew()
@@ -98,10 +98,9 @@ async def test_a_member_that_leaves_is_no_longer_counted(
     deleted rather than purged leaves a marker that the count still sees."""
     nc = await connect(cluster)
     try:
-        js = nc.jetstream(timeout=5.0)
         kind = DeletingLeases if variant == "deleting" else Leases
-        a = kind(js, PARTITIONS, "a", group="t")
-        b = Leases(js, PARTITIONS, "b", group="t")
+        a = kind(nc, PARTITIONS, "a", group="t")
+        b = Leases(nc, PARTITIONS, "b", group="t")
         for x in (a, b):
             await x.open()
             await x.announce()
@@ -118,7 +117,45 @@ async def test_a_member_that_leaves_is_no_longer_counted(
         await nc.close()
 
 
-class RaiseFirstLeases(Leases):
+class RefusedMeansLost(Leases):
+    """Takes every refused write as a lost lease, without looking whose the key is now."""
+
+    async def _owned_revisions(self, keys: list[int]) -> list[int | BaseException | None]:
+        return [None for _ in keys]
+
+
+@pytest.mark.parametrize("variant", ["correct", "forgetful"])
+async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(
+    cluster: NatsCluster, variant: str
+) -> None:
+    """A renewal stored by the bucket whose answer never came back (it timed out while the
+    cluster elected a leader): the member still has the old revision, so its next update is
+    refused. The key holds its name, so the lease is still its own, at the bucket's revision,
+    and the renewal after that succeeds too. Control: a refused write taken as a lost lease
+    gives up a partition nobody else holds."""
+    nc = await connect(cluster)
+    try:
+        kind = RefusedMeansLost if variant == "forgetful" else Leases
+        leases = kind(nc, PARTITIONS, "solo", group="t")
+        await leases.open()
+        await leases.announce()
+        held, _ = await leases.renew()
+        assert held == set(range(PARTITIONS))
+        kv = await nc.jetstream(timeout=5.0).key_value(leases.bucket)
+        await kv.update("p.3", b"solo", last=leases.held[3])  # the write whose answer was lost
+        stale = set(leases.held.items())
+        held, _ = await leases.renew()
+        if variant == "forgetful":
+            assert 3 not in leases.held
+            return
+        assert held == set(range(PARTITIONS)) and not stale & set(leases.held.items())
+        held, _ = await leases.renew()
+        assert held == set(range(PARTITIONS))
+    finally:
+        await nc.close()
+
+
+class RaiseFirstLeases(RefusedMeansLost):
     """Writes at once, but raises at the first failure before keeping what was written."""
 
     async def _write_at_once(self, writes: dict[int, Coroutine[Any, Any, int]]) -> set[int]:
@@ -145,8 +182,8 @@ async def test_a_renewal_that_partly_fails_keeps_what_it_wrote(variant: str) -> 
     and `held` already has the new revision and no longer the moved key: the retry renews
     with the revision the bucket has. Control: raising first leaves the old revision, which
     the retry's update would be refused as moved, losing a lease this member still had."""
-    kind = RaiseFirstLeases if variant == "raise-first" else Leases
-    leases = kind(cast(Any, None), PARTITIONS, "m1")
+    kind = RaiseFirstLeases if variant == "raise-first" else RefusedMeansLost  # (no bucket)
+    leases = kind(NATS(), PARTITIONS, "m1")
     leases.held = {0: 1, 1: 2, 2: 3}
     writes = {
         0: _revision(7),
