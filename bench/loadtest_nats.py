@@ -42,8 +42,10 @@ def start_loggers(
     out = []
     for i in range(instances):
         port = free_port()
-        metrics = ("--metrics-port", str(port))
-        proc = bench_nats.spawn_logger(cluster, db_url, DURABLE, f"{DURABLE}-{i + 1}", metrics)
+        # (--members: started together, they split the partitions at once; a drain of a few
+        # hundred messages is over before a late one could be given its share)
+        extra = ("--metrics-port", str(port), "--members", str(instances))
+        proc = bench_nats.spawn_logger(cluster, db_url, DURABLE, f"{DURABLE}-{i + 1}", extra)
         out.append((proc, port))
     return out
 

@@ -102,6 +102,17 @@ class Leases:
         assert self._kv is not None
         await self._kv.put(f"m.{self.member}", b"1")
 
+    async def wait_for_members(self, count: int, within_s: float) -> None:
+        """At the start, until `count` members are counted or `within_s` has passed: instances
+        started together (a deployment, the load test) then split the partitions at their
+        first renewal, where one whose start was slower than the others' by more than the
+        first renewal's delay would find every partition taken, and each give-back after
+        costs a drain (the idea of Kafka's group.initial.rebalance.delay.ms, by count)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while (await self._count_members()) < count and loop.time() < deadline:
+            await asyncio.sleep(min(0.1, self.lease_s / 12))
+
     async def renew(self) -> tuple[set[int], set[int]]:
         """Renew, count the members, take what is free up to this instance's share.
         Returns (held now, held beyond the share: to give back once drained)."""

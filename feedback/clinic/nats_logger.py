@@ -264,6 +264,7 @@ class NatsLogger:
         partitions: int = 0,
         lease_s: float = LEASE_S,
         explicit_acks: bool = False,
+        members: int = 1,
     ) -> None:
         self.servers = list(servers)
         self.store = store
@@ -278,6 +279,7 @@ class NatsLogger:
         self.name = name
         self.partitions = partitions
         self.lease_s = lease_s
+        self.members = members  # instances started together: wait for them at the start
         self.explicit_acks = explicit_acks  # partition consumers it creates: AckPolicy
         # The lease names this process, not its configured name: a restarted instance is a
         # new member, and its predecessor's leases age out as a dead one's do.
@@ -434,7 +436,8 @@ class NatsLogger:
     ) -> None:
         with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
             await leases.announce()
-            await asyncio.sleep(self.lease_s / 3)
+            await leases.wait_for_members(self.members, within_s=self.lease_s)
+        await asyncio.sleep(self.lease_s / 3)
         while True:
             try:
                 self._leased = await leases.renew()
@@ -719,6 +722,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, default=LEASE_S, metavar="S",
                    help="partitioned: seconds before a silent instance's partitions go to "
                    "the others")  # fmt: skip
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        metavar="N",
+        help="instances started together: at its start, one waits (a lease at "
+        "most) until N are counted before taking partitions, so that they "
+        "split them at once rather than one taking all and giving back",
+    )
     p.add_argument("--explicit-acks", action="store_true",
                    help="partitioned: create the partitions' consumers with AckPolicy.EXPLICIT "
                    "(an ack per message) instead of ALL (one per batch: nats_ackall.py); an "
@@ -765,6 +777,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         partitions=max(0, args.partitions),
         lease_s=args.lease,
         explicit_acks=args.explicit_acks,
+        members=max(1, args.members),
     )
 
 

@@ -155,6 +155,35 @@ async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(
         await nc.close()
 
 
+@pytest.mark.parametrize("variant", ["correct", "no-wait"])
+async def test_instances_started_together_split_the_partitions_at_once(
+    cluster: NatsCluster, variant: str
+) -> None:
+    """Two instances started together, the second half a second later (a slower start): the
+    first waits until two members are counted, and its first renewal takes its share, four.
+    Control: one that does not wait finds itself alone and takes all eight, to give half back
+    later (each a drain)."""
+    nc = await connect(cluster)
+    try:
+        a = Leases(nc, PARTITIONS, "a", group="t")
+        b = Leases(nc, PARTITIONS, "b", group="t")
+        await a.open()
+        await a.announce()
+
+        async def b_starts() -> None:
+            await asyncio.sleep(0.5)
+            await b.open()
+            await b.announce()
+
+        starting = asyncio.create_task(b_starts())
+        await a.wait_for_members(2 if variant == "correct" else 1, within_s=6.0)
+        held, _ = await a.renew()
+        await starting
+        assert len(held) == (PARTITIONS if variant == "no-wait" else PARTITIONS // 2)
+    finally:
+        await nc.close()
+
+
 class RaiseFirstLeases(RefusedMeansLost):
     """Writes at once, but raises at the first failure before keeping what was written."""
 
