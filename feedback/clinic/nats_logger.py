@@ -102,6 +102,7 @@ HOLD_S = 0.2  # how long a message held by the order gate stays with the stream 
 HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
 STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0
+UNSAFE_FLOOR_LOOK = 2.0  # x ack_wait: a partition's unsafe floor looked at even while delivering
 CONSUMER_CHECK_S = 5.0  # while idle, how often to check that the consumer still exists
 
 
@@ -297,6 +298,7 @@ class NatsLogger:
         self._feed: PullFeed | FeedSet | None = None
         self._leased: tuple[set[int], set[int]] = (set(), set())  # held, to give back
         self._gone: set[int] = set()  # partitions held whose consumer was deleted
+        self._unsafe_since: dict[int, float] = {}  # partition → when its floor went unsafe
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -458,26 +460,46 @@ class NatsLogger:
         looked up. Not one that delivers: nats-server 2.9's CONSUMER.INFO on a partition's
         consumer past the middle of the stream's block can leave it recounting its pending
         messages, a scan of the block, at every delivery from then on
-        (docs/notes/nats_logger_profile.md): 1-2k msg/s instead of 10k+. Each look is bounded
-        by a third of the lease, so that it cannot hold back the next renewal; one that does
-        not answer is looked at again next time."""
-        gone: set[int] = set()
+        (docs/notes/nats_logger_profile.md): 1-2k msg/s instead of 10k+. Except one whose
+        ack floor has been unsafe for longer than UNSAFE_FLOOR_LOOK x ack_wait: nothing of it
+        is acked meanwhile, so what it stored comes again every ack_wait and it never falls
+        silent; a count its deliveries cannot complete would hold it so for good (seen after
+        a node's loss: 90 s and more of copies, nothing stored), and a slower consumer is
+        the lesser harm. The looks go at once, bounded together by a third of the lease, so
+        that they cannot hold back the next renewal; one not answered is looked at again."""
+        now = time.monotonic()
+        looks: dict[int, PullFeed] = {}
         for k, feed in list(feeds.feeds.items()):
-            if feed.delivered_since_last_look():
+            unsafe = feed.floor is not None and not feed.floor.safe
+            since = self._unsafe_since.setdefault(k, now) if unsafe else None
+            if not unsafe:
+                self._unsafe_since.pop(k, None)
+            stuck = since is not None and now - since > UNSAFE_FLOOR_LOOK * self.ack_wait_s
+            if feed.delivered_since_last_look() and not stuck:
                 continue
-            durable = nats_partitions.durable_name(self.durable, k)
-            try:
-                info = await js.consumer_info(self.stream, durable, timeout=self.lease_s / 3)
-            except nats.js.errors.NotFoundError:
+            if since is not None and stuck:
+                log.info("partition %d's ack floor unsafe for %.1f s: looked at", k, now - since)
+            looks[k] = feed
+        infos = await asyncio.gather(
+            *(self._consumer_info(js, k) for k in looks), return_exceptions=True
+        )
+        gone: set[int] = set()
+        for (k, feed), info in zip(looks.items(), infos, strict=True):
+            if isinstance(info, nats.js.errors.NotFoundError):
                 log.warning("partition %d's consumer was deleted; binding again", k)
                 gone.add(k)
-                continue
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                log.warning("partition %d's consumer did not answer (%r)", k, exc)
-                continue
-            if feed.floor is not None and not feed.floor.safe:
+            elif isinstance(info, BaseException):
+                log.warning("partition %d's consumer did not answer (%r)", k, info)
+            elif feed.floor is not None and not feed.floor.safe:
                 feed.floor.check(info)  # (a count its deliveries cannot complete)
+                if feed.floor.safe and self._unsafe_since.pop(k, None) is not None:
+                    log.info("partition %d's ack floor safe again", k)
         return gone
+
+    async def _consumer_info(self, js: JetStreamContext, partition: int) -> ConsumerInfo:
+        durable = nats_partitions.durable_name(self.durable, partition)
+        info: ConsumerInfo = await js.consumer_info(self.stream, durable, timeout=self.lease_s / 3)
+        return info
 
     async def _rebalance(
         self, nc: NATS, js: JetStreamContext, leases: Leases, feeds: FeedSet

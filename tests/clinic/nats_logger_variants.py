@@ -15,6 +15,7 @@ lands inside a batch and a test sees which instance stored which station.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from pathlib import Path
@@ -101,4 +102,6 @@ async def run(variant: str, slow_s: float, argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Timed lines on stderr, which a failing test prints: what the instance did, and when.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(run(sys.argv[1], float(sys.argv[2]), sys.argv[3:]))
