@@ -98,12 +98,23 @@ MAX_BATCH = 1000
 AHEAD = 2  # batches requested ahead of the one being stored (nats_pull.py)
 ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to another after it
 MAX_ACK_PENDING = 20_000
-HOLD_S = 0.2  # how long a message held by the order gate stays with the stream before it returns
+# How long a message held by the order gate stays with the stream before it returns: HOLD_S,
+# doubled at each delivery up to HOLD_MAX_S. Not a fixed 0.2 s: the server hands out messages
+# given back before anything new, so after a node's loss a thousand held messages cycling every
+# 0.2 s filled every pull, and the predecessors they waited for (a station's resends, new at
+# the stream's end) were never delivered (90 s and more of copies, nothing stored).
+HOLD_S, HOLD_MAX_S = 0.2, 3.0
 HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
 STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 30.0
 UNSAFE_FLOOR_LOOK = 2.0  # x ack_wait: a partition's unsafe floor looked at even while delivering
 CONSUMER_CHECK_S = 5.0  # while idle, how often to check that the consumer still exists
+
+
+def hold_delay(m: Msg) -> float:
+    """HOLD_S at the first delivery, doubled at each one after, at most HOLD_MAX_S."""
+    delivered = m.metadata.num_delivered or 1 if m.reply else 1
+    return float(min(HOLD_MAX_S, HOLD_S * 2 ** min(delivered - 1, 16)))
 
 
 def subject_of(topic: str) -> str:
@@ -621,7 +632,7 @@ class NatsLogger:
             self.stats.held += len(gated.hold)
             await self._ask(nc, gated.missing)
             for m in gated.hold:  # unstored: no AckAll ack covers it (AckFloor._barrier)
-                await m.nak(delay=HOLD_S)
+                await m.nak(delay=hold_delay(m))
 
     async def _gate(self, msgs: list[Msg]) -> Gated:
         keys = [ledger_key(self._item(m).verdict) for m in msgs]
