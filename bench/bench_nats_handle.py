@@ -24,7 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from nats.aio.msg import Msg
 
@@ -62,7 +62,9 @@ def deliveries(client: CountingClient, per_station: int, durable: str) -> list[l
             seq = len(out) + 1
             reply = f"$JS.ACK.VMFP.{durable}-p{p}.1.{seq}.{seq}.{time.time_ns()}.0"
             subject = f"vmfp.{p}.bench.st-{k:03d}.{leaf.replace('/', '.')}"
-            out.append(make(_client=client, subject=subject, reply=reply, data=encode(body)))
+            out.append(
+                make(_client=cast(Any, client), subject=subject, reply=reply, data=encode(body))
+            )
     return per_partition
 
 
