@@ -95,7 +95,12 @@ class CueStep:
     calibration: CalibrationStatus | None
     calibrated: CalibrationResult | None
     compute_s: float  # so far
-    env_sums: np.ndarray | None  # each row's envelope sum (np.add.reduce) if the fused call made it
+    # Each row's envelope sum (np.add.reduce) if the fused call made it: valid until the next
+    # block (the fused call writes every block's into one array).
+    env_sums: np.ndarray | None
+    # False: no channel's activation is on anywhere in the block (the fused call knows);
+    # None: not known, look.
+    any_active: bool | None
 
 
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
@@ -364,7 +369,9 @@ class Pipeline:
         """The block up to its cues: what a runner hands on first (a cue's latency is the
         product); `complete` must follow, before the next block, for the rest of the Tick."""
         t0 = time.perf_counter()
-        first, end = block.first_index, block.end_index
+        # (block.end_index, without its two property calls)
+        first = block.first_index
+        end = first + block.data.shape[1]
         if self._next_index is not None and first != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
             self.activation.gap(self._settle)
@@ -387,10 +394,10 @@ class Pipeline:
             steady = banded and (not changes or changes[0].from_index >= end)
             fast = self._steps.run(block, ti if steady else None)
         if fast is not None:
-            processed, held, quality, onsets, flagged, env_sums, zone = fast
+            processed, held, quality, onsets, flagged, env_sums, zone, any_active = fast
         else:
             processed, held, quality, onsets, flagged = self._step_by_step(block)
-            env_sums = None
+            env_sums, any_active = None, None
         if zone is None and banded:
             zone = self._detect(processed.pct_mvc[ti], first)
         elif zone is None:
@@ -438,6 +445,7 @@ class Pipeline:
             calibrated,
             time.perf_counter() - t0,
             env_sums,
+            any_active,
         )
 
     def _step_by_step(
@@ -477,7 +485,11 @@ class Pipeline:
         contractions: list[Contraction] = []
         # The usual block at rest (no contraction open, no activation, no onset) changes
         # nothing in the counter: its input is not even made.
-        if onsets.events or self.counter.open or any_true(onsets.active[self._target]):
+        if (
+            onsets.events
+            or self.counter.open
+            or (step.any_active is not False and any_true(onsets.active[self._target]))
+        ):
             contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
