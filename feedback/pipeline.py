@@ -333,10 +333,8 @@ class Pipeline:
         at = first if sw.at is None else max(first, sw.at)
         return at if at < end else None
 
-    def _exercise(self, first: int, zone: np.ndarray, at: int | None) -> ExerciseState:
+    def _exercise(self, first: int, zone: np.ndarray, at: int) -> ExerciseState:
         """The exercise over the block, handing over to the picked protocol at sample `at`."""
-        if at is None:
-            return self.exercise.process(first, zone)
         sw, cut = self._switch, at - first
         assert sw is not None
         self._switch = None
@@ -410,6 +408,8 @@ class Pipeline:
         cal_status, calibrated = None, None
         if self._calibration is not None:
             state, cal_status, calibrated = self._calibrate(first, processed, zone)
+        elif switch_at is None:  # (the usual block: no wrapper call)
+            state = self.exercise.process(first, zone)
         else:
             state = self._exercise(first, zone, switch_at)
         raised: list[BandRaised] = []
@@ -485,15 +485,19 @@ class Pipeline:
         contractions: list[Contraction] = []
         # The usual block at rest (no contraction open, no activation, no onset) changes
         # nothing in the counter: its input is not even made.
+        counter = self.counter
         if (
             onsets.events
-            or self.counter.open
+            or counter.open
             or (step.any_active is not False and any_true(onsets.active[self._target]))
         ):
-            contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
+            contractions = counter.process(self._counter_input(first, processed, zone, onsets))
+            contracting = counter.contracting
+        else:
+            contracting = False  # (no contraction open: none long enough to count)
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
-        protocol, counter = self._protocol, self.counter
+        protocol = self._protocol
         # Every field positional, in the order Tick declares them (keywords cost about a
         # microsecond a block; tests/feedback/test_pipeline_tick.py checks the order).
         return Tick(
@@ -518,7 +522,7 @@ class Pipeline:
             step.switched_at,
             step.calibration,
             step.calibrated,
-            counter.contracting,
+            contracting,
             counter.count,
             onsets,
         )
