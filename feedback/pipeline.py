@@ -110,13 +110,6 @@ _state_fields = attrgetter(*(f.name for f in fields(ExerciseState)))
 assert all(f.init for f in fields(ExerciseState))
 
 
-def _snapshot(state: ExerciseState) -> ExerciseState:
-    """A copy of the exercise state with its own events list (the live one is reused)."""
-    copy = ExerciseState(*_state_fields(state))
-    copy.events = list(state.events)
-    return copy
-
-
 _warmed = False
 
 
@@ -428,10 +421,13 @@ class Pipeline:
             withheld = f"{self.target}: {', '.join(problems[self.target])}"
         last_zone = ZONES[int(zone[-1])] if zone.shape[0] else Zone.BELOW
         cues = self.cue_rules.update(state, last_zone, end - 1, block.t_arrival, withheld)
+        # The state after this block, with its own events list (the live one is reused).
+        snapshot = ExerciseState(*_state_fields(state))
+        snapshot.events = list(state.events)
         return CueStep(
             processed,
             zone,
-            _snapshot(state),
+            snapshot,
             tuple(cues),
             (self.detector.low_pct, self.detector.high_pct),
             self._reps_total,
