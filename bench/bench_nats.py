@@ -339,8 +339,15 @@ def spawn_logger(
     """One logger instance (`python -m feedback.clinic.nats_logger`, own process) on the
     cluster's logger account, run from the checkout `root`; the bench and the load test both
     start theirs here."""
+    # BENCH_NATS_PROFILE=DIR:MODE: each logger under bench/profiled_logger.py (threads' CPU,
+    # cProfile or stage counters, written to DIR at exit).
+    profile = os.environ.get("BENCH_NATS_PROFILE", "")
+    program = ["feedback.clinic.nats_logger"]
+    if profile:
+        out, _, mode = profile.rpartition(":")
+        program = ["bench.profiled_logger", str(Path(out) / name), mode, "--"]
     command = [
-        sys.executable, "-m", "feedback.clinic.nats_logger",
+        sys.executable, "-m", *program,
         "--nats", ",".join(cluster.logger_urls), "--partitions", str(cluster.partitions),
         "--db", db_url, "--durable", durable, "--name", name, *extra,
     ]  # fmt: skip

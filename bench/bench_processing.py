@@ -8,6 +8,8 @@ The machine may be shared: besides wall time, each block's thread CPU time is re
 
 from __future__ import annotations
 
+import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ def per_block(seconds: float) -> dict[str, Any]:
     c = {name: summary(cpu[name], "us") for name in names}
     total_s = sum(wall["pipeline"]) / 1e6
     kernels = fused.kernels()
+    median, most = calls_per_block(*usual_blocks(5.0))
+    calls = {"median": median, "max": most}
     return {
         "what": f"Pipeline.process (chain, quality, onsets, activation, band, exercise, cues, "
         f"metrics) per {BLOCK}-sample block, {len(CHANNELS)} channels, {RATE:.0f} Hz, "
@@ -96,11 +100,49 @@ def per_block(seconds: float) -> dict[str, Any]:
         "realtime_budget_us": BLOCK / RATE * 1e6,
         "streaming_throughput_samples_per_s": round(n_blocks * BLOCK / total_s),
         "envelope_group_delay_ms": round(pipe.chain.group_delay_ms, 1),
+        "calls_per_block": calls,
     }
 
 
 def _ratio(ours: dict[str, Any], peer: dict[str, Any], key: str) -> float:
     return round(float(ours[key]) / float(peer[key]), 2)
+
+
+def calls_per_block(pipe: Pipeline, blocks: list[SampleBlock]) -> tuple[int, int]:
+    """(median, most) Python and C calls `pipe.process` makes per block over `blocks`, as
+    `sys.setprofile` sees them: a count, not a time, so the same on a loaded machine (the
+    profiler's own `setprofile` call to stop is left out)."""
+    counts = []
+    seen = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal seen
+        if event in ("call", "c_call"):
+            seen += 1
+
+    for block in blocks:
+        seen = 0
+        sys.setprofile(count)
+        pipe.process(block)
+        sys.setprofile(None)
+        counts.append(seen - 1)
+    return round(statistics.median(counts)), max(counts)
+
+
+def usual_blocks(seconds: float, warm_s: float = 10.0) -> tuple[Pipeline, list[SampleBlock]]:
+    """A pipeline (default settings) warmed on `warm_s` of noise, and the next `seconds` of
+    noise in 20-sample blocks: the usual block, past the first rest windows."""
+    settings = load_settings(environ={})
+    data = noise(warm_s + seconds)
+    blocks = [
+        SampleBlock(i, 0.0, RATE, CHANNELS, data[:, i : i + BLOCK])
+        for i in range(0, data.shape[1], BLOCK)
+    ]
+    pipe = Pipeline(settings, RATE, CHANNELS)
+    warm = round(warm_s * RATE) // BLOCK
+    for block in blocks[:warm]:
+        pipe.process(block)
+    return pipe, blocks[warm:]
 
 
 def throughput(seconds: float) -> dict[str, Any]:

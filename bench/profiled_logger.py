@@ -1,6 +1,10 @@
 """The clinic logger with its CPU accounted per thread (`bench.loadtest --profile DIR`).
 
-python -m bench.profiled_logger DIR [cprofile|stages] -- <logger arguments>
+python -m bench.profiled_logger DIR [cprofile|cputime|stages|plain] -- <logger arguments>
+
+With `--nats` among the logger's arguments it runs the NATS logger (feedback.clinic.nats_logger;
+`BENCH_NATS_PROFILE=DIR:MODE python -m bench.bench_nats ...` starts its loggers this way), else
+the MQTT one.
 
 At exit it writes DIR/threads-<pid>.json: CPU seconds of each thread by its Python name (paho's
 network thread, the asyncio loop, the executor threads that run the store and the intake's
@@ -14,10 +18,12 @@ from __future__ import annotations
 
 import atexit
 import cProfile
+import gc
 import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +82,41 @@ def _count_stages() -> None:
     counted(metrics.LoggerMetrics, "collect", "stage:metrics.collect (scrapes)")
 
 
+def _count_collections() -> None:
+    """CPU seconds the cyclic garbage collector takes, by generation (`gc:<gen>`), in every
+    mode: a batch of a thousand messages makes tens of thousands of objects."""
+    started: dict[int, float] = {}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        ident = threading.get_ident()
+        if phase == "start":
+            started[ident] = time.thread_time()
+            return
+        t0 = started.pop(ident, None)
+        if t0 is not None:
+            key = f"gc:{info['generation']}"
+            with _lock:
+                _cpu[key] = _cpu.get(key, 0.0) + time.thread_time() - t0
+                _cpu[key + " count"] = _cpu.get(key + " count", 0) + 1
+
+    gc.callbacks.append(callback)
+
+
 def main() -> None:
     out = Path(sys.argv[1])
-    profile = sys.argv[2] == "cprofile"
+    profile = sys.argv[2] in ("cprofile", "cputime")
+    # cputime: each thread's profile in its own CPU time (time.thread_time), so that a thread
+    # waiting for the GIL or the network is not charged; slower still, for the split only.
+    timer = time.thread_time if sys.argv[2] == "cputime" else None
     if sys.argv[2] == "stages":
         _count_stages()
+    _count_collections()
     args = sys.argv[sys.argv.index("--") + 1 :]
     out.mkdir(parents=True, exist_ok=True)
     run = threading.Thread.run
 
     def counted_run(self: threading.Thread) -> None:
-        prof = cProfile.Profile() if profile else None
+        prof = (cProfile.Profile(timer) if timer else cProfile.Profile()) if profile else None
         try:
             if prof is not None:
                 prof.enable()
@@ -104,9 +134,12 @@ def main() -> None:
         (out / f"threads-{os.getpid()}.json").write_text(json.dumps(_cpu, indent=1))
 
     atexit.register(dump)
-    from feedback.clinic.logger import main as logger_main
+    if "--nats" in args:
+        from feedback.clinic.nats_logger import main as logger_main
+    else:
+        from feedback.clinic.logger import main as logger_main
 
-    prof = cProfile.Profile() if profile else None
+    prof = (cProfile.Profile(timer) if timer else cProfile.Profile()) if profile else None
     if prof is not None:
         prof.enable()
     try:

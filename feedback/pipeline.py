@@ -95,7 +95,12 @@ class CueStep:
     calibration: CalibrationStatus | None
     calibrated: CalibrationResult | None
     compute_s: float  # so far
-    env_sums: np.ndarray | None  # each row's envelope sum (np.add.reduce) if the fused call made it
+    # Each row's envelope sum (np.add.reduce) if the fused call made it: valid until the next
+    # block (the fused call writes every block's into one array).
+    env_sums: np.ndarray | None
+    # False: no channel's activation is on anywhere in the block (the fused call knows);
+    # None: not known, look.
+    any_active: bool | None
 
 
 # What dataclasses.replace(state, events=list(state.events)) does, without its per-call field
@@ -103,13 +108,6 @@ class CueStep:
 # in one C call.
 _state_fields = attrgetter(*(f.name for f in fields(ExerciseState)))
 assert all(f.init for f in fields(ExerciseState))
-
-
-def _snapshot(state: ExerciseState) -> ExerciseState:
-    """A copy of the exercise state with its own events list (the live one is reused)."""
-    copy = ExerciseState(*_state_fields(state))
-    copy.events = list(state.events)
-    return copy
 
 
 _warmed = False
@@ -328,10 +326,8 @@ class Pipeline:
         at = first if sw.at is None else max(first, sw.at)
         return at if at < end else None
 
-    def _exercise(self, first: int, zone: np.ndarray, at: int | None) -> ExerciseState:
+    def _exercise(self, first: int, zone: np.ndarray, at: int) -> ExerciseState:
         """The exercise over the block, handing over to the picked protocol at sample `at`."""
-        if at is None:
-            return self.exercise.process(first, zone)
         sw, cut = self._switch, at - first
         assert sw is not None
         self._switch = None
@@ -364,7 +360,9 @@ class Pipeline:
         """The block up to its cues: what a runner hands on first (a cue's latency is the
         product); `complete` must follow, before the next block, for the rest of the Tick."""
         t0 = time.perf_counter()
-        first, end = block.first_index, block.end_index
+        # (block.end_index, without its two property calls)
+        first = block.first_index
+        end = first + block.data.shape[1]
         if self._next_index is not None and first != self._next_index:
             self.onset.gap(self._settle)  # a lost link: no onset or contraction spans the hole
             self.activation.gap(self._settle)
@@ -387,10 +385,10 @@ class Pipeline:
             steady = banded and (not changes or changes[0].from_index >= end)
             fast = self._steps.run(block, ti if steady else None)
         if fast is not None:
-            processed, held, quality, onsets, flagged, env_sums, zone = fast
+            processed, held, quality, onsets, flagged, env_sums, zone, any_active = fast
         else:
             processed, held, quality, onsets, flagged = self._step_by_step(block)
-            env_sums = None
+            env_sums, any_active = None, None
         if zone is None and banded:
             zone = self._detect(processed.pct_mvc[ti], first)
         elif zone is None:
@@ -403,6 +401,8 @@ class Pipeline:
         cal_status, calibrated = None, None
         if self._calibration is not None:
             state, cal_status, calibrated = self._calibrate(first, processed, zone)
+        elif switch_at is None:  # (the usual block: no wrapper call)
+            state = self.exercise.process(first, zone)
         else:
             state = self._exercise(first, zone, switch_at)
         raised: list[BandRaised] = []
@@ -421,10 +421,13 @@ class Pipeline:
             withheld = f"{self.target}: {', '.join(problems[self.target])}"
         last_zone = ZONES[int(zone[-1])] if zone.shape[0] else Zone.BELOW
         cues = self.cue_rules.update(state, last_zone, end - 1, block.t_arrival, withheld)
+        # The state after this block, with its own events list (the live one is reused).
+        snapshot = ExerciseState(*_state_fields(state))
+        snapshot.events = list(state.events)
         return CueStep(
             processed,
             zone,
-            _snapshot(state),
+            snapshot,
             tuple(cues),
             (self.detector.low_pct, self.detector.high_pct),
             self._reps_total,
@@ -438,6 +441,7 @@ class Pipeline:
             calibrated,
             time.perf_counter() - t0,
             env_sums,
+            any_active,
         )
 
     def _step_by_step(
@@ -477,11 +481,19 @@ class Pipeline:
         contractions: list[Contraction] = []
         # The usual block at rest (no contraction open, no activation, no onset) changes
         # nothing in the counter: its input is not even made.
-        if onsets.events or self.counter.open or any_true(onsets.active[self._target]):
-            contractions = self.counter.process(self._counter_input(first, processed, zone, onsets))
+        counter = self.counter
+        if (
+            onsets.events
+            or counter.open
+            or (step.any_active is not False and any_true(onsets.active[self._target]))
+        ):
+            contractions = counter.process(self._counter_input(first, processed, zone, onsets))
+            contracting = counter.contracting
+        else:
+            contracting = False  # (no contraction open: none long enough to count)
         n = processed.pct_mvc.shape[1]
         pct = dict(zip(self.channels, processed.pct_mvc[:, n - 1].tolist(), strict=True))
-        protocol, counter = self._protocol, self.counter
+        protocol = self._protocol
         # Every field positional, in the order Tick declares them (keywords cost about a
         # microsecond a block; tests/feedback/test_pipeline_tick.py checks the order).
         return Tick(
@@ -506,7 +518,7 @@ class Pipeline:
             step.switched_at,
             step.calibration,
             step.calibrated,
-            counter.contracting,
+            contracting,
             counter.count,
             onsets,
         )

@@ -195,14 +195,8 @@ class PostgresBackend:
         table = self._scratch_table(name, columns)
         if table in self._filled:
             self.execute(f"DELETE FROM {table}")
-        convert = [(i, _PY_TYPE[t]) for i, (_, t) in enumerate(columns) if t in ("int", "real")]
         with self._db.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
-            for row in rows:
-                if convert:
-                    row = list(row)
-                    for i, to in convert:
-                        if row[i] is not None:
-                            row[i] = to(row[i])
+            for row in _typed(rows, columns):
                 copy.write_row(row)
         self._filled.add(table)
         cols = ", ".join(c for c, _ in columns)
@@ -258,6 +252,24 @@ class PostgresBackend:
 _PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) (?:\(([\w, ]+)\) )?VALUES \([?, ]+\)")
 _PG_TYPE = {"text": "text", "int": "bigint", "real": "float8", "blob": "bytea"}
 _PY_TYPE: dict[str, Any] = {"text": str, "int": int, "real": float, "blob": bytes}
+
+
+def _typed(rows: Sequence[Sequence[Any]], columns: Sequence[Column]) -> Sequence[Sequence[Any]]:
+    """The rows with each int and real column's values made that Python type, column by
+    column: a column already of its type (nearly always) is seen by `map(type, ...)` in C and
+    left as it is. Converting row by row cost ~1.5 us a ledger row (three columns)."""
+    convert = [(i, _PY_TYPE[t]) for i, (_, t) in enumerate(columns) if t in ("int", "real")]
+    if not convert or not rows:
+        return rows
+    cols: list[Sequence[Any]] | None = None
+    for i, to in convert:
+        col = [row[i] for row in rows] if cols is None else cols[i]
+        if set(map(type, col)) <= {to, type(None)}:
+            continue
+        if cols is None:
+            cols = [list(c) for c in zip(*rows, strict=True)]
+        cols[i] = [None if v is None else to(v) for v in cols[i]]
+    return rows if cols is None else list(zip(*cols, strict=True))
 
 
 def _pg(sql: str) -> str:

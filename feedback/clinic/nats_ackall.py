@@ -32,10 +32,29 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
 
 
+class Delivered(Msg):
+    """A delivery as the feeds' direct path builds it (nats_pull.py): its coordinates are read
+    off the reply subject once, not at each of the floor's arrival, store and ack and the
+    logger's grouping by consumer (three reads a message were ~9 % of the event loop's CPU in
+    a profile of the PostgreSQL bench: docs/notes/nats_logger_profile.md)."""
+
+    coords: tuple[str, int, int] | None = None
+
+
 def delivery(m: Msg) -> tuple[str, int, int]:
     """(consumer, stream sequence, delivery sequence) of a JetStream delivery, read off its
     reply subject: nats-py's `metadata` builds two dataclasses and a datetime a message
-    (~4.5 us on the bench machine; this ~0.5). Anything else goes through `metadata`."""
+    (~4.5 us on the bench machine; this ~0.5), kept on a Delivered. Anything else goes
+    through `metadata`."""
+    if type(m) is Delivered:
+        coords = m.coords
+        if coords is None:
+            coords = m.coords = _coords(m)
+        return coords
+    return _coords(m)
+
+
+def _coords(m: Msg) -> tuple[str, int, int]:
     reply = getattr(m, "reply", None)
     if reply:
         t = reply.split(".")

@@ -34,7 +34,7 @@ from nats.aio.client import __version__ as nats_py_version
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from feedback.clinic.nats_ackall import AckFloor
+from feedback.clinic.nats_ackall import AckFloor, Delivered
 
 STATUS = "Status"
 PENDING = "Nats-Pending-Messages"
@@ -57,9 +57,10 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
     nats-py parses every message's headers (the MQTT gateway's deliveries carry some) and
     hands it through the subscription's queue to a task that awaits the callback: ~6 us a
     message on the bench machine, a tenth of the logger's CPU, for headers the logger never
-    reads. A delivery (no inline status) to a feed's inbox becomes a Msg without headers,
-    given to the feed at once; a status (408, 409, 503, a heartbeat) and every other
-    subscription's messages take nats-py's path (`Client._process_msg`, nats-py 2.16)."""
+    reads. A delivery (no inline status) to a feed's inbox becomes a Msg without headers
+    (a Delivered, which reads its reply subject once), given to the feed at once; a status
+    (408, 409, 503, a heartbeat) and every other subscription's messages take nats-py's path
+    (`Client._process_msg`, nats-py 2.16)."""
     table: dict[int, Callable[[Msg], None]] | None = getattr(nc, _DIRECT, None)
     if table is not None:
         return table
@@ -79,8 +80,8 @@ def _direct(nc: NATS) -> dict[int, Callable[[Msg], None]]:
             return
         nc.stats["in_msgs"] += 1
         nc.stats["in_bytes"] += len(data)
-        handler(Msg(_client=nc, subject=subject.decode(), reply=reply.decode(), data=data,
-                    _sid=sid))  # fmt: skip
+        handler(Delivered(_client=nc, subject=subject.decode(), reply=reply.decode(),
+                          data=data, _sid=sid))  # fmt: skip
 
     nc._process_msg = process_msg  # type: ignore[method-assign]
     setattr(nc, _DIRECT, table)

@@ -331,17 +331,16 @@ class ClinicStore:
         when each bound new sessions in the order their messages came: issue 13)."""
         checked = [(item, msg) for item in batch if (msg := self._check(item, result)) is not None]
         homes = self._bind_clinics(checked, result)
-        placed = []
+        placed: list[tuple[Incoming, Message, str | None]] = []  # with the message's session
         for item, msg in checked:
             if (home := homes[msg.station]) != msg.clinic:
                 self._quarantine(item, f"station {msg.station} belongs to clinic {home}", result)
             else:
-                placed.append((item, msg))
+                placed.append((item, msg, _session_of(msg)))
         owners = self._bind_owners(placed, result)
         live: list[tuple[Incoming, Message]] = []
         claims: list[tuple[Incoming, Message]] = []
-        for item, msg in placed:
-            session = _session_of(msg)
+        for item, msg, session in placed:
             owner = owners[session] if session is not None else None
             if owner is not None and owner != (msg.clinic, msg.station):
                 reason = f"session owned by another station ({owner[0]}/{owner[1]})"
@@ -414,15 +413,15 @@ class ClinicStore:
         return homes
 
     def _bind_owners(
-        self, placed: list[tuple[Incoming, Message]], result: IngestResult
+        self, placed: list[tuple[Incoming, Message, str | None]], result: IngestResult
     ) -> dict[str, tuple[str, str]]:
         """The (clinic, station) each session belongs to: the first to send a message of it
         (its status and session_start, msg_id 1 and 2, go out first). Commands (the
         therapist's) and last wills (the broker's) belong to no session."""
         owners: dict[str, tuple[str, str]] = {}
         first: dict[str, tuple[Any, ...]] = {}
-        for item, msg in placed:
-            if (session := _session_of(msg)) is None:
+        for item, msg, session in placed:
+            if session is None:
                 continue
             if (known := self._owners.get(session)) is not None:
                 owners[session] = known

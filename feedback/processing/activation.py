@@ -381,6 +381,9 @@ class BandDetector:
         self._reach = (max(min_on, 1), max(min_off, 1))
         # Row 0 the low edge, row 1 the high edge: one debounce call for both.
         self._edges = DebounceState.zeros(2)
+        # The compiled zone's new edge states land here: a scratch, copied only when an
+        # edge switched (rarely), since the state array is replaced, never edited.
+        self._new_state = np.empty(2, dtype=bool)
 
     def set_band(self, low_pct: float, high_pct: float, hysteresis_pct: float) -> None:
         self.low_pct = low_pct
@@ -394,17 +397,19 @@ class BandDetector:
         """The two edges' runs, for the fused block (kernels.bind_block)."""
         return self._edges.run_arrays()
 
-    def compiled_args(self, n: int) -> tuple[Any, ...]:
-        """What kernels.block_step needs to find the zone of n samples in the same call (after
-        the whether-to and the row): levels, state, reach, and the zone and new state it
-        writes; `compiled_done` takes the new state if it changed."""
+    def compiled_args(self, n: int, row: int) -> tuple[Any, ...]:
+        """kernels.block_step's `band`, to find the zone of n samples of `row` in the same
+        call: (True, row, levels, state, reach, the zone it writes (at [6], handed out with
+        the Tick: new each block), the new state it writes); `compiled_done` must follow
+        when the state changed."""
         on, off = self._level_arrays
-        out = (np.empty(n, dtype=np.int8), np.empty(2, dtype=bool))
-        return (on, off, self._edges.state, self._reach, *out)
+        zone = np.empty(n, dtype=np.int8)
+        return (True, row, on, off, self._edges.state, self._reach, zone, self._new_state)
 
-    def compiled_done(self, switched: bool, new: np.ndarray) -> None:
-        if switched:
-            self._edges.state = new
+    def compiled_done(self) -> None:
+        """The block's edges switched: the new state, out of the scratch the next block
+        writes into."""
+        self._edges.state = self._new_state.copy()
 
     def process(self, pct: np.ndarray) -> np.ndarray:
         if self._kernels is not None:

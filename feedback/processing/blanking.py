@@ -33,16 +33,15 @@ class Blanker:
         self._ends: tuple[np.ndarray, np.ndarray] | None = None
         self.samples_blanked = 0
         self._unheld: np.ndarray | None = None  # the all-false mask last handed out
+        # No blank pending nor being held: `passed` may stand for `zero` and `hold`. (Kept as
+        # the windows change, not a property: read every block, a call saved.)
+        self.idle = True
 
     def add(self, start: int, end: int) -> None:
         """Blank raw samples [start, end) and hold the envelope until end + tail."""
         if end > start:
             self._windows.append((start, end))
-
-    @property
-    def idle(self) -> bool:
-        """No blank pending nor being held: `passed` may stand for `zero` and `hold`."""
-        return not self._windows
+            self.idle = False
 
     def passed(self, envelope: np.ndarray, pct: np.ndarray) -> np.ndarray:
         """`zero` and `hold` for a block while idle (done by the fused block): nothing held,
@@ -81,6 +80,7 @@ class Blanker:
         """The block with blanked samples zeroed, and the mask of held samples."""
         # Windows entirely in the past are done with; keep the list short.
         self._windows = [w for w in self._windows if w[1] + self.tail > block.first_index]
+        self.idle = not self._windows
         if not self._windows:
             return block, self._all_false(block.n_samples)
         raw = self._mask(block.first_index, block.n_samples, 0)

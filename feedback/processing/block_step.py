@@ -26,8 +26,9 @@ from feedback.processing.quality import Flag, QualityBlock, SignalQuality
 
 FLAT = int(Flag.FLAT)
 
-# (processed, blanked, quality, activation, flagged, each row's envelope sum or None, the
-# target's zone or None)
+# (processed, blanked, quality, activation, flagged, each row's envelope sum or None (valid
+# until the next block), the target's zone or None, whether any row's activation is on
+# anywhere in the block)
 Fast = tuple[
     ProcessedBlock,
     np.ndarray,
@@ -36,6 +37,7 @@ Fast = tuple[
     bool,
     np.ndarray | None,
     np.ndarray | None,
+    bool,
 ]
 
 
@@ -59,9 +61,11 @@ class BlockSteps:
         self._state: Any = None  # kernels.BlockState, bound to the steps' arrays
         self._bound: tuple[object, object] = (None, None)  # the chain's and onset's states bound
         b1 = np.zeros(0, bool)
-        # No zone asked for: arguments of the types the zone's would have.
-        self._no_band = (np.zeros(0), np.zeros(0), b1, (1, 1), np.zeros(0, np.int8), b1)
-        self._no_band_args = (False, 0, *self._no_band)  # block_step's `band`, built once
+        # No zone asked for: block_step's `band` of the types the zone's would have, built once.
+        self._no_band = (False, 0, np.zeros(0), np.zeros(0), b1, (1, 1), np.zeros(0, np.int8), b1)
+        # The rest window's statistics and the envelope sums: read within the block (the onset
+        # detector copies the statistics it keeps), so one array serves every block.
+        self._sums: np.ndarray | None = None
 
     def _bind(self, chain: tuple[Any, ...], window: tuple[Any, ...]) -> None:
         """A BlockState over the arrays the steps keep (a calibration gives the chain a new
@@ -92,15 +96,14 @@ class BlockSteps:
         # (one compiled layout; the array itself when contiguous, checked in C: reading
         # `data.flags` makes a flags object each block)
         raw = np.ascontiguousarray(data)
+        # The rest are handed out with the Tick (kept by the outputs): new each block.
         floats = np.empty((4, rows, n))
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)
-        sums = np.empty((3, rows))
-        if row is None:
-            zoned, band = self._no_band, self._no_band_args
-        else:
-            zoned = self.band.compiled_args(n)
-            band = (True, row, *zoned)
+        sums = self._sums
+        if sums is None:
+            sums = self._sums = np.empty((3, rows))
+        band = self._no_band if row is None else self.band.compiled_args(n, row)
         first = block.first_index
         # (advanced before the call: nothing between can fail but the kernel itself, and a
         # kernel that raised leaves the session's state half-made either way)
@@ -126,6 +129,8 @@ class BlockSteps:
         env_sums = sums[2] if code & 64 else None
         zone = None
         if row is not None:
-            self.band.compiled_done(bool(code & 128), zoned[-1])
-            zone = zoned[-2]
-        return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums, zone
+            if code & 128:
+                self.band.compiled_done()
+            zone = band[6]
+        active = bool(code & 2048)
+        return processed, blanked, QualityBlock(flags), onsets, flagged, env_sums, zone, active

@@ -123,16 +123,11 @@ class _Baseline:
         run, (leaves, ops, leaf_of) = self._running
         return (*self._window, run, (ops, leaf_of), leaves)  # type: ignore[return-value]
 
-    def fused_args(self) -> tuple[bool, int, int, int]:
-        """(learning, point index, skip, stride) of the next block, for the fused block."""
-        seen, stride = self.seen, self.stride
-        return True, -(-seen // stride), -seen % stride, stride
-
     def fused_done(self, n: int, done: int, sums: np.ndarray) -> None:
         """`add`'s bookkeeping after the fused block took n samples; `done`: the code of
         kernels.baseline_add_window (1: the window's statistics are in sums[:2])."""
-        if done == 1:
-            self._stats = (sums[0], sums[1])
+        if done == 1:  # (copies: the fused block writes the next block's into `sums`)
+            self._stats = (sums[0].copy(), sums[1].copy())
         assert self._window is not None
         self._last = self._window[2]
         self.seen += n
@@ -371,8 +366,12 @@ class OnsetDetector:
         if state is None:
             return None
         switch = (*self._level_arrays, self._carry.state, self.baseline is not None)
-        window = _NOT_LEARNING if learning is None else learning.fused_args()
-        return state, switch, window
+        if learning is None:
+            return state, switch, _NOT_LEARNING
+        # The window's (learning, point index, skip, stride), from its public counters here
+        # rather than in a call of its own each block.
+        seen, stride = learning.seen, learning.stride
+        return state, switch, (True, -(-seen // stride), -seen % stride, stride)
 
     def fused_done(self, code: int, hb: np.ndarray, sums: np.ndarray) -> None:
         """After the fused block (kernels.block_step's `code`, its Hodges-Bui switch `hb`,

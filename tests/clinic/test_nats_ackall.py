@@ -5,7 +5,7 @@ that breaks it (the negative controls); the cluster test is in test_nats_partiti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,7 +13,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
 
-from feedback.clinic.nats_ackall import AckFloor, delivery, redelivered
+from feedback.clinic.nats_ackall import AckFloor, Delivered, delivery, redelivered
 from feedback.clinic.nats_group import FeedSet
 from feedback.clinic.nats_logger import NatsLogger
 
@@ -352,3 +352,34 @@ def test_delivery_reads_the_reply_subject_as_nats_py_does(reply: str) -> None:
     meta = m.metadata
     assert delivery(m) == (meta.consumer, meta.sequence.stream, meta.sequence.consumer)
     assert redelivered(m) == (meta.num_delivered > 1)
+
+
+REPLIES = [
+    "$JS.ACK.VMFP.vmf-loggers-p3.1.12345.6789.1764615000123456789.400",
+    "$JS.ACK.VMFP.vmf-loggers-p5.2.12346.6790.1764615000123456790.399",
+]
+
+
+def _kept_per_class() -> Callable[[Msg], tuple[str, int, int]]:
+    """A wrong keeping: one value for every delivery of the class (the first one read)."""
+    kept: dict[type, tuple[str, int, int]] = {}
+    return lambda m: kept.setdefault(type(m), delivery(m))
+
+
+def _each_keeps_its_own(read: Callable[[Msg], tuple[str, int, int]]) -> bool:
+    for reply in REPLIES:
+        m = Delivered(_client=None, subject="x", reply=reply, data=b"")  # type: ignore[arg-type]
+        meta = m.metadata
+        want = (meta.consumer, meta.sequence.stream, meta.sequence.consumer)
+        if [read(m), read(m)] != [want, want]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("read", ["correct", "kept_per_class"])
+def test_a_delivered_keeps_its_own_coordinates(read: str) -> None:
+    """The feeds' Delivered reads its reply subject once: each delivery keeps its own
+    (consumer, stream sequence, delivery sequence), as nats-py's metadata says, and a second
+    look gives the same. A value kept for the class instead of the message fails."""
+    reader = delivery if read == "correct" else _kept_per_class()
+    assert _each_keeps_its_own(reader) is (read == "correct")

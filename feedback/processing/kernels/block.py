@@ -132,6 +132,18 @@ def _usable(flags: Any) -> Any:
 
 
 @jit
+def _any_set(mask: Any) -> bool:
+    """Whether any sample of any row is set (the activation state: at rest, none is, and the
+    pipeline then skips its own test of the target row)."""
+    rows, n = mask.shape
+    for p in range(rows):
+        for i in range(n):
+            if mask[p, i]:
+                return True
+    return False
+
+
+@jit
 def _quieter(mean: Any, sd: Any, on: Any, k: float) -> bool:
     """Whether a row of a rest window (mean, sd) would replace the baseline in force, whose
     on-levels are `on` (OnsetDetector._window_done's test, the same float64 operations):
@@ -187,7 +199,8 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
     switched, 8 it moved, 16 the frame sums were added, 32 a quality flag is up, 64 the
     envelope sums were made, 128 the band's state changed, the rest window's code
     (baseline_add_window) << 8, and 1024 a row of the window that ended here is quieter than
-    the baseline in force (`_quieter`: it replaces it)."""
+    the baseline in force (`_quieter`: it replaces it), 2048 some row's activation state is
+    on somewhere in the block (`_any_set`)."""
     floats, flags, switches, sums = outs
     filtered, envelope, pct, level = floats[0], floats[1], floats[2], floats[3]
     rows, n = raw.shape
@@ -230,6 +243,8 @@ def block_step(raw: Any, st: Any, onset: Any, act: Any, band: Any, window: Any, 
         st.a_sums[:0] if flagged else st.a_sums, (switches[2], level, new_a),
     )  # fmt: skip
     code |= (4 if switched else 0) | (8 if moved else 0) | (16 if summed else 0)
+    if _any_set(switches[2]):
+        code |= 2048
     _frame_tail(envelope, above, first, moved, summed, (st.a_counts, quiet, sums[2]))
     if n <= PAIRWISE_BLOCK:
         code |= 64
