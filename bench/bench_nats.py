@@ -10,8 +10,8 @@ consumers acking each message or, AckPolicy.ALL, the last of each batch, each tw
 the logger (`python -m feedback.clinic.nats_logger`, own process) into a fresh SQLite file, and
 into a fresh PostgreSQL schema with one and with two instances; with --partitions N the servers
 split the stream by station (nats_partitions.py) and the instances share the partitions by
-lease (nats_lease.py), one reader per partition, acking with AckPolicy.ALL (nats_ackall.py;
-SQLite with one instance also with --explicit-acks). The logger's rate counts stored
+lease (nats_lease.py), one reader per partition, acking each message (SQLite with one instance
+also with `--acks all`, AckPolicy.ALL: nats_ackall.py). The logger's rate counts stored
 messages over the span of their batch times, leaving interpreter start-up out. Counts are of
 distinct (session, msg_id): published = acknowledged by the broker, lost = published and not in
 the ledger, duplicated = ledger rows beyond one per key + quarantined; a station resends after
@@ -428,7 +428,7 @@ def pg_schema() -> Any:
         admin.close()
 
 
-RUNS = ("sqlite_1", "sqlite_1_explicit_acks", "sqlite_2", "postgresql_1", "postgresql_2")
+RUNS = ("sqlite_1", "sqlite_1_ack_all", "sqlite_2", "postgresql_1", "postgresql_2")
 
 
 async def run_async(
@@ -466,10 +466,10 @@ async def run_async(
                 out["bare_partitions"] = bare_runs
             runs: dict[str, Any] = {}
             for key in RUNS:
-                if key not in only or (key == "sqlite_1_explicit_acks" and not partitions):
+                if key not in only or (key == "sqlite_1_ack_all" and not partitions):
                     continue
                 instances = 2 if key.endswith("_2") else 1
-                extra = ("--explicit-acks",) if "explicit" in key else ()
+                extra = ("--acks", "all") if "ack_all" in key else ()
                 for i, root in enumerate(roots):
                     name = key if len(roots) == 1 else f"{key}@{i}"
                     durable = name.replace("_", "").replace("@", "v")
@@ -487,7 +487,7 @@ async def run_async(
             for key, r in runs.items():
                 if r.get("ingest_msgs_per_s") is not None:
                     r["ratio_to_bare_peer"] = round(r["ingest_msgs_per_s"] / max(peer, 1), 3)
-                    same = "explicit" if "explicit" in key else "ack_all"
+                    same = "ack_all" if "ack_all" in key else "explicit"
                     if bare.get(same):
                         best = max(bare[same])
                         r["ratio_to_bare_partitions_same_acks"] = round(

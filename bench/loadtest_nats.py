@@ -8,7 +8,7 @@ stream, each with a Prometheus port of its own, scraped before they stop: how ma
 each instance stored comes from the same counter as on the Mosquitto path. `partitions` > 0:
 the servers split the stream by station (nats_partitions.py), the instances share the
 partitions by lease, and a second peer reads every partition through the logger's pull feeds
-(AckPolicy.ALL, as the logger's partition consumers ack): the ceiling for that layout.
+(an ack per message, as the logger's partition consumers ack): the ceiling for that layout.
 
 Counts are of distinct (session, msg_id) (bench_nats.ledger_outcome): published = acknowledged
 by the broker, lost = published and not in the ledger, duplicated = ledger rows beyond one per
@@ -128,7 +128,7 @@ async def run_async(
             out["peer"] = await bench_nats.bare_peer(cluster, n)
             if partitions:
                 out["partitions_peer"] = await bench_nats.bare_partitions(
-                    cluster, n, "ltpeer", ack_all=True
+                    cluster, n, "ltpeer", ack_all=False
                 )
             with contextlib.ExitStack() as stack:
                 url = str(work / "clinic.db")

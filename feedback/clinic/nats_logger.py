@@ -101,9 +101,9 @@ ACK_WAIT_S = 30.0  # a message an instance took and did not acknowledge goes to 
 MAX_ACK_PENDING = 20_000
 # How long a message held by the order gate stays with the stream before it returns: HOLD_S,
 # doubled at each delivery up to HOLD_MAX_S. Not a fixed 0.2 s: the server hands out messages
-# given back before anything new, so after a node's loss a thousand held messages cycling every
-# 0.2 s filled every pull, and the predecessors they waited for (a station's resends, new at
-# the stream's end) were never delivered (90 s and more of copies, nothing stored).
+# given back before anything new, so held messages cycling every 0.2 s can fill every pull
+# while the predecessors they wait for (a station's resends, new at the stream's end) wait
+# behind them; the longer a message has waited, the less likely its predecessor is near.
 HOLD_S, HOLD_MAX_S = 0.2, 3.0
 HOLD_LOCAL_S, HOLD_POLL_S = 0.5, 0.02  # first held here, looking again at the database
 STREAM_MAX_AGE_S = 7 * 24 * 3600  # how long the stream keeps messages, stored or not
@@ -289,7 +289,7 @@ class NatsLogger:
         metrics: NatsLoggerMetrics | None = None,
         partitions: int = 0,
         lease_s: float = LEASE_S,
-        explicit_acks: bool = False,
+        ack_all: bool = False,
         members: int = 1,
     ) -> None:
         self.servers = list(servers)
@@ -306,7 +306,7 @@ class NatsLogger:
         self.partitions = partitions
         self.lease_s = lease_s
         self.members = members  # instances started together: wait for them at the start
-        self.explicit_acks = explicit_acks  # partition consumers it creates: AckPolicy
+        self.ack_all = ack_all  # partition consumers it creates: AckPolicy.ALL, not EXPLICIT
         # The lease names this process, not its configured name: a restarted instance is a
         # new member, and its predecessor's leases age out as a dead one's do.
         self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(3)
@@ -488,23 +488,11 @@ class NatsLogger:
         (docs/notes/nats_logger_profile.md): 1-2k msg/s instead of 10k+. Except one whose
         ack floor has been unsafe for longer than UNSAFE_FLOOR_LOOK x ack_wait: nothing of it
         is acked meanwhile, so what it stored comes again every ack_wait and it never falls
-        silent; a count its deliveries cannot complete would hold it so for good (seen after
-        a node's loss: 90 s and more of copies, nothing stored), and a slower consumer is
-        the lesser harm. The looks go at once, bounded together by a third of the lease, so
-        that they cannot hold back the next renewal; one not answered is looked at again."""
-        now = time.monotonic()
-        looks: dict[int, PullFeed] = {}
-        for k, feed in list(feeds.feeds.items()):
-            unsafe = feed.floor is not None and not feed.floor.safe
-            since = self._unsafe_since.setdefault(k, now) if unsafe else None
-            if not unsafe:
-                self._unsafe_since.pop(k, None)
-            stuck = since is not None and now - since > UNSAFE_FLOOR_LOOK * self.ack_wait_s
-            if feed.delivered_since_last_look() and not stuck:
-                continue
-            if since is not None and stuck:
-                log.info("partition %d's ack floor unsafe for %.1f s: looked at", k, now - since)
-            looks[k] = feed
+        silent; a count its deliveries cannot complete would hold it so for good, and a
+        slower consumer is the lesser harm. The looks go at once, bounded together by a third
+        of the lease, so that they cannot hold back the next renewal; one not answered is
+        looked at again."""
+        looks = self._to_look_at(feeds, time.monotonic())
         infos = await asyncio.gather(
             *(self._consumer_info(js, k) for k in looks), return_exceptions=True
         )
@@ -520,6 +508,23 @@ class NatsLogger:
                 if feed.floor.safe and self._unsafe_since.pop(k, None) is not None:
                     log.info("partition %d's ack floor safe again", k)
         return gone
+
+    def _to_look_at(self, feeds: FeedSet, now: float) -> dict[int, PullFeed]:
+        """The feeds whose consumer to look up now: the silent ones, and those whose ack floor
+        has been unsafe for too long (`_deleted_consumers`)."""
+        looks: dict[int, PullFeed] = {}
+        for k, feed in list(feeds.feeds.items()):
+            unsafe = feed.floor is not None and not feed.floor.safe
+            since = self._unsafe_since.setdefault(k, now) if unsafe else None
+            if not unsafe:
+                self._unsafe_since.pop(k, None)
+            stuck = since is not None and now - since > UNSAFE_FLOOR_LOOK * self.ack_wait_s
+            if feed.delivered_since_last_look() and not stuck:
+                continue
+            if since is not None and stuck:
+                log.info("partition %d's ack floor unsafe for %.1f s: looked at", k, now - since)
+            looks[k] = feed
+        return looks
 
     async def _consumer_info(self, js: JetStreamContext, partition: int) -> ConsumerInfo:
         durable = nats_partitions.durable_name(self.durable, partition)
@@ -578,7 +583,7 @@ class NatsLogger:
                 try:
                     info = await js.consumer_info(self.stream, durable)
                 except nats.js.errors.NotFoundError:
-                    ack_all = subject is not None and not self.explicit_acks
+                    ack_all = subject is not None and self.ack_all
                     config = consumer_config(durable, self.ack_wait_s, subject, ack_all=ack_all)
                     try:
                         info = await js.add_consumer(self.stream, config)
@@ -778,10 +783,11 @@ def build_parser() -> argparse.ArgumentParser:
         "most) until N are counted before taking partitions, so that they "
         "split them at once rather than one taking all and giving back",
     )
-    p.add_argument("--explicit-acks", action="store_true",
-                   help="partitioned: create the partitions' consumers with AckPolicy.EXPLICIT "
-                   "(an ack per message) instead of ALL (one per batch: nats_ackall.py); an "
-                   "existing consumer keeps its policy")  # fmt: skip
+    p.add_argument("--acks", choices=("explicit", "all"), default="explicit",
+                   help="partitioned: the policy of the partitions' consumers it creates: an ack "
+                   "per message (default), or AckPolicy.ALL, one per batch (nats_ackall.py; "
+                   "deploy/README.md says why it is not the default); an existing consumer "
+                   "keeps its policy")  # fmt: skip
     p.add_argument("--durable", default=DURABLE, help="the consumer group's durable name")
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="messages per fetch and commit")
     p.add_argument("--ahead", type=int, default=AHEAD, metavar="N",
@@ -823,7 +829,7 @@ def make_logger(args: argparse.Namespace) -> NatsLogger:
         metrics=metrics,
         partitions=max(0, args.partitions),
         lease_s=args.lease,
-        explicit_acks=args.explicit_acks,
+        ack_all=args.acks == "all",
         members=max(1, args.members),
     )
 

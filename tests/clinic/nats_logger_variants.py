@@ -90,7 +90,7 @@ async def run(variant: str, slow_s: float, argv: list[str]) -> None:
         "stream": args.stream, "durable": args.durable, "clinic": args.clinic,
         "batch": args.batch, "ack_wait_s": args.ack_wait, "replicas": args.replicas,
         "partitions": args.partitions, "lease_s": args.lease, "name": args.name,
-        "members": args.members, "explicit_acks": args.explicit_acks,
+        "members": args.members, "ack_all": args.acks == "all",
     }  # fmt: skip
     if args.stream is None:
         kw["stream"] = nats_partitions.STREAM if args.partitions else nats_logger.STREAM

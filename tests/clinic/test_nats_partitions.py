@@ -209,7 +209,7 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
 async def test_an_ack_all_partition_redelivers_the_tail_a_killed_logger_had_taken(
     partitioned: NatsCluster, tmp_path: Path, variant: str
 ) -> None:
-    """The partitions' consumers ack with AckPolicy.ALL (one ack covers a batch). Stations
+    """The partitions' consumers made to ack with AckPolicy.ALL (one ack covers a batch). Stations
     without receipts, so only the consumers keep what a logger had taken: one is killed -9
     mid-batch and the next instance, started after, stores the unacked tail once it is
     redelivered (after ack_wait), every message once and in order. Control: a logger that
@@ -217,7 +217,7 @@ async def test_an_ack_all_partition_redelivers_the_tail_a_killed_logger_had_take
     next messages of the killed batch's sessions) covers the killed batch, which is lost."""
     db_url = str(tmp_path / "clinic.db")
     n_stations, per_station = 6, 150
-    args = (*LEASE, "--ack-wait", "8")
+    args = (*LEASE, "--ack-wait", "8", "--acks", "all")
     a = await start_logger(partitioned, db_url, "a", variant, slow_s=0.3, extra=args)
     async with (
         MqttFront(partitioned) as front,
