@@ -67,14 +67,20 @@ def _coords(m: Msg) -> tuple[str, int, int]:
     return meta.consumer, meta.sequence.stream, meta.sequence.consumer
 
 
-def redelivered(m: Msg) -> bool:
-    """Whether the server delivered this message before (to anyone), off the reply subject."""
+def times_delivered(m: Msg) -> int:
+    """How many times the server has delivered this message (to anyone), this time included,
+    off the reply subject."""
     reply = getattr(m, "reply", None)
     if reply:
         t = reply.split(".")
         if len(t) >= 9 and t[0] == "$JS" and t[1] == "ACK":
-            return bool(t[4 if len(t) == 9 else 6] != "1")
-    return bool(m.metadata.num_delivered > 1)
+            return int(t[4 if len(t) == 9 else 6])
+    return int(m.metadata.num_delivered or 1)
+
+
+def redelivered(m: Msg) -> bool:
+    """Whether the server delivered this message before (to anyone)."""
+    return times_delivered(m) > 1
 
 
 class AckFloor:
@@ -94,6 +100,10 @@ class AckFloor:
         self.counted = 0  # deliveries received with a delivery sequence >= since
         self.top = self.next_dseq - 1  # highest delivery sequence received
         self.came_back: set[int] = set()
+        # A delivery sequence at or below one already passed: the consumer's count went back
+        # (a new leader without the last deliveries), so what went where cannot be counted;
+        # only a snapshot (`check`) makes the floor safe again.
+        self.rewound = False
 
     def arrived(self, m: Msg) -> None:
         """Every delivery, in the order it came (the feed's subscription callback)."""
@@ -102,10 +112,12 @@ class AckFloor:
             self.received.add(sseq)
             self.next_dseq += 1
             return
-        if self.safe:  # a delivery went elsewhere, or was lost on the way
+        if self.safe:  # a delivery went elsewhere, or was lost on the way (or the count went back)
             self.safe = False
             self.unknown, self.since, self.counted = 0, self.next_dseq, 0
             self.top, self.came_back = self.next_dseq - 1, set()
+        if dseq < self.since:
+            self.rewound = True
         # A message pending with someone else is one delivered before and never here; not one
         # acked (an ack crossing its redelivery sends it anyway).
         if sseq not in self.received and sseq > self.covered and redelivered(m):
@@ -118,7 +130,7 @@ class AckFloor:
         missed = self.top - self.since + 1 - self.counted
         # came_back holds distinct messages each pending elsewhere, of which there are at
         # most unknown + missed: as many means every one of them is here.
-        if len(self.came_back) >= self.unknown + missed:
+        if not self.rewound and len(self.came_back) >= self.unknown + missed:
             self._safe_from(self.top + 1)
 
     def store(self, m: Msg) -> None:
@@ -176,6 +188,6 @@ class AckFloor:
         self._safe_from(nxt)
 
     def _safe_from(self, next_dseq: int) -> None:
-        self.safe, self.next_dseq = True, next_dseq
+        self.safe, self.next_dseq, self.rewound = True, next_dseq, False
         self.late.clear()
         self.came_back = set()

@@ -8,10 +8,10 @@ instance also renews a member key (`m.<id>`), so that the instances can count ea
 each takes its share, ceil(partitions / members), giving back the rest.
 
 Every request a renewal makes waits at most a quarter of the lease, and a failed renewal is
-tried again at once: when a node is killed, the answer to a request its stream leader had taken
-is lost, and waiting the client's usual 5 s for it let a short lease age out. A write that was
-stored but whose answer was lost is found again: a key that holds this member's name is its own
-(no other process writes that name), whatever revision it is at.
+tried again after a twelfth of it: when a node is killed, the answer to a request its stream
+leader had taken is lost, and waiting the client's usual 5 s for it let a short lease age out.
+A write that was stored but whose answer was lost is found again: a key that holds this
+member's name is its own (no other process writes that name), whatever revision it is at.
 
 The lease is for speed, not for safety: an instance that held a partition past its lease (a
 pause longer than `lease_s`) can still store a batch while the next holder starts; the order
@@ -110,7 +110,16 @@ class Leases:
         costs a drain (the idea of Kafka's group.initial.rebalance.delay.ms, by count)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
-        while (await self._count_members()) < count and loop.time() < deadline:
+        announced = loop.time()
+        while loop.time() < deadline:
+            # (A count the cluster does not answer, in an election at the start, is asked
+            # again; this member's own key renewed as a renewal would, lest it age out.)
+            with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+                if loop.time() - announced > self.lease_s / 3:
+                    await self.announce()
+                    announced = loop.time()
+                if await self._count_members() >= count:
+                    return
             await asyncio.sleep(min(0.1, self.lease_s / 12))
 
     async def renew(self) -> tuple[set[int], set[int]]:

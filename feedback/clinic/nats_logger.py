@@ -48,6 +48,7 @@ import re
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,7 @@ from nats.js.api import (
 from devices.backoff import Backoff
 from feedback.clinic import nats_connect, nats_partitions
 from feedback.clinic.metrics import NatsLoggerMetrics
-from feedback.clinic.nats_ackall import AckFloor, delivery
+from feedback.clinic.nats_ackall import AckFloor, delivery, times_delivered
 from feedback.clinic.nats_group import FeedSet
 from feedback.clinic.nats_lease import LEASE_S, Leases
 from feedback.clinic.nats_pull import PullFeed
@@ -114,8 +115,8 @@ CONSUMER_CHECK_S = 5.0  # while idle, how often to check that the consumer still
 
 def hold_delay(m: Msg) -> float:
     """HOLD_S at the first delivery, doubled at each one after, at most HOLD_MAX_S."""
-    delivered = m.metadata.num_delivered or 1 if m.reply else 1
-    return float(min(HOLD_MAX_S, HOLD_S * 2 ** min(delivered - 1, 16)))
+    doublings = min(times_delivered(m) - 1, 16)
+    return min(HOLD_MAX_S, HOLD_S * 2.0**doublings)
 
 
 def subject_of(topic: str) -> str:
@@ -182,9 +183,9 @@ async def ensure_stream(
 def consumer_config(
     durable: str, ack_wait_s: float, filter_subject: str | None = None, *, ack_all: bool = False
 ) -> ConsumerConfig:
-    """`ack_all`: one ack covers every message below it (a partition's consumer, which has
-    one reader at a time: nats_ackall.py); the consumer shared by every instance of an
-    unpartitioned group needs an ack per message."""
+    """An ack per message, unless `ack_all`: then one ack covers every message below it,
+    which only a consumer with one reader at a time may use (a partition's, with `--acks all`:
+    nats_ackall.py); the consumer shared by every instance of an unpartitioned group never."""
     return ConsumerConfig(
         durable_name=durable,
         filter_subject=filter_subject,
@@ -309,7 +310,7 @@ class NatsLogger:
         self.ack_all = ack_all  # partition consumers it creates: AckPolicy.ALL, not EXPLICIT
         # The lease names this process, not its configured name: a restarted instance is a
         # new member, and its predecessor's leases age out as a dead one's do.
-        self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(3)
+        self.member = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + secrets.token_hex(8)
         self.stats = NatsLoggerStats()
         self.connected = asyncio.Event()
         self._asked: dict[str, tuple[float, float]] = {}  # session → (next request, spacing)
@@ -323,7 +324,9 @@ class NatsLogger:
         self._feed: PullFeed | FeedSet | None = None
         self._leased: tuple[set[int], set[int]] = (set(), set())  # held, to give back
         self._gone: set[int] = set()  # partitions held whose consumer was deleted
-        self._unsafe_since: dict[int, float] = {}  # partition → when its floor went unsafe
+        # An AckPolicy.ALL floor → when a renewal first saw it unsafe (a new floor, after a
+        # take or a rebind, starts its own count).
+        self._unsafe_since: weakref.WeakKeyDictionary[AckFloor, float] = weakref.WeakKeyDictionary()
         self.metrics = metrics
         if metrics is not None:
             metrics.attach_nats(self)
@@ -465,7 +468,9 @@ class NatsLogger:
             await leases.announce()
             await leases.wait_for_members(self.members, within_s=self.lease_s)
         await asyncio.sleep(self.lease_s / 3)
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 self._leased = await leases.renew()
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
@@ -476,11 +481,13 @@ class NatsLogger:
                 log.warning("lease renewal failed (%r); retrying", exc)
                 await asyncio.sleep(self.lease_s / 12)
                 continue
-            self._gone = await self._deleted_consumers(js, feeds)
+            self._gone |= await self._look_at_consumers(js, feeds)
             news.set()
-            await asyncio.sleep(self.lease_s / 3)
+            # Every lease / 3 from the start of the last renewal, however long it took: the
+            # requests' bounds alone do not bound the period.
+            await asyncio.sleep(max(0.0, started + self.lease_s / 3 - loop.time()))
 
-    async def _deleted_consumers(self, js: JetStreamContext, feeds: FeedSet) -> set[int]:
+    async def _look_at_consumers(self, js: JetStreamContext, feeds: FeedSet) -> set[int]:
         """A deleted consumer stays silent to pull requests, so a silent feed's consumer is
         looked up. Not one that delivers: nats-server 2.9's CONSUMER.INFO on a partition's
         consumer past the middle of the stream's block can leave it recounting its pending
@@ -505,19 +512,20 @@ class NatsLogger:
                 log.warning("partition %d's consumer did not answer (%r)", k, info)
             elif feed.floor is not None and not feed.floor.safe:
                 feed.floor.check(info)  # (a count its deliveries cannot complete)
-                if feed.floor.safe and self._unsafe_since.pop(k, None) is not None:
+                if feed.floor.safe and self._unsafe_since.pop(feed.floor, None) is not None:
                     log.info("partition %d's ack floor safe again", k)
         return gone
 
     def _to_look_at(self, feeds: FeedSet, now: float) -> dict[int, PullFeed]:
         """The feeds whose consumer to look up now: the silent ones, and those whose ack floor
-        has been unsafe for too long (`_deleted_consumers`)."""
+        has been unsafe for too long (`_look_at_consumers`)."""
         looks: dict[int, PullFeed] = {}
         for k, feed in list(feeds.feeds.items()):
-            unsafe = feed.floor is not None and not feed.floor.safe
-            since = self._unsafe_since.setdefault(k, now) if unsafe else None
-            if not unsafe:
-                self._unsafe_since.pop(k, None)
+            floor, since = feed.floor, None
+            if floor is not None and not floor.safe:
+                since = self._unsafe_since.setdefault(floor, now)
+            elif floor is not None:
+                self._unsafe_since.pop(floor, None)
             stuck = since is not None and now - since > UNSAFE_FLOOR_LOOK * self.ack_wait_s
             if feed.delivered_since_last_look() and not stuck:
                 continue
@@ -536,10 +544,10 @@ class NatsLogger:
     ) -> None:
         held, extra = self._leased
         before = len(feeds.feeds)
-        for k in self._gone & set(feeds.feeds):
+        gone, self._gone = self._gone, set()  # (the renewal task may add more meanwhile)
+        for k in gone & set(feeds.feeds):
             self.stats.rebinds += 1
             await feeds.drop(k)
-        self._gone = set()
         leaving = sorted(set(feeds.feeds) - (held - extra))
         drained = await asyncio.gather(*(feeds.remove(k) for k in leaving))  # at once: each
         msgs = [m for part in drained for m in part]  # waits for its request in flight
@@ -650,7 +658,7 @@ class NatsLogger:
         if gated.hold:
             self.stats.held += len(gated.hold)
             await self._ask(nc, gated.missing)
-            for m in gated.hold:  # unstored: no AckAll ack covers it (AckFloor._barrier)
+            for m in gated.hold:  # (unstored: with --acks all, no ack covers it: AckFloor._barrier)
                 await m.nak(delay=hold_delay(m))
 
     async def _gate(self, msgs: list[Msg]) -> Gated:
@@ -844,7 +852,8 @@ GC_YOUNG = 10_000
 def collect_less() -> None:
     """Start-up's objects (modules, schemas, the database driver) frozen out of the collector,
     whose full collections walked them all, and young collections rarer. The logger makes
-    little cyclic garbage; what it makes is still collected, later."""
+    little cyclic garbage; what it makes after the start is still collected, later. (What the
+    start made and later drops is freed by reference counting, unless it sits in a cycle.)"""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()

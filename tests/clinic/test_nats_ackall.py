@@ -383,3 +383,36 @@ def test_a_delivered_keeps_its_own_coordinates(read: str) -> None:
     look gives the same. A value kept for the class instead of the message fails."""
     reader = delivery if read == "correct" else _kept_per_class()
     assert _each_keeps_its_own(reader) is (read == "correct")
+
+
+class RewindBlind(AckFloor):
+    """Wrong: counts as before when the consumer's delivery count goes back, where nothing
+    can be counted (missed 0, came back 0: safe at once)."""
+
+    def arrived(self, m: Msg) -> None:
+        super().arrived(m)
+        if self.rewound:
+            self.rewound = False
+            self._safe_from(self.top + 1)
+
+
+def delivered_as(sseq: int, dseq: int) -> Msg:
+    seq = SimpleNamespace(stream=sseq, consumer=dseq)
+    meta = SimpleNamespace(sequence=seq, consumer="c", num_delivered=1)
+    return cast(Msg, SimpleNamespace(metadata=meta))
+
+
+@pytest.mark.parametrize("variant", ["correct", "rewind-blind"])
+def test_a_delivery_count_that_goes_back_keeps_the_floor_unsafe(variant: str) -> None:
+    """Deliveries 1-3 came in order (safe); then delivery sequence 2 comes again, for stream
+    sequence 20: a new consumer leader without the last deliveries numbers again, so which
+    messages went where cannot be counted, and only a snapshot may make the floor safe.
+    Control: a floor that counts on finds nothing missing and is safe at once (found in
+    review: with it an ack could cover what went to a dead holder under the old numbers)."""
+    kind = RewindBlind if variant == "rewind-blind" else AckFloor
+    floor = kind(Consumer().info())
+    for s in (1, 2, 3):
+        floor.arrived(delivered_as(s, s))
+    assert floor.safe
+    floor.arrived(delivered_as(20, 2))
+    assert (not floor.safe) is (variant == "correct")
