@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy
 
 from feedback.clinic import nats_connect, nats_lease, nats_partitions
 from feedback.clinic.nats_cluster import NatsCluster
-from feedback.clinic.nats_logger import consumer_config, ensure_stream, topic_of
+from feedback.clinic.nats_logger import topic_of
 from tests.clinic.conftest import wait_until
 from tests.clinic.nats_running import running_cluster
 from tests.clinic.test_nats_cluster import (
@@ -29,26 +29,7 @@ from tests.clinic.test_nats_cluster import (
 )
 
 PARTITIONS = 8
-ACK_WAIT_S = 3.0  # start_logger's
 LEASE = ("--partitions", str(PARTITIONS), "--lease", "2")
-
-
-async def explicit_ack_consumers(cluster: NatsCluster, group: str) -> None:
-    """The partitions' consumers, made before any logger does, with an ack per message: what
-    every instance reading every partition needs, as in the unpartitioned group. With
-    AckPolicy.ALL two readers of a partition leave each one's ack floor unsafe (nats_ackall.py),
-    nothing is acked until one is left, and every message comes again each ack_wait: on a
-    loaded machine the control then drowned in copies instead of failing its check."""
-    nc = await nats_connect.connect(cluster.logger_urls)
-    try:
-        js = nc.jetstream(timeout=10.0)
-        await ensure_stream(js, nats_partitions.STREAM, partitioned=True)
-        for k in range(PARTITIONS):
-            durable = nats_partitions.durable_name(group, k)
-            config = consumer_config(durable, ACK_WAIT_S, nats_partitions.filter_subject(k))
-            await js.add_consumer(nats_partitions.STREAM, config)
-    finally:
-        await nc.close()
 
 
 async def stream_leader(cluster: NatsCluster) -> str:
@@ -160,8 +141,6 @@ async def test_two_instances_read_disjoint_stations_and_one_killed_hands_its_par
     stations side by side, and the disjointness check fails."""
     db_url = str(tmp_path / "clinic.db")
     n_stations, per_station = 12, 450  # 7.8 s of load before the tail waits for the kill
-    if variant == "no-lease":
-        await explicit_ack_consumers(partitioned, "clinic-loggers")
     a = await start_logger(partitioned, db_url, "a", variant, extra=LEASE)
     b = await start_logger(partitioned, db_url, "b", variant, extra=LEASE)
     killed = asyncio.Event()
