@@ -101,7 +101,7 @@ class BlockSteps:
         flags = np.empty((rows, n), dtype=np.uint8)
         switches = np.empty((3, rows, n), dtype=bool)
         sums = self._sums
-        if sums is None:
+        if sums is None or sums.shape[1] != rows:  # (the kernel checks no bounds)
             sums = self._sums = np.empty((3, rows))
         band = self._no_band if row is None else self.band.compiled_args(n, row)
         first = block.first_index

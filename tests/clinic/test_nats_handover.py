@@ -58,16 +58,17 @@ async def one_partition(tmp_path: Path) -> AsyncIterator[NatsCluster]:
         yield cluster
 
 
-async def prepare(cluster: NatsCluster, ack_wait_s: float) -> None:
-    """The partitioned stream, the partition's consumer (small max_ack_pending), and every
-    session published before any logger starts."""
+async def prepare(cluster: NatsCluster, ack_wait_s: float, ack_all: bool) -> None:
+    """The partitioned stream, the partition's consumer (small max_ack_pending; an ack per
+    message, the loggers' default, or AckPolicy.ALL), and every session published before any
+    logger starts."""
     loggers = await nats_connect.connect(cluster.logger_urls)
     stations = await nats.connect(servers=cluster.urls)
     try:
         js = loggers.jetstream(timeout=10.0)
         await ensure_stream(js, nats_partitions.STREAM, partitioned=True)
         config = consumer_config(DURABLE, ack_wait_s, nats_partitions.filter_subject(0),
-                                 ack_all=True)  # fmt: skip
+                                 ack_all=ack_all)  # fmt: skip
         config.max_ack_pending = MAX_ACK_PENDING
         await js.add_consumer(nats_partitions.STREAM, config)
         numberers = [MessageNumberer(f"S-hand-{k:02d}") for k in range(SESSIONS)]
@@ -128,13 +129,14 @@ async def wait_drained(cluster: NatsCluster, db_url: str, timeout_s: float) -> N
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.parametrize("acks", ["explicit", "all"])
 @pytest.mark.parametrize("old_holder", ["killed", "paused", "no-redelivery"])
 async def test_a_new_lease_holder_drains_what_the_old_one_left_at_max_ack_pending(
-    one_partition: NatsCluster, tmp_path: Path, old_holder: str
+    one_partition: NatsCluster, tmp_path: Path, old_holder: str, acks: str
 ) -> None:
     cluster, db_url = one_partition, str(tmp_path / "clinic.db")
     ack_wait_s = NEVER_S if old_holder == "no-redelivery" else ACK_WAIT_S
-    await prepare(cluster, ack_wait_s)
+    await prepare(cluster, ack_wait_s, ack_all=acks == "all")
     a = await start_logger(cluster, db_url, "a", slow_s=5.0, extra=ARGS)
     b = None
     try:
