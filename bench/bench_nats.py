@@ -457,7 +457,7 @@ async def run_async(
             bare: dict[str, list[int]] = {}
             bare_runs: dict[str, list[dict[str, Any]]] = {}
             if partitions:  # each twice, in turn: the later readers find the stream cached
-                order = (False, True, True, False) if only == RUNS else (True, True)
+                order = (False, True, True, False) if only == RUNS else (False, True)
                 for i, ack_all in enumerate(order):
                     key = "ack_all" if ack_all else "explicit"
                     r = await bare_partitions(cluster, n, f"bare{i}", ack_all)
