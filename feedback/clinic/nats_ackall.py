@@ -54,27 +54,33 @@ def delivery(m: Msg) -> tuple[str, int, int]:
     return _coords(m)
 
 
-def _coords(m: Msg) -> tuple[str, int, int]:
-    reply = getattr(m, "reply", None)
+def _ack_fields(m: Msg) -> list[str] | None:
+    """The reply subject's fields from the stream on: <stream>.<consumer>.<delivered>.<stream
+    sequence>.<delivery sequence>...; None for anything else (then nats-py's `metadata`)."""
+    reply: str | None = getattr(m, "reply", None)
     if reply:
         t = reply.split(".")
         if len(t) >= 9 and t[0] == "$JS" and t[1] == "ACK":
             if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
-                return t[3], int(t[5]), int(t[6])
+                return t[2:]
             if len(t) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
-                return t[5], int(t[7]), int(t[8])
+                return t[4:]
+    return None
+
+
+def _coords(m: Msg) -> tuple[str, int, int]:
+    f = _ack_fields(m)
+    if f is not None:
+        return f[1], int(f[3]), int(f[4])
     meta = m.metadata
     return meta.consumer, meta.sequence.stream, meta.sequence.consumer
 
 
 def times_delivered(m: Msg) -> int:
-    """How many times the server has delivered this message (to anyone), this time included,
-    off the reply subject."""
-    reply = getattr(m, "reply", None)
-    if reply:
-        t = reply.split(".")
-        if len(t) >= 9 and t[0] == "$JS" and t[1] == "ACK":
-            return int(t[4 if len(t) == 9 else 6])
+    """How many times the server has delivered this message (to anyone), this time included."""
+    f = _ack_fields(m)
+    if f is not None:
+        return int(f[2])
     return int(m.metadata.num_delivered or 1)
 
 
