@@ -7,6 +7,11 @@ message on receipt with the same wall clock. The peer, in the same run and throu
 broker, is a bare aiomqtt QoS 1 publish → subscribe round trip, so the ratio shows what the
 station adds. Without a Mosquitto binary the embedded broker stands in, and the result says so.
 
+A second subscriber (bench/socket_subscriber.py) takes the same messages and stamps them as
+their bytes come off its socket, before any parsing (`at_socket` in the result): aiomqtt's
+receive path adds ~0.45 ms at the median on this project's machine, to the peer's messages as
+much as to the station's, and the station is not the tablet's MQTT stack.
+
     python -m bench.bench_latency --seconds 20 [--split-cores]
 """
 
@@ -99,6 +104,10 @@ asyncio.run(main())
 """
 
 
+# The same subscriptions stamped as their bytes come off the socket (see that module).
+SOCKET_SUBSCRIBER = str(Path(__file__).with_name("socket_subscriber.py"))
+
+
 # The bare peer: a QoS 1 publish every 10 ms, each stamped with its send time, for `seconds`.
 PEER = """
 import asyncio, json, sys, time, aiomqtt
@@ -178,21 +187,21 @@ async def run(seconds: float, split_cores: bool = False) -> dict[str, Any]:
 async def _run(
     settings: Settings, seconds: float, in_station_ms: list[float], others: set[int] | None
 ) -> dict[str, Any]:
-    cue_ms: list[float] = []
-    live_ms: list[float] = []
-    peer_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with mosquitto(Path(tmp), others) as (url, port, broker_name):
-            # The subscriber writes its lines to a file, read after the run: reading a pipe
+            # The subscribers write their lines to files, read after the run: reading a pipe
             # here would wake the station's own event loop at every message it receives.
-            received = Path(tmp) / "received.txt"
-            with received.open("wb") as out:
-                ready = received.with_suffix(".ready")
-                sub = await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", SUBSCRIBER, str(port), str(ready), stdout=out
-                )
-                _pin(sub.pid, others)
-            await _wait_ready(ready, sub)
+            subs: dict[str, tuple[asyncio.subprocess.Process, Path]] = {}
+            for name, script in (("aiomqtt", ["-c", SUBSCRIBER]), ("socket", [SOCKET_SUBSCRIBER])):
+                received = Path(tmp) / f"received-{name}.txt"
+                with received.open("wb") as out:
+                    ready = received.with_suffix(".ready")
+                    sub = await asyncio.create_subprocess_exec(
+                        sys.executable, *script, str(port), str(ready), stdout=out
+                    )
+                    _pin(sub.pid, others)
+                await _wait_ready(ready, sub)
+                subs[name] = (sub, received)
             # The peer publishes from a process of its own while the session runs: it meets the
             # same machine (load, broker, subscriber) at the same time.
             peer_proc = await asyncio.create_subprocess_exec(
@@ -211,21 +220,13 @@ async def _run(
                 report = await app.run(settings, options, console=Console(file=devnull))
             await peer_proc.wait()
             await asyncio.sleep(0.5)
-            sub.terminate()
-            await sub.wait()
-            text = received.read_text()
-        for line in text.splitlines():
-            now, topic, payload = [*line.split(" ", 2), ""][:3]
-            if not payload.startswith("{"):
-                continue  # e.g. a retained message cleared (empty payload)
-            body = json.loads(payload)
-            if topic.startswith("peer/"):
-                peer_ms.append((float(now) - body["t"]) * 1000)
-            elif body.get("type") == "cue":
-                cue_ms.append((float(now) - body["t_sample"]) * 1000)
-            elif body.get("type") == "live":
-                live_ms.append((float(now) - body["t_sample"]) * 1000)
-    cue, peer = summary(cue_ms, "ms"), summary(peer_ms, "ms")
+            for sub, _ in subs.values():
+                sub.terminate()
+                await sub.wait()
+            got = {name: _latencies(received.read_text()) for name, (_, received) in subs.items()}
+    aio, sock = got["aiomqtt"], got["socket"]
+    cue, peer = summary(aio["cue"], "ms"), summary(aio["peer"], "ms")
+    sock_cue, sock_peer = summary(sock["cue"], "ms"), summary(sock["peer"], "ms")
     return {
         "what": f"{seconds:.0f} s real-time simulated session (1 s work and rest periods) "
         f"through {broker_name}, "
@@ -235,16 +236,46 @@ async def _run(
         "broker, from its own process, while the session runs",
         "cue_latency_ms": cue,
         "cue_in_station_ms": summary(in_station_ms, "ms"),
-        "live_latency_ms": summary(live_ms, "ms"),
+        "live_latency_ms": summary(aio["live"], "ms"),
         "peer_bare_publish_ms": peer,
-        "ratio_p50_cue_vs_peer": round(float(cue["p50"]) / float(peer["p50"]), 2),
-        "ratio_p99_cue_vs_peer": round(float(cue["p99"]) / float(peer["p99"]), 2),
+        "ratio_p50_cue_vs_peer": _ratio(cue, peer, "p50"),
+        "ratio_p99_cue_vs_peer": _ratio(cue, peer, "p99"),
+        "at_socket": {
+            "what": "the same messages stamped by a second subscriber as their bytes come off "
+            "its socket (bench/socket_subscriber.py), before any parsing: without aiomqtt's "
+            "receive path",
+            "cue_latency_ms": sock_cue,
+            "live_latency_ms": summary(sock["live"], "ms"),
+            "peer_bare_publish_ms": sock_peer,
+            "ratio_p50_cue_vs_peer": _ratio(sock_cue, sock_peer, "p50"),
+            "ratio_p99_cue_vs_peer": _ratio(sock_cue, sock_peer, "p99"),
+        },
         "goal_ms": GOAL_MS,
         "envelope_group_delay_ms": report["envelope_group_delay_ms"],
         "note": "the envelope delay (group delay) comes on top: it is the signal's own lag",
         "block_compute_us_p50": report["block_compute_us_p50"],
         "block_compute_us_p99": report["block_compute_us_p99"],
     }
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+    return round(float(a[key]) / float(b[key]), 2)
+
+
+def _latencies(text: str) -> dict[str, list[float]]:
+    """Per kind (cue, live, peer): receipt time - the causing sample's arrival (the peer's
+    send), in ms, from a subscriber's lines."""
+    out: dict[str, list[float]] = {"cue": [], "peer": [], "live": []}
+    for line in text.splitlines():
+        now, topic, payload = [*line.split(" ", 2), ""][:3]
+        if not payload.startswith("{"):
+            continue  # e.g. a retained message cleared (empty payload)
+        body = json.loads(payload)
+        if topic.startswith("peer/"):
+            out["peer"].append((float(now) - body["t"]) * 1000)
+        elif body.get("type") in ("cue", "live"):
+            out[body["type"]].append((float(now) - body["t_sample"]) * 1000)
+    return out
 
 
 def main() -> None:
