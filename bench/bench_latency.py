@@ -35,6 +35,7 @@ from rich.console import Console
 
 from bench.cue_stages import CueStages
 from bench.stats import summary
+from bench.wake_penalty import wake_penalty
 from config.loader import load_settings
 from config.settings import Settings
 from feedback import app
@@ -180,6 +181,8 @@ async def run(seconds: float, split_cores: bool = False) -> dict[str, Any]:
         stages.remove()
         MqttPublisher.publish = publish  # type: ignore[method-assign]
     result["kernels_load_s"] = round(kernels_s, 2)
+    # The machine's own figure, to read the run's against (bench/wake_penalty.py).
+    result["machine_wake_penalty"] = wake_penalty(100)
     result["cue_stages_us"] = stages.report()
     return result
 
