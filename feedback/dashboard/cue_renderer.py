@@ -10,8 +10,10 @@ from the first cue it sees. For the continuous % MVC bar a tablet adds the `live
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from feedback.outputs.effort import EffortTracker, ZoneName, effort_word, whole_seconds
 
 # What a one-motor buzzer does on each cue: (pulses, ms per pulse); None: nothing.
 BUZZ: dict[tuple[str, str], tuple[int, int]] = {
@@ -22,6 +24,11 @@ BUZZ: dict[tuple[str, str], tuple[int, int]] = {
     ("phase", "work"): (1, 400),
     ("phase", "done"): (3, 300),
 }
+
+
+# Short words for a small screen; RELAX is the rest's word too, so a held rep keeps it.
+WORK_WORDS = {"push": "PUSH", "hold": "HOLD", "ease": "EASY", "relax": "RELAX"}
+ZONES: dict[str, ZoneName] = {"below": "below", "in_band": "in_band", "above": "above"}
 
 
 @dataclass(slots=True)
@@ -37,6 +44,7 @@ class PatientState:
     at_t: float = 0.0  # station time the newest cue was made
     cues: int = 0
     last_msg_id: int = 0
+    effort: EffortTracker = field(default_factory=EffortTracker)  # this effort's rep held?
 
     def apply(self, msg: dict[str, Any]) -> tuple[int, int] | None:
         """Fold one cue message in; returns the buzz pattern for it (None: stay quiet).
@@ -67,6 +75,7 @@ class PatientState:
         elif kind == "quality":
             self.quality = value
             self.zone = None
+        self.effort.update(self.phase, self.phase_left_s, self.reps_done)
         return BUZZ.get((kind, value)) or BUZZ.get((kind, "*"))
 
     def countdown_s(self, now: float | None = None) -> float:
@@ -74,16 +83,22 @@ class PatientState:
         now = time.time() if now is None else now
         return max(0.0, self.phase_left_s - (now - self.at_t))
 
-    def word(self) -> str:
-        """The one word a patient screen shows (as the station's patient view does)."""
+    def countdown_text(self, now: float | None = None) -> str:
+        """The countdown as a screen shows it: the seconds still begun, `1 s` with 0.4 s left."""
+        return f"{whole_seconds(self.countdown_s(now))} s"
+
+    def word(self, now: float | None = None) -> str:
+        """The one word a patient screen shows (as the station's patient view does); `now`, as
+        for `countdown_s`, tells the last moment of an effort."""
         if self.quality != "ok":
             return "CHECK ELECTRODES"
         if self.phase == "work":
-            words = {"below": "PUSH", "in_band": "HOLD", "above": "EASY"}
-            return words.get(self.zone or "", "PUSH")
+            zone = ZONES.get(self.zone or "", "below")
+            left = self.countdown_s(now)
+            return WORK_WORDS[effort_word(zone, held=self.effort.held, left_s=left)]
         return {
             "ready": "GET READY",
-            "rest": "REST",
+            "rest": "RELAX",
             "done": "WELL DONE",
             "calibrating": "CALIBRATION",
         }.get(self.phase, "")

@@ -13,6 +13,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QWidget
 
 from feedback.dashboard.feed import DashFrame
+from feedback.outputs.effort import EffortTracker, effort_word, whole_seconds, zone_of
 
 BAR_MAX_PCT = 100.0
 SCALE_PCT = (0, 25, 50, 75, 100)  # the bar's scale: without it a half-full bar means nothing
@@ -25,9 +26,20 @@ def bar_colour(pct: float, band: tuple[float, float]) -> QColor:
     return GREEN if low <= pct <= high else (AMBER if pct < low else RED)
 
 
-def phase_word(frame: DashFrame) -> str:
+WORK_WORDS = {"push": "PUSH", "hold": "HOLD", "ease": "EASE OFF", "relax": "RELAX"}
+
+
+def phase_word(frame: DashFrame, held: bool = False) -> str:
+    """`held`: this effort's rep is counted (an `EffortTracker` over the frames knows)."""
     if frame.phase == "work":
-        return "HOLD" if frame.holding else "PUSH"
+        timed = bool(frame.header.reps_total)
+        if frame.header.calibrated:
+            pct = frame.pct_mvc.get(frame.header.target_channel, 0.0)
+            zone = zone_of(pct, frame.band, frame.holding)
+        else:  # the band rests on a made-up maximum: only the exercise's own judgement
+            zone = "in_band" if frame.holding else "below"
+        left = frame.phase_left_s if timed else None
+        return WORK_WORDS[effort_word(zone, held=held and timed, left_s=left)]
     return {
         "ready": "GET READY",
         "rest": "RELAX",
@@ -39,7 +51,7 @@ def phase_word(frame: DashFrame) -> str:
 def countdown_parts(frame: DashFrame) -> tuple[str, str]:
     """What the countdown counts and how long is left: (`rest`, `3 s`), (`time left`, `4 s`),
     (`starts in`, `2 s`); nothing in free practice, which has no clock to beat."""
-    left = f"{frame.phase_left_s:.0f} s"
+    left = f"{whole_seconds(frame.phase_left_s)} s"
     if frame.phase == "ready":
         return "starts in", left
     if frame.phase == "rest":
@@ -63,9 +75,11 @@ class PatientWindow(QWidget):
         self.setWindowTitle("vm-feedback: patient")
         self.setMinimumSize(480, 640)
         self.frame: DashFrame | None = None
+        self.effort = EffortTracker()
 
     def show_frame(self, frame: DashFrame) -> None:
         self.frame = frame
+        self.effort.update(frame.phase, frame.phase_left_s, frame.reps_done)
         self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -106,7 +120,9 @@ class PatientWindow(QWidget):
         text_x = w * 0.5
         p.setFont(QFont("Sans", max(12, int(h * 0.07)), QFont.Weight.Bold))
         p.drawText(
-            QRectF(text_x, h * 0.08, w * 0.48, h * 0.12), Qt.AlignmentFlag.AlignLeft, phase_word(f)
+            QRectF(text_x, h * 0.08, w * 0.48, h * 0.12),
+            Qt.AlignmentFlag.AlignLeft,
+            phase_word(f, self.effort.held),
         )
         label, left = countdown_parts(f)
         p.setFont(QFont("Sans", max(10, int(h * 0.045))))
@@ -129,11 +145,10 @@ class PatientWindow(QWidget):
         if f.phase == "work" and f.header.reps_total and calibrated:
             hold = QRectF(text_x, h * 0.68, w * 0.4, h * 0.05)
             p.setFont(QFont("Sans", max(9, int(h * 0.032))))
+            held = self.effort.held  # a held rep stays full until the rest, however the level falls
             p.drawText(QRectF(text_x, h * 0.63, w * 0.48, h * 0.05), Qt.AlignmentFlag.AlignLeft,
-                       "hold")  # fmt: skip
+                       "hold: done" if held else "hold")  # fmt: skip
             p.fillRect(hold, QColor("#2a2f36"))
-            p.fillRect(
-                QRectF(hold.left(), hold.top(), hold.width() * f.hold_progress, hold.height()),
-                GREEN,
-            )
+            done = 1.0 if held else f.hold_progress
+            p.fillRect(QRectF(hold.left(), hold.top(), hold.width() * done, hold.height()), GREEN)
         p.end()

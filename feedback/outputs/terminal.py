@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from feedback.outputs.effort import effort_word, whole_seconds, zone_of
 from feedback.processing.metrics import Contraction
 
 BAR_WIDTH = 50
@@ -38,9 +39,10 @@ class ViewState:
     phase: str = "ready"
     holding: bool = False
     hold_progress: float = 0.0
+    rep_held: bool = False  # this effort's rep is counted: it reads as done until the rest
     reps_done: int | None = 0  # None: no reps are counted (free practice)
     reps_total: int = 0
-    phase_left_s: float = 0.0
+    phase_left_s: float | None = None  # None: no block yet, so no countdown to show
     session_left_s: float = 0.0
     vm_vl_ratio: float | None = None
     link: str = "connecting"
@@ -76,18 +78,20 @@ def activation_bar(pct: float, low: float, high: float) -> Text:
     return bar
 
 
+WORK_WORDS = {"push": "PUSH", "hold": "HOLD", "ease": "EASE OFF A LITTLE", "relax": "RELAX"}
+
+
 def instruction(view: ViewState) -> str:
     """The one thing to do now: push, hold, ease off, relax, get ready."""
     if view.phase == "work":
         if view.free:
             return "HOLD" if view.contracting else "PUSH WHEN READY"
-        if not view.calibrated:
-            return "HOLD" if view.contracting else "PUSH"
-        low, high = view.band
-        pct = view.pct_mvc.get(view.target_channel, 0.0)
-        if view.holding or low <= pct <= high:
-            return "HOLD"
-        return "EASE OFF A LITTLE" if pct > high else "PUSH"
+        if view.calibrated:
+            pct = view.pct_mvc.get(view.target_channel, 0.0)
+            zone = zone_of(pct, view.band, view.holding)
+        else:  # no band to judge against: contracting or not is all there is
+            zone = "in_band" if view.contracting else "below"
+        return WORK_WORDS[effort_word(zone, held=view.rep_held, left_s=view.phase_left_s)]
     return {
         "ready": "GET READY",
         "rest": "RELAX",
@@ -98,7 +102,9 @@ def instruction(view: ViewState) -> str:
 
 def countdown(view: ViewState) -> str:
     """A countdown that says what it counts, e.g. `rest 3 s`, `push for 4 s more`."""
-    left = f"{view.phase_left_s:.0f} s"
+    if view.phase_left_s is None:
+        return ""
+    left = f"{whole_seconds(view.phase_left_s)} s"
     if view.phase == "ready":
         return f"starting in {left}"
     if view.phase == "rest":
@@ -106,6 +112,14 @@ def countdown(view: ViewState) -> str:
     if view.phase == "work" and not view.free:
         return f"this effort: {left} to go"
     return ""
+
+
+def hold_text(view: ViewState) -> str:
+    """The hold's progress; a held rep stays done (the progress itself drops to 0 as the
+    patient eases off) until the rest starts."""
+    if view.rep_held:
+        return "hold 100 % done: rep held"
+    return f"hold {view.hold_progress * 100:3.0f} % done"
 
 
 def reps_text(view: ViewState) -> str:
@@ -149,7 +163,7 @@ def render(view: ViewState) -> Panel:
     if text := countdown(view):
         table.add_row("", text)
     if view.phase == "work" and not view.free and view.calibrated:
-        table.add_row("", f"hold {view.hold_progress * 100:3.0f} % done")
+        table.add_row("", hold_text(view))
     table.add_row(view.target_channel, level_cell(view))
     if view.calibrated:
         low, high = view.band

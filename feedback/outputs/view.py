@@ -6,6 +6,7 @@ from __future__ import annotations
 from config.protocols import prescribed_reps
 from feedback.outputs.base import BlockDone, Item, Policy, SessionEvent, SessionOpened, idle
 from feedback.outputs.bodies import onset_state
+from feedback.outputs.effort import EffortTracker
 from feedback.outputs.terminal import ViewState
 
 
@@ -16,6 +17,7 @@ class ViewOutput:
 
     def __init__(self, view: ViewState) -> None:
         self.view = view
+        self._effort = EffortTracker()
 
     def offer(self, item: Item) -> None:
         if isinstance(item, BlockDone):
@@ -55,6 +57,7 @@ class ViewOutput:
         v.phase, v.holding, v.hold_progress = ex.phase.name.lower(), ex.holding, ex.hold_progress
         v.reps_done = ex.reps_done if b.reps_counted else None
         v.phase_left_s, v.session_left_s = ex.phase_left_s, ex.session_left_s
+        v.rep_held = self._effort.update(v.phase, ex.phase_left_s, v.reps_done)
         v.free = b.free
         v.contractions, v.contracting = tick.contraction_count, tick.contracting
         v.vm_vl_ratio = tick.vm_vl_ratio
