@@ -2,6 +2,7 @@
 // says what it counts, the repetitions, sound. Everything comes from the station's own MQTT
 // messages (docs/mqtt.md): `stream` (or `live`) for the bar, `cue` for the words and sounds.
 
+import { Countdown, EffortTracker, effortWord } from "./lib/effort.js";
 import { connect, json, loadConfig, signIn } from "./lib/link.js";
 import { Sound } from "./lib/sound.js";
 import { decode } from "./lib/stream.js";
@@ -15,6 +16,7 @@ const WORDS = {
   hold: ["HOLD", "Keep the bar in the green band", "hold"],
   ease: ["EASE OFF", "A little less: back into the green band", "ease"],
   relax: ["RELAX", "Let your leg go loose", "relax"],
+  held: ["RELAX", "That one counts. Let your leg go loose", "relax"],
   ready: ["GET READY", "The exercise starts soon", "relax"],
   done: ["WELL DONE", "The session is over. Relax.", "hold"],
   calibrating: ["CALIBRATION", "Follow your therapist's instructions", "relax"],
@@ -37,6 +39,9 @@ export const state = {
 };
 const metrics = { delays: [], frames: 0, pending: null, painted: null, messages: 0, bad: 0 };
 const sound = new Sound();
+// Fed from the stream lane only (with the time left) or `live` (without): one ordered source.
+let effort = new EffortTracker();
+let countdown = new Countdown();
 window.vmf = { state, metrics, sound };
 
 const now = () => performance.now() / 1000;
@@ -46,6 +51,8 @@ function newSession(id) {
     session: id, phase: "ready", zone: null, quality: "ok", repsDone: 0, repsTotal: 0,
     holdProgress: 0, holding: false, cueId: 0, ended: false, freePractice: false,
   });
+  effort = new EffortTracker();
+  countdown = new Countdown();
 }
 
 function onMessage(station, leaf, bytes) {
@@ -61,6 +68,7 @@ function onMessage(station, leaf, bytes) {
       repsDone: p.repsDone, repsTotal: p.repsTotal, holding: p.holding,
       holdProgress: p.holdProgress,
     });
+    effort.update(p.phase, p.phaseLeftS, state.freePractice ? null : p.repsDone);
     bar(p.pctMvc[p.target], p.tSample);
     return;
   }
@@ -82,6 +90,7 @@ function onMessage(station, leaf, bytes) {
     state.phase = m.phase;
     state.holding = Boolean(m.holding);
     if (Number.isInteger(m.reps)) state.repsDone = Math.max(state.repsDone, m.reps);
+    effort.update(m.phase, null, Number.isInteger(m.reps) ? m.reps : null);
     if (ch !== undefined) bar(m.pct_mvc[ch], m.t_sample);
   }
 }
@@ -127,9 +136,18 @@ function wordKey(stale) {
   if (!state.session) return "waiting";
   if (stale) return "stale";
   if (state.quality !== "ok") return "electrodes";
-  if (state.phase === "work") return { below: "push", in_band: "hold", above: "ease" }[zoneOf()];
+  if (state.phase === "work") {
+    const timed = !state.freePractice && state.repsTotal > 0;
+    const leftS = timed ? phaseLeft() : null;
+    const word = effortWord(zoneOf(), timed && effort.held, leftS);
+    return word === "relax" && effort.held ? "held" : word;
+  }
   if (state.phase === "rest") return "relax";
   return state.phase === "calibrating" ? "calibrating" : "ready";
+}
+
+function phaseLeft() {
+  return Math.max(0, state.phaseLeftS - (now() - state.phaseAt));
 }
 
 function drawScale() {
@@ -167,13 +185,15 @@ function render() {
     $("band-label").style.bottom = `${(state.band[0] + state.band[1]) / 2}%`;
   } else band.hidden = $("band-label").hidden = true;
   const label = COUNTS[state.phase];
-  const left = Math.max(0, state.phaseLeftS - (now() - state.phaseAt));
   $("count-label").textContent = label && !state.ended ? label : "Time left";
   $("count").textContent = label && state.session && !state.ended && !stale
-    ? `${Math.ceil(left)} s` : "–";
+    ? `${countdown.show(state.phase, phaseLeft())} s` : "–";
   $("reps").textContent = !state.session ? "–"
     : state.freePractice ? "free practice" : `${state.repsDone} of ${state.repsTotal}`;
-  $("hold").style.width = `${Math.round(100 * (state.holding ? Math.max(state.holdProgress, 0.02) : state.holdProgress))}%`;
+  // A held rep stays full until the rest, however the level falls after it.
+  const hold = effort.held && state.phase === "work" ? 1
+    : state.holding ? Math.max(state.holdProgress, 0.02) : state.holdProgress;
+  $("hold").style.width = `${Math.round(100 * hold)}%`;
 }
 
 function loop() {

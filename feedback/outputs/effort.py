@@ -17,6 +17,10 @@ ZoneName = Literal["below", "in_band", "above"]
 
 # Less than this left of a work period, below the band: too late for a PUSH to be acted on.
 LAST_MOMENT_S = 0.5
+# A rise of the time left by more than this starts a new effort: successive updates may come
+# from slightly different moments (a page's two message lanes), while a new work period starts
+# with more than 0.5 s to go (config.settings: work_s > 0.5).
+NEW_EFFORT_RISE_S = 0.25
 # phase_left_s is samples / rate: a float a hair above a whole second must not read one more.
 _FUZZ_S = 1e-6
 
@@ -50,8 +54,10 @@ def whole_seconds(left_s: float) -> int:
 
 class EffortTracker:
     """Whether the running effort's rep is held, from what every view is given each update:
-    the phase, its time left and the reps count. A new effort starts when the phase changes
-    or its time left goes up (work straight after work, with no rest between)."""
+    the phase, its time left (None: not known in this update) and the reps count. A new effort
+    starts when the phase changes or its time left goes up (work straight after work, with no
+    rest between); a view that opens after the rep was held cannot know and reads it as not
+    held."""
 
     def __init__(self) -> None:
         self._phase: str | None = None
@@ -59,10 +65,13 @@ class EffortTracker:
         self._reps_at_start: int | None = None
         self.held = False
 
-    def update(self, phase: str, left_s: float, reps_done: int | None) -> bool:
-        if phase != self._phase or left_s > self._left:
+    def update(self, phase: str, left_s: float | None, reps_done: int | None) -> bool:
+        rose = left_s is not None and left_s > self._left + NEW_EFFORT_RISE_S
+        if phase != self._phase or rose:
             self._reps_at_start = reps_done
-        self._phase, self._left = phase, left_s
+        self._phase = phase
+        if left_s is not None:
+            self._left = left_s
         start = self._reps_at_start
         counted = reps_done is not None and start is not None and reps_done > start
         self.held = phase == "work" and counted
