@@ -46,9 +46,9 @@ def frame(phase: str, *, reps_total: int = 10, calibrated: bool = True, **kw: An
 @pytest.mark.parametrize(
     ("phase", "word", "countdown"),
     [
-        ("ready", "GET READY", ("starts in", "3 s")),
-        ("work", "PUSH", ("time left", "3 s")),
-        ("rest", "RELAX", ("rest", "3 s")),
+        ("ready", "GET READY", ("starts in", "4 s")),  # 3.2 s left: the fourth second runs
+        ("work", "HOLD", ("time left", "4 s")),  # 45 % is inside the 30–60 band
+        ("rest", "RELAX", ("rest", "4 s")),
         ("done", "WELL DONE", ("", "")),
     ],
 )

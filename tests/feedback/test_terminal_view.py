@@ -55,7 +55,7 @@ def test_no_jargon_on_the_patients_screen(state: dict[str, object]) -> None:
 def test_calibrated_work_shows_the_band_and_plain_instructions() -> None:
     shown = text(view())
     assert "HOLD" in shown and "45.0 % MVC" in shown and "30–60 % MVC" in shown
-    assert "this effort: 3 s to go" in shown and "2 of 10 held" in shown
+    assert "this effort: 4 s to go" in shown and "2 of 10 held" in shown  # 3.2 s: 4 begun
     assert "uncalibrated" not in shown
     assert "PUSH" in text(view(pct_mvc={"VM": 10.0}))
     assert "EASE OFF" in text(view(pct_mvc={"VM": 80.0}))
@@ -68,8 +68,9 @@ def test_uncalibrated_says_so_and_shows_no_band() -> None:
 
 
 def test_the_countdown_says_what_it_counts() -> None:
-    assert "rest 3 s" in text(view(phase="rest")) and "RELAX" in text(view(phase="rest"))
-    assert "starting in 3 s" in text(view(phase="ready"))
+    assert "rest 4 s" in text(view(phase="rest")) and "RELAX" in text(view(phase="rest"))
+    assert "starting in 4 s" in text(view(phase="ready"))
+    assert "starting in" not in text(ViewState())  # before the first block nothing is known
 
 
 def test_free_practice_shows_a_dash_for_reps_and_counts_contractions() -> None:
