@@ -106,3 +106,64 @@ def test_the_therapist_view_says_uncalibrated_and_shows_a_dash_for_reps_not_coun
     else:
         assert reps.startswith("—") and "0/0" not in reps
         assert "uncalibrated" in band and "uncalibrated" in pct
+
+
+def old_phase_word(frame: DashFrame) -> str:
+    """The rule before: PUSH whenever the exercise is not holding (held rep, or above the band)."""
+    return "HOLD" if frame.holding else "PUSH"
+
+
+def demo_effort() -> list[DashFrame]:
+    """One effort as the demo's frames have it: in the band, the rep held 2.4 s before the end,
+    then the patient easing off (18 %) with 0.15 s to go, then the rest."""
+    frames = [frame("work", pct_mvc={"VM": 5.0}, phase_left_s=4.99, hold_progress=0.0)]
+    for left in (4.4, 3.4, 2.6):
+        frames.append(frame("work", holding=True, phase_left_s=left, hold_progress=0.5))
+    for left in (2.39, 1.0, 0.4):  # the hold completed: one rep more
+        held = {"holding": True, "hold_progress": 1.0, "reps_done": 3}
+        frames.append(frame("work", phase_left_s=left, **held))
+    frames.append(
+        frame("work", pct_mvc={"VM": 18.0}, phase_left_s=0.15, hold_progress=0.0, reps_done=3)
+    )
+    frames.append(frame("rest", pct_mvc={"VM": 5.0}, phase_left_s=4.99, reps_done=3))
+    return frames
+
+
+@pytest.mark.parametrize("variant", ["correct", "old_rule"])
+def test_no_push_once_the_rep_is_held(qtbot: QtBot, variant: str) -> None:
+    view = PatientWindow()
+    qtbot.addWidget(view)
+    words = []
+    for f in demo_effort():
+        view.show_frame(f)
+        words.append(phase_word(f, view.effort.held) if variant == "correct" else old_phase_word(f))
+    held_from = next(i for i, f in enumerate(demo_effort()) if f.reps_done == 3)
+    ok = "PUSH" not in words[held_from:] and words[0] == "PUSH"
+    assert ok is (variant == "correct"), words
+
+
+@pytest.mark.parametrize("variant", ["correct", "old_rule"])
+def test_above_the_band_reads_ease_off(variant: str) -> None:
+    f = frame("work", pct_mvc={"VM": 80.0})
+    word = phase_word(f) if variant == "correct" else old_phase_word(f)
+    assert (word == "EASE OFF") is (variant == "correct")
+
+
+def test_a_held_rep_is_drawn_done_until_the_rest(qtbot: QtBot) -> None:
+    """The eased-off frame after a held rep: RELAX, and the hold bar full (kept as a picture)."""
+    view = PatientWindow()
+    qtbot.addWidget(view)
+    view.resize(480, 640)
+    view.show()
+    frames = demo_effort()
+    for f in frames[:-1]:
+        view.show_frame(f)
+    assert view.effort.held and phase_word(frames[-2], view.effort.held) == "RELAX"
+    OUTPUT.mkdir(exist_ok=True)
+    img = view.grab().toImage()
+    img.save(str(OUTPUT / "patient-held-relax.png"))
+    h, w = view.height(), view.width()
+    hold_bar_end = img.pixelColor(int(w * 0.5 + w * 0.4 - 3), int(h * 0.705))
+    assert hold_bar_end == GREEN  # full, though the level has fallen
+    view.show_frame(frames[-1])  # the rest: no hold bar, no held rep
+    assert not view.effort.held
