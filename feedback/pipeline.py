@@ -537,7 +537,16 @@ class Pipeline:
             processed.filtered,
             zone if band else None,
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
+            self._settling_level(onsets),
         )
+
+    def _settling_level(self, onsets: OnsetBlock) -> float | None:
+        """The target's on level when its reference is the session one (the counter settles
+        the first contraction against it), else None."""
+        t = self._target
+        if not isinstance(onsets, ActivationBlock) or bool(onsets.calibrated[t]):
+            return None
+        return float(onsets.on_mv[t])
 
     def _ratio(
         self, processed: ProcessedBlock, flags: np.ndarray | None, sums: np.ndarray | None

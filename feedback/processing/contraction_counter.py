@@ -16,13 +16,22 @@ start), and the median frequency of the raw EMG (a fatigue index).
 
 Metrics of samples in a dip are kept aside and join the contraction only if the dip is merged,
 so a contraction's figures cover exactly its span. Pure: no I/O, no clock.
+
+The first contraction of an uncalibrated session is settled when it ends. Its switch-on was
+judged before any effort had set the session reference, so against the rest multiple alone
+(docs/activation.md): on real recordings it began about 0.3 s early and lasted 0.4 s too long.
+When the block gives the on level in force (`on_mv`: the activation detector's, only where the
+reference is the session one), the counter keeps that contraction's blocks and, at its end,
+starts it at its first active sample that reaches the on level now in force (the reference
+having seen the effort), its figures computed over that span. Whether it counts is still the
+live rule's; the live activation state (the cue) is not changed.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,6 +129,9 @@ class CounterInput:
     filtered: np.ndarray  # (n_channels, n) band-passed EMG, for the median frequency
     zone: np.ndarray | None = None  # int8 (n,) against the target band; None: no band
     onsets: tuple[tuple[str, int], ...] = ()  # (channel, onset sample index), Hodges–Bui
+    # The target channel's activation on level at the block's end, mV, when its reference is
+    # the running session one (None: calibrated, or not known): settles the first contraction.
+    on_mv: float | None = None
 
 
 class ContractionCounter:
@@ -154,6 +166,11 @@ class ContractionCounter:
         self._span = _Stretch()
         self._dip = _Stretch()  # samples since `_end`: join the span if activation resumes
         self.count = 0
+        # The blocks of the session's first contraction while it is open (None: not kept),
+        # to settle it at its end (module docstring); at most `_keep` samples.
+        self._held: list[CounterInput] | None = None
+        self._held_n = 0
+        self._on_mv: float | None = None  # the last block's, for a contraction open at the end
 
     @property
     def contracting(self) -> bool:
@@ -170,6 +187,7 @@ class ContractionCounter:
         """Samples were lost: a contraction in progress has no known end, so it is dropped
         rather than reported with the lost time inside it."""
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
+        self._held = None
 
     def process(self, block: CounterInput) -> list[Contraction]:
         for ch, at in block.onsets:
@@ -178,11 +196,17 @@ class ContractionCounter:
         n = active.shape[0]
         first = block.first_index
         done: list[Contraction] = []
+        self._on_mv = block.on_mv
+        if self._held is not None:
+            self._hold(block)
         cuts = run_starts(active)
         for s, e in zip(cuts, [*cuts[1:], n], strict=True):
             if active[s]:
                 if self._start is None:
                     self._start = first + s
+                    if self.count == 0 and block.on_mv is not None and self._held is None:
+                        self._held, self._held_n = [], 0
+                        self._hold(block)
                 else:  # the dip was shorter than the gap: it is part of the effort
                     self._span.add(self._dip, self._keep)
                 self._dip = _Stretch()
@@ -191,7 +215,7 @@ class ContractionCounter:
             elif self._start is not None:
                 need = self._gap - self._dip.n
                 if e - s >= need:
-                    if (c := self._close()) is not None:
+                    if (c := self._close(block.on_mv)) is not None:
                         done.append(c)
                 else:
                     self._dip.add(self._stretch(block, s, e), self._keep)
@@ -200,8 +224,15 @@ class ContractionCounter:
     def finish(self) -> list[Contraction]:
         """The session ended: a contraction still open counts, ending at its last active
         sample (as the offline rule counts a run open at the end of the array)."""
-        c = self._close() if self._start is not None else None
+        c = self._close(self._on_mv) if self._start is not None else None
         return [] if c is None else [c]
+
+    def _hold(self, block: CounterInput) -> None:
+        self._held_n += block.active.shape[0]
+        if self._held is None or self._held_n > self._keep:
+            self._held = None  # a hold this long: its start is reported as it was switched
+            return
+        self._held.append(block)
 
     def _stretch(self, b: CounterInput, s: int, e: int) -> _Stretch:
         env, pct = b.envelope[self._t, s:e], b.pct_mvc[self._t, s:e]
@@ -227,12 +258,16 @@ class ContractionCounter:
                 out.last_band = b.first_index + s + int(hits[-1])
         return out
 
-    def _close(self) -> Contraction | None:
+    def _close(self, on_mv: float | None) -> Contraction | None:
         start, end, span = self._start, self._end, self._span
         assert start is not None
+        held, self._held = self._held, None
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
         if end - start < self._shortest or not span.n:
             return None
+        if held and on_mv is not None and (settled := self._settled(held, start, end, on_mv)):
+            self.count += 1
+            return settled
         self.count += 1
         r = self.rate_hz
         vm_on, vl_on = self._pair(start, end)
@@ -257,6 +292,43 @@ class ContractionCounter:
             longest_hold_s=span.runs.longest / r if has_band else None,
             calibrated=self.calibrated,
         )
+
+    def _settled(
+        self, held: list[CounterInput], start: int, end: int, on_mv: float
+    ) -> Contraction | None:
+        """The contraction over [its first active sample at or above `on_mv`, end), its
+        figures computed afresh from the held blocks by the same rule (None: none later)."""
+        at = None
+        for b in held:
+            lo, hi = max(start - b.first_index, 0), min(end - b.first_index, b.active.shape[0])
+            if hi <= lo:
+                continue
+            hits = np.flatnonzero(b.active[lo:hi] & (b.envelope[self._t, lo:hi] >= on_mv))
+            if hits.size:
+                at = b.first_index + lo + int(hits[0])
+                break
+        if at is None or at <= start:
+            return None
+        # A counter of its own over the held blocks, activation cleared before `at`: dips are
+        # merged and figures summed exactly as live (min_on 0: whether it counts is decided).
+        again = ContractionCounter(
+            self.rate_hz,
+            self.channels,
+            self.target,
+            min_on_s=0.0,
+            merge_gap_s=self._gap / self.rate_hz,
+            pair_window_ms=self._window * 1000.0 / self.rate_hz,
+            calibrated=self.calibrated,
+        )
+        again._onsets = {ch: deque(q, maxlen=ONSETS_KEPT) for ch, q in self._onsets.items()}
+        found: list[Contraction] = []
+        for b in held:
+            keep = b.first_index + np.arange(b.active.shape[0]) >= at
+            found += again.process(replace(b, active=b.active & keep, on_mv=None, onsets=()))
+        found += again.finish()
+        if not found:
+            return None
+        return replace(found[0], number=self.count + 1)
 
     def _pair(self, start: int, end: int) -> tuple[int | None, int | None]:
         """The VM onset nearest the contraction's start (from `pair_window` before it to its
