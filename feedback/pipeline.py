@@ -211,6 +211,7 @@ class Pipeline:
             merge_gap_s=c.merge_gap_s,
             pair_window_ms=o.pair_window_ms,
             calibrated=settings.calibration.calibrated,
+            settle_level=self._settling_level,
         )
         self.exercise = Exercise(settings.protocol, rate_hz)
         # A % MVC band needs a measured MVC; the onset mode does not.
@@ -537,16 +538,16 @@ class Pipeline:
             processed.filtered,
             zone if band else None,
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
-            self._settling_level(onsets),
         )
 
-    def _settling_level(self, onsets: OnsetBlock) -> float | None:
-        """The target's on level when its reference is the session one (the counter settles
-        the first contraction against it), else None."""
+    def _settling_level(self, index: int) -> float | None:
+        """The target's on level that judged sample `index`, when its reference is the running
+        session one (the counter settles the first contraction against it), else None."""
         t = self._target
-        if not isinstance(onsets, ActivationBlock) or bool(onsets.calibrated[t]):
+        levels = self.activation.on_level_at(index)
+        if levels is None or bool(self.activation.calibrated[t]):
             return None
-        return float(onsets.on_mv[t])
+        return float(levels[t])
 
     def _ratio(
         self, processed: ProcessedBlock, flags: np.ndarray | None, sums: np.ndarray | None

@@ -20,17 +20,17 @@ so a contraction's figures cover exactly its span. Pure: no I/O, no clock.
 The first contraction of an uncalibrated session is settled when it ends. Its switch-on was
 judged before any effort had set the session reference, so against the rest multiple alone
 (docs/activation.md): on real recordings it began about 0.3 s early and lasted 0.4 s too long.
-When the block gives the on level in force (`on_mv`: the activation detector's, only where the
-reference is the session one), the counter keeps that contraction's blocks and, at its end,
-starts it at its first active sample that reaches the on level now in force (the reference
-having seen the effort), its figures computed over that span. Whether it counts is still the
-live rule's; the live activation state (the cue) is not changed.
+Given `settle_level` (the activation detector's on level of the target that judged a sample,
+None where the reference is not the session one), the counter keeps that contraction's blocks
+and, at its end, starts it at its first active sample that reaches the on level in force at
+that end (the reference having seen the effort), its figures computed over that span.
+Whether it counts is still the live rule's; the live activation state (the cue) is unchanged.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -129,9 +129,6 @@ class CounterInput:
     filtered: np.ndarray  # (n_channels, n) band-passed EMG, for the median frequency
     zone: np.ndarray | None = None  # int8 (n,) against the target band; None: no band
     onsets: tuple[tuple[str, int], ...] = ()  # (channel, onset sample index), Hodges–Bui
-    # The target channel's activation on level at the block's end, mV, when its reference is
-    # the running session one (None: calibrated, or not known): settles the first contraction.
-    on_mv: float | None = None
 
 
 class ContractionCounter:
@@ -145,6 +142,7 @@ class ContractionCounter:
         merge_gap_s: float = MERGE_GAP_S,
         pair_window_ms: float = 300.0,
         calibrated: bool = True,
+        settle_level: Callable[[int], float | None] | None = None,
     ) -> None:
         if rate_hz <= 0 or min_on_s < 0 or merge_gap_s < 0:
             raise ValueError("rate_hz must be > 0, min_on_s and merge_gap_s ≥ 0")
@@ -170,7 +168,8 @@ class ContractionCounter:
         # to settle it at its end (module docstring); at most `_keep` samples.
         self._held: list[CounterInput] | None = None
         self._held_n = 0
-        self._on_mv: float | None = None  # the last block's, for a contraction open at the end
+        self._settle_level = settle_level
+        self._last = -1  # the last sample seen, for a contraction open at the end
 
     @property
     def contracting(self) -> bool:
@@ -196,7 +195,7 @@ class ContractionCounter:
         n = active.shape[0]
         first = block.first_index
         done: list[Contraction] = []
-        self._on_mv = block.on_mv
+        self._last = first + n - 1
         if self._held is not None:
             self._hold(block)
         cuts = run_starts(active)
@@ -204,7 +203,7 @@ class ContractionCounter:
             if active[s]:
                 if self._start is None:
                     self._start = first + s
-                    if self.count == 0 and block.on_mv is not None and self._held is None:
+                    if self.count == 0 and self._settle_level is not None and self._held is None:
                         self._held, self._held_n = [], 0
                         self._hold(block)
                 else:  # the dip was shorter than the gap: it is part of the effort
@@ -215,7 +214,7 @@ class ContractionCounter:
             elif self._start is not None:
                 need = self._gap - self._dip.n
                 if e - s >= need:
-                    if (c := self._close(block.on_mv)) is not None:
+                    if (c := self._close(first + s + need - 1)) is not None:
                         done.append(c)
                 else:
                     self._dip.add(self._stretch(block, s, e), self._keep)
@@ -224,7 +223,7 @@ class ContractionCounter:
     def finish(self) -> list[Contraction]:
         """The session ended: a contraction still open counts, ending at its last active
         sample (as the offline rule counts a run open at the end of the array)."""
-        c = self._close(self._on_mv) if self._start is not None else None
+        c = self._close(self._last) if self._start is not None else None
         return [] if c is None else [c]
 
     def _hold(self, block: CounterInput) -> None:
@@ -258,13 +257,16 @@ class ContractionCounter:
                 out.last_band = b.first_index + s + int(hits[-1])
         return out
 
-    def _close(self, on_mv: float | None) -> Contraction | None:
+    def _close(self, at: int) -> Contraction | None:
+        """The open contraction ends; `at`: the sample that ended it (its dip's last, or the
+        session's last)."""
         start, end, span = self._start, self._end, self._span
         assert start is not None
         held, self._held = self._held, None
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
         if end - start < self._shortest or not span.n:
             return None
+        on_mv = None if not held or self._settle_level is None else self._settle_level(at)
         if held and on_mv is not None and (settled := self._settled(held, start, end, on_mv)):
             self.count += 1
             return settled
@@ -324,7 +326,7 @@ class ContractionCounter:
         found: list[Contraction] = []
         for b in held:
             keep = b.first_index + np.arange(b.active.shape[0]) >= at
-            found += again.process(replace(b, active=b.active & keep, on_mv=None, onsets=()))
+            found += again.process(replace(b, active=b.active & keep, onsets=()))
         found += again.finish()
         if not found:
             return None
