@@ -36,6 +36,9 @@ def uci_tables(uci: Path, group: str) -> dict[str, dict[str, Any]]:
             continue
         sen = load_recording(uci / f"{group}_TXT" / f"{sub}sen.txt.gz")
         out[f"{sub}sen"] = R.uci_seated(sen)
+        first = R.first_contraction(sen)
+        unsettled = R.first_contraction(sen, settle=False)["first_vs_others_onset_s"]
+        out[f"{sub}sen"].update(first, first_vs_others_onset_s_unsettled=unsettled)
         pie = uci / f"{group}_TXT" / f"{sub}pie.txt.gz"
         if pie.exists():
             cal = R.seated_calibration(sen)
@@ -62,6 +65,17 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "sen_median_oracle_balanced_accuracy": med("oracle_balanced_accuracy", sen),
         "sen_files_count_exact": sum(r["count_exact"] for r in sen),
         "sen_median_spearman_envelope_extension": med("spearman_envelope_extension", sen),
+        "sen_median_first_vs_others_onset_s": med("first_vs_others_onset_s", sen),
+        "sen_median_first_vs_others_onset_s_unsettled": med(
+            "first_vs_others_onset_s_unsettled", sen
+        ),
+        "sen_median_first_vs_others_duration_s": med("first_vs_others_duration_s", sen),
+        "sen_files_first_onset_within_bound": sum(
+            abs(r["first_vs_others_onset_s"]) <= R.FIRST_ONSET_BOUND_S for r in sen
+        ),
+        "sen_files_first_onset_within_bound_unsettled": sum(
+            abs(r["first_vs_others_onset_s_unsettled"]) <= R.FIRST_ONSET_BOUND_S for r in sen
+        ),
         "pie_files": len(pie),
         "pie_median_vm_active_frac": med("vm_active_frac", pie),
         "pie_median_hodges_bui_vm_active_frac": med("hodges_bui_vm_active_frac", pie),
@@ -79,6 +93,14 @@ SEN_COLS = (
     ("exact", "count_exact"),
     ("VM active frac", "active_frac"),
     ("Spearman env~ext", "spearman_envelope_extension"),
+)
+FIRST_COLS = (
+    ("first onset err s", "first_onset_s"),
+    ("others onset err s (median)", "others_onset_s"),
+    ("first − others onset s", "first_vs_others_onset_s"),
+    ("… unsettled (before)", "first_vs_others_onset_s_unsettled"),
+    ("first duration err s", "first_duration_s"),
+    ("first − others duration s", "first_vs_others_duration_s"),
 )
 PIE_COLS = (
     ("VM active frac (project)", "vm_active_frac"),
@@ -115,6 +137,11 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         lines += [f"## {title}", ""]
         lines += table("Seated knee extension (sen), no calibration", _task(rows, "sen"), SEN_COLS)
+        lines += table(
+            "First contraction of the session (sen, uncalibrated, streamed in 20-sample blocks)",
+            _task(rows, "sen"),
+            FIRST_COLS,
+        )
         lines += table(
             "Standing knee flexion (pie), calibrated from the subject's sen trial",
             _task(rows, "pie"),

@@ -322,11 +322,13 @@ class ContractionCounter:
             pair_window_ms=self._window * 1000.0 / self.rate_hz,
             calibrated=self.calibrated,
         )
-        again._onsets = {ch: deque(q, maxlen=ONSETS_KEPT) for ch, q in self._onsets.items()}
+        # The onsets seen so far (the held blocks' among them) go in once, with the first block.
+        onsets = tuple((ch, i) for ch, q in self._onsets.items() for i in q)
         found: list[Contraction] = []
         for b in held:
             keep = b.first_index + np.arange(b.active.shape[0]) >= at
-            found += again.process(replace(b, active=b.active & keep, onsets=()))
+            found += again.process(replace(b, active=b.active & keep, onsets=onsets))
+            onsets = ()
         found += again.finish()
         if not found:
             return None
