@@ -634,8 +634,6 @@ class ActivationDetector:
 
     def _frame_closed(self, next_index: int) -> None:
         """A frame closed: its levels judge the samples from `next_index` on."""
-        if self._in_frame:
-            return  # (no frame closed)
         self._history.append((next_index, self.on_level))
         if len(self._history) > 2 * HISTORY_KEPT:
             del self._history[:HISTORY_KEPT]
@@ -728,7 +726,8 @@ class ActivationDetector:
                 self._close_compiled()
         else:
             self._learn(envelope, usable)
-        self._frame_closed(first + n)
+        if not self._in_frame:  # (a frame closed: tested here, a call a block saved)
+            self._frame_closed(first + n)
         return self._result(active, found, above, level)
 
     def gap(self, settle: int) -> None:
@@ -841,7 +840,8 @@ class ActivationDetector:
             np.maximum(level, 0.0, out=level)
         events += self._edges(first, seg, hb, before, state, moved)
         self._learn(seg, usable, summed)
-        self._frame_closed(first + seg.shape[1])
+        if not self._in_frame:
+            self._frame_closed(first + seg.shape[1])
         return state, level
 
     def _frames(
@@ -869,7 +869,8 @@ class ActivationDetector:
             rest.append(self._rest_col)
             scale.append(self._scale_col)
             self._learn(env[:, pos:end], None if usable is None else usable[:, pos:end])
-            self._frame_closed(first + end)
+            if not self._in_frame:
+                self._frame_closed(first + end)
             pos = end
         reps = np.array(lengths)
         on_x = np.repeat(np.concatenate(on, axis=1), reps, axis=1)
