@@ -54,8 +54,13 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sen = [r for r in rows.values() if r["task"] == "sen"]
     pie = [r for r in rows.values() if r["task"] == "pie"]
 
-    def med(key: str, rs: list[dict[str, Any]]) -> float:
-        return round(float(np.median([r[key] for r in rs])), 3)
+    def med(key: str, rs: list[dict[str, Any]]) -> float | None:
+        # (a file whose first extension has no contraction has no first-contraction figures)
+        known = [r[key] for r in rs if r[key] is not None]
+        return round(float(np.median(known)), 3) if known else None
+
+    def within(key: str) -> int:
+        return sum(r[key] is not None and abs(r[key]) <= R.FIRST_ONSET_BOUND_S for r in sen)
 
     return {
         "sen_files": len(sen),
@@ -70,11 +75,9 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "first_vs_others_onset_s_unsettled", sen
         ),
         "sen_median_first_vs_others_duration_s": med("first_vs_others_duration_s", sen),
-        "sen_files_first_onset_within_bound": sum(
-            abs(r["first_vs_others_onset_s"]) <= R.FIRST_ONSET_BOUND_S for r in sen
-        ),
-        "sen_files_first_onset_within_bound_unsettled": sum(
-            abs(r["first_vs_others_onset_s_unsettled"]) <= R.FIRST_ONSET_BOUND_S for r in sen
+        "sen_files_first_onset_within_bound": within("first_vs_others_onset_s"),
+        "sen_files_first_onset_within_bound_unsettled": within(
+            "first_vs_others_onset_s_unsettled"
         ),
         "pie_files": len(pie),
         "pie_median_vm_active_frac": med("vm_active_frac", pie),
