@@ -76,9 +76,7 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ),
         "sen_median_first_vs_others_duration_s": med("first_vs_others_duration_s", sen),
         "sen_files_first_onset_within_bound": within("first_vs_others_onset_s"),
-        "sen_files_first_onset_within_bound_unsettled": within(
-            "first_vs_others_onset_s_unsettled"
-        ),
+        "sen_files_first_onset_within_bound_unsettled": within("first_vs_others_onset_s_unsettled"),
         "pie_files": len(pie),
         "pie_median_vm_active_frac": med("vm_active_frac", pie),
         "pie_median_hodges_bui_vm_active_frac": med("hodges_bui_vm_active_frac", pie),
