@@ -11,7 +11,9 @@ import pytest
 
 from feedback.clinic.intake import PahoIntake
 from feedback.outputs.broker_access import BrokerAccess
+from feedback.outputs.topics import MessageNumberer
 from tests.clinic.conftest import running_logger
+from tests.clinic.test_command_lane import T, running, station
 from tests.conftest import MosquittoProcess
 
 
@@ -91,3 +93,23 @@ async def test_the_whole_logger_stops_without_a_warning(
     assert logger.intake is not None and logger.intake.stats.disconnects == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == []
+
+
+@pytest.mark.parametrize("variant", ["correct", "stop_forgotten"])
+async def test_the_stations_end_line_does_not_call_its_own_stop_a_lost_connection(
+    mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture, variant: str
+) -> None:
+    """The station asks why messages are undelivered after it has stopped the publisher (its
+    end line). With receipts on and no clinic logger, a message stays; the reason is the
+    missing receipt, not "connection lost" (the station closed the connection itself)."""
+    caplog.set_level(logging.INFO, logger="feedback.outputs")
+    publisher, _, _ = station(mosquitto.url, receipts=True)
+    async with running(publisher):
+        publisher.publish(T.event, MessageNumberer("S1").envelope("gap", {"from_index": 0}))
+    if variant == "stop_forgotten":  # as before: the stop left no trace
+        publisher._connected_at_stop = False
+    reason = publisher.undelivered_reason()
+    warned = warnings_from(caplog, "feedback.outputs.mqtt_publisher")
+    ok = publisher.backlog == 1 and "lost" not in reason and "logger" in reason
+    assert ok is (variant == "correct"), reason
+    assert warned == [] and publisher.stats.connects == 1
