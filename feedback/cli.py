@@ -72,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="sample source: sim (default), sim?speed=max, serial:/dev/ttyACM0, "
         "serial:auto[?vid=2341&pid=0043], serial:PATH?format=csv&rate=1000&channels=VM,VL, "
-        "ble:NAME, ble:uuid=SERVICE, lsl:NAME, "
-        "replay:FILE[?speed=max][&channels=VM=VM,VL=VL] (UCI .txt, CSV, EDF+/BDF; see README)",
+        "ble:NAME, ble:uuid=SERVICE, ble:ADDRESS, lsl:NAME, lsl:type=EMG, "
+        "brainflow:BOARD?channels=VM,VL, "
+        "replay:FILE[?speed=max][&channels=VM=VM,VL=VL] (UCI .txt, CSV, EDF+/BDF, XDF; "
+        "see README)",
     )
     p.add_argument(
         "--duration",

@@ -31,6 +31,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
@@ -69,24 +70,34 @@ class Leases:
         self._lock = asyncio.Lock()  # a renewal and a release do not interleave
 
     async def open(self) -> None:
+        """Every request here waits SETUP_TIMEOUT_S, the renewals' ones a quarter of the lease:
+        the bucket is looked up once, and the handle the renewals write through is made for
+        their context rather than looked up again through it (at the start a cluster may still
+        be electing, and a lookup timed out at lease / 4 would fail the logger's start)."""
         setup = self.nc.jetstream(timeout=SETUP_TIMEOUT_S)
         try:
-            await setup.key_value(self.bucket)
-        except nats.js.errors.BucketNotFoundError:
+            info = await setup.stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
             config = KeyValueConfig(
                 bucket=self.bucket, history=1, ttl=self.lease_s, replicas=self.replicas
             )
             with contextlib.suppress(nats.js.errors.BadRequestError):  # another made it first
                 await setup.create_key_value(config)
-        self._kv = await self.js.key_value(self.bucket)  # its requests bounded by the lease
-        await self._check_partition_count()
+            info = await setup.stream_info(self._stream)
+        direct = bool(info.config.allow_direct)
+        await self._check_partition_count(self._bucket_through(setup, direct))
+        self._kv = self._bucket_through(self.js, direct)
 
-    async def _check_partition_count(self) -> None:
+    def _bucket_through(self, js: JetStreamContext, direct: bool) -> KeyValue:
+        """The bucket as `js.key_value` makes it, each request with `js`'s timeout."""
+        return KeyValue(
+            name=self.bucket, stream=self._stream, pre=self._subject(""), js=js, direct=direct
+        )
+
+    async def _check_partition_count(self, kv: KeyValue) -> None:
         """The count is the servers' (their import transforms); one instance with another
         would leave partitions unread, or read ones that never fill. The first to come writes
         it down; it ages out with the bucket, and is written again by every renewal."""
-        kv = self._kv
-        assert kv is not None
         count = str(self.partitions).encode()
         with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
             await kv.create("partitions", count)

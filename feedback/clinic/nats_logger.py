@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -124,24 +125,17 @@ def subject_of(topic: str) -> str:
     return topic.replace("/", ".")
 
 
+TOPICS_KEPT = 10_000
+
+
+@functools.lru_cache(maxsize=TOPICS_KEPT)  # bounded: subjects come from outside
 def topic_of(subject: str) -> str:
     """The MQTT topic back: station and clinic ids hold no dot (validation refuses them).
     Kept per subject: a clinic's stations send on a few hundred subjects, each thousands of
     times (~3 us a message rebuilt, as much as the rest of the batch's bookkeeping)."""
-    topic = _topics.get(subject)
-    if topic is None:
-        if len(_topics) >= TOPICS_KEPT:  # bounded: subjects come from outside
-            _topics.clear()
-        if subject.startswith(PARTITIONED_PREFIX):
-            topic = nats_partitions.topic_of(subject)
-        else:
-            topic = subject.replace(".", "/")
-        _topics[subject] = topic
-    return topic
-
-
-TOPICS_KEPT = 10_000
-_topics: dict[str, str] = {}
+    if subject.startswith(PARTITIONED_PREFIX):
+        return nats_partitions.topic_of(subject)
+    return subject.replace(".", "/")
 
 
 PARTITIONED_PREFIX = nats_partitions.ROOT + "."

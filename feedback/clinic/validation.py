@@ -107,11 +107,7 @@ _TWENTY_DIGITS = b"0" * 20
 MAX_SCHEMA_ERRORS = 20  # the best of the first 20 errors names the fault; all would be slow
 
 refusals: collections.Counter[str] = collections.Counter()  # kind of refusal → how many
-# A topic's (clinic, station, leaf), as matched before: a clinic's few thousand topics come
-# again and again, and the match is a tenth of the check's cost. Bounded: strangers' topics
-# could be endless.
-_topics: dict[str, tuple[str, ...]] = {}
-TOPICS_KEPT = 50_000
+TOPICS_KEPT = 50_000  # topics whose (clinic, station, leaf) is kept: _topic_parts
 _BYTES = (bytes, bytearray)  # not `bytes | bytearray`: that makes a union at each call
 
 
@@ -289,16 +285,7 @@ def _decode(topic: str, payload: bytes, max_bytes: int) -> Message:
         raise InvalidMessage(
             f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", "size"
         )
-    parts = _topics.get(topic)
-    if parts is None:
-        m = _TOPIC.match(topic)
-        if m is None:
-            raise InvalidMessage(f"topic {topic[:200]!r} is not vmf/v1/<clinic>/<station>/<kind>",
-                                 "topic")  # fmt: skip
-        if len(_topics) >= TOPICS_KEPT:
-            _topics.clear()
-        parts = _topics[topic] = m.groups()
-    clinic, station, leaf = parts
+    clinic, station, leaf = _topic_parts(topic)
     body = parse_json(bytes(payload), max_bytes)
     if not isinstance(body, dict):
         raise InvalidMessage(f"not a JSON object but {type(body).__name__}", "type")
@@ -309,6 +296,18 @@ def _decode(topic: str, payload: bytes, max_bytes: int) -> Message:
         raise InvalidMessage(f"a {kind!r} message belongs on .../{TOPIC_OF_TYPE[kind]}, not {leaf}",
                              "topic")  # fmt: skip
     return Message(clinic, station, leaf, body, kind)
+
+
+# Kept as matched before: a clinic's few thousand topics come again and again, and the match is
+# a tenth of the check's cost. Bounded: strangers' topics could be endless. A refused topic is
+# not kept (lru_cache keeps no exception): it is matched, and counted, each time.
+@functools.lru_cache(maxsize=TOPICS_KEPT)
+def _topic_parts(topic: str) -> tuple[str, ...]:
+    m = _TOPIC.match(topic)
+    if m is None:
+        raise InvalidMessage(f"topic {topic[:200]!r} is not vmf/v1/<clinic>/<station>/<kind>",
+                             "topic")  # fmt: skip
+    return m.groups()
 
 
 def _conform(msg: Message) -> Message:

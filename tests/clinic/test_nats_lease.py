@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from feedback.clinic.nats_cluster import NatsCluster
-from feedback.clinic.nats_lease import Leases
+from feedback.clinic.nats_lease import SETUP_TIMEOUT_S, Leases
 from tests.clinic.nats_running import running_cluster
 
 PARTITIONS = 8
@@ -180,6 +180,61 @@ async def test_instances_started_together_split_the_partitions_at_once(
         held, _ = await a.renew()
         await starting
         assert (len(held) == PARTITIONS // 2) is (variant == "correct")
+    finally:
+        await nc.close()
+
+
+class LookedUpAgainLeases(Leases):
+    """Looks the bucket up a second time through the renewals' context, as `open` did before."""
+
+    async def open(self) -> None:
+        await super().open()
+        self._kv = await self.js.key_value(self.bucket)
+
+
+class SetupBoundLeases(Leases):
+    """Renews through a handle looked up through the setup context (5 s a request)."""
+
+    async def open(self) -> None:
+        await super().open()
+        self._kv = await self.nc.jetstream(timeout=SETUP_TIMEOUT_S).key_value(self.bucket)
+
+
+def _timeouts_asked(nc: NATS, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every JetStream request (API calls and KV writes alike) goes through the connection's
+    `request` with its context's timeout: that timeout, for each request from now on."""
+    asked: list[float] = []
+    request = nc.request
+
+    async def recording(subject: str, payload: bytes = b"", timeout: float = 0.5, **kw: Any) -> Any:
+        asked.append(timeout)
+        return await request(subject, payload, timeout, **kw)
+
+    monkeypatch.setattr(nc, "request", recording)
+    return asked
+
+
+@pytest.mark.parametrize("variant", ["correct", "looked_up_again", "setup_bound"])
+async def test_setup_requests_wait_the_setup_timeout_and_renewals_a_quarter_lease(
+    cluster: NatsCluster, variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request `open` makes (bucket lookup and creation, the partition count) waits
+    SETUP_TIMEOUT_S; each a renewal makes, lease / 4. Controls: the bucket looked up again
+    through the renewals' context (a setup request at lease / 4), or the renewals writing
+    through a handle made for setup (their writes at 5 s)."""
+    kind = {"looked_up_again": LookedUpAgainLeases, "setup_bound": SetupBoundLeases}
+    nc = await connect(cluster)
+    try:
+        asked = _timeouts_asked(nc, monkeypatch)
+        leases = kind.get(variant, Leases)(nc, PARTITIONS, "solo", lease_s=6.0, group="t")
+        await leases.open()
+        at_setup = set(asked)
+        asked.clear()
+        await leases.announce()
+        held, _ = await leases.renew()
+        assert held == set(range(PARTITIONS))
+        ok = at_setup == {SETUP_TIMEOUT_S} and set(asked) == {6.0 / 4}
+        assert ok is (variant == "correct")
     finally:
         await nc.close()
 

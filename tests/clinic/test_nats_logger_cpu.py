@@ -39,28 +39,30 @@ def _kept_by_station() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def few_kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(nats_logger, "TOPICS_KEPT", 5)
-    monkeypatch.setattr(nats_logger, "_topics", {})
+def none_kept() -> Iterator[None]:
+    topic_of.cache_clear()
     yield
+    topic_of.cache_clear()
 
 
 def _right_and_bounded(read: Callable[[str], str], size: Callable[[], int]) -> bool:
+    """Rounds of more and more subjects, the last twice as many as the bound."""
     for round_ in range(3):
-        for s in SUBJECTS + [f"vmf.v1.c.st_{i}.session.cue" for i in range(round_ * 4)]:
+        extra = [f"vmf.v1.c.st_{i}.session.cue" for i in range(round_ * nats_logger.TOPICS_KEPT)]
+        for s in SUBJECTS + extra:
             if read(s) != _rebuilt(s) or size() > nats_logger.TOPICS_KEPT:
                 return False
     return True
 
 
-@pytest.mark.usefixtures("few_kept")
+@pytest.mark.usefixtures("none_kept")
 @pytest.mark.parametrize("way", ["correct", "unbounded", "by_station"])
 def test_topics_kept_per_subject_are_the_rebuilt_ones_within_the_bound(way: str) -> None:
     """Each delivery's topic comes from the kept table (bounded: subjects are the stations'):
     equal to the rebuilt one, and the table never holds more than TOPICS_KEPT. Kept without a
     bound, or per station instead of per subject, fails."""
     if way == "correct":
-        assert _right_and_bounded(topic_of, lambda: len(nats_logger._topics))
+        assert _right_and_bounded(topic_of, lambda: topic_of.cache_info().currsize)
         return
     wrong = _kept_unbounded() if way == "unbounded" else _kept_by_station()
     seen: set[str] = set()
