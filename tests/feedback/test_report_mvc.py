@@ -85,6 +85,7 @@ def test_a_replays_report_names_the_mvc_only_once_calibrated(tmp_path: Path) -> 
 def test_the_live_stream_sends_no_placeholder_mvc(variant: str) -> None:
     """A remote view scales the envelope to % MVC by the stream's MVC unless it is 0 (web/
     therapist.js): the placeholder must go as 0, a measured MVC as itself."""
+
     def identity_mvc(source: str) -> tuple[float, ...]:
         settings = with_source(source)
         if variant == "placeholder_as_before":  # the MVC counted as measured, as before
