@@ -36,6 +36,9 @@ def uci_tables(uci: Path, group: str) -> dict[str, dict[str, Any]]:
             continue
         sen = load_recording(uci / f"{group}_TXT" / f"{sub}sen.txt.gz")
         out[f"{sub}sen"] = R.uci_seated(sen)
+        first = R.first_contraction(sen)
+        unsettled = R.first_contraction(sen, settle=False)["first_vs_others_onset_s"]
+        out[f"{sub}sen"].update(first, first_vs_others_onset_s_unsettled=unsettled)
         pie = uci / f"{group}_TXT" / f"{sub}pie.txt.gz"
         if pie.exists():
             cal = R.seated_calibration(sen)
@@ -51,8 +54,13 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sen = [r for r in rows.values() if r["task"] == "sen"]
     pie = [r for r in rows.values() if r["task"] == "pie"]
 
-    def med(key: str, rs: list[dict[str, Any]]) -> float:
-        return round(float(np.median([r[key] for r in rs])), 3)
+    def med(key: str, rs: list[dict[str, Any]]) -> float | None:
+        # (a file whose first extension has no contraction has no first-contraction figures)
+        known = [r[key] for r in rs if r[key] is not None]
+        return round(float(np.median(known)), 3) if known else None
+
+    def within(key: str) -> int:
+        return sum(r[key] is not None and abs(r[key]) <= R.FIRST_ONSET_BOUND_S for r in sen)
 
     return {
         "sen_files": len(sen),
@@ -62,6 +70,13 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "sen_median_oracle_balanced_accuracy": med("oracle_balanced_accuracy", sen),
         "sen_files_count_exact": sum(r["count_exact"] for r in sen),
         "sen_median_spearman_envelope_extension": med("spearman_envelope_extension", sen),
+        "sen_median_first_vs_others_onset_s": med("first_vs_others_onset_s", sen),
+        "sen_median_first_vs_others_onset_s_unsettled": med(
+            "first_vs_others_onset_s_unsettled", sen
+        ),
+        "sen_median_first_vs_others_duration_s": med("first_vs_others_duration_s", sen),
+        "sen_files_first_onset_within_bound": within("first_vs_others_onset_s"),
+        "sen_files_first_onset_within_bound_unsettled": within("first_vs_others_onset_s_unsettled"),
         "pie_files": len(pie),
         "pie_median_vm_active_frac": med("vm_active_frac", pie),
         "pie_median_hodges_bui_vm_active_frac": med("hodges_bui_vm_active_frac", pie),
@@ -79,6 +94,14 @@ SEN_COLS = (
     ("exact", "count_exact"),
     ("VM active frac", "active_frac"),
     ("Spearman env~ext", "spearman_envelope_extension"),
+)
+FIRST_COLS = (
+    ("first onset err s", "first_onset_s"),
+    ("others onset err s (median)", "others_onset_s"),
+    ("first − others onset s", "first_vs_others_onset_s"),
+    ("… unsettled (before)", "first_vs_others_onset_s_unsettled"),
+    ("first duration err s", "first_duration_s"),
+    ("first − others duration s", "first_vs_others_duration_s"),
 )
 PIE_COLS = (
     ("VM active frac (project)", "vm_active_frac"),
@@ -115,6 +138,11 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         lines += [f"## {title}", ""]
         lines += table("Seated knee extension (sen), no calibration", _task(rows, "sen"), SEN_COLS)
+        lines += table(
+            "First contraction of the session (sen, uncalibrated, streamed in 20-sample blocks)",
+            _task(rows, "sen"),
+            FIRST_COLS,
+        )
         lines += table(
             "Standing knee flexion (pie), calibrated from the subject's sen trial",
             _task(rows, "pie"),

@@ -211,6 +211,7 @@ class Pipeline:
             merge_gap_s=c.merge_gap_s,
             pair_window_ms=o.pair_window_ms,
             calibrated=settings.calibration.calibrated,
+            settle_level=self._settling_level,
         )
         self.exercise = Exercise(settings.protocol, rate_hz)
         # A % MVC band needs a measured MVC; the onset mode does not.
@@ -538,6 +539,15 @@ class Pipeline:
             zone if band else None,
             tuple((e.channel, e.at_index) for e in onsets.events if e.kind == "onset"),
         )
+
+    def _settling_level(self, index: int) -> float | None:
+        """The target's on level that judged sample `index`, when its reference is the running
+        session one (the counter settles the first contraction against it), else None."""
+        t = self._target
+        levels = self.activation.on_level_at(index)
+        if levels is None or bool(self.activation.calibrated[t]):
+            return None
+        return float(levels[t])
 
     def _ratio(
         self, processed: ProcessedBlock, flags: np.ndarray | None, sums: np.ndarray | None

@@ -445,6 +445,7 @@ class BandDetector:
 
 ABOVE = int(Zone.ABOVE)  # (an IntEnum member looked up once, not per block)
 _NO_SUMS = np.zeros(0)  # (the compiled switch sums only when every sample is usable)
+HISTORY_KEPT = 256  # frames of on levels kept for `on_level_at` (12.8 s of 50 ms frames)
 
 
 def _empty() -> np.ndarray:
@@ -595,6 +596,9 @@ class ActivationDetector:
         self._settle = 0
         self._restart = False
         self._set_levels()
+        # (first sample, on levels) from each frame close on, for `on_level_at`: the newest
+        # HISTORY_KEPT at most, so a block longer than that many frames may outrun it.
+        self._history: list[tuple[int, np.ndarray]] = [(0, self.on_level)]
         if calibration is not None:
             self.use_calibration(calibration)
 
@@ -617,6 +621,22 @@ class ActivationDetector:
             if ok and np.isnan(self.rest[i]) and ch in calibration.rest_mv:
                 self.rest[i] = calibration.rest_mv[ch]
         self._set_levels()
+
+    def on_level_at(self, index: int) -> np.ndarray | None:
+        """The on levels (mV, per channel) that judged sample `index`, among the samples seen;
+        None when it is older than the history kept. Whatever the block sizes, the same value
+        (the levels change at frame closes, on the sample grid)."""
+        starts = [at for at, _ in self._history]
+        k = bisect.bisect_right(starts, index) - 1
+        if k < 0 or (k == 0 and len(self._history) >= HISTORY_KEPT):
+            return None
+        return self._history[k][1]
+
+    def _frame_closed(self, next_index: int) -> None:
+        """A frame closed: its levels judge the samples from `next_index` on."""
+        self._history.append((next_index, self.on_level))
+        if len(self._history) > 2 * HISTORY_KEPT:
+            del self._history[:HISTORY_KEPT]
 
     @property
     def reference(self) -> np.ndarray:
@@ -706,6 +726,8 @@ class ActivationDetector:
                 self._close_compiled()
         else:
             self._learn(envelope, usable)
+        if not self._in_frame:  # (a frame closed: tested here, a call a block saved)
+            self._frame_closed(first + n)
         return self._result(active, found, above, level)
 
     def gap(self, settle: int) -> None:
@@ -818,6 +840,8 @@ class ActivationDetector:
             np.maximum(level, 0.0, out=level)
         events += self._edges(first, seg, hb, before, state, moved)
         self._learn(seg, usable, summed)
+        if not self._in_frame:
+            self._frame_closed(first + seg.shape[1])
         return state, level
 
     def _frames(
@@ -845,6 +869,8 @@ class ActivationDetector:
             rest.append(self._rest_col)
             scale.append(self._scale_col)
             self._learn(env[:, pos:end], None if usable is None else usable[:, pos:end])
+            if not self._in_frame:
+                self._frame_closed(first + end)
             pos = end
         reps = np.array(lengths)
         on_x = np.repeat(np.concatenate(on, axis=1), reps, axis=1)

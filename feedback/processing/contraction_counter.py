@@ -16,13 +16,22 @@ start), and the median frequency of the raw EMG (a fatigue index).
 
 Metrics of samples in a dip are kept aside and join the contraction only if the dip is merged,
 so a contraction's figures cover exactly its span. Pure: no I/O, no clock.
+
+The first contraction of an uncalibrated session is settled when it ends. Its switch-on was
+judged before any effort had set the session reference, so against the rest multiple alone
+(docs/activation.md): on real recordings it began about 0.3 s early and lasted 0.4 s too long.
+Given `settle_level` (the activation detector's on level of the target that judged a sample,
+None where the reference is not the session one), the counter keeps that contraction's blocks
+and, at its end, starts it at its first active sample that reaches the on level in force at
+that end (the reference having seen the effort), its figures computed over that span.
+Whether it counts is still the live rule's; the live activation state (the cue) is unchanged.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -133,6 +142,7 @@ class ContractionCounter:
         merge_gap_s: float = MERGE_GAP_S,
         pair_window_ms: float = 300.0,
         calibrated: bool = True,
+        settle_level: Callable[[int], float | None] | None = None,
     ) -> None:
         if rate_hz <= 0 or min_on_s < 0 or merge_gap_s < 0:
             raise ValueError("rate_hz must be > 0, min_on_s and merge_gap_s ≥ 0")
@@ -154,6 +164,12 @@ class ContractionCounter:
         self._span = _Stretch()
         self._dip = _Stretch()  # samples since `_end`: join the span if activation resumes
         self.count = 0
+        # The blocks of the session's first contraction while it is open (None: not kept),
+        # to settle it at its end (module docstring); at most `_keep` samples.
+        self._held: list[CounterInput] | None = None
+        self._held_n = 0
+        self._settle_level = settle_level
+        self._last = -1  # the last sample seen, for a contraction open at the end
 
     @property
     def contracting(self) -> bool:
@@ -170,6 +186,7 @@ class ContractionCounter:
         """Samples were lost: a contraction in progress has no known end, so it is dropped
         rather than reported with the lost time inside it."""
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
+        self._held = None
 
     def process(self, block: CounterInput) -> list[Contraction]:
         for ch, at in block.onsets:
@@ -178,11 +195,17 @@ class ContractionCounter:
         n = active.shape[0]
         first = block.first_index
         done: list[Contraction] = []
+        self._last = first + n - 1
+        if self._held is not None:
+            self._hold(block)
         cuts = run_starts(active)
         for s, e in zip(cuts, [*cuts[1:], n], strict=True):
             if active[s]:
                 if self._start is None:
                     self._start = first + s
+                    if self.count == 0 and self._settle_level is not None and self._held is None:
+                        self._held, self._held_n = [], 0
+                        self._hold(block)
                 else:  # the dip was shorter than the gap: it is part of the effort
                     self._span.add(self._dip, self._keep)
                 self._dip = _Stretch()
@@ -191,7 +214,7 @@ class ContractionCounter:
             elif self._start is not None:
                 need = self._gap - self._dip.n
                 if e - s >= need:
-                    if (c := self._close()) is not None:
+                    if (c := self._close(first + s + need - 1)) is not None:
                         done.append(c)
                 else:
                     self._dip.add(self._stretch(block, s, e), self._keep)
@@ -200,8 +223,15 @@ class ContractionCounter:
     def finish(self) -> list[Contraction]:
         """The session ended: a contraction still open counts, ending at its last active
         sample (as the offline rule counts a run open at the end of the array)."""
-        c = self._close() if self._start is not None else None
+        c = self._close(self._last) if self._start is not None else None
         return [] if c is None else [c]
+
+    def _hold(self, block: CounterInput) -> None:
+        self._held_n += block.active.shape[0]
+        if self._held is None or self._held_n > self._keep:
+            self._held = None  # a hold this long: its start is reported as it was switched
+            return
+        self._held.append(block)
 
     def _stretch(self, b: CounterInput, s: int, e: int) -> _Stretch:
         env, pct = b.envelope[self._t, s:e], b.pct_mvc[self._t, s:e]
@@ -227,12 +257,19 @@ class ContractionCounter:
                 out.last_band = b.first_index + s + int(hits[-1])
         return out
 
-    def _close(self) -> Contraction | None:
+    def _close(self, at: int) -> Contraction | None:
+        """The open contraction ends; `at`: the sample that ended it (its dip's last, or the
+        session's last)."""
         start, end, span = self._start, self._end, self._span
         assert start is not None
+        held, self._held = self._held, None
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
         if end - start < self._shortest or not span.n:
             return None
+        on_mv = None if not held or self._settle_level is None else self._settle_level(at)
+        if held and on_mv is not None and (settled := self._settled(held, start, end, on_mv)):
+            self.count += 1
+            return settled
         self.count += 1
         r = self.rate_hz
         vm_on, vl_on = self._pair(start, end)
@@ -257,6 +294,45 @@ class ContractionCounter:
             longest_hold_s=span.runs.longest / r if has_band else None,
             calibrated=self.calibrated,
         )
+
+    def _settled(
+        self, held: list[CounterInput], start: int, end: int, on_mv: float
+    ) -> Contraction | None:
+        """The contraction over [its first active sample at or above `on_mv`, end), its
+        figures computed afresh from the held blocks by the same rule (None: none later)."""
+        at = None
+        for b in held:
+            lo, hi = max(start - b.first_index, 0), min(end - b.first_index, b.active.shape[0])
+            if hi <= lo:
+                continue
+            hits = np.flatnonzero(b.active[lo:hi] & (b.envelope[self._t, lo:hi] >= on_mv))
+            if hits.size:
+                at = b.first_index + lo + int(hits[0])
+                break
+        if at is None or at <= start:
+            return None
+        # A counter of its own over the held blocks, activation cleared before `at`: dips are
+        # merged and figures summed exactly as live (min_on 0: whether it counts is decided).
+        again = ContractionCounter(
+            self.rate_hz,
+            self.channels,
+            self.target,
+            min_on_s=0.0,
+            merge_gap_s=self._gap / self.rate_hz,
+            pair_window_ms=self._window * 1000.0 / self.rate_hz,
+            calibrated=self.calibrated,
+        )
+        # The onsets seen so far (the held blocks' among them) go in once, with the first block.
+        onsets = tuple((ch, i) for ch, q in self._onsets.items() for i in q)
+        found: list[Contraction] = []
+        for b in held:
+            keep = b.first_index + np.arange(b.active.shape[0]) >= at
+            found += again.process(replace(b, active=b.active & keep, onsets=onsets))
+            onsets = ()
+        found += again.finish()
+        if not found:
+            return None
+        return replace(found[0], number=self.count + 1)
 
     def _pair(self, start: int, end: int) -> tuple[int | None, int | None]:
         """The VM onset nearest the contraction's start (from `pair_window` before it to its
