@@ -17,6 +17,19 @@ from feedback.session_result import SessionResult
 Metrics = list[dict[str, Any]]
 
 
+def reported_calibration(settings: Settings, channels: tuple[str, ...]) -> dict[str, Any]:
+    """The report's `calibration`: the MVC per channel, null where none was measured. Without
+    a calibration (source "placeholder") every one is null: the shipped default is nobody's
+    MVC, and a number in a clinical report would be read, and divided by, as one."""
+    cal = settings.calibration
+    mvc = cal.mvc_mv if cal.calibrated else {}
+    return {
+        "calibrated": cal.calibrated,
+        "source": cal.source,
+        "mvc_mv": {ch: mvc.get(ch) for ch in channels},
+    }
+
+
 class Tally:
     """One session's bookkeeping; `begin` once the pipeline exists, then one `block` per tick."""
 
@@ -47,12 +60,7 @@ class Tally:
             "merge_gap_s": c.merge_gap_s,
             "live": "causal: each contraction counted once its dip has lasted merge_gap_s",
         }
-        cal = settings.calibration
-        r.calibration = {
-            "calibrated": cal.calibrated,
-            "source": cal.source,
-            "mvc_mv": {ch: cal.mvc_mv.get(ch) for ch in info.channels},
-        }
+        r.calibration = reported_calibration(settings, info.channels)
 
     def protocol_switched(self, pipeline: Pipeline) -> None:
         if pipeline.protocol.kind != "free":

@@ -19,7 +19,9 @@ queue item; here paho's thread appends to a deque and the writer takes up to `ma
   PUBACKs on this one would wait behind the unread backlog.
 - QoS 0 (live snapshots, latest wins) past `max_queued` waiting are dropped and counted (without
   `max_waiting`); QoS 1 ones are always kept.
-- Reconnects: paho's own loop, paced with jitter (`Redial`, redial.py).
+- Reconnects: paho's own loop, paced with jitter (`Redial`, redial.py). A disconnect the logger
+  asked for (`stop`) is not a lost connection: logged at INFO, not counted, no redial, no
+  `on_lost` (a warning and a count on every restart would be a false alarm).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class PahoIntake:
         self.stats = IntakeStats()
         share_property_tables()
         self.generation = 0
+        self._stopping = threading.Event()  # set by stop(): the coming disconnect is asked for
         self._queue: collections.deque[Received] = collections.deque()
         self._cond = threading.Condition()
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -156,6 +159,7 @@ class PahoIntake:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping.set()  # before disconnect(): paho's thread reports it at once
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -221,6 +225,9 @@ class PahoIntake:
             self.stats.dropped_on_disconnect += len(self._queue)
             self._queue.clear()
             self.client.resume_reading()  # the next connection starts reading
+        if self._stopping.is_set():
+            log.info("disconnected from the broker (stopping): %s", rc)
+            return
         self.stats.disconnects += 1
         self._redial.lost()
         log.warning("broker connection lost: %s", rc)

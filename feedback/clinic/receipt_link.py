@@ -98,6 +98,8 @@ class ReceiptLink:
         self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
         self.connected.clear()
+        if self._closed.is_set():  # asked for (stop): nothing lost, nothing to redial
+            log.info("receipts' connection closed (stopping): %s", rc)
+            return
         self._redial.lost()
-        if not self._closed.is_set():
-            log.warning("receipts' connection lost: %s", rc)
+        log.warning("receipts' connection lost: %s", rc)

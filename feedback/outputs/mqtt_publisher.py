@@ -177,6 +177,9 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()  # the outbox has a message
         self._live_wakeup = asyncio.Event()  # a live snapshot is waiting
         self._connected = False
+        # Up when the station stopped it: the end line, written after the stop, must not call
+        # the station's own disconnect a lost connection.
+        self._connected_at_stop = False
         self.estop_connected = False  # the emergency stop's own connection is up
         self._answers: set[asyncio.Future[None]] = set()  # command_ack publishes in flight
         self.receipts = receipts
@@ -296,6 +299,9 @@ class MqttPublisher:
             except* Exception as group:  # a bug in a lane, not the network: restart, report
                 self._lane_failed(group.exceptions[0])
             finally:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # stopped, not lost
+                    self._connected_at_stop = self._connected
                 self._connected = False
             await asyncio.sleep(self.backoff.next())
 
@@ -350,12 +356,15 @@ class MqttPublisher:
 
     def undelivered_reason(self) -> str:
         """Why session messages are still waiting, for the line a session ends with: an
-        unreachable broker is named only when the broker was in fact not reachable."""
-        if self._connected:
+        unreachable broker is named only when the broker was in fact not reachable; a lost
+        connection only when it was lost, not closed by the station's own stop."""
+        if self._connected or self._connected_at_stop:
             if self.stats.refused_by_broker:
                 return "the broker refused them: check mqtt.username and the broker's ACL"
             if self.stats.held_no_subscriber:
                 return "connected, but no subscriber took them (is the clinic logger running?)"
+            if self.receipts:  # delivered means stored by the logger, not PUBACKed
+                return "connected, but no receipt from the clinic logger (is it running?)"
             return "connected, but the broker had not acknowledged them all in time"
         if not self.stats.connects:
             return f"broker unreachable: {self.last_error or 'no connection'}"

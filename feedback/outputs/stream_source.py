@@ -154,7 +154,11 @@ class StreamOutput:
                 target=item.target,
                 protocol=s.protocol.name,
                 patient=s.session.patient,
-                mvc_mv=tuple(s.calibration.mvc_mv.get(c, 0.0) for c in d.channels),
+                # 0 (unknown) without a calibration: a viewer would scale to % MVC by it
+                mvc_mv=tuple(
+                    s.calibration.mvc_mv.get(c, 0.0) if s.calibration.calibrated else 0.0
+                    for c in d.channels
+                ),
                 reps_total=item.reps_prescribed,
                 sets=s.protocol.sets,
             )
