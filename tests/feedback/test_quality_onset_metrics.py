@@ -12,11 +12,17 @@ from config.loader import load_settings
 from config.settings import Settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline, Tick
-from feedback.processing.metrics import limb_symmetry_index, median_frequency
+from feedback.processing.metrics import Contraction, limb_symmetry_index, median_frequency
 from feedback.processing.quality import Flag, SignalQuality
 from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
 
 RATE = 2000.0
+# One contraction's VL−VM onset difference scatters with the noise. Over 240 simulated
+# contractions (60 seeds, 30 ms scripted) the muscle-shaped carrier gives |error| p95 5.5 ms,
+# p99 7 ms, max 9 ms (the old flat 20–450 Hz carrier: 5, 6, 8 ms), and a run's mean over its
+# contractions stays within 4.2 ms of the script (flat: 3.8 ms).
+ONSET_DIFF_MS = 10.0  # one contraction
+ONSET_DIFF_MEAN_MS = 5.0  # the mean of a run's (four or more) contractions
 
 
 def synthetic(
@@ -45,6 +51,14 @@ def synthetic(
     )
     src = SyntheticEmg(RATE, models, profile, baseline_noise_mv=0.005, seed=seed)
     return np.asarray(src(int(seconds * RATE)), dtype=np.float32)
+
+
+def assert_onset_differences(contractions: list[Contraction], scripted_ms: float) -> None:
+    diffs = [c.vm_vl_onset_ms for c in contractions]
+    assert diffs and all(d is not None for d in diffs), diffs
+    found = [d for d in diffs if d is not None]
+    assert all(abs(d - scripted_ms) <= ONSET_DIFF_MS for d in found), found
+    assert abs(float(np.mean(found)) - scripted_ms) <= ONSET_DIFF_MEAN_MS, found
 
 
 def run(
@@ -113,13 +127,13 @@ def test_contractions_match_the_script_and_recover_the_vm_vl_delay() -> None:
     assert [round(c.onset_index / RATE) for c in contractions] == [2, 8, 14, 20]
     for c in contractions:
         assert c.duration_s == pytest.approx(3.0, abs=0.25)
-        assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
         assert c.vm_vl_ratio == pytest.approx(1.0, abs=0.1)
         assert 35.0 < c.mean_pct < 47.0  # the script's plateau is 45 % MVC, ramps below
         assert c.time_to_band_s is not None and 0.0 < c.time_to_band_s < 0.2
         assert c.hold_in_band_s == pytest.approx(2.9, abs=0.2)
         assert c.relaxation_s is not None and 0.0 < c.relaxation_s < 0.3
-        assert c.median_freq_hz is not None and 150.0 < c.median_freq_hz < 260.0  # white 20–450 Hz
+        assert c.median_freq_hz is not None and 60.0 < c.median_freq_hz < 130.0  # a muscle's
+    assert_onset_differences(contractions, 30.0)
 
 
 def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset() -> None:
@@ -138,9 +152,8 @@ def test_a_first_rest_shorter_than_the_baseline_window_still_gives_every_onset()
     # Script: contractions start at 0.7 + 4.2 k s (3 s work, 1.2 s rest).
     starts = [0.7 + 4.2 * k for k in range(6)]
     assert [c.onset_index / RATE for c in contractions] == pytest.approx(starts, abs=0.1)
-    for c in contractions:
-        assert c.duration_s == pytest.approx(3.0, abs=0.25)
-        assert c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0)
+    assert all(c.duration_s == pytest.approx(3.0, abs=0.25) for c in contractions)
+    assert_onset_differences(contractions, 30.0)
 
 
 @pytest.mark.parametrize(("zeros_s", "starts"), [(0.6, [2, 8, 14, 20]), (1.5, [2, 8, 14, 20])])
@@ -159,17 +172,16 @@ def test_leads_settling_at_zero_do_not_make_a_zero_threshold(
     ticks = run(s, data, [20] * (data.shape[1] // 20))
     contractions = [c for t in ticks for c in t.contractions]
     assert [round(c.onset_index / RATE) for c in contractions] == starts
-    assert all(c.vm_vl_onset_ms == pytest.approx(30.0, abs=5.0) for c in contractions)
+    assert_onset_differences(contractions, 30.0)
     active = np.concatenate([t.onsets.active for t in ticks if t.onsets is not None], axis=1)
     assert not active[:, round(17.5 * RATE) : round(19.5 * RATE)].any()  # relaxed between
 
 
 def test_vl_leading_gives_a_negative_onset_difference() -> None:
     s = load_settings(environ={})
-    data = synthetic(12.0, vl_delay_ms=-40.0)
-    contractions = [c for t in run(s, data, [20] * 1200) for c in t.contractions]
-    assert contractions
-    assert all(c.vm_vl_onset_ms == pytest.approx(-40.0, abs=5.0) for c in contractions)
+    data = synthetic(26.0, vl_delay_ms=-40.0)  # four contractions for the mean
+    contractions = [c for t in run(s, data, [20] * 2600) for c in t.contractions]
+    assert_onset_differences(contractions, -40.0)
 
 
 def test_vm_only_has_no_ratio_and_no_onset_difference() -> None:
@@ -286,3 +298,19 @@ def test_a_session_that_starts_mid_contraction_relearns_its_rest_baseline() -> N
     found = [c for t in ticks for c in t.contractions]
     assert [round(c.onset_index / RATE) for c in found] == [8, 14]
     assert all(c.duration_s == pytest.approx(3.0, abs=0.25) for c in found)
+
+
+@pytest.mark.parametrize("variant", ["correct", "vl_15_ms_early"])
+def test_the_onset_difference_check_catches_a_wrong_delay(variant: str) -> None:
+    delay_ms = 30.0 if variant == "correct" else 15.0
+    contractions = [
+        c
+        for t in run(load_settings(environ={}), synthetic(26.0, vl_delay_ms=delay_ms), [20] * 2600)
+        for c in t.contractions
+    ]
+    try:
+        assert_onset_differences(contractions, 30.0)
+        ok = True
+    except AssertionError:
+        ok = False
+    assert ok is (variant == "correct")
