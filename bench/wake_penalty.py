@@ -7,8 +7,8 @@ right after a 10 ms sleep took 40-130 times as long as back to back (`time.time(
 `Pipeline.process` on 4 × 20 samples, 24-37 → 340-350 µs). Waiting the 10 ms in a loop
 instead (`--busy`) took off only a fifth (the block 281 µs): most of it is not the guest's idle
 state; the likeliest cause is other work on the vCPU's physical core meanwhile, which a guest
-cannot see. Every latency bench here is read against
-this figure: the station's work between a sample's arrival and its cue is paid at this rate.
+cannot see. Every latency bench here is read against this figure: the station's work between a
+sample's arrival and its cue is paid at this rate.
 
     python -m bench.wake_penalty [--busy] [--block]
 """
