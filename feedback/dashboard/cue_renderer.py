@@ -94,8 +94,11 @@ class PatientState:
             return "CHECK ELECTRODES"
         if self.phase == "work":
             zone = ZONES.get(self.zone or "", "below")
-            left = self.countdown_s(now)
-            return WORK_WORDS[effort_word(zone, held=self.effort.held, left_s=left)]
+            # Free practice has no clock (its time left reads 0): no last moment, no held rep.
+            timed = self.reps_total > 0
+            left = self.countdown_s(now) if timed else None
+            held = self.effort.held and timed
+            return WORK_WORDS[effort_word(zone, held=held, left_s=left)]
         return {
             "ready": "GET READY",
             "rest": "RELAX",

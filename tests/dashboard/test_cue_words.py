@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from feedback.dashboard.cue_renderer import PatientState
+from feedback.dashboard.cue_renderer import WORK_WORDS, ZONES, PatientState
+from feedback.outputs.effort import effort_word
 
 
 def cue(msg_id: int, kind: str, value: str, phase: str, left: float, reps: int) -> dict[str, Any]:
@@ -55,3 +56,33 @@ def test_the_next_effort_starts_unheld_and_the_countdown_reads_whole_seconds() -
     state.apply(cue(8, "zone", "below", "work", 4.9, 1))
     assert state.word(state.at_t) == "PUSH"
     assert state.countdown_text(state.at_t + 4.5) == "1 s"  # 0.4 s left
+
+
+def free_cue(msg_id: int, kind: str, value: str) -> dict[str, Any]:
+    """Free practice as the station cues it: no reps prescribed, and no time left once working
+    (feedback.exercise: an untimed work phase reads 0 s left)."""
+    return {
+        "type": "cue", "session": "s-free", "msg_id": msg_id, "kind": kind, "value": value,
+        "phase": "work", "phase_left_s": 0.0, "reps_done": 0, "reps_total": 0,
+        "band": [30.0, 60.0], "t": 100.0,
+    }  # fmt: skip
+
+
+def word_ignoring_the_clock(state: PatientState, now: float) -> str:
+    """The rule before: the countdown's 0 s taken as the last moment, timed or not."""
+    zone = ZONES.get(state.zone or "", "below")
+    left = state.countdown_s(now)
+    return WORK_WORDS[effort_word(zone, held=state.effort.held, left_s=left)]
+
+
+@pytest.mark.parametrize("variant", ["correct", "clock_ignored"])
+def test_free_practice_below_the_band_reads_push(variant: str) -> None:
+    state = PatientState()
+    state.apply(free_cue(1, "phase", "work"))
+    state.apply(free_cue(2, "zone", "below"))
+    now = 101.0
+    word = state.word(now) if variant == "correct" else word_ignoring_the_clock(state, now)
+    ok = word == "PUSH"
+    assert ok is (variant == "correct"), word
+    state.apply(free_cue(3, "zone", "in_band"))
+    assert state.word(now) == "HOLD"
