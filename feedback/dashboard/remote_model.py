@@ -50,6 +50,12 @@ class StationView:
     version: int = 0  # bumped on every change the view should draw
 
 
+def calibrated(p: StreamPacket) -> bool:
+    """The stream has no flag for it: the station sends MVC 0 (unknown) for every channel of an
+    uncalibrated session, whose % MVC then rests on a made-up maximum."""
+    return bool(p.mvc_mv) and all(m > 0 for m in p.mvc_mv)
+
+
 class RemoteModel:
     def __init__(self, clinic: str, clock: Any = time.time) -> None:
         self.clinic = clinic
@@ -114,6 +120,7 @@ class RemoteModel:
             channels=p.channels, target_channel=p.channels[p.target],
             mvc_mv={c: m for c, m in zip(p.channels, p.mvc_mv, strict=True) if m > 0},
             trigger_fraction=v.trigger_fraction, reps_total=p.reps_total, sets=p.sets,
+            calibrated=calibrated(p),
         )  # fmt: skip
         if v.session != p.session:
             v.reps, v.onset_diff_ms, v.note, v.estop = [], None, "", False
