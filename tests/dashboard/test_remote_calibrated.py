@@ -20,17 +20,16 @@ CLINIC = "clinic-demo"
 
 
 def packet(mvc_mv: tuple[float, float]) -> bytes:
-    return encode(
-        StreamPacket(
-            counter=1, first_index=0, rate_hz=1000.0, decimation=10, t_sample=0.0, session="s-1",
-            channels=("VM", "VL"), target=0, protocol="hold", patient="P-01",
-            band=(30.0, 60.0), phase="work", holding=False, link_up=True, hold_progress=0.0,
-            set_no=1, sets=1, reps_done=0, reps_total=10, phase_left_s=3.0, gaps=0,
-            protocol_errors=0, stim_state="off", stim_bursts=0, vm_vl_ratio=None,
-            pct_mvc=(40.0, 30.0), mvc_mv=mvc_mv, envelope=np.full((2, 10), 0.2, "<f2"),
-            raw=np.zeros((2, 10), "<f2"), blanked=np.zeros(10, bool),
-        )  # fmt: skip
-    )
+    p = StreamPacket(
+        counter=1, first_index=0, rate_hz=1000.0, decimation=10, t_sample=0.0, session="s-1",
+        channels=("VM", "VL"), target=0, protocol="hold", patient="P-01",
+        band=(30.0, 60.0), phase="work", holding=False, link_up=True, hold_progress=0.0,
+        set_no=1, sets=1, reps_done=0, reps_total=10, phase_left_s=3.0, gaps=0,
+        protocol_errors=0, stim_state="off", stim_bursts=0, vm_vl_ratio=None,
+        pct_mvc=(40.0, 30.0), mvc_mv=mvc_mv, envelope=np.full((2, 10), 0.2, "<f2"),
+        raw=np.zeros((2, 10), "<f2"), blanked=np.zeros(10, bool),
+    )  # fmt: skip
+    return encode(p)
 
 
 @pytest.mark.parametrize("variant", ["correct", "default_header"])
