@@ -2,7 +2,7 @@
 // says what it counts, the repetitions, sound. Everything comes from the station's own MQTT
 // messages (docs/mqtt.md): `stream` (or `live`) for the bar, `cue` for the words and sounds.
 
-import { Countdown, EffortTracker, effortWord } from "./lib/effort.js";
+import { Countdown, EffortTracker, effortWord, zoneOf } from "./lib/effort.js";
 import { connect, json, loadConfig, signIn } from "./lib/link.js";
 import { Sound } from "./lib/sound.js";
 import { decode } from "./lib/stream.js";
@@ -36,10 +36,12 @@ export const state = {
   station: null, session: null, status: "unknown", phase: null, zone: null, quality: "ok",
   repsDone: 0, repsTotal: 0, band: null, phaseLeftS: 0, phaseAt: 0, pct: null, target: null,
   holdProgress: 0, holding: false, dataAt: 0, tSample: null, cueId: 0, ended: false,
+  calibrated: false, // from the stream's MVCs (0: unknown); until then only `holding` judges
 };
 const metrics = { delays: [], frames: 0, pending: null, painted: null, messages: 0, bad: 0 };
 const sound = new Sound();
-// Fed from the stream lane only (with the time left) or `live` (without): one ordered source.
+// Fed from both latest-wins lanes, `stream` (with the time left) and `live` (without): their
+// messages may cross, so the tracker keeps the highest reps count within an effort.
 let effort = new EffortTracker();
 let countdown = new Countdown();
 window.vmf = { state, metrics, sound };
@@ -63,6 +65,8 @@ function onMessage(station, leaf, bytes) {
     try { p = decode(bytes); } catch (_) { metrics.bad++; return; }
     if (p.session !== state.session) newSession(p.session);
     state.target = p.channels[p.target];
+    // The station sends MVC 0 without a calibration: % MVC then rests on a made-up maximum.
+    state.calibrated = p.mvcMv.length > 0 && p.mvcMv.every((m) => m > 0);
     Object.assign(state, {
       phase: p.phase, phaseLeftS: p.phaseLeftS, phaseAt: now(), band: p.band,
       repsDone: p.repsDone, repsTotal: p.repsTotal, holding: p.holding,
@@ -124,10 +128,11 @@ function bar(pct, tSample) {
   metrics.pending = tSample;
 }
 
-function zoneOf() {
-  if (state.zone) return state.zone;
-  if (state.pct === null || !state.band) return "below";
-  return state.pct < state.band[0] ? "below" : state.pct > state.band[1] ? "above" : "in_band";
+// The station's own zone cue (sent only with a calibration) when there is one, else the level
+// against the band, as the station's views judge it.
+function zone() {
+  if (state.zone && !state.holding) return state.zone;
+  return zoneOf(state.pct, state.band, state.holding, state.calibrated);
 }
 
 function wordKey(stale) {
@@ -139,7 +144,7 @@ function wordKey(stale) {
   if (state.phase === "work") {
     const timed = !state.freePractice && state.repsTotal > 0;
     const leftS = timed ? phaseLeft() : null;
-    const word = effortWord(zoneOf(), timed && effort.held, leftS);
+    const word = effortWord(zone(), timed && effort.held, leftS);
     return word === "relax" && effort.held ? "held" : word;
   }
   if (state.phase === "rest") return "relax";
@@ -172,11 +177,11 @@ function render() {
   const fill = $("fill");
   const pct = state.pct;
   fill.style.height = pct === null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
-  fill.className = `fill ${stale ? "stale" : state.phase === "work" ? zoneOf() : "idle"}`;
+  fill.className = `fill ${stale ? "stale" : state.phase === "work" ? zone() : "idle"}`;
   $("effort").textContent = pct === null || stale ? "–" : `${Math.round(pct)} %`;
   window.vmf.shownSample = state.tSample; // the sample whose value is on screen now
   const band = $("band");
-  if (state.band) {
+  if (state.band && state.calibrated) { // a band against a made-up maximum would mislead
     band.hidden = false;
     band.style.bottom = `${state.band[0]}%`;
     band.style.height = `${state.band[1] - state.band[0]}%`;

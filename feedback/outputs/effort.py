@@ -25,12 +25,17 @@ NEW_EFFORT_RISE_S = 0.25
 _FUZZ_S = 1e-6
 
 
-def zone_of(pct: float, band: tuple[float, float], holding: bool) -> ZoneName:
+def zone_of(
+    pct: float, band: tuple[float, float], holding: bool, *, calibrated: bool = True
+) -> ZoneName:
     """The zone as the views judge it: `holding` (the exercise's own, with its hysteresis)
-    counts as in the band even a hair under its lower edge."""
+    counts as in the band even a hair under its lower edge. Without a calibration the band
+    rests on a made-up maximum, so `holding` is all there is to judge by."""
     low, high = band
-    if holding or low <= pct <= high:
+    if holding or (calibrated and low <= pct <= high):
         return "in_band"
+    if not calibrated:
+        return "below"
     return "above" if pct > high else "below"
 
 
@@ -57,22 +62,27 @@ class EffortTracker:
     the phase, its time left (None: not known in this update) and the reps count. A new effort
     starts when the phase changes or its time left goes up (work straight after work, with no
     rest between); a view that opens after the rep was held cannot know and reads it as not
-    held."""
+    held. Within an effort the highest count seen stands: a page fed from two latest-wins lanes
+    may get an older, lower count after a newer one, and that must not un-hold the rep."""
 
     def __init__(self) -> None:
         self._phase: str | None = None
         self._left = math.inf
         self._reps_at_start: int | None = None
+        self._reps_seen: int | None = None  # the highest count since this effort started
         self.held = False
 
     def update(self, phase: str, left_s: float | None, reps_done: int | None) -> bool:
         rose = left_s is not None and left_s > self._left + NEW_EFFORT_RISE_S
         if phase != self._phase or rose:
-            self._reps_at_start = reps_done
+            self._reps_at_start = self._reps_seen = reps_done
+        elif reps_done is not None:
+            seen = self._reps_seen
+            self._reps_seen = reps_done if seen is None else max(seen, reps_done)
         self._phase = phase
         if left_s is not None:
             self._left = left_s
-        start = self._reps_at_start
-        counted = reps_done is not None and start is not None and reps_done > start
+        start, seen = self._reps_at_start, self._reps_seen
+        counted = seen is not None and start is not None and seen > start
         self.held = phase == "work" and counted
         return self.held

@@ -179,3 +179,44 @@ def test_work_straight_after_work_is_a_new_effort(
     held_next = t.update("work", 4.98, 1)  # the next effort has begun
     ok = not held_next and t.update("work", 1.0, 2)
     assert ok is (variant == "correct")
+
+
+class LatestCountTracker(EffortTracker):
+    """The rule before: judged on the newest update's count alone, however old its message."""
+
+    def update(self, phase: str, left_s: float | None, reps_done: int | None) -> bool:
+        held = super().update(phase, left_s, reps_done)
+        start = self._reps_at_start
+        self.held = held and reps_done is not None and start is not None and reps_done > start
+        return self.held
+
+
+# An effort as a page fed from two latest-wins lanes may see it: the stream with the time left,
+# `live` without; a `live` from before the rep lands after a stream packet from after it.
+CROSSED = [("work", 5.0, 0), ("work", 2.4, 1), ("work", None, 0), ("work", 2.2, 1)]
+
+
+@pytest.mark.parametrize("variant", ["correct", "latest_count"])
+def test_a_stale_lower_count_does_not_unhold_the_rep(variant: str) -> None:
+    t = EffortTracker() if variant == "correct" else LatestCountTracker()
+    held = [t.update(p, left, r) for p, left, r in CROSSED]
+    ok = held == [False, True, True, True]
+    assert ok is (variant == "correct"), held
+    assert not t.update("rest", 5.0, 1) and not t.update("work", 5.0, 1)  # the next effort
+
+
+@pytest.mark.parametrize("variant", ["correct", "band_only"])
+def test_uncalibrated_the_zone_is_the_exercise_own_holding(variant: str) -> None:
+    """Without a calibration the band rests on a made-up maximum: a level inside it is not in
+    the band, one above it is not too hard; only `holding` says anything."""
+    band = (30.0, 60.0)
+
+    def zone(pct: float, holding: bool) -> str:
+        if variant == "correct":
+            return effort.zone_of(pct, band, holding, calibrated=False)
+        return effort.zone_of(pct, band, holding)
+
+    zones = [zone(45.0, False), zone(80.0, False), zone(10.0, True), zone(80.0, True)]
+    ok = zones == ["below", "below", "in_band", "in_band"]
+    assert ok is (variant == "correct"), zones
+    assert effort.zone_of(45.0, band, False) == "in_band"  # calibrated: the band judges

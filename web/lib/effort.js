@@ -15,27 +15,42 @@ export function effortWord(zone, held, leftS) {
   return "push";
 }
 
+// The zone as the station's views judge it (zone_of there): `holding`, the exercise's own
+// judgement with its hysteresis, counts as in the band; without a calibration the band rests on
+// a made-up maximum, so holding or not is all there is. pct: null when no level is known yet.
+export function zoneOf(pct, band, holding, calibrated) {
+  if (holding) return "in_band";
+  if (!calibrated || pct === null || !band) return "below";
+  return pct < band[0] ? "below" : pct > band[1] ? "above" : "in_band";
+}
+
 // The seconds still begun: 0.4 s left reads 1, so 0 never shows while time is left.
 export function wholeSeconds(leftS) {
   return Math.max(0, Math.ceil(leftS - FUZZ_S));
 }
 
 // Whether the running effort's rep is held, from updates of (phase, time left or null, reps).
+// Within an effort the highest count seen stands: `live` and `stream` are separate latest-wins
+// lanes, so an older, lower count can arrive after a newer one and must not un-hold the rep.
 export class EffortTracker {
   constructor() {
     this.phase = null;
     this.left = Infinity;
     this.repsAtStart = null;
+    this.repsSeen = null;
     this.held = false;
   }
 
   update(phase, leftS, repsDone) {
     const rose = leftS !== null && leftS > this.left + NEW_EFFORT_RISE_S;
-    if (phase !== this.phase || rose) this.repsAtStart = repsDone;
+    if (phase !== this.phase || rose) this.repsAtStart = this.repsSeen = repsDone;
+    else if (repsDone !== null) {
+      this.repsSeen = this.repsSeen === null ? repsDone : Math.max(this.repsSeen, repsDone);
+    }
     this.phase = phase;
     if (leftS !== null) this.left = leftS;
-    const start = this.repsAtStart;
-    this.held = phase === "work" && repsDone !== null && start !== null && repsDone > start;
+    const start = this.repsAtStart, seen = this.repsSeen;
+    this.held = phase === "work" && seen !== null && start !== null && seen > start;
     return this.held;
   }
 }
