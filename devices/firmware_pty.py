@@ -186,6 +186,29 @@ def serve_on_pty(rate_hz: float, channels: Sequence[str], seed: int, link: str |
     return 0
 
 
+def sample_rate(text: str) -> float:
+    """`--rate`, bounded as the simulator's own setting is: slower than 500 Hz cannot carry
+    surface EMG's band (and below ~270 Hz the muscle's spectral shape cannot be made at all)."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from config.settings import SimulatorSettings
+
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of Hz") from None
+    try:
+        SimulatorSettings(rate_hz=rate)
+    except ValidationError as exc:
+        why = exc.errors()[0]["msg"]  # e.g. "Input should be greater than or equal to 500"
+        raise argparse.ArgumentTypeError(
+            f"{text} Hz refused: {why} Hz, as the simulator's own rate"
+        ) from None
+    return rate
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m devices.firmware_pty`: serve a pty (--pty) or record the wire bytes."""
     import argparse
@@ -205,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         "--link", metavar="PATH", help="with --pty: also make PATH a symlink to the pty"
     )
     common = parser.add_argument_group("the emulated device (both modes)")
-    common.add_argument("--rate", type=float, default=2000.0, help="sample rate, Hz (2000)")
+    common.add_argument(
+        "--rate", type=sample_rate, default=2000.0, help="sample rate, Hz (2000; 500 to 10000)"
+    )
     common.add_argument("--channels", default="VM,VL", help="comma-separated channel roles")
     common.add_argument("--seed", type=int, default=1, help="random seed of the synthetic EMG")
     rec = parser.add_argument_group("recording the wire bytes (without --pty)")

@@ -123,6 +123,11 @@ class SyntheticEmg:
 # alone spreads the power evenly to 450 Hz and puts the median near 230 Hz.
 SHWEDYK_LOW_HZ = 60.0
 SHWEDYK_HIGH_HZ = 120.0
+# The slowest rate the shape can be made at: its high corner must lie inside the band kept below
+# Nyquist (0.45 · rate, as for the band-pass). Slower, the pre-warp's tan() first runs away and
+# then, below 2 · 120 Hz, turns negative: a pole in the right half-plane, noise growing without
+# bound. Refused rather than quietly flattened: the caller asked for a muscle's spectrum.
+MIN_SHAPED_RATE_HZ = SHWEDYK_HIGH_HZ / 0.45
 
 
 def carrier_sos(
@@ -130,13 +135,26 @@ def carrier_sos(
 ) -> np.ndarray:
     """Shaping filter for unit white noise: the amplifier's band-pass, then the muscle's shape.
 
-    `band_only` leaves the flat band-pass alone (the old carrier, kept as a negative control)."""
+    `band_only` leaves the flat band-pass alone (the old carrier, kept as a negative control).
+    Raises ValueError below `MIN_SHAPED_RATE_HZ`, where the muscle's shape cannot be made."""
     from scipy import signal
 
+    if not band_only and not rate_hz >= MIN_SHAPED_RATE_HZ:
+        raise ValueError(
+            f"{rate_hz:g} Hz is too slow for the muscle's spectral shape (its 120 Hz corner "
+            f"needs at least {MIN_SHAPED_RATE_HZ:.0f} Hz); surface EMG wants 500 Hz or more"
+        )
     high = min(band_hz[1], 0.45 * rate_hz)
     band = signal.butter(4, (band_hz[0], high), btype="bandpass", fs=rate_hz, output="sos")
     if band_only:
         return np.asarray(band)
+    return np.vstack([band, muscle_shape_sos(rate_hz)])
+
+
+def muscle_shape_sos(rate_hz: float) -> np.ndarray:
+    """The muscle's shape alone, unchecked: `carrier_sos` refuses the rates it cannot be made at."""
+    from scipy import signal
+
     # Pre-warped corners: without them the bilinear transform pulls the high corner down at the
     # low rates settings allow (500 Hz), and the median would drift with the rate.
     low_w, high_w = (
@@ -145,7 +163,7 @@ def carrier_sos(
     # One zero at DC, a pole at the low corner and a double pole at the high corner: the
     # amplitude response whose square is the model's power spectrum.
     z, p, k = signal.bilinear_zpk([0.0], [-low_w, -high_w, -high_w], high_w**2, rate_hz)
-    return np.vstack([band, signal.zpk2sos(z, p, k)])
+    return np.asarray(signal.zpk2sos(z, p, k))
 
 
 def _noise_rms_gain(sos: np.ndarray) -> float:

@@ -18,10 +18,12 @@ from config.loader import load_settings
 from devices.base import SampleBlock
 from feedback.pipeline import Pipeline
 from firmware_bridge.synthetic_emg import (
+    MIN_SHAPED_RATE_HZ,
     ChannelModel,
     ContractionProfile,
     SyntheticEmg,
     carrier_sos,
+    muscle_shape_sos,
 )
 
 ROLES = ("VM", "VL")
@@ -112,3 +114,29 @@ def test_any_split_into_calls_gives_the_same_signal(variant: str) -> None:
     parts = np.concatenate([split(n) for n in (1, 999, 17, 40, 4943)], axis=1)
     ok = bool(np.array_equal(whole, parts))
     assert ok is (variant == "correct")
+
+
+def largest_pole(sos: np.ndarray) -> float:
+    """The largest pole radius: 1 or more and the filter's output grows without bound."""
+    _, poles, _ = signal.sos2zpk(sos)
+    return float(np.max(np.abs(poles)))
+
+
+@pytest.mark.parametrize("variant", ["correct", "unchecked_at_200_hz"])
+def test_the_shape_is_stable_wherever_it_is_made(variant: str) -> None:
+    """Every rate the checks let through gets a stable filter; the shape made unchecked at
+    200 Hz (below 2 · 120 Hz, where the pre-warp turns negative) has a pole outside."""
+    if variant == "correct":
+        rates = [MIN_SHAPED_RATE_HZ, 300.0, 500.0, 1000.0, 2000.0, 10_000.0]
+        radii = [largest_pole(carrier_sos(r)) for r in rates]
+    else:
+        radii = [largest_pole(muscle_shape_sos(200.0))]
+    ok = all(r < 1.0 for r in radii)
+    assert ok is (variant == "correct"), radii
+
+
+@pytest.mark.parametrize("rate_hz", [200.0, 250.0, float("nan")])
+def test_a_rate_too_slow_for_the_shape_is_refused_not_flattened(rate_hz: float) -> None:
+    with pytest.raises(ValueError, match="too slow for the muscle's spectral shape"):
+        SyntheticEmg(rate_hz, MODELS, PROFILE)
+    assert largest_pole(carrier_sos(250.0, band_only=True)) < 1.0  # the flat band, if asked for
