@@ -141,8 +141,9 @@ def carrier_sos(
 
     if not band_only and not rate_hz >= MIN_SHAPED_RATE_HZ:
         raise ValueError(
-            f"{rate_hz:g} Hz is too slow for the muscle's spectral shape (its 120 Hz corner "
-            f"needs at least {MIN_SHAPED_RATE_HZ:.0f} Hz); surface EMG wants 500 Hz or more"
+            f"{rate_hz:g} Hz is too slow for the muscle's spectral shape (its "
+            f"{SHWEDYK_HIGH_HZ:g} Hz corner needs at least {MIN_SHAPED_RATE_HZ:.0f} Hz); "
+            "surface EMG wants 500 Hz or more"
         )
     high = min(band_hz[1], 0.45 * rate_hz)
     band = signal.butter(4, (band_hz[0], high), btype="bandpass", fs=rate_hz, output="sos")
