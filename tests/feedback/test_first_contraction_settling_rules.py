@@ -231,9 +231,12 @@ def test_the_first_effort_is_settled() -> None:
 # 4. A first contraction that could not be settled says so.
 
 
+HOLD = ContractionCounter._hold
+
+
 def forgetting_hold(self: ContractionCounter, block: CounterInput) -> None:
     """The hold before: past MAX_CONTRACTION_S it dropped the blocks and, with them, any sign."""
-    ContractionCounter._hold_kept(self, block)
+    HOLD(self, block)
     if self._held is None:
         self._settling = False
 
@@ -251,9 +254,6 @@ def test_a_first_contraction_that_could_not_be_settled_says_so(
         active[100 : round(61.5 * rate)] = True
         active[round(61.5 * rate) :] = False
         if variant == "silent":
-            monkeypatch.setattr(
-                ContractionCounter, "_hold_kept", ContractionCounter._hold, raising=False
-            )
             monkeypatch.setattr(ContractionCounter, "_hold", forgetting_hold)
     else:
         active[round(10 * rate) :] = False
