@@ -9,7 +9,7 @@ station adds. Without a Mosquitto binary the embedded broker stands in, and the 
 
 A second subscriber (bench/socket_subscriber.py) takes the same messages and stamps them as
 their bytes come off its socket, before any parsing (`at_socket` in the result): aiomqtt's
-receive path adds ~0.45 ms at the median on this project's machine, to the peer's messages as
+receive path adds ~0.4 ms at the median on this project's machine, to the peer's messages as
 much as to the station's, and the station is not the tablet's MQTT stack.
 
     python -m bench.bench_latency --seconds 20 [--split-cores]

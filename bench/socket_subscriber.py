@@ -2,7 +2,7 @@
 
 bench_latency's aiomqtt subscriber stamps a message after aiomqtt's own path has run (paho's
 parse, its callback, an asyncio queue, the `async for`): on this project's machine that path
-adds ~0.45 ms at the median to every message, the peer's as much as the station's. This one
+adds ~0.4 ms at the median to every message, the peer's as much as the station's. This one
 stamps right after `recv` returns, before any parsing, so its figure is when the message
 reached the subscriber's process. Both run in the same bench, subscribed to the same topics.
 

@@ -6,8 +6,9 @@ right after a 10 ms sleep took 40-130 times as long as back to back (`time.time(
 8-11 µs, `np.empty` 0.3-0.5 → 36 µs) and the station's block 9-14 times (`--block`:
 `Pipeline.process` on 4 × 20 samples, 24-37 → 340-350 µs). Waiting the 10 ms in a loop
 instead (`--busy`) took off only a fifth (the block 281 µs): most of it is not the guest's idle
-state but what else runs on the vCPU's core meanwhile. Every latency bench here is read against
-this figure: the station's work between a sample's arrival and its cue is paid at this rate.
+state; the likeliest cause is other work on the vCPU's physical core meanwhile, which a guest
+cannot see. Every latency bench here is read against this figure: the station's work between a
+sample's arrival and its cue is paid at this rate.
 
     python -m bench.wake_penalty [--busy] [--block]
 """
