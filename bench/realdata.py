@@ -38,6 +38,7 @@ from feedback.processing.activation import ActivationDetector
 from feedback.processing.chain import EmgChain
 from feedback.processing.contraction_counter import ContractionCounter, CounterInput
 from feedback.processing.contractions import contraction_spans, count_contractions
+from feedback.processing.metrics import Contraction
 from feedback.processing.onset import OnsetDetector, Tkeo
 from firmware_bridge.synthetic_emg import ChannelModel, ContractionProfile, SyntheticEmg
 
@@ -99,6 +100,21 @@ def live_contractions(
     streamed in `block`-sample blocks as a session runs them (uncalibrated). `settle` False:
     the counter is not given the on level, so the first contraction keeps its switch-on start
     (the behaviour before it was settled: the negative control)."""
+    found = live_counted(data, rate, channels, target, settings, settle=settle, block=block)
+    return [(k.onset_index, k.offset_index) for k in found]
+
+
+def live_counted(
+    data: np.ndarray,
+    rate: float,
+    channels: tuple[str, ...],
+    target: str,
+    settings: Settings,
+    *,
+    settle: bool = True,
+    block: int = 20,
+) -> list[Contraction]:
+    """The contractions of `live_contractions`, as the counter reports them."""
     chain = EmgChain(settings.processing, settings.calibration, rate, channels)
     hb_det = OnsetDetector(settings.onset, rate, channels)
     act_det = ActivationDetector(settings.activation, rate, channels)
@@ -118,36 +134,38 @@ def live_contractions(
         calibrated=False,
         settle_level=level if settle else None,
     )
-    found = []
+    found: list[Contraction] = []
     for a in range(0, data.shape[1], block):
         out = chain.process(SampleBlock(a, a / rate, rate, channels, data[:, a : a + block]))
         act = act_det.process(a, out.envelope, hb_det.process(a, out.envelope))
         pct = np.zeros_like(out.envelope)
         found += counter.process(CounterInput(a, act.active[t], out.envelope, pct, out.filtered))
-    found += counter.finish()
-    return [(k.onset_index, k.offset_index) for k in found]
+    return found + counter.finish()
 
 
 def contraction_timing(
     rec: Recording, settings: Settings | None = None, *, settle: bool = True
 ) -> list[dict[str, Any]]:
     """Seated extension, uncalibrated: per extension phase (the goniometer's, in order), the
-    live VM contraction overlapping it most and its onset, offset and duration errors, s
-    (contraction − extension; None when no contraction overlaps it)."""
+    live VM contraction overlapping it most, its onset, offset and duration errors, s
+    (contraction − extension; None when no contraction overlaps it), and its `settled`."""
     s = settings or default_settings()
     rate = rec.rate_hz
-    spans = live_contractions(_select(rec, UCI_EMG), rate, UCI_EMG, "VM", s, settle=settle)
+    found = live_counted(_select(rec, UCI_EMG), rate, UCI_EMG, "VM", s, settle=settle)
+    spans = [(k.onset_index, k.offset_index) for k in found]
+    settled = {(k.onset_index, k.offset_index): k.settled for k in found}
     truth = extension_phases(rec.data[rec.channels.index("FX")].astype(float))
     rows: list[dict[str, Any]] = []
     for k, (a, b) in enumerate(contraction_spans(truth, rate)):
         overlap = [(min(b, e) - max(a, o), (o, e)) for o, e in spans if min(b, e) > max(a, o)]
         row: dict[str, Any] = {"extension": k + 1, "onset_s": None, "offset_s": None}
-        row["duration_s"] = None
+        row["duration_s"], row["settled"] = None, None
         if overlap:
             o, e = max(overlap)[1]
             row["onset_s"] = round((o - a) / rate, 3)
             row["offset_s"] = round((e - b) / rate, 3)
             row["duration_s"] = round(((e - o) - (b - a)) / rate, 3)
+            row["settled"] = settled[(o, e)]
         rows.append(row)
     return rows
 
@@ -169,6 +187,7 @@ def first_contraction(
     out: dict[str, Any] = {
         "first_onset_s": first["onset_s"],
         "first_duration_s": first["duration_s"],
+        "first_settled": first["settled"],
         "others_onset_s": None,
         "first_vs_others_onset_s": None,
         "first_vs_others_duration_s": None,

@@ -77,6 +77,10 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "sen_median_first_vs_others_duration_s": med("first_vs_others_duration_s", sen),
         "sen_files_first_onset_within_bound": within("first_vs_others_onset_s"),
         "sen_files_first_onset_within_bound_unsettled": within("first_vs_others_onset_s_unsettled"),
+        # Settled at its end / could not be / nothing to settle (None: also no first contraction).
+        "sen_files_first_settled": [
+            sum(r["first_settled"] is v for r in sen) for v in (True, False, None)
+        ],
         "pie_files": len(pie),
         "pie_median_vm_active_frac": med("vm_active_frac", pie),
         "pie_median_hodges_bui_vm_active_frac": med("hodges_bui_vm_active_frac", pie),
@@ -101,6 +105,7 @@ FIRST_COLS = (
     ("first − others onset s", "first_vs_others_onset_s"),
     ("… unsettled (before)", "first_vs_others_onset_s_unsettled"),
     ("first duration err s", "first_duration_s"),
+    ("settled", "first_settled"),
     ("first − others duration s", "first_vs_others_duration_s"),
 )
 PIE_COLS = (

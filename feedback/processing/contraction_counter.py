@@ -17,13 +17,25 @@ start), and the median frequency of the raw EMG (a fatigue index).
 Metrics of samples in a dip are kept aside and join the contraction only if the dip is merged,
 so a contraction's figures cover exactly its span. Pure: no I/O, no clock.
 
-The first contraction of an uncalibrated session is settled when it ends. Its switch-on was
-judged before any effort had set the session reference, so against the rest multiple alone
+The first effort of an uncalibrated session is settled when it ends. Its switch-on was judged
+before any effort had set the session reference, so against the rest multiple alone
 (docs/activation.md): on real recordings it began about 0.3 s early and lasted 0.4 s too long.
 Given `settle_level` (the activation detector's on level of the target that judged a sample,
-None where the reference is not the session one), the counter keeps that contraction's blocks
-and, at its end, starts it at its first active sample that reaches the on level in force at
-that end (the reference having seen the effort), its figures computed over that span.
+None where the reference is not the session one), the counter keeps copies of the rows that
+contraction's figures read and, at its end, starts it at its first active sample that reaches
+the on level in force at that end (the reference having seen the effort), its figures computed
+over that span. Its VM–VL onset difference stays the pairing of the switch-on: Hodges–Bui
+onsets do not depend on the reference, and the VM onset of the effort precedes the switch-on,
+so it may lie out of the pair window of the settled start.
+
+Only the contraction that starts with the session's first activation of the target is settled
+(not "the first counted": a blip too short to count, or a contraction dropped by a gap, was an
+effort the session reference has seen, so a later switch-on was not judged without it), and
+only when the reference that judged its switch-on was the session one (a calibrated target
+keeps nothing). `Contraction.settled` says what happened: True, its start was judged against
+the level in force at its end (moved, or kept where it already reached it); False, it should
+have been and could not (held longer than MAX_CONTRACTION_S, the level no longer known, or no
+sample reaching it): its start is the live switch-on; None, nothing to settle.
 Whether it counts is still the live rule's; the live activation state (the cue) is unchanged.
 """
 
@@ -164,8 +176,11 @@ class ContractionCounter:
         self._span = _Stretch()
         self._dip = _Stretch()  # samples since `_end`: join the span if activation resumes
         self.count = 0
-        # The blocks of the session's first contraction while it is open (None: not kept),
-        # to settle it at its end (module docstring); at most `_keep` samples.
+        # The rows settling reads: the target, then its VL partner (for the VM:VL ratio).
+        self._rows = [self._t] if self._vl is None else [self._t, self._vl]
+        self._effort_seen = False  # the target has been active (a contraction has started)
+        self._settling = False  # the open contraction is to be settled at its end
+        # Copies of its blocks' rows while it is open (None: not kept), at most `_keep` samples.
         self._held: list[CounterInput] | None = None
         self._held_n = 0
         self._settle_level = settle_level
@@ -186,7 +201,20 @@ class ContractionCounter:
         """Samples were lost: a contraction in progress has no known end, so it is dropped
         rather than reported with the lost time inside it."""
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
-        self._held = None
+        self._held, self._settling = None, False
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes the held blocks keep alive (the arrays they view included): 0 unless the open
+        contraction is to be settled."""
+        bases: dict[int, int] = {}
+        for b in self._held or ():
+            for a in (b.active, b.envelope, b.pct_mvc, b.filtered, b.zone):
+                while isinstance(a, np.ndarray) and isinstance(a.base, np.ndarray):
+                    a = a.base
+                if isinstance(a, np.ndarray):
+                    bases[id(a)] = a.nbytes
+        return sum(bases.values())
 
     def process(self, block: CounterInput) -> list[Contraction]:
         for ch, at in block.onsets:
@@ -203,9 +231,10 @@ class ContractionCounter:
             if active[s]:
                 if self._start is None:
                     self._start = first + s
-                    if self.count == 0 and self._settle_level is not None and self._held is None:
-                        self._held, self._held_n = [], 0
+                    if self._settles(self._start):
+                        self._settling, self._held, self._held_n = True, [], 0
                         self._hold(block)
+                    self._effort_seen = True
                 else:  # the dip was shorter than the gap: it is part of the effort
                     self._span.add(self._dip, self._keep)
                 self._dip = _Stretch()
@@ -226,12 +255,32 @@ class ContractionCounter:
         c = self._close(self._last) if self._start is not None else None
         return [] if c is None else [c]
 
+    def _settles(self, start: int) -> bool:
+        """The contraction switched on at `start` is to be settled: the session's first
+        activation of the target, judged against the session reference (module docstring)."""
+        level = self._settle_level
+        return not self._effort_seen and level is not None and level(start) is not None
+
     def _hold(self, block: CounterInput) -> None:
         self._held_n += block.active.shape[0]
         if self._held is None or self._held_n > self._keep:
             self._held = None  # a hold this long: its start is reported as it was switched
             return
-        self._held.append(block)
+        self._held.append(self._rows_of(block))
+
+    def _rows_of(self, b: CounterInput) -> CounterInput:
+        """Copies of what settling reads of a block (the block's arrays are views of per-block
+        arrays of every channel): envelope of the target and its partner, % MVC and filtered
+        EMG of the target alone (the settling counter reads no other row of those)."""
+        t = self._t
+        return CounterInput(
+            b.first_index,
+            b.active.copy(),
+            b.envelope[self._rows],  # (a list index: a copy)
+            b.pct_mvc[t : t + 1].copy(),
+            b.filtered[t : t + 1].copy(),
+            None if b.zone is None else b.zone.copy(),
+        )
 
     def _stretch(self, b: CounterInput, s: int, e: int) -> _Stretch:
         env, pct = b.envelope[self._t, s:e], b.pct_mvc[self._t, s:e]
@@ -262,17 +311,24 @@ class ContractionCounter:
         session's last)."""
         start, end, span = self._start, self._end, self._span
         assert start is not None
-        held, self._held = self._held, None
+        held, settling = self._held, self._settling
         self._start, self._span, self._dip = None, _Stretch(), _Stretch()
+        self._held, self._settling = None, False
         if end - start < self._shortest or not span.n:
             return None
-        on_mv = None if not held or self._settle_level is None else self._settle_level(at)
-        if held and on_mv is not None and (settled := self._settled(held, start, end, on_mv)):
-            self.count += 1
-            return settled
-        self.count += 1
         r = self.rate_hz
-        vm_on, vl_on = self._pair(start, end)
+        vm_on, vl_on = self._pair(start, end)  # the switch-on's pairing, settled or not
+        onset_ms = None if vm_on is None or vl_on is None else (vl_on - vm_on) * 1e3 / r
+        settled = None
+        if settling:
+            from_at = None if held is None else self._settled_start(held, start, end, at)
+            settled = from_at is not None
+            if held is not None and from_at is not None and from_at > start:
+                if (c := self._settled(held, from_at)) is not None:
+                    self.count += 1
+                    return replace(c, number=self.count, vm_vl_onset_ms=onset_ms, settled=True)
+                settled = False
+        self.count += 1
         raw = np.concatenate(span.raw) if span.raw else np.zeros(0)
         has_band = span.runs.n > 0
         return Contraction(
@@ -287,52 +343,50 @@ class ContractionCounter:
             hold_in_band_s=span.in_band / r,
             relaxation_s=None if span.last_band is None else (end - 1 - span.last_band) / r,
             median_freq_hz=median_frequency(raw, r),
-            vm_vl_onset_ms=None if vm_on is None or vl_on is None else (vl_on - vm_on) * 1e3 / r,
+            vm_vl_onset_ms=onset_ms,
             vm_vl_ratio=span.vm_sum / span.vl_sum if span.vl_sum > 0 else None,
             peak_mv=span.env_peak,
             mean_mv=span.env_sum / span.n,
             longest_hold_s=span.runs.longest / r if has_band else None,
             calibrated=self.calibrated,
+            settled=settled,
         )
 
-    def _settled(
-        self, held: list[CounterInput], start: int, end: int, on_mv: float
-    ) -> Contraction | None:
-        """The contraction over [its first active sample at or above `on_mv`, end), its
-        figures computed afresh from the held blocks by the same rule (None: none later)."""
-        at = None
+    def _settled_start(self, held: list[CounterInput], start: int, end: int, at: int) -> int | None:
+        """The contraction's first active sample at or above the on level that judged sample
+        `at` (its end), None when that level is not known or no sample reaches it."""
+        on_mv = None if self._settle_level is None else self._settle_level(at)
+        if on_mv is None:
+            return None
         for b in held:
             lo, hi = max(start - b.first_index, 0), min(end - b.first_index, b.active.shape[0])
             if hi <= lo:
                 continue
-            hits = np.flatnonzero(b.active[lo:hi] & (b.envelope[self._t, lo:hi] >= on_mv))
+            hits = np.flatnonzero(b.active[lo:hi] & (b.envelope[0, lo:hi] >= on_mv))
             if hits.size:
-                at = b.first_index + lo + int(hits[0])
-                break
-        if at is None or at <= start:
-            return None
-        # A counter of its own over the held blocks, activation cleared before `at`: dips are
+                return b.first_index + lo + int(hits[0])
+        return None
+
+    def _settled(self, held: list[CounterInput], at: int) -> Contraction | None:
+        """The contraction from `at` on, its figures computed afresh from the held rows by
+        the same rule (None: nothing counted from there)."""
+        # A counter of its own over the held rows, activation cleared before `at`: dips are
         # merged and figures summed exactly as live (min_on 0: whether it counts is decided).
         again = ContractionCounter(
             self.rate_hz,
-            self.channels,
+            tuple(self.channels[i] for i in self._rows),
             self.target,
             min_on_s=0.0,
             merge_gap_s=self._gap / self.rate_hz,
             pair_window_ms=self._window * 1000.0 / self.rate_hz,
             calibrated=self.calibrated,
         )
-        # The onsets seen so far (the held blocks' among them) go in once, with the first block.
-        onsets = tuple((ch, i) for ch, q in self._onsets.items() for i in q)
         found: list[Contraction] = []
         for b in held:
             keep = b.first_index + np.arange(b.active.shape[0]) >= at
-            found += again.process(replace(b, active=b.active & keep, onsets=onsets))
-            onsets = ()
+            found += again.process(replace(b, active=b.active & keep))
         found += again.finish()
-        if not found:
-            return None
-        return replace(found[0], number=self.count + 1)
+        return found[0] if found else None
 
     def _pair(self, start: int, end: int) -> tuple[int | None, int | None]:
         """The VM onset nearest the contraction's start (from `pair_window` before it to its

@@ -35,6 +35,9 @@ class Contraction:
     mean_mv: float | None = None
     longest_hold_s: float | None = None  # longest continuous time in the band (None: no band)
     calibrated: bool = True  # False: the % MVC figures rest on a placeholder MVC
+    # The session's first effort, uncalibrated: True, its start settled at its end; False, it
+    # could not be (its start is the early live switch-on); None, nothing to settle.
+    settled: bool | None = None
 
 
 def median_frequency(x: np.ndarray, rate_hz: float) -> float | None:

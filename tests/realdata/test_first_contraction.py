@@ -39,7 +39,8 @@ def first_onset_ok(r: dict[str, Any]) -> bool:
 @pytest.mark.parametrize("name", ["4Nsen.txt.gz", "7Nsen.txt.gz"])
 def test_the_first_contraction_starts_like_the_others(name: str, variant: str) -> None:
     r = first(name, variant == "correct")
-    assert first_onset_ok(r) is (variant == "correct"), r
+    ok = first_onset_ok(r) and r["first_settled"] is True
+    assert ok is (variant == "correct"), r
 
 
 def test_the_newcomers_replay_of_4nsen() -> None:
