@@ -33,11 +33,8 @@ def phase_word(frame: DashFrame, held: bool = False) -> str:
     """`held`: this effort's rep is counted (an `EffortTracker` over the frames knows)."""
     if frame.phase == "work":
         timed = bool(frame.header.reps_total)
-        if frame.header.calibrated:
-            pct = frame.pct_mvc.get(frame.header.target_channel, 0.0)
-            zone = zone_of(pct, frame.band, frame.holding)
-        else:  # the band rests on a made-up maximum: only the exercise's own judgement
-            zone = "in_band" if frame.holding else "below"
+        pct = frame.pct_mvc.get(frame.header.target_channel, 0.0)
+        zone = zone_of(pct, frame.band, frame.holding, calibrated=frame.header.calibrated)
         left = frame.phase_left_s if timed else None
         return WORK_WORDS[effort_word(zone, held=held and timed, left_s=left)]
     return {
