@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import time
@@ -105,3 +106,39 @@ async def test_every_qos1_message_arrives_and_is_acknowledged(
     ]
     assert stamps_are_times
     assert every_one is (variant == "correct"), f"{len(got)} of {len(sent)} arrived"
+
+
+def naive_lengths(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The control splitter for hostile bytes: reads the length byte without checking it is
+    there (an IndexError on a lone trailing byte)."""
+    out, at = [], 0
+    while at < len(buf):
+        length = buf[at + 1]
+        if at + 2 + length > len(buf):
+            break
+        out.append((buf[at], buf[at + 2 : at + 2 + length]))
+        at += 2 + length
+    return out, buf[at:]
+
+
+@pytest.mark.parametrize("variant", ["correct", "naive"])
+def test_hostile_bytes_are_split_or_refused_never_crash(variant: str) -> None:
+    """Random bytes, cut at random: the splitter hands back whole packets and the unread rest
+    (a suffix of its input, no byte made up), or refuses with ValueError; nothing else."""
+    split = packets if variant == "correct" else naive_lengths
+    rng = random.Random(12)
+    ok = True
+    for _ in range(3000):
+        buf = rng.randbytes(rng.randrange(0, 64))
+        try:
+            done, rest = split(buf)
+        except ValueError:
+            continue
+        except Exception:
+            ok = False
+            break
+        taken = len(buf) - len(rest)
+        if rest != buf[taken:] or sum(len(body) + 2 for _, body in done) > taken:
+            ok = False
+            break
+    assert ok is (variant == "correct")
