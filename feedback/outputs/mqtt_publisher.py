@@ -277,7 +277,7 @@ class MqttPublisher:
                 ) as client:
                     self._watch_pubacks(client)
                     self._rewind()  # whatever has no receipt may have died with the broker
-                    self._connected = True
+                    self._connected, self._connected_at_stop = True, False
                     self.stats.connects += 1
                     self.backoff.reset()
                     self.last_error = ""
