@@ -94,11 +94,8 @@ class PatientState:
             return "CHECK ELECTRODES"
         if self.phase == "work":
             zone = ZONES.get(self.zone or "", "below")
-            # Free practice has no clock (its time left reads 0): no last moment, no held rep.
-            timed = self.reps_total > 0
-            left = self.countdown_s(now) if timed else None
-            held = self.effort.held and timed
-            return WORK_WORDS[effort_word(zone, held=held, left_s=left)]
+            left, held = self.countdown_s(now), self.effort.held
+            return WORK_WORDS[effort_word(zone, held=held, left_s=left, timed=self.reps_total > 0)]
         return {
             "ready": "GET READY",
             "rest": "RELAX",

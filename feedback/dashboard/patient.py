@@ -35,8 +35,8 @@ def phase_word(frame: DashFrame, held: bool = False) -> str:
         timed = bool(frame.header.reps_total)
         pct = frame.pct_mvc.get(frame.header.target_channel, 0.0)
         zone = zone_of(pct, frame.band, frame.holding, calibrated=frame.header.calibrated)
-        left = frame.phase_left_s if timed else None
-        return WORK_WORDS[effort_word(zone, held=held and timed, left_s=left)]
+        word = effort_word(zone, held=held, left_s=frame.phase_left_s, timed=timed)
+        return WORK_WORDS[word]
     return {
         "ready": "GET READY",
         "rest": "RELAX",

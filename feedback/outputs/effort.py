@@ -39,13 +39,16 @@ def zone_of(
     return "above" if pct > high else "below"
 
 
-def effort_word(zone: ZoneName, *, held: bool, left_s: float | None) -> Word:
+def effort_word(zone: ZoneName, *, held: bool, left_s: float | None, timed: bool = True) -> Word:
     """What to do now during work. `held`: this effort's rep is already counted; `left_s`:
-    the time left of the effort, None when untimed (free practice)."""
+    the time left of the effort, None when unknown; `timed` False (free practice): no clock
+    and no reps, so neither a last moment nor a held rep (its time left reads 0)."""
     if zone == "in_band":
         return "hold"
     if zone == "above":
         return "ease"
+    if not timed:
+        return "push"
     if held or (left_s is not None and left_s < LAST_MOMENT_S):
         return "relax"
     return "push"
